@@ -1,0 +1,65 @@
+//! `finetune-studio eval`: mean cross-entropy over the assistant tokens of a dataset, with
+//! the model's chat template applied, as training would see them.
+
+use clap::Args;
+
+use crate::model::{ChatMessage, Forward, Layout};
+use crate::train::batch;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// Dataset file (Alpaca, ShareGPT, OpenAI messages JSONL, CSV, Parquet ...).
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+    /// Samples are cut at this many tokens.
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// Evaluate only the first N records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
+    let model = super::load_model(&args.model)?;
+    let dataset = crate::data::load(&args.data, None)?;
+    let n = args.limit.unwrap_or(usize::MAX).min(dataset.len());
+    let mut per_example = Vec::with_capacity(n);
+    let (mut total, mut tokens) = (0.0f64, 0usize);
+    for (i, conv) in dataset.records().iter().take(n).enumerate() {
+        let messages: Vec<ChatMessage> =
+            conv.to_chat_messages().into_iter().map(|(r, c)| ChatMessage::new(r, c)).collect();
+        let ex = batch::tokenize_conversation(&model, &messages, args.max_len, false)?;
+        let rows = batch::pack(&[&ex], ex.ids.len().max(1), 0);
+        let Some(row) = rows.first() else {
+            per_example.push(serde_json::Value::Null);
+            continue;
+        };
+        if row.trained_tokens() == 0 {
+            per_example.push(serde_json::Value::Null);
+            continue;
+        }
+        let ids = candle_core::Tensor::new(row.ids.as_slice(), model.transformer.device())?.unsqueeze(0)?;
+        let hidden = model.transformer.forward(&ids, Forward { layout: Layout::Causal, ..Default::default() })?;
+        let hidden = hidden.squeeze(0)?;
+        let losses = crate::train::loss::token_losses(&model.transformer, &hidden, &row.targets)?;
+        let sum: f64 = losses.iter().map(|&x| x as f64).sum();
+        total += sum;
+        tokens += losses.len();
+        let mean = sum / losses.len() as f64;
+        per_example.push(serde_json::json!(mean));
+        if !args.json {
+            eprintln!("example {i}: loss {mean:.4} over {} tokens", losses.len());
+        }
+    }
+    let mean_loss = if tokens > 0 { total / tokens as f64 } else { f64::NAN };
+    if args.json {
+        println!("{}", serde_json::json!({"mean_loss": mean_loss, "tokens": tokens, "per_example": per_example}));
+    } else {
+        println!("mean loss {mean_loss:.4} over {tokens} assistant tokens in {n} examples");
+    }
+    Ok(0)
+}

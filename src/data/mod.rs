@@ -1,0 +1,1 @@
+//! Instruction datasets: the normalized record, format readers and writers, validation, editing, statistics.

@@ -1,0 +1,188 @@
+//! Writing a model as GGUF for llama.cpp and Ollama: llama.cpp's metadata keys, tensor
+//! names and Q/K row permutation, the tokenizer as `tokenizer.ggml.*`, the chat template,
+//! and f32 / f16 / q8_0 tensors (norms and biases stay f32).
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Tensor;
+
+use crate::model::config::Architecture;
+use crate::model::weights::{hf_to_gguf_name, permute_qk};
+use crate::model::{Model, ModelError};
+
+/// Tensor types the exporter writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GgufType {
+    F32,
+    F16,
+    Q8_0,
+}
+
+impl GgufType {
+    fn ggml(self) -> GgmlDType {
+        match self {
+            GgufType::F32 => GgmlDType::F32,
+            GgufType::F16 => GgmlDType::F16,
+            GgufType::Q8_0 => GgmlDType::Q8_0,
+        }
+    }
+}
+
+/// llama.cpp's architecture name (Mistral files use `llama`).
+fn gguf_arch(a: Architecture) -> &'static str {
+    match a {
+        Architecture::Llama | Architecture::Mistral => "llama",
+        Architecture::Qwen2 => "qwen2",
+        Architecture::Qwen3 => "qwen3",
+    }
+}
+
+/// Every weight of `model` under its Hugging Face name.
+pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
+    let t = &model.transformer;
+    let mut out = vec![("model.embed_tokens.weight".to_string(), t.embed_tokens.clone())];
+    for (i, l) in t.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        out.push((format!("{p}.input_layernorm.weight"), l.input_norm.weight.clone()));
+        out.push((format!("{p}.post_attention_layernorm.weight"), l.post_attention_norm.weight.clone()));
+        for target in crate::model::lora::LoraTarget::ALL {
+            let lin = l.linear(target);
+            let base = format!("{p}.{}.{}", target.parent(), target.module_name());
+            out.push((format!("{base}.weight"), lin.weight.clone()));
+            if let Some(b) = &lin.bias {
+                out.push((format!("{base}.bias"), b.clone()));
+            }
+        }
+        if let Some(n) = &l.q_norm {
+            out.push((format!("{p}.self_attn.q_norm.weight"), n.weight.clone()));
+        }
+        if let Some(n) = &l.k_norm {
+            out.push((format!("{p}.self_attn.k_norm.weight"), n.weight.clone()));
+        }
+    }
+    out.push(("model.norm.weight".to_string(), t.norm.weight.clone()));
+    if !t.ties_embeddings() {
+        out.push(("lm_head.weight".to_string(), t.lm_head.weight.clone()));
+    }
+    out
+}
+
+fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
+    let json = model.tokenizer.to_json();
+    let bad = |m: &str| ModelError::Tokenizer { path: model.location.path().into(), message: m.into() };
+    let vocab = json.pointer("/model/vocab").and_then(|v| v.as_object()).ok_or_else(|| bad("tokenizer has no BPE vocab"))?;
+    let size = model.tokenizer.vocab_size().max(model.config().vocab_size);
+    let mut tokens = vec![String::new(); size];
+    let mut types = vec![1i32; size];
+    for (tok, id) in vocab {
+        if let Some(id) = id.as_u64().map(|x| x as usize).filter(|&i| i < size) {
+            tokens[id] = tok.clone();
+        }
+    }
+    if let Some(added) = json.get("added_tokens").and_then(|a| a.as_array()) {
+        for t in added {
+            let (Some(id), Some(content)) = (t.get("id").and_then(|x| x.as_u64()), t.get("content").and_then(|x| x.as_str())) else {
+                continue;
+            };
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = content.to_string();
+                types[id as usize] = if t.get("special").and_then(|s| s.as_bool()).unwrap_or(false) { 3 } else { 4 };
+            }
+        }
+    }
+    for (i, t) in tokens.iter_mut().enumerate() {
+        if t.is_empty() {
+            *t = format!("[PAD{i}]");
+            types[i] = 5;
+        }
+    }
+    let merges: Vec<Value> = json
+        .pointer("/model/merges")
+        .and_then(|m| m.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| match m {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Array(p) if p.len() == 2 => {
+                        Some(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")))
+                    }
+                    _ => None,
+                })
+                .map(Value::String)
+                .collect()
+        })
+        .unwrap_or_default();
+    let id_of = |t: &Option<String>| t.as_deref().and_then(|t| model.tokenizer.token_to_id(t));
+    let mut md = vec![
+        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), Value::String("default".into())),
+        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect())),
+        ("tokenizer.ggml.token_type".to_string(), Value::Array(types.into_iter().map(Value::I32).collect())),
+        ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
+        ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false)),
+        ("tokenizer.chat_template".to_string(), Value::String(model.template.source().to_string())),
+    ];
+    for (key, tok) in [
+        ("bos_token_id", &model.tokenizer.bos_token),
+        ("eos_token_id", &model.tokenizer.eos_token),
+        ("padding_token_id", &model.tokenizer.pad_token),
+        ("unknown_token_id", &model.tokenizer.unk_token),
+    ] {
+        if let Some(id) = id_of(tok) {
+            md.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
+        }
+    }
+    Ok(md)
+}
+
+/// Writes `model` (with any adapter already merged into its weights) to `path` as GGUF.
+pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), ModelError> {
+    let c = model.config();
+    let arch = gguf_arch(c.architecture);
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        ("general.name".into(), Value::String(model.name.clone())),
+        (format!("{arch}.context_length"), Value::U32(c.max_position_embeddings as u32)),
+        (format!("{arch}.embedding_length"), Value::U32(c.hidden_size as u32)),
+        (format!("{arch}.block_count"), Value::U32(c.num_hidden_layers as u32)),
+        (format!("{arch}.feed_forward_length"), Value::U32(c.intermediate_size as u32)),
+        (format!("{arch}.attention.head_count"), Value::U32(c.num_attention_heads as u32)),
+        (format!("{arch}.attention.head_count_kv"), Value::U32(c.num_key_value_heads as u32)),
+        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_norm_eps as f32)),
+        (format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta)),
+        (format!("{arch}.rope.dimension_count"), Value::U32(c.head_dim as u32)),
+        (format!("{arch}.attention.key_length"), Value::U32(c.head_dim as u32)),
+        (format!("{arch}.attention.value_length"), Value::U32(c.head_dim as u32)),
+        (format!("{arch}.vocab_size"), Value::U32(c.vocab_size as u32)),
+        ("general.file_type".into(), Value::U32(match dtype { GgufType::F32 => 0, GgufType::F16 => 1, GgufType::Q8_0 => 7 })),
+    ];
+    md.extend(tokenizer_metadata(model)?);
+    let permute = arch == "llama";
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (name, t) in named_weights(model) {
+        let Some(gname) = hf_to_gguf_name(&name) else { continue };
+        let mut t = t.contiguous()?;
+        if permute && gname.ends_with("attn_q.weight") {
+            t = permute_qk(&t, c.num_attention_heads)?;
+        } else if permute && gname.ends_with("attn_k.weight") {
+            t = permute_qk(&t, c.num_key_value_heads)?;
+        }
+        let want = if t.rank() == 1 { GgmlDType::F32 } else { dtype.ggml() };
+        // Q8_0 blocks are 32 wide; rows that do not divide fall back to f16, as llama.cpp does.
+        let ty = if want == GgmlDType::Q8_0 && t.dim(candle_core::D::Minus1)? % 32 != 0 { GgmlDType::F16 } else { want };
+        tensors.push((gname, QTensor::quantize(&t, ty)?));
+    }
+    let tmp = path.with_extension("gguf.partial");
+    let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut w, &md_refs, &t_refs).map_err(|e| ModelError::weights(&tmp, e))?;
+    std::io::Write::flush(&mut w).map_err(|e| ModelError::io(&tmp, e))?;
+    drop(w);
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Export: PEFT adapters, merged Hugging Face folders and GGUF files.
+
+pub mod gguf;

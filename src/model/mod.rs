@@ -1,0 +1,249 @@
+//! Models: configuration, weights (safetensors, GGUF), tokenizer, chat template and the
+//! Llama-family transformer, plus finding models on disk, in the HF cache or on the hub.
+//!
+//! [`load`] turns the one `--model` argument into a ready [`Model`].
+
+pub mod config;
+mod error;
+pub mod fetch;
+pub mod gguf;
+pub mod lora;
+pub mod rope;
+pub mod source;
+pub mod template;
+pub mod tiny;
+pub mod tokenizer;
+pub mod transformer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+pub use config::{Architecture, ModelConfig};
+pub use error::ModelError;
+pub use source::{ModelLocation, ResolvedModel};
+pub use template::{ChatMessage, ChatTemplate};
+pub use tokenizer::Tokenizer;
+pub use transformer::{Cache, Forward, Layout, Transformer};
+
+/// A loaded model: weights, tokenizer, chat template, and where it came from.
+pub struct Model {
+    /// A short name for display (folder or file name).
+    pub name: String,
+    pub location: ModelLocation,
+    /// The hub repo id, when known (written into adapter configs).
+    pub hub_id: Option<String>,
+    pub transformer: Transformer,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// Token ids that end a reply.
+    pub stop_token_ids: Vec<u32>,
+    /// The `tokenizer_config.json` to write with merged models.
+    pub tokenizer_config: serde_json::Value,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.name).field("location", &self.location).finish()
+    }
+}
+
+impl Model {
+    pub fn config(&self) -> &ModelConfig {
+        &self.transformer.config
+    }
+
+    /// Renders `messages` with the model's template and tokenizes the result.
+    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, ModelError> {
+        let text = self.template.render(messages, add_generation_prompt)?;
+        self.tokenizer.encode(&text, false)
+    }
+
+    /// Bytes of f32 weights held.
+    pub fn weight_bytes(&self) -> usize {
+        self.config().parameter_count() * 4
+    }
+}
+
+/// Resolves `spec` (see [`source::resolve`]) and loads the model on the CPU.
+pub fn load(spec: &str) -> Result<Model, ModelError> {
+    let resolved = source::resolve(spec)?;
+    load_resolved(&resolved, &Device::Cpu)
+}
+
+/// Loads an already resolved model.
+pub fn load_resolved(resolved: &ResolvedModel, device: &Device) -> Result<Model, ModelError> {
+    let mut model = match &resolved.location {
+        ModelLocation::HfFolder(dir) => load_hf_folder(dir, device)?,
+        ModelLocation::Gguf(path) => load_gguf(path, device)?,
+    };
+    model.hub_id = resolved.hub_id.clone();
+    Ok(model)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Config { path: path.into(), message: format!("invalid JSON: {e}") })
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// The chat template of an HF folder: `chat_template.jinja`, else `tokenizer_config.json`'s
+/// `chat_template` (a string, or a list of named templates where `default` wins).
+fn hf_chat_template(dir: &Path, tok_cfg: &serde_json::Value) -> Result<(String, String), ModelError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        let text = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
+        return Ok((text, jinja.display().to_string()));
+    }
+    let name = dir.join("tokenizer_config.json").display().to_string();
+    match tok_cfg.get("chat_template") {
+        Some(serde_json::Value::String(s)) => Ok((s.clone(), name)),
+        Some(serde_json::Value::Array(list)) => {
+            let pick = list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str());
+            pick.map(|s| (s.to_string(), name.clone())).ok_or_else(|| ModelError::Template {
+                source_name: name,
+                message: "`chat_template` list has no usable entry".into(),
+            })
+        }
+        _ => Ok((FALLBACK_TEMPLATE.to_string(), "built-in ChatML template (the model ships none)".into())),
+    }
+}
+
+/// ChatML, for base models that ship no template.
+pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+fn stop_ids(config: &ModelConfig, tokenizer: &Tokenizer, extra: &[u32]) -> Vec<u32> {
+    let mut ids: Vec<u32> = config.eos_token_ids.clone();
+    ids.extend_from_slice(extra);
+    if let Some(id) = tokenizer.eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
+        ids.push(id);
+    }
+    for t in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>"] {
+        if let Some(id) = tokenizer.token_to_id(t) {
+            // Only end-of-turn markers that the template or config actually uses.
+            if config.eos_token_ids.contains(&id) || tokenizer.eos_token.as_deref() == Some(t) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Loads a Hugging Face model folder.
+pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> {
+    let cfg_path = dir.join("config.json");
+    let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+    let config = ModelConfig::from_hf_json(&cfg_text, &cfg_path.display().to_string())?;
+    let weights_path = ["model.safetensors", "model.safetensors.index.json"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists());
+    let weights_path = match weights_path {
+        Some(p) => p,
+        None => {
+            for pickle in ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt"] {
+                if dir.join(pickle).exists() {
+                    return Err(ModelError::Pickle { path: dir.join(pickle) });
+                }
+            }
+            return Err(ModelError::weights(dir, "no model.safetensors or model.safetensors.index.json in the folder"));
+        }
+    };
+    let mut src = weights::SafetensorsSource::open(&weights_path, device)?;
+    let transformer = Transformer::load(config, &mut src, device)?;
+
+    let tok_cfg_path = dir.join("tokenizer_config.json");
+    let tok_cfg = if tok_cfg_path.exists() { read_json(&tok_cfg_path)? } else { serde_json::json!({}) };
+    let mut tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let specials = tokenizer::special_tokens_from_config(&tok_cfg);
+    tokenizer.bos_token = specials.get("bos_token").cloned();
+    tokenizer.eos_token = specials.get("eos_token").cloned();
+    tokenizer.pad_token = specials.get("pad_token").cloned();
+    tokenizer.unk_token = specials.get("unk_token").cloned();
+    let (template_src, template_name) = hf_chat_template(dir, &tok_cfg)?;
+    let template =
+        ChatTemplate::new(&template_src, &template_name, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())?;
+    let gen_cfg = dir.join("generation_config.json");
+    let extra_eos = if gen_cfg.exists() {
+        let g = read_json(&gen_cfg)?;
+        match g.get("eos_token_id") {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &extra_eos);
+    Ok(Model {
+        name: display_name(dir),
+        location: ModelLocation::HfFolder(dir.to_path_buf()),
+        hub_id: None,
+        transformer,
+        tokenizer,
+        template,
+        stop_token_ids,
+        tokenizer_config: tok_cfg,
+    })
+}
+
+/// Loads a GGUF file: dequantized weights, tokenizer and template from its metadata.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
+    let mut src = weights::GgufSource::open(path, device)?;
+    let has_output = src.content.tensor_infos.contains_key("output.weight");
+    let config = gguf::config_from_metadata(src.metadata(), has_output, path)?;
+    if gguf::architecture_name(src.metadata()) == Some("llama") {
+        src.qk_heads = Some((config.num_attention_heads, config.num_key_value_heads));
+    }
+    if src.content.tensor_infos.contains_key("rope_freqs.weight") {
+        tracing::warn!("{}: rope_freqs (Llama 3 rope scaling) is not applied from GGUF; load the HF folder for long contexts", path.display());
+    }
+    let spec = gguf::tokenizer_spec(src.metadata(), path)?;
+    let tokenizer = tokenizer::from_gguf(&spec, path)?;
+    let template_src = gguf::chat_template(src.metadata());
+    let transformer = Transformer::load(config, &mut src, device)?;
+    let (template_src, template_name) = match template_src {
+        Some(t) => (t, format!("{} (tokenizer.chat_template)", path.display())),
+        None => (FALLBACK_TEMPLATE.to_string(), "built-in ChatML template (the model ships none)".into()),
+    };
+    let template =
+        ChatTemplate::new(&template_src, &template_name, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())?;
+    let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &[]);
+    let tokenizer_config = serde_json::json!({
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+        "unk_token": tokenizer.unk_token,
+        "chat_template": template_src,
+        "add_bos_token": spec.add_bos,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": transformer.config.max_position_embeddings,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    Ok(Model {
+        name: display_name(path),
+        location: ModelLocation::Gguf(path.to_path_buf()),
+        hub_id: None,
+        transformer,
+        tokenizer,
+        template,
+        stop_token_ids,
+        tokenizer_config,
+    })
+}
+
+/// The file a model's location points at, for display.
+pub fn location_path(loc: &ModelLocation) -> PathBuf {
+    loc.path().to_path_buf()
+}

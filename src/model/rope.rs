@@ -1,0 +1,92 @@
+//! Rotary position embeddings: the cos/sin tables (with Llama 3 frequency scaling) and
+//! their application in the `rotate_half` layout Hugging Face checkpoints use.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use super::config::ModelConfig;
+
+/// Precomputed cos/sin tables, `[max_positions, head_dim / 2]`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// The inverse frequencies, with Llama 3 scaling applied when configured.
+pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
+    let dim = cfg.head_dim;
+    let base = cfg.rope_theta as f64;
+    let mut inv: Vec<f64> = (0..dim / 2).map(|i| 1.0 / base.powf(2.0 * i as f64 / dim as f64)).collect();
+    if let Some(s) = cfg.rope_scaling {
+        let orig = s.original_max_position_embeddings as f64;
+        let low_wavelen = orig / s.low_freq_factor as f64;
+        let high_wavelen = orig / s.high_freq_factor as f64;
+        for f in inv.iter_mut() {
+            let wavelen = 2.0 * std::f64::consts::PI / *f;
+            if wavelen < high_wavelen {
+                continue;
+            } else if wavelen > low_wavelen {
+                *f /= s.factor as f64;
+            } else {
+                let smooth = (orig / wavelen - s.low_freq_factor as f64)
+                    / (s.high_freq_factor as f64 - s.low_freq_factor as f64);
+                *f = (1.0 - smooth) * *f / s.factor as f64 + smooth * *f;
+            }
+        }
+    }
+    inv.into_iter().map(|x| x as f32).collect()
+}
+
+impl Rope {
+    pub fn new(cfg: &ModelConfig, max_positions: usize, device: &Device) -> Result<Self> {
+        let inv = inverse_frequencies(cfg);
+        let half = inv.len();
+        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let pos = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// cos/sin rows for positions `start..start + len`, `[len, head_dim / 2]`.
+    pub fn range(&self, start: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        Ok((self.cos.narrow(0, start, len)?, self.sin.narrow(0, start, len)?))
+    }
+
+    /// cos/sin rows gathered for explicit positions `[b, t]` (packed sequences), `[b, t, head_dim / 2]`.
+    pub fn gather(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let half = self.cos.dims()[1];
+        Ok((
+            self.cos.index_select(&flat, 0)?.reshape((b, t, half))?,
+            self.sin.index_select(&flat, 0)?.reshape((b, t, half))?,
+        ))
+    }
+}
+
+/// Applies rotary embeddings to `x` `[b, h, t, d]`; cos/sin are `[t, d/2]` or `[b, t, d/2]`.
+/// The fast path uses candle's fused kernel (no backward); `differentiable` composes
+/// plain ops so autograd can run through it.
+pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
+    if !differentiable {
+        return candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?);
+    }
+    let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
+    let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
+    let (cos, sin) = if cos.rank() == 2 {
+        (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?)
+    } else {
+        (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
+    };
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d - d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+}

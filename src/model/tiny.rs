@@ -1,0 +1,158 @@
+//! Tiny random models (a few layers, a byte-level vocabulary) written as Hugging Face
+//! folders, for tests, examples and benchmarks that must not depend on a download.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::json;
+
+use super::config::{Architecture, ModelConfig};
+use super::{ModelError, FALLBACK_TEMPLATE};
+
+/// The special tokens of the tiny vocabulary, after the 256 byte tokens.
+pub const TINY_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+/// A small config of the given architecture.
+pub fn tiny_config(architecture: Architecture) -> ModelConfig {
+    ModelConfig {
+        architecture,
+        vocab_size: 256 + TINY_SPECIALS.len() + 5,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 16,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: architecture != Architecture::Mistral,
+        attention_bias: architecture.default_qkv_bias(),
+        bos_token_id: Some(257),
+        eos_token_ids: vec![258],
+    }
+}
+
+/// GPT-2's printable spelling of a byte.
+fn byte_char(b: u8) -> char {
+    let b32 = b as u32;
+    let printable = (33..=126).contains(&b32) || (161..=172).contains(&b32) || (174..=255).contains(&b32);
+    if printable {
+        return char::from(b);
+    }
+    let mut n = 0u32;
+    for x in 0..b32 {
+        let p = (33..=126).contains(&x) || (161..=172).contains(&x) || (174..=255).contains(&x);
+        if !p {
+            n += 1;
+        }
+    }
+    char::from_u32(256 + n).unwrap_or('?')
+}
+
+/// A byte-level BPE `tokenizer.json` with five merges and the ChatML specials.
+pub fn tiny_tokenizer_json() -> serde_json::Value {
+    let mut vocab = serde_json::Map::new();
+    for b in 0..=255u8 {
+        vocab.insert(byte_char(b).to_string(), json!(b as u32));
+    }
+    let mut added = Vec::new();
+    for (i, s) in TINY_SPECIALS.iter().enumerate() {
+        let id = 256 + i as u32;
+        vocab.insert(s.to_string(), json!(id));
+        added.push(json!({"id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true}));
+    }
+    let merges = ["Ġ t", "h e", "Ġt he", "i n", "e r"];
+    let mut next = 256 + TINY_SPECIALS.len() as u32;
+    for m in merges {
+        vocab.insert(m.replace(' ', ""), json!(next));
+        next += 1;
+    }
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": merges},
+    })
+}
+
+/// Random weights for `cfg` with Hugging Face names (seeded through candle's RNG on the CPU).
+pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tensor)>, ModelError> {
+    let dev = Device::Cpu;
+    dev.set_seed(seed)?;
+    let h = cfg.hidden_size;
+    let q = cfg.num_attention_heads * cfg.head_dim;
+    let kv = cfg.num_key_value_heads * cfg.head_dim;
+    let mut out = Vec::new();
+    let mut w = |name: String, shape: &[usize], std: f64| -> Result<(), ModelError> {
+        let t = Tensor::randn(0f32, std as f32, shape, &dev)?;
+        out.push((name, t));
+        Ok(())
+    };
+    w("model.embed_tokens.weight".into(), &[cfg.vocab_size, h], 0.5)?;
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let s = 1.0 / (h as f64).sqrt();
+        w(format!("{p}.self_attn.q_proj.weight"), &[q, h], s)?;
+        w(format!("{p}.self_attn.k_proj.weight"), &[kv, h], s)?;
+        w(format!("{p}.self_attn.v_proj.weight"), &[kv, h], s)?;
+        w(format!("{p}.self_attn.o_proj.weight"), &[h, q], 1.0 / (q as f64).sqrt())?;
+        w(format!("{p}.mlp.gate_proj.weight"), &[cfg.intermediate_size, h], s)?;
+        w(format!("{p}.mlp.up_proj.weight"), &[cfg.intermediate_size, h], s)?;
+        w(format!("{p}.mlp.down_proj.weight"), &[h, cfg.intermediate_size], 1.0 / (cfg.intermediate_size as f64).sqrt())?;
+        if cfg.attention_bias {
+            w(format!("{p}.self_attn.q_proj.bias"), &[q], 0.1)?;
+            w(format!("{p}.self_attn.k_proj.bias"), &[kv], 0.1)?;
+            w(format!("{p}.self_attn.v_proj.bias"), &[kv], 0.1)?;
+        }
+        w(format!("{p}.input_layernorm.weight"), &[h], 0.1)?;
+        w(format!("{p}.post_attention_layernorm.weight"), &[h], 0.1)?;
+        if cfg.architecture == Architecture::Qwen3 {
+            w(format!("{p}.self_attn.q_norm.weight"), &[cfg.head_dim], 0.1)?;
+            w(format!("{p}.self_attn.k_norm.weight"), &[cfg.head_dim], 0.1)?;
+        }
+    }
+    w("model.norm.weight".into(), &[h], 0.1)?;
+    if !cfg.tie_word_embeddings {
+        w("lm_head.weight".into(), &[cfg.vocab_size, h], 1.0 / (h as f64).sqrt())?;
+    }
+    // Norm weights near 1, as trained models have them.
+    let out = out
+        .into_iter()
+        .map(|(n, t)| {
+            if n.ends_with("norm.weight") || n.ends_with("layernorm.weight") {
+                let t = (t + 1.0)?;
+                Ok((n, t))
+            } else {
+                Ok((n, t))
+            }
+        })
+        .collect::<Result<Vec<_>, candle_core::Error>>()?;
+    Ok(out)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ModelError> {
+    std::fs::write(path, text).map_err(|e| ModelError::io(path, e))
+}
+
+/// Writes a tiny random model of `architecture` as an HF folder in `dir` and returns it.
+pub fn write_tiny_model(dir: &Path, architecture: Architecture, seed: u64) -> Result<PathBuf, ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let cfg = tiny_config(architecture);
+    write(&dir.join("config.json"), &cfg.to_hf_json().to_string())?;
+    write(&dir.join("tokenizer.json"), &tiny_tokenizer_json().to_string())?;
+    let tok_cfg = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "chat_template": FALLBACK_TEMPLATE});
+    write(&dir.join("tokenizer_config.json"), &tok_cfg.to_string())?;
+    let weights = random_weights(&cfg, seed)?;
+    let map: std::collections::HashMap<String, Tensor> =
+        weights.into_iter().map(|(n, t)| t.to_dtype(DType::F32).map(|t| (n, t))).collect::<Result<_, _>>()?;
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&map, &path).map_err(|e| ModelError::weights(&path, e))?;
+    Ok(dir.to_path_buf())
+}

@@ -1,0 +1,269 @@
+//! The tokenizer: a Hugging Face `tokenizers::Tokenizer`, loaded from `tokenizer.json` or
+//! built from a GGUF file's `tokenizer.ggml.*` metadata the way transformers builds it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::ModelError;
+
+/// A loaded tokenizer plus the special tokens the rest of the studio needs.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The tokenizer as `tokenizer.json`, for writing merged models.
+    json: Value,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    pub unk_token: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos_token)
+            .field("eos", &self.eos_token)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from `tokenizer.json` text; special tokens come from the caller
+    /// (usually `tokenizer_config.json`).
+    pub fn from_json(json: Value, source: &Path) -> Result<Self, ModelError> {
+        let text = json.to_string();
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| ModelError::Tokenizer {
+            path: source.into(),
+            message: format!("cannot build the tokenizer: {e}"),
+        })?;
+        Ok(Self { inner, json, bos_token: None, eos_token: None, pad_token: None, unk_token: None })
+    }
+
+    /// Loads `tokenizer.json` from disk.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+            path: path.into(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        Self::from_json(json, path)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The tokenizer in `tokenizer.json` form.
+    pub fn to_json(&self) -> &Value {
+        &self.json
+    }
+
+    /// Encodes text. `add_special_tokens` adds what the post-processor adds (BOS for Llama 2).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
+        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(|e| ModelError::Tokenizer {
+            path: "tokenizer".into(),
+            message: format!("cannot encode: {e}"),
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes and returns the byte offsets of every token in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), ModelError> {
+        let enc = self.inner.encode(text, false).map_err(|e| ModelError::Tokenizer {
+            path: "tokenizer".into(),
+            message: format!("cannot encode: {e}"),
+        })?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| ModelError::Tokenizer {
+            path: "tokenizer".into(),
+            message: format!("cannot decode: {e}"),
+        })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+/// GPT-2's reversible map from bytes to printable characters (`bytes_to_unicode`). The
+/// tokenizers crate keeps its copy private, so it is spelt out here.
+fn byte_alphabet() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..=255u32 {
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        table[b as usize] = if printable {
+            char::from_u32(b).unwrap_or('\0')
+        } else {
+            let c = char::from_u32(256 + n).unwrap_or('\0');
+            n += 1;
+            c
+        };
+    }
+    table
+}
+
+/// Pre-tokenizer split regexes by `tokenizer.ggml.pre`, as transformers maps them.
+fn pre_tokenizer_for(pre: &str) -> Value {
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let regex = match pre {
+        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" => Some(LLAMA3),
+        "qwen2" | "qwen35" => Some(QWEN2),
+        "gpt-4o" => Some(GPT4O),
+        "tekken" => Some(TEKKEN),
+        _ => None,
+    };
+    match regex {
+        None => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
+        Some(r) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]}),
+    }
+}
+
+/// What a GGUF file says about its tokenizer (`tokenizer.ggml.*`).
+pub struct GgufTokenizerSpec {
+    pub model: String,
+    pub pre: Option<String>,
+    pub tokens: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub merges: Vec<String>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub pad_id: Option<u32>,
+    pub unk_id: Option<u32>,
+    pub add_bos: bool,
+}
+
+/// Builds a byte-level BPE tokenizer from GGUF metadata the way transformers'
+/// `GGUFGPTConverter` does, so token ids match `AutoTokenizer.from_pretrained(gguf_file=..)`.
+pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
+    if spec.model != "gpt2" {
+        return Err(ModelError::Tokenizer {
+            path: source.into(),
+            message: format!(
+                "tokenizer model `{}` in GGUF metadata is not supported (byte-level BPE `gpt2` is); use the model's Hugging Face folder with tokenizer.json instead",
+                spec.model
+            ),
+        });
+    }
+    let alphabet = byte_alphabet();
+    let in_alphabet: std::collections::HashSet<char> = alphabet.iter().copied().collect();
+    let respell = |t: &str| -> String {
+        if t.chars().all(|c| in_alphabet.contains(&c)) {
+            t.to_string()
+        } else {
+            t.bytes().map(|b| alphabet[b as usize]).collect()
+        }
+    };
+    const CONTROL: i32 = 3;
+    const USER_DEFINED: i32 = 4;
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (id, token) in spec.tokens.iter().enumerate() {
+        let ty = spec.token_types.get(id).copied().unwrap_or(1);
+        let is_added = ty == CONTROL || ty == USER_DEFINED;
+        let spelt = if is_added { token.clone() } else { respell(token) };
+        vocab.insert(spelt, json!(id));
+        if is_added {
+            added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty == CONTROL}));
+        }
+    }
+    let name = |id: Option<u32>| id.and_then(|i| spec.tokens.get(i as usize)).cloned();
+    let bos = name(spec.bos_id);
+    let post_processor = match (&bos, spec.add_bos) {
+        (Some(b), true) => json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": b, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {b.as_str(): {"id": b, "ids": [spec.bos_id], "tokens": [b]}}}),
+        _ => json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
+    };
+    let json = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer_for(spec.pre.as_deref().unwrap_or("default")),
+        "post_processor": post_processor,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": spec.merges},
+    });
+    let mut tok = Tokenizer::from_json(json, source)?;
+    tok.bos_token = bos;
+    tok.eos_token = name(spec.eos_id);
+    tok.pad_token = name(spec.pad_id);
+    tok.unk_token = name(spec.unk_id);
+    Ok(tok)
+}
+
+/// Reads special tokens from `tokenizer_config.json` (strings or `{"content": ..}` objects).
+pub fn special_tokens_from_config(config: &Value) -> HashMap<&'static str, String> {
+    let mut out = HashMap::new();
+    for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
+        let v = match config.get(key) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(str::to_string),
+            _ => None,
+        };
+        if let Some(v) = v {
+            out.insert(key, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_alphabet_matches_gpt2() {
+        let a = byte_alphabet();
+        assert_eq!(a[b' ' as usize], 'Ġ');
+        assert_eq!(a[b'\n' as usize], 'Ċ');
+        assert_eq!(a[b'A' as usize], 'A');
+        let unique: std::collections::HashSet<_> = a.iter().collect();
+        assert_eq!(unique.len(), 256);
+    }
+
+    #[test]
+    fn tiny_bpe_from_gguf_metadata() {
+        let spec = GgufTokenizerSpec {
+            model: "gpt2".into(),
+            pre: Some("smollm".into()),
+            tokens: ["<|endoftext|>", "<|im_start|>", "h", "i", "Ġ", "hi", "Ġhi", "é"].map(String::from).to_vec(),
+            token_types: vec![3, 3, 1, 1, 1, 1, 1, 1],
+            merges: vec!["h i".into(), "Ġ hi".into()],
+            bos_id: Some(1),
+            eos_id: Some(0),
+            pad_id: None,
+            unk_id: None,
+            add_bos: false,
+        };
+        let t = from_gguf(&spec, Path::new("t.gguf")).unwrap();
+        assert_eq!(t.encode("<|im_start|>hi hi", false).unwrap(), vec![1, 5, 6]);
+        assert_eq!(t.decode(&[5, 6], false).unwrap(), "hi hi");
+        // "é" is outside the byte alphabet, so it is re-spelt as its two UTF-8 bytes.
+        assert!(t.token_to_id("Ã©").is_some());
+        assert_eq!(t.bos_token.as_deref(), Some("<|im_start|>"));
+    }
+}

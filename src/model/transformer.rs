@@ -1,0 +1,421 @@
+//! The one Llama-family transformer (Llama, SmolLM2, Mistral, Qwen2/2.5, Qwen3): frozen f32
+//! base weights, optional LoRA adapters passed per call, an external KV cache, and packed
+//! sequences for training. Generation and training both run through `Transformer::forward`.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+
+use super::config::{Architecture, ModelConfig};
+use super::lora::{LoraPair, LoraSet, LoraTarget};
+use super::rope::{self, Rope};
+use super::weights::WeightSource;
+use super::ModelError;
+
+/// A frozen linear layer `y = x Wᵀ (+ b)`, with an optional Q8_0 copy for fast decoding.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`, as in HF checkpoints.
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    quantized: Option<std::sync::Arc<QMatMul>>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias, quantized: None }
+    }
+
+    /// Applies the layer to `x` `[n, in]`, adding the adapter's contribution when given.
+    /// `quantized` picks the Q8_0 copy when one exists (decode).
+    pub fn forward(&self, x: &Tensor, lora: Option<&LoraPair>, dropout: f32, quantized: bool) -> Result<Tensor> {
+        let mut y = match (&self.quantized, quantized) {
+            (Some(q), true) => q.forward(x)?,
+            _ => x.matmul(&self.weight.t()?)?,
+        };
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(p) = lora {
+            let xin = if dropout > 0.0 { candle_nn::ops::dropout(x, dropout)? } else { x.clone() };
+            let delta = xin.matmul(&p.a.t()?)?.matmul(&p.b.t()?)?;
+            y = (y + (delta * p.scale)?)?;
+        }
+        Ok(y)
+    }
+
+    fn quantize(&mut self) -> Result<()> {
+        let q = QTensor::quantize(&self.weight, GgmlDType::Q8_0)?;
+        self.quantized = Some(std::sync::Arc::new(QMatMul::from_qtensor(q)?));
+        Ok(())
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}
+
+/// RMSNorm weights.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        if differentiable {
+            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps)
+        } else {
+            candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+        }
+    }
+}
+
+/// One decoder block's weights.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    pub input_norm: RmsNorm,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3's per-head RMSNorm on queries and keys.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub post_attention_norm: RmsNorm,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl DecoderLayer {
+    pub fn linear(&self, target: LoraTarget) -> &Linear {
+        match target {
+            LoraTarget::QProj => &self.q_proj,
+            LoraTarget::KProj => &self.k_proj,
+            LoraTarget::VProj => &self.v_proj,
+            LoraTarget::OProj => &self.o_proj,
+            LoraTarget::GateProj => &self.gate_proj,
+            LoraTarget::UpProj => &self.up_proj,
+            LoraTarget::DownProj => &self.down_proj,
+        }
+    }
+
+    pub fn linear_mut(&mut self, target: LoraTarget) -> &mut Linear {
+        match target {
+            LoraTarget::QProj => &mut self.q_proj,
+            LoraTarget::KProj => &mut self.k_proj,
+            LoraTarget::VProj => &mut self.v_proj,
+            LoraTarget::OProj => &mut self.o_proj,
+            LoraTarget::GateProj => &mut self.gate_proj,
+            LoraTarget::UpProj => &mut self.up_proj,
+            LoraTarget::DownProj => &mut self.down_proj,
+        }
+    }
+}
+
+/// Per-layer key/value cache for generation.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    layers: Vec<KvCache>,
+}
+
+impl Cache {
+    pub fn new(cfg: &ModelConfig) -> Self {
+        Self { layers: (0..cfg.num_hidden_layers).map(|_| KvCache::new(2, 512)).collect() }
+    }
+
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.layers.first().map(|c| c.current_seq_len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn clear(&mut self) {
+        for c in &mut self.layers {
+            c.reset();
+        }
+    }
+}
+
+/// How positions and attention are laid out in a call.
+#[derive(Debug, Clone, Default)]
+pub enum Layout {
+    /// One causal sequence per row, positions continuing from the cache.
+    #[default]
+    Causal,
+    /// Several samples packed per row: explicit positions `[b, t]` (reset at each sample)
+    /// and a sample id per token `[b, t]`; no attention crosses a sample boundary.
+    Packed { positions: Tensor, segments: Tensor },
+}
+
+/// Options of one forward call.
+#[derive(Default)]
+pub struct Forward<'a> {
+    pub cache: Option<&'a mut Cache>,
+    pub lora: Option<&'a LoraSet>,
+    pub layout: Layout,
+    /// Compose plain ops so candle's autograd can differentiate (slower).
+    pub differentiable: bool,
+    /// Apply adapter dropout (training).
+    pub train: bool,
+    /// Use the Q8_0 copies of the weights where they exist, for single-token decode steps.
+    pub quantized: bool,
+}
+
+/// The Llama-family decoder.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    pub config: ModelConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    pub lm_head: Linear,
+    /// Whether `lm_head` is the embedding matrix (tied embeddings).
+    tied: bool,
+    rope: Rope,
+    device: Device,
+}
+
+fn load_linear(
+    src: &mut dyn WeightSource,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> std::result::Result<Linear, ModelError> {
+    let weight = src.get(&format!("{prefix}.weight"), &[out, inp])?;
+    let bias = if bias { Some(src.get(&format!("{prefix}.bias"), &[out])?) } else { None };
+    Ok(Linear::new(weight, bias))
+}
+
+impl Transformer {
+    /// Loads every weight from `src` (HF names, f32), checking shapes against `config`.
+    pub fn load(config: ModelConfig, src: &mut dyn WeightSource, device: &Device) -> std::result::Result<Self, ModelError> {
+        let c = &config;
+        let h = c.hidden_size;
+        let q_dim = c.num_attention_heads * c.head_dim;
+        let kv_dim = c.num_key_value_heads * c.head_dim;
+        let eps = c.rms_norm_eps as f32;
+        let norm = |src: &mut dyn WeightSource, name: &str, n: usize| -> std::result::Result<RmsNorm, ModelError> {
+            Ok(RmsNorm { weight: src.get(name, &[n])?, eps })
+        };
+        let embed_tokens = src.get("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let qk_norm = c.architecture == Architecture::Qwen3;
+            layers.push(DecoderLayer {
+                input_norm: norm(src, &format!("{p}.input_layernorm.weight"), h)?,
+                q_proj: load_linear(src, &format!("{p}.self_attn.q_proj"), q_dim, h, c.attention_bias)?,
+                k_proj: load_linear(src, &format!("{p}.self_attn.k_proj"), kv_dim, h, c.attention_bias)?,
+                v_proj: load_linear(src, &format!("{p}.self_attn.v_proj"), kv_dim, h, c.attention_bias)?,
+                o_proj: load_linear(src, &format!("{p}.self_attn.o_proj"), h, q_dim, false)?,
+                q_norm: if qk_norm { Some(norm(src, &format!("{p}.self_attn.q_norm.weight"), c.head_dim)?) } else { None },
+                k_norm: if qk_norm { Some(norm(src, &format!("{p}.self_attn.k_norm.weight"), c.head_dim)?) } else { None },
+                post_attention_norm: norm(src, &format!("{p}.post_attention_layernorm.weight"), h)?,
+                gate_proj: load_linear(src, &format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
+                up_proj: load_linear(src, &format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
+                down_proj: load_linear(src, &format!("{p}.mlp.down_proj"), h, c.intermediate_size, false)?,
+            });
+        }
+        let norm_w = norm(src, "model.norm.weight", h)?;
+        let tied = c.tie_word_embeddings || !src.contains("lm_head.weight");
+        let lm_head = if tied {
+            Linear::new(embed_tokens.clone(), None)
+        } else {
+            Linear::new(src.get("lm_head.weight", &[c.vocab_size, h])?, None)
+        };
+        let max_pos = c.max_position_embeddings.clamp(2048, 32_768);
+        let rope = Rope::new(c, max_pos, device)?;
+        Ok(Self { config, embed_tokens, layers, norm: norm_w, lm_head, tied, rope, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Whether `lm_head` shares the embedding matrix.
+    pub fn ties_embeddings(&self) -> bool {
+        self.tied
+    }
+
+    /// Makes Q8_0 copies of every matmul weight for fast decoding (≈ 4× fewer bytes per token).
+    pub fn quantize_for_decode(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            for t in LoraTarget::ALL {
+                l.linear_mut(t).quantize()?;
+            }
+        }
+        self.lm_head.quantize()
+    }
+
+    pub fn has_quantized_copy(&self) -> bool {
+        self.lm_head.quantized.is_some()
+    }
+
+    /// Runs the decoder on `ids` `[b, t]` and returns the final hidden states `[b, t, hidden]`
+    /// (after the last norm). Use [`Transformer::logits`] on the rows you need.
+    pub fn forward(&self, ids: &Tensor, mut opts: Forward<'_>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.config;
+        let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+
+        let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
+        let (cos, sin, mask) = match &opts.layout {
+            Layout::Causal => {
+                if offset + t > self.rope.max_positions() {
+                    candle_core::bail!(
+                        "sequence of {} tokens exceeds the {} positions this model supports",
+                        offset + t,
+                        self.rope.max_positions()
+                    );
+                }
+                let (cos, sin) = self.rope.range(offset, t)?;
+                let mask = if t > 1 { Some(causal_mask(t, offset, n_rep, &self.device)?) } else { None };
+                (cos, sin, mask)
+            }
+            Layout::Packed { positions, segments } => {
+                let (cos, sin) = self.rope.gather(positions)?;
+                (cos, sin, Some(packed_mask(segments, n_rep)?))
+            }
+        };
+        let dropout = if opts.train { opts.lora.map(|l| l.dropout).unwrap_or(0.0) } else { 0.0 };
+        let quantized = opts.quantized && t == 1 && b == 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = opts.cache.as_mut().map(|c| &mut c.layers[i]);
+            let ctx = LayerCtx {
+                index: i,
+                lora: opts.lora,
+                dropout,
+                cos: &cos,
+                sin: &sin,
+                mask: mask.as_ref(),
+                differentiable: opts.differentiable,
+                quantized,
+            };
+            x = self.layer_forward(layer, &x, cache, &ctx)?;
+        }
+        self.norm.forward(&x, opts.differentiable)
+    }
+
+    /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
+    pub fn logits(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
+        self.lm_head.forward(hidden, None, 0.0, quantized && hidden.dims()[0] == 1)
+    }
+
+    /// Logits of the last position of each row: `[b, vocab]`.
+    pub fn last_logits(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
+        let (_, t, _) = hidden.dims3()?;
+        let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.logits(&last, quantized)
+    }
+
+    fn layer_forward(&self, l: &DecoderLayer, x: &Tensor, cache: Option<&mut KvCache>, ctx: &LayerCtx<'_>) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, t, h) = x.dims3()?;
+        let lin = |lin: &Linear, target: LoraTarget, input: &Tensor| -> Result<Tensor> {
+            let pair = ctx.lora.and_then(|s| s.get(ctx.index, target));
+            lin.forward(input, pair, ctx.dropout, ctx.quantized)
+        };
+        // Attention.
+        let residual = x;
+        let xn = l.input_norm.forward(x, ctx.differentiable)?.reshape((b * t, h))?;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let q = lin(&l.q_proj, LoraTarget::QProj, &xn)?.reshape((b, t, nh, hd))?;
+        let k = lin(&l.k_proj, LoraTarget::KProj, &xn)?.reshape((b, t, nkv, hd))?;
+        let v = lin(&l.v_proj, LoraTarget::VProj, &xn)?.reshape((b, t, nkv, hd))?;
+        let (q, k) = match (&l.q_norm, &l.k_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(&q, ctx.differentiable)?, kn.forward(&k, ctx.differentiable)?),
+            _ => (q, k),
+        };
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let q = rope::apply(&q, ctx.cos, ctx.sin, ctx.differentiable)?;
+        let k = rope::apply(&k, ctx.cos, ctx.sin, ctx.differentiable)?;
+        let (k, v) = match cache {
+            Some(c) => c.append(&k, &v)?,
+            None => (k, v),
+        };
+        let kv_len = k.dim(2)?;
+        // Group queries by their KV head instead of copying K and V per query head:
+        // q [b, nh, t, d] -> [b, nkv, n_rep * t, d].
+        let n_rep = nh / nkv;
+        let q = q.reshape((b, nkv, n_rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(m) = ctx.mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        let probs = if ctx.differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let _ = kv_len;
+        let attn = probs.matmul(&v)?; // [b, nkv, n_rep * t, d]
+        let attn = attn.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
+        let attn_out = lin(&l.o_proj, LoraTarget::OProj, &attn)?.reshape((b, t, h))?;
+        let x = (residual + attn_out)?;
+        // MLP.
+        let xn = l.post_attention_norm.forward(&x, ctx.differentiable)?.reshape((b * t, h))?;
+        let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
+        let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
+        let act = (candle_nn::ops::silu(&gate)? * up)?;
+        let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?.reshape((b, t, h))?;
+        x + down
+    }
+}
+
+struct LayerCtx<'a> {
+    index: usize,
+    lora: Option<&'a LoraSet>,
+    dropout: f32,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    mask: Option<&'a Tensor>,
+    differentiable: bool,
+    quantized: bool,
+}
+
+/// Additive causal mask for `t` new queries after `offset` cached keys, tiled `n_rep` times
+/// along the query axis to match the grouped query layout: `[n_rep * t, offset + t]`.
+fn causal_mask(t: usize, offset: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
+    let total = offset + t;
+    let mut data = Vec::with_capacity(n_rep * t * total);
+    for _ in 0..n_rep {
+        for i in 0..t {
+            for j in 0..total {
+                data.push(if j > offset + i { f32::NEG_INFINITY } else { 0.0 });
+            }
+        }
+    }
+    Tensor::from_vec(data, (n_rep * t, total), device)
+}
+
+/// Block-diagonal causal mask from per-token sample ids `[b, t]`: `[b, 1, n_rep * t, t]`.
+fn packed_mask(segments: &Tensor, n_rep: usize) -> Result<Tensor> {
+    let (b, t) = segments.dims2()?;
+    let seg = segments.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let mut data = Vec::with_capacity(b * n_rep * t * t);
+    for row in &seg {
+        for _ in 0..n_rep {
+            for i in 0..t {
+                for j in 0..t {
+                    let visible = j <= i && row[i] == row[j];
+                    data.push(if visible { 0.0 } else { f32::NEG_INFINITY });
+                }
+            }
+        }
+    }
+    Tensor::from_vec(data, (b, 1, n_rep * t, t), segments.device())
+}

@@ -1,0 +1,240 @@
+//! Weight sources: named f32 tensors in Hugging Face naming, read from safetensors
+//! (single file or sharded index, f32/f16/bf16) or from a GGUF file (dequantized, names
+//! mapped, llama.cpp's Q/K row permutation undone).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+
+use super::ModelError;
+
+/// Something that hands out the model's tensors by their Hugging Face names.
+pub trait WeightSource {
+    /// The tensor `name` as f32, checked against `shape`.
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError>;
+    fn contains(&self, name: &str) -> bool;
+    /// The file, for messages.
+    fn path(&self) -> &Path;
+}
+
+fn check_shape(t: Tensor, name: &str, shape: &[usize], path: &Path) -> Result<Tensor, ModelError> {
+    if t.dims() != shape {
+        return Err(ModelError::weights(
+            path,
+            format!(
+                "tensor `{name}` has shape {:?} but the config implies {shape:?}: the config does not match the weights",
+                t.dims()
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+/// Refuses PyTorch pickles before anything reads them.
+pub fn refuse_pickle(path: &Path) -> Result<(), ModelError> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if matches!(ext, "bin" | "pt" | "pth" | "ckpt" | "pkl") {
+        return Err(ModelError::Pickle { path: path.into() });
+    }
+    Ok(())
+}
+
+/// Memory-mapped safetensors files.
+pub struct SafetensorsSource {
+    files: candle_core::safetensors::MmapedSafetensors,
+    names: std::collections::HashSet<String>,
+    path: PathBuf,
+    device: Device,
+}
+
+impl SafetensorsSource {
+    /// Opens `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
+    pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let shards: Vec<PathBuf> = if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+            let index: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ModelError::weights(path, format!("invalid index JSON: {e}")))?;
+            let map = index
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::weights(path, "index has no `weight_map` object"))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        for f in &shards {
+            if !f.exists() {
+                return Err(ModelError::weights(f, "shard listed in the index is missing"));
+            }
+        }
+        // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on
+        // nobody truncating a model file while the studio reads it.
+        let files = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&shards) }
+            .map_err(|e| ModelError::weights(path, format!("not a readable safetensors file: {e}")))?;
+        let names = files.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Self { files, names, path: path.to_path_buf(), device: device.clone() })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.names.iter()
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        if !self.names.contains(name) {
+            return Err(ModelError::weights(&self.path, format!("tensor `{name}` is missing")));
+        }
+        let t = self
+            .files
+            .load(name, &self.device)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{name}`: {e}")))?;
+        check_shape(t, name, shape, &self.path)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Maps a Hugging Face tensor name to llama.cpp's GGUF name.
+pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    match name {
+        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+        "model.norm.weight" => return Some("output_norm.weight".into()),
+        "lm_head.weight" => return Some("output.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let mapped = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{mapped}.{suffix}"))
+}
+
+/// llama.cpp's row permutation of Q and K for its rotary layout, undone:
+/// `[heads, 2, d/2, ...] <- [heads, d/2, 2, ...]`.
+pub fn unpermute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rows = dims[0];
+    let half = rows / heads / 2;
+    let rest: Vec<usize> = dims[1..].to_vec();
+    let mut shape = vec![heads, half, 2];
+    shape.extend(&rest);
+    t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+}
+
+/// The inverse of [`unpermute_qk`], applied when writing GGUF.
+pub fn permute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rows = dims[0];
+    let half = rows / heads / 2;
+    let rest: Vec<usize> = dims[1..].to_vec();
+    let mut shape = vec![heads, 2, half];
+    shape.extend(&rest);
+    t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+}
+
+/// An opened GGUF file.
+pub struct GgufSource {
+    pub content: gguf_file::Content,
+    reader: BufReader<File>,
+    path: PathBuf,
+    device: Device,
+    /// Heads for un-permuting Q and K (llama-architecture files only).
+    pub qk_heads: Option<(usize, usize)>,
+}
+
+impl GgufSource {
+    pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
+        Ok(Self { content, reader, path: path.to_path_buf(), device: device.clone(), qk_heads: None })
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
+        &self.content.metadata
+    }
+}
+
+impl WeightSource for GgufSource {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        let gname = hf_to_gguf_name(name).ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
+        if !self.content.tensor_infos.contains_key(&gname) {
+            return Err(ModelError::weights(&self.path, format!("tensor `{gname}` is missing")));
+        }
+        let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor `{gname}`: {e}"));
+        let q = self.content.tensor(&mut self.reader, &gname, &self.device).map_err(err)?;
+        let mut t = q.dequantize(&self.device).map_err(err)?;
+        if let Some((q_heads, kv_heads)) = self.qk_heads {
+            if gname.contains(".attn_q.") {
+                t = unpermute_qk(&t, q_heads).map_err(err)?;
+            } else if gname.contains(".attn_k.") {
+                t = unpermute_qk(&t, kv_heads).map_err(err)?;
+            }
+        }
+        check_shape(t, name, shape, &self.path)
+    }
+    fn contains(&self, name: &str) -> bool {
+        hf_to_gguf_name(name).is_some_and(|g| self.content.tensor_infos.contains_key(&g))
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names() {
+        assert_eq!(hf_to_gguf_name("model.layers.3.self_attn.q_proj.weight").as_deref(), Some("blk.3.attn_q.weight"));
+        assert_eq!(hf_to_gguf_name("model.layers.0.mlp.down_proj.weight").as_deref(), Some("blk.0.ffn_down.weight"));
+        assert_eq!(hf_to_gguf_name("model.layers.1.self_attn.k_proj.bias").as_deref(), Some("blk.1.attn_k.bias"));
+        assert_eq!(hf_to_gguf_name("model.embed_tokens.weight").as_deref(), Some("token_embd.weight"));
+        assert_eq!(hf_to_gguf_name("something.else"), None);
+    }
+
+    #[test]
+    fn permutation_round_trips() {
+        let t = Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((8, 6)).unwrap();
+        let p = permute_qk(&t, 2).unwrap();
+        assert_ne!(p.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
+        let back = unpermute_qk(&p, 2).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn pickles_are_refused() {
+        let e = refuse_pickle(Path::new("/m/pytorch_model.bin")).unwrap_err().to_string();
+        assert!(e.contains("pytorch_model.bin") && e.contains("never unpickled"), "{e}");
+        assert!(refuse_pickle(Path::new("/m/model.safetensors")).is_ok());
+    }
+}
