@@ -1,0 +1,205 @@
+//! Near-duplicate detection: MinHash signatures over word shingles, banded LSH to find
+//! candidates, and a check of the estimated Jaccard similarity against a threshold.
+//!
+//! Written here rather than taken from a crate: the MinHash/LSH crates on crates.io are
+//! unmaintained or pull in large dependency trees for what is ~150 lines, and we need
+//! deterministic, seeded, rayon-parallel signatures over our own text type.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use rayon::prelude::*;
+
+/// Parameters of the near-duplicate search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinHashParams {
+    /// Number of hash functions (signature length).
+    pub num_perm: usize,
+    /// Words per shingle.
+    pub shingle: usize,
+    /// Jaccard similarity above which two records are near-duplicates (0..=1).
+    pub threshold: f64,
+    pub seed: u64,
+}
+
+impl Default for MinHashParams {
+    fn default() -> Self {
+        MinHashParams {
+            num_perm: 64,
+            shingle: 3,
+            threshold: 0.8,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// SplitMix64's finalizer: a fast, well-mixed 64-bit hash of a 64-bit value.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn word_hash(w: &str) -> u64 {
+    // FNV-1a over lower-cased bytes: deterministic across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in w.bytes() {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Hashes of the word shingles of a text (a text shorter than one shingle is one shingle).
+pub fn shingles(text: &str, k: usize) -> Vec<u64> {
+    let words: Vec<u64> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(word_hash)
+        .collect();
+    let k = k.max(1);
+    if words.len() <= k {
+        return vec![words
+            .iter()
+            .fold(0x9e37_79b9_7f4a_7c15, |a, &w| mix64(a ^ w))];
+    }
+    words
+        .windows(k)
+        .map(|win| win.iter().fold(0x9e37_79b9_7f4a_7c15, |a, &w| mix64(a ^ w)))
+        .collect()
+}
+
+/// The MinHash signature of a set of shingle hashes.
+pub fn signature(shingles: &[u64], params: &MinHashParams) -> Vec<u64> {
+    let seeds: Vec<u64> = (0..params.num_perm as u64)
+        .map(|j| mix64(params.seed ^ mix64(j + 1)))
+        .collect();
+    let mut sig = vec![u64::MAX; params.num_perm];
+    for &s in shingles {
+        for (m, &seed) in sig.iter_mut().zip(&seeds) {
+            let h = mix64(s ^ seed);
+            if h < *m {
+                *m = h;
+            }
+        }
+    }
+    sig
+}
+
+/// Estimated Jaccard similarity of two signatures.
+pub fn similarity(a: &[u64], b: &[u64]) -> f64 {
+    if a.is_empty() {
+        return 0.0;
+    }
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / a.len() as f64
+}
+
+/// Bands × rows for a signature length, with the LSH threshold `(1/b)^(1/r)` closest to `t`.
+pub fn bands_for(num_perm: usize, t: f64) -> (usize, usize) {
+    let mut best = (num_perm.max(1), 1);
+    let mut best_err = f64::MAX;
+    for r in 1..=num_perm.max(1) {
+        if num_perm % r != 0 {
+            continue;
+        }
+        let b = num_perm / r;
+        let err = ((1.0 / b as f64).powf(1.0 / r as f64) - t).abs();
+        if err < best_err {
+            best_err = err;
+            best = (b, r);
+        }
+    }
+    best
+}
+
+fn find(parent: &mut [usize], mut x: usize) -> usize {
+    while parent[x] != x {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    x
+}
+
+/// Groups of near-duplicate texts (each group sorted, groups ordered by their first index;
+/// singletons are left out). A text joins a group when its estimated similarity to the
+/// first text sharing an LSH band with it reaches the threshold.
+pub fn near_duplicate_groups<S: AsRef<str> + Sync>(
+    texts: &[S],
+    params: &MinHashParams,
+) -> Vec<Vec<usize>> {
+    let sigs: Vec<Vec<u64>> = texts
+        .par_iter()
+        .map(|t| signature(&shingles(t.as_ref(), params.shingle), params))
+        .collect();
+    groups_from_signatures(&sigs, params)
+}
+
+pub(crate) fn groups_from_signatures(sigs: &[Vec<u64>], params: &MinHashParams) -> Vec<Vec<usize>> {
+    let (bands, rows) = bands_for(params.num_perm, params.threshold);
+    let mut parent: Vec<usize> = (0..sigs.len()).collect();
+    let mut buckets: HashMap<(usize, u64), usize> = HashMap::with_capacity(sigs.len() * bands);
+    for (i, sig) in sigs.iter().enumerate() {
+        for b in 0..bands {
+            let band = &sig[b * rows..(b + 1) * rows];
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            band.hash(&mut h);
+            let key = (b, h.finish());
+            match buckets.get(&key) {
+                Some(&rep) => {
+                    if similarity(sig, &sigs[rep]) >= params.threshold {
+                        let (a, c) = (find(&mut parent, i), find(&mut parent, rep));
+                        if a != c {
+                            parent[a.max(c)] = a.min(c);
+                        }
+                    }
+                }
+                None => {
+                    buckets.insert(key, i);
+                }
+            }
+        }
+    }
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..sigs.len() {
+        let r = find(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    let mut out: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    for g in &mut out {
+        g.sort_unstable();
+    }
+    out.sort_unstable_by_key(|g| g[0]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_near_duplicates_only() {
+        let base = "Give three tips for staying healthy. Eat a balanced diet and make sure to include plenty of fruits and vegetables, exercise regularly and get enough sleep every night";
+        let texts = vec![
+            base.to_string(),
+            "Write a poem about the sea and the wind over the harbour at night in winter"
+                .to_string(),
+            format!("{base} (#2)"),
+            base.replace("every night", "every day"),
+        ];
+        let g = near_duplicate_groups(&texts, &MinHashParams::default());
+        assert_eq!(g, vec![vec![0, 2, 3]]);
+        let strict = MinHashParams {
+            threshold: 0.99,
+            ..Default::default()
+        };
+        let g = near_duplicate_groups(&texts, &strict);
+        assert!(g.iter().all(|g| !g.contains(&1)));
+    }
+
+    #[test]
+    fn band_choice_matches_threshold() {
+        assert_eq!(bands_for(64, 0.8), (8, 8));
+    }
+}
