@@ -9,7 +9,12 @@ use finetune_studio::model::config::Architecture;
 use finetune_studio::model::tiny::write_tiny_model;
 use finetune_studio::model::{self, Cache, Forward};
 
-const ARCHS: [Architecture; 4] = [Architecture::Llama, Architecture::Mistral, Architecture::Qwen2, Architecture::Qwen3];
+const ARCHS: [Architecture; 4] = [
+    Architecture::Llama,
+    Architecture::Mistral,
+    Architecture::Qwen2,
+    Architecture::Qwen3,
+];
 
 fn tiny(arch: Architecture) -> (tempfile::TempDir, model::Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -19,7 +24,10 @@ fn tiny(arch: Architecture) -> (tempfile::TempDir, model::Model) {
 }
 
 fn all_logits(m: &model::Model, ids: &[u32]) -> Tensor {
-    let input = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let input = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let h = m.transformer.forward(&input, Forward::default()).unwrap();
     m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
 }
@@ -44,17 +52,44 @@ fn kv_cache_decode_equals_full_forward() {
         let (_d, m) = tiny(arch);
         let full = all_logits(&m, &ids);
         let mut cache = Cache::new(m.config());
-        let prefill = Tensor::new(&ids[..4], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let h = m.transformer.forward(&prefill, Forward { cache: Some(&mut cache), ..Default::default() }).unwrap();
+        let prefill = Tensor::new(&ids[..4], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let h = m
+            .transformer
+            .forward(
+                &prefill,
+                Forward {
+                    cache: Some(&mut cache),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let mut rows = vec![m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()];
         for &id in &ids[4..] {
-            let x = Tensor::new(&[id], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-            let h = m.transformer.forward(&x, Forward { cache: Some(&mut cache), ..Default::default() }).unwrap();
+            let x = Tensor::new(&[id], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let h = m
+                .transformer
+                .forward(
+                    &x,
+                    Forward {
+                        cache: Some(&mut cache),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
             rows.push(m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap());
         }
         let stepwise = Tensor::cat(&rows, 0).unwrap();
         let diff = common::max_abs_diff(&full, &stepwise);
-        assert!(diff < 1e-4, "{arch:?}: cached decode differs from full forward by {diff}");
+        assert!(
+            diff < 1e-4,
+            "{arch:?}: cached decode differs from full forward by {diff}"
+        );
         assert_eq!(cache.len(), ids.len());
     }
 }
@@ -72,7 +107,16 @@ fn packed_rows_match_separate_sequences() {
     let segments = Tensor::new(&[[0u32, 0, 0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
     let h = m
         .transformer
-        .forward(&ids, Forward { layout: Layout::Packed { positions, segments }, ..Default::default() })
+        .forward(
+            &ids,
+            Forward {
+                layout: Layout::Packed {
+                    positions,
+                    segments,
+                },
+                ..Default::default()
+            },
+        )
         .unwrap();
     let packed = m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap();
     assert!(common::max_abs_diff(&packed.narrow(0, 0, 4).unwrap(), &sep_a) < 1e-4);
@@ -85,7 +129,16 @@ fn differentiable_path_matches_fast_path() {
         let (_d, m) = tiny(arch);
         let input = Tensor::new(&[[257u32, 3, 4, 5, 6, 7]], &Device::Cpu).unwrap();
         let fast = m.transformer.forward(&input, Forward::default()).unwrap();
-        let slow = m.transformer.forward(&input, Forward { differentiable: true, ..Default::default() }).unwrap();
+        let slow = m
+            .transformer
+            .forward(
+                &input,
+                Forward {
+                    differentiable: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         assert!(common::max_abs_diff(&fast, &slow) < 1e-4, "{arch:?}");
     }
 }
@@ -98,14 +151,26 @@ fn gguf_written_by_export_loads_back_with_same_logits_and_tokens() {
         write_gguf(&m, &path, GgufType::F32).unwrap();
         let g = model::load_gguf(&path, &Device::Cpu).unwrap();
         assert_eq!(g.config().num_hidden_layers, 2);
-        assert_eq!(g.config().tie_word_embeddings, m.config().tie_word_embeddings, "{arch:?}");
+        assert_eq!(
+            g.config().tie_word_embeddings,
+            m.config().tie_word_embeddings,
+            "{arch:?}"
+        );
         let text = "<|im_start|>user\nthe inner there<|im_end|>";
         let ids = m.tokenizer.encode(text, false).unwrap();
         assert_eq!(g.tokenizer.encode(text, false).unwrap(), ids, "{arch:?}");
         let diff = common::max_abs_diff(&all_logits(&m, &ids), &all_logits(&g, &ids));
         assert!(diff < 1e-4, "{arch:?}: GGUF logits differ by {diff}");
-        let prompt = m.template.render(&[model::ChatMessage::new("user", "hi")], true).unwrap();
-        assert_eq!(g.template.render(&[model::ChatMessage::new("user", "hi")], true).unwrap(), prompt);
+        let prompt = m
+            .template
+            .render(&[model::ChatMessage::new("user", "hi")], true)
+            .unwrap();
+        assert_eq!(
+            g.template
+                .render(&[model::ChatMessage::new("user", "hi")], true)
+                .unwrap(),
+            prompt
+        );
     }
 }
 
@@ -116,8 +181,10 @@ fn quantized_gguf_stays_close() {
     write_gguf(&m, &path, GgufType::Q8_0).unwrap();
     let g = model::load_gguf(&path, &Device::Cpu).unwrap();
     let ids = [257u32, 40, 41, 42, 43];
-    let diff = common::max_abs_diff(&all_logits(&m, &ids), &all_logits(&g, &ids));
-    assert!(diff < 0.1, "q8_0 logits differ by {diff}");
+    let reference = all_logits(&m, &ids);
+    let diff = common::max_abs_diff(&reference, &all_logits(&g, &ids));
+    let scale = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 0.02 * scale, "q8_0 logits differ by {diff} (largest logit {scale})");
 }
 
 fn load_err(path: &std::path::Path) -> String {
@@ -143,21 +210,38 @@ fn bad_inputs_get_clear_errors() {
     // Config that does not match the weights.
     let cfg_path = root.join("config.json");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap();
-    std::fs::write(&cfg_path, cfg.replace("\"intermediate_size\":128", "\"intermediate_size\":96")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"intermediate_size\":128", "\"intermediate_size\":96"),
+    )
+    .unwrap();
     let e = load_err(root);
-    assert!(e.contains("does not match") && e.contains("mlp.gate_proj"), "{e}");
+    assert!(
+        e.contains("does not match") && e.contains("mlp.gate_proj"),
+        "{e}"
+    );
 
     // Unsupported architecture.
-    std::fs::write(&cfg_path, cfg.replace("\"model_type\":\"llama\"", "\"model_type\":\"gpt_neox\"")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"model_type\":\"llama\"", "\"model_type\":\"gpt_neox\""),
+    )
+    .unwrap();
     let e = load_err(root);
-    assert!(e.contains("unsupported architecture `gpt_neox`") && e.contains("config.json"), "{e}");
+    assert!(
+        e.contains("unsupported architecture `gpt_neox`") && e.contains("config.json"),
+        "{e}"
+    );
     std::fs::write(&cfg_path, &cfg).unwrap();
 
     // Pickle.
     let pickle = root.join("pytorch_model.bin");
     std::fs::write(&pickle, b"\x80\x02not really").unwrap();
     let e = load_err(&pickle);
-    assert!(e.contains("pickle") && e.contains("pytorch_model.bin"), "{e}");
+    assert!(
+        e.contains("pickle") && e.contains("pytorch_model.bin"),
+        "{e}"
+    );
 
     // Corrupt and truncated GGUF.
     let gguf = root.join("m.gguf");
@@ -176,11 +260,23 @@ fn bad_inputs_get_clear_errors() {
 
     // A template that raises.
     let tc = root.join("tokenizer_config.json");
-    std::fs::write(&tc, r#"{"chat_template": "{{ raise_exception('Conversation roles must alternate') }}"}"#).unwrap();
+    std::fs::write(
+        &tc,
+        r#"{"chat_template": "{{ raise_exception('Conversation roles must alternate') }}"}"#,
+    )
+    .unwrap();
     let m2 = model::load_hf_folder(root, &Device::Cpu).unwrap();
     let e = m2.template.render(&[], true).unwrap_err().to_string();
-    assert!(e.contains("Conversation roles must alternate") && e.contains("tokenizer_config.json"), "{e}");
+    assert!(
+        e.contains("Conversation roles must alternate") && e.contains("tokenizer_config.json"),
+        "{e}"
+    );
     std::fs::write(&tc, r#"{"chat_template": "{% if %}"}"#).unwrap();
-    let e = model::load_hf_folder(root, &Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains("cannot parse") && e.contains("tokenizer_config.json"), "{e}");
+    let e = model::load_hf_folder(root, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot parse") && e.contains("tokenizer_config.json"),
+        "{e}"
+    );
 }

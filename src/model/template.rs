@@ -21,7 +21,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -37,7 +40,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source_name", &self.source_name).finish()
+        f.debug_struct("ChatTemplate")
+            .field("source_name", &self.source_name)
+            .finish()
     }
 }
 
@@ -47,14 +52,22 @@ const TEMPLATE_NAME: &str = "chat";
 struct PythonJsonFormatter;
 
 impl serde_json::ser::Formatter for PythonJsonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
             w.write_all(b", ")
         }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -71,7 +84,12 @@ fn sort_keys(v: Value) -> Value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.into_iter().collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
         }
         Value::Array(a) => Value::Array(a.into_iter().map(sort_keys).collect()),
         other => other,
@@ -92,7 +110,9 @@ fn tojson(value: JValue, kwargs: Kwargs) -> Result<JValue, minijinja::Error> {
         json = sort_keys(json);
     }
     let mut out = Vec::new();
-    let write_err = |e: serde_json::Error| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"));
+    let write_err = |e: serde_json::Error| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+    };
     match indent.filter(|i| !i.is_none() && !i.is_undefined()) {
         Some(i) => {
             let pad = match i.as_i64() {
@@ -108,7 +128,8 @@ fn tojson(value: JValue, kwargs: Kwargs) -> Result<JValue, minijinja::Error> {
             serde::Serialize::serialize(&json, &mut ser).map_err(write_err)?;
         }
     }
-    let s = String::from_utf8(out).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let s = String::from_utf8(out)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(JValue::from_safe_string(s))
 }
 
@@ -119,8 +140,12 @@ fn raise_exception(message: String) -> Result<JValue, minijinja::Error> {
 fn strftime_now(format: String) -> Result<JValue, minijinja::Error> {
     use std::fmt::Write;
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format(&format))
-        .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format `{format}`")))?;
+    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: bad format `{format}`"),
+        )
+    })?;
     Ok(JValue::from(out))
 }
 
@@ -142,10 +167,11 @@ impl ChatTemplate {
         // minijinja has no custom tags; `{% generation %}` only marks assistant text for
         // transformers' mask, which `render_with_assistant_spans` computes another way.
         let cleaned = strip_generation_tags(source);
-        env.add_template_owned(TEMPLATE_NAME, cleaned).map_err(|e| ModelError::Template {
-            source_name: source_name.to_string(),
-            message: format!("cannot parse: {e:#}"),
-        })?;
+        env.add_template_owned(TEMPLATE_NAME, cleaned)
+            .map_err(|e| ModelError::Template {
+                source_name: source_name.to_string(),
+                message: format!("cannot parse: {e:#}"),
+            })?;
         Ok(Self {
             env,
             source_name: source_name.to_string(),
@@ -177,15 +203,25 @@ impl ChatTemplate {
         let mut ctx = self.extra.clone();
         ctx.insert("messages".into(), Value::Array(messages.to_vec()));
         ctx.insert("tools".into(), tools.cloned().unwrap_or(Value::Null));
-        ctx.insert("add_generation_prompt".into(), Value::Bool(add_generation_prompt));
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::Bool(add_generation_prompt),
+        );
         ctx.insert("bos_token".into(), Value::String(self.bos_token.clone()));
         ctx.insert("eos_token".into(), Value::String(self.eos_token.clone()));
-        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(|e| self.error(e))?;
+        let tmpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| self.error(e))?;
         tmpl.render(Value::Object(ctx)).map_err(|e| self.error(e))
     }
 
     /// Renders plain role/content messages.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
@@ -209,7 +245,10 @@ impl ChatTemplate {
             }
             let start_text = self.render(&messages[..i], true)?;
             let end_text = self.render(&messages[..=i], false)?;
-            if !full.starts_with(&start_text) || !full.starts_with(&end_text) || end_text.len() < start_text.len() {
+            if !full.starts_with(&start_text)
+                || !full.starts_with(&end_text)
+                || end_text.len() < start_text.len()
+            {
                 return Err(ModelError::Template {
                     source_name: self.source_name.clone(),
                     message: format!(
@@ -224,11 +263,16 @@ impl ChatTemplate {
 
     fn error(&self, e: minijinja::Error) -> ModelError {
         let message = if e.kind() == ErrorKind::InvalidOperation {
-            e.detail().map(str::to_string).unwrap_or_else(|| format!("{e:#}"))
+            e.detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{e:#}"))
         } else {
             format!("{e:#}")
         };
-        ModelError::Template { source_name: self.source_name.clone(), message }
+        ModelError::Template {
+            source_name: self.source_name.clone(),
+            message,
+        }
     }
 }
 
@@ -286,10 +330,21 @@ mod tests {
 
     #[test]
     fn raise_exception_and_parse_errors_name_the_template() {
-        let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "m/tokenizer_config.json", None, None).unwrap();
+        let t = ChatTemplate::new(
+            "{{ raise_exception('roles must alternate') }}",
+            "m/tokenizer_config.json",
+            None,
+            None,
+        )
+        .unwrap();
         let e = t.render(&[], false).unwrap_err().to_string();
-        assert!(e.contains("roles must alternate") && e.contains("m/tokenizer_config.json"), "{e}");
-        let e = ChatTemplate::new("{% for %}", "bad.jinja", None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("roles must alternate") && e.contains("m/tokenizer_config.json"),
+            "{e}"
+        );
+        let e = ChatTemplate::new("{% for %}", "bad.jinja", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.jinja") && e.contains("cannot parse"), "{e}");
     }
 
@@ -298,7 +353,13 @@ mod tests {
         let src = "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{% generation %}{{ m.content.strip().upper() }}{% endgeneration %}{% endfor %}";
         let t = ChatTemplate::new(src, "t", None, None).unwrap();
         let out = t
-            .render(&[ChatMessage::new("system", "s"), ChatMessage::new("user", "  hi ")], false)
+            .render(
+                &[
+                    ChatMessage::new("system", "s"),
+                    ChatMessage::new("user", "  hi "),
+                ],
+                false,
+            )
             .unwrap();
         assert_eq!(out, "HI");
     }

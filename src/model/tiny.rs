@@ -37,7 +37,8 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
 /// GPT-2's printable spelling of a byte.
 fn byte_char(b: u8) -> char {
     let b32 = b as u32;
-    let printable = (33..=126).contains(&b32) || (161..=172).contains(&b32) || (174..=255).contains(&b32);
+    let printable =
+        (33..=126).contains(&b32) || (161..=172).contains(&b32) || (174..=255).contains(&b32);
     if printable {
         return char::from(b);
     }
@@ -61,8 +62,10 @@ pub fn tiny_tokenizer_json() -> serde_json::Value {
     for (i, s) in TINY_SPECIALS.iter().enumerate() {
         let id = 256 + i as u32;
         vocab.insert(s.to_string(), json!(id));
-        added.push(json!({"id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
-            "normalized": false, "special": true}));
+        added.push(
+            json!({"id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true}),
+        );
     }
     let merges = ["Ġ t", "h e", "Ġt he", "i n", "e r"];
     let mut next = 256 + TINY_SPECIALS.len() as u32;
@@ -83,28 +86,58 @@ pub fn tiny_tokenizer_json() -> serde_json::Value {
 
 /// Random weights for `cfg` with Hugging Face names (seeded through candle's RNG on the CPU).
 pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tensor)>, ModelError> {
+    use rand::{Rng, SeedableRng};
     let dev = Device::Cpu;
-    dev.set_seed(seed)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let h = cfg.hidden_size;
     let q = cfg.num_attention_heads * cfg.head_dim;
     let kv = cfg.num_key_value_heads * cfg.head_dim;
     let mut out = Vec::new();
     let mut w = |name: String, shape: &[usize], std: f64| -> Result<(), ModelError> {
-        let t = Tensor::randn(0f32, std as f32, shape, &dev)?;
+        let n: usize = shape.iter().product();
+        // Box-Muller: normal samples from the seeded uniform generator.
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                let u1: f64 = rng.random::<f64>().max(1e-12);
+                let u2: f64 = rng.random::<f64>();
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+            })
+            .collect();
+        let t = Tensor::from_vec(data, shape, &dev)?;
         out.push((name, t));
         Ok(())
     };
-    w("model.embed_tokens.weight".into(), &[cfg.vocab_size, h], 0.5)?;
+    w(
+        "model.embed_tokens.weight".into(),
+        &[cfg.vocab_size, h],
+        0.5,
+    )?;
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let s = 1.0 / (h as f64).sqrt();
         w(format!("{p}.self_attn.q_proj.weight"), &[q, h], s)?;
         w(format!("{p}.self_attn.k_proj.weight"), &[kv, h], s)?;
         w(format!("{p}.self_attn.v_proj.weight"), &[kv, h], s)?;
-        w(format!("{p}.self_attn.o_proj.weight"), &[h, q], 1.0 / (q as f64).sqrt())?;
-        w(format!("{p}.mlp.gate_proj.weight"), &[cfg.intermediate_size, h], s)?;
-        w(format!("{p}.mlp.up_proj.weight"), &[cfg.intermediate_size, h], s)?;
-        w(format!("{p}.mlp.down_proj.weight"), &[h, cfg.intermediate_size], 1.0 / (cfg.intermediate_size as f64).sqrt())?;
+        w(
+            format!("{p}.self_attn.o_proj.weight"),
+            &[h, q],
+            1.0 / (q as f64).sqrt(),
+        )?;
+        w(
+            format!("{p}.mlp.gate_proj.weight"),
+            &[cfg.intermediate_size, h],
+            s,
+        )?;
+        w(
+            format!("{p}.mlp.up_proj.weight"),
+            &[cfg.intermediate_size, h],
+            s,
+        )?;
+        w(
+            format!("{p}.mlp.down_proj.weight"),
+            &[h, cfg.intermediate_size],
+            1.0 / (cfg.intermediate_size as f64).sqrt(),
+        )?;
         if cfg.attention_bias {
             w(format!("{p}.self_attn.q_proj.bias"), &[q], 0.1)?;
             w(format!("{p}.self_attn.k_proj.bias"), &[kv], 0.1)?;
@@ -119,7 +152,11 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tenso
     }
     w("model.norm.weight".into(), &[h], 0.1)?;
     if !cfg.tie_word_embeddings {
-        w("lm_head.weight".into(), &[cfg.vocab_size, h], 1.0 / (h as f64).sqrt())?;
+        w(
+            "lm_head.weight".into(),
+            &[cfg.vocab_size, h],
+            1.0 / (h as f64).sqrt(),
+        )?;
     }
     // Norm weights near 1, as trained models have them.
     let out = out
@@ -141,17 +178,26 @@ fn write(path: &Path, text: &str) -> Result<(), ModelError> {
 }
 
 /// Writes a tiny random model of `architecture` as an HF folder in `dir` and returns it.
-pub fn write_tiny_model(dir: &Path, architecture: Architecture, seed: u64) -> Result<PathBuf, ModelError> {
+pub fn write_tiny_model(
+    dir: &Path,
+    architecture: Architecture,
+    seed: u64,
+) -> Result<PathBuf, ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let cfg = tiny_config(architecture);
     write(&dir.join("config.json"), &cfg.to_hf_json().to_string())?;
-    write(&dir.join("tokenizer.json"), &tiny_tokenizer_json().to_string())?;
+    write(
+        &dir.join("tokenizer.json"),
+        &tiny_tokenizer_json().to_string(),
+    )?;
     let tok_cfg = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
         "chat_template": FALLBACK_TEMPLATE});
     write(&dir.join("tokenizer_config.json"), &tok_cfg.to_string())?;
     let weights = random_weights(&cfg, seed)?;
-    let map: std::collections::HashMap<String, Tensor> =
-        weights.into_iter().map(|(n, t)| t.to_dtype(DType::F32).map(|t| (n, t))).collect::<Result<_, _>>()?;
+    let map: std::collections::HashMap<String, Tensor> = weights
+        .into_iter()
+        .map(|(n, t)| t.to_dtype(DType::F32).map(|t| (n, t)))
+        .collect::<Result<_, _>>()?;
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&map, &path).map_err(|e| ModelError::weights(&path, e))?;
     Ok(dir.to_path_buf())

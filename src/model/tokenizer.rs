@@ -39,7 +39,14 @@ impl Tokenizer {
             path: source.into(),
             message: format!("cannot build the tokenizer: {e}"),
         })?;
-        Ok(Self { inner, json, bos_token: None, eos_token: None, pad_token: None, unk_token: None })
+        Ok(Self {
+            inner,
+            json,
+            bos_token: None,
+            eos_token: None,
+            pad_token: None,
+            unk_token: None,
+        })
     }
 
     /// Loads `tokenizer.json` from disk.
@@ -63,27 +70,38 @@ impl Tokenizer {
 
     /// Encodes text. `add_special_tokens` adds what the post-processor adds (BOS for Llama 2).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
-        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(|e| ModelError::Tokenizer {
-            path: "tokenizer".into(),
-            message: format!("cannot encode: {e}"),
-        })?;
+        let enc = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| ModelError::Tokenizer {
+                path: "tokenizer".into(),
+                message: format!("cannot encode: {e}"),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Encodes and returns the byte offsets of every token in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), ModelError> {
-        let enc = self.inner.encode(text, false).map_err(|e| ModelError::Tokenizer {
-            path: "tokenizer".into(),
-            message: format!("cannot encode: {e}"),
-        })?;
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), ModelError> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: "tokenizer".into(),
+                message: format!("cannot encode: {e}"),
+            })?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
-        self.inner.decode(ids, skip_special_tokens).map_err(|e| ModelError::Tokenizer {
-            path: "tokenizer".into(),
-            message: format!("cannot decode: {e}"),
-        })
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| ModelError::Tokenizer {
+                path: "tokenizer".into(),
+                message: format!("cannot decode: {e}"),
+            })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -101,7 +119,8 @@ fn byte_alphabet() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).unwrap_or('\0')
         } else {
@@ -127,7 +146,9 @@ fn pre_tokenizer_for(pre: &str) -> Value {
         _ => None,
     };
     match regex {
-        None => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
+        None => {
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+        }
         Some(r) => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
@@ -177,11 +198,17 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, M
     for (id, token) in spec.tokens.iter().enumerate() {
         let ty = spec.token_types.get(id).copied().unwrap_or(1);
         let is_added = ty == CONTROL || ty == USER_DEFINED;
-        let spelt = if is_added { token.clone() } else { respell(token) };
+        let spelt = if is_added {
+            token.clone()
+        } else {
+            respell(token)
+        };
         vocab.insert(spelt, json!(id));
         if is_added {
-            added.push(json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty == CONTROL}));
+            added.push(
+                json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": ty == CONTROL}),
+            );
         }
     }
     let name = |id: Option<u32>| id.and_then(|i| spec.tokens.get(i as usize)).cloned();
@@ -192,7 +219,9 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, M
             "pair": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
                      {"SpecialToken": {"id": b, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
             "special_tokens": {b.as_str(): {"id": b, "ids": [spec.bos_id], "tokens": [b]}}}),
-        _ => json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true}),
+        _ => {
+            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+        }
     };
     let json = json!({
         "version": "1.0",
@@ -221,7 +250,10 @@ pub fn special_tokens_from_config(config: &Value) -> HashMap<&'static str, Strin
     for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
         let v = match config.get(key) {
             Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(str::to_string),
+            Some(Value::Object(o)) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
             _ => None,
         };
         if let Some(v) = v {
@@ -250,7 +282,18 @@ mod tests {
         let spec = GgufTokenizerSpec {
             model: "gpt2".into(),
             pre: Some("smollm".into()),
-            tokens: ["<|endoftext|>", "<|im_start|>", "h", "i", "Ġ", "hi", "Ġhi", "é"].map(String::from).to_vec(),
+            tokens: [
+                "<|endoftext|>",
+                "<|im_start|>",
+                "h",
+                "i",
+                "Ġ",
+                "hi",
+                "Ġhi",
+                "é",
+            ]
+            .map(String::from)
+            .to_vec(),
             token_types: vec![3, 3, 1, 1, 1, 1, 1, 1],
             merges: vec!["h i".into(), "Ġ hi".into()],
             bos_id: Some(1),

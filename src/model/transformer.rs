@@ -23,12 +23,22 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias, quantized: None }
+        Self {
+            weight,
+            bias,
+            quantized: None,
+        }
     }
 
     /// Applies the layer to `x` `[n, in]`, adding the adapter's contribution when given.
     /// `quantized` picks the Q8_0 copy when one exists (decode).
-    pub fn forward(&self, x: &Tensor, lora: Option<&LoraPair>, dropout: f32, quantized: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        lora: Option<&LoraPair>,
+        dropout: f32,
+        quantized: bool,
+    ) -> Result<Tensor> {
         let mut y = match (&self.quantized, quantized) {
             (Some(q), true) => q.forward(x)?,
             _ => x.matmul(&self.weight.t()?)?,
@@ -37,7 +47,11 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let Some(p) = lora {
-            let xin = if dropout > 0.0 { candle_nn::ops::dropout(x, dropout)? } else { x.clone() };
+            let xin = if dropout > 0.0 {
+                candle_nn::ops::dropout(x, dropout)?
+            } else {
+                x.clone()
+            };
             let delta = xin.matmul(&p.a.t()?)?.matmul(&p.b.t()?)?;
             y = (y + (delta * p.scale)?)?;
         }
@@ -126,12 +140,19 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(cfg: &ModelConfig) -> Self {
-        Self { layers: (0..cfg.num_hidden_layers).map(|_| KvCache::new(2, 512)).collect() }
+        Self {
+            layers: (0..cfg.num_hidden_layers)
+                .map(|_| KvCache::new(2, 512))
+                .collect(),
+        }
     }
 
     /// Tokens held.
     pub fn len(&self) -> usize {
-        self.layers.first().map(|c| c.current_seq_len()).unwrap_or(0)
+        self.layers
+            .first()
+            .map(|c| c.current_seq_len())
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -192,20 +213,34 @@ fn load_linear(
     bias: bool,
 ) -> std::result::Result<Linear, ModelError> {
     let weight = src.get(&format!("{prefix}.weight"), &[out, inp])?;
-    let bias = if bias { Some(src.get(&format!("{prefix}.bias"), &[out])?) } else { None };
+    let bias = if bias {
+        Some(src.get(&format!("{prefix}.bias"), &[out])?)
+    } else {
+        None
+    };
     Ok(Linear::new(weight, bias))
 }
 
 impl Transformer {
     /// Loads every weight from `src` (HF names, f32), checking shapes against `config`.
-    pub fn load(config: ModelConfig, src: &mut dyn WeightSource, device: &Device) -> std::result::Result<Self, ModelError> {
+    pub fn load(
+        config: ModelConfig,
+        src: &mut dyn WeightSource,
+        device: &Device,
+    ) -> std::result::Result<Self, ModelError> {
         let c = &config;
         let h = c.hidden_size;
         let q_dim = c.num_attention_heads * c.head_dim;
         let kv_dim = c.num_key_value_heads * c.head_dim;
         let eps = c.rms_norm_eps as f32;
-        let norm = |src: &mut dyn WeightSource, name: &str, n: usize| -> std::result::Result<RmsNorm, ModelError> {
-            Ok(RmsNorm { weight: src.get(name, &[n])?, eps })
+        let norm = |src: &mut dyn WeightSource,
+                    name: &str,
+                    n: usize|
+         -> std::result::Result<RmsNorm, ModelError> {
+            Ok(RmsNorm {
+                weight: src.get(name, &[n])?,
+                eps,
+            })
         };
         let embed_tokens = src.get("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
@@ -214,16 +249,68 @@ impl Transformer {
             let qk_norm = c.architecture == Architecture::Qwen3;
             layers.push(DecoderLayer {
                 input_norm: norm(src, &format!("{p}.input_layernorm.weight"), h)?,
-                q_proj: load_linear(src, &format!("{p}.self_attn.q_proj"), q_dim, h, c.attention_bias)?,
-                k_proj: load_linear(src, &format!("{p}.self_attn.k_proj"), kv_dim, h, c.attention_bias)?,
-                v_proj: load_linear(src, &format!("{p}.self_attn.v_proj"), kv_dim, h, c.attention_bias)?,
+                q_proj: load_linear(
+                    src,
+                    &format!("{p}.self_attn.q_proj"),
+                    q_dim,
+                    h,
+                    c.attention_bias,
+                )?,
+                k_proj: load_linear(
+                    src,
+                    &format!("{p}.self_attn.k_proj"),
+                    kv_dim,
+                    h,
+                    c.attention_bias,
+                )?,
+                v_proj: load_linear(
+                    src,
+                    &format!("{p}.self_attn.v_proj"),
+                    kv_dim,
+                    h,
+                    c.attention_bias,
+                )?,
                 o_proj: load_linear(src, &format!("{p}.self_attn.o_proj"), h, q_dim, false)?,
-                q_norm: if qk_norm { Some(norm(src, &format!("{p}.self_attn.q_norm.weight"), c.head_dim)?) } else { None },
-                k_norm: if qk_norm { Some(norm(src, &format!("{p}.self_attn.k_norm.weight"), c.head_dim)?) } else { None },
+                q_norm: if qk_norm {
+                    Some(norm(
+                        src,
+                        &format!("{p}.self_attn.q_norm.weight"),
+                        c.head_dim,
+                    )?)
+                } else {
+                    None
+                },
+                k_norm: if qk_norm {
+                    Some(norm(
+                        src,
+                        &format!("{p}.self_attn.k_norm.weight"),
+                        c.head_dim,
+                    )?)
+                } else {
+                    None
+                },
                 post_attention_norm: norm(src, &format!("{p}.post_attention_layernorm.weight"), h)?,
-                gate_proj: load_linear(src, &format!("{p}.mlp.gate_proj"), c.intermediate_size, h, false)?,
-                up_proj: load_linear(src, &format!("{p}.mlp.up_proj"), c.intermediate_size, h, false)?,
-                down_proj: load_linear(src, &format!("{p}.mlp.down_proj"), h, c.intermediate_size, false)?,
+                gate_proj: load_linear(
+                    src,
+                    &format!("{p}.mlp.gate_proj"),
+                    c.intermediate_size,
+                    h,
+                    false,
+                )?,
+                up_proj: load_linear(
+                    src,
+                    &format!("{p}.mlp.up_proj"),
+                    c.intermediate_size,
+                    h,
+                    false,
+                )?,
+                down_proj: load_linear(
+                    src,
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    c.intermediate_size,
+                    false,
+                )?,
             });
         }
         let norm_w = norm(src, "model.norm.weight", h)?;
@@ -235,7 +322,16 @@ impl Transformer {
         };
         let max_pos = c.max_position_embeddings.clamp(2048, 32_768);
         let rope = Rope::new(c, max_pos, device)?;
-        Ok(Self { config, embed_tokens, layers, norm: norm_w, lm_head, tied, rope, device: device.clone() })
+        Ok(Self {
+            config,
+            embed_tokens,
+            layers,
+            norm: norm_w,
+            lm_head,
+            tied,
+            rope,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -267,7 +363,10 @@ impl Transformer {
         let (b, t) = ids.dims2()?;
         let cfg = &self.config;
         let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let mut x = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, cfg.hidden_size))?;
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
         let (cos, sin, mask) = match &opts.layout {
@@ -280,15 +379,26 @@ impl Transformer {
                     );
                 }
                 let (cos, sin) = self.rope.range(offset, t)?;
-                let mask = if t > 1 { Some(causal_mask(t, offset, n_rep, &self.device)?) } else { None };
+                let mask = if t > 1 {
+                    Some(causal_mask(t, offset, n_rep, &self.device)?)
+                } else {
+                    None
+                };
                 (cos, sin, mask)
             }
-            Layout::Packed { positions, segments } => {
+            Layout::Packed {
+                positions,
+                segments,
+            } => {
                 let (cos, sin) = self.rope.gather(positions)?;
                 (cos, sin, Some(packed_mask(segments, n_rep)?))
             }
         };
-        let dropout = if opts.train { opts.lora.map(|l| l.dropout).unwrap_or(0.0) } else { 0.0 };
+        let dropout = if opts.train {
+            opts.lora.map(|l| l.dropout).unwrap_or(0.0)
+        } else {
+            0.0
+        };
         let quantized = opts.quantized && t == 1 && b == 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = opts.cache.as_mut().map(|c| &mut c.layers[i]);
@@ -309,7 +419,8 @@ impl Transformer {
 
     /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
     pub fn logits(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
-        self.lm_head.forward(hidden, None, 0.0, quantized && hidden.dims()[0] == 1)
+        self.lm_head
+            .forward(hidden, None, 0.0, quantized && hidden.dims()[0] == 1)
     }
 
     /// Logits of the last position of each row: `[b, vocab]`.
@@ -319,7 +430,13 @@ impl Transformer {
         self.logits(&last, quantized)
     }
 
-    fn layer_forward(&self, l: &DecoderLayer, x: &Tensor, cache: Option<&mut KvCache>, ctx: &LayerCtx<'_>) -> Result<Tensor> {
+    fn layer_forward(
+        &self,
+        l: &DecoderLayer,
+        x: &Tensor,
+        cache: Option<&mut KvCache>,
+        ctx: &LayerCtx<'_>,
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         let (b, t, h) = x.dims3()?;
         let lin = |lin: &Linear, target: LoraTarget, input: &Tensor| -> Result<Tensor> {
@@ -328,13 +445,23 @@ impl Transformer {
         };
         // Attention.
         let residual = x;
-        let xn = l.input_norm.forward(x, ctx.differentiable)?.reshape((b * t, h))?;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let xn = l
+            .input_norm
+            .forward(x, ctx.differentiable)?
+            .reshape((b * t, h))?;
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let q = lin(&l.q_proj, LoraTarget::QProj, &xn)?.reshape((b, t, nh, hd))?;
         let k = lin(&l.k_proj, LoraTarget::KProj, &xn)?.reshape((b, t, nkv, hd))?;
         let v = lin(&l.v_proj, LoraTarget::VProj, &xn)?.reshape((b, t, nkv, hd))?;
         let (q, k) = match (&l.q_norm, &l.k_norm) {
-            (Some(qn), Some(kn)) => (qn.forward(&q, ctx.differentiable)?, kn.forward(&k, ctx.differentiable)?),
+            (Some(qn), Some(kn)) => (
+                qn.forward(&q, ctx.differentiable)?,
+                kn.forward(&k, ctx.differentiable)?,
+            ),
             _ => (q, k),
         };
         let q = q.transpose(1, 2)?.contiguous()?;
@@ -363,11 +490,17 @@ impl Transformer {
         };
         let _ = kv_len;
         let attn = probs.matmul(&v)?; // [b, nkv, n_rep * t, d]
-        let attn = attn.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
+        let attn = attn
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * hd))?;
         let attn_out = lin(&l.o_proj, LoraTarget::OProj, &attn)?.reshape((b, t, h))?;
         let x = (residual + attn_out)?;
         // MLP.
-        let xn = l.post_attention_norm.forward(&x, ctx.differentiable)?.reshape((b * t, h))?;
+        let xn = l
+            .post_attention_norm
+            .forward(&x, ctx.differentiable)?
+            .reshape((b * t, h))?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
         let act = (candle_nn::ops::silu(&gate)? * up)?;
@@ -395,7 +528,11 @@ fn causal_mask(t: usize, offset: usize, n_rep: usize, device: &Device) -> Result
     for _ in 0..n_rep {
         for i in 0..t {
             for j in 0..total {
-                data.push(if j > offset + i { f32::NEG_INFINITY } else { 0.0 });
+                data.push(if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                });
             }
         }
     }

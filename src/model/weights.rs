@@ -56,14 +56,18 @@ impl SafetensorsSource {
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
         let shards: Vec<PathBuf> = if path.extension().and_then(|e| e.to_str()) == Some("json") {
             let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-            let index: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| ModelError::weights(path, format!("invalid index JSON: {e}")))?;
+            let index: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| ModelError::weights(path, format!("invalid index JSON: {e}")))?;
             let map = index
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| ModelError::weights(path, "index has no `weight_map` object"))?;
             let dir = path.parent().unwrap_or(Path::new("."));
-            let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+            let mut files: Vec<PathBuf> = map
+                .values()
+                .filter_map(|v| v.as_str())
+                .map(|f| dir.join(f))
+                .collect();
             files.sort();
             files.dedup();
             files
@@ -72,15 +76,25 @@ impl SafetensorsSource {
         };
         for f in &shards {
             if !f.exists() {
-                return Err(ModelError::weights(f, "shard listed in the index is missing"));
+                return Err(ModelError::weights(
+                    f,
+                    "shard listed in the index is missing",
+                ));
             }
         }
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on
         // nobody truncating a model file while the studio reads it.
         let files = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&shards) }
-            .map_err(|e| ModelError::weights(path, format!("not a readable safetensors file: {e}")))?;
+            .map_err(|e| {
+                ModelError::weights(path, format!("not a readable safetensors file: {e}"))
+            })?;
         let names = files.tensors().into_iter().map(|(n, _)| n).collect();
-        Ok(Self { files, names, path: path.to_path_buf(), device: device.clone() })
+        Ok(Self {
+            files,
+            names,
+            path: path.to_path_buf(),
+            device: device.clone(),
+        })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
@@ -91,7 +105,10 @@ impl SafetensorsSource {
 impl WeightSource for SafetensorsSource {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
         if !self.names.contains(name) {
-            return Err(ModelError::weights(&self.path, format!("tensor `{name}` is missing")));
+            return Err(ModelError::weights(
+                &self.path,
+                format!("tensor `{name}` is missing"),
+            ));
         }
         let t = self
             .files
@@ -145,7 +162,10 @@ pub fn unpermute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let rest: Vec<usize> = dims[1..].to_vec();
     let mut shape = vec![heads, half, 2];
     shape.extend(&rest);
-    t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+    t.reshape(shape)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
 }
 
 /// The inverse of [`unpermute_qk`], applied when writing GGUF.
@@ -156,7 +176,10 @@ pub fn permute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let rest: Vec<usize> = dims[1..].to_vec();
     let mut shape = vec![heads, 2, half];
     shape.extend(&rest);
-    t.reshape(shape)?.transpose(1, 2)?.contiguous()?.reshape(dims)
+    t.reshape(shape)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
 }
 
 /// An opened GGUF file.
@@ -175,7 +198,13 @@ impl GgufSource {
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader)
             .map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
-        Ok(Self { content, reader, path: path.to_path_buf(), device: device.clone(), qk_heads: None })
+        Ok(Self {
+            content,
+            reader,
+            path: path.to_path_buf(),
+            device: device.clone(),
+            qk_heads: None,
+        })
     }
 
     pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
@@ -185,12 +214,21 @@ impl GgufSource {
 
 impl WeightSource for GgufSource {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
-        let gname = hf_to_gguf_name(name).ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
+        let gname = hf_to_gguf_name(name)
+            .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
         if !self.content.tensor_infos.contains_key(&gname) {
-            return Err(ModelError::weights(&self.path, format!("tensor `{gname}` is missing")));
+            return Err(ModelError::weights(
+                &self.path,
+                format!("tensor `{gname}` is missing"),
+            ));
         }
-        let err = |e: candle_core::Error| ModelError::weights(&self.path, format!("tensor `{gname}`: {e}"));
-        let q = self.content.tensor(&mut self.reader, &gname, &self.device).map_err(err)?;
+        let err = |e: candle_core::Error| {
+            ModelError::weights(&self.path, format!("tensor `{gname}`: {e}"))
+        };
+        let q = self
+            .content
+            .tensor(&mut self.reader, &gname, &self.device)
+            .map_err(err)?;
         let mut t = q.dequantize(&self.device).map_err(err)?;
         if let Some((q_heads, kv_heads)) = self.qk_heads {
             if gname.contains(".attn_q.") {
@@ -215,16 +253,31 @@ mod tests {
 
     #[test]
     fn gguf_names() {
-        assert_eq!(hf_to_gguf_name("model.layers.3.self_attn.q_proj.weight").as_deref(), Some("blk.3.attn_q.weight"));
-        assert_eq!(hf_to_gguf_name("model.layers.0.mlp.down_proj.weight").as_deref(), Some("blk.0.ffn_down.weight"));
-        assert_eq!(hf_to_gguf_name("model.layers.1.self_attn.k_proj.bias").as_deref(), Some("blk.1.attn_k.bias"));
-        assert_eq!(hf_to_gguf_name("model.embed_tokens.weight").as_deref(), Some("token_embd.weight"));
+        assert_eq!(
+            hf_to_gguf_name("model.layers.3.self_attn.q_proj.weight").as_deref(),
+            Some("blk.3.attn_q.weight")
+        );
+        assert_eq!(
+            hf_to_gguf_name("model.layers.0.mlp.down_proj.weight").as_deref(),
+            Some("blk.0.ffn_down.weight")
+        );
+        assert_eq!(
+            hf_to_gguf_name("model.layers.1.self_attn.k_proj.bias").as_deref(),
+            Some("blk.1.attn_k.bias")
+        );
+        assert_eq!(
+            hf_to_gguf_name("model.embed_tokens.weight").as_deref(),
+            Some("token_embd.weight")
+        );
         assert_eq!(hf_to_gguf_name("something.else"), None);
     }
 
     #[test]
     fn permutation_round_trips() {
-        let t = Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((8, 6)).unwrap();
+        let t = Tensor::arange(0f32, 48.0, &Device::Cpu)
+            .unwrap()
+            .reshape((8, 6))
+            .unwrap();
         let p = permute_qk(&t, 2).unwrap();
         assert_ne!(p.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
         let back = unpermute_qk(&p, 2).unwrap();
@@ -233,8 +286,13 @@ mod tests {
 
     #[test]
     fn pickles_are_refused() {
-        let e = refuse_pickle(Path::new("/m/pytorch_model.bin")).unwrap_err().to_string();
-        assert!(e.contains("pytorch_model.bin") && e.contains("never unpickled"), "{e}");
+        let e = refuse_pickle(Path::new("/m/pytorch_model.bin"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pytorch_model.bin") && e.contains("never unpickled"),
+            "{e}"
+        );
         assert!(refuse_pickle(Path::new("/m/model.safetensors")).is_ok());
     }
 }

@@ -8,7 +8,9 @@ use finetune_studio::model::{self, Model};
 /// The default model when it is on disk (CI fetches it); `None` otherwise, with a note.
 pub fn default_model() -> Option<Model> {
     match model::source::find_default() {
-        Some(r) => Some(model::load_resolved(&r, &candle_core::Device::Cpu).expect("default model loads")),
+        Some(r) => {
+            Some(model::load_resolved(&r, &candle_core::Device::Cpu).expect("default model loads"))
+        }
         None => {
             eprintln!("default model not downloaded: run `finetune-studio fetch-model`; skipping");
             None
@@ -17,7 +19,10 @@ pub fn default_model() -> Option<Model> {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
 }
 
 pub fn read_json(name: &str) -> serde_json::Value {
@@ -27,5 +32,14 @@ pub fn read_json(name: &str) -> serde_json::Value {
 
 /// Largest absolute difference between two tensors.
 pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
