@@ -39,7 +39,11 @@ pub fn tokenize_conversation(
         ids.truncate(max_len);
         train.truncate(max_len);
     }
-    Ok(Example { ids, train, truncated })
+    Ok(Example {
+        ids,
+        train,
+        truncated,
+    })
 }
 
 /// A row of packed examples: tokens, the next-token targets (`None` where nothing trains),
@@ -63,7 +67,12 @@ impl PackedRow {
 /// is its own segment and never a target.
 pub fn pack(examples: &[&Example], row_len: usize, pad_id: u32) -> Vec<PackedRow> {
     let mut rows: Vec<PackedRow> = Vec::new();
-    let mut cur = PackedRow { ids: vec![], targets: vec![], positions: vec![], segments: vec![] };
+    let mut cur = PackedRow {
+        ids: vec![],
+        targets: vec![],
+        positions: vec![],
+        segments: vec![],
+    };
     let mut seg = 0u32;
     for ex in examples {
         let n = ex.ids.len().min(row_len);
@@ -71,7 +80,20 @@ pub fn pack(examples: &[&Example], row_len: usize, pad_id: u32) -> Vec<PackedRow
             continue;
         }
         if cur.ids.len() + n > row_len {
-            rows.push(finish_row(std::mem::replace(&mut cur, PackedRow { ids: vec![], targets: vec![], positions: vec![], segments: vec![] }), row_len, pad_id, seg + 1));
+            rows.push(finish_row(
+                std::mem::replace(
+                    &mut cur,
+                    PackedRow {
+                        ids: vec![],
+                        targets: vec![],
+                        positions: vec![],
+                        segments: vec![],
+                    },
+                ),
+                row_len,
+                pad_id,
+                seg + 1,
+            ));
             seg = 0;
         }
         for i in 0..n {
@@ -105,7 +127,11 @@ mod tests {
     use super::*;
 
     fn ex(ids: &[u32], train: &[bool]) -> Example {
-        Example { ids: ids.to_vec(), train: train.to_vec(), truncated: false }
+        Example {
+            ids: ids.to_vec(),
+            train: train.to_vec(),
+            truncated: false,
+        }
     }
 
     #[test]
@@ -118,8 +144,14 @@ mod tests {
         assert_eq!(rows[0].ids, vec![1, 2, 3, 4, 5, 0]);
         assert_eq!(rows[0].positions, vec![0, 1, 2, 0, 1, 0]);
         assert_eq!(rows[0].segments, vec![0, 0, 0, 1, 1, 3]);
-        assert_eq!(rows[0].targets, vec![Some(2), Some(3), None, Some(5), None, None]);
-        assert_eq!(rows[1].targets, vec![None, Some(8), Some(9), None, None, None]);
+        assert_eq!(
+            rows[0].targets,
+            vec![Some(2), Some(3), None, Some(5), None, None]
+        );
+        assert_eq!(
+            rows[1].targets,
+            vec![None, Some(8), Some(9), None, None, None]
+        );
         assert_eq!(rows[1].trained_tokens(), 2);
     }
 }

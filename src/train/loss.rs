@@ -10,12 +10,24 @@ pub const LOSS_CHUNK_ROWS: usize = 256;
 
 /// Sum of per-token cross-entropy over `targets` and the count, for hidden states
 /// `[n, hidden]` (already normalized). Rows with no target are skipped before the LM head.
-pub fn cross_entropy_sum(model: &Transformer, hidden: &Tensor, targets: &[Option<u32>]) -> Result<(Tensor, usize)> {
-    let rows: Vec<u32> = targets.iter().enumerate().filter(|(_, t)| t.is_some()).map(|(i, _)| i as u32).collect();
+pub fn cross_entropy_sum(
+    model: &Transformer,
+    hidden: &Tensor,
+    targets: &[Option<u32>],
+) -> Result<(Tensor, usize)> {
+    let rows: Vec<u32> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some())
+        .map(|(i, _)| i as u32)
+        .collect();
     let labels: Vec<u32> = targets.iter().filter_map(|t| *t).collect();
     let device = hidden.device();
     let mut total = Tensor::zeros((), DType::F32, device)?;
-    for (chunk_rows, chunk_labels) in rows.chunks(LOSS_CHUNK_ROWS).zip(labels.chunks(LOSS_CHUNK_ROWS)) {
+    for (chunk_rows, chunk_labels) in rows
+        .chunks(LOSS_CHUNK_ROWS)
+        .zip(labels.chunks(LOSS_CHUNK_ROWS))
+    {
         let idx = Tensor::new(chunk_rows, device)?;
         let h = hidden.index_select(&idx, 0)?;
         let logits = model.logits(&h, false)?;
@@ -28,12 +40,24 @@ pub fn cross_entropy_sum(model: &Transformer, hidden: &Tensor, targets: &[Option
 }
 
 /// Per-token losses (for eval's per-example figures), same layout as [`cross_entropy_sum`].
-pub fn token_losses(model: &Transformer, hidden: &Tensor, targets: &[Option<u32>]) -> Result<Vec<f32>> {
-    let rows: Vec<u32> = targets.iter().enumerate().filter(|(_, t)| t.is_some()).map(|(i, _)| i as u32).collect();
+pub fn token_losses(
+    model: &Transformer,
+    hidden: &Tensor,
+    targets: &[Option<u32>],
+) -> Result<Vec<f32>> {
+    let rows: Vec<u32> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some())
+        .map(|(i, _)| i as u32)
+        .collect();
     let labels: Vec<u32> = targets.iter().filter_map(|t| *t).collect();
     let device = hidden.device();
     let mut out = Vec::with_capacity(labels.len());
-    for (chunk_rows, chunk_labels) in rows.chunks(LOSS_CHUNK_ROWS).zip(labels.chunks(LOSS_CHUNK_ROWS)) {
+    for (chunk_rows, chunk_labels) in rows
+        .chunks(LOSS_CHUNK_ROWS)
+        .zip(labels.chunks(LOSS_CHUNK_ROWS))
+    {
         let idx = Tensor::new(chunk_rows, device)?;
         let h = hidden.index_select(&idx, 0)?;
         let logits = model.logits(&h, false)?;

@@ -2,4 +2,9 @@
 //! directory.
 
 pub mod batch;
+pub mod config;
+pub mod events;
 pub mod loss;
+
+pub use config::RunConfig;
+pub use events::{Estimate, StepMetrics, Summary, TrainCommand, TrainEvent};

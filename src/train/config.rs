@@ -1,0 +1,265 @@
+//! `RunConfig`: everything that defines a training run, as TOML. The same file drives the
+//! GUI and `finetune-studio train --config`. Every field has a default, so a run needs only
+//! a model and a dataset.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::lora::LoraTarget;
+
+/// Learning-rate schedule after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// The eval split: a fraction of the records or a fixed count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalSplit {
+    Ratio(f64),
+    Count(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelSection {
+    /// `default`, a Hugging Face folder, a .gguf file, or a hub repo id.
+    pub base: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { base: "default".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataSection {
+    pub path: PathBuf,
+    /// Format override (`alpaca`, `sharegpt`, `openai`, `csv`, `parquet`); detected when absent.
+    pub format: Option<String>,
+    /// The entry to use when `path` is a LLaMA-Factory `dataset_info.json`.
+    pub dataset_info_entry: Option<String>,
+    /// Text replacements applied to every record before training (e.g. `{{name}}`).
+    pub replace: Vec<(String, String)>,
+    pub eval_split: EvalSplit,
+    /// Train on every token instead of only the assistant turns.
+    pub train_on_prompt: bool,
+    /// Samples longer than this are truncated (and counted).
+    pub max_seq_len: usize,
+    /// Pack several samples into each row (no attention across samples).
+    pub packing: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            format: None,
+            dataset_info_entry: None,
+            replace: Vec::new(),
+            eval_split: EvalSplit::Ratio(0.05),
+            train_on_prompt: false,
+            max_seq_len: 512,
+            packing: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoraSection {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+    pub use_rslora: bool,
+    pub targets: Vec<LoraTarget>,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        Self { rank: 16, alpha: 32.0, dropout: 0.05, use_rslora: false, targets: LoraTarget::ALL.to_vec() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimSection {
+    pub learning_rate: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Warmup in optimizer steps; when absent, `warmup_ratio` of the total steps.
+    pub warmup_steps: Option<usize>,
+    pub warmup_ratio: f64,
+    pub max_grad_norm: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            learning_rate: 2e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: Schedule::Cosine,
+            warmup_steps: None,
+            warmup_ratio: 0.03,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainingSection {
+    pub epochs: f64,
+    /// Stops after this many optimizer steps when set (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    pub grad_accumulation: usize,
+    pub seed: u64,
+    pub log_every: usize,
+    /// Evaluate every N optimizer steps (0: only at the end).
+    pub eval_every: usize,
+    /// Checkpoint every N optimizer steps (0: only at the end).
+    pub save_every: usize,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            epochs: 3.0,
+            max_steps: None,
+            batch_size: 4,
+            grad_accumulation: 1,
+            seed: 42,
+            log_every: 1,
+            eval_every: 50,
+            save_every: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputSection {
+    /// Parent folder of run directories; the studio's runs folder when absent.
+    pub runs_dir: Option<PathBuf>,
+    /// A short name, part of the run folder's name.
+    pub name: String,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        Self { runs_dir: None, name: "run".into() }
+    }
+}
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub lora: LoraSection,
+    pub optim: OptimSection,
+    pub training: TrainingSection,
+    pub output: OutputSection,
+}
+
+impl RunConfig {
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Reads a config file; relative dataset and output paths are taken relative to it.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut cfg = Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.data.path.is_relative() && !cfg.data.path.as_os_str().is_empty() {
+            cfg.data.path = base.join(&cfg.data.path);
+        }
+        if let Some(r) = &cfg.output.runs_dir {
+            if r.is_relative() {
+                cfg.output.runs_dir = Some(base.join(r));
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// `lora_alpha / r` (or `/ sqrt(r)` with rsLoRA).
+    pub fn lora_scale(&self) -> f64 {
+        crate::model::lora::lora_scale(self.lora.alpha, self.lora.rank, self.lora.use_rslora)
+    }
+
+    /// Problems that make the run impossible, in words.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.data.path.as_os_str().is_empty() {
+            out.push("no dataset chosen".into());
+        }
+        if self.lora.rank == 0 {
+            out.push("LoRA rank must be at least 1".into());
+        }
+        if self.lora.targets.is_empty() {
+            out.push("choose at least one LoRA target layer".into());
+        }
+        if !(0.0..1.0).contains(&self.lora.dropout) {
+            out.push("LoRA dropout must be in [0, 1)".into());
+        }
+        if self.optim.learning_rate <= 0.0 || !self.optim.learning_rate.is_finite() {
+            out.push("learning rate must be positive".into());
+        }
+        if self.training.batch_size == 0 || self.training.grad_accumulation == 0 {
+            out.push("batch size and gradient accumulation must be at least 1".into());
+        }
+        if self.data.max_seq_len < 8 {
+            out.push("maximum sequence length must be at least 8".into());
+        }
+        if self.training.max_steps.is_none() && self.training.epochs <= 0.0 {
+            out.push("set epochs > 0 or max_steps".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_toml_gets_defaults_and_round_trips() {
+        let cfg = RunConfig::from_toml("[data]\npath = \"d.json\"\n").unwrap();
+        assert_eq!(cfg.model.base, "default");
+        assert_eq!(cfg.lora.rank, 16);
+        assert_eq!(cfg.lora.targets.len(), 7);
+        assert!(cfg.validate().is_empty());
+        let back = RunConfig::from_toml(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut cfg = RunConfig::default();
+        cfg.lora.rank = 0;
+        let problems = cfg.validate();
+        assert!(problems.iter().any(|p| p.contains("dataset")));
+        assert!(problems.iter().any(|p| p.contains("rank")));
+    }
+}

@@ -1,0 +1,68 @@
+//! The messages between a training worker and whoever watches it (the GUI's Train tab or
+//! the CLI's progress bar). Events carry values, never references.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Estimated cost of a run, shown before it starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    pub peak_memory_bytes: u64,
+    pub available_memory_bytes: u64,
+    pub seconds_per_step: f64,
+    pub total_steps: usize,
+    pub trainable_parameters: usize,
+}
+
+/// One logged optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    pub eta_s: f64,
+}
+
+/// What happened at the end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub run_dir: PathBuf,
+    pub steps: usize,
+    pub final_loss: Option<f64>,
+    pub best_eval_loss: Option<f64>,
+    pub duration_s: f64,
+    pub adapter_dir: Option<PathBuf>,
+    /// Whether the run was stopped before its planned end.
+    pub stopped_early: bool,
+}
+
+/// Worker to watcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// The data is ready and the first step is about to run.
+    Started { run_dir: PathBuf, total_steps: usize, start_step: usize, estimate: Estimate },
+    Step(StepMetrics),
+    Eval { step: usize, loss: f64 },
+    Checkpoint { step: usize, path: PathBuf },
+    /// A warning or note for the log pane (truncated samples, resume point ...).
+    Log { message: String },
+    Paused { step: usize },
+    Resumed { step: usize },
+    Finished { summary: Summary },
+    Failed { error: String },
+}
+
+/// Watcher to worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainCommand {
+    Pause,
+    Resume,
+    /// Stop after the current optimizer step, leaving a loadable checkpoint.
+    Stop,
+    /// Write a checkpoint after the current optimizer step.
+    SaveNow,
+}
