@@ -6,6 +6,7 @@
 pub mod config;
 mod error;
 pub mod fetch;
+pub mod frozen;
 pub mod gguf;
 pub mod lora;
 pub mod rope;
@@ -25,7 +26,7 @@ pub use error::ModelError;
 pub use source::{ModelLocation, ResolvedModel};
 pub use template::{ChatMessage, ChatTemplate};
 pub use tokenizer::Tokenizer;
-pub use transformer::{Cache, Forward, Layout, Transformer};
+pub use transformer::{Cache, Forward, Layout, MatmulMode, Transformer};
 
 /// A loaded model: weights, tokenizer, chat template, and where it came from.
 pub struct Model {

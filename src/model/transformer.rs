@@ -31,26 +31,26 @@ impl Linear {
     }
 
     /// Applies the layer to `x` `[n, in]`, adding the adapter's contribution when given.
-    /// `quantized` picks the Q8_0 copy when one exists (decode).
+    /// `mode` picks the Q8_0 copy (decode) or the frozen-weight op autograd runs through.
     pub fn forward(
         &self,
         x: &Tensor,
         lora: Option<&LoraPair>,
-        dropout: f32,
-        quantized: bool,
+        dropout_mask: Option<&Tensor>,
+        mode: MatmulMode,
     ) -> Result<Tensor> {
-        let mut y = match (&self.quantized, quantized) {
-            (Some(q), true) => q.forward(x)?,
+        let mut y = match (&self.quantized, mode) {
+            (Some(q), MatmulMode::Quantized) => q.forward(x)?,
+            (_, MatmulMode::Differentiable) => super::frozen::frozen_matmul(x, &self.weight)?,
             _ => x.matmul(&self.weight.t()?)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
         if let Some(p) = lora {
-            let xin = if dropout > 0.0 {
-                candle_nn::ops::dropout(x, dropout)?
-            } else {
-                x.clone()
+            let xin = match dropout_mask {
+                Some(m) => (x * m)?,
+                None => x.clone(),
             };
             let delta = xin.matmul(&p.a.t()?)?.matmul(&p.b.t()?)?;
             y = (y + (delta * p.scale)?)?;
@@ -70,6 +70,17 @@ impl Linear {
     pub fn in_features(&self) -> usize {
         self.weight.dims()[1]
     }
+}
+
+/// How a linear layer multiplies by its frozen weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulMode {
+    /// f32 gemm, no autograd through the weight.
+    Plain,
+    /// The Q8_0 copy, when there is one (single-token decode).
+    Quantized,
+    /// The custom op whose backward yields only the input gradient (training).
+    Differentiable,
 }
 
 /// RMSNorm weights.
@@ -185,8 +196,9 @@ pub struct Forward<'a> {
     pub layout: Layout,
     /// Compose plain ops so candle's autograd can differentiate (slower).
     pub differentiable: bool,
-    /// Apply adapter dropout (training).
-    pub train: bool,
+    /// Apply adapter dropout (training), with masks drawn from this seed so that a run
+    /// and its resumption see the same masks.
+    pub dropout_seed: Option<u64>,
     /// Use the Q8_0 copies of the weights where they exist, for single-token decode steps.
     pub quantized: bool,
 }
@@ -394,12 +406,20 @@ impl Transformer {
                 (cos, sin, Some(packed_mask(segments, n_rep)?))
             }
         };
-        let dropout = if opts.train {
-            opts.lora.map(|l| l.dropout).unwrap_or(0.0)
-        } else {
-            0.0
+        let dropout = match opts.dropout_seed {
+            Some(seed) => opts
+                .lora
+                .map(|l| (l.dropout, seed))
+                .filter(|(p, _)| *p > 0.0),
+            None => None,
         };
-        let quantized = opts.quantized && t == 1 && b == 1;
+        let mode = if opts.differentiable {
+            MatmulMode::Differentiable
+        } else if opts.quantized && t == 1 && b == 1 {
+            MatmulMode::Quantized
+        } else {
+            MatmulMode::Plain
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = opts.cache.as_mut().map(|c| &mut c.layers[i]);
             let ctx = LayerCtx {
@@ -410,7 +430,7 @@ impl Transformer {
                 sin: &sin,
                 mask: mask.as_ref(),
                 differentiable: opts.differentiable,
-                quantized,
+                mode,
             };
             x = self.layer_forward(layer, &x, cache, &ctx)?;
         }
@@ -419,8 +439,18 @@ impl Transformer {
 
     /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
     pub fn logits(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
+        let mode = if quantized && hidden.dims()[0] == 1 {
+            MatmulMode::Quantized
+        } else {
+            MatmulMode::Plain
+        };
+        self.lm_head.forward(hidden, None, None, mode)
+    }
+
+    /// Logits that autograd differentiates with respect to `hidden` only (training).
+    pub fn logits_differentiable(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head
-            .forward(hidden, None, 0.0, quantized && hidden.dims()[0] == 1)
+            .forward(hidden, None, None, MatmulMode::Differentiable)
     }
 
     /// Logits of the last position of each row: `[b, vocab]`.
@@ -441,7 +471,14 @@ impl Transformer {
         let (b, t, h) = x.dims3()?;
         let lin = |lin: &Linear, target: LoraTarget, input: &Tensor| -> Result<Tensor> {
             let pair = ctx.lora.and_then(|s| s.get(ctx.index, target));
-            lin.forward(input, pair, ctx.dropout, ctx.quantized)
+            let mask = match (pair, ctx.dropout) {
+                (Some(_), Some((p, seed))) => {
+                    let key = seed ^ ((ctx.index as u64) << 32) ^ ((target as u64) << 48);
+                    Some(dropout_mask(input.dims(), p, key, input.device())?)
+                }
+                _ => None,
+            };
+            lin.forward(input, pair, mask.as_ref(), ctx.mode)
         };
         // Attention.
         let residual = x;
@@ -512,12 +549,40 @@ impl Transformer {
 struct LayerCtx<'a> {
     index: usize,
     lora: Option<&'a LoraSet>,
-    dropout: f32,
+    dropout: Option<(f32, u64)>,
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
     differentiable: bool,
-    quantized: bool,
+    mode: MatmulMode,
+}
+
+/// An inverted-dropout mask (`0` or `1 / (1 - p)`) drawn from `seed` with SplitMix64, so
+/// the same step always sees the same mask (exact resume).
+pub fn dropout_mask(dims: &[usize], p: f32, seed: u64, device: &Device) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let n: usize = dims.iter().product();
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (p as f64 * u32::MAX as f64) as u32;
+    let mut data = vec![0f32; n];
+    data.par_chunks_mut(4096)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut state = seed.wrapping_add((c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for v in chunk.iter_mut() {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                *v = if (z >> 32) as u32 >= threshold {
+                    keep
+                } else {
+                    0.0
+                };
+            }
+        });
+    Tensor::from_vec(data, dims, device)
 }
 
 /// Additive causal mask for `t` new queries after `offset` cached keys, tiled `n_rep` times
