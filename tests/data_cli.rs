@@ -59,7 +59,11 @@ fn every_shared_dataset_validates_stats_and_converts() {
         assert_eq!(run(&["validate", f]).unwrap(), 0, "{name}");
         assert_eq!(run(&["stats", f, "--json"]).unwrap(), 0, "{name}");
         assert_eq!(run(&["stats", f, "--model", "words"]).unwrap(), 0, "{name}");
-        for (to, ext) in [("sharegpt", "json"), ("openai", "jsonl"), ("parquet", "parquet")] {
+        for (to, ext) in [
+            ("sharegpt", "json"),
+            ("openai", "jsonl"),
+            ("parquet", "parquet"),
+        ] {
             let out = dir.path().join(format!("{name}.{ext}"));
             let code = run(&["convert", f, "--to", to, "--out", out.to_str().unwrap()]).unwrap();
             assert_eq!(code, 0);
@@ -69,8 +73,16 @@ fn every_shared_dataset_validates_stats_and_converts() {
     }
     // A dataset_info entry by flag, with placeholders filled while converting.
     let info_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(shared("llamafactory_dataset_info.json"), info_dir.path().join("dataset_info.json")).unwrap();
-    std::fs::copy(shared("llamafactory_identity.json"), info_dir.path().join("identity.json")).unwrap();
+    std::fs::copy(
+        shared("llamafactory_dataset_info.json"),
+        info_dir.path().join("dataset_info.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        shared("llamafactory_identity.json"),
+        info_dir.path().join("identity.json"),
+    )
+    .unwrap();
     let info = info_dir.path().join("dataset_info.json");
     let out = dir.path().join("identity.csv");
     let code = run(&[
@@ -91,16 +103,26 @@ fn every_shared_dataset_validates_stats_and_converts() {
     assert_eq!(code, 0);
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("I am Studio") && !text.contains("{{"));
-    assert!(run(&["stats", info.to_str().unwrap()]).is_err(), "an entry must be picked");
+    assert!(
+        run(&["stats", info.to_str().unwrap()]).is_err(),
+        "an entry must be picked"
+    );
 }
 
 #[test]
 fn validate_exits_1_on_invalid_records() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.jsonl");
-    std::fs::write(&p, "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"a\", \"output\": \"\"}\n").unwrap();
+    std::fs::write(
+        &p,
+        "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"a\", \"output\": \"\"}\n",
+    )
+    .unwrap();
     assert_eq!(run(&["validate", p.to_str().unwrap()]).unwrap(), 1);
-    assert_eq!(run(&["validate", p.to_str().unwrap(), "--json"]).unwrap(), 1);
+    assert_eq!(
+        run(&["validate", p.to_str().unwrap(), "--json"]).unwrap(),
+        1
+    );
     assert!(run(&["convert", p.to_str().unwrap(), "--to", "nope", "--out", "x"]).is_err());
     assert!(run(&["stats", p.to_str().unwrap(), "--model", "missing"]).is_err());
 }

@@ -10,11 +10,19 @@ fn save_keeps_a_backup_and_recovery_survives_a_crash() {
     let original = r#"[{"instruction": "q", "input": "", "output": "a", "id": 7}]"#;
     std::fs::write(&p, original).unwrap();
     let mut ds = data::load(&p, None).unwrap();
-    ds.apply(Edit::SetTurnContent { index: 0, turn: 1, content: "b".into() }).unwrap();
+    ds.apply(Edit::SetTurnContent {
+        index: 0,
+        turn: 1,
+        content: "b".into(),
+    })
+    .unwrap();
     ds.apply(Edit::InsertRecord {
         index: 1,
         record: data::Conversation {
-            messages: vec![Message::new(Role::User, "q2"), Message::new(Role::Assistant, "a2")],
+            messages: vec![
+                Message::new(Role::User, "q2"),
+                Message::new(Role::Assistant, "a2"),
+            ],
             ..Default::default()
         },
     })
@@ -31,9 +39,17 @@ fn save_keeps_a_backup_and_recovery_survives_a_crash() {
     assert_eq!(back.path(), Some(p.as_path()));
     back.save(&p, None).unwrap();
     assert!(!back.is_dirty());
-    assert_eq!(Dataset::find_recovery(&p), None, "saving removes the recovery file");
-    assert_eq!(std::fs::read_to_string(data::dataset::backup_path(&p)).unwrap(), original);
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(
+        Dataset::find_recovery(&p),
+        None,
+        "saving removes the recovery file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data::dataset::backup_path(&p)).unwrap(),
+        original
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     assert_eq!(saved[0]["output"], "b");
     assert_eq!(saved[0]["id"], 7);
     assert_eq!(saved[1]["instruction"], "q2");
@@ -55,7 +71,8 @@ fn save_keeps_a_backup_and_recovery_survives_a_crash() {
 #[test]
 fn split_parts_save() {
     let ds = data::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/llamafactory_identity.json"),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/datasets/llamafactory_identity.json"),
         None,
     )
     .unwrap();
@@ -63,22 +80,39 @@ fn split_parts_save() {
     assert_eq!((train.len(), eval.len()), (82, 9));
     let dir = tempfile::tempdir().unwrap();
     eval.write(&dir.path().join("eval.json"), None).unwrap();
-    assert_eq!(data::load(&dir.path().join("eval.json"), None).unwrap().len(), 9);
+    assert_eq!(
+        data::load(&dir.path().join("eval.json"), None)
+            .unwrap()
+            .len(),
+        9
+    );
 }
 
 #[test]
 fn stats_search_and_filters() {
     use data::search::{self, Flag, LengthKind, Query};
-    let recs = vec![
-        ("Give three tips for staying healthy.", "Eat well, sleep, move."),
-        ("Give three tips for staying healthy.", "Eat well, sleep, move."),
+    let recs = [
+        (
+            "Give three tips for staying healthy.",
+            "Eat well, sleep, move.",
+        ),
+        (
+            "Give three tips for staying healthy.",
+            "Eat well, sleep, move.",
+        ),
         ("Translate 'hello' to French", ""),
-        ("Write a long story", "word word word word word word word word word word word word"),
+        (
+            "Write a long story",
+            "word word word word word word word word word word word word",
+        ),
     ];
     let convs = recs
         .iter()
         .map(|(q, a)| data::Conversation {
-            messages: vec![Message::new(Role::User, *q), Message::new(Role::Assistant, *a)],
+            messages: vec![
+                Message::new(Role::User, *q),
+                Message::new(Role::Assistant, *a),
+            ],
             ..Default::default()
         })
         .collect();
@@ -97,9 +131,21 @@ fn stats_search_and_filters() {
     assert_eq!(search::filter(&ds, &st, Flag::TooLong), vec![3]);
     assert_eq!(search::filter(&ds, &st, Flag::Empty), vec![2]);
     assert_eq!(search::filter(&ds, &st, Flag::Invalid), vec![2]);
-    assert_eq!(search::sort_by_length(&st, LengthKind::Total, true), vec![3, 0, 1, 2]);
-    assert_eq!(search::search(&ds, &Query::substring("healthy", true)), vec![0, 1]);
-    assert_eq!(search::search(&ds, &Query::substring("FRENCH", false)), vec![2]);
+    assert_eq!(
+        search::sort_by_length(&st, LengthKind::Total, true),
+        vec![3, 0, 1, 2]
+    );
+    assert_eq!(
+        search::search(&ds, &Query::substring("healthy", true)),
+        vec![0, 1]
+    );
+    assert_eq!(
+        search::search(&ds, &Query::substring("FRENCH", false)),
+        vec![2]
+    );
     assert!(search::search(&ds, &Query::substring("FRENCH", true)).is_empty());
-    assert_eq!(search::search(&ds, &Query::regex(r"^Write", true).unwrap()), vec![3]);
+    assert_eq!(
+        search::search(&ds, &Query::regex(r"^Write", true).unwrap()),
+        vec![3]
+    );
 }

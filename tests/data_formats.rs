@@ -68,7 +68,11 @@ fn alpaca_demos() {
         assert_eq!(r.get(&Role::User), Some(&n), "{name}");
         assert_eq!(r.get(&Role::Assistant), Some(&n), "{name}");
         assert_eq!(r.len(), 2);
-        assert!(errors(&ds).is_empty(), "{name}: {:?}", &errors(&ds)[..errors(&ds).len().min(5)]);
+        assert!(
+            errors(&ds).is_empty(),
+            "{name}: {:?}",
+            &errors(&ds)[..errors(&ds).len().min(5)]
+        );
         assert_lossless(&mut ds, &p);
     }
 }
@@ -82,9 +86,16 @@ fn alpaca_input_is_joined_like_llamafactory() {
         .enumerate()
         .find(|(_, r)| !r["input"].as_str().unwrap().is_empty())
         .unwrap();
-    let want = format!("{}\n{}", r["instruction"].as_str().unwrap(), r["input"].as_str().unwrap());
+    let want = format!(
+        "{}\n{}",
+        r["instruction"].as_str().unwrap(),
+        r["input"].as_str().unwrap()
+    );
     assert_eq!(ds.records()[i].messages[0].content, want);
-    assert_eq!(ds.records()[i].messages[1].content, r["output"].as_str().unwrap());
+    assert_eq!(
+        ds.records()[i].messages[1].content,
+        r["output"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -120,7 +131,9 @@ fn glaive_toolcalls() {
         .unwrap()
         .to_chat_messages();
     assert!(chat.iter().any(|(r, _)| *r == "tool"));
-    assert!(chat.iter().all(|(r, _)| ["user", "assistant", "tool"].contains(r)));
+    assert!(chat
+        .iter()
+        .all(|(r, _)| ["user", "assistant", "tool"].contains(r)));
     assert!(errors(&ds).is_empty(), "{:?}", errors(&ds).first());
     assert_lossless(&mut ds, &p);
 }
@@ -153,7 +166,9 @@ fn placeholders_are_a_dataset_step() {
         .iter()
         .flat_map(|c| c.texts())
         .all(|t| !t.contains("{{name}}") && !t.contains("{{author}}")));
-    assert!(ds.records()[0].messages[1].content.contains("I am Studio, an AI assistant developed by Us"));
+    assert!(ds.records()[0].messages[1]
+        .content
+        .contains("I am Studio, an AI assistant developed by Us"));
 }
 
 #[test]
@@ -161,7 +176,10 @@ fn dataset_info_lists_and_loads_entries() {
     let info = shared("llamafactory_dataset_info.json");
     let entries = data::list_dataset_info_entries(&info).unwrap();
     assert_eq!(entries.len(), 104);
-    let glaive = entries.iter().find(|e| e.name == "glaive_toolcall_en_demo").unwrap();
+    let glaive = entries
+        .iter()
+        .find(|e| e.name == "glaive_toolcall_en_demo")
+        .unwrap();
     assert_eq!(glaive.formatting, "sharegpt");
 
     // The entry file names have no `llamafactory_` prefix: copy them under the expected names.
@@ -169,11 +187,18 @@ fn dataset_info_lists_and_loads_entries() {
     let local = dir.path().join("dataset_info.json");
     std::fs::copy(&info, &local).unwrap();
     for n in ["identity", "alpaca_en_demo", "glaive_toolcall_en_demo"] {
-        std::fs::copy(shared(&format!("llamafactory_{n}.json")), dir.path().join(format!("{n}.json"))).unwrap();
+        std::fs::copy(
+            shared(&format!("llamafactory_{n}.json")),
+            dir.path().join(format!("{n}.json")),
+        )
+        .unwrap();
     }
     match data::load(&local, None) {
         Err(DataError::NeedsEntry { entries, .. }) => {
-            assert_eq!(entries, vec!["identity", "alpaca_en_demo", "glaive_toolcall_en_demo"])
+            assert_eq!(
+                entries,
+                vec!["identity", "alpaca_en_demo", "glaive_toolcall_en_demo"]
+            )
         }
         other => panic!("expected NeedsEntry, got {other:?}"),
     }
@@ -186,10 +211,17 @@ fn dataset_info_lists_and_loads_entries() {
     assert_eq!(ds.path(), Some(dir.path().join("identity.json").as_path()));
 
     // Missing file: the error names the resolved path.
-    let err = data::load_dataset_info_entry(&local, "alpaca_zh_demo").unwrap_err().to_string();
-    assert!(err.contains("alpaca_zh_demo.json") && err.contains("does not exist"), "{err}");
+    let err = data::load_dataset_info_entry(&local, "alpaca_zh_demo")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("alpaca_zh_demo.json") && err.contains("does not exist"),
+        "{err}"
+    );
     // Hub-only entry.
-    let err = data::load_dataset_info_entry(&local, "lima").unwrap_err().to_string();
+    let err = data::load_dataset_info_entry(&local, "lima")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("hf_hub_url"), "{err}");
     assert!(matches!(
         data::load_dataset_info_entry(&local, "nope"),
@@ -213,7 +245,11 @@ fn dataset_info_unknown_keys_warn() {
     )
     .unwrap();
     let ds = data::load_dataset_info_entry(&info, "t").unwrap();
-    let w: Vec<_> = ds.file_problems.iter().filter(|p| p.kind == ProblemKind::UnknownKey).collect();
+    let w: Vec<_> = ds
+        .file_problems
+        .iter()
+        .filter(|p| p.kind == ProblemKind::UnknownKey)
+        .collect();
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].message.contains("formatting"));
     assert_eq!(w[0].field.as_deref(), Some("t.format"));

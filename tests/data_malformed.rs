@@ -12,7 +12,10 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn problems_of(ds: &Dataset, kind: ProblemKind) -> Vec<Problem> {
-    ds.problems().into_iter().filter(|p| p.kind == kind).collect()
+    ds.problems()
+        .into_iter()
+        .filter(|p| p.kind == kind)
+        .collect()
 }
 
 #[test]
@@ -90,15 +93,24 @@ fn wrong_types_missing_and_empty_fields() {
             .unwrap_or_else(|| panic!("no {kind:?} for record {rec}: {all:#?}"))
     };
     let p0 = find(0, ProblemKind::WrongType);
-    assert_eq!((p0.field.as_deref(), p0.line), (Some("instruction"), Some(1)));
-    assert_eq!(find(1, ProblemKind::MissingField).field.as_deref(), Some("output"));
+    assert_eq!(
+        (p0.field.as_deref(), p0.line),
+        (Some("instruction"), Some(1))
+    );
+    assert_eq!(
+        find(1, ProblemKind::MissingField).field.as_deref(),
+        Some("output")
+    );
     let empties: Vec<_> = all
         .iter()
         .filter(|p| p.record == Some(2) && p.kind == ProblemKind::EmptyField)
         .map(|p| p.field.clone().unwrap())
         .collect();
     assert_eq!(empties, vec!["instruction", "output"]);
-    assert_eq!(find(3, ProblemKind::WrongType).field.as_deref(), Some("history"));
+    assert_eq!(
+        find(3, ProblemKind::WrongType).field.as_deref(),
+        Some("history")
+    );
     assert_eq!(find(4, ProblemKind::WrongType).line, Some(5));
     // The wrongly typed value is kept and written back as it was.
     let out = dir.path().join("o.jsonl");
@@ -135,11 +147,31 @@ fn turns_roles_and_alternation() {
             "no {kind:?} {field:?} at record {rec}: {all:#?}"
         )
     };
-    has(0, ProblemKind::UnknownRole, Some("conversations[1].from"), 2);
-    has(1, ProblemKind::NotAlternating, Some("conversations[1].value"), 3);
+    has(
+        0,
+        ProblemKind::UnknownRole,
+        Some("conversations[1].from"),
+        2,
+    );
+    has(
+        1,
+        ProblemKind::NotAlternating,
+        Some("conversations[1].value"),
+        3,
+    );
     has(2, ProblemKind::NoFinalAssistant, None, 4);
-    has(3, ProblemKind::MissingField, Some("conversations[0].value"), 5);
-    has(3, ProblemKind::MissingField, Some("conversations[1].from"), 5);
+    has(
+        3,
+        ProblemKind::MissingField,
+        Some("conversations[0].value"),
+        5,
+    );
+    has(
+        3,
+        ProblemKind::MissingField,
+        Some("conversations[1].from"),
+        5,
+    );
     has(4, ProblemKind::WrongType, Some("conversations"), 6);
     // The unknown role is written back as it was.
     let out = dir.path().join("o.json");
@@ -150,7 +182,8 @@ fn turns_roles_and_alternation() {
 #[test]
 fn invalid_utf8_is_flagged_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bytes = b"{\"instruction\": \"ok\", \"output\": \"fine\"}\n{\"instruction\": \"bad ".to_vec();
+    let mut bytes =
+        b"{\"instruction\": \"ok\", \"output\": \"fine\"}\n{\"instruction\": \"bad ".to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe]);
     bytes.extend_from_slice(b"\", \"output\": \"x\"}\n");
     let p = write(dir.path(), "u.jsonl", &bytes);
@@ -165,15 +198,24 @@ fn invalid_utf8_is_flagged_and_replaced() {
 fn whole_file_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "x.json", b"\"just a string\"");
-    assert!(matches!(data::load(&p, None), Err(DataError::Json { line: 1, .. })));
+    assert!(matches!(
+        data::load(&p, None),
+        Err(DataError::Json { line: 1, .. })
+    ));
     let p = write(dir.path(), "y.json", br#"[{"foo": 1}]"#);
-    assert!(matches!(data::load(&p, None), Err(DataError::UnknownFormat { .. })));
+    assert!(matches!(
+        data::load(&p, None),
+        Err(DataError::UnknownFormat { .. })
+    ));
     assert!(matches!(
         data::load(&dir.path().join("missing.json"), None),
         Err(DataError::Io { .. })
     ));
     let p = write(dir.path(), "z.parquet", b"not parquet");
-    assert!(matches!(data::load(&p, None), Err(DataError::Parquet { .. })));
+    assert!(matches!(
+        data::load(&p, None),
+        Err(DataError::Parquet { .. })
+    ));
     let p = write(dir.path(), "e.json", b"  ");
     assert_eq!(data::load(&p, None).unwrap().len(), 0);
 }
@@ -189,7 +231,10 @@ fn csv_rows_have_lines() {
     let ds = data::load(&p, None).unwrap();
     assert_eq!(ds.len(), 3);
     let ps = problems_of(&ds, ProblemKind::EmptyField);
-    assert_eq!((ps[0].record, ps[0].line, ps[0].field.as_deref()), (Some(1), Some(3), Some("output")));
+    assert_eq!(
+        (ps[0].record, ps[0].line, ps[0].field.as_deref()),
+        (Some(1), Some(3), Some("output"))
+    );
     assert_eq!(ds.records()[2].messages[0].content, "q3\ni3");
 }
 
@@ -197,7 +242,15 @@ fn csv_rows_have_lines() {
 fn garbage_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let samples: &[&[u8]] = &[
-        b"[", b"[,]", b"[{]", b"[{}", b"[\"\\", b"{\n{\n", b"]]]", b"[1,2,3]", b"[null]",
+        b"[",
+        b"[,]",
+        b"[{]",
+        b"[{}",
+        b"[\"\\",
+        b"{\n{\n",
+        b"]]]",
+        b"[1,2,3]",
+        b"[null]",
         b"[{\"messages\": [null, 3, {\"role\": 5, \"content\": {}}]}]",
         b"[{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\"}]}]}]",
         b"[{\"instruction\": \"a\", \"output\": \"b\", \"history\": [[1, 2], \"x\"]}]",

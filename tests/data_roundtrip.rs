@@ -8,11 +8,26 @@ use rand::{Rng, SeedableRng};
 
 fn text(rng: &mut StdRng, allow_empty: bool) -> String {
     const PIECES: &[&str] = &[
-        "hello", " ", "\n", "\"quoted\"", ",", "{{name}}", "日本語", "emoji 🦀", "\\", "\t", "a,b",
-        "[1, 2]", "{\"k\": 1}", "\r\n", "x",
+        "hello",
+        " ",
+        "\n",
+        "\"quoted\"",
+        ",",
+        "{{name}}",
+        "日本語",
+        "emoji 🦀",
+        "\\",
+        "\t",
+        "a,b",
+        "[1, 2]",
+        "{\"k\": 1}",
+        "\r\n",
+        "x",
     ];
     let n = rng.random_range(if allow_empty { 0..6 } else { 1..6 });
-    let s: String = (0..n).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect();
+    let s: String = (0..n)
+        .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+        .collect();
     if !allow_empty && s.trim().is_empty() {
         return "t".into();
     }

@@ -103,7 +103,9 @@ pub fn run(
         } => {
             let ds = load_input(&input)?;
             let counter: Box<dyn TokenCounter> = match &model {
-                Some(m) => counter_for_model(m).with_context(|| format!("loading the tokenizer of {m}"))?,
+                Some(m) => {
+                    counter_for_model(m).with_context(|| format!("loading the tokenizer of {m}"))?
+                }
                 None => Box::new(data::ByteCounter::default()),
             };
             let opts = StatsOptions {
@@ -141,7 +143,10 @@ pub fn run(
                 for p in &problems {
                     println!("{p}");
                 }
-                let warnings = problems.iter().filter(|p| p.severity == Severity::Warning).count();
+                let warnings = problems
+                    .iter()
+                    .filter(|p| p.severity == Severity::Warning)
+                    .count();
                 eprintln!(
                     "{}: {} records ({}), {} invalid, {} problems ({} warnings)",
                     input.file.display(),
@@ -189,18 +194,35 @@ pub fn run(
 }
 
 fn print_stats(file: &Path, ds: &Dataset, st: &Stats, invalid: usize) {
-    println!("{}: {} records, {}", file.display(), st.records, ds.format());
+    println!(
+        "{}: {} records, {}",
+        file.display(),
+        st.records,
+        ds.format()
+    );
     println!("tokens ({}):", st.counter);
-    for (name, s) in [("prompt", &st.prompt), ("response", &st.response), ("total", &st.total)] {
+    for (name, s) in [
+        ("prompt", &st.prompt),
+        ("response", &st.response),
+        ("total", &st.total),
+    ] {
         println!(
             "  {name:<9} min {:>6}  p50 {:>6}  p90 {:>6}  p99 {:>6}  max {:>6}  mean {:>8.1}  sum {}",
             s.min, s.p50, s.p90, s.p99, s.max, s.mean, s.sum
         );
     }
     println!("over {} tokens: {}", st.max_len, st.over_max.len());
-    let roles: Vec<String> = st.role_counts.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let roles: Vec<String> = st
+        .role_counts
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
     println!("turns by role: {}", roles.join(", "));
-    let turns: Vec<String> = st.turn_counts.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+    let turns: Vec<String> = st
+        .turn_counts
+        .iter()
+        .map(|(t, n)| format!("{t}: {n}"))
+        .collect();
     println!("records by turn count: {}", turns.join(", "));
     println!("empty fields: {}", st.empty_fields.len());
     println!(

@@ -261,8 +261,13 @@ impl Conversation {
             None => false,
         };
         if empty {
-            self.meta.remove(HINTS_KEY);
+            self.meta.shift_remove(HINTS_KEY);
         }
+        if self.meta.is_empty() {
+            // Release the table a removed key leaves behind (it adds up over 100K records).
+            self.meta = Map::new();
+        }
+        self.messages.shrink_to_fit();
     }
 }
 

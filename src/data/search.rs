@@ -43,7 +43,7 @@ impl Query {
 }
 
 enum Matcher<'a> {
-    Text(memchr::memmem::Finder<'a>),
+    Text(Box<memchr::memmem::Finder<'a>>),
     Regex(&'a regex::Regex),
 }
 
@@ -75,7 +75,7 @@ fn record_matches(c: &Conversation, m: &Matcher) -> bool {
 /// Indices of the records that match, in order.
 pub fn search_records(records: &[Conversation], query: &Query) -> Vec<usize> {
     let m = match query {
-        Query::Text(t) => Matcher::Text(memchr::memmem::Finder::new(t.as_bytes())),
+        Query::Text(t) => Matcher::Text(Box::new(memchr::memmem::Finder::new(t.as_bytes()))),
         Query::Regex(r) => Matcher::Regex(r),
     };
     records

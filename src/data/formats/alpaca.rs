@@ -119,8 +119,16 @@ pub(crate) fn read(
         }
         _ => instruction,
     };
-    if input_present {
-        user_hint.insert("input".into(), Value::String(input.unwrap_or_default()));
+    // The writer always writes `input` (LLaMA-Factory's files have it); only a non-empty
+    // input or a missing key needs remembering, which keeps plain records free of hints.
+    match input {
+        Some(i) if !i.is_empty() => {
+            user_hint.insert("input".into(), Value::String(i));
+        }
+        _ if !input_present => {
+            user_hint.insert("no_input".into(), Value::Bool(true));
+        }
+        _ => {}
     }
     c.messages.push(Message::new(Role::User, content));
     turn_hints.push(Value::Object(user_hint));
@@ -131,7 +139,12 @@ pub(crate) fn read(
 
     // Everything else, in source order, then the fields kept because of a wrong type.
     let hints = c.meta.shift_remove(crate::data::record::HINTS_KEY);
-    c.meta = o;
+    // A fresh map: the source object's table would keep its capacity for every record.
+    c.meta = if o.is_empty() {
+        Map::new()
+    } else {
+        o.into_iter().collect()
+    };
     for (k, v) in meta {
         c.meta.insert(k, v);
     }
@@ -181,14 +194,15 @@ pub(crate) fn write(c: &Conversation, m: &Mapping) -> Result<Map<String, Value>,
         .and_then(|h| h.get("input_only"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let no_input = hint.and_then(|h| h.get("no_input")).is_some();
     let (instruction, input) = match hint_input {
         Some(inp) if input_only && user == inp => ("", Some(inp)),
         Some(inp) if !inp.is_empty() => match user.strip_suffix(inp) {
             Some(head) if head.ends_with('\n') => (&head[..head.len() - 1], Some(inp)),
             _ => (user, Some("")),
         },
-        Some(_) => (user, Some("")),
-        None => (user, None),
+        _ if no_input => (user, None),
+        _ => (user, Some("")),
     };
     o.insert(m.prompt.clone(), Value::String(instruction.into()));
     if let Some(inp) = input {

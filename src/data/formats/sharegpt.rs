@@ -179,7 +179,12 @@ pub(crate) fn read(
         }
     }
     let hints = c.meta.shift_remove(HINTS_KEY);
-    c.meta = o;
+    // A fresh map: the source object's table would keep its capacity for every record.
+    c.meta = if o.is_empty() {
+        Map::new()
+    } else {
+        o.into_iter().collect()
+    };
     for (k, v) in kept {
         c.meta.insert(k, v);
     }
