@@ -3,11 +3,12 @@
 //! The library holds everything; `main.rs` only parses the command line and starts the
 //! GUI or a subcommand. The map of the modules is in `DESIGN.md`.
 
-pub mod data;
-pub mod paths;
-pub mod model;
-pub mod infer;
-pub mod train;
-pub mod cli;
 pub mod app;
+pub mod cli;
+pub mod data;
 pub mod export;
+pub mod infer;
+pub mod model;
+pub mod paths;
+pub mod sys;
+pub mod train;

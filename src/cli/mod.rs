@@ -2,13 +2,20 @@
 //! subcommands run the same library code headless.
 
 pub mod chat;
+pub mod dataset;
 pub mod eval;
+pub mod export;
 pub mod fetch;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "finetune-studio", version, about = "Instruction tuning (LoRA) of language models: datasets, training, chat, export")]
+#[command(
+    name = "finetune-studio",
+    version,
+    about = "Instruction tuning (LoRA) of language models: datasets, training, chat, export"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -25,6 +32,12 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Download the default model (SmolLM2-135M-Instruct) if it is missing.
     FetchModel,
+    /// Inspect, validate and convert datasets.
+    Dataset(dataset::DatasetArgs),
+    /// Train a LoRA adapter from a run config (TOML), or resume a run.
+    Train(train::TrainArgs),
+    /// Export an adapter (PEFT), a merged model, or GGUF.
+    Export(export::ExportArgs),
 }
 
 /// Runs a subcommand and returns the process exit code.
@@ -33,6 +46,12 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Chat(args) => chat::run(args),
         Command::Eval(args) => eval::run(args),
         Command::FetchModel => fetch::run(),
+        Command::Dataset(args) => dataset::run(args, &|spec| {
+            let model = load_model(spec)?;
+            Ok(Box::new(model.tokenizer) as Box<dyn crate::data::TokenCounter>)
+        }),
+        Command::Train(args) => train::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
 
@@ -44,6 +63,10 @@ pub fn load_model(spec: &str) -> anyhow::Result<crate::model::Model> {
     }
     let t0 = std::time::Instant::now();
     let model = crate::model::load(spec)?;
-    tracing::info!("loaded {} in {:.2} s", model.name, t0.elapsed().as_secs_f64());
+    tracing::info!(
+        "loaded {} in {:.2} s",
+        model.name,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(model)
 }

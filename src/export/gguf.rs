@@ -43,11 +43,20 @@ fn gguf_arch(a: Architecture) -> &'static str {
 /// Every weight of `model` under its Hugging Face name.
 pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
     let t = &model.transformer;
-    let mut out = vec![("model.embed_tokens.weight".to_string(), t.embed_tokens.clone())];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        t.embed_tokens.clone(),
+    )];
     for (i, l) in t.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), l.input_norm.weight.clone()));
-        out.push((format!("{p}.post_attention_layernorm.weight"), l.post_attention_norm.weight.clone()));
+        out.push((
+            format!("{p}.input_layernorm.weight"),
+            l.input_norm.weight.clone(),
+        ));
+        out.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            l.post_attention_norm.weight.clone(),
+        ));
         for target in crate::model::lora::LoraTarget::ALL {
             let lin = l.linear(target);
             let base = format!("{p}.{}.{}", target.parent(), target.module_name());
@@ -72,8 +81,14 @@ pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
 
 fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
     let json = model.tokenizer.to_json();
-    let bad = |m: &str| ModelError::Tokenizer { path: model.location.path().into(), message: m.into() };
-    let vocab = json.pointer("/model/vocab").and_then(|v| v.as_object()).ok_or_else(|| bad("tokenizer has no BPE vocab"))?;
+    let bad = |m: &str| ModelError::Tokenizer {
+        path: model.location.path().into(),
+        message: m.into(),
+    };
+    let vocab = json
+        .pointer("/model/vocab")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| bad("tokenizer has no BPE vocab"))?;
     let size = model.tokenizer.vocab_size().max(model.config().vocab_size);
     let mut tokens = vec![String::new(); size];
     let mut types = vec![1i32; size];
@@ -84,12 +99,20 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
     }
     if let Some(added) = json.get("added_tokens").and_then(|a| a.as_array()) {
         for t in added {
-            let (Some(id), Some(content)) = (t.get("id").and_then(|x| x.as_u64()), t.get("content").and_then(|x| x.as_str())) else {
+            let (Some(id), Some(content)) = (
+                t.get("id").and_then(|x| x.as_u64()),
+                t.get("content").and_then(|x| x.as_str()),
+            ) else {
                 continue;
             };
             if let Some(slot) = tokens.get_mut(id as usize) {
                 *slot = content.to_string();
-                types[id as usize] = if t.get("special").and_then(|s| s.as_bool()).unwrap_or(false) { 3 } else { 4 };
+                types[id as usize] = if t.get("special").and_then(|s| s.as_bool()).unwrap_or(false)
+                {
+                    3
+                } else {
+                    4
+                };
             }
         }
     }
@@ -106,9 +129,11 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
             a.iter()
                 .filter_map(|m| match m {
                     serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Array(p) if p.len() == 2 => {
-                        Some(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")))
-                    }
+                    serde_json::Value::Array(p) if p.len() == 2 => Some(format!(
+                        "{} {}",
+                        p[0].as_str().unwrap_or(""),
+                        p[1].as_str().unwrap_or("")
+                    )),
                     _ => None,
                 })
                 .map(Value::String)
@@ -117,13 +142,31 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
         .unwrap_or_default();
     let id_of = |t: &Option<String>| t.as_deref().and_then(|t| model.tokenizer.token_to_id(t));
     let mut md = vec![
-        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".to_string(), Value::String("default".into())),
-        ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect())),
-        ("tokenizer.ggml.token_type".to_string(), Value::Array(types.into_iter().map(Value::I32).collect())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            Value::String("default".into()),
+        ),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
         ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
-        ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false)),
-        ("tokenizer.chat_template".to_string(), Value::String(model.template.source().to_string())),
+        (
+            "tokenizer.ggml.add_bos_token".to_string(),
+            Value::Bool(false),
+        ),
+        (
+            "tokenizer.chat_template".to_string(),
+            Value::String(model.template.source().to_string()),
+        ),
     ];
     for (key, tok) in [
         ("bos_token_id", &model.tokenizer.bos_token),
@@ -145,34 +188,84 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(model.name.clone())),
-        (format!("{arch}.context_length"), Value::U32(c.max_position_embeddings as u32)),
-        (format!("{arch}.embedding_length"), Value::U32(c.hidden_size as u32)),
-        (format!("{arch}.block_count"), Value::U32(c.num_hidden_layers as u32)),
-        (format!("{arch}.feed_forward_length"), Value::U32(c.intermediate_size as u32)),
-        (format!("{arch}.attention.head_count"), Value::U32(c.num_attention_heads as u32)),
-        (format!("{arch}.attention.head_count_kv"), Value::U32(c.num_key_value_heads as u32)),
-        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(c.rms_norm_eps as f32)),
+        (
+            format!("{arch}.context_length"),
+            Value::U32(c.max_position_embeddings as u32),
+        ),
+        (
+            format!("{arch}.embedding_length"),
+            Value::U32(c.hidden_size as u32),
+        ),
+        (
+            format!("{arch}.block_count"),
+            Value::U32(c.num_hidden_layers as u32),
+        ),
+        (
+            format!("{arch}.feed_forward_length"),
+            Value::U32(c.intermediate_size as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count"),
+            Value::U32(c.num_attention_heads as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            Value::U32(c.num_key_value_heads as u32),
+        ),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(c.rms_norm_eps as f32),
+        ),
         (format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta)),
-        (format!("{arch}.rope.dimension_count"), Value::U32(c.head_dim as u32)),
-        (format!("{arch}.attention.key_length"), Value::U32(c.head_dim as u32)),
-        (format!("{arch}.attention.value_length"), Value::U32(c.head_dim as u32)),
-        (format!("{arch}.vocab_size"), Value::U32(c.vocab_size as u32)),
-        ("general.file_type".into(), Value::U32(match dtype { GgufType::F32 => 0, GgufType::F16 => 1, GgufType::Q8_0 => 7 })),
+        (
+            format!("{arch}.rope.dimension_count"),
+            Value::U32(c.head_dim as u32),
+        ),
+        (
+            format!("{arch}.attention.key_length"),
+            Value::U32(c.head_dim as u32),
+        ),
+        (
+            format!("{arch}.attention.value_length"),
+            Value::U32(c.head_dim as u32),
+        ),
+        (
+            format!("{arch}.vocab_size"),
+            Value::U32(c.vocab_size as u32),
+        ),
+        (
+            "general.file_type".into(),
+            Value::U32(match dtype {
+                GgufType::F32 => 0,
+                GgufType::F16 => 1,
+                GgufType::Q8_0 => 7,
+            }),
+        ),
     ];
     md.extend(tokenizer_metadata(model)?);
     let permute = arch == "llama";
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     for (name, t) in named_weights(model) {
-        let Some(gname) = hf_to_gguf_name(&name) else { continue };
+        let Some(gname) = hf_to_gguf_name(&name) else {
+            continue;
+        };
         let mut t = t.contiguous()?;
         if permute && gname.ends_with("attn_q.weight") {
             t = permute_qk(&t, c.num_attention_heads)?;
         } else if permute && gname.ends_with("attn_k.weight") {
             t = permute_qk(&t, c.num_key_value_heads)?;
         }
-        let want = if t.rank() == 1 { GgmlDType::F32 } else { dtype.ggml() };
+        let want = if t.rank() == 1 {
+            GgmlDType::F32
+        } else {
+            dtype.ggml()
+        };
         // Q8_0 blocks are 32 wide; rows that do not divide fall back to f16, as llama.cpp does.
-        let ty = if want == GgmlDType::Q8_0 && t.dim(candle_core::D::Minus1)? % 32 != 0 { GgmlDType::F16 } else { want };
+        let ty = if want == GgmlDType::Q8_0 && t.dim(candle_core::D::Minus1)? % 32 != 0 {
+            GgmlDType::F16
+        } else {
+            want
+        };
         tensors.push((gname, QTensor::quantize(&t, ty)?));
     }
     let tmp = path.with_extension("gguf.partial");

@@ -312,3 +312,13 @@ mod tests {
         assert_eq!(t.bos_token.as_deref(), Some("<|im_start|>"));
     }
 }
+
+/// Dataset statistics count tokens with the model's own tokenizer.
+impl crate::data::TokenCounter for Tokenizer {
+    fn count(&self, text: &str) -> usize {
+        self.inner.encode_fast(text, false).map(|e| e.len()).unwrap_or(0)
+    }
+    fn name(&self) -> String {
+        "model tokenizer".into()
+    }
+}

@@ -48,12 +48,14 @@ pub fn tokenize_conversation(
 
 /// A row of packed examples: tokens, the next-token targets (`None` where nothing trains),
 /// positions that restart at each sample, and a sample id per token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PackedRow {
     pub ids: Vec<u32>,
     pub targets: Vec<Option<u32>>,
     pub positions: Vec<u32>,
     pub segments: Vec<u32>,
+    /// Tokens before the padding.
+    pub real: usize,
 }
 
 impl PackedRow {
@@ -72,6 +74,7 @@ pub fn pack(examples: &[&Example], row_len: usize, pad_id: u32) -> Vec<PackedRow
         targets: vec![],
         positions: vec![],
         segments: vec![],
+        real: 0,
     };
     let mut seg = 0u32;
     for ex in examples {
@@ -88,6 +91,7 @@ pub fn pack(examples: &[&Example], row_len: usize, pad_id: u32) -> Vec<PackedRow
                         targets: vec![],
                         positions: vec![],
                         segments: vec![],
+                        real: 0,
                     },
                 ),
                 row_len,
@@ -113,6 +117,7 @@ pub fn pack(examples: &[&Example], row_len: usize, pad_id: u32) -> Vec<PackedRow
 }
 
 fn finish_row(mut row: PackedRow, row_len: usize, pad_id: u32, pad_segment: u32) -> PackedRow {
+    row.real = row.ids.len();
     while row.ids.len() < row_len {
         row.ids.push(pad_id);
         row.targets.push(None);

@@ -34,7 +34,9 @@ pub struct ModelSection {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { base: "default".into() }
+        Self {
+            base: "default".into(),
+        }
     }
 }
 
@@ -84,7 +86,13 @@ pub struct LoraSection {
 
 impl Default for LoraSection {
     fn default() -> Self {
-        Self { rank: 16, alpha: 32.0, dropout: 0.05, use_rslora: false, targets: LoraTarget::ALL.to_vec() }
+        Self {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.05,
+            use_rslora: false,
+            targets: LoraTarget::ALL.to_vec(),
+        }
     }
 }
 
@@ -162,7 +170,10 @@ pub struct OutputSection {
 
 impl Default for OutputSection {
     fn default() -> Self {
-        Self { runs_dir: None, name: "run".into() }
+        Self {
+            runs_dir: None,
+            name: "run".into(),
+        }
     }
 }
 
@@ -185,8 +196,10 @@ impl RunConfig {
 
     /// Reads a config file; relative dataset and output paths are taken relative to it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut cfg = Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut cfg =
+            Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if cfg.data.path.is_relative() && !cfg.data.path.as_os_str().is_empty() {
             cfg.data.path = base.join(&cfg.data.path);

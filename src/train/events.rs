@@ -44,16 +44,37 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
     /// The data is ready and the first step is about to run.
-    Started { run_dir: PathBuf, total_steps: usize, start_step: usize, estimate: Estimate },
+    Started {
+        run_dir: PathBuf,
+        total_steps: usize,
+        start_step: usize,
+        estimate: Estimate,
+    },
     Step(StepMetrics),
-    Eval { step: usize, loss: f64 },
-    Checkpoint { step: usize, path: PathBuf },
+    Eval {
+        step: usize,
+        loss: f64,
+    },
+    Checkpoint {
+        step: usize,
+        path: PathBuf,
+    },
     /// A warning or note for the log pane (truncated samples, resume point ...).
-    Log { message: String },
-    Paused { step: usize },
-    Resumed { step: usize },
-    Finished { summary: Summary },
-    Failed { error: String },
+    Log {
+        message: String,
+    },
+    Paused {
+        step: usize,
+    },
+    Resumed {
+        step: usize,
+    },
+    Finished {
+        summary: Summary,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// Watcher to worker.

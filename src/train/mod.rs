@@ -1,10 +1,25 @@
 //! Training: run configuration, batching, the LoRA step loop, checkpoints and the run
-//! directory.
+//! directory. [`spawn`] and [`resume`] run it on a worker thread.
 
+pub mod adapter;
 pub mod batch;
 pub mod config;
+pub mod data;
+pub mod estimate;
 pub mod events;
 pub mod loss;
+pub mod optim;
+pub mod run_dir;
+pub mod trainer;
+pub mod worker;
 
 pub use config::RunConfig;
+pub use estimate::estimate;
 pub use events::{Estimate, StepMetrics, Summary, TrainCommand, TrainEvent};
+pub use run_dir::{list_runs, RunInfo};
+pub use worker::{resume, spawn, TrainHandle, Wake};
+
+/// `train::runs::list_runs` and friends, under the name the GUI uses.
+pub mod runs {
+    pub use super::run_dir::{checkpoint_steps, list_runs, read_run, RunInfo};
+}

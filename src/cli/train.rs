@@ -1,0 +1,100 @@
+//! `finetune-studio train --config run.toml [--resume RUN_DIR]`: the same trainer the
+//! studio runs, with an indicatif progress bar (loss, tokens/s, ETA) and a final summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::train::{self, RunConfig, TrainEvent};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run configuration (TOML).
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue this run directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Start even when the memory estimate exceeds the free memory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
+    let wake: train::Wake = Arc::new(|| {});
+    let handle = match (&args.resume, &args.config) {
+        (Some(dir), _) => train::resume(dir, None, wake)?,
+        (None, Some(path)) => {
+            let cfg = RunConfig::load(path)?;
+            let problems = cfg.validate();
+            if !problems.is_empty() {
+                anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+            }
+            let model = Arc::new(super::load_model(&cfg.model.base)?);
+            let estimate = train::estimate(model.config(), &cfg, 0, 0);
+            if !estimate.fits() && !args.force {
+                anyhow::bail!(
+                    "this run will not fit in memory: it {}; lower batch_size or max_seq_len, or pass --force",
+                    estimate.describe()
+                );
+            }
+            train::spawn(cfg, Some(model), wake)?
+        }
+        (None, None) => anyhow::bail!("give --config or --resume"),
+    };
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} steps  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut code = 1;
+    for event in handle.events.iter() {
+        match event {
+            TrainEvent::Started { run_dir, total_steps, start_step, estimate } => {
+                bar.set_length(total_steps as u64);
+                bar.set_position(start_step as u64);
+                bar.println(format!("run {}", run_dir.display()));
+                bar.println(format!("estimate: {}", estimate.describe()));
+            }
+            TrainEvent::Step(m) => {
+                bar.set_position(m.step as u64);
+                bar.set_message(format!(
+                    "loss {:.4}  lr {:.2e}  |g| {:.3}  {:.0} tok/s  ETA {}",
+                    m.loss,
+                    m.lr,
+                    m.grad_norm,
+                    m.tokens_per_s,
+                    train::estimate::format_duration(m.eta_s)
+                ));
+            }
+            TrainEvent::Eval { step, loss } => bar.println(format!("step {step}: eval loss {loss:.4}")),
+            TrainEvent::Checkpoint { step, path } => bar.println(format!("step {step}: checkpoint {}", path.display())),
+            TrainEvent::Log { message } => bar.println(message),
+            TrainEvent::Paused { .. } | TrainEvent::Resumed { .. } => {}
+            TrainEvent::Finished { summary } => {
+                bar.finish_and_clear();
+                println!(
+                    "finished {} steps in {} — final loss {}, best eval loss {}",
+                    summary.steps,
+                    train::estimate::format_duration(summary.duration_s),
+                    summary.final_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+                    summary.best_eval_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+                );
+                match &summary.adapter_dir {
+                    Some(a) => println!("adapter: {}", a.display()),
+                    None => println!("stopped early; resume with --resume {}", summary.run_dir.display()),
+                }
+                code = 0;
+            }
+            TrainEvent::Failed { error } => {
+                bar.abandon();
+                eprintln!("error: {error}");
+                code = 1;
+            }
+        }
+    }
+    let _ = handle.thread.join();
+    Ok(code)
+}

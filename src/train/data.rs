@@ -1,0 +1,175 @@
+//! The data side of a run: load the dataset named in the config, apply its text
+//! replacements, split train/eval, tokenize every conversation (in parallel), and lay the
+//! examples out as micro-batches for each epoch, reproducibly from the seed.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+use sha2::Digest;
+
+use super::batch::{self, Example, PackedRow};
+use super::config::{EvalSplit, RunConfig};
+use crate::data::split::EvalSize;
+use crate::model::{ChatMessage, Model};
+
+/// Tokenized examples ready for training.
+pub struct PreparedData {
+    pub train: Vec<Example>,
+    pub eval: Vec<Example>,
+    pub records: usize,
+    /// Samples cut at the maximum length.
+    pub truncated: usize,
+    /// Records skipped: invalid, or with no token to train on.
+    pub skipped: usize,
+    /// SHA-256 of the dataset file, recorded in run.toml.
+    pub dataset_sha256: String,
+}
+
+/// Loads the dataset the config names (a file, or an entry of a `dataset_info.json`).
+pub fn load_dataset(cfg: &RunConfig) -> anyhow::Result<crate::data::Dataset> {
+    let path = &cfg.data.path;
+    let format = match &cfg.data.format {
+        Some(f) => Some(f.parse::<crate::data::Format>()?),
+        None => None,
+    };
+    let ds = match &cfg.data.dataset_info_entry {
+        Some(entry) => crate::data::load_dataset_info_entry(path, entry)?,
+        None => crate::data::load(path, format)?,
+    };
+    Ok(ds)
+}
+
+fn sha256_file(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => format!("{:x}", sha2::Sha256::digest(&bytes)),
+        Err(_) => String::new(),
+    }
+}
+
+/// Loads, splits and tokenizes the run's data. `log` receives warnings for the user.
+pub fn prepare(cfg: &RunConfig, model: &Model, log: &mut dyn FnMut(String)) -> anyhow::Result<PreparedData> {
+    let mut ds = load_dataset(cfg)?;
+    let records = ds.len();
+    if !cfg.data.replace.is_empty() {
+        let n = ds.conversations.iter_mut().map(|c| c.replace_text(&cfg.data.replace)).filter(|&changed| changed).count();
+        log(format!("replaced placeholders in {n} of {records} records"));
+    }
+    let invalid: std::collections::HashSet<usize> = ds.invalid_records().into_iter().collect();
+    if !invalid.is_empty() {
+        log(format!("skipping {} invalid records (see the dataset's problems list)", invalid.len()));
+    }
+    let size = match cfg.data.eval_split {
+        EvalSplit::Ratio(r) => EvalSize::Ratio(r),
+        EvalSplit::Count(c) => EvalSize::Count(c),
+    };
+    let split = crate::data::split::split_indices(records, size, cfg.training.seed);
+    let tokenize = |indices: &[usize]| -> Vec<anyhow::Result<Example>> {
+        indices
+            .par_iter()
+            .filter(|i| !invalid.contains(i))
+            .map(|&i| {
+                let conv = &ds.conversations[i];
+                let msgs: Vec<ChatMessage> =
+                    conv.to_chat_messages().into_iter().map(|(r, c)| ChatMessage::new(r, c)).collect();
+                batch::tokenize_conversation(model, &msgs, cfg.data.max_seq_len, cfg.data.train_on_prompt)
+                    .map_err(|e| anyhow::anyhow!("record {i}: {e}"))
+            })
+            .collect()
+    };
+    let mut skipped = invalid.len();
+    let mut truncated = 0;
+    let mut collect = |results: Vec<anyhow::Result<Example>>| -> anyhow::Result<Vec<Example>> {
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            let ex = r?;
+            if ex.truncated {
+                truncated += 1;
+            }
+            if ex.trained_tokens() == 0 {
+                skipped += 1;
+                continue;
+            }
+            out.push(ex);
+        }
+        Ok(out)
+    };
+    let train = collect(tokenize(&split.train))?;
+    let eval = collect(tokenize(&split.eval))?;
+    if truncated > 0 {
+        log(format!("{truncated} samples are longer than {} tokens and were truncated", cfg.data.max_seq_len));
+    }
+    if train.is_empty() {
+        anyhow::bail!(
+            "no training example has a token to train on ({} records, {skipped} skipped): check that the conversations have assistant turns and fit in {} tokens",
+            records,
+            cfg.data.max_seq_len
+        );
+    }
+    Ok(PreparedData { train, eval, records, truncated, skipped, dataset_sha256: sha256_file(&cfg.data.path) })
+}
+
+/// The rows of one epoch, in training order: shuffled from `seed + epoch`, then packed
+/// (or padded one sample per row).
+pub fn epoch_rows(examples: &[Example], cfg: &RunConfig, epoch: usize, pad_id: u32) -> Vec<PackedRow> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 1_000_003));
+    order.shuffle(&mut rng);
+    let refs: Vec<&Example> = order.iter().map(|&i| &examples[i]).collect();
+    rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len, pad_id)
+}
+
+/// Packs `examples` into rows of `max_len`, or gives each its own row (padded later to
+/// the longest row of its micro-batch).
+pub fn rows_for(examples: &[&Example], packing: bool, max_len: usize, pad_id: u32) -> Vec<PackedRow> {
+    if packing {
+        batch::pack(examples, max_len, pad_id)
+    } else {
+        examples.iter().flat_map(|e| batch::pack(&[*e], e.ids.len().max(1), pad_id)).collect()
+    }
+}
+
+/// A micro-batch as tensors.
+pub struct MicroBatch {
+    pub ids: Tensor,
+    pub positions: Tensor,
+    pub segments: Tensor,
+    /// Next-token targets per position, row-major over `[b, t]`.
+    pub targets: Vec<Option<u32>>,
+    pub tokens: usize,
+    pub trained_tokens: usize,
+}
+
+/// Stacks rows (padding shorter ones) into a micro-batch.
+pub fn micro_batch(rows: &[PackedRow], pad_id: u32, device: &Device) -> candle_core::Result<MicroBatch> {
+    let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
+    let b = rows.len();
+    let (mut ids, mut pos, mut seg, mut targets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut tokens = 0;
+    for r in rows {
+        let n = r.ids.len();
+        tokens += r.real;
+        let pad_seg = r.segments.iter().max().copied().unwrap_or(0) + 1;
+        ids.extend(&r.ids);
+        pos.extend(&r.positions);
+        seg.extend(&r.segments);
+        targets.extend(&r.targets);
+        for _ in n..t {
+            ids.push(pad_id);
+            pos.push(0);
+            seg.push(pad_seg);
+            targets.push(None);
+        }
+    }
+    let trained_tokens = targets.iter().filter(|x| x.is_some()).count();
+    Ok(MicroBatch {
+        ids: Tensor::from_vec(ids, (b, t), device)?,
+        positions: Tensor::from_vec(pos, (b, t), device)?,
+        segments: Tensor::from_vec(seg, (b, t), device)?,
+        targets,
+        tokens,
+        trained_tokens,
+    })
+}

@@ -1,0 +1,76 @@
+//! Before a run starts: how much memory it will need at its peak and how long a step will
+//! take, from the model's shape and the run's batch. The coefficients come from measuring
+//! the trainer on SmolLM2-135M (examples/bench_train.rs); the ETA shown while training uses
+//! the measured step time instead.
+
+use super::config::RunConfig;
+use super::events::Estimate;
+use crate::model::ModelConfig;
+
+/// f32 values autograd keeps per token and layer, in units of the hidden size, the MLP
+/// width and the attention row (measured peak RSS fit on SmolLM2-135M).
+const ACT_HIDDEN: f64 = 20.0;
+const ACT_MLP: f64 = 8.0;
+const ACT_ATTN_ROW: f64 = 3.0;
+/// Effective training throughput of this CPU trainer, FLOP/s (bench_train figure).
+const EFFECTIVE_FLOPS: f64 = 60e9;
+
+pub fn estimate(model: &ModelConfig, cfg: &RunConfig, trainable: usize, total_steps: usize) -> Estimate {
+    let t = cfg.data.max_seq_len as f64;
+    let b = cfg.training.batch_size as f64;
+    let tokens = b * t;
+    let h = model.hidden_size as f64;
+    let i = model.intermediate_size as f64;
+    let heads = model.num_attention_heads as f64;
+    let layers = model.num_hidden_layers as f64;
+    let weights = model.parameter_count() as f64 * 4.0;
+    let per_token_layer = ACT_HIDDEN * h + ACT_MLP * i + ACT_ATTN_ROW * heads * t;
+    let activations = tokens * layers * per_token_layer * 4.0;
+    let logits = 256.0 * model.vocab_size as f64 * 4.0 * 3.0;
+    let optimizer = trainable as f64 * 4.0 * 4.0;
+    let peak = weights + activations + logits + optimizer + 300e6;
+    let matmul_params = (model.parameter_count() - model.vocab_size * model.hidden_size) as f64
+        + model.vocab_size as f64 * h;
+    let flops_per_step = 4.0 * matmul_params * tokens * cfg.training.grad_accumulation as f64
+        + 4.0 * layers * b * t * t * h * cfg.training.grad_accumulation as f64;
+    Estimate {
+        peak_memory_bytes: peak as u64,
+        available_memory_bytes: crate::sys::available_memory_bytes().unwrap_or(0),
+        seconds_per_step: flops_per_step / EFFECTIVE_FLOPS,
+        total_steps,
+        trainable_parameters: trainable,
+    }
+}
+
+impl Estimate {
+    /// Whether the run fits in the memory the machine has free (unknown counts as fitting).
+    pub fn fits(&self) -> bool {
+        self.available_memory_bytes == 0 || self.peak_memory_bytes < self.available_memory_bytes
+    }
+
+    /// One line for the user.
+    pub fn describe(&self) -> String {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let total_s = self.seconds_per_step * self.total_steps as f64;
+        format!(
+            "needs about {:.1} GiB at its peak ({:.1} GiB free); about {:.1} s per step, {} steps, {}",
+            gib(self.peak_memory_bytes),
+            gib(self.available_memory_bytes),
+            self.seconds_per_step,
+            self.total_steps,
+            format_duration(total_s)
+        )
+    }
+}
+
+/// `1 h 05 min`, `3 min 20 s`, `12 s`.
+pub fn format_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{s} s")
+    }
+}

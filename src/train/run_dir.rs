@@ -1,0 +1,244 @@
+//! The run directory (DESIGN.md, On-disk layout): `run.toml`, `metrics.jsonl`,
+//! `checkpoints/step-N/` (PEFT adapter + optimizer state + trainer state, written to a
+//! temporary folder and renamed into place) and the final `adapter/`. Also lists runs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::config::RunConfig;
+use super::events::StepMetrics;
+use crate::export::peft::{self, AdapterConfig};
+use crate::model::lora::LoraTarget;
+
+/// Where a run resumes: everything beyond the weights and optimizer moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Epoch and micro-batch index within it where the next step starts.
+    pub epoch: usize,
+    pub micro_batch: usize,
+    pub best_eval_loss: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetricLine {
+    Step(StepMetrics),
+    Eval { step: usize, loss: f64 },
+}
+
+/// An open run directory.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}: {e}", path.display())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+impl RunDir {
+    /// Creates `<runs>/<YYYYmmdd-HHMMSS>-<name>/` and writes `run.toml`.
+    pub fn create(cfg: &RunConfig, dataset_sha256: &str) -> anyhow::Result<Self> {
+        let parent = cfg.output.runs_dir.clone().unwrap_or_else(crate::paths::runs_dir);
+        let name: String = cfg
+            .output
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .collect();
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+        let mut path = parent.join(format!("{stamp}-{name}"));
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = parent.join(format!("{stamp}-{name}-{n}"));
+        }
+        std::fs::create_dir_all(path.join("checkpoints")).map_err(|e| io_err(&path, e))?;
+        let mut text = cfg.to_toml();
+        text.push_str(&format!("\n# dataset sha256: {dataset_sha256}\n"));
+        write_atomic(&path.join("run.toml"), text.as_bytes())?;
+        Ok(Self { path })
+    }
+
+    pub fn open(path: &Path) -> anyhow::Result<(Self, RunConfig)> {
+        let cfg = RunConfig::load(&path.join("run.toml"))?;
+        Ok((Self { path: path.to_path_buf() }, cfg))
+    }
+
+    /// Appends one line to `metrics.jsonl`.
+    pub fn log_metric(&self, line: &MetricLine) -> anyhow::Result<()> {
+        let path = self.path.join("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let text = serde_json::to_string(line)?;
+        writeln!(f, "{text}").map_err(|e| io_err(&path, e))
+    }
+
+    /// Drops metric lines after `step` (a resumed run rewrites what followed its checkpoint).
+    pub fn truncate_metrics_after(&self, step: usize) -> anyhow::Result<()> {
+        let lines = read_metrics(&self.path);
+        let kept: Vec<String> = lines
+            .iter()
+            .filter(|l| match l {
+                MetricLine::Step(s) => s.step <= step,
+                MetricLine::Eval { step: s, .. } => *s <= step,
+            })
+            .filter_map(|l| serde_json::to_string(l).ok())
+            .collect();
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        write_atomic(&self.path.join("metrics.jsonl"), text.as_bytes())
+    }
+
+    pub fn checkpoint_dir(&self, step: usize) -> PathBuf {
+        self.path.join("checkpoints").join(format!("step-{step}"))
+    }
+
+    /// Writes `checkpoints/step-N/` atomically: adapter, optimizer moments, trainer state.
+    pub fn save_checkpoint(
+        &self,
+        adapter_cfg: &AdapterConfig,
+        pairs: &BTreeMap<(usize, LoraTarget), (Tensor, Tensor)>,
+        moments: &[(String, Tensor)],
+        state: &TrainerState,
+    ) -> anyhow::Result<PathBuf> {
+        let dest = self.checkpoint_dir(state.step);
+        let tmp = self.path.join("checkpoints").join(format!(".step-{}.partial", state.step));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        }
+        peft::write_adapter(&tmp, adapter_cfg, pairs)?;
+        peft::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
+        write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
+        Ok(dest)
+    }
+
+    /// Writes the final adapter to `adapter/`.
+    pub fn save_adapter(
+        &self,
+        adapter_cfg: &AdapterConfig,
+        pairs: &BTreeMap<(usize, LoraTarget), (Tensor, Tensor)>,
+    ) -> anyhow::Result<PathBuf> {
+        let dir = self.path.join("adapter");
+        let tmp = self.path.join(".adapter.partial");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        }
+        peft::write_adapter(&tmp, adapter_cfg, pairs)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
+        Ok(dir)
+    }
+}
+
+/// Steps of the checkpoints in a run, ascending.
+pub fn checkpoint_steps(run: &Path) -> Vec<usize> {
+    let mut steps: Vec<usize> = std::fs::read_dir(run.join("checkpoints"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    steps.sort_unstable();
+    steps
+}
+
+/// A checkpoint read back for resuming.
+pub struct Checkpoint {
+    pub state: TrainerState,
+    pub moments: std::collections::HashMap<String, Tensor>,
+    pub adapter_dir: PathBuf,
+}
+
+pub fn load_checkpoint(dir: &Path, device: &Device) -> anyhow::Result<Checkpoint> {
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let moments = candle_core::safetensors::load(&opt_path, device).map_err(|e| anyhow::anyhow!("{}: {e}", opt_path.display()))?;
+    Ok(Checkpoint { state, moments, adapter_dir: dir.to_path_buf() })
+}
+
+/// Every line of a run's `metrics.jsonl` that parses.
+pub fn read_metrics(run: &Path) -> Vec<MetricLine> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default()
+}
+
+/// What the Runs view shows of a run.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub config: Option<RunConfig>,
+    pub steps: Vec<StepMetrics>,
+    pub evals: Vec<(usize, f64)>,
+    pub checkpoints: Vec<usize>,
+    pub has_adapter: bool,
+    pub final_loss: Option<f64>,
+    pub best_eval_loss: Option<f64>,
+    /// Wall time from the first to the last logged step, estimated from ETA-free figures.
+    pub last_step: usize,
+}
+
+/// Reads every run folder under `dir`, newest first.
+pub fn list_runs(dir: &Path) -> Vec<RunInfo> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut runs: Vec<RunInfo> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("run.toml").exists())
+        .map(|p| read_run(&p))
+        .collect();
+    runs.sort_by(|a, b| b.name.cmp(&a.name));
+    runs
+}
+
+pub fn read_run(path: &Path) -> RunInfo {
+    let config = RunConfig::load(&path.join("run.toml")).ok();
+    let mut steps = Vec::new();
+    let mut evals = Vec::new();
+    for line in read_metrics(path) {
+        match line {
+            MetricLine::Step(s) => steps.push(s),
+            MetricLine::Eval { step, loss } => evals.push((step, loss)),
+        }
+    }
+    let best_eval_loss = evals.iter().map(|e| e.1).filter(|l| l.is_finite()).reduce(f64::min);
+    RunInfo {
+        name: path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+        path: path.to_path_buf(),
+        config,
+        final_loss: steps.last().map(|s| s.loss),
+        last_step: steps.last().map(|s| s.step).unwrap_or(0),
+        steps,
+        evals,
+        checkpoints: checkpoint_steps(path),
+        has_adapter: path.join("adapter").join("adapter_model.safetensors").exists(),
+        best_eval_loss,
+    }
+}
