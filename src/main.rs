@@ -7,7 +7,8 @@ use finetune_studio::cli::{self, Cli};
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "finetune_studio=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "finetune_studio=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -183,8 +183,19 @@ fn quantized_gguf_stays_close() {
     let ids = [257u32, 40, 41, 42, 43];
     let reference = all_logits(&m, &ids);
     let diff = common::max_abs_diff(&reference, &all_logits(&g, &ids));
-    let scale = reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    assert!(diff < 0.02 * scale, "q8_0 logits differ by {diff} (largest logit {scale})");
+    let scale = reference
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff < 0.02 * scale,
+        "q8_0 logits differ by {diff} (largest logit {scale})"
+    );
 }
 
 fn load_err(path: &std::path::Path) -> String {

@@ -106,7 +106,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
 
-    eprintln!("chatting with {} — empty line or Ctrl+D quits, /reset starts over", model.name);
+    eprintln!(
+        "chatting with {} — empty line or Ctrl+D quits, /reset starts over",
+        model.name
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");

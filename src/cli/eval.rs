@@ -30,8 +30,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let mut per_example = Vec::with_capacity(n);
     let (mut total, mut tokens) = (0.0f64, 0usize);
     for (i, conv) in dataset.records().iter().take(n).enumerate() {
-        let messages: Vec<ChatMessage> =
-            conv.to_chat_messages().into_iter().map(|(r, c)| ChatMessage::new(r, c)).collect();
+        let messages: Vec<ChatMessage> = conv
+            .to_chat_messages()
+            .into_iter()
+            .map(|(r, c)| ChatMessage::new(r, c))
+            .collect();
         let ex = batch::tokenize_conversation(&model, &messages, args.max_len, false)?;
         let rows = batch::pack(&[&ex], ex.ids.len().max(1), 0);
         let Some(row) = rows.first() else {
@@ -42,8 +45,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             per_example.push(serde_json::Value::Null);
             continue;
         }
-        let ids = candle_core::Tensor::new(row.ids.as_slice(), model.transformer.device())?.unsqueeze(0)?;
-        let hidden = model.transformer.forward(&ids, Forward { layout: Layout::Causal, ..Default::default() })?;
+        let ids = candle_core::Tensor::new(row.ids.as_slice(), model.transformer.device())?
+            .unsqueeze(0)?;
+        let hidden = model.transformer.forward(
+            &ids,
+            Forward {
+                layout: Layout::Causal,
+                ..Default::default()
+            },
+        )?;
         let hidden = hidden.squeeze(0)?;
         let losses = crate::train::loss::token_losses(&model.transformer, &hidden, &row.targets)?;
         let sum: f64 = losses.iter().map(|&x| x as f64).sum();
@@ -55,9 +65,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             eprintln!("example {i}: loss {mean:.4} over {} tokens", losses.len());
         }
     }
-    let mean_loss = if tokens > 0 { total / tokens as f64 } else { f64::NAN };
+    let mean_loss = if tokens > 0 {
+        total / tokens as f64
+    } else {
+        f64::NAN
+    };
     if args.json {
-        println!("{}", serde_json::json!({"mean_loss": mean_loss, "tokens": tokens, "per_example": per_example}));
+        println!(
+            "{}",
+            serde_json::json!({"mean_loss": mean_loss, "tokens": tokens, "per_example": per_example})
+        );
     } else {
         println!("mean loss {mean_loss:.4} over {tokens} assistant tokens in {n} examples");
     }

@@ -62,7 +62,11 @@ fn pending_stop_prefix(text: &str, stops: &[String]) -> usize {
     let mut hold = 0;
     for s in stops {
         for n in (1..s.len()).rev() {
-            if n <= text.len() && text.is_char_boundary(text.len() - n) && s.is_char_boundary(n) && text.ends_with(&s[..n]) {
+            if n <= text.len()
+                && text.is_char_boundary(text.len() - n)
+                && s.is_char_boundary(n)
+                && text.ends_with(&s[..n])
+            {
                 hold = hold.max(n);
                 break;
             }
@@ -88,19 +92,33 @@ pub fn generate(
     let mut ids = Vec::new();
     let mut text = String::new();
     let mut emitted = 0usize;
-    let mut stats = GenerationStats { prompt_tokens: req.prompt_ids.len(), ..Default::default() };
+    let mut stats = GenerationStats {
+        prompt_tokens: req.prompt_ids.len(),
+        ..Default::default()
+    };
     if req.prompt_ids.is_empty() {
         return Err(ModelError::Fetch("the prompt is empty".into()));
     }
     let max_ctx = model.config().max_position_embeddings;
-    let max_new = req.max_new_tokens.min(max_ctx.saturating_sub(req.prompt_ids.len()));
+    let max_new = req
+        .max_new_tokens
+        .min(max_ctx.saturating_sub(req.prompt_ids.len()));
 
     let t0 = Instant::now();
     let input = Tensor::new(req.prompt_ids.as_slice(), &device)?.unsqueeze(0)?;
-    let hidden = model
+    let hidden = model.transformer.forward(
+        &input,
+        Forward {
+            cache: Some(&mut cache),
+            lora,
+            ..Default::default()
+        },
+    )?;
+    let mut logits: Vec<f32> = model
         .transformer
-        .forward(&input, Forward { cache: Some(&mut cache), lora, ..Default::default() })?;
-    let mut logits: Vec<f32> = model.transformer.last_logits(&hidden, false)?.squeeze(0)?.to_vec1()?;
+        .last_logits(&hidden, false)?
+        .squeeze(0)?
+        .to_vec1()?;
     let mut next = sampler.sample(&mut logits, &history);
     let prefill_s = t0.elapsed().as_secs_f64();
     stats.ttft_ms = prefill_s * 1000.0;
@@ -118,7 +136,12 @@ pub fn generate(
         history.push(next);
         if let Some(piece) = stream.push(next)? {
             text.push_str(&piece);
-            if let Some(pos) = req.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min() {
+            if let Some(pos) = req
+                .stop_strings
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 text.truncate(pos);
                 if text.len() > emitted {
                     on_text(&text[emitted..]);
@@ -143,9 +166,18 @@ pub fn generate(
         let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
         let hidden = model.transformer.forward(
             &input,
-            Forward { cache: Some(&mut cache), lora, quantized: req.quantized, ..Default::default() },
+            Forward {
+                cache: Some(&mut cache),
+                lora,
+                quantized: req.quantized,
+                ..Default::default()
+            },
         )?;
-        logits = model.transformer.last_logits(&hidden, req.quantized)?.squeeze(0)?.to_vec1()?;
+        logits = model
+            .transformer
+            .last_logits(&hidden, req.quantized)?
+            .squeeze(0)?
+            .to_vec1()?;
         next = sampler.sample(&mut logits, &history);
         steps += 1;
     }
@@ -159,8 +191,17 @@ pub fn generate(
         }
     }
     stats.generated_tokens = ids.len();
-    stats.decode_tokens_per_s = if steps > 0 { steps as f64 / decode_s.max(1e-9) } else { 0.0 };
-    Ok(Generation { ids, text, stop_reason: reason, stats })
+    stats.decode_tokens_per_s = if steps > 0 {
+        steps as f64 / decode_s.max(1e-9)
+    } else {
+        0.0
+    };
+    Ok(Generation {
+        ids,
+        text,
+        stop_reason: reason,
+        stats,
+    })
 }
 
 #[cfg(test)]

@@ -24,13 +24,23 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Self { temperature: 0.7, top_k: 50, top_p: 0.9, min_p: 0.0, repetition_penalty: 1.0, seed: 42 }
+        Self {
+            temperature: 0.7,
+            top_k: 50,
+            top_p: 0.9,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: 42,
+        }
     }
 }
 
 impl Sampling {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 }
 
@@ -55,7 +65,11 @@ impl Sampler {
             for &id in history {
                 if seen.insert(id) {
                     if let Some(l) = logits.get_mut(id as usize) {
-                        *l = if *l < 0.0 { *l * s.repetition_penalty } else { *l / s.repetition_penalty };
+                        *l = if *l < 0.0 {
+                            *l * s.repetition_penalty
+                        } else {
+                            *l / s.repetition_penalty
+                        };
                     }
                 }
             }
@@ -66,14 +80,23 @@ impl Sampler {
         let inv_t = 1.0 / s.temperature;
         // Candidates sorted by logit, descending.
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        let k = if s.top_k > 0 { s.top_k.min(idx.len()) } else { idx.len() };
+        let k = if s.top_k > 0 {
+            s.top_k.min(idx.len())
+        } else {
+            idx.len()
+        };
         if k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                logits[b as usize].total_cmp(&logits[a as usize])
+            });
             idx.truncate(k);
         }
         idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         let max = logits[idx[0] as usize] * inv_t;
-        let mut probs: Vec<f32> = idx.iter().map(|&i| (logits[i as usize] * inv_t - max).exp()).collect();
+        let mut probs: Vec<f32> = idx
+            .iter()
+            .map(|&i| (logits[i as usize] * inv_t - max).exp())
+            .collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         let mut keep = probs.len();
@@ -126,19 +149,34 @@ mod tests {
 
     #[test]
     fn repetition_penalty_moves_greedy_choice() {
-        let mut s = Sampler::new(Sampling { repetition_penalty: 2.0, ..Sampling::greedy() });
+        let mut s = Sampler::new(Sampling {
+            repetition_penalty: 2.0,
+            ..Sampling::greedy()
+        });
         assert_eq!(s.sample(&mut [0.0, 3.0, 2.0], &[1]), 2);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seed_repeats() {
-        let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 1, ..Sampling::default() });
+        let mut s = Sampler::new(Sampling {
+            temperature: 1.0,
+            top_k: 1,
+            ..Sampling::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [0.5, 0.4, 0.6], &[]), 2);
         }
         let draw = |seed| {
-            let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, seed, ..Sampling::default() });
-            (0..50).map(|_| s.sample(&mut [1.0, 1.0, 1.0, 1.0], &[])).collect::<Vec<_>>()
+            let mut s = Sampler::new(Sampling {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed,
+                ..Sampling::default()
+            });
+            (0..50)
+                .map(|_| s.sample(&mut [1.0, 1.0, 1.0, 1.0], &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -147,11 +185,22 @@ mod tests {
     #[test]
     fn top_p_and_min_p_cut_the_tail() {
         // probabilities ≈ [0.84, 0.11, 0.04, ...]: top_p 0.5 keeps only the first.
-        let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 0, top_p: 0.5, ..Sampling::default() });
+        let mut s = Sampler::new(Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            ..Sampling::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [5.0, 3.0, 2.0, 0.0], &[]), 0);
         }
-        let mut s = Sampler::new(Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.5, ..Sampling::default() });
+        let mut s = Sampler::new(Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.5,
+            ..Sampling::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&mut [5.0, 3.0, 2.0, 0.0], &[]), 0);
         }

@@ -16,14 +16,25 @@ pub struct TokenStream<'a> {
 
 impl<'a> TokenStream<'a> {
     pub fn new(tokenizer: &'a Tokenizer, skip_special: bool) -> Self {
-        Self { tokenizer, ids: Vec::new(), prefix_start: 0, emitted_end: 0, skip_special }
+        Self {
+            tokenizer,
+            ids: Vec::new(),
+            prefix_start: 0,
+            emitted_end: 0,
+            skip_special,
+        }
     }
 
     /// Adds a token and returns the new complete text, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>, ModelError> {
-        let prev = self.tokenizer.decode(&self.ids[self.prefix_start..self.emitted_end], self.skip_special)?;
+        let prev = self.tokenizer.decode(
+            &self.ids[self.prefix_start..self.emitted_end],
+            self.skip_special,
+        )?;
         self.ids.push(id);
-        let now = self.tokenizer.decode(&self.ids[self.prefix_start..], self.skip_special)?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_start..], self.skip_special)?;
         if now.len() > prev.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&prev) {
             let piece = now[prev.len()..].to_string();
             self.prefix_start = self.emitted_end;
@@ -36,9 +47,15 @@ impl<'a> TokenStream<'a> {
 
     /// Whatever is still held back (an incomplete character at the very end).
     pub fn finish(&mut self) -> Result<Option<String>, ModelError> {
-        let prev = self.tokenizer.decode(&self.ids[self.prefix_start..self.emitted_end], self.skip_special)?;
-        let now = self.tokenizer.decode(&self.ids[self.prefix_start..], self.skip_special)?;
+        let prev = self.tokenizer.decode(
+            &self.ids[self.prefix_start..self.emitted_end],
+            self.skip_special,
+        )?;
+        let now = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_start..], self.skip_special)?;
         self.emitted_end = self.ids.len();
-        Ok((now.len() > prev.len() && now.starts_with(&prev)).then(|| now[prev.len()..].to_string()))
+        Ok((now.len() > prev.len() && now.starts_with(&prev))
+            .then(|| now[prev.len()..].to_string()))
     }
 }
