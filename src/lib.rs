@@ -12,3 +12,4 @@ pub mod model;
 pub mod paths;
 pub mod sys;
 pub mod train;
+pub mod worker;

@@ -1,16 +1,50 @@
-//! The eframe application.
+//! The eframe application: one file per tab (`datasets`, `train`, `runs`, `chat`,
+//! `models`), the shell around them (`shell`: tab bar, status bar, notifications,
+//! shortcuts, close guard, persistence), and the widgets they share. Heavy work goes to
+//! `crate::worker`; the UI thread only draws and drains events.
 
+mod chat;
+mod conversation_editor;
+mod dataset_doc;
+mod dataset_filter;
+mod dataset_stats;
+mod dataset_table;
+mod datasets;
+mod frame_times;
+mod live_plots;
+mod model_slot;
+mod models;
+mod notify;
+mod runs;
+mod shared;
 mod shell;
+mod state;
+mod status_bar;
+mod tab;
+mod train;
+mod train_form;
 
-pub use shell::StudioApp;
+pub use dataset_doc::OpenDataset;
+pub use dataset_filter::FlagFilter;
+pub use datasets::DatasetsTab;
+pub use frame_times::FrameTimes;
+pub use live_plots::{smooth, Curves};
+pub use model_slot::ModelSlot;
+pub use notify::{Level, Notice, Notifications};
+pub use shell::{AppOptions, StudioApp};
+pub use state::{Layout, Persisted, ThemeChoice};
+pub use tab::Tab;
+pub use train::{RunStatus, RunView, TrainTab};
 
 /// Opens the studio window. `model` is the model to load (`default` when `None`).
 pub fn run(model: Option<String>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("finetune-studio")
+            .with_app_id("finetune-studio")
             .with_inner_size([1280.0, 800.0])
-            .with_min_inner_size([800.0, 500.0]),
+            .with_min_inner_size([800.0, 500.0])
+            .with_drag_and_drop(true),
         ..Default::default()
     };
     eframe::run_native(

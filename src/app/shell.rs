@@ -1,115 +1,432 @@
-//! The studio window's shell: loads the model on a worker thread (fetching the default
-//! model first when it is missing) and shows what is loaded.
+//! The studio window: the tab bar, the status bar, notifications, shortcuts, the close
+//! guard and persistence around the five tabs. Worker events are drained in `logic()`
+//! with a time budget, so a burst of events never stretches a frame.
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
 use eframe::egui;
 
-/// What the model-loading worker reports.
-enum LoadEvent {
-    Progress(String),
-    Loaded { name: String, summary: String },
-    Failed(String),
-}
+use super::chat::ChatTab;
+use super::datasets::DatasetsTab;
+use super::frame_times::FrameTimes;
+use super::model_slot::ModelSlot;
+use super::models::ModelsTab;
+use super::notify::Notifications;
+use super::runs::RunsTab;
+use super::shared::Shared;
+use super::state::{Persisted, ThemeChoice, STORAGE_KEY};
+use super::status_bar::StatusBar;
+use super::tab::Tab;
+use super::train::TrainTab;
+use crate::worker::{Event, Waker, Worker};
 
-enum ModelState {
-    Loading { lines: Vec<String> },
-    Ready { name: String, summary: String },
-    Failed(String),
-}
-
-pub struct StudioApp {
-    model: ModelState,
-    events: Receiver<LoadEvent>,
-}
-
-fn spawn_loader(spec: String, ctx: egui::Context) -> Receiver<LoadEvent> {
-    let (tx, rx) = crossbeam_channel::bounded(64);
-    let spawned = std::thread::Builder::new().name("model-loader".into()).spawn(move || {
-        let send = |e: LoadEvent| {
-            let _ = tx.send(e);
-            ctx.request_repaint();
-        };
-        if spec == "default" && crate::model::source::find_default().is_none() {
-            let r = crate::model::fetch::fetch_default(&mut |line| send(LoadEvent::Progress(line.to_string())));
-            if let Err(e) = r {
-                send(LoadEvent::Failed(e.to_string()));
-                return;
-            }
+/// Borrows the fields every tab shares (field by field, so the tabs stay borrowable).
+macro_rules! shared {
+    ($app:ident, $now:expr) => {
+        Shared {
+            worker: &$app.worker,
+            notices: &mut $app.notices,
+            state: &mut $app.state,
+            now: $now,
         }
-        send(LoadEvent::Progress(format!("loading {spec}")));
-        match crate::model::load(&spec) {
-            Ok(m) => {
-                let c = m.config();
-                let summary = format!(
-                    "{} · {} layers · hidden {} · {} heads ({} KV) · vocab {} · {:.0}M parameters",
-                    c.architecture.model_type(),
-                    c.num_hidden_layers,
-                    c.hidden_size,
-                    c.num_attention_heads,
-                    c.num_key_value_heads,
-                    c.vocab_size,
-                    c.parameter_count() as f64 / 1e6
-                );
-                send(LoadEvent::Loaded { name: m.name.clone(), summary });
-            }
-            Err(e) => send(LoadEvent::Failed(e.to_string())),
+    };
+}
+
+/// How long `logic()` may spend taking events per frame.
+const DRAIN_BUDGET: Duration = Duration::from_millis(10);
+
+/// How the app starts.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The model to load; `None` takes the persisted one (`default` at first).
+    pub model: Option<String>,
+    /// Load (and, for `default`, fetch) the model at start.
+    pub load_model: bool,
+    /// Read the persisted UI state and reopen the last dataset.
+    pub restore: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            model: None,
+            load_model: true,
+            restore: true,
         }
-    });
-    if let Err(e) = spawned {
-        let (tx2, rx2) = crossbeam_channel::bounded(1);
-        let _ = tx2.send(LoadEvent::Failed(format!("cannot start the loader thread: {e}")));
-        return rx2;
     }
-    rx
+}
+
+impl AppOptions {
+    /// No model, no persisted state: what tests and benchmarks want.
+    pub fn headless() -> Self {
+        AppOptions {
+            model: None,
+            load_model: false,
+            restore: false,
+        }
+    }
+}
+
+/// The close guard's state.
+#[derive(Debug, Default)]
+struct CloseGuard {
+    /// The "unsaved changes" question is shown.
+    asking: bool,
+    /// The user chose to quit.
+    allowed: bool,
+}
+
+/// The studio application.
+pub struct StudioApp {
+    pub state: Persisted,
+    worker: Worker,
+    waker: Waker,
+    pub model: ModelSlot,
+    pub datasets: DatasetsTab,
+    pub train: TrainTab,
+    pub runs: RunsTab,
+    pub chat: ChatTab,
+    pub models: ModelsTab,
+    pub notices: Notifications,
+    status: StatusBar,
+    close: CloseGuard,
+    applied_theme: Option<ThemeChoice>,
+    /// How long each frame's `logic()` + `ui()` took.
+    pub frame_times: FrameTimes,
 }
 
 impl StudioApp {
+    /// The app as `finetune-studio` starts it: persisted state, the model loading.
     pub fn new(cc: &eframe::CreationContext<'_>, model: Option<String>) -> Self {
-        let spec = model.unwrap_or_else(|| "default".into());
-        let events = spawn_loader(spec, cc.egui_ctx.clone());
-        Self { model: ModelState::Loading { lines: Vec::new() }, events }
+        Self::with_options(
+            cc,
+            AppOptions {
+                model,
+                ..AppOptions::default()
+            },
+        )
+    }
+
+    pub fn with_options(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        let mut state: Persisted = if options.restore {
+            cc.storage
+                .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+                .unwrap_or_default()
+        } else {
+            Persisted::default()
+        };
+        if let Some(m) = &options.model {
+            state.model = m.clone();
+        }
+        let waker = Waker::from_ctx(&cc.egui_ctx);
+        let worker = Worker::spawn(waker.clone());
+        let model = if options.load_model {
+            ModelSlot::load(&state.model, waker.clone())
+        } else {
+            ModelSlot::NotLoaded
+        };
+        let mut app = StudioApp {
+            train: TrainTab::new(&state.run_config),
+            state,
+            worker,
+            waker,
+            model,
+            datasets: DatasetsTab::default(),
+            runs: RunsTab::default(),
+            chat: ChatTab::default(),
+            models: ModelsTab::default(),
+            notices: Notifications::default(),
+            status: StatusBar::default(),
+            close: CloseGuard::default(),
+            applied_theme: None,
+            frame_times: FrameTimes::default(),
+        };
+        if options.restore {
+            if let Some(p) = app.state.last_dataset.clone().filter(|p| p.exists()) {
+                app.open_dataset(&p, 0.0);
+            }
+        }
+        app
+    }
+
+    /// Opens a dataset file in the Datasets tab (read on the worker).
+    pub fn open_dataset(&mut self, path: &std::path::Path, now: f64) {
+        self.state.tab = Tab::Datasets;
+        let mut shared = shared!(self, now);
+        self.datasets.open(path, &mut shared);
+    }
+
+    /// The waker the engine's threads use to repaint the window.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    fn handle_event(&mut self, event: Event, now: f64) {
+        let mut shared = shared!(self, now);
+        let Some(event) = self.datasets.on_event(event, &mut shared) else {
+            return;
+        };
+        let Some(event) = self.train.on_event(event, &mut shared) else {
+            return;
+        };
+        match event {
+            Event::Failed { what, error } => self.notices.error(format!("{what} failed"), error),
+            Event::Picked { path: None, .. } => self.notices.info(
+                "No file chosen. If no dialog appeared, type the path into the path field or drag the file onto the window.",
+            ),
+            _ => {}
+        }
+    }
+
+    /// Takes worker and training events for at most [`DRAIN_BUDGET`].
+    fn drain_events(&mut self, ctx: &egui::Context, now: f64) {
+        let start = Instant::now();
+        while start.elapsed() < DRAIN_BUDGET {
+            let Some(event) = self.worker.try_recv() else {
+                break;
+            };
+            self.handle_event(event, now);
+        }
+        let mut shared = shared!(self, now);
+        let more = self.train.drain(&mut shared, start + DRAIN_BUDGET);
+        if more {
+            ctx.request_repaint();
+        }
+        if let Some((title, error)) = self.model.poll() {
+            self.notices.error(title, error);
+        }
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context, now: f64) {
+        use egui::{Key, KeyboardShortcut, Modifiers};
+        let pressed = |m: Modifiers, k: Key| {
+            ctx.input_mut(|i| i.consume_shortcut(&KeyboardShortcut::new(m, k)))
+        };
+        let typing = ctx.text_edit_focused();
+        let mut shared = shared!(self, now);
+        let datasets = &mut self.datasets;
+        if pressed(Modifiers::COMMAND, Key::O) {
+            shared.state.tab = Tab::Datasets;
+            datasets.pick_file(&mut shared);
+        }
+        if pressed(Modifiers::COMMAND, Key::S) {
+            datasets.save(&mut shared);
+        }
+        if pressed(Modifiers::COMMAND, Key::F) {
+            shared.state.tab = Tab::Datasets;
+            datasets.focus_search();
+        }
+        // While a text field has focus, Ctrl+Z and Ctrl+Y undo its typing instead.
+        if !typing {
+            if pressed(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z)
+                || pressed(Modifiers::COMMAND, Key::Y)
+            {
+                datasets.redo(&mut shared);
+            }
+            if pressed(Modifiers::COMMAND, Key::Z) {
+                datasets.undo(&mut shared);
+            }
+        }
+    }
+
+    fn dropped_files(&mut self, ctx: &egui::Context, now: f64) {
+        let dropped: Vec<std::path::PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if let Some(p) = dropped.into_iter().next() {
+            self.open_dataset(&p, now);
+        }
+    }
+
+    fn close_guard(&mut self, ctx: &egui::Context) {
+        if ctx.input(|i| i.viewport().close_requested())
+            && !self.close.allowed
+            && (self.datasets.is_dirty() || self.train.is_running())
+        {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.close.asking = true;
+        }
+    }
+
+    fn close_dialog_ui(&mut self, ui: &mut egui::Ui, now: f64) {
+        if !self.close.asking {
+            return;
+        }
+        let mut choice = None;
+        egui::Modal::new(egui::Id::unique("close-guard")).show(ui.ctx(), |ui| {
+            ui.set_width(420.0);
+            ui.heading("Quit finetune-studio?");
+            if self.datasets.is_dirty() {
+                ui.label("The open dataset has unsaved changes.");
+            }
+            if self.train.is_running() {
+                ui.label(
+                    "A training run is in progress; quitting stops it after its current step.",
+                );
+            }
+            ui.add_space(8.0);
+            ui.horizontal(|ui| {
+                if self.datasets.is_dirty() && ui.button("Save and quit").clicked() {
+                    choice = Some(1);
+                }
+                if ui.button("Quit without saving").clicked() {
+                    choice = Some(2);
+                }
+                if ui.button("Cancel").clicked() {
+                    choice = Some(0);
+                }
+            });
+        });
+        match choice {
+            Some(0) => self.close.asking = false,
+            Some(1) => {
+                let mut shared = shared!(self, now);
+                self.datasets.save(&mut shared);
+                self.close.asking = false;
+                self.notices
+                    .info("Saving; close the window again once it is saved.");
+            }
+            Some(_) => {
+                self.close.asking = false;
+                self.close.allowed = true;
+                self.train.stop();
+                ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+            None => {}
+        }
+    }
+
+    fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label(egui::RichText::new("finetune-studio").strong().size(16.0));
+            ui.add_space(12.0);
+            for tab in Tab::ALL {
+                let mut label = tab.label().to_string();
+                if tab == Tab::Datasets && self.datasets.is_dirty() {
+                    label.push_str(" ●");
+                }
+                if tab == Tab::Train && self.train.is_running() {
+                    label.push_str(" ▶");
+                }
+                ui.selectable_value(&mut self.state.tab, tab, label);
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let (icon, next, tip) = match self.state.theme {
+                    ThemeChoice::Dark => ("🌙", ThemeChoice::Light, "Dark theme; click for light"),
+                    ThemeChoice::Light => (
+                        "☀",
+                        ThemeChoice::System,
+                        "Light theme; click to follow the system",
+                    ),
+                    ThemeChoice::System => {
+                        ("💻", ThemeChoice::Dark, "System theme; click for dark")
+                    }
+                };
+                if ui.button(icon).on_hover_text(tip).clicked() {
+                    self.state.theme = next;
+                }
+            });
+        });
+    }
+
+    fn job_line(&self) -> Option<String> {
+        if let Some(line) = self.train.status_line() {
+            return Some(line);
+        }
+        if let Some(p) = &self.datasets.loading {
+            return Some(format!("reading {}", p.display()));
+        }
+        let doc = self.datasets.doc.as_ref()?;
+        if doc.saving.is_some() {
+            Some("saving the dataset".into())
+        } else if doc.analyzing.is_some() {
+            Some("computing dataset statistics".into())
+        } else {
+            None
+        }
     }
 }
 
 impl eframe::App for StudioApp {
-    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        loop {
-            match self.events.try_recv() {
-                Ok(LoadEvent::Progress(line)) => {
-                    if let ModelState::Loading { lines } = &mut self.model {
-                        lines.push(line);
-                    }
-                }
-                Ok(LoadEvent::Loaded { name, summary }) => self.model = ModelState::Ready { name, summary },
-                Ok(LoadEvent::Failed(e)) => self.model = ModelState::Failed(e),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        let start = Instant::now();
+        let now = ctx.input(|i| i.time);
+        if self.applied_theme != Some(self.state.theme) {
+            ctx.set_theme(self.state.theme.preference());
+            self.applied_theme = Some(self.state.theme);
         }
+        self.drain_events(ctx, now);
+        self.shortcuts(ctx, now);
+        self.dropped_files(ctx, now);
+        self.close_guard(ctx);
+        let mut shared = shared!(self, now);
+        self.datasets.logic(&mut shared);
+        self.train.logic(&mut shared, &self.model, &self.datasets);
+        if self.datasets.is_busy() {
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
+        self.frame_times.add_logic(start.elapsed());
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        egui::CentralPanel::default().show(ui, |ui| {
-            ui.heading("finetune-studio");
-            ui.separator();
-            match &self.model {
-                ModelState::Loading { lines } => {
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        ui.label("Preparing the model…");
-                    });
-                    for l in lines {
-                        ui.monospace(l);
-                    }
+        let start = Instant::now();
+        let now = ui.input(|i| i.time);
+        egui::Panel::top("top-bar").show(ui, |ui| {
+            ui.add_space(4.0);
+            self.top_bar_ui(ui);
+            ui.add_space(2.0);
+        });
+        let job = self.job_line();
+        egui::Panel::bottom("status-bar").show(ui, |ui| {
+            self.status.ui(ui, &self.model, job, now);
+        });
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            let tab = self.state.tab;
+            let mut shared = shared!(self, now);
+            match tab {
+                Tab::Datasets => self.datasets.ui(ui, &mut shared),
+                Tab::Train => {
+                    self.train
+                        .ui(ui, &mut shared, &self.model, &self.datasets, &self.waker)
                 }
-                ModelState::Ready { name, summary } => {
-                    ui.label(egui::RichText::new(format!("Model: {name}")).strong());
-                    ui.label(summary);
-                }
-                ModelState::Failed(e) => {
-                    ui.colored_label(ui.visuals().error_fg_color, "The model could not be loaded:");
-                    ui.monospace(e);
-                }
+                Tab::Runs => self.runs.ui(ui, &mut shared),
+                Tab::Chat => self.chat.ui(ui),
+                Tab::Models => self.models.ui(ui, &self.model),
             }
         });
+        if ui.input(|i| !i.raw.hovered_files.is_empty()) {
+            drop_overlay(ui);
+        }
+        self.close_dialog_ui(ui, now);
+        self.notices.show(ui.ctx());
+        self.frame_times.add_ui(start.elapsed());
     }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.state);
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.train.stop();
+    }
+}
+
+fn drop_overlay(ui: &egui::Ui) {
+    let rect = ui.ctx().content_rect();
+    let painter = ui.ctx().layer_painter(egui::LayerId::new(
+        egui::Order::Foreground,
+        egui::Id::unique("drop-overlay"),
+    ));
+    painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(160));
+    painter.text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        "Drop the dataset file to open it",
+        egui::FontId::proportional(24.0),
+        egui::Color32::WHITE,
+    );
 }

@@ -1,0 +1,644 @@
+//! The Datasets tab: open a file (dialog, typed path, recent files, drag-and-drop),
+//! browse it in a virtualized table, search and filter it, edit a conversation, see its
+//! statistics and problems, and save it (atomically, in any format).
+
+use std::path::{Path, PathBuf};
+
+use eframe::egui;
+
+use crate::data::{Dataset, Edit, Format};
+use crate::worker::{Command, DialogPurpose, Event};
+
+use super::conversation_editor::{Editor, EditorAction};
+use super::dataset_doc::OpenDataset;
+use super::dataset_filter::{Filter, FlagFilter};
+use super::dataset_stats;
+use super::dataset_table;
+use super::shared::Shared;
+
+/// Seconds without edits before statistics are recomputed.
+const ANALYZE_AFTER_SECS: f64 = 0.8;
+
+/// The "Save as" form.
+#[derive(Debug)]
+struct SaveAs {
+    path: String,
+    format: String,
+}
+
+/// State of the Datasets tab.
+#[derive(Default)]
+pub struct DatasetsTab {
+    pub doc: Option<OpenDataset>,
+    /// A file being read.
+    pub loading: Option<PathBuf>,
+    /// The typed path field.
+    pub path_input: String,
+    pub filter: Filter,
+    /// The selected record.
+    pub selected: Option<usize>,
+    /// Scroll the table to the selected record on the next frame.
+    scroll_to_selected: bool,
+    editor: Editor,
+    save_as: Option<SaveAs>,
+    /// Focus the search box on the next frame (Ctrl+F).
+    focus_search: bool,
+}
+
+impl DatasetsTab {
+    /// Starts reading `path` on the worker.
+    pub fn open(&mut self, path: &Path, shared: &mut Shared<'_>) {
+        if self.doc.as_ref().is_some_and(OpenDataset::is_dirty) {
+            shared.notices.push(
+                super::notify::Level::Warning,
+                "The open dataset has unsaved changes",
+                "Save it first (Ctrl+S), or use Save as; opening another file would discard them.",
+            );
+            return;
+        }
+        self.path_input = path.display().to_string();
+        self.loading = Some(path.to_path_buf());
+        shared.worker.send(Command::LoadDataset {
+            path: path.to_path_buf(),
+        });
+    }
+
+    /// Shows a freshly loaded dataset.
+    pub fn set_dataset(&mut self, ds: Dataset, shared: &mut Shared<'_>) {
+        if let Some(p) = ds.path() {
+            shared.state.remember_file(p);
+            self.path_input = p.display().to_string();
+        }
+        self.doc = Some(OpenDataset::new(ds));
+        self.loading = None;
+        self.selected = None;
+        self.editor = Editor::default();
+        self.filter.reset();
+    }
+
+    /// Whether there are edits not saved yet.
+    pub fn is_dirty(&self) -> bool {
+        self.doc.as_ref().is_some_and(OpenDataset::is_dirty)
+    }
+
+    /// Takes the worker events meant for this tab; returns the others.
+    pub fn on_event(&mut self, event: Event, shared: &mut Shared<'_>) -> Option<Event> {
+        match event {
+            Event::DatasetLoaded {
+                path,
+                dataset,
+                elapsed,
+            } => {
+                if self.loading.as_deref() == Some(path.as_path()) {
+                    let n = dataset.len();
+                    self.set_dataset(*dataset, shared);
+                    shared.notices.info(format!(
+                        "Opened {} ({n} records in {:.2} s)",
+                        file_name(&path),
+                        elapsed.as_secs_f64()
+                    ));
+                }
+            }
+            Event::DatasetSaved {
+                path,
+                dataset,
+                generation,
+            } => {
+                if let Some(doc) = &mut self.doc {
+                    if doc.saved(*dataset, generation) {
+                        shared.state.remember_file(&path);
+                        self.path_input = path.display().to_string();
+                        shared.notices.info(format!("Saved {}", file_name(&path)));
+                    } else {
+                        shared.notices.info(format!(
+                            "Saved {} (edits made while saving are not in it yet)",
+                            file_name(&path)
+                        ));
+                    }
+                }
+            }
+            Event::Analyzed {
+                generation,
+                analysis,
+            } => {
+                if let Some(doc) = &mut self.doc {
+                    if doc.analyzing == Some(generation) {
+                        doc.analyzing = None;
+                    }
+                    let newer = doc.analysis.as_ref().is_none_or(|(g, _)| *g <= generation);
+                    if newer {
+                        doc.analysis = Some((generation, std::sync::Arc::new(*analysis)));
+                    }
+                }
+            }
+            Event::Searched { id, rows } => self.filter.searched(id, rows),
+            Event::Picked {
+                purpose: DialogPurpose::OpenDataset,
+                path: Some(path),
+            } => self.open(&path, shared),
+            Event::Picked {
+                purpose: DialogPurpose::SaveDatasetAs,
+                path: Some(path),
+            } => {
+                if let Some(s) = &mut self.save_as {
+                    s.path = path.display().to_string();
+                }
+            }
+            Event::Failed { what, error } => {
+                if what.starts_with("Opening") {
+                    self.loading = None;
+                }
+                if what.starts_with("Saving") {
+                    if let Some(doc) = &mut self.doc {
+                        doc.saving = None;
+                    }
+                }
+                return Some(Event::Failed { what, error });
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Work between frames: the debounced analysis and the search.
+    pub fn logic(&mut self, shared: &mut Shared<'_>) {
+        let max_len = shared.state.run_config.data.max_seq_len;
+        let Some(doc) = &mut self.doc else { return };
+        let current = doc
+            .current_analysis()
+            .is_some_and(|a| a.stats.max_len == max_len);
+        if !current && doc.analyzing.is_none() && shared.now - doc.changed_at > ANALYZE_AFTER_SECS {
+            doc.analyzing = Some(doc.generation());
+            shared.worker.send(Command::Analyze {
+                dataset: doc.snapshot(),
+                max_len,
+                generation: doc.generation(),
+            });
+        }
+        self.filter.update(doc, shared.worker);
+    }
+
+    /// Whether the tab waits on something (a repaint will be needed).
+    pub fn is_busy(&self) -> bool {
+        self.loading.is_some()
+            || self.doc.as_ref().is_some_and(|d| {
+                d.analyzing.is_some() || d.saving.is_some() || d.current_analysis().is_none()
+            })
+            || self.filter.searching
+    }
+
+    /// Commits drafts the editor still holds (before save, undo, another record).
+    fn commit_drafts(&mut self, shared: &mut Shared<'_>) {
+        let (Some(doc), Some(idx)) = (&mut self.doc, self.editor.record()) else {
+            return;
+        };
+        let Some(c) = doc.data().get(idx) else { return };
+        let edits = self.editor.pending(c);
+        if !edits.is_empty() {
+            if let Err(e) = doc.apply_all(edits, shared.now) {
+                shared
+                    .notices
+                    .error("The edit could not be applied", format!("{e:#}"));
+            }
+        }
+    }
+
+    pub fn undo(&mut self, shared: &mut Shared<'_>) {
+        self.commit_drafts(shared);
+        if let Some(doc) = &mut self.doc {
+            doc.undo(shared.now);
+        }
+    }
+
+    pub fn redo(&mut self, shared: &mut Shared<'_>) {
+        self.commit_drafts(shared);
+        if let Some(doc) = &mut self.doc {
+            doc.redo(shared.now);
+        }
+    }
+
+    /// Saves to the dataset's own file (or asks where, when it has none).
+    pub fn save(&mut self, shared: &mut Shared<'_>) {
+        self.commit_drafts(shared);
+        let Some(doc) = &self.doc else { return };
+        match doc.data().path().map(Path::to_path_buf) {
+            Some(path) => self.save_to(path, None, shared),
+            None => self.begin_save_as(),
+        }
+    }
+
+    fn save_to(&mut self, path: PathBuf, format: Option<Format>, shared: &mut Shared<'_>) {
+        self.commit_drafts(shared);
+        let Some(doc) = &mut self.doc else { return };
+        doc.saving = Some(doc.generation());
+        shared.worker.send(Command::SaveDataset {
+            dataset: doc.snapshot(),
+            path,
+            format,
+            generation: doc.generation(),
+        });
+    }
+
+    fn begin_save_as(&mut self) {
+        let Some(doc) = &self.doc else { return };
+        let path = doc
+            .data()
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        self.save_as = Some(SaveAs {
+            path,
+            format: format_name(doc.data().format()).to_string(),
+        });
+    }
+
+    /// Ctrl+F.
+    pub fn focus_search(&mut self) {
+        self.focus_search = true;
+    }
+
+    /// Selects record `idx` and scrolls to it (clearing filters that hide it).
+    pub fn jump_to(&mut self, idx: usize, shared: &mut Shared<'_>) {
+        self.commit_drafts(shared);
+        self.selected = Some(idx);
+        self.scroll_to_selected = true;
+        if let Some(doc) = &self.doc {
+            if self.filter.rows(doc).position(idx).is_none() {
+                self.filter.text.clear();
+                self.filter.flag = FlagFilter::All;
+                self.filter.update(doc, shared.worker);
+            }
+        }
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        self.toolbar_ui(ui, shared);
+        ui.separator();
+        if self.doc.is_none() {
+            self.empty_ui(ui, shared);
+            return;
+        }
+        self.filter_bar_ui(ui);
+        ui.add_space(2.0);
+        let layout = shared.state.layout.clone();
+        if layout.stats_open || layout.problems_open {
+            egui::Panel::bottom("dataset-bottom")
+                .resizable(true)
+                .default_size(260.0)
+                .show(ui, |ui| self.bottom_ui(ui, shared));
+        }
+        if layout.editor_open {
+            egui::Panel::right("conversation-editor-panel")
+                .resizable(true)
+                .default_size(460.0)
+                .size_range(280.0..=900.0)
+                .show(ui, |ui| self.editor_ui(ui, shared));
+        }
+        egui::CentralPanel::default_margins().show(ui, |ui| self.table_ui(ui, shared));
+        self.save_as_ui(ui, shared);
+    }
+
+    fn toolbar_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        ui.horizontal(|ui| {
+            if ui
+                .button("📂 Open…")
+                .on_hover_text("Open a dataset with the system's file dialog (Ctrl+O)")
+                .clicked()
+            {
+                self.pick_file(shared);
+            }
+            let field = ui.add(
+                egui::TextEdit::singleline(&mut self.path_input)
+                    .hint_text("or type a path: /data/train.jsonl, dataset_info.json#identity")
+                    .desired_width(ui.available_width().min(520.0) - 240.0),
+            );
+            let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui
+                .button("Open")
+                .on_hover_text("Open the typed path")
+                .clicked()
+                || enter
+            {
+                let p = PathBuf::from(self.path_input.trim());
+                if !p.as_os_str().is_empty() {
+                    self.open(&p, shared);
+                }
+            }
+            let recent = shared.state.recent_files.clone();
+            let mut chosen = None;
+            ui.add_enabled_ui(!recent.is_empty(), |ui| {
+                ui.menu_button("Recent ⏷", |ui| {
+                    for p in &recent {
+                        if ui.button(p.display().to_string()).clicked() {
+                            chosen = Some(p.clone());
+                        }
+                    }
+                });
+            });
+            if let Some(p) = chosen {
+                self.open(&p, shared);
+            }
+            ui.separator();
+            let has_doc = self.doc.is_some();
+            let saving = self.doc.as_ref().is_some_and(|d| d.saving.is_some());
+            if ui
+                .add_enabled(has_doc && !saving, egui::Button::new("💾 Save"))
+                .on_hover_text("Save to the same file and format (Ctrl+S)")
+                .clicked()
+            {
+                self.save(shared);
+            }
+            if ui
+                .add_enabled(has_doc && !saving, egui::Button::new("Save as…"))
+                .on_hover_text("Save to another file, in a format of your choice")
+                .clicked()
+            {
+                self.begin_save_as();
+            }
+            let (can_undo, can_redo) = self.doc.as_ref().map_or((false, false), |d| {
+                (d.data().can_undo(), d.data().can_redo())
+            });
+            if ui
+                .add_enabled(can_undo, egui::Button::new("⟲ Undo"))
+                .on_hover_text("Undo the last edit (Ctrl+Z)")
+                .clicked()
+            {
+                self.undo(shared);
+            }
+            if ui
+                .add_enabled(can_redo, egui::Button::new("⟳ Redo"))
+                .on_hover_text("Redo (Ctrl+Y)")
+                .clicked()
+            {
+                self.redo(shared);
+            }
+            if let Some(p) = &self.loading {
+                ui.spinner();
+                ui.label(format!("Reading {}…", file_name(p)));
+            }
+            if saving {
+                ui.spinner();
+                ui.label("Saving…");
+            }
+        });
+        if let Some(doc) = &self.doc {
+            let d = doc.data();
+            ui.horizontal(|ui| {
+                let name = d
+                    .path()
+                    .map_or_else(|| "(new dataset)".to_string(), file_name);
+                ui.strong(name);
+                if doc.is_dirty() {
+                    ui.colored_label(ui.visuals().warn_fg_color, "● unsaved changes");
+                }
+                ui.weak(format!("{} records · {}", d.len(), d.format()));
+                if let Some((file, entry)) = d.dataset_info_entry() {
+                    ui.weak(format!("entry “{entry}” of {}", file_name(file)));
+                }
+            });
+        }
+    }
+
+    pub fn pick_file(&mut self, shared: &mut Shared<'_>) {
+        shared.worker.send(Command::PickFile {
+            purpose: DialogPurpose::OpenDataset,
+            save: false,
+            start: shared.state.recent_files.first().cloned(),
+        });
+    }
+
+    fn empty_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        ui.add_space(40.0);
+        ui.vertical_centered(|ui| {
+            ui.heading("No dataset open");
+            ui.add_space(8.0);
+            ui.label(
+                "Open a JSON, JSONL, CSV or Parquet file (Alpaca, ShareGPT or OpenAI messages),\n\
+                 or a LLaMA-Factory dataset_info.json#entry: click Open…, type its path above,\n\
+                 pick a recent file, or drag it onto this window.",
+            );
+            ui.add_space(12.0);
+            if ui.button("📂 Open a dataset…").clicked() {
+                self.pick_file(shared);
+            }
+            let recent = shared.state.recent_files.clone();
+            if !recent.is_empty() {
+                ui.add_space(12.0);
+                ui.strong("Recent files");
+                for p in recent {
+                    if ui.link(p.display().to_string()).clicked() {
+                        self.open(&p, shared);
+                    }
+                }
+            }
+        });
+    }
+
+    fn filter_bar_ui(&mut self, ui: &mut egui::Ui) {
+        let analysis = self.doc.as_ref().and_then(OpenDataset::latest_analysis);
+        ui.horizontal(|ui| {
+            let search = ui.add(
+                egui::TextEdit::singleline(&mut self.filter.text)
+                    .hint_text("🔍 Search every text (Ctrl+F)")
+                    .desired_width(300.0),
+            );
+            if std::mem::take(&mut self.focus_search) {
+                search.request_focus();
+            }
+            ui.checkbox(&mut self.filter.regex, "regex")
+                .on_hover_text("Treat the search as a regular expression");
+            ui.checkbox(&mut self.filter.case_sensitive, "Aa")
+                .on_hover_text("Match case");
+            if let Some(e) = &self.filter.error {
+                ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {e}"))
+                    .on_hover_text(e);
+            } else if let Some(n) = self.filter.match_count() {
+                ui.label(format!("{n} matches"));
+            }
+            if self.filter.searching {
+                ui.spinner();
+            }
+            ui.separator();
+            for f in FlagFilter::ALL {
+                let count = match (f, analysis) {
+                    (FlagFilter::All, _) => self.doc.as_ref().map(|d| d.data().len()),
+                    (_, Some(a)) => f.rows(a).map(<[usize]>::len),
+                    (_, None) => None,
+                };
+                let text = match count {
+                    Some(n) => format!("{} ({n})", f.label()),
+                    None => f.label().to_string(),
+                };
+                ui.selectable_value(&mut self.filter.flag, f, text)
+                    .on_hover_text(f.help());
+            }
+        });
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let Some(doc) = &self.doc else { return };
+        let rows = self.filter.rows(doc);
+        if rows.is_empty() {
+            ui.add_space(20.0);
+            ui.vertical_centered(|ui| {
+                ui.weak(if doc.data().is_empty() {
+                    "This dataset has no records."
+                } else {
+                    "No record matches the search and filter."
+                })
+            });
+            return;
+        }
+        let scroll_to = if std::mem::take(&mut self.scroll_to_selected) {
+            self.selected.and_then(|s| rows.position(s))
+        } else {
+            None
+        };
+        let clicked = dataset_table::table_ui(
+            ui,
+            doc.data().records(),
+            rows,
+            doc.latest_analysis(),
+            self.selected,
+            scroll_to,
+        );
+        if let Some(idx) = clicked {
+            self.commit_drafts(shared);
+            self.selected = Some(idx);
+            shared.state.layout.editor_open = true;
+        }
+    }
+
+    fn editor_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let Some(doc) = &mut self.doc else { return };
+        let Some(idx) = self.selected.filter(|&i| i < doc.data().len()) else {
+            ui.add_space(20.0);
+            ui.vertical_centered(|ui| ui.weak("Select a row to see and edit its conversation."));
+            return;
+        };
+        let Some(c) = doc.data().get(idx) else { return };
+        let problems = doc.data().record_problems(idx);
+        let actions = self.editor.ui(
+            ui,
+            idx,
+            doc.generation(),
+            c,
+            doc.data().line_of(idx),
+            &problems,
+        );
+        for a in actions {
+            let r = match a {
+                EditorAction::Edit(e) => doc.apply(e, shared.now),
+                EditorAction::DeleteRecord(index) => {
+                    let r = doc.apply(Edit::DeleteRecord { index }, shared.now);
+                    if r.is_ok() && index >= doc.data().len() {
+                        self.selected = doc.data().len().checked_sub(1);
+                    }
+                    r
+                }
+            };
+            if let Err(e) = r {
+                shared
+                    .notices
+                    .error("The edit could not be applied", format!("{e:#}"));
+            }
+        }
+    }
+
+    fn bottom_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let max_len = shared.state.run_config.data.max_seq_len;
+        let Some(doc) = &self.doc else { return };
+        let Some(a) = doc.latest_analysis() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Computing statistics…");
+            });
+            return;
+        };
+        let stale = doc.current_analysis().is_none();
+        let mut jump = None;
+        ui.columns(2, |cols| {
+            cols[0].strong("Token lengths");
+            dataset_stats::stats_ui(&mut cols[0], a, max_len, stale);
+            cols[1].strong("Validation problems");
+            jump = dataset_stats::problems_ui(&mut cols[1], a);
+        });
+        if let Some(idx) = jump {
+            self.jump_to(idx, shared);
+        }
+    }
+
+    fn save_as_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let Some(s) = &mut self.save_as else { return };
+        let mut close = false;
+        let mut submit = None;
+        let modal = egui::Modal::new(egui::Id::unique("save-as")).show(ui.ctx(), |ui| {
+            ui.set_width(520.0);
+            ui.heading("Save the dataset as");
+            ui.add_space(6.0);
+            egui::Grid::new("save-as-grid").num_columns(2).show(ui, |ui| {
+                ui.label("File");
+                ui.horizontal(|ui| {
+                    ui.add(egui::TextEdit::singleline(&mut s.path).desired_width(340.0));
+                    if ui.button("Browse…").clicked() {
+                        shared.worker.send(Command::PickFile {
+                            purpose: DialogPurpose::SaveDatasetAs,
+                            save: true,
+                            start: Some(PathBuf::from(&s.path)),
+                        });
+                    }
+                });
+                ui.end_row();
+                ui.label("Format");
+                egui::ComboBox::from_id_salt("save-as-format")
+                    .selected_text(s.format.as_str())
+                    .show_ui(ui, |ui| {
+                        for name in Format::NAMES {
+                            ui.selectable_value(&mut s.format, name.to_string(), *name);
+                        }
+                    });
+                ui.end_row();
+            });
+            ui.weak("The file is written to a temporary name and renamed into place; an existing file is kept as .bak.");
+            ui.add_space(6.0);
+            ui.horizontal(|ui| {
+                let ok = !s.path.trim().is_empty();
+                if ui.add_enabled(ok, egui::Button::new("Save")).clicked() {
+                    submit = Some((PathBuf::from(s.path.trim()), s.format.clone()));
+                }
+                if ui.button("Cancel").clicked() {
+                    close = true;
+                }
+            });
+        });
+        if modal.should_close() {
+            close = true;
+        }
+        if let Some((path, format)) = submit {
+            match format.parse::<Format>() {
+                Ok(f) => {
+                    self.save_as = None;
+                    self.save_to(path.clone(), Some(f.for_output(&path)), shared);
+                }
+                Err(e) => shared.notices.error("Unknown format", format!("{e:#}")),
+            }
+        } else if close {
+            self.save_as = None;
+        }
+    }
+}
+
+/// The name `Format::from_str` reads back for a format.
+fn format_name(f: Format) -> &'static str {
+    Format::NAMES
+        .iter()
+        .copied()
+        .find(|n| n.parse::<Format>().ok() == Some(f))
+        .unwrap_or("alpaca")
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}

@@ -1,0 +1,518 @@
+//! The Train tab: the settings form on the left; on the right Start / Pause / Stop, the
+//! progress bar with its ETA, the live plots, the log pane and the checkpoints of the run.
+//! The run itself lives in the engine's thread; this tab drains its events with a budget.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use eframe::egui;
+
+use crate::train::{Estimate, RunConfig, Summary, TrainCommand, TrainEvent};
+use crate::worker::train_job::{self, TrainJob};
+use crate::worker::{DialogPurpose, Event, Waker};
+
+use super::datasets::DatasetsTab;
+use super::live_plots::{self, Curves};
+use super::model_slot::ModelSlot;
+use super::shared::Shared;
+use super::train_form::{self, FormState, ModelKind};
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Starting,
+    Running,
+    Paused,
+    Stopping,
+    Finished,
+    Failed(String),
+}
+
+/// What the tab knows of the current (or last) run.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub status: RunStatus,
+    pub run_dir: Option<PathBuf>,
+    pub total_steps: usize,
+    pub start_step: usize,
+    pub estimate: Option<Estimate>,
+    pub curves: Curves,
+    pub log: Vec<String>,
+    pub checkpoints: Vec<(usize, PathBuf)>,
+    pub summary: Option<Summary>,
+}
+
+impl RunView {
+    fn new() -> Self {
+        RunView {
+            status: RunStatus::Starting,
+            run_dir: None,
+            total_steps: 0,
+            start_step: 0,
+            estimate: None,
+            curves: Curves::default(),
+            log: Vec::new(),
+            checkpoints: Vec::new(),
+            summary: None,
+        }
+    }
+
+    fn log(&mut self, line: impl Into<String>) {
+        self.log.push(line.into());
+        if self.log.len() > 2000 {
+            self.log.drain(..500);
+        }
+    }
+
+    /// Applies one engine event.
+    pub fn apply(&mut self, e: TrainEvent) {
+        match e {
+            TrainEvent::Started {
+                run_dir,
+                total_steps,
+                start_step,
+                estimate,
+            } => {
+                self.log(format!(
+                    "started {} ({} steps{})",
+                    run_dir.display(),
+                    total_steps,
+                    if start_step > 0 {
+                        format!(", resuming at step {start_step}")
+                    } else {
+                        String::new()
+                    }
+                ));
+                self.run_dir = Some(run_dir);
+                self.total_steps = total_steps;
+                self.start_step = start_step;
+                self.estimate = Some(estimate);
+                self.status = RunStatus::Running;
+            }
+            TrainEvent::Step(m) => {
+                if !m.loss.is_finite() {
+                    self.log(format!(
+                        "step {}: the loss is {} (not a number)",
+                        m.step, m.loss
+                    ));
+                }
+                self.curves.push(m);
+            }
+            TrainEvent::Eval { step, loss } => {
+                self.log(format!("step {step}: eval loss {loss:.4}"));
+                self.curves.evals.push((step, loss));
+            }
+            TrainEvent::Checkpoint { step, path } => {
+                self.log(format!("step {step}: checkpoint {}", path.display()));
+                self.checkpoints.push((step, path));
+            }
+            TrainEvent::Log { message } => self.log(message),
+            TrainEvent::Paused { step } => {
+                self.log(format!("paused at step {step}"));
+                self.status = RunStatus::Paused;
+            }
+            TrainEvent::Resumed { step } => {
+                self.log(format!("resumed at step {step}"));
+                self.status = RunStatus::Running;
+            }
+            TrainEvent::Finished { summary } => {
+                self.log(format!(
+                    "{} after {} steps in {:.0} s",
+                    if summary.stopped_early {
+                        "stopped"
+                    } else {
+                        "finished"
+                    },
+                    summary.steps,
+                    summary.duration_s
+                ));
+                if let Some(a) = &summary.adapter_dir {
+                    self.log(format!("adapter: {}", a.display()));
+                }
+                self.summary = Some(summary);
+                self.status = RunStatus::Finished;
+            }
+            TrainEvent::Failed { error } => {
+                self.log(format!("failed: {error}"));
+                self.status = RunStatus::Failed(error);
+            }
+        }
+    }
+
+    /// Steps done and the fraction of the run.
+    pub fn progress(&self) -> (usize, f32) {
+        let step = self.curves.last().map_or(self.start_step, |m| m.step);
+        let frac = if self.total_steps > 0 {
+            (step as f32 / self.total_steps as f32).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        (step, frac)
+    }
+}
+
+/// The Train tab.
+pub struct TrainTab {
+    form: FormState,
+    job: Option<TrainJob>,
+    pub run: Option<RunView>,
+}
+
+impl TrainTab {
+    pub fn new(config: &RunConfig) -> Self {
+        TrainTab {
+            form: FormState::new(config),
+            job: None,
+            run: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// One line for the status bar.
+    pub fn status_line(&self) -> Option<String> {
+        let run = self.run.as_ref().filter(|_| self.job.is_some())?;
+        let (step, _) = run.progress();
+        Some(match &run.status {
+            RunStatus::Starting => "training: preparing the data".into(),
+            RunStatus::Paused => format!("training paused at step {step}/{}", run.total_steps),
+            RunStatus::Stopping => format!("training: stopping after step {step}"),
+            _ => format!("training: step {step}/{}", run.total_steps),
+        })
+    }
+
+    /// Starts a run of `config`.
+    pub fn start(&mut self, config: RunConfig, waker: &Waker, shared: &mut Shared<'_>) {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            shared
+                .notices
+                .error("The run cannot start", problems.join("\n"));
+            return;
+        }
+        match train_job::start(config, waker) {
+            Ok(job) => {
+                self.job = Some(job);
+                self.run = Some(RunView::new());
+            }
+            Err(e) => shared
+                .notices
+                .error("The run could not start", format!("{e:#}")),
+        }
+    }
+
+    /// Resumes the run in `run_dir` (from the Runs tab).
+    pub fn resume(&mut self, run_dir: &std::path::Path, waker: &Waker, shared: &mut Shared<'_>) {
+        if self.job.is_some() {
+            shared.notices.error(
+                "A run is already in progress",
+                "Stop it before resuming another.",
+            );
+            return;
+        }
+        match train_job::resume(run_dir, waker) {
+            Ok(job) => {
+                self.job = Some(job);
+                self.run = Some(RunView::new());
+            }
+            Err(e) => shared
+                .notices
+                .error("The run could not be resumed", format!("{e:#}")),
+        }
+    }
+
+    /// Asks the run to stop after its current step.
+    pub fn stop(&mut self) {
+        if let Some(job) = &self.job {
+            if job.send(TrainCommand::Stop) {
+                if let Some(r) = &mut self.run {
+                    r.status = RunStatus::Stopping;
+                }
+            }
+        }
+    }
+
+    fn pause_or_resume(&mut self) {
+        let (Some(job), Some(run)) = (&self.job, &self.run) else {
+            return;
+        };
+        let cmd = if run.status == RunStatus::Paused {
+            TrainCommand::Resume
+        } else {
+            TrainCommand::Pause
+        };
+        job.send(cmd);
+    }
+
+    /// Takes picked files meant for the form.
+    pub fn on_event(&mut self, event: Event, shared: &mut Shared<'_>) -> Option<Event> {
+        let cfg = &mut shared.state.run_config;
+        match event {
+            Event::Picked {
+                purpose: DialogPurpose::TrainDataset,
+                path: Some(p),
+            } => {
+                cfg.data.path = p;
+                cfg.data.dataset_info_entry = None;
+                self.form.use_open_dataset = false;
+            }
+            Event::Picked {
+                purpose: DialogPurpose::ModelFolder | DialogPurpose::ModelGguf,
+                path: Some(p),
+            } => {
+                cfg.model.base = p.display().to_string();
+                self.form.model_kind = ModelKind::of(&cfg.model.base);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Takes run events until `deadline`. Returns true if more are waiting.
+    pub fn drain(&mut self, shared: &mut Shared<'_>, deadline: Instant) -> bool {
+        let Some(job) = &self.job else { return false };
+        let run = self.run.get_or_insert_with(RunView::new);
+        let mut ended = false;
+        loop {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            match job.events.try_recv() {
+                Ok(e) => {
+                    let terminal =
+                        matches!(e, TrainEvent::Finished { .. } | TrainEvent::Failed { .. });
+                    if let TrainEvent::Failed { error } = &e {
+                        shared
+                            .notices
+                            .error("The training run failed", error.clone());
+                    }
+                    run.apply(e);
+                    if terminal {
+                        ended = true;
+                        break;
+                    }
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    if !matches!(run.status, RunStatus::Finished | RunStatus::Failed(_)) {
+                        run.apply(TrainEvent::Failed {
+                            error: "the training thread ended without a word".into(),
+                        });
+                    }
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            self.job = None;
+        }
+        false
+    }
+
+    /// Between frames: nothing yet (the estimate arrives with the engine).
+    pub fn logic(&mut self, _shared: &mut Shared<'_>, _model: &ModelSlot, _datasets: &DatasetsTab) {
+    }
+
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &mut Shared<'_>,
+        model: &ModelSlot,
+        datasets: &DatasetsTab,
+        waker: &Waker,
+    ) {
+        egui::Panel::left("train-form")
+            .resizable(true)
+            .default_size(400.0)
+            .size_range(320.0..=620.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .id_salt("train-form-scroll")
+                    .show(ui, |ui| self.form_ui(ui, shared, model, datasets, waker));
+            });
+        egui::CentralPanel::default_margins().show(ui, |ui| self.run_ui(ui, shared));
+    }
+
+    fn form_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &mut Shared<'_>,
+        model: &ModelSlot,
+        datasets: &DatasetsTab,
+        waker: &Waker,
+    ) {
+        let open = datasets.doc.as_ref().and_then(|d| {
+            let ds = d.data();
+            match ds.dataset_info_entry() {
+                Some((file, entry)) => {
+                    Some((file.to_path_buf(), Some(entry.to_string()), d.is_dirty()))
+                }
+                None => ds.path().map(|p| (p.to_path_buf(), None, d.is_dirty())),
+            }
+        });
+        let dirty = open.as_ref().is_some_and(|o| o.2) && self.form.use_open_dataset;
+        let cfg = &mut shared.state.run_config;
+        train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
+        ui.separator();
+        train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
+        ui.separator();
+        train_form::settings_ui(ui, cfg);
+        ui.separator();
+        estimate_ui(ui, cfg, model, datasets);
+        ui.add_space(8.0);
+        let problems = cfg.validate();
+        for p in &problems {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {p}"));
+        }
+        let can_start = problems.is_empty() && !dirty && self.job.is_none();
+        ui.horizontal(|ui| {
+            let start = ui
+                .add_enabled(can_start, egui::Button::new("▶ Start training"))
+                .on_hover_text("Start a run with these settings; it trains in the background");
+            if start.clicked() {
+                let cfg = shared.state.run_config.clone();
+                self.start(cfg, waker, shared);
+            }
+        });
+    }
+
+    fn run_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let running = self.job.is_some();
+        ui.horizontal(|ui| {
+            let paused = self
+                .run
+                .as_ref()
+                .is_some_and(|r| r.status == RunStatus::Paused);
+            let label = if paused { "▶ Resume" } else { "⏸ Pause" };
+            if ui.add_enabled(running, egui::Button::new(label)).clicked() {
+                self.pause_or_resume();
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("⏹ Stop"))
+                .on_hover_text("Stop after the current step, leaving a checkpoint to resume from")
+                .clicked()
+            {
+                self.stop();
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Save checkpoint"))
+                .on_hover_text("Write a checkpoint after the current step")
+                .clicked()
+            {
+                if let Some(j) = &self.job {
+                    j.send(TrainCommand::SaveNow);
+                }
+            }
+        });
+        let Some(run) = &self.run else {
+            ui.add_space(30.0);
+            ui.vertical_centered(|ui| {
+                ui.heading("No run yet");
+                ui.label("Choose a model and a dataset on the left, then press Start training.\nThe loss, learning rate, gradient norm and speed appear here as it trains.");
+            });
+            return;
+        };
+        let (step, frac) = run.progress();
+        let eta = run.curves.last().map_or(String::new(), |m| {
+            if run.status == RunStatus::Running && m.eta_s.is_finite() {
+                format!(" · ETA {}", fmt_secs(m.eta_s))
+            } else {
+                String::new()
+            }
+        });
+        let status = match &run.status {
+            RunStatus::Starting => "preparing the data…".to_string(),
+            RunStatus::Running => "training".into(),
+            RunStatus::Paused => "paused".into(),
+            RunStatus::Stopping => "stopping after this step…".into(),
+            RunStatus::Finished => "finished".into(),
+            RunStatus::Failed(e) => format!("failed: {e}"),
+        };
+        ui.add(
+            egui::ProgressBar::new(frac)
+                .show_percentage()
+                .text(format!("step {step}/{} · {status}{eta}", run.total_steps)),
+        );
+        if let Some(d) = &run.run_dir {
+            ui.weak(format!("run folder: {}", d.display()));
+        }
+        egui::Panel::bottom("train-log")
+            .resizable(true)
+            .default_size(180.0)
+            .show(ui, |ui| {
+                ui.columns(2, |cols| {
+                    cols[0].strong("Log");
+                    egui::ScrollArea::vertical()
+                        .id_salt("train-log-scroll")
+                        .stick_to_bottom(true)
+                        .auto_shrink([false, false])
+                        .show(&mut cols[0], |ui| {
+                            for l in &run.log {
+                                ui.monospace(l);
+                            }
+                        });
+                    cols[1].strong("Checkpoints");
+                    if run.checkpoints.is_empty() {
+                        cols[1].weak("None yet.");
+                    }
+                    egui::ScrollArea::vertical()
+                        .id_salt("train-checkpoints")
+                        .auto_shrink([false, false])
+                        .show(&mut cols[1], |ui| {
+                            for (s, p) in &run.checkpoints {
+                                ui.label(format!("step {s}"))
+                                    .on_hover_text(p.display().to_string());
+                            }
+                        });
+                });
+            });
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            live_plots::curves_ui(ui, &run.curves, &mut shared.state.loss_smoothing);
+        });
+    }
+}
+
+fn estimate_ui(ui: &mut egui::Ui, cfg: &RunConfig, model: &ModelSlot, datasets: &DatasetsTab) {
+    ui.strong("Estimate");
+    let records = datasets.doc.as_ref().map(|d| d.data().len());
+    match (model.model(), records) {
+        (Some(m), Some(n)) => {
+            let eval = match cfg.data.eval_split {
+                crate::train::config::EvalSplit::Ratio(r) => (n as f64 * r).round() as usize,
+                crate::train::config::EvalSplit::Count(c) => c,
+            };
+            let per_step = cfg.training.batch_size * cfg.training.grad_accumulation;
+            let steps = match cfg.training.max_steps {
+                Some(s) => s,
+                None => ((n.saturating_sub(eval)) as f64 * cfg.training.epochs
+                    / per_step.max(1) as f64)
+                    .ceil() as usize,
+            };
+            ui.label(format!(
+                "about {steps} optimizer steps on {} · model weights {:.0} MiB",
+                m.name,
+                crate::sys::mib(m.weight_bytes() as u64)
+            ));
+        }
+        (None, _) => {
+            ui.weak("Load a model to see the memory and time estimate.");
+        }
+        (_, None) => {
+            ui.weak("Open a dataset to see the estimate.");
+        }
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

@@ -1,0 +1,119 @@
+//! The messages between the studio window and its worker: [`Command`] in, [`Event`] out.
+//! Events carry values (datasets, statistics, row lists), never references into the UI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::data::{Dataset, Format, Problem, Stats};
+
+/// Why a file dialog was opened; comes back with the picked path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogPurpose {
+    /// Open a dataset in the Datasets tab.
+    OpenDataset,
+    /// Choose where "Save as" writes.
+    SaveDatasetAs,
+    /// A dataset file for the Train tab.
+    TrainDataset,
+    /// A model folder (Hugging Face layout).
+    ModelFolder,
+    /// A `.gguf` model file.
+    ModelGguf,
+}
+
+/// UI to worker.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Reads a dataset file (format detected).
+    LoadDataset { path: PathBuf },
+    /// Writes `dataset` atomically to `path` and marks it saved. `generation` is the
+    /// UI's edit counter when the snapshot was taken; it comes back with the result.
+    SaveDataset {
+        dataset: Arc<Dataset>,
+        path: PathBuf,
+        format: Option<Format>,
+        generation: u64,
+    },
+    /// Statistics, validation problems and flag lists of a snapshot.
+    Analyze {
+        dataset: Arc<Dataset>,
+        max_len: usize,
+        generation: u64,
+    },
+    /// Rows whose text matches `query` (a substring, or a regular expression).
+    Search {
+        dataset: Arc<Dataset>,
+        query: String,
+        regex: bool,
+        case_sensitive: bool,
+        id: u64,
+    },
+    /// Opens a native file dialog on its own thread.
+    PickFile {
+        purpose: DialogPurpose,
+        /// A save dialog rather than an open dialog.
+        save: bool,
+        /// The folder (or file) to start in.
+        start: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// What the command does, in words, for error notifications.
+    pub fn describe(&self) -> String {
+        match self {
+            Command::LoadDataset { path } => format!("Opening {}", path.display()),
+            Command::SaveDataset { path, .. } => format!("Saving {}", path.display()),
+            Command::Analyze { .. } => "Computing dataset statistics".into(),
+            Command::Search { .. } => "Searching the dataset".into(),
+            Command::PickFile { .. } => "Opening a file dialog".into(),
+        }
+    }
+}
+
+/// Statistics and problems of one snapshot of a dataset.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub stats: Stats,
+    /// Every validation problem, file problems first, then by record.
+    pub problems: Vec<Problem>,
+    /// Records with at least one error.
+    pub invalid: Vec<usize>,
+    pub duplicates: Vec<usize>,
+    pub too_long: Vec<usize>,
+    pub empty: Vec<usize>,
+    pub elapsed: Duration,
+}
+
+/// Worker to UI.
+#[derive(Debug)]
+pub enum Event {
+    DatasetLoaded {
+        path: PathBuf,
+        dataset: Box<Dataset>,
+        elapsed: Duration,
+    },
+    /// The saved dataset (marked clean, with its new path and format).
+    DatasetSaved {
+        path: PathBuf,
+        dataset: Box<Dataset>,
+        generation: u64,
+    },
+    Analyzed {
+        generation: u64,
+        analysis: Box<Analysis>,
+    },
+    Searched {
+        id: u64,
+        /// Matching rows, or why the query is invalid.
+        rows: Result<Vec<usize>, String>,
+    },
+    /// A dialog closed; `None` when the user cancelled or no dialog could be shown.
+    Picked {
+        purpose: DialogPurpose,
+        path: Option<PathBuf>,
+    },
+    /// Something failed; shown as a notification.
+    Failed { what: String, error: String },
+}

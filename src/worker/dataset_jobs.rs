@@ -1,0 +1,105 @@
+//! The dataset work the worker thread does: load, save, analyze and search. Each job
+//! reports one [`Event`]; failures become [`Event::Failed`] with the error's full chain.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::data::search::{self, Query};
+use crate::data::stats::{self, StatsOptions};
+use crate::data::{ByteCounter, Dataset};
+
+use super::{Analysis, Command, Event, EventSink};
+
+/// Runs one command to completion.
+pub(super) fn run(cmd: Command, sink: &EventSink) {
+    let what = cmd.describe();
+    let event = match cmd {
+        Command::LoadDataset { path } => {
+            let t = Instant::now();
+            match crate::data::load(&path, None) {
+                Ok(ds) => Event::DatasetLoaded {
+                    path,
+                    dataset: Box::new(ds),
+                    elapsed: t.elapsed(),
+                },
+                Err(e) => failed(what, &e),
+            }
+        }
+        Command::SaveDataset {
+            dataset,
+            path,
+            format,
+            generation,
+        } => {
+            let mut ds = Arc::unwrap_or_clone(dataset);
+            match ds.save(&path, format) {
+                Ok(()) => Event::DatasetSaved {
+                    path,
+                    dataset: Box::new(ds),
+                    generation,
+                },
+                Err(e) => failed(what, &e),
+            }
+        }
+        Command::Analyze {
+            dataset,
+            max_len,
+            generation,
+        } => Event::Analyzed {
+            generation,
+            analysis: Box::new(analyze(&dataset, max_len)),
+        },
+        Command::Search {
+            dataset,
+            query,
+            regex,
+            case_sensitive,
+            id,
+        } => {
+            let q = if regex {
+                Query::regex(&query, case_sensitive).map_err(|e| e.to_string())
+            } else {
+                Ok(Query::substring(&query, case_sensitive))
+            };
+            Event::Searched {
+                id,
+                rows: q.map(|q| search::search(&dataset, &q)),
+            }
+        }
+        // Dialogs never reach the worker thread (see `Worker::send`).
+        Command::PickFile { purpose, .. } => Event::Picked {
+            purpose,
+            path: None,
+        },
+    };
+    sink.send(event);
+}
+
+fn failed(what: String, e: &dyn std::fmt::Display) -> Event {
+    Event::Failed {
+        what,
+        error: format!("{e:#}"),
+    }
+}
+
+/// Token lengths are approximate (4 bytes per token) so that analysis never waits for a
+/// tokenizer; exact counts come with the run's own batching.
+pub fn analyze(ds: &Dataset, max_len: usize) -> Analysis {
+    let t = Instant::now();
+    let opts = StatsOptions {
+        max_len,
+        ..Default::default()
+    };
+    let stats = stats::compute_with(ds, &ByteCounter::default(), &opts);
+    let problems = ds.problems();
+    let invalid = ds.invalid_records();
+    Analysis {
+        duplicates: stats.duplicate_records(),
+        too_long: stats.over_max.clone(),
+        empty: stats.empty_records(),
+        stats,
+        problems,
+        invalid,
+        elapsed: t.elapsed(),
+    }
+}

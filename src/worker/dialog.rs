@@ -1,0 +1,60 @@
+//! Native file dialogs, each on its own short-lived named thread: rfd blocks its caller
+//! and, on Linux, may wait on xdg-desktop-portal for as long as it likes. The picked path
+//! comes back as [`Event::Picked`]; `None` when cancelled or when no dialog could be shown.
+
+use std::path::PathBuf;
+
+use super::{DialogPurpose, Event, EventSink};
+
+const DATASET_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "csv", "parquet"];
+
+fn dialog_for(purpose: DialogPurpose, start: Option<PathBuf>) -> rfd::FileDialog {
+    let mut d = rfd::FileDialog::new();
+    if let Some(start) = start {
+        let dir = if start.is_dir() {
+            Some(start)
+        } else {
+            start.parent().map(|p| p.to_path_buf())
+        };
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            d = d.set_directory(dir);
+        }
+    }
+    match purpose {
+        DialogPurpose::OpenDataset | DialogPurpose::TrainDataset => d
+            .set_title("Open a dataset")
+            .add_filter("Datasets", DATASET_EXTENSIONS)
+            .add_filter("All files", &["*"]),
+        DialogPurpose::SaveDatasetAs => d
+            .set_title("Save the dataset as")
+            .add_filter("Datasets", DATASET_EXTENSIONS),
+        DialogPurpose::ModelFolder => d.set_title("Choose a model folder"),
+        DialogPurpose::ModelGguf => d
+            .set_title("Choose a GGUF model")
+            .add_filter("GGUF", &["gguf"]),
+    }
+}
+
+/// Starts a dialog thread.
+pub(super) fn spawn(purpose: DialogPurpose, save: bool, start: Option<PathBuf>, sink: EventSink) {
+    let thread_sink = sink.clone();
+    let spawned = std::thread::Builder::new()
+        .name("file-dialog".into())
+        .spawn(move || {
+            let d = dialog_for(purpose, start);
+            let path = if save {
+                d.save_file()
+            } else if purpose == DialogPurpose::ModelFolder {
+                d.pick_folder()
+            } else {
+                d.pick_file()
+            };
+            thread_sink.send(Event::Picked { purpose, path });
+        });
+    if let Err(e) = spawned {
+        sink.send(Event::Failed {
+            what: "Opening a file dialog".into(),
+            error: format!("{e}; type the path into the path field instead"),
+        });
+    }
+}
