@@ -13,6 +13,9 @@ pub struct ChatArgs {
     /// default, a Hugging Face folder, a .gguf file, or a hub repo id.
     #[arg(long, default_value = "default")]
     pub model: String,
+    /// A LoRA adapter folder (PEFT layout: a run's adapter/ or a checkpoint).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
     /// System prompt.
     #[arg(long)]
     pub system: Option<String>,
@@ -47,6 +50,10 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let mut model = super::load_model(&args.model)?;
+    let adapter = match &args.adapter {
+        Some(dir) => Some(crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?.lora),
+        None => None,
+    };
     let quantized = args.precision == "q8";
     if quantized {
         model.transformer.quantize_for_decode()?;
@@ -76,10 +83,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         messages.push(ChatMessage::new("user", prompt.clone()));
         let ids = model.encode_chat(&messages, true)?;
         let out = if args.json {
-            infer::generate(&model, None, &request(ids.clone()), &cancel, &mut |_| {})?
+            infer::generate(&model, adapter.as_ref(), &request(ids.clone()), &cancel, &mut |_| {})?
         } else {
             let mut stdout = std::io::stdout();
-            let g = infer::generate(&model, None, &request(ids.clone()), &cancel, &mut |piece| {
+            let g = infer::generate(&model, adapter.as_ref(), &request(ids.clone()), &cancel, &mut |piece| {
                 let _ = write!(stdout, "{piece}");
                 let _ = stdout.flush();
             })?;
@@ -126,7 +133,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         messages.push(ChatMessage::new("user", line));
         let ids = model.encode_chat(&messages, true)?;
         let mut stdout = std::io::stdout();
-        let out = infer::generate(&model, None, &request(ids), &cancel, &mut |piece| {
+        let out = infer::generate(&model, adapter.as_ref(), &request(ids), &cancel, &mut |piece| {
             let _ = write!(stdout, "{piece}");
             let _ = stdout.flush();
         })?;

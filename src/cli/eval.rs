@@ -10,6 +10,9 @@ use crate::train::batch;
 pub struct EvalArgs {
     #[arg(long, default_value = "default")]
     pub model: String,
+    /// A LoRA adapter folder (PEFT layout).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
     /// Dataset file (Alpaca, ShareGPT, OpenAI messages JSONL, CSV, Parquet ...).
     #[arg(long)]
     pub data: std::path::PathBuf,
@@ -25,6 +28,10 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let model = super::load_model(&args.model)?;
+    let adapter = match &args.adapter {
+        Some(dir) => Some(crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?.lora),
+        None => None,
+    };
     let dataset = crate::data::load(&args.data, None)?;
     let n = args.limit.unwrap_or(usize::MAX).min(dataset.len());
     let mut per_example = Vec::with_capacity(n);
@@ -51,6 +58,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             &ids,
             Forward {
                 layout: Layout::Causal,
+                lora: adapter.as_ref(),
                 ..Default::default()
             },
         )?;

@@ -23,6 +23,9 @@ pub struct StepMetrics {
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
+    /// Tokens in this step's batches (padding excluded).
+    #[serde(default)]
+    pub tokens: usize,
     pub tokens_per_s: f64,
     pub eta_s: f64,
 }

@@ -59,7 +59,7 @@ pub fn pad_id(model: &Model) -> u32 {
 }
 
 /// Sum of cross-entropy over a micro-batch's targets, differentiable w.r.t. the adapter.
-fn micro_batch_loss(model: &Model, adapter: &TrainableAdapter, mb: &MicroBatch, dropout_seed: u64) -> candle_core::Result<Tensor> {
+pub fn micro_batch_loss(model: &Model, adapter: &TrainableAdapter, mb: &MicroBatch, dropout_seed: u64) -> candle_core::Result<Tensor> {
     let lora = adapter.lora_set();
     let h = model.transformer.forward(
         &mb.ids,
@@ -237,6 +237,7 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
                 loss: loss_sum,
                 lr,
                 grad_norm: norm,
+                tokens,
                 tokens_per_s: tokens as f64 / step_s.max(1e-9),
                 eta_s: rate * (state.total_steps - state.step) as f64,
             };

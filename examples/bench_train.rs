@@ -1,0 +1,142 @@
+//! Training throughput, the same measurement as `../shared/anchors/peft/bench_train.py`:
+//! the default model, LoRA on all seven linear layers, f32, random token rows of
+//! `--batch` × `--seq` with every token trained, AdamW; one step = forward, backward,
+//! optimizer. Prints trained tokens/s (median over `--steps` after `--warmup`) and peak RSS.
+//!
+//! With `--epoch FILE` it instead trains one epoch of FILE through the real trainer
+//! (chat template, assistant-only loss, packing at `--seq`), optionally on the first
+//! `--records N`, and reports tokens/s over the whole epoch.
+//!
+//! `cargo run --release --example bench_train -- [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use finetune_studio::model;
+use finetune_studio::train::adapter::TrainableAdapter;
+use finetune_studio::train::config::{EvalSplit, LoraSection, RunConfig};
+use finetune_studio::train::data::MicroBatch;
+use finetune_studio::train::optim::{self, AdamW};
+use finetune_studio::train::trainer::{self, Control, Start};
+use finetune_studio::train::{TrainCommand, TrainEvent};
+use rand::{Rng, SeedableRng};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+struct Quiet;
+impl Control for Quiet {
+    fn send(&mut self, e: TrainEvent) {
+        match e {
+            TrainEvent::Step(m) if m.step % 10 == 0 => eprintln!("step {} loss {:.4} {:.0} tok/s", m.step, m.loss, m.tokens_per_s),
+            TrainEvent::Log { message } => eprintln!("{message}"),
+            TrainEvent::Failed { error } => eprintln!("failed: {error}"),
+            _ => {}
+        }
+    }
+    fn poll(&mut self) -> Option<TrainCommand> {
+        None
+    }
+    fn wait(&mut self) -> Option<TrainCommand> {
+        None
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let batch: usize = arg(&args, "--batch", "4").parse()?;
+    let seq: usize = arg(&args, "--seq", "256").parse()?;
+    let steps: usize = arg(&args, "--steps", "10").parse()?;
+    let warmup: usize = arg(&args, "--warmup", "2").parse()?;
+    let rank: usize = arg(&args, "--rank", "16").parse()?;
+    let spec = arg(&args, "--model", "default");
+    let model = Arc::new(model::load(&spec)?);
+    let device = model.transformer.device().clone();
+
+    if let Some(file) = args.iter().position(|a| a == "--epoch").and_then(|i| args.get(i + 1)) {
+        let records: Option<usize> = args.iter().position(|a| a == "--records").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+        let dir = tempfile::tempdir()?;
+        let mut data_path = std::path::PathBuf::from(file);
+        if let Some(n) = records {
+            let ds = finetune_studio::data::load(&data_path, None)?;
+            let keep: Vec<usize> = (0..n.min(ds.len())).collect();
+            let sub = ds.subset(&keep);
+            data_path = dir.path().join("subset.json");
+            sub.write(&data_path, None)?;
+        }
+        let mut cfg = RunConfig::default();
+        cfg.data.path = data_path;
+        cfg.data.max_seq_len = seq;
+        cfg.data.eval_split = EvalSplit::Count(0);
+        cfg.lora = LoraSection { rank, alpha: 2.0 * rank as f64, dropout: 0.0, ..Default::default() };
+        cfg.training.epochs = 1.0;
+        cfg.training.batch_size = batch;
+        cfg.training.eval_every = 0;
+        cfg.training.save_every = 0;
+        cfg.output.runs_dir = Some(dir.path().join("runs"));
+        let t = Instant::now();
+        let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut Quiet)?;
+        let secs = t.elapsed().as_secs_f64();
+        let metrics = finetune_studio::train::run_dir::read_run(&summary.run_dir);
+        let prepared_tokens: usize = metrics.steps.iter().map(|m| m.tokens).sum();
+        let peak = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+        println!("epoch of {file}: {} steps, {prepared_tokens} tokens in {secs:.1} s", summary.steps);
+        println!("{}", serde_json::json!({"impl": "finetune-studio", "mode": "epoch", "records": records, "seq": seq,
+            "batch": batch, "rank": rank, "steps": summary.steps, "tokens": prepared_tokens, "seconds": secs,
+            "tokens_per_s": prepared_tokens as f64 / secs, "peak_rss_mib": peak}));
+        return Ok(());
+    }
+
+    let lora = LoraSection { rank, alpha: 2.0 * rank as f64, dropout: 0.0, ..Default::default() };
+    let adapter = TrainableAdapter::init(model.config(), &lora, None, 0, &device)?;
+    let named = adapter.named_vars();
+    let mut opt = AdamW::new(named.iter().map(|(_, v)| v.clone()).collect(), Default::default())?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let vocab = model.config().vocab_size as u32;
+    let mut times = Vec::new();
+    for step in 0..warmup + steps {
+        let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
+        // Every position predicts the next token of its row, as `labels=input_ids` does.
+        let targets: Vec<Option<u32>> =
+            (0..batch * seq).map(|i| if i % seq + 1 < seq { Some(ids[i + 1]) } else { None }).collect();
+        let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
+        let mb = MicroBatch {
+            ids: Tensor::from_vec(ids, (batch, seq), &device)?,
+            positions: Tensor::from_vec(positions, (batch, seq), &device)?,
+            segments: Tensor::zeros((batch, seq), candle_core::DType::U32, &device)?,
+            trained_tokens: targets.iter().filter(|t| t.is_some()).count(),
+            targets,
+            tokens: batch * seq,
+        };
+        let t0 = Instant::now();
+        let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)? / mb.trained_tokens as f64)?;
+        let store = loss.backward()?;
+        let grads: Vec<Tensor> = named
+            .iter()
+            .map(|(_, v)| store.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
+        let norm = optim::grad_norm(&grads)?;
+        let grads = optim::clip(grads, norm, 1.0)?;
+        opt.update(&grads, 2e-4)?;
+        let dt = t0.elapsed().as_secs_f64();
+        eprintln!("step {step} loss {:.4} {dt:.3}s", loss.to_scalar::<f32>()?);
+        if step >= warmup {
+            times.push(dt);
+        }
+    }
+    let tps: Vec<f64> = times.iter().map(|t| (batch * seq) as f64 / t).collect();
+    let peak = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+    println!("trained {:.1} tokens/s (median of {steps}), peak RSS {peak:.0} MiB", median(tps.clone()));
+    println!("{}", serde_json::json!({"impl": "finetune-studio", "batch": batch, "seq": seq, "rank": rank,
+        "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
+        "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
+        "trainable_params": adapter.parameter_count()}));
+    Ok(())
+}
