@@ -82,7 +82,7 @@ impl Editor {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
-                    .button("🗑 Delete record")
+                    .button("Delete record")
                     .on_hover_text("Remove this record from the dataset (Ctrl+Z brings it back)")
                     .clicked()
                 {
@@ -101,7 +101,7 @@ impl Editor {
                 .as_deref()
                 .map(|f| format!("{f}: "))
                 .unwrap_or_default();
-            ui.colored_label(color, format!("⚠ {field}{}", p.message));
+            ui.colored_label(color, format!("! {field}{}", p.message));
         }
         ui.separator();
         egui::ScrollArea::vertical()
@@ -120,7 +120,7 @@ impl Editor {
                         _ => Role::User,
                     };
                     for role in [Role::User, Role::Assistant] {
-                        let b = ui.button(format!("＋ {} turn", role.label()));
+                        let b = ui.button(format!("+ {} turn", role.label()));
                         let b = if role == next {
                             b.on_hover_text("Add this turn at the end (the usual next turn)")
                         } else {
@@ -202,14 +202,14 @@ impl Editor {
                     }
                     ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                         if ui
-                            .small_button("✖")
+                            .small_button("×")
                             .on_hover_text("Remove this turn")
                             .clicked()
                         {
                             out.push(EditorAction::Edit(Edit::RemoveTurn { index: idx, turn }));
                         }
                         if ui
-                            .add_enabled(turn + 1 < n, egui::Button::new("⏷").small())
+                            .add_enabled(turn + 1 < n, egui::Button::new("▼").small())
                             .on_hover_text("Move down")
                             .clicked()
                         {
@@ -220,7 +220,7 @@ impl Editor {
                             }));
                         }
                         if ui
-                            .add_enabled(turn > 0, egui::Button::new("⏶").small())
+                            .add_enabled(turn > 0, egui::Button::new("▲").small())
                             .on_hover_text("Move up")
                             .clicked()
                         {

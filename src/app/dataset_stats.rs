@@ -88,8 +88,8 @@ pub fn problems_ui(ui: &mut egui::Ui, a: &Analysis) -> Option<usize> {
         .show_rows(ui, row_h, a.problems.len(), |ui, range| {
             for p in &a.problems[range] {
                 let (icon, color) = match p.severity {
-                    Severity::Error => ("⛔", ui.visuals().error_fg_color),
-                    Severity::Warning => ("⚠", ui.visuals().warn_fg_color),
+                    Severity::Error => ("■", ui.visuals().error_fg_color),
+                    Severity::Warning => ("!", ui.visuals().warn_fg_color),
                 };
                 let place = match (p.record, p.line) {
                     (Some(r), Some(l)) => format!("record {} (line {l})", r + 1),

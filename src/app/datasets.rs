@@ -301,7 +301,7 @@ impl DatasetsTab {
     fn toolbar_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
         ui.horizontal(|ui| {
             if ui
-                .button("📂 Open…")
+                .button("Open…")
                 .on_hover_text("Open a dataset with the system's file dialog (Ctrl+O)")
                 .clicked()
             {
@@ -327,7 +327,7 @@ impl DatasetsTab {
             let recent = shared.state.recent_files.clone();
             let mut chosen = None;
             ui.add_enabled_ui(!recent.is_empty(), |ui| {
-                ui.menu_button("Recent ⏷", |ui| {
+                ui.menu_button("Recent ▾", |ui| {
                     for p in &recent {
                         if ui.button(p.display().to_string()).clicked() {
                             chosen = Some(p.clone());
@@ -342,7 +342,7 @@ impl DatasetsTab {
             let has_doc = self.doc.is_some();
             let saving = self.doc.as_ref().is_some_and(|d| d.saving.is_some());
             if ui
-                .add_enabled(has_doc && !saving, egui::Button::new("💾 Save"))
+                .add_enabled(has_doc && !saving, egui::Button::new("Save"))
                 .on_hover_text("Save to the same file and format (Ctrl+S)")
                 .clicked()
             {
@@ -359,14 +359,14 @@ impl DatasetsTab {
                 (d.data().can_undo(), d.data().can_redo())
             });
             if ui
-                .add_enabled(can_undo, egui::Button::new("⟲ Undo"))
+                .add_enabled(can_undo, egui::Button::new("↶ Undo"))
                 .on_hover_text("Undo the last edit (Ctrl+Z)")
                 .clicked()
             {
                 self.undo(shared);
             }
             if ui
-                .add_enabled(can_redo, egui::Button::new("⟳ Redo"))
+                .add_enabled(can_redo, egui::Button::new("↷ Redo"))
                 .on_hover_text("Redo (Ctrl+Y)")
                 .clicked()
             {
@@ -418,7 +418,7 @@ impl DatasetsTab {
                  pick a recent file, or drag it onto this window.",
             );
             ui.add_space(12.0);
-            if ui.button("📂 Open a dataset…").clicked() {
+            if ui.button("Open a dataset…").clicked() {
                 self.pick_file(shared);
             }
             let recent = shared.state.recent_files.clone();
@@ -439,7 +439,7 @@ impl DatasetsTab {
         ui.horizontal(|ui| {
             let search = ui.add(
                 egui::TextEdit::singleline(&mut self.filter.text)
-                    .hint_text("🔍 Search every text (Ctrl+F)")
+                    .hint_text("Search every text (Ctrl+F)")
                     .desired_width(300.0),
             );
             if std::mem::take(&mut self.focus_search) {
@@ -450,7 +450,7 @@ impl DatasetsTab {
             ui.checkbox(&mut self.filter.case_sensitive, "Aa")
                 .on_hover_text("Match case");
             if let Some(e) = &self.filter.error {
-                ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {e}"))
+                ui.colored_label(ui.visuals().error_fg_color, format!("! {e}"))
                     .on_hover_text(e);
             } else if let Some(n) = self.filter.match_count() {
                 ui.label(format!("{n} matches"));

@@ -172,6 +172,7 @@ mod tests {
             loss,
             lr: 1e-4,
             grad_norm: 1.0,
+            tokens: 0,
             tokens_per_s: 100.0,
             eta_s: 0.0,
         }

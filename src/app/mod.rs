@@ -10,6 +10,7 @@ mod dataset_filter;
 mod dataset_stats;
 mod dataset_table;
 mod datasets;
+mod fonts;
 mod frame_times;
 mod live_plots;
 mod model_slot;

@@ -100,9 +100,9 @@ impl Notifications {
 
 fn notice_ui(ui: &mut egui::Ui, n: &Notice, dismissed: &mut Vec<u64>) {
     let (color, icon) = match n.level {
-        Level::Info => (ui.visuals().hyperlink_color, "ℹ"),
-        Level::Warning => (ui.visuals().warn_fg_color, "⚠"),
-        Level::Error => (ui.visuals().error_fg_color, "⚠"),
+        Level::Info => (ui.visuals().hyperlink_color, "i"),
+        Level::Warning => (ui.visuals().warn_fg_color, "!"),
+        Level::Error => (ui.visuals().error_fg_color, "!"),
     };
     egui::Frame::popup(ui.style())
         .stroke(egui::Stroke::new(1.0, color))
@@ -112,7 +112,7 @@ fn notice_ui(ui: &mut egui::Ui, n: &Notice, dismissed: &mut Vec<u64>) {
                 ui.colored_label(color, icon);
                 ui.add(egui::Label::new(egui::RichText::new(&n.title).strong()).wrap());
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::TOP), |ui| {
-                    if ui.small_button("✖").on_hover_text("Dismiss").clicked() {
+                    if ui.small_button("×").on_hover_text("Dismiss").clicked() {
                         dismissed.push(n.id);
                     }
                 });

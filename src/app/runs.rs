@@ -1,21 +1,298 @@
 //! The Runs tab: every run in the runs folder with its settings, final and best loss and
-//! duration; overlaid loss curves; resume, delete and open the folder; export. Waits on
-//! the engine's run listing (`train::runs`); until it lands it shows where runs go.
+//! progress; several selected runs overlay their loss curves; a run can be resumed from
+//! its last checkpoint, deleted (after confirmation) or opened in the file manager.
+//! Listing and deleting happen on the worker.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use eframe::egui;
+use egui_plot::{Legend, Line, Plot, PlotPoints};
 
+use crate::train::RunInfo;
+use crate::worker::{Command, Event};
+
+use super::live_plots::smooth;
 use super::shared::Shared;
+
+/// What the Runs tab asks the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum RunsAction {
+    Resume(PathBuf),
+}
 
 /// State of the Runs tab.
 #[derive(Debug, Default)]
-pub struct RunsTab {}
+pub struct RunsTab {
+    pub runs: Vec<RunInfo>,
+    listed: bool,
+    loading: bool,
+    /// Runs whose curves are overlaid.
+    pub selected: BTreeSet<PathBuf>,
+    confirm_delete: Option<PathBuf>,
+}
+
+/// The runs folder the Runs tab lists.
+pub fn runs_dir(shared: &Shared<'_>) -> PathBuf {
+    shared
+        .state
+        .run_config
+        .output
+        .runs_dir
+        .clone()
+        .unwrap_or_else(crate::paths::runs_dir)
+}
 
 impl RunsTab {
-    pub fn ui(&mut self, ui: &mut egui::Ui, _shared: &mut Shared<'_>) {
-        ui.heading("Runs");
-        ui.label(format!(
-            "Runs are written to {}.",
-            crate::paths::runs_dir().display()
-        ));
+    /// Lists the runs again (on the worker).
+    pub fn refresh(&mut self, shared: &mut Shared<'_>) {
+        self.loading = true;
+        self.listed = true;
+        shared.worker.send(Command::ListRuns {
+            dir: runs_dir(shared),
+        });
+    }
+
+    pub fn on_event(&mut self, event: Event) -> Option<Event> {
+        match event {
+            Event::Runs(runs) => {
+                self.loading = false;
+                self.selected.retain(|p| runs.iter().any(|r| &r.path == p));
+                if self.selected.is_empty() {
+                    if let Some(r) = runs.first() {
+                        self.selected.insert(r.path.clone());
+                    }
+                }
+                self.runs = runs;
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &mut Shared<'_>,
+        training: bool,
+    ) -> Option<RunsAction> {
+        if !self.listed {
+            self.refresh(shared);
+        }
+        let mut action = None;
+        ui.horizontal(|ui| {
+            ui.heading("Runs");
+            if ui.button("Refresh").clicked() {
+                self.refresh(shared);
+            }
+            if self.loading {
+                ui.spinner();
+            }
+            ui.weak(format!("in {}", runs_dir(shared).display()));
+        });
+        if self.runs.is_empty() {
+            ui.add_space(20.0);
+            ui.vertical_centered(|ui| {
+                ui.weak("No run yet. Start one in the Train tab; it appears here with its curves.");
+            });
+            return None;
+        }
+        egui::Panel::bottom("runs-overlay")
+            .resizable(true)
+            .default_size(300.0)
+            .show(ui, |ui| self.overlay_ui(ui, shared.state.loss_smoothing));
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            egui::ScrollArea::vertical()
+                .id_salt("runs-list")
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    egui::Grid::new("runs-grid")
+                        .num_columns(8)
+                        .striped(true)
+                        .spacing([14.0, 6.0])
+                        .show(ui, |ui| {
+                            for h in [
+                                "Plot",
+                                "Run",
+                                "Model · dataset",
+                                "Settings",
+                                "Steps",
+                                "Final loss",
+                                "Best eval",
+                                "",
+                            ] {
+                                ui.strong(h);
+                            }
+                            ui.end_row();
+                            for r in &self.runs {
+                                if let Some(a) = run_row_ui(
+                                    ui,
+                                    r,
+                                    &mut self.selected,
+                                    &mut self.confirm_delete,
+                                    training,
+                                ) {
+                                    action = Some(a);
+                                }
+                                ui.end_row();
+                            }
+                        });
+                });
+        });
+        self.confirm_ui(ui, shared);
+        action
+    }
+
+    fn overlay_ui(&self, ui: &mut egui::Ui, smoothing: f32) {
+        ui.strong("Loss (smoothed), selected runs");
+        Plot::new("runs-overlay-plot")
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .allow_scroll(false)
+            .show(ui, |p| {
+                for r in self.runs.iter().filter(|r| self.selected.contains(&r.path)) {
+                    let xs: Vec<f64> = r.steps.iter().map(|s| s.step as f64).collect();
+                    let ys: Vec<f64> = r.steps.iter().map(|s| s.loss).collect();
+                    let pts: Vec<[f64; 2]> = xs
+                        .into_iter()
+                        .zip(smooth(&ys, smoothing as f64))
+                        .filter(|(_, y)| y.is_finite())
+                        .map(|(x, y)| [x, y])
+                        .collect();
+                    p.line(Line::new(r.name.clone(), PlotPoints::from(pts)).width(2.0));
+                }
+            });
+    }
+
+    fn confirm_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let Some(path) = self.confirm_delete.clone() else {
+            return;
+        };
+        let mut choice = None;
+        egui::Modal::new(egui::Id::unique("confirm-delete-run")).show(ui.ctx(), |ui| {
+            ui.heading("Delete this run?");
+            ui.label(path.display().to_string());
+            ui.label("Its checkpoints, metrics and adapter are removed from disk. This cannot be undone.");
+            ui.horizontal(|ui| {
+                if ui.button("Delete").clicked() {
+                    choice = Some(true);
+                }
+                if ui.button("Cancel").clicked() {
+                    choice = Some(false);
+                }
+            });
+        });
+        match choice {
+            Some(true) => {
+                self.confirm_delete = None;
+                self.loading = true;
+                shared.worker.send(Command::DeleteRun { path });
+            }
+            Some(false) => self.confirm_delete = None,
+            None => {}
+        }
+    }
+}
+
+fn run_row_ui(
+    ui: &mut egui::Ui,
+    r: &RunInfo,
+    selected: &mut BTreeSet<PathBuf>,
+    confirm_delete: &mut Option<PathBuf>,
+    training: bool,
+) -> Option<RunsAction> {
+    let mut action = None;
+    let mut on = selected.contains(&r.path);
+    if ui
+        .checkbox(&mut on, "")
+        .on_hover_text("Overlay this run's loss curve")
+        .changed()
+    {
+        if on {
+            selected.insert(r.path.clone());
+        } else {
+            selected.remove(&r.path);
+        }
+    }
+    ui.label(&r.name)
+        .on_hover_text(r.path.display().to_string());
+    match &r.config {
+        Some(c) => {
+            ui.label(format!("{} · {}", c.model.base, file_name(&c.data.path)));
+            ui.label(format!(
+                "r {} · α {} · lr {:.0e} · batch {}×{}",
+                c.lora.rank,
+                c.lora.alpha,
+                c.optim.learning_rate,
+                c.training.batch_size,
+                c.training.grad_accumulation
+            ));
+        }
+        None => {
+            ui.weak("run.toml unreadable");
+            ui.label("");
+        }
+    }
+    let total = r.steps.last().map(|_| r.last_step).unwrap_or(0);
+    let status = if r.has_adapter { "done" } else { "incomplete" };
+    ui.label(format!("{total} ({status})"));
+    ui.label(fmt_loss(r.final_loss));
+    ui.label(fmt_loss(r.best_eval_loss));
+    ui.horizontal(|ui| {
+        let can_resume = !r.checkpoints.is_empty() && !training;
+        if ui
+            .add_enabled(can_resume, egui::Button::new("▶ Resume"))
+            .on_hover_text(if r.checkpoints.is_empty() {
+                "This run has no checkpoint to resume from".to_string()
+            } else {
+                format!(
+                    "Continue from the checkpoint at step {}",
+                    r.checkpoints.last().copied().unwrap_or(0)
+                )
+            })
+            .clicked()
+        {
+            action = Some(RunsAction::Resume(r.path.clone()));
+        }
+        if ui
+            .button("Open folder")
+            .on_hover_text("Open the run folder")
+            .clicked()
+        {
+            open_folder(&r.path);
+        }
+        if ui
+            .button("Delete")
+            .on_hover_text("Delete this run")
+            .clicked()
+        {
+            *confirm_delete = Some(r.path.clone());
+        }
+    });
+    action
+}
+
+fn fmt_loss(l: Option<f64>) -> String {
+    l.map_or_else(|| "—".into(), |l| format!("{l:.4}"))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Opens `path` in the file manager without waiting for it.
+fn open_folder(path: &Path) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(target_os = "windows") {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    if let Err(e) = std::process::Command::new(opener).arg(path).spawn() {
+        tracing::warn!("cannot open {}: {e}", path.display());
     }
 }

@@ -12,7 +12,7 @@ use super::frame_times::FrameTimes;
 use super::model_slot::ModelSlot;
 use super::models::ModelsTab;
 use super::notify::Notifications;
-use super::runs::RunsTab;
+use super::runs::{RunsAction, RunsTab};
 use super::shared::Shared;
 use super::state::{Persisted, ThemeChoice, STORAGE_KEY};
 use super::status_bar::StatusBar;
@@ -118,6 +118,7 @@ impl StudioApp {
         if let Some(m) = &options.model {
             state.model = m.clone();
         }
+        super::fonts::install(&cc.egui_ctx);
         let waker = Waker::from_ctx(&cc.egui_ctx);
         let worker = Worker::spawn(waker.clone());
         let model = if options.load_model {
@@ -167,6 +168,9 @@ impl StudioApp {
             return;
         };
         let Some(event) = self.train.on_event(event, &mut shared) else {
+            return;
+        };
+        let Some(event) = self.runs.on_event(event) else {
             return;
         };
         match event {
@@ -316,15 +320,21 @@ impl StudioApp {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let (icon, next, tip) = match self.state.theme {
-                    ThemeChoice::Dark => ("🌙", ThemeChoice::Light, "Dark theme; click for light"),
+                    ThemeChoice::Dark => (
+                        "Theme: dark",
+                        ThemeChoice::Light,
+                        "Dark theme; click for light",
+                    ),
                     ThemeChoice::Light => (
-                        "☀",
+                        "Theme: light",
                         ThemeChoice::System,
                         "Light theme; click to follow the system",
                     ),
-                    ThemeChoice::System => {
-                        ("💻", ThemeChoice::Dark, "System theme; click for dark")
-                    }
+                    ThemeChoice::System => (
+                        "Theme: system",
+                        ThemeChoice::Dark,
+                        "System theme; click for dark",
+                    ),
                 };
                 if ui.button(icon).on_hover_text(tip).clicked() {
                     self.state.theme = next;
@@ -393,7 +403,22 @@ impl eframe::App for StudioApp {
                     self.train
                         .ui(ui, &mut shared, &self.model, &self.datasets, &self.waker)
                 }
-                Tab::Runs => self.runs.ui(ui, &mut shared),
+                Tab::Runs => {
+                    let training = self.train.is_running();
+                    if let Some(RunsAction::Resume(dir)) = self.runs.ui(ui, &mut shared, training) {
+                        let base = self
+                            .runs
+                            .runs
+                            .iter()
+                            .find(|r| r.path == dir)
+                            .and_then(|r| r.config.as_ref())
+                            .map(|c| c.model.base.clone())
+                            .unwrap_or_default();
+                        let model = super::train::model_for(&self.model, &base);
+                        self.train.resume(&dir, model, &self.waker, &mut shared);
+                        shared.state.tab = Tab::Train;
+                    }
+                }
                 Tab::Chat => self.chat.ui(ui),
                 Tab::Models => self.models.ui(ui, &self.model),
             }

@@ -3,10 +3,13 @@
 //! The run itself lives in the engine's thread; this tab drains its events with a budget.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use eframe::egui;
 
+use crate::model::Model;
+use crate::train::config::EvalSplit;
 use crate::train::{Estimate, RunConfig, Summary, TrainCommand, TrainEvent};
 use crate::worker::train_job::{self, TrainJob};
 use crate::worker::{DialogPurpose, Event, Waker};
@@ -156,6 +159,7 @@ pub struct TrainTab {
     form: FormState,
     job: Option<TrainJob>,
     pub run: Option<RunView>,
+    estimate: EstimateCache,
 }
 
 impl TrainTab {
@@ -164,6 +168,7 @@ impl TrainTab {
             form: FormState::new(config),
             job: None,
             run: None,
+            estimate: None,
         }
     }
 
@@ -184,7 +189,13 @@ impl TrainTab {
     }
 
     /// Starts a run of `config`.
-    pub fn start(&mut self, config: RunConfig, waker: &Waker, shared: &mut Shared<'_>) {
+    pub fn start(
+        &mut self,
+        config: RunConfig,
+        model: Option<Arc<Model>>,
+        waker: &Waker,
+        shared: &mut Shared<'_>,
+    ) {
         let problems = config.validate();
         if !problems.is_empty() {
             shared
@@ -192,7 +203,7 @@ impl TrainTab {
                 .error("The run cannot start", problems.join("\n"));
             return;
         }
-        match train_job::start(config, waker) {
+        match train_job::start(config, model, waker) {
             Ok(job) => {
                 self.job = Some(job);
                 self.run = Some(RunView::new());
@@ -204,7 +215,13 @@ impl TrainTab {
     }
 
     /// Resumes the run in `run_dir` (from the Runs tab).
-    pub fn resume(&mut self, run_dir: &std::path::Path, waker: &Waker, shared: &mut Shared<'_>) {
+    pub fn resume(
+        &mut self,
+        run_dir: &std::path::Path,
+        model: Option<Arc<Model>>,
+        waker: &Waker,
+        shared: &mut Shared<'_>,
+    ) {
         if self.job.is_some() {
             shared.notices.error(
                 "A run is already in progress",
@@ -212,7 +229,7 @@ impl TrainTab {
             );
             return;
         }
-        match train_job::resume(run_dir, waker) {
+        match train_job::resume(run_dir, model, waker) {
             Ok(job) => {
                 self.job = Some(job);
                 self.run = Some(RunView::new());
@@ -354,6 +371,25 @@ impl TrainTab {
             }
         });
         let dirty = open.as_ref().is_some_and(|o| o.2) && self.form.use_open_dataset;
+        {
+            let cfg = &shared.state.run_config;
+            let problems = cfg.validate();
+            for p in &problems {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("! {p}"));
+            }
+            let can_start = problems.is_empty() && !dirty && self.job.is_none();
+            ui.horizontal(|ui| {
+                let start = ui
+                    .add_enabled(can_start, egui::Button::new("▶ Start training"))
+                    .on_hover_text("Start a run with these settings; it trains in the background");
+                if start.clicked() {
+                    let cfg = shared.state.run_config.clone();
+                    let model = model_for(model, &cfg.model.base);
+                    self.start(cfg, model, waker, shared);
+                }
+            });
+        }
+        ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
         ui.separator();
@@ -361,22 +397,8 @@ impl TrainTab {
         ui.separator();
         train_form::settings_ui(ui, cfg);
         ui.separator();
-        estimate_ui(ui, cfg, model, datasets);
+        estimate_ui(ui, &mut self.estimate, cfg, model, datasets);
         ui.add_space(8.0);
-        let problems = cfg.validate();
-        for p in &problems {
-            ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {p}"));
-        }
-        let can_start = problems.is_empty() && !dirty && self.job.is_none();
-        ui.horizontal(|ui| {
-            let start = ui
-                .add_enabled(can_start, egui::Button::new("▶ Start training"))
-                .on_hover_text("Start a run with these settings; it trains in the background");
-            if start.clicked() {
-                let cfg = shared.state.run_config.clone();
-                self.start(cfg, waker, shared);
-            }
-        });
     }
 
     fn run_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
@@ -386,12 +408,12 @@ impl TrainTab {
                 .run
                 .as_ref()
                 .is_some_and(|r| r.status == RunStatus::Paused);
-            let label = if paused { "▶ Resume" } else { "⏸ Pause" };
+            let label = if paused { "▶ Resume" } else { "Pause" };
             if ui.add_enabled(running, egui::Button::new(label)).clicked() {
                 self.pause_or_resume();
             }
             if ui
-                .add_enabled(running, egui::Button::new("⏹ Stop"))
+                .add_enabled(running, egui::Button::new("■ Stop"))
                 .on_hover_text("Stop after the current step, leaving a checkpoint to resume from")
                 .clicked()
             {
@@ -475,34 +497,101 @@ impl TrainTab {
     }
 }
 
-fn estimate_ui(ui: &mut egui::Ui, cfg: &RunConfig, model: &ModelSlot, datasets: &DatasetsTab) {
+/// LoRA parameters the run trains: `r × (in + out)` for every targeted layer.
+pub fn trainable_parameters(m: &crate::model::ModelConfig, cfg: &RunConfig) -> usize {
+    use crate::model::lora::LoraTarget as T;
+    let (h, i) = (m.hidden_size, m.intermediate_size);
+    let (q, kv) = (
+        m.num_attention_heads * m.head_dim,
+        m.num_key_value_heads * m.head_dim,
+    );
+    let per_layer: usize = cfg
+        .lora
+        .targets
+        .iter()
+        .map(|t| match t {
+            T::QProj => h + q,
+            T::KProj | T::VProj => h + kv,
+            T::OProj => q + h,
+            T::GateProj | T::UpProj | T::DownProj => h + i,
+        })
+        .sum();
+    per_layer * cfg.lora.rank * m.num_hidden_layers
+}
+
+/// Optimizer steps for `records` records (before packing, which only lowers it).
+pub fn planned_steps(cfg: &RunConfig, records: usize) -> usize {
+    let eval = match cfg.data.eval_split {
+        EvalSplit::Ratio(r) => (records as f64 * r).round() as usize,
+        EvalSplit::Count(c) => c,
+    };
+    let micro = records
+        .saturating_sub(eval)
+        .div_ceil(cfg.training.batch_size.max(1));
+    crate::train::trainer::total_steps(cfg, micro)
+}
+
+/// The cached estimate and what it was computed for.
+type EstimateCache = Option<(RunConfig, usize, String, Estimate)>;
+
+fn estimate_ui(
+    ui: &mut egui::Ui,
+    cache: &mut EstimateCache,
+    cfg: &RunConfig,
+    model: &ModelSlot,
+    datasets: &DatasetsTab,
+) {
     ui.strong("Estimate");
     let records = datasets.doc.as_ref().map(|d| d.data().len());
     match (model.model(), records) {
         (Some(m), Some(n)) => {
-            let eval = match cfg.data.eval_split {
-                crate::train::config::EvalSplit::Ratio(r) => (n as f64 * r).round() as usize,
-                crate::train::config::EvalSplit::Count(c) => c,
-            };
-            let per_step = cfg.training.batch_size * cfg.training.grad_accumulation;
-            let steps = match cfg.training.max_steps {
-                Some(s) => s,
-                None => ((n.saturating_sub(eval)) as f64 * cfg.training.epochs
-                    / per_step.max(1) as f64)
-                    .ceil() as usize,
-            };
-            ui.label(format!(
-                "about {steps} optimizer steps on {} · model weights {:.0} MiB",
-                m.name,
-                crate::sys::mib(m.weight_bytes() as u64)
-            ));
+            let fresh = cache
+                .as_ref()
+                .is_some_and(|(c, r, name, _)| c == cfg && *r == n && *name == m.name);
+            if !fresh {
+                let steps = planned_steps(cfg, n);
+                let e = crate::train::estimate(
+                    m.config(),
+                    cfg,
+                    trainable_parameters(m.config(), cfg),
+                    steps,
+                );
+                *cache = Some((cfg.clone(), n, m.name.clone(), e));
+            }
+            if let Some((_, _, _, e)) = cache {
+                let color = if e.fits() {
+                    ui.visuals().text_color()
+                } else {
+                    ui.visuals().error_fg_color
+                };
+                ui.colored_label(
+                    color,
+                    format!(
+                        "{:.2}M trainable parameters; {}",
+                        e.trainable_parameters as f64 / 1e6,
+                        e.describe()
+                    ),
+                )
+                .on_hover_text(format!(
+                    "For {} on {n} records. Steps are counted before packing, which lowers them.",
+                    m.name
+                ));
+            }
         }
         (None, _) => {
-            ui.weak("Load a model to see the memory and time estimate.");
+            ui.weak("Load a model to see the memory and time estimate (the status bar shows it loading).");
         }
         (_, None) => {
             ui.weak("Open a dataset to see the estimate.");
         }
+    }
+}
+
+/// The studio's loaded model when it is the run's base (shared, not loaded twice).
+pub fn model_for(slot: &ModelSlot, base: &str) -> Option<Arc<Model>> {
+    match slot {
+        ModelSlot::Ready { spec, model, .. } if spec == base => Some(model.clone()),
+        _ => None,
     }
 }
 

@@ -176,7 +176,7 @@ pub fn dataset_ui(
                 if dirty {
                     ui.colored_label(
                         ui.visuals().warn_fg_color,
-                        "⚠ It has unsaved changes: save it (Ctrl+S) so the run sees them.",
+                        "! It has unsaved changes: save it (Ctrl+S) so the run sees them.",
                     );
                 }
             }
@@ -221,7 +221,7 @@ fn placeholders_ui(ui: &mut egui::Ui, cfg: &mut RunConfig) {
                     ui.add(egui::TextEdit::singleline(from).desired_width(110.0));
                     ui.label("→");
                     ui.add(egui::TextEdit::singleline(to).desired_width(140.0));
-                    if ui.small_button("✖").clicked() {
+                    if ui.small_button("×").clicked() {
                         remove = Some(i);
                     }
                 });
@@ -230,7 +230,7 @@ fn placeholders_ui(ui: &mut egui::Ui, cfg: &mut RunConfig) {
                 cfg.data.replace.remove(i);
             }
             ui.horizontal(|ui| {
-                if ui.small_button("＋ Add").clicked() {
+                if ui.small_button("+ Add").clicked() {
                     cfg.data.replace.push(("{{name}}".into(), String::new()));
                 }
                 if ui

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::data::{Dataset, Format, Problem, Stats};
+use crate::train::RunInfo;
 
 /// Why a file dialog was opened; comes back with the picked path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,10 @@ pub enum Command {
         case_sensitive: bool,
         id: u64,
     },
+    /// Reads every run folder under `dir` (newest first).
+    ListRuns { dir: PathBuf },
+    /// Deletes a run folder, then lists the runs again.
+    DeleteRun { path: PathBuf },
     /// Opens a native file dialog on its own thread.
     PickFile {
         purpose: DialogPurpose,
@@ -68,6 +73,8 @@ impl Command {
             Command::Analyze { .. } => "Computing dataset statistics".into(),
             Command::Search { .. } => "Searching the dataset".into(),
             Command::PickFile { .. } => "Opening a file dialog".into(),
+            Command::ListRuns { .. } => "Reading the runs folder".into(),
+            Command::DeleteRun { path } => format!("Deleting the run {}", path.display()),
         }
     }
 }
@@ -109,6 +116,8 @@ pub enum Event {
         /// Matching rows, or why the query is invalid.
         rows: Result<Vec<usize>, String>,
     },
+    /// The runs found in the runs folder.
+    Runs(Vec<RunInfo>),
     /// A dialog closed; `None` when the user cancelled or no dialog could be shown.
     Picked {
         purpose: DialogPurpose,

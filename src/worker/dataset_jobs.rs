@@ -1,4 +1,5 @@
-//! The dataset work the worker thread does: load, save, analyze and search. Each job
+//! The work the worker thread does: load, save, analyze and search datasets; list and
+//! delete runs. Each job
 //! reports one [`Event`]; failures become [`Event::Failed`] with the error's full chain.
 
 use std::sync::Arc;
@@ -64,6 +65,23 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
             Event::Searched {
                 id,
                 rows: q.map(|q| search::search(&dataset, &q)),
+            }
+        }
+        Command::ListRuns { dir } => Event::Runs(crate::train::list_runs(&dir)),
+        Command::DeleteRun { path } => {
+            let looks_like_run = path.join("run.toml").is_file();
+            let r = if looks_like_run {
+                std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))
+            } else {
+                Err(format!(
+                    "{} is not a run folder (no run.toml)",
+                    path.display()
+                ))
+            };
+            match (r, path.parent()) {
+                (Err(e), _) => Event::Failed { what, error: e },
+                (Ok(()), Some(dir)) => Event::Runs(crate::train::list_runs(dir)),
+                (Ok(()), None) => Event::Runs(Vec::new()),
             }
         }
         // Dialogs never reach the worker thread (see `Worker::send`).

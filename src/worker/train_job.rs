@@ -1,11 +1,14 @@
 //! A training run seen from the UI: the engine's event and command channels. The engine
-//! (`crate::train`) owns the thread; this module only starts or resumes it.
+//! (`crate::train`) owns the thread; this module starts or resumes it, sharing the model
+//! the studio already holds when it is the run's base.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Waker;
+use crate::model::Model;
 use crate::train::{RunConfig, TrainCommand, TrainEvent};
 
 /// A run in progress.
@@ -21,17 +24,29 @@ impl TrainJob {
     }
 }
 
-/// Starts a run of `config`.
-pub fn start(config: RunConfig, waker: &Waker) -> anyhow::Result<TrainJob> {
-    let _ = (config, waker);
-    anyhow::bail!("the training engine is not part of this build yet")
+/// Starts a run of `config`. `model` is used when given (else the engine loads the base).
+pub fn start(
+    config: RunConfig,
+    model: Option<Arc<Model>>,
+    waker: &Waker,
+) -> anyhow::Result<TrainJob> {
+    let h = crate::train::spawn(config, model, waker.as_arc())?;
+    // The thread reports its end through its events; nobody joins it.
+    Ok(TrainJob {
+        events: h.events,
+        commands: h.commands,
+    })
 }
 
 /// Resumes the run in `run_dir` from its last checkpoint.
-pub fn resume(run_dir: &Path, waker: &Waker) -> anyhow::Result<TrainJob> {
-    let _ = waker;
-    anyhow::bail!(
-        "the training engine is not part of this build yet (cannot resume {})",
-        run_dir.display()
-    )
+pub fn resume(
+    run_dir: &Path,
+    model: Option<Arc<Model>>,
+    waker: &Waker,
+) -> anyhow::Result<TrainJob> {
+    let h = crate::train::resume(run_dir, model, waker.as_arc())?;
+    Ok(TrainJob {
+        events: h.events,
+        commands: h.commands,
+    })
 }

@@ -1,0 +1,102 @@
+//! GUI tests of the Datasets tab, driving the real app: open a file (path injected),
+//! select a row, edit a turn in the editor, undo and redo it, search, and see statistics.
+
+mod app_common;
+
+use std::time::Duration;
+
+use app_common::{fixture, harness, open_dataset, step_until};
+use eframe::egui;
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+
+#[test]
+fn open_edit_undo_redo() {
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    let n = h.state().datasets.doc.as_ref().map(|d| d.data().len());
+    assert_eq!(n, Some(91));
+    h.run_steps(2);
+    h.get_by_label("Row 3").click();
+    h.run_steps(2);
+    assert_eq!(h.state().datasets.selected, Some(2));
+
+    let original = h.state().datasets.doc.as_ref().unwrap().data().records()[2].messages[1]
+        .content
+        .clone();
+    let field = h.get_by_role_and_label(Role::MultilineTextInput, "Turn 2");
+    field.focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Turn 2")
+        .type_text(" (edited)");
+    h.run_steps(1);
+    // Leaving the field commits the edit as one undo step.
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    let doc = h.state().datasets.doc.as_ref().unwrap();
+    assert_eq!(
+        doc.data().records()[2].messages[1].content,
+        format!("{original} (edited)")
+    );
+    assert!(doc.is_dirty());
+
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    let doc = h.state().datasets.doc.as_ref().unwrap();
+    assert_eq!(doc.data().records()[2].messages[1].content, original);
+    assert!(
+        !doc.is_dirty(),
+        "undoing the only edit leaves the dataset clean"
+    );
+
+    h.get_by_label("↷ Redo").click();
+    h.run_steps(2);
+    let doc = h.state().datasets.doc.as_ref().unwrap();
+    assert_eq!(
+        doc.data().records()[2].messages[1].content,
+        format!("{original} (edited)")
+    );
+}
+
+#[test]
+fn search_filters_rows_and_statistics_arrive() {
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .doc
+            .as_ref()
+            .is_some_and(|d| d.current_analysis().is_some())),
+        "statistics never arrived"
+    );
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Validation problems").is_some());
+
+    h.state_mut().datasets.filter.text = "Hello".into();
+    assert!(step_until(&mut h, Duration::from_secs(10), |app| {
+        app.datasets.filter.match_count().is_some()
+    }));
+    let matches = h.state().datasets.filter.match_count().unwrap();
+    assert!(matches > 0 && matches < 91, "{matches} matches");
+    h.run_steps(2);
+    assert!(h.query_by_label(&format!("{matches} matches")).is_some());
+}
+
+#[test]
+fn a_missing_file_is_a_notification_not_a_panic() {
+    let mut h = harness();
+    h.run_steps(2);
+    h.state_mut()
+        .open_dataset(std::path::Path::new("/no/such/dataset.json"), 0.0);
+    assert!(step_until(&mut h, Duration::from_secs(10), |app| !app
+        .notices
+        .items()
+        .is_empty()));
+    assert!(h.state().datasets.doc.is_none());
+    assert!(h.state().datasets.loading.is_none());
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("failed").is_some());
+}

@@ -1,0 +1,100 @@
+//! GUI test of the Train and Runs tabs on a tiny random model: start a run from the
+//! Train tab, see steps arrive in the plot's state while the UI stays responsive, stop it,
+//! then resume it from the Runs tab.
+
+mod app_common;
+
+use std::time::{Duration, Instant};
+
+use app_common::{fixture, harness, open_dataset, step_until, studio_home};
+use egui_kittest::kittest::Queryable;
+use finetune_studio::app::{RunStatus, Tab};
+use finetune_studio::model::{tiny::write_tiny_model, Architecture};
+
+#[test]
+fn start_watch_stop_and_resume_a_run() {
+    let home = studio_home();
+    let model_dir = write_tiny_model(&home.join("tiny-llama"), Architecture::Llama, 7).unwrap();
+    let runs_dir = home.join("runs-train-test");
+
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    {
+        let cfg = &mut h.state_mut().state.run_config;
+        cfg.model.base = model_dir.display().to_string();
+        cfg.data.max_seq_len = 64;
+        cfg.training.batch_size = 2;
+        cfg.training.max_steps = Some(400);
+        cfg.training.eval_every = 0;
+        cfg.training.save_every = 2;
+        cfg.output.runs_dir = Some(runs_dir.clone());
+        cfg.output.name = "kittest".into();
+    }
+    h.state_mut().state.tab = Tab::Train;
+    h.run_steps(3);
+    h.get_by_label("▶ Start training").click();
+    h.run_steps(1);
+    assert!(
+        h.state().train.is_running(),
+        "notices: {:?}",
+        h.state().notices.items()
+    );
+
+    assert!(
+        step_until(&mut h, Duration::from_secs(120), |app| app
+            .train
+            .run
+            .as_ref()
+            .is_some_and(|r| r.curves.steps.len() >= 3)),
+        "no steps arrived; notices: {:?}",
+        h.state().notices.items()
+    );
+    // One frame while the run trains stays short (the budget is for a loaded CI machine).
+    let t = Instant::now();
+    h.step();
+    let frame = t.elapsed();
+    assert!(frame < Duration::from_millis(250), "a frame took {frame:?}");
+
+    h.get_by_label("■ Stop").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| !app
+            .train
+            .is_running()),
+        "the run did not stop"
+    );
+    let run = h.state().train.run.clone().unwrap();
+    assert_eq!(run.status, RunStatus::Finished);
+    assert!(run.summary.as_ref().is_some_and(|s| s.stopped_early));
+    let stopped_at = run.curves.last().map(|m| m.step).unwrap_or(0);
+    assert!(stopped_at < 400);
+
+    // The Runs tab lists it and resumes it.
+    h.state_mut().state.tab = Tab::Runs;
+    assert!(step_until(&mut h, Duration::from_secs(20), |app| !app
+        .runs
+        .runs
+        .is_empty()));
+    h.run_steps(2);
+    h.get_by_label("▶ Resume").click();
+    h.run_steps(1);
+    assert!(
+        h.state().train.is_running(),
+        "notices: {:?}",
+        h.state().notices.items()
+    );
+    assert!(
+        step_until(&mut h, Duration::from_secs(120), |app| app
+            .train
+            .run
+            .as_ref()
+            .and_then(|r| r.curves.last())
+            .is_some_and(|m| m.step > stopped_at)),
+        "the resumed run made no progress; notices: {:?}",
+        h.state().notices.items()
+    );
+    h.state_mut().train.stop();
+    assert!(step_until(&mut h, Duration::from_secs(60), |app| !app
+        .train
+        .is_running()));
+}
