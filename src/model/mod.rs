@@ -14,6 +14,7 @@ pub mod source;
 pub mod template;
 pub mod tiny;
 pub mod tokenizer;
+pub mod train_ops;
 pub mod transformer;
 pub mod weights;
 

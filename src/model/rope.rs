@@ -79,23 +79,22 @@ impl Rope {
 }
 
 /// Applies rotary embeddings to `x` `[b, h, t, d]`; cos/sin are `[t, d/2]` or `[b, t, d/2]`.
-/// The fast path uses candle's fused kernel (no backward); `differentiable` composes
-/// plain ops so autograd can run through it.
+/// The fast path uses candle's fused kernel (no backward); `differentiable` uses the
+/// training op whose backward is the inverse rotation.
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
-    if !differentiable {
-        return candle_nn::rotary_emb::rope(
-            &x.contiguous()?,
-            &cos.contiguous()?,
-            &sin.contiguous()?,
-        );
+    if differentiable {
+        return super::train_ops::rope(x, cos, sin);
     }
+    candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)
+}
+
+/// The same rotation composed of plain ops, which candle's autograd differentiates: the
+/// oracle for the training op's gradient.
+pub fn apply_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
     let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
     let (cos, sin) = if cos.rank() == 2 {
-        (
-            cos.unsqueeze(0)?.unsqueeze(0)?,
-            sin.unsqueeze(0)?.unsqueeze(0)?,
-        )
+        (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?)
     } else {
         (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
     };

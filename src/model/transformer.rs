@@ -3,7 +3,7 @@
 //! sequences for training. Generation and training both run through `Transformer::forward`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use super::config::{Architecture, ModelConfig};
@@ -93,7 +93,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
         if differentiable {
-            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps)
+            super::train_ops::rms_norm(x, &self.weight, self.eps)
         } else {
             candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
         }
@@ -521,7 +521,7 @@ impl Transformer {
             scores = scores.broadcast_add(m)?;
         }
         let probs = if ctx.differentiable {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            super::train_ops::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };

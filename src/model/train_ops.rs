@@ -1,0 +1,202 @@
+//! RMSNorm, rotary embedding and softmax with hand-written backward passes, for training.
+//! candle's fused versions of these ops have no backward, and its composed ("slow")
+//! versions keep several full-size intermediates per op alive for autograd and walk the
+//! data many times. These keep only their input (or output) and compute the gradient in
+//! one formula each. The composed versions remain the oracle in the tests below.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((s, e)) => Ok(&data[s..e]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// `x / sqrt(mean(x²) + eps) * w` over the last dimension; `w` is frozen.
+struct RmsNormOp {
+    weight: Vec<f32>,
+    weight_t: Tensor,
+    eps: f32,
+}
+
+impl CustomOp1 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "rms-norm-train"
+    }
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice(storage, layout, "rms-norm")?;
+        let h = self.weight.len();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, row)| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let r = 1.0 / (ms + self.eps).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(row).zip(&self.weight) {
+                *o = v * r * w;
+            }
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        // dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x), r = (mean(x²) + eps)^(-1/2).
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps as f64)?.powf(-0.5)?;
+        let gw = g.broadcast_mul(&self.weight_t)?;
+        let dot = (&gw * x)?.mean_keepdim(D::Minus1)?;
+        let r3 = r.powf(3.0)?;
+        Ok(Some((gw.broadcast_mul(&r)? - x.broadcast_mul(&(r3 * dot)?)?)?))
+    }
+}
+
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+    let op = RmsNormOp { weight: weight.to_vec1()?, weight_t: weight.clone(), eps };
+    x.contiguous()?.apply_op1(op)
+}
+
+/// Rotary embedding (`rotate_half` layout) of `x [b, h, t, d]` with cos/sin `[t, d/2]` or
+/// `[b, t, d/2]`. Its gradient is the same rotation by the opposite angle.
+struct RopeOp {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        "rope-train"
+    }
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice(storage, layout, "rope")?;
+        let (b, h, t, d) = layout.shape().dims4()?;
+        let half = d / 2;
+        let cos: Vec<f32> = self.cos.flatten_all()?.to_vec1()?;
+        let sin: Vec<f32> = self.sin.flatten_all()?.to_vec1()?;
+        let per_batch = self.cos.rank() == 3;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate().for_each(|(row, (o, v))| {
+            let ti = row % t;
+            let bi = row / (t * h);
+            let base = if per_batch { (bi * t + ti) * half } else { ti * half };
+            for i in 0..half {
+                let (c, s) = (cos[base + i], sin[base + i]);
+                o[i] = v[i] * c - v[i + half] * s;
+                o[i + half] = v[i + half] * c + v[i] * s;
+            }
+        });
+        let _ = b;
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let inverse = RopeOp { cos: self.cos.clone(), sin: self.sin.neg()? };
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(&inverse)?))
+    }
+}
+
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(RopeOp { cos: cos.contiguous()?, sin: sin.contiguous()? })
+}
+
+/// Softmax over the last dimension; the backward uses the output only.
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "softmax-train"
+    }
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_slice(storage, layout, "softmax")?;
+        let n = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(o, row)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for (o, v) in o.iter_mut().zip(row) {
+                *o = (v - max).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let dot = (g * p)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((p * g.broadcast_sub(&dot)?)?))
+    }
+}
+
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(SoftmaxOp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn grad_of(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Var, probe: &Tensor) -> (Vec<f32>, Vec<f32>) {
+        let y = f(x.as_tensor()).unwrap();
+        let loss = (&y * probe).unwrap().sum_all().unwrap();
+        let g = loss.backward().unwrap();
+        (
+            y.flatten_all().unwrap().to_vec1().unwrap(),
+            g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+        )
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn rms_norm_matches_autograd_oracle() {
+        let x = Var::from_tensor(&randn(&[3, 5, 8], 1)).unwrap();
+        let w = (randn(&[8], 2) + 1.0).unwrap();
+        let probe = randn(&[3, 5, 8], 3);
+        let (y1, g1) = grad_of(|x| rms_norm(x, &w, 1e-5), &x, &probe);
+        let (y2, g2) = grad_of(|x| candle_nn::ops::rms_norm_slow(x, &w, 1e-5), &x, &probe);
+        close(&y1, &y2, 1e-5);
+        close(&g1, &g2, 1e-4);
+    }
+
+    #[test]
+    fn rope_matches_autograd_oracle() {
+        let x = Var::from_tensor(&randn(&[2, 3, 4, 8], 4)).unwrap();
+        let probe = randn(&[2, 3, 4, 8], 5);
+        for per_batch in [false, true] {
+            let (cos, sin) = if per_batch {
+                (randn(&[2, 4, 4], 6).cos().unwrap(), randn(&[2, 4, 4], 6).sin().unwrap())
+            } else {
+                (randn(&[4, 4], 6).cos().unwrap(), randn(&[4, 4], 6).sin().unwrap())
+            };
+            let (y1, g1) = grad_of(|x| rope(x, &cos, &sin), &x, &probe);
+            let (y2, g2) = grad_of(|x| crate::model::rope::apply_composed(x, &cos, &sin), &x, &probe);
+            close(&y1, &y2, 1e-5);
+            close(&g1, &g2, 1e-4);
+        }
+    }
+
+    #[test]
+    fn softmax_matches_autograd_oracle_with_masked_entries() {
+        let mut v = randn(&[2, 3, 6], 7).to_vec3::<f32>().unwrap();
+        v[0][1][4] = f32::NEG_INFINITY;
+        v[1][2][0] = f32::NEG_INFINITY;
+        let x = Var::from_tensor(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
+        let probe = randn(&[2, 3, 6], 8);
+        let (y1, g1) = grad_of(softmax_last_dim, &x, &probe);
+        let (y2, g2) = grad_of(|x| candle_nn::ops::softmax(x, D::Minus1), &x, &probe);
+        close(&y1, &y2, 1e-6);
+        close(&g1, &g2, 1e-5);
+    }
+}
