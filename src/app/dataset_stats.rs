@@ -52,7 +52,7 @@ pub fn stats_ui(ui: &mut egui::Ui, a: &Analysis, max_len: usize, stale: bool) {
     let marker_color = ui.visuals().error_fg_color;
     Plot::new("token-length-histogram")
         .height(ui.available_height().clamp(80.0, 260.0))
-        .legend(Legend::default())
+        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
         .x_axis_label("tokens per record (≈ 4 bytes per token)")
         .y_axis_label("records")
         .allow_scroll(false)

@@ -284,7 +284,8 @@ impl DatasetsTab {
         if layout.stats_open || layout.problems_open {
             egui::Panel::bottom("dataset-bottom")
                 .resizable(true)
-                .default_size(260.0)
+                .default_size(300.0)
+                .min_size(180.0)
                 .show(ui, |ui| self.bottom_ui(ui, shared));
         }
         if layout.editor_open {
@@ -310,7 +311,7 @@ impl DatasetsTab {
             let field = ui.add(
                 egui::TextEdit::singleline(&mut self.path_input)
                     .hint_text("or type a path: /data/train.jsonl, dataset_info.json#identity")
-                    .desired_width(ui.available_width().min(520.0) - 240.0),
+                    .desired_width((ui.available_width() - 440.0).clamp(240.0, 640.0)),
             );
             let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             if ui

@@ -234,9 +234,19 @@ fn run_row_ui(
             ui.label("");
         }
     }
-    let total = r.steps.last().map(|_| r.last_step).unwrap_or(0);
-    let status = if r.has_adapter { "done" } else { "incomplete" };
-    ui.label(format!("{total} ({status})"));
+    let status = if r.has_adapter {
+        "finished"
+    } else if r.checkpoints.is_empty() {
+        "no checkpoint"
+    } else {
+        "stopped"
+    };
+    ui.label(format!(
+        "{} · {status} · {}",
+        r.last_step,
+        fmt_duration(train_secs(r))
+    ))
+    .on_hover_text("Steps logged, how the run ended, and the time spent training");
     ui.label(fmt_loss(r.final_loss));
     ui.label(fmt_loss(r.best_eval_loss));
     ui.horizontal(|ui| {
@@ -271,6 +281,26 @@ fn run_row_ui(
         }
     });
     action
+}
+
+/// Seconds spent in optimizer steps: each step's tokens over its throughput.
+fn train_secs(r: &RunInfo) -> f64 {
+    r.steps
+        .iter()
+        .filter(|s| s.tokens_per_s > 0.0 && s.tokens_per_s.is_finite())
+        .map(|s| s.tokens as f64 / s.tokens_per_s)
+        .sum()
+}
+
+fn fmt_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 fn fmt_loss(l: Option<f64>) -> String {

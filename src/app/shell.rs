@@ -192,7 +192,12 @@ impl StudioApp {
             self.handle_event(event, now);
         }
         let mut shared = shared!(self, now);
+        let was_running = self.train.is_running();
         let more = self.train.drain(&mut shared, start + DRAIN_BUDGET);
+        if was_running && !self.train.is_running() {
+            // The run wrote its final checkpoint and metrics: list it again.
+            self.runs.refresh(&mut shared);
+        }
         if more {
             ctx.request_repaint();
         }

@@ -389,6 +389,13 @@ impl TrainTab {
                 }
             });
         }
+        estimate_ui(
+            ui,
+            &mut self.estimate,
+            &shared.state.run_config,
+            model,
+            datasets,
+        );
         ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
@@ -396,8 +403,6 @@ impl TrainTab {
         train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
         ui.separator();
         train_form::settings_ui(ui, cfg);
-        ui.separator();
-        estimate_ui(ui, &mut self.estimate, cfg, model, datasets);
         ui.add_space(8.0);
     }
 
@@ -473,7 +478,7 @@ impl TrainTab {
                         .auto_shrink([false, false])
                         .show(&mut cols[0], |ui| {
                             for l in &run.log {
-                                ui.monospace(l);
+                                ui.add(egui::Label::new(l).wrap());
                             }
                         });
                     cols[1].strong("Checkpoints");
