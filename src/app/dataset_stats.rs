@@ -53,7 +53,7 @@ pub fn stats_ui(ui: &mut egui::Ui, a: &Analysis, max_len: usize, stale: bool) {
     Plot::new("token-length-histogram")
         .height(ui.available_height().clamp(80.0, 260.0))
         .legend(Legend::default().position(egui_plot::Corner::LeftTop))
-        .x_axis_label("tokens per record (≈ 4 bytes per token)")
+        .x_axis_label(format!("tokens per record ({})", s.counter))
         .y_axis_label("records")
         .allow_scroll(false)
         .include_y(0.0)

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
-use crate::data::{Dataset, Edit, Format};
+use std::sync::Arc;
+
+use crate::data::{ByteCounter, Dataset, Edit, Format, TokenCounter};
+use crate::model::Model;
 use crate::worker::{Command, DialogPurpose, Event};
 
 use super::conversation_editor::{Editor, EditorAction};
@@ -161,18 +164,24 @@ impl DatasetsTab {
     }
 
     /// Work between frames: the debounced analysis and the search.
-    pub fn logic(&mut self, shared: &mut Shared<'_>) {
+    pub fn logic(&mut self, shared: &mut Shared<'_>, model: Option<&Arc<Model>>) {
         let max_len = shared.state.run_config.data.max_seq_len;
         let Some(doc) = &mut self.doc else { return };
+        let counter = match model {
+            Some(m) => m.tokenizer.name(),
+            None => ByteCounter::default().name(),
+        };
         let current = doc
             .current_analysis()
-            .is_some_and(|a| a.stats.max_len == max_len);
+            .is_some_and(|a| a.stats.max_len == max_len && a.stats.counter == counter);
+
         if !current && doc.analyzing.is_none() && shared.now - doc.changed_at > ANALYZE_AFTER_SECS {
             doc.analyzing = Some(doc.generation());
             shared.worker.send(Command::Analyze {
                 dataset: doc.snapshot(),
                 max_len,
                 generation: doc.generation(),
+                model: model.cloned(),
             });
         }
         self.filter.update(doc, shared.worker);

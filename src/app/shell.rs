@@ -379,7 +379,7 @@ impl eframe::App for StudioApp {
         self.dropped_files(ctx, now);
         self.close_guard(ctx);
         let mut shared = shared!(self, now);
-        self.datasets.logic(&mut shared);
+        self.datasets.logic(&mut shared, self.model.model());
         self.train.logic(&mut shared, &self.model, &self.datasets);
         if self.datasets.is_busy() {
             ctx.request_repaint_after(Duration::from_millis(100));

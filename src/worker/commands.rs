@@ -41,6 +41,8 @@ pub enum Command {
         dataset: Arc<Dataset>,
         max_len: usize,
         generation: u64,
+        /// Counts tokens with this model's tokenizer (else about 4 bytes per token).
+        model: Option<Arc<crate::model::Model>>,
     },
     /// Rows whose text matches `query` (a substring, or a regular expression).
     Search {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::data::search::{self, Query};
 use crate::data::stats::{self, StatsOptions};
-use crate::data::{ByteCounter, Dataset};
+use crate::data::{ByteCounter, Dataset, TokenCounter};
 
 use super::{Analysis, Command, Event, EventSink};
 
@@ -46,10 +46,17 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
             dataset,
             max_len,
             generation,
-        } => Event::Analyzed {
-            generation,
-            analysis: Box::new(analyze(&dataset, max_len)),
-        },
+            model,
+        } => {
+            let counter: &dyn TokenCounter = match &model {
+                Some(m) => &m.tokenizer,
+                None => &ByteCounter::default(),
+            };
+            Event::Analyzed {
+                generation,
+                analysis: Box::new(analyze(&dataset, max_len, counter)),
+            }
+        }
         Command::Search {
             dataset,
             query,
@@ -100,15 +107,15 @@ fn failed(what: String, e: &dyn std::fmt::Display) -> Event {
     }
 }
 
-/// Token lengths are approximate (4 bytes per token) so that analysis never waits for a
-/// tokenizer; exact counts come with the run's own batching.
-pub fn analyze(ds: &Dataset, max_len: usize) -> Analysis {
+/// Statistics, problems and flags of `ds`, token lengths counted by `counter` (the texts
+/// only; the chat template adds a few tokens per turn when training).
+pub fn analyze(ds: &Dataset, max_len: usize, counter: &dyn TokenCounter) -> Analysis {
     let t = Instant::now();
     let opts = StatsOptions {
         max_len,
         ..Default::default()
     };
-    let stats = stats::compute_with(ds, &ByteCounter::default(), &opts);
+    let stats = stats::compute_with(ds, counter, &opts);
     let problems = ds.problems();
     let invalid = ds.invalid_records();
     Analysis {
