@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod frozen;
 pub mod gguf;
 pub mod lora;
+pub mod matvec;
 pub mod rope;
 pub mod source;
 pub mod template;

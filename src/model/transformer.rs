@@ -42,6 +42,10 @@ impl Linear {
         let mut y = match (&self.quantized, mode) {
             (Some(q), MatmulMode::Quantized) => q.forward(x)?,
             (_, MatmulMode::Differentiable) => super::frozen::frozen_matmul(x, &self.weight)?,
+            _ if x.dims()[0] == 1 && x.device().is_cpu() => match super::matvec::matvec(&self.weight, x)? {
+                Some(y) => y,
+                None => x.matmul(&self.weight.t()?)?,
+            },
             _ => x.matmul(&self.weight.t()?)?,
         };
         if let Some(b) = &self.bias {
