@@ -3,7 +3,7 @@
 //! whose entries jump to their record.
 
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
+use egui_plot::{Bar, BarChart, Plot, VLine};
 
 use crate::data::Severity;
 use crate::worker::Analysis;
@@ -52,8 +52,10 @@ pub fn stats_ui(ui: &mut egui::Ui, a: &Analysis, max_len: usize, stale: bool) {
     let marker_color = ui.visuals().error_fg_color;
     Plot::new("token-length-histogram")
         .height(ui.available_height().clamp(80.0, 260.0))
-        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
-        .x_axis_label(format!("tokens per record ({})", s.counter))
+        .x_axis_label(format!(
+            "tokens per record ({}); red line: max sequence length {max_len}",
+            s.counter
+        ))
         .y_axis_label("records")
         .allow_scroll(false)
         .include_y(0.0)

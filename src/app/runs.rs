@@ -75,7 +75,7 @@ impl RunsTab {
         &mut self,
         ui: &mut egui::Ui,
         shared: &mut Shared<'_>,
-        training: bool,
+        active: Option<&Path>,
     ) -> Option<RunsAction> {
         if !self.listed {
             self.refresh(shared);
@@ -131,7 +131,7 @@ impl RunsTab {
                                     r,
                                     &mut self.selected,
                                     &mut self.confirm_delete,
-                                    training,
+                                    active,
                                 ) {
                                     action = Some(a);
                                 }
@@ -200,9 +200,11 @@ fn run_row_ui(
     r: &RunInfo,
     selected: &mut BTreeSet<PathBuf>,
     confirm_delete: &mut Option<PathBuf>,
-    training: bool,
+    active: Option<&Path>,
 ) -> Option<RunsAction> {
     let mut action = None;
+    let training = active.is_some();
+    let is_active = active.and_then(Path::file_name) == r.path.file_name();
     let mut on = selected.contains(&r.path);
     if ui
         .checkbox(&mut on, "")
@@ -234,7 +236,9 @@ fn run_row_ui(
             ui.label("");
         }
     }
-    let status = if r.has_adapter {
+    let status = if is_active {
+        "training"
+    } else if r.has_adapter {
         "finished"
     } else if r.checkpoints.is_empty() {
         "no checkpoint"

@@ -409,8 +409,10 @@ impl eframe::App for StudioApp {
                         .ui(ui, &mut shared, &self.model, &self.datasets, &self.waker)
                 }
                 Tab::Runs => {
-                    let training = self.train.is_running();
-                    if let Some(RunsAction::Resume(dir)) = self.runs.ui(ui, &mut shared, training) {
+                    let active = self.train.active_run_dir();
+                    if let Some(RunsAction::Resume(dir)) =
+                        self.runs.ui(ui, &mut shared, active.as_deref())
+                    {
                         let base = self
                             .runs
                             .runs

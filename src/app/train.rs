@@ -106,7 +106,11 @@ impl RunView {
                 self.curves.evals.push((step, loss));
             }
             TrainEvent::Checkpoint { step, path } => {
-                self.log(format!("step {step}: checkpoint {}", path.display()));
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                self.log(format!("step {step}: checkpoint saved ({name})"));
                 self.checkpoints.push((step, path));
             }
             TrainEvent::Log { message } => self.log(message),
@@ -174,6 +178,12 @@ impl TrainTab {
 
     pub fn is_running(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// The folder of the run in progress (once the engine has created it).
+    pub fn active_run_dir(&self) -> Option<PathBuf> {
+        self.job.as_ref()?;
+        self.run.as_ref()?.run_dir.clone()
     }
 
     /// One line for the status bar.
@@ -455,7 +465,10 @@ impl TrainTab {
             RunStatus::Running => "training".into(),
             RunStatus::Paused => "paused".into(),
             RunStatus::Stopping => "stopping after this step…".into(),
-            RunStatus::Finished => "finished".into(),
+            RunStatus::Finished => match &run.summary {
+                Some(s) if s.stopped_early => "stopped; resume it from the Runs tab".into(),
+                _ => "finished".into(),
+            },
             RunStatus::Failed(e) => format!("failed: {e}"),
         };
         ui.add(
@@ -477,9 +490,14 @@ impl TrainTab {
                         .stick_to_bottom(true)
                         .auto_shrink([false, false])
                         .show(&mut cols[0], |ui| {
-                            for l in &run.log {
-                                ui.add(egui::Label::new(l).wrap());
-                            }
+                            // Not justified: a long path would spread its letters.
+                            ui.set_width(ui.available_width());
+                            let layout = egui::Layout::top_down(egui::Align::LEFT);
+                            ui.with_layout(layout, |ui| {
+                                for l in &run.log {
+                                    ui.add(egui::Label::new(l).wrap());
+                                }
+                            });
                         });
                     cols[1].strong("Checkpoints");
                     if run.checkpoints.is_empty() {
