@@ -100,3 +100,36 @@ fn a_missing_file_is_a_notification_not_a_panic() {
     h.run_steps(2);
     assert!(h.query_by_label_contains("failed").is_some());
 }
+
+#[test]
+fn ctrl_s_saves_atomically_and_marks_clean() {
+    let mut h = harness();
+    h.run_steps(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.json");
+    std::fs::copy(fixture("llamafactory_identity.json"), &path).unwrap();
+    open_dataset(&mut h, &path);
+    h.run_steps(2);
+    h.get_by_label("Row 1").click();
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Turn 1")
+        .focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Turn 1")
+        .type_text(" there");
+    h.run_steps(1);
+    // Saving commits the draft still being typed.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .doc
+            .as_ref()
+            .is_some_and(|d| !d.is_dirty() && d.saving.is_none())),
+        "the save did not finish; notices: {:?}",
+        h.state().notices.items()
+    );
+    let saved = finetune_studio::data::load(&path, None).unwrap();
+    assert_eq!(saved.records()[0].messages[0].content, "hi there");
+    assert!(finetune_studio::data::dataset::backup_path(&path).exists());
+}
