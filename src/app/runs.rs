@@ -269,6 +269,7 @@ fn run_row_ui(
         {
             action = Some(RunsAction::Resume(r.path.clone()));
         }
+        export_menu_ui(ui, r);
         if ui
             .button("Open folder")
             .on_hover_text("Open the run folder")
@@ -285,6 +286,51 @@ fn run_row_ui(
         }
     });
     action
+}
+
+/// Export: the adapter is already in PEFT layout; merged and GGUF exports run from the
+/// command line until the export dialog (issue 6) lands, so the menu copies the command.
+fn export_menu_ui(ui: &mut egui::Ui, r: &RunInfo) {
+    let adapter = if r.has_adapter {
+        Some(r.path.join("adapter"))
+    } else {
+        r.checkpoints
+            .last()
+            .map(|s| r.path.join("checkpoints").join(format!("step-{s}")))
+    };
+    let base = r
+        .config
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |c| c.model.base.clone());
+    ui.add_enabled_ui(adapter.is_some(), |ui| {
+        ui.menu_button("Export ▾", |ui| {
+            let Some(adapter) = &adapter else { return };
+            if ui
+                .button("PEFT adapter: open its folder")
+                .on_hover_text("adapter_config.json + adapter_model.safetensors; peft.PeftModel.from_pretrained loads it")
+                .clicked()
+            {
+                open_folder(adapter);
+            }
+            let out = r.path.join("export");
+            for (label, format) in [
+                ("Copy the command: merged model", "merged"),
+                ("Copy the command: GGUF (q8_0) + Ollama Modelfile", "gguf --gguf-type q8_0"),
+            ] {
+                if ui.button(label).clicked() {
+                    let cmd = format!(
+                        "finetune-studio export --model '{base}' --adapter '{}' --format {format} --out '{}'",
+                        adapter.display(),
+                        out.join(format.split(' ').next().unwrap_or("merged")).display()
+                    );
+                    ui.ctx().copy_text(cmd);
+                    ui.close();
+                }
+            }
+        })
+        .response
+        .on_hover_text("Export the adapter (the final one, else the last checkpoint)");
+    });
 }
 
 /// Seconds spent in optimizer steps: each step's tokens over its throughput.
