@@ -164,6 +164,8 @@ pub struct TrainTab {
     job: Option<TrainJob>,
     pub run: Option<RunView>,
     estimate: EstimateCache,
+    /// The user accepts a run the estimate says will not fit.
+    start_anyway: bool,
 }
 
 impl TrainTab {
@@ -173,6 +175,7 @@ impl TrainTab {
             job: None,
             run: None,
             estimate: None,
+            start_anyway: false,
         }
     }
 
@@ -387,7 +390,24 @@ impl TrainTab {
             for p in &problems {
                 ui.colored_label(ui.visuals().warn_fg_color, format!("! {p}"));
             }
-            let can_start = problems.is_empty() && !dirty && self.job.is_none();
+            // A run that needs more memory than is free gets the whole process killed
+            // (training runs in it), so it starts only when the user insists.
+            let too_big = self
+                .estimate
+                .as_ref()
+                .is_some_and(|(c, _, _, e)| c == cfg && !e.fits());
+            if too_big {
+                ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    "! This run needs more memory than is free: lower the batch size or the \
+                     maximum sequence length, or close other programs.",
+                );
+                ui.checkbox(&mut self.start_anyway, "Start anyway");
+            }
+            let can_start = problems.is_empty()
+                && !dirty
+                && self.job.is_none()
+                && (!too_big || self.start_anyway);
             ui.horizontal(|ui| {
                 let start = ui
                     .add_enabled(can_start, egui::Button::new("▶ Start training"))
