@@ -1,4 +1,4 @@
-//! RMSNorm, rotary embedding and softmax with hand-written backward passes, for training.
+//! RMSNorm, rotary embedding and attention with hand-written backward passes, for training.
 //! candle's fused versions of these ops have no backward, and its composed ("slow")
 //! versions keep several full-size intermediates per op alive for autograd and walk the
 //! data many times. These keep only their input (or output) and compute the gradient in
@@ -30,13 +30,15 @@ impl CustomOp1 for RmsNormOp {
         let x = contiguous_slice(storage, layout, "rms-norm")?;
         let h = self.weight.len();
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, row)| {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
-            let r = 1.0 / (ms + self.eps).sqrt();
-            for ((o, v), w) in o.iter_mut().zip(row).zip(&self.weight) {
-                *o = v * r * w;
-            }
-        });
+        out.par_chunks_mut(h)
+            .zip(x.par_chunks(h))
+            .for_each(|(o, row)| {
+                let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+                let r = 1.0 / (ms + self.eps).sqrt();
+                for ((o, v), w) in o.iter_mut().zip(row).zip(&self.weight) {
+                    *o = v * r * w;
+                }
+            });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -45,12 +47,18 @@ impl CustomOp1 for RmsNormOp {
         let gw = g.broadcast_mul(&self.weight_t)?;
         let dot = (&gw * x)?.mean_keepdim(D::Minus1)?;
         let r3 = r.powf(3.0)?;
-        Ok(Some((gw.broadcast_mul(&r)? - x.broadcast_mul(&(r3 * dot)?)?)?))
+        Ok(Some(
+            (gw.broadcast_mul(&r)? - x.broadcast_mul(&(r3 * dot)?)?)?,
+        ))
     }
 }
 
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
-    let op = RmsNormOp { weight: weight.to_vec1()?, weight_t: weight.clone(), eps };
+    let op = RmsNormOp {
+        weight: weight.to_vec1()?,
+        weight_t: weight.clone(),
+        eps,
+    };
     x.contiguous()?.apply_op1(op)
 }
 
@@ -73,60 +81,127 @@ impl CustomOp1 for RopeOp {
         let sin: Vec<f32> = self.sin.flatten_all()?.to_vec1()?;
         let per_batch = self.cos.rank() == 3;
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d).zip(x.par_chunks(d)).enumerate().for_each(|(row, (o, v))| {
-            let ti = row % t;
-            let bi = row / (t * h);
-            let base = if per_batch { (bi * t + ti) * half } else { ti * half };
-            for i in 0..half {
-                let (c, s) = (cos[base + i], sin[base + i]);
-                o[i] = v[i] * c - v[i + half] * s;
-                o[i + half] = v[i + half] * c + v[i] * s;
-            }
-        });
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .enumerate()
+            .for_each(|(row, (o, v))| {
+                let ti = row % t;
+                let bi = row / (t * h);
+                let base = if per_batch {
+                    (bi * t + ti) * half
+                } else {
+                    ti * half
+                };
+                for i in 0..half {
+                    let (c, s) = (cos[base + i], sin[base + i]);
+                    o[i] = v[i] * c - v[i + half] * s;
+                    o[i + half] = v[i + half] * c + v[i] * s;
+                }
+            });
         let _ = b;
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let inverse = RopeOp { cos: self.cos.clone(), sin: self.sin.neg()? };
+        let inverse = RopeOp {
+            cos: self.cos.clone(),
+            sin: self.sin.neg()?,
+        };
         Ok(Some(g.contiguous()?.apply_op1_no_bwd(&inverse)?))
     }
 }
 
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(RopeOp { cos: cos.contiguous()?, sin: sin.contiguous()? })
+    x.contiguous()?.apply_op1(RopeOp {
+        cos: cos.contiguous()?,
+        sin: sin.contiguous()?,
+    })
 }
 
-/// Softmax over the last dimension; the backward uses the output only.
-struct SoftmaxOp;
+/// A CPU tensor made from an op's input storage (copied).
+fn tensor_from(storage: &CpuStorage, layout: &Layout, op: &str) -> Result<Tensor> {
+    let data = contiguous_slice(storage, layout, op)?;
+    Tensor::from_slice(data, layout.shape(), &candle_core::Device::Cpu)
+}
 
-impl CustomOp1 for SoftmaxOp {
+/// The storage of a contiguous CPU tensor (copied), for returning from `cpu_fwd`.
+fn storage_of(t: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let shape = t.shape().clone();
+    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    Ok((CpuStorage::F32(v), shape))
+}
+
+/// Attention `softmax(q kᵀ · scale + mask) v` over grouped heads (`q [b, g, m, d]`,
+/// `k, v [b, g, n, d]`, `mask` broadcastable to `[b, g, m, n]`) that keeps only q, k and v
+/// for the backward pass and recomputes the probabilities there. The composed version
+/// keeps four `[m, n]` score tensors per layer alive, which at 4 × 512 tokens is most of
+/// the run's memory.
+struct AttentionOp {
+    mask: Option<Tensor>,
+    scale: f64,
+}
+
+impl AttentionOp {
+    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let mut s = (q.matmul(&k.t()?)? * self.scale)?;
+        if let Some(m) = &self.mask {
+            s = s.broadcast_add(m)?;
+        }
+        candle_nn::ops::softmax_last_dim(&s)
+    }
+}
+
+impl candle_core::CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
-        "softmax-train"
+        "attention-train"
     }
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(storage, layout, "softmax")?;
-        let n = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(o, row)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for (o, v) in o.iter_mut().zip(row) {
-                *o = (v - max).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|o| *o *= inv);
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let q = tensor_from(s1, l1, "attention")?;
+        let k = tensor_from(s2, l2, "attention")?;
+        let v = tensor_from(s3, l3, "attention")?;
+        storage_of(&self.probs(&q, &k)?.matmul(&v)?)
     }
-    fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let dot = (g * p)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((p * g.broadcast_sub(&dot)?)?))
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let p = self.probs(q, k)?;
+        let dv = p.t()?.matmul(g)?;
+        let dp = g.matmul(&v.t()?)?;
+        let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+        let ds = ((p * dp.broadcast_sub(&dot)?)? * self.scale)?;
+        let dq = ds.matmul(k)?;
+        let dk = ds.t()?.matmul(q)?;
+        Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(SoftmaxOp)
+/// See [`AttentionOp`]; `mask` is additive (0 or -inf).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let op = AttentionOp {
+        mask: mask.cloned(),
+        scale,
+    };
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
 #[cfg(test)]
@@ -134,13 +209,22 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn grad_of(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Var, probe: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    fn grad_of(
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+        x: &Var,
+        probe: &Tensor,
+    ) -> (Vec<f32>, Vec<f32>) {
         let y = f(x.as_tensor()).unwrap();
         let loss = (&y * probe).unwrap().sum_all().unwrap();
         let g = loss.backward().unwrap();
         (
             y.flatten_all().unwrap().to_vec1().unwrap(),
-            g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+            g.get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
         )
     }
 
@@ -176,27 +260,76 @@ mod tests {
         let probe = randn(&[2, 3, 4, 8], 5);
         for per_batch in [false, true] {
             let (cos, sin) = if per_batch {
-                (randn(&[2, 4, 4], 6).cos().unwrap(), randn(&[2, 4, 4], 6).sin().unwrap())
+                (
+                    randn(&[2, 4, 4], 6).cos().unwrap(),
+                    randn(&[2, 4, 4], 6).sin().unwrap(),
+                )
             } else {
-                (randn(&[4, 4], 6).cos().unwrap(), randn(&[4, 4], 6).sin().unwrap())
+                (
+                    randn(&[4, 4], 6).cos().unwrap(),
+                    randn(&[4, 4], 6).sin().unwrap(),
+                )
             };
             let (y1, g1) = grad_of(|x| rope(x, &cos, &sin), &x, &probe);
-            let (y2, g2) = grad_of(|x| crate::model::rope::apply_composed(x, &cos, &sin), &x, &probe);
+            let (y2, g2) = grad_of(
+                |x| crate::model::rope::apply_composed(x, &cos, &sin),
+                &x,
+                &probe,
+            );
             close(&y1, &y2, 1e-5);
             close(&g1, &g2, 1e-4);
         }
     }
 
     #[test]
-    fn softmax_matches_autograd_oracle_with_masked_entries() {
-        let mut v = randn(&[2, 3, 6], 7).to_vec3::<f32>().unwrap();
-        v[0][1][4] = f32::NEG_INFINITY;
-        v[1][2][0] = f32::NEG_INFINITY;
-        let x = Var::from_tensor(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
-        let probe = randn(&[2, 3, 6], 8);
-        let (y1, g1) = grad_of(softmax_last_dim, &x, &probe);
-        let (y2, g2) = grad_of(|x| candle_nn::ops::softmax(x, D::Minus1), &x, &probe);
-        close(&y1, &y2, 1e-6);
-        close(&g1, &g2, 1e-5);
+    fn attention_matches_autograd_oracle() {
+        let q = Var::from_tensor(&randn(&[2, 3, 8, 4], 9)).unwrap();
+        let k = Var::from_tensor(&randn(&[2, 3, 4, 4], 10)).unwrap();
+        let v = Var::from_tensor(&randn(&[2, 3, 4, 4], 11)).unwrap();
+        let mut m = vec![0f32; 8 * 4];
+        for i in 0..8 {
+            for j in 0..4 {
+                if j > i % 4 {
+                    m[i * 4 + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let mask = Tensor::from_vec(m, (8, 4), &Device::Cpu).unwrap();
+        let probe = randn(&[2, 3, 8, 4], 12);
+        let run = |fused: bool| {
+            let y = if fused {
+                attention(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    Some(&mask),
+                    0.5,
+                )
+                .unwrap()
+            } else {
+                let s = (q.as_tensor().matmul(&k.as_tensor().t().unwrap()).unwrap() * 0.5).unwrap();
+                let p =
+                    candle_nn::ops::softmax(&s.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+                p.matmul(v.as_tensor()).unwrap()
+            };
+            let g = (&y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let grads: Vec<Vec<f32>> = [&q, &k, &v]
+                .iter()
+                .map(|x| flat(g.get(x.as_tensor()).unwrap()))
+                .collect();
+            (flat(&y), grads)
+        };
+        let (y1, g1) = run(true);
+        let (y2, g2) = run(false);
+        close(&y1, &y2, 1e-5);
+        for (a, b) in g1.iter().zip(&g2) {
+            close(a, b, 1e-4);
+        }
     }
 }

@@ -42,10 +42,12 @@ impl Linear {
         let mut y = match (&self.quantized, mode) {
             (Some(q), MatmulMode::Quantized) => q.forward(x)?,
             (_, MatmulMode::Differentiable) => super::frozen::frozen_matmul(x, &self.weight)?,
-            _ if x.dims()[0] == 1 && x.device().is_cpu() => match super::matvec::matvec(&self.weight, x)? {
-                Some(y) => y,
-                None => x.matmul(&self.weight.t()?)?,
-            },
+            _ if x.dims()[0] == 1 && x.device().is_cpu() => {
+                match super::matvec::matvec(&self.weight, x)? {
+                    Some(y) => y,
+                    None => x.matmul(&self.weight.t()?)?,
+                }
+            }
             _ => x.matmul(&self.weight.t()?)?,
         };
         if let Some(b) = &self.bias {
@@ -514,23 +516,20 @@ impl Transformer {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
-        let kv_len = k.dim(2)?;
         // Group queries by their KV head instead of copying K and V per query head:
         // q [b, nh, t, d] -> [b, nkv, n_rep * t, d].
         let n_rep = nh / nkv;
         let q = q.reshape((b, nkv, n_rep * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(m) = ctx.mask {
-            scores = scores.broadcast_add(m)?;
-        }
-        let probs = if ctx.differentiable {
-            super::train_ops::softmax_last_dim(&scores)?
+        let attn = if ctx.differentiable {
+            super::train_ops::attention(&q, &k, &v, ctx.mask, scale)?
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
-        let _ = kv_len;
-        let attn = probs.matmul(&v)?; // [b, nkv, n_rep * t, d]
+            let mut scores = (q.matmul(&k.t()?)? * scale)?;
+            if let Some(m) = ctx.mask {
+                scores = scores.broadcast_add(m)?;
+            }
+            candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
+        }; // [b, nkv, n_rep * t, d]
         let attn = attn
             .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
