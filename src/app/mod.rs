@@ -4,6 +4,7 @@
 //! `crate::worker`; the UI thread only draws and drains events.
 
 mod chat;
+mod chat_pane;
 mod conversation_editor;
 mod dataset_doc;
 mod dataset_filter;
@@ -25,6 +26,8 @@ mod tab;
 mod train;
 mod train_form;
 
+pub use chat::ChatTab;
+pub use chat_pane::{ChatPane, Turn};
 pub use dataset_doc::OpenDataset;
 pub use dataset_filter::FlagFilter;
 pub use datasets::DatasetsTab;

@@ -381,6 +381,7 @@ impl eframe::App for StudioApp {
         let mut shared = shared!(self, now);
         self.datasets.logic(&mut shared, self.model.model());
         self.train.logic(&mut shared, &self.model, &self.datasets);
+        self.chat.logic(&mut shared);
         if self.datasets.is_busy() {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
@@ -426,7 +427,10 @@ impl eframe::App for StudioApp {
                         shared.state.tab = Tab::Train;
                     }
                 }
-                Tab::Chat => self.chat.ui(ui),
+                Tab::Chat => {
+                    self.chat
+                        .ui(ui, &mut shared, &self.model, &mut self.runs, &self.waker)
+                }
                 Tab::Models => self.models.ui(ui, &self.model),
             }
         });

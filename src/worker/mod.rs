@@ -6,7 +6,9 @@
 //!   short-lived named threads for file dialogs, which may block for as long as the user
 //!   keeps them open (or forever, on a desktop without a portal).
 //! - [`model_loader`]: loads a model on its own thread, fetching the default one first.
+//! - [`chat_job`]: one chat reply per pane, streamed from its own thread.
 
+pub mod chat_job;
 mod commands;
 mod dataset_jobs;
 mod dialog;

@@ -1,0 +1,236 @@
+//! GUI tests of the Chat tab on a tiny random model injected into the real app: send a
+//! prompt and watch the reply stream in and finish, stop a long reply, and send one prompt
+//! to two panes side by side (base, and base plus an adapter on the same weights).
+
+mod app_common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use app_common::{harness, step_until, studio_home};
+use candle_core::{Device, Tensor};
+use eframe::egui;
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use finetune_studio::app::{ModelSlot, StudioApp, Tab};
+use finetune_studio::export::peft::{write_adapter, AdapterConfig, TargetModules};
+use finetune_studio::infer::StopReason;
+use finetune_studio::model::lora::LoraTarget;
+use finetune_studio::model::{load_hf_folder, tiny::write_tiny_model, Architecture};
+
+/// A tiny model written once per test binary.
+fn tiny_model_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        write_tiny_model(&studio_home().join("tiny-chat"), Architecture::Llama, 11)
+            .expect("tiny model")
+    })
+}
+
+/// The app on the Chat tab with the tiny model loaded.
+fn chat_harness() -> Harness<'static, StudioApp> {
+    let dir = tiny_model_dir();
+    let model = load_hf_folder(dir, &Device::Cpu).expect("load tiny model");
+    let mut h = harness();
+    h.state_mut().model = ModelSlot::Ready {
+        spec: dir.display().to_string(),
+        model: Arc::new(model),
+        summary: "tiny".into(),
+    };
+    h.state_mut().state.tab = Tab::Chat;
+    h.run_steps(2);
+    h
+}
+
+fn type_message(h: &mut Harness<'static, StudioApp>, text: &str) {
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message")
+        .focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message")
+        .type_text(text);
+    h.run_steps(1);
+}
+
+fn done(app: &StudioApp) -> bool {
+    !app.chat.is_generating()
+        && app
+            .chat
+            .panes
+            .iter()
+            .all(|p| p.last_reply().is_some_and(|t| t.stop_reason.is_some()))
+}
+
+fn notices(h: &Harness<'static, StudioApp>) -> String {
+    let errors: Vec<_> = h.state().chat.panes.iter().map(|p| &p.error).collect();
+    format!("{:?} {errors:?}", h.state().notices.items())
+}
+
+#[test]
+fn send_streams_a_reply_and_finishes() {
+    let mut h = chat_harness();
+    h.state_mut().chat.max_new_tokens = 24;
+    type_message(&mut h, "Who are you?");
+    h.get_by_label("Send").click();
+    h.run_steps(1);
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), done),
+        "{}",
+        notices(&h)
+    );
+    let pane = &h.state().chat.panes[0];
+    assert_eq!(pane.turns.len(), 2);
+    assert_eq!(pane.turns[0].content, "Who are you?");
+    let reply = pane.turns[1].content.clone();
+    let stats = pane.turns[1].stats.clone().expect("stats");
+    assert!(stats.generated_tokens > 0 && stats.generated_tokens <= 24);
+    assert!(!reply.is_empty());
+    assert!(h.state().chat.input.is_empty(), "the input box is cleared");
+    h.run_steps(2);
+    // The reply and its tokens/s are shown.
+    assert!(
+        h.query_by_label(&reply).is_some(),
+        "reply {reply:?} not shown"
+    );
+    assert!(h.query_by_label_contains("tok/s").is_some());
+
+    // Regenerate with the same seed gives the same reply.
+    h.get_by_label("↻ Regenerate").click();
+    h.run_steps(1);
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), done),
+        "{}",
+        notices(&h)
+    );
+    assert_eq!(h.state().chat.panes[0].turns.len(), 2);
+    assert_eq!(h.state().chat.panes[0].turns[1].content, reply);
+
+    // Save writes the conversation as JSON.
+    let path = studio_home().join("chat-save").join("c.json");
+    h.state_mut().chat.save_path = path.display().to_string();
+    h.get_by_label("Save JSON").click();
+    assert!(step_until(&mut h, Duration::from_secs(10), |_| path.exists()));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    assert_eq!(json["panes"][0]["messages"][1]["content"], reply.as_str());
+
+    h.get_by_label("Clear").click();
+    h.run_steps(1);
+    assert!(h.state().chat.panes[0].turns.is_empty());
+}
+
+#[test]
+fn stop_cancels_a_long_reply() {
+    let mut h = chat_harness();
+    {
+        let chat = &mut h.state_mut().chat;
+        chat.max_new_tokens = 30_000;
+        chat.sampling.temperature = 0.0;
+    }
+    type_message(&mut h, "Tell me a long story.");
+    h.get_by_label("Send").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| app.chat.panes[0]
+            .last_reply()
+            .is_some_and(|t| !t.content.is_empty())),
+        "{}",
+        notices(&h)
+    );
+    assert!(h.state().chat.is_generating(), "the reply ended by itself");
+    h.get_by_label("■ Stop").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(30), done),
+        "{}",
+        notices(&h)
+    );
+    let reply = h.state().chat.panes[0]
+        .last_reply()
+        .cloned()
+        .expect("reply");
+    assert_eq!(reply.stop_reason, Some(StopReason::Cancelled));
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("stopped").is_some());
+}
+
+/// A random LoRA adapter on the gate projections, strong enough to change the replies.
+fn write_random_adapter(dir: &Path) {
+    let cfg = finetune_studio::model::tiny::tiny_config(Architecture::Llama);
+    let r = 4;
+    let mut pairs = BTreeMap::new();
+    for layer in 0..cfg.num_hidden_layers {
+        let a = Tensor::randn(0f32, 1.0, (r, cfg.hidden_size), &Device::Cpu).expect("A");
+        let b = Tensor::randn(0f32, 1.0, (cfg.intermediate_size, r), &Device::Cpu).expect("B");
+        pairs.insert((layer, LoraTarget::GateProj), (a, b));
+    }
+    let config = AdapterConfig {
+        peft_type: "LORA".into(),
+        task_type: "CAUSAL_LM".into(),
+        base_model_name_or_path: None,
+        r,
+        lora_alpha: 8.0,
+        lora_dropout: 0.0,
+        use_rslora: false,
+        target_modules: TargetModules::List(vec!["gate_proj".into()]),
+        bias: "none".into(),
+        fan_in_fan_out: false,
+        use_dora: false,
+    };
+    std::fs::create_dir_all(dir).expect("adapter dir");
+    write_adapter(dir, &config, &pairs).expect("write adapter");
+}
+
+#[test]
+fn side_by_side_sends_the_same_prompt_to_both_panes() {
+    let adapter = studio_home().join("chat-adapter");
+    write_random_adapter(&adapter);
+    let mut h = chat_harness();
+    h.state_mut().chat.max_new_tokens = 16;
+    h.get_by_label("2 panes").click();
+    h.run_steps(2);
+    assert_eq!(h.state().chat.panes.len(), 2);
+    {
+        let pane = &mut h.state_mut().chat.panes[1];
+        pane.use_adapter = true;
+        pane.adapter_dir = adapter.display().to_string();
+    }
+    h.run_steps(1);
+    assert!(h.query_by_label_contains("Base + chat-adapter").is_some());
+
+    type_message(&mut h, "Who are you?");
+    h.get_by_label("Send").click();
+    h.run_steps(1);
+    assert!(
+        h.state()
+            .chat
+            .panes
+            .iter()
+            .all(|p| p.is_generating() || p.last_reply().is_some()),
+        "both panes started"
+    );
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), done),
+        "{}",
+        notices(&h)
+    );
+    let replies: Vec<String> = h
+        .state()
+        .chat
+        .panes
+        .iter()
+        .map(|p| {
+            assert_eq!(p.turns[0].content, "Who are you?");
+            p.last_reply()
+                .map(|t| t.content.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(replies.iter().all(|r| !r.is_empty()), "{replies:?}");
+    assert_ne!(replies[0], replies[1], "the adapter changes the reply");
+    h.run_steps(2);
+    for r in &replies {
+        assert!(h.query_by_label(r).is_some(), "reply {r:?} not shown");
+    }
+    assert_eq!(h.query_all_by_label_contains("tok/s").count(), 2);
+}
