@@ -150,6 +150,12 @@ fn stop_cancels_a_long_reply() {
         .cloned()
         .expect("reply");
     assert_eq!(reply.stop_reason, Some(StopReason::Cancelled));
+    let stats = reply.stats.expect("stats");
+    assert!(stats.generated_tokens < 1000, "it stopped early");
+    eprintln!(
+        "stopped after {} tokens at {:.0} tok/s",
+        stats.generated_tokens, stats.decode_tokens_per_s
+    );
     h.run_steps(2);
     assert!(h.query_by_label_contains("stopped").is_some());
 }
@@ -199,8 +205,10 @@ fn side_by_side_sends_the_same_prompt_to_both_panes() {
     assert!(h.query_by_label_contains("Base + chat-adapter").is_some());
 
     type_message(&mut h, "Who are you?");
-    h.get_by_label("Send").click();
+    // Enter sends (the input box has the focus).
+    h.key_press(egui::Key::Enter);
     h.run_steps(1);
+    assert!(h.state().chat.input.is_empty(), "Enter sent the message");
     assert!(
         h.state()
             .chat

@@ -45,8 +45,11 @@ pub struct ChatPane {
     pub use_adapter: bool,
     /// The adapter folder (picked from a run or typed).
     pub adapter_dir: String,
-    /// The adapter read for `adapter_dir`.
-    loaded: Option<(PathBuf, Arc<LoraSet>)>,
+    /// The adapter read for `adapter_dir`, with the base model it was read for (its
+    /// address: a reloaded model reads the adapter again).
+    loaded: Option<(PathBuf, usize, Arc<LoraSet>)>,
+    /// The base model of the running job, by address.
+    job_model: usize,
     pub turns: Vec<Turn>,
     job: Option<ChatJob>,
     pub error: Option<String>,
@@ -123,7 +126,7 @@ impl ChatPane {
     }
 
     /// The adapter to generate with, or why there is none.
-    fn adapter(&self) -> Result<AdapterSpec, String> {
+    fn adapter(&self, model: usize) -> Result<AdapterSpec, String> {
         if !self.use_adapter {
             return Ok(AdapterSpec::None);
         }
@@ -133,7 +136,7 @@ impl ChatPane {
         }
         let dir = PathBuf::from(dir);
         Ok(match &self.loaded {
-            Some((d, lora)) if *d == dir => AdapterSpec::Loaded(lora.clone()),
+            Some((d, m, lora)) if *d == dir && *m == model => AdapterSpec::Loaded(lora.clone()),
             _ => AdapterSpec::Folder(dir),
         })
     }
@@ -148,7 +151,8 @@ impl ChatPane {
     pub fn reply(&mut self, gen: &GenSettings<'_>) {
         self.job = None;
         self.error = None;
-        let adapter = match self.adapter() {
+        let model_key = Arc::as_ptr(gen.model) as usize;
+        let adapter = match self.adapter(model_key) {
             Ok(a) => a,
             Err(e) => {
                 self.error = Some(e);
@@ -172,6 +176,7 @@ impl ChatPane {
             sampling: gen.sampling.clone(),
             max_new_tokens: gen.max_new_tokens,
         };
+        self.job_model = model_key;
         self.job = Some(chat_job::spawn(req, gen.name, gen.waker.clone()));
     }
 
@@ -209,7 +214,7 @@ impl ChatPane {
         let mut ended = false;
         while let Ok(e) = job.events.try_recv() {
             match e {
-                ChatEvent::Adapter { dir, lora } => self.loaded = Some((dir, lora)),
+                ChatEvent::Adapter { dir, lora } => self.loaded = Some((dir, self.job_model, lora)),
                 ChatEvent::Text(piece) => {
                     if let Some(t) = self.turns.last_mut() {
                         t.content.push_str(&piece);
