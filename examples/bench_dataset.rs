@@ -114,10 +114,21 @@ fn bench(rows: usize, counter: &dyn TokenCounter) -> anyhow::Result<Value> {
 fn main() -> anyhow::Result<()> {
     let rows = std::env::args()
         .nth(1)
+        .filter(|a| !a.starts_with("--"))
         .map(|s| s.parse::<usize>())
         .transpose()?
         .unwrap_or(100_000);
-    let out = bench(rows, &data::ByteCounter::default())?;
+    // `--model M` counts tokens with that model's tokenizer (the target is for the
+    // default model); without it, the 4-bytes-per-token fallback.
+    let args: Vec<String> = std::env::args().collect();
+    let model = args.iter().position(|a| a == "--model").and_then(|i| args.get(i + 1));
+    let out = match model {
+        Some(spec) => {
+            let m = finetune_studio::model::load(spec)?;
+            bench(rows, &m.tokenizer)?
+        }
+        None => bench(rows, &data::ByteCounter::default())?,
+    };
     if let Value::Object(o) = &out {
         for (k, v) in o {
             eprintln!("{k:>30}: {v}");

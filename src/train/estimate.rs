@@ -11,7 +11,7 @@ use crate::model::ModelConfig;
 /// width and the attention row (measured peak RSS fit on SmolLM2-135M).
 const ACT_HIDDEN: f64 = 40.0;
 const ACT_MLP: f64 = 8.0;
-const ACT_ATTN_ROW: f64 = 3.0;
+const ACT_ATTN_ROW: f64 = 0.5;
 /// Effective training throughput of this CPU trainer, FLOP/s (bench_train figure).
 const EFFECTIVE_FLOPS: f64 = 55e9;
 
