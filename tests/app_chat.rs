@@ -116,6 +116,20 @@ fn send_streams_a_reply_and_finishes() {
         serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
     assert_eq!(json["panes"][0]["messages"][1]["content"], reply.as_str());
 
+    // Edit last takes the prompt back into the input box; resending gives the same reply.
+    h.get_by_label("✎ Edit last").click();
+    h.run_steps(1);
+    assert_eq!(h.state().chat.input, "Who are you?");
+    assert!(h.state().chat.panes[0].turns.is_empty());
+    h.get_by_label("Send").click();
+    h.run_steps(1);
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), done),
+        "{}",
+        notices(&h)
+    );
+    assert_eq!(h.state().chat.panes[0].turns[1].content, reply);
+
     h.get_by_label("Clear").click();
     h.run_steps(1);
     assert!(h.state().chat.panes[0].turns.is_empty());
@@ -241,4 +255,7 @@ fn side_by_side_sends_the_same_prompt_to_both_panes() {
         assert!(h.query_by_label(r).is_some(), "reply {r:?} not shown");
     }
     assert_eq!(h.query_all_by_label_contains("tok/s").count(), 2);
+    // The controls under the panes stay inside the window.
+    let bottom = h.get_by_label("Save JSON").rect().max.y;
+    assert!(bottom <= 800.0, "the buttons end at y = {bottom}");
 }

@@ -18,6 +18,9 @@ use crate::worker::Waker;
 /// The most panes side by side.
 pub const MAX_PANES: usize = 3;
 
+/// Height kept below the panes for the input box and the buttons.
+const INPUT_HEIGHT: f32 = 110.0;
+
 /// State of the Chat tab.
 pub struct ChatTab {
     pub panes: Vec<ChatPane>,
@@ -116,14 +119,14 @@ impl ChatTab {
         let choices = adapter_choices(&runs.runs);
         self.top_ui(ui, shared, model, &runs.runs);
         ui.separator();
-        // The panes take what the controls below leave.
-        let height = (ui.available_height() - 150.0).max(120.0);
         let n = self.panes.len();
         ui.columns(n, |cols| {
             for (i, (pane, ui)) in self.panes.iter_mut().zip(cols.iter_mut()).enumerate() {
                 ui.push_id(("chat-pane", i), |ui| {
                     pane.header_ui(ui, &choices);
                     ui.separator();
+                    // The conversation takes what the input controls below leave.
+                    let height = (ui.available_height() - INPUT_HEIGHT).max(100.0);
                     pane.conversation_ui(ui, height);
                 });
             }
