@@ -121,7 +121,10 @@ fn main() -> anyhow::Result<()> {
     // `--model M` counts tokens with that model's tokenizer (the target is for the
     // default model); without it, the 4-bytes-per-token fallback.
     let args: Vec<String> = std::env::args().collect();
-    let model = args.iter().position(|a| a == "--model").and_then(|i| args.get(i + 1));
+    let model = args
+        .iter()
+        .position(|a| a == "--model")
+        .and_then(|i| args.get(i + 1));
     let out = match model {
         Some(spec) => {
             let m = finetune_studio::model::load(spec)?;

@@ -23,7 +23,11 @@ use finetune_studio::train::{TrainCommand, TrainEvent};
 use rand::{Rng, SeedableRng};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.into())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -35,7 +39,10 @@ struct Quiet;
 impl Control for Quiet {
     fn send(&mut self, e: TrainEvent) {
         match e {
-            TrainEvent::Step(m) if m.step % 10 == 0 => eprintln!("step {} loss {:.4} {:.0} tok/s", m.step, m.loss, m.tokens_per_s),
+            TrainEvent::Step(m) if m.step % 10 == 0 => eprintln!(
+                "step {} loss {:.4} {:.0} tok/s",
+                m.step, m.loss, m.tokens_per_s
+            ),
             TrainEvent::Log { message } => eprintln!("{message}"),
             TrainEvent::Failed { error } => eprintln!("failed: {error}"),
             _ => {}
@@ -61,8 +68,16 @@ fn main() -> anyhow::Result<()> {
     let model = Arc::new(model::load(&spec)?);
     let device = model.transformer.device().clone();
 
-    if let Some(file) = args.iter().position(|a| a == "--epoch").and_then(|i| args.get(i + 1)) {
-        let records: Option<usize> = args.iter().position(|a| a == "--records").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+    if let Some(file) = args
+        .iter()
+        .position(|a| a == "--epoch")
+        .and_then(|i| args.get(i + 1))
+    {
+        let records: Option<usize> = args
+            .iter()
+            .position(|a| a == "--records")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok());
         let dir = tempfile::tempdir()?;
         let mut data_path = std::path::PathBuf::from(file);
         if let Some(n) = records {
@@ -76,7 +91,12 @@ fn main() -> anyhow::Result<()> {
         cfg.data.path = data_path;
         cfg.data.max_seq_len = seq;
         cfg.data.eval_split = EvalSplit::Count(0);
-        cfg.lora = LoraSection { rank, alpha: 2.0 * rank as f64, dropout: 0.0, ..Default::default() };
+        cfg.lora = LoraSection {
+            rank,
+            alpha: 2.0 * rank as f64,
+            dropout: 0.0,
+            ..Default::default()
+        };
         cfg.training.epochs = 1.0;
         cfg.training.batch_size = batch;
         cfg.training.eval_every = 0;
@@ -87,26 +107,51 @@ fn main() -> anyhow::Result<()> {
         let secs = t.elapsed().as_secs_f64();
         let metrics = finetune_studio::train::run_dir::read_run(&summary.run_dir);
         let prepared_tokens: usize = metrics.steps.iter().map(|m| m.tokens).sum();
-        let peak = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
-        println!("epoch of {file}: {} steps, {prepared_tokens} tokens in {secs:.1} s", summary.steps);
-        println!("{}", serde_json::json!({"impl": "finetune-studio", "mode": "epoch", "records": records, "seq": seq,
+        let peak = finetune_studio::sys::peak_rss_bytes()
+            .map(finetune_studio::sys::mib)
+            .unwrap_or(0.0);
+        println!(
+            "epoch of {file}: {} steps, {prepared_tokens} tokens in {secs:.1} s",
+            summary.steps
+        );
+        println!(
+            "{}",
+            serde_json::json!({"impl": "finetune-studio", "mode": "epoch", "records": records, "seq": seq,
             "batch": batch, "rank": rank, "steps": summary.steps, "tokens": prepared_tokens, "seconds": secs,
-            "tokens_per_s": prepared_tokens as f64 / secs, "peak_rss_mib": peak}));
+            "tokens_per_s": prepared_tokens as f64 / secs, "peak_rss_mib": peak})
+        );
         return Ok(());
     }
 
-    let lora = LoraSection { rank, alpha: 2.0 * rank as f64, dropout: 0.0, ..Default::default() };
+    let lora = LoraSection {
+        rank,
+        alpha: 2.0 * rank as f64,
+        dropout: 0.0,
+        ..Default::default()
+    };
     let adapter = TrainableAdapter::init(model.config(), &lora, None, 0, &device)?;
     let named = adapter.named_vars();
-    let mut opt = AdamW::new(named.iter().map(|(_, v)| v.clone()).collect(), Default::default())?;
+    let mut opt = AdamW::new(
+        named.iter().map(|(_, v)| v.clone()).collect(),
+        Default::default(),
+    )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let vocab = model.config().vocab_size as u32;
     let mut times = Vec::new();
     for step in 0..warmup + steps {
-        let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
+        let ids: Vec<u32> = (0..batch * seq)
+            .map(|_| rng.random_range(0..vocab))
+            .collect();
         // Every position predicts the next token of its row, as `labels=input_ids` does.
-        let targets: Vec<Option<u32>> =
-            (0..batch * seq).map(|i| if i % seq + 1 < seq { Some(ids[i + 1]) } else { None }).collect();
+        let targets: Vec<Option<u32>> = (0..batch * seq)
+            .map(|i| {
+                if i % seq + 1 < seq {
+                    Some(ids[i + 1])
+                } else {
+                    None
+                }
+            })
+            .collect();
         let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
         let mb = MicroBatch {
             ids: Tensor::from_vec(ids, (batch, seq), &device)?,
@@ -117,11 +162,17 @@ fn main() -> anyhow::Result<()> {
             tokens: batch * seq,
         };
         let t0 = Instant::now();
-        let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)? / mb.trained_tokens as f64)?;
+        let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)?
+            / mb.trained_tokens as f64)?;
         let store = loss.backward()?;
         let grads: Vec<Tensor> = named
             .iter()
-            .map(|(_, v)| store.get(v.as_tensor()).cloned().map_or_else(|| v.as_tensor().zeros_like(), Ok))
+            .map(|(_, v)| {
+                store
+                    .get(v.as_tensor())
+                    .cloned()
+                    .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+            })
             .collect::<candle_core::Result<_>>()?;
         let norm = optim::grad_norm(&grads)?;
         let grads = optim::clip(grads, norm, 1.0)?;
@@ -133,11 +184,19 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let tps: Vec<f64> = times.iter().map(|t| (batch * seq) as f64 / t).collect();
-    let peak = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
-    println!("trained {:.1} tokens/s (median of {steps}), peak RSS {peak:.0} MiB", median(tps.clone()));
-    println!("{}", serde_json::json!({"impl": "finetune-studio", "batch": batch, "seq": seq, "rank": rank,
+    let peak = finetune_studio::sys::peak_rss_bytes()
+        .map(finetune_studio::sys::mib)
+        .unwrap_or(0.0);
+    println!(
+        "trained {:.1} tokens/s (median of {steps}), peak RSS {peak:.0} MiB",
+        median(tps.clone())
+    );
+    println!(
+        "{}",
+        serde_json::json!({"impl": "finetune-studio", "batch": batch, "seq": seq, "rank": rank,
         "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
-        "trainable_params": adapter.parameter_count()}));
+        "trainable_params": adapter.parameter_count()})
+    );
     Ok(())
 }

@@ -10,8 +10,17 @@ use finetune_studio::model::{self, lora::LoraSet, Forward, Model};
 
 fn last_logits(m: &Model, ids: &[u32], lora: Option<&LoraSet>) -> anyhow::Result<Vec<f32>> {
     let x = Tensor::new(ids, m.transformer.device())?.unsqueeze(0)?;
-    let h = m.transformer.forward(&x, Forward { lora, ..Default::default() })?;
-    Ok(m.transformer.last_logits(&h, false)?.squeeze(0)?.to_vec1()?)
+    let h = m.transformer.forward(
+        &x,
+        Forward {
+            lora,
+            ..Default::default()
+        },
+    )?;
+    Ok(m.transformer
+        .last_logits(&h, false)?
+        .squeeze(0)?
+        .to_vec1()?)
 }
 
 fn top10(v: &[f32]) -> (Vec<usize>, Vec<f32>) {
@@ -27,15 +36,28 @@ fn main() -> anyhow::Result<()> {
     let (Some(dir), Some(prompt)) = (args.get(1), args.get(2)) else {
         anyhow::bail!("usage: check_adapter ADAPTER_DIR PROMPT [--model M]");
     };
-    let spec = args.iter().position(|a| a == "--model").and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| "default".into());
+    let spec = args
+        .iter()
+        .position(|a| a == "--model")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "default".into());
     let m = model::load(&spec)?;
-    let adapter = peft::read_adapter(std::path::Path::new(dir), m.config(), m.transformer.device())?;
+    let adapter = peft::read_adapter(
+        std::path::Path::new(dir),
+        m.config(),
+        m.transformer.device(),
+    )?;
     let ids = m.tokenizer.encode(prompt, false)?;
     let base = last_logits(&m, &ids, None)?;
     let tuned = last_logits(&m, &ids, Some(&adapter.lora))?;
     let (bi, bv) = top10(&base);
     let (ti, tv) = top10(&tuned);
-    let diff = base.iter().zip(&tuned).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = base
+        .iter()
+        .zip(&tuned)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     println!(
         "{}",
         serde_json::json!({"prompt_ids": ids, "base_top10_ids": bi, "base_top10_logits": bv,

@@ -10,7 +10,7 @@ pub fn data_dir() -> PathBuf {
         return PathBuf::from(p);
     }
     dirs::data_dir()
-        .unwrap_or_else(|| std::env::temp_dir())
+        .unwrap_or_else(std::env::temp_dir)
         .join("finetune-studio")
 }
 

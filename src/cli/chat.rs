@@ -51,7 +51,10 @@ pub struct ChatArgs {
 pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let mut model = super::load_model(&args.model)?;
     let adapter = match &args.adapter {
-        Some(dir) => Some(crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?.lora),
+        Some(dir) => Some(
+            crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?
+                .lora,
+        ),
         None => None,
     };
     let quantized = args.precision == "q8";
@@ -83,13 +86,25 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         messages.push(ChatMessage::new("user", prompt.clone()));
         let ids = model.encode_chat(&messages, true)?;
         let out = if args.json {
-            infer::generate(&model, adapter.as_ref(), &request(ids.clone()), &cancel, &mut |_| {})?
+            infer::generate(
+                &model,
+                adapter.as_ref(),
+                &request(ids.clone()),
+                &cancel,
+                &mut |_| {},
+            )?
         } else {
             let mut stdout = std::io::stdout();
-            let g = infer::generate(&model, adapter.as_ref(), &request(ids.clone()), &cancel, &mut |piece| {
-                let _ = write!(stdout, "{piece}");
-                let _ = stdout.flush();
-            })?;
+            let g = infer::generate(
+                &model,
+                adapter.as_ref(),
+                &request(ids.clone()),
+                &cancel,
+                &mut |piece| {
+                    let _ = write!(stdout, "{piece}");
+                    let _ = stdout.flush();
+                },
+            )?;
             println!();
             g
         };
@@ -133,10 +148,16 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         messages.push(ChatMessage::new("user", line));
         let ids = model.encode_chat(&messages, true)?;
         let mut stdout = std::io::stdout();
-        let out = infer::generate(&model, adapter.as_ref(), &request(ids), &cancel, &mut |piece| {
-            let _ = write!(stdout, "{piece}");
-            let _ = stdout.flush();
-        })?;
+        let out = infer::generate(
+            &model,
+            adapter.as_ref(),
+            &request(ids),
+            &cancel,
+            &mut |piece| {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            },
+        )?;
         println!();
         eprintln!("[{:.1} tokens/s]", out.stats.decode_tokens_per_s);
         messages.push(ChatMessage::new("assistant", out.text));

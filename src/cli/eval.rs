@@ -29,7 +29,10 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let model = super::load_model(&args.model)?;
     let adapter = match &args.adapter {
-        Some(dir) => Some(crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?.lora),
+        Some(dir) => Some(
+            crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?
+                .lora,
+        ),
         None => None,
     };
     let dataset = crate::data::load(&args.data, None)?;

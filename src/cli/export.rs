@@ -28,16 +28,29 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<i32> {
-    let format = if args.merge { "merged" } else { args.format.as_str() };
+    let format = if args.merge {
+        "merged"
+    } else {
+        args.format.as_str()
+    };
     let mut model = super::load_model(&args.model)?;
     let adapter = match &args.adapter {
-        Some(dir) => Some(export::peft::read_adapter(dir, model.config(), model.transformer.device())?),
+        Some(dir) => Some(export::peft::read_adapter(
+            dir,
+            model.config(),
+            model.transformer.device(),
+        )?),
         None => None,
     };
     match format {
         "peft" => {
             let a = adapter.ok_or_else(|| anyhow::anyhow!("--format peft needs --adapter"))?;
-            let pairs = a.lora.pairs.iter().map(|(k, p)| (*k, (p.a.clone(), p.b.clone()))).collect();
+            let pairs = a
+                .lora
+                .pairs
+                .iter()
+                .map(|(k, p)| (*k, (p.a.clone(), p.b.clone())))
+                .collect();
             let mut cfg = a.config.clone();
             if cfg.base_model_name_or_path.is_none() {
                 cfg.base_model_name_or_path = model.hub_id.clone();

@@ -52,7 +52,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
     let mut code = 1;
     for event in handle.events.iter() {
         match event {
-            TrainEvent::Started { run_dir, total_steps, start_step, estimate } => {
+            TrainEvent::Started {
+                run_dir,
+                total_steps,
+                start_step,
+                estimate,
+            } => {
                 bar.set_length(total_steps as u64);
                 bar.set_position(start_step as u64);
                 bar.println(format!("run {}", run_dir.display()));
@@ -69,8 +74,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                     train::estimate::format_duration(m.eta_s)
                 ));
             }
-            TrainEvent::Eval { step, loss } => bar.println(format!("step {step}: eval loss {loss:.4}")),
-            TrainEvent::Checkpoint { step, path } => bar.println(format!("step {step}: checkpoint {}", path.display())),
+            TrainEvent::Eval { step, loss } => {
+                bar.println(format!("step {step}: eval loss {loss:.4}"))
+            }
+            TrainEvent::Checkpoint { step, path } => {
+                bar.println(format!("step {step}: checkpoint {}", path.display()))
+            }
             TrainEvent::Log { message } => bar.println(message),
             TrainEvent::Paused { .. } | TrainEvent::Resumed { .. } => {}
             TrainEvent::Finished { summary } => {
@@ -79,12 +88,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                     "finished {} steps in {} — final loss {}, best eval loss {}",
                     summary.steps,
                     train::estimate::format_duration(summary.duration_s),
-                    summary.final_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
-                    summary.best_eval_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
+                    summary
+                        .final_loss
+                        .map(|l| format!("{l:.4}"))
+                        .unwrap_or_else(|| "-".into()),
+                    summary
+                        .best_eval_loss
+                        .map(|l| format!("{l:.4}"))
+                        .unwrap_or_else(|| "-".into()),
                 );
                 match &summary.adapter_dir {
                     Some(a) => println!("adapter: {}", a.display()),
-                    None => println!("stopped early; resume with --resume {}", summary.run_dir.display()),
+                    None => println!(
+                        "stopped early; resume with --resume {}",
+                        summary.run_dir.display()
+                    ),
                 }
                 code = 0;
             }

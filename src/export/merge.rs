@@ -12,7 +12,9 @@ use crate::model::{Model, ModelError};
 pub fn merge_into(model: &mut Model, lora: &LoraSet) -> Result<(), ModelError> {
     for (&(layer, target), pair) in &lora.pairs {
         let Some(l) = model.transformer.layers.get_mut(layer) else {
-            return Err(ModelError::Fetch(format!("adapter has layer {layer}, the model has fewer")));
+            return Err(ModelError::Fetch(format!(
+                "adapter has layer {layer}, the model has fewer"
+            )));
         };
         let lin = l.linear_mut(target);
         let delta = (pair.b.matmul(&pair.a)? * pair.scale)?;
@@ -39,7 +41,8 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     let mut tok_cfg = model.tokenizer_config.clone();
     if let Some(o) = tok_cfg.as_object_mut() {
         o.insert("chat_template".into(), model.template.source().into());
-        o.entry("tokenizer_class").or_insert("PreTrainedTokenizerFast".into());
+        o.entry("tokenizer_class")
+            .or_insert("PreTrainedTokenizerFast".into());
     }
     write("tokenizer_config.json", &tok_cfg)?;
     let eos: Vec<u32> = model.stop_token_ids.clone();

@@ -61,7 +61,14 @@ impl Default for TargetModules {
 }
 
 impl AdapterConfig {
-    pub fn new(base: Option<String>, r: usize, alpha: f64, dropout: f32, rslora: bool, targets: &[LoraTarget]) -> Self {
+    pub fn new(
+        base: Option<String>,
+        r: usize,
+        alpha: f64,
+        dropout: f32,
+        rslora: bool,
+        targets: &[LoraTarget],
+    ) -> Self {
         Self {
             peft_type: lora(),
             task_type: causal_lm(),
@@ -70,7 +77,12 @@ impl AdapterConfig {
             lora_alpha: alpha,
             lora_dropout: dropout,
             use_rslora: rslora,
-            target_modules: TargetModules::List(targets.iter().map(|t| t.module_name().to_string()).collect()),
+            target_modules: TargetModules::List(
+                targets
+                    .iter()
+                    .map(|t| t.module_name().to_string())
+                    .collect(),
+            ),
             bias: none(),
             fan_in_fan_out: false,
             use_dora: false,
@@ -150,12 +162,17 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         })
         .collect::<Result<_, _>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::weights(path, e))?;
+    let bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::weights(path, e))?;
     write_atomic(path, &bytes)
 }
 
 /// Writes an adapter folder in PEFT layout.
-pub fn write_adapter(dir: &Path, config: &AdapterConfig, pairs: &BTreeMap<(usize, LoraTarget), (Tensor, Tensor)>) -> Result<(), ModelError> {
+pub fn write_adapter(
+    dir: &Path,
+    config: &AdapterConfig,
+    pairs: &BTreeMap<(usize, LoraTarget), (Tensor, Tensor)>,
+) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let mut tensors = Vec::with_capacity(pairs.len() * 2);
     for ((layer, target), (a, b)) in pairs {
@@ -174,29 +191,51 @@ pub struct LoadedAdapter {
 }
 
 /// Reads a PEFT adapter folder (f32, f16 or bf16) and checks it against the base model.
-pub fn read_adapter(dir: &Path, base: &ModelConfig, device: &Device) -> Result<LoadedAdapter, ModelError> {
+pub fn read_adapter(
+    dir: &Path,
+    base: &ModelConfig,
+    device: &Device,
+) -> Result<LoadedAdapter, ModelError> {
     let cfg_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-    let config: AdapterConfig = serde_json::from_str(&text)
-        .map_err(|e| ModelError::Config { path: cfg_path.clone(), message: format!("not a PEFT adapter config: {e}") })?;
+    let config: AdapterConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: cfg_path.clone(),
+        message: format!("not a PEFT adapter config: {e}"),
+    })?;
     if config.peft_type != "LORA" {
-        return Err(ModelError::Config { path: cfg_path, message: format!("peft_type {} is not supported (LORA is)", config.peft_type) });
+        return Err(ModelError::Config {
+            path: cfg_path,
+            message: format!("peft_type {} is not supported (LORA is)", config.peft_type),
+        });
     }
     if config.use_dora {
-        return Err(ModelError::Config { path: cfg_path, message: "DoRA adapters are not supported".into() });
+        return Err(ModelError::Config {
+            path: cfg_path,
+            message: "DoRA adapters are not supported".into(),
+        });
     }
     let st_path = dir.join("adapter_model.safetensors");
     if !st_path.exists() && dir.join("adapter_model.bin").exists() {
-        return Err(ModelError::Pickle { path: dir.join("adapter_model.bin") });
+        return Err(ModelError::Pickle {
+            path: dir.join("adapter_model.bin"),
+        });
     }
-    let tensors = candle_core::safetensors::load(&st_path, device).map_err(|e| ModelError::weights(&st_path, e))?;
-    let mut halves: BTreeMap<(usize, LoraTarget), (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+    let tensors = candle_core::safetensors::load(&st_path, device)
+        .map_err(|e| ModelError::weights(&st_path, e))?;
+    let mut halves: BTreeMap<(usize, LoraTarget), (Option<Tensor>, Option<Tensor>)> =
+        BTreeMap::new();
     for (key, t) in tensors {
         let Some((layer, target, which)) = parse_peft_key(&key) else {
             return Err(ModelError::weights(&st_path, format!("unexpected tensor `{key}` (only LoRA A/B matrices of linear layers are supported)")));
         };
         if layer >= base.num_hidden_layers {
-            return Err(ModelError::weights(&st_path, format!("`{key}` is for layer {layer}, but the base model has {} layers", base.num_hidden_layers)));
+            return Err(ModelError::weights(
+                &st_path,
+                format!(
+                    "`{key}` is for layer {layer}, but the base model has {} layers",
+                    base.num_hidden_layers
+                ),
+            ));
         }
         let t = t.to_dtype(DType::F32)?;
         let e = halves.entry((layer, target)).or_default();
@@ -210,7 +249,13 @@ pub fn read_adapter(dir: &Path, base: &ModelConfig, device: &Device) -> Result<L
     let mut pairs = BTreeMap::new();
     for ((layer, target), (a, b)) in halves {
         let (Some(a), Some(b)) = (a, b) else {
-            return Err(ModelError::weights(&st_path, format!("layer {layer} {} has only one of lora_A / lora_B", target.module_name())));
+            return Err(ModelError::weights(
+                &st_path,
+                format!(
+                    "layer {layer} {} has only one of lora_A / lora_B",
+                    target.module_name()
+                ),
+            ));
         };
         let (out_f, in_f) = linear_shape(base, target);
         if a.dims() != [config.r, in_f] || b.dims() != [out_f, config.r] {
@@ -224,7 +269,13 @@ pub fn read_adapter(dir: &Path, base: &ModelConfig, device: &Device) -> Result<L
         }
         pairs.insert((layer, target), LoraPair { a, b, scale });
     }
-    Ok(LoadedAdapter { config, lora: LoraSet { pairs, dropout: 0.0 } })
+    Ok(LoadedAdapter {
+        config,
+        lora: LoraSet {
+            pairs,
+            dropout: 0.0,
+        },
+    })
 }
 
 /// `[out, in]` of a target layer.
@@ -247,10 +298,15 @@ mod tests {
     #[test]
     fn keys_round_trip_and_tolerate_adapter_names() {
         let k = peft_key(3, LoraTarget::DownProj, 'B');
-        assert_eq!(k, "base_model.model.model.layers.3.mlp.down_proj.lora_B.weight");
+        assert_eq!(
+            k,
+            "base_model.model.model.layers.3.mlp.down_proj.lora_B.weight"
+        );
         assert_eq!(parse_peft_key(&k), Some((3, LoraTarget::DownProj, 'B')));
         assert_eq!(
-            parse_peft_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"),
+            parse_peft_key(
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+            ),
             Some((0, LoraTarget::QProj, 'A'))
         );
     }

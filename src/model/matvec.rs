@@ -32,9 +32,15 @@ pub fn matvec(weight: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     }
     let (guard, layout) = weight.storage_and_layout();
-    let Storage::Cpu(cpu) = &*guard else { return Ok(None) };
-    let Some((start, end)) = layout.contiguous_offsets() else { return Ok(None) };
-    let Ok(data) = cpu.as_slice::<f32>() else { return Ok(None) };
+    let Storage::Cpu(cpu) = &*guard else {
+        return Ok(None);
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    let Ok(data) = cpu.as_slice::<f32>() else {
+        return Ok(None);
+    };
     let w = &data[start..end];
     let mut y = vec![0f32; out_f];
     y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
@@ -53,11 +59,31 @@ mod tests {
 
     #[test]
     fn matches_matmul() {
-        let w = Tensor::arange(0f32, 300.0 * 37.0, &Device::Cpu).unwrap().reshape((300, 37)).unwrap();
+        let w = Tensor::arange(0f32, 300.0 * 37.0, &Device::Cpu)
+            .unwrap()
+            .reshape((300, 37))
+            .unwrap();
         let w = (w / 1000.0).unwrap().sin().unwrap();
-        let x = Tensor::arange(0f32, 37.0, &Device::Cpu).unwrap().reshape((1, 37)).unwrap().cos().unwrap();
-        let a: Vec<f32> = matvec(&w, &x).unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = x.matmul(&w.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let x = Tensor::arange(0f32, 37.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 37))
+            .unwrap()
+            .cos()
+            .unwrap();
+        let a: Vec<f32> = matvec(&w, &x)
+            .unwrap()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for (p, q) in a.iter().zip(&b) {
             assert!((p - q).abs() < 1e-4, "{p} vs {q}");
         }

@@ -94,7 +94,10 @@ pub fn apply_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> 
     let cos = Tensor::cat(&[cos, cos], D::Minus1)?;
     let sin = Tensor::cat(&[sin, sin], D::Minus1)?;
     let (cos, sin) = if cos.rank() == 2 {
-        (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?)
+        (
+            cos.unsqueeze(0)?.unsqueeze(0)?,
+            sin.unsqueeze(0)?.unsqueeze(0)?,
+        )
     } else {
         (cos.unsqueeze(1)?, sin.unsqueeze(1)?)
     };

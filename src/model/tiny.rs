@@ -68,10 +68,9 @@ pub fn tiny_tokenizer_json() -> serde_json::Value {
         );
     }
     let merges = ["Ġ t", "h e", "Ġt he", "i n", "e r"];
-    let mut next = 256 + TINY_SPECIALS.len() as u32;
-    for m in merges {
-        vocab.insert(m.replace(' ', ""), json!(next));
-        next += 1;
+    let first_merge_id = 256 + TINY_SPECIALS.len() as u32;
+    for (i, m) in merges.iter().enumerate() {
+        vocab.insert(m.replace(' ', ""), json!(first_merge_id + i as u32));
     }
     json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,

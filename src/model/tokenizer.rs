@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 
 use super::ModelError;
 
+/// Token ids and the byte range of `text` each one covers.
+pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A loaded tokenizer plus the special tokens the rest of the studio needs.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -81,10 +84,7 @@ impl Tokenizer {
     }
 
     /// Encodes and returns the byte offsets of every token in `text`.
-    pub fn encode_with_offsets(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), ModelError> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<TokensWithOffsets, ModelError> {
         let enc = self
             .inner
             .encode(text, false)
@@ -263,6 +263,19 @@ pub fn special_tokens_from_config(config: &Value) -> HashMap<&'static str, Strin
     out
 }
 
+/// Dataset statistics count tokens with the model's own tokenizer.
+impl crate::data::TokenCounter for Tokenizer {
+    fn count(&self, text: &str) -> usize {
+        self.inner
+            .encode_fast(text, false)
+            .map(|e| e.len())
+            .unwrap_or(0)
+    }
+    fn name(&self) -> String {
+        "model tokenizer".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,15 +323,5 @@ mod tests {
         let respelt: String = "中".bytes().map(|b| a[b as usize]).collect();
         assert_eq!(t.token_to_id(&respelt), Some(7));
         assert_eq!(t.bos_token.as_deref(), Some("<|im_start|>"));
-    }
-}
-
-/// Dataset statistics count tokens with the model's own tokenizer.
-impl crate::data::TokenCounter for Tokenizer {
-    fn count(&self, text: &str) -> usize {
-        self.inner.encode_fast(text, false).map(|e| e.len()).unwrap_or(0)
-    }
-    fn name(&self) -> String {
-        "model tokenizer".into()
     }
 }

@@ -50,16 +50,28 @@ fn sha256_file(path: &Path) -> String {
 }
 
 /// Loads, splits and tokenizes the run's data. `log` receives warnings for the user.
-pub fn prepare(cfg: &RunConfig, model: &Model, log: &mut dyn FnMut(String)) -> anyhow::Result<PreparedData> {
+pub fn prepare(
+    cfg: &RunConfig,
+    model: &Model,
+    log: &mut dyn FnMut(String),
+) -> anyhow::Result<PreparedData> {
     let mut ds = load_dataset(cfg)?;
     let records = ds.len();
     if !cfg.data.replace.is_empty() {
-        let n = ds.conversations.iter_mut().map(|c| c.replace_text(&cfg.data.replace)).filter(|&changed| changed).count();
+        let n = ds
+            .conversations
+            .iter_mut()
+            .map(|c| c.replace_text(&cfg.data.replace))
+            .filter(|&changed| changed)
+            .count();
         log(format!("replaced placeholders in {n} of {records} records"));
     }
     let invalid: std::collections::HashSet<usize> = ds.invalid_records().into_iter().collect();
     if !invalid.is_empty() {
-        log(format!("skipping {} invalid records (see the dataset's problems list)", invalid.len()));
+        log(format!(
+            "skipping {} invalid records (see the dataset's problems list)",
+            invalid.len()
+        ));
     }
     let size = match cfg.data.eval_split {
         EvalSplit::Ratio(r) => EvalSize::Ratio(r),
@@ -72,10 +84,18 @@ pub fn prepare(cfg: &RunConfig, model: &Model, log: &mut dyn FnMut(String)) -> a
             .filter(|i| !invalid.contains(i))
             .map(|&i| {
                 let conv = &ds.conversations[i];
-                let msgs: Vec<ChatMessage> =
-                    conv.to_chat_messages().into_iter().map(|(r, c)| ChatMessage::new(r, c)).collect();
-                batch::tokenize_conversation(model, &msgs, cfg.data.max_seq_len, cfg.data.train_on_prompt)
-                    .map_err(|e| anyhow::anyhow!("record {i}: {e}"))
+                let msgs: Vec<ChatMessage> = conv
+                    .to_chat_messages()
+                    .into_iter()
+                    .map(|(r, c)| ChatMessage::new(r, c))
+                    .collect();
+                batch::tokenize_conversation(
+                    model,
+                    &msgs,
+                    cfg.data.max_seq_len,
+                    cfg.data.train_on_prompt,
+                )
+                .map_err(|e| anyhow::anyhow!("record {i}: {e}"))
             })
             .collect()
     };
@@ -99,7 +119,10 @@ pub fn prepare(cfg: &RunConfig, model: &Model, log: &mut dyn FnMut(String)) -> a
     let train = collect(tokenize(&split.train))?;
     let eval = collect(tokenize(&split.eval))?;
     if truncated > 0 {
-        log(format!("{truncated} samples are longer than {} tokens and were truncated", cfg.data.max_seq_len));
+        log(format!(
+            "{truncated} samples are longer than {} tokens and were truncated",
+            cfg.data.max_seq_len
+        ));
     }
     if train.is_empty() {
         anyhow::bail!(
@@ -108,14 +131,27 @@ pub fn prepare(cfg: &RunConfig, model: &Model, log: &mut dyn FnMut(String)) -> a
             cfg.data.max_seq_len
         );
     }
-    Ok(PreparedData { train, eval, records, truncated, skipped, dataset_sha256: sha256_file(&cfg.data.path) })
+    Ok(PreparedData {
+        train,
+        eval,
+        records,
+        truncated,
+        skipped,
+        dataset_sha256: sha256_file(&cfg.data.path),
+    })
 }
 
 /// The rows of one epoch, in training order: shuffled from `seed + epoch`, then packed
 /// (or padded one sample per row).
-pub fn epoch_rows(examples: &[Example], cfg: &RunConfig, epoch: usize, pad_id: u32) -> Vec<PackedRow> {
+pub fn epoch_rows(
+    examples: &[Example],
+    cfg: &RunConfig,
+    epoch: usize,
+    pad_id: u32,
+) -> Vec<PackedRow> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 1_000_003));
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 1_000_003));
     order.shuffle(&mut rng);
     let refs: Vec<&Example> = order.iter().map(|&i| &examples[i]).collect();
     rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len, pad_id)
@@ -123,11 +159,19 @@ pub fn epoch_rows(examples: &[Example], cfg: &RunConfig, epoch: usize, pad_id: u
 
 /// Packs `examples` into rows of `max_len`, or gives each its own row (padded later to
 /// the longest row of its micro-batch).
-pub fn rows_for(examples: &[&Example], packing: bool, max_len: usize, pad_id: u32) -> Vec<PackedRow> {
+pub fn rows_for(
+    examples: &[&Example],
+    packing: bool,
+    max_len: usize,
+    pad_id: u32,
+) -> Vec<PackedRow> {
     if packing {
         batch::pack(examples, max_len, pad_id)
     } else {
-        examples.iter().flat_map(|e| batch::pack(&[*e], e.ids.len().max(1), pad_id)).collect()
+        examples
+            .iter()
+            .flat_map(|e| batch::pack(&[*e], e.ids.len().max(1), pad_id))
+            .collect()
     }
 }
 
@@ -143,7 +187,11 @@ pub struct MicroBatch {
 }
 
 /// Stacks rows (padding shorter ones) into a micro-batch.
-pub fn micro_batch(rows: &[PackedRow], pad_id: u32, device: &Device) -> candle_core::Result<MicroBatch> {
+pub fn micro_batch(
+    rows: &[PackedRow],
+    pad_id: u32,
+    device: &Device,
+) -> candle_core::Result<MicroBatch> {
     let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
     let b = rows.len();
     let (mut ids, mut pos, mut seg, mut targets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -15,7 +15,12 @@ const ACT_ATTN_ROW: f64 = 0.5;
 /// Effective training throughput of this CPU trainer, FLOP/s (bench_train figure).
 const EFFECTIVE_FLOPS: f64 = 55e9;
 
-pub fn estimate(model: &ModelConfig, cfg: &RunConfig, trainable: usize, total_steps: usize) -> Estimate {
+pub fn estimate(
+    model: &ModelConfig,
+    cfg: &RunConfig,
+    trainable: usize,
+    total_steps: usize,
+) -> Estimate {
     let t = cfg.data.max_seq_len as f64;
     let b = cfg.training.batch_size as f64;
     let tokens = b * t;

@@ -10,7 +10,12 @@ pub const LOSS_CHUNK_ROWS: usize = 256;
 
 /// Row indices that have a target, and the targets, chunked alike.
 fn target_rows(targets: &[Option<u32>]) -> (Vec<u32>, Vec<u32>) {
-    let rows = targets.iter().enumerate().filter(|(_, t)| t.is_some()).map(|(i, _)| i as u32).collect();
+    let rows = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some())
+        .map(|(i, _)| i as u32)
+        .collect();
     let labels = targets.iter().filter_map(|t| *t).collect();
     (rows, labels)
 }
@@ -25,11 +30,18 @@ fn picked_log_probs(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
 /// Sum of per-token cross-entropy over `targets`, for hidden states `[n, hidden]` (already
 /// normalized), differentiable with respect to `hidden`. Rows with no target are skipped
 /// before the LM head, and the logits exist one chunk at a time.
-pub fn cross_entropy_sum_differentiable(model: &Transformer, hidden: &Tensor, targets: &[Option<u32>]) -> Result<Tensor> {
+pub fn cross_entropy_sum_differentiable(
+    model: &Transformer,
+    hidden: &Tensor,
+    targets: &[Option<u32>],
+) -> Result<Tensor> {
     let (rows, labels) = target_rows(targets);
     let device = hidden.device();
     let mut total = Tensor::zeros((), DType::F32, device)?;
-    for (chunk_rows, chunk_labels) in rows.chunks(LOSS_CHUNK_ROWS).zip(labels.chunks(LOSS_CHUNK_ROWS)) {
+    for (chunk_rows, chunk_labels) in rows
+        .chunks(LOSS_CHUNK_ROWS)
+        .zip(labels.chunks(LOSS_CHUNK_ROWS))
+    {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
         let logits = model.logits_differentiable(&h)?;
         total = (total - picked_log_probs(&logits, chunk_labels)?.sum_all()?)?;
@@ -39,14 +51,23 @@ pub fn cross_entropy_sum_differentiable(model: &Transformer, hidden: &Tensor, ta
 
 /// Per-token losses without gradients (eval), same layout as
 /// [`cross_entropy_sum_differentiable`].
-pub fn token_losses(model: &Transformer, hidden: &Tensor, targets: &[Option<u32>]) -> Result<Vec<f32>> {
+pub fn token_losses(
+    model: &Transformer,
+    hidden: &Tensor,
+    targets: &[Option<u32>],
+) -> Result<Vec<f32>> {
     let (rows, labels) = target_rows(targets);
     let device = hidden.device();
     let mut out = Vec::with_capacity(labels.len());
-    for (chunk_rows, chunk_labels) in rows.chunks(LOSS_CHUNK_ROWS).zip(labels.chunks(LOSS_CHUNK_ROWS)) {
+    for (chunk_rows, chunk_labels) in rows
+        .chunks(LOSS_CHUNK_ROWS)
+        .zip(labels.chunks(LOSS_CHUNK_ROWS))
+    {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
         let logits = model.logits(&h, false)?;
-        let picked: Vec<f32> = picked_log_probs(&logits, chunk_labels)?.flatten_all()?.to_vec1()?;
+        let picked: Vec<f32> = picked_log_probs(&logits, chunk_labels)?
+            .flatten_all()?
+            .to_vec1()?;
         out.extend(picked.into_iter().map(|x| -x));
     }
     Ok(out)

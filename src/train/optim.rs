@@ -18,9 +18,18 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<Var>, cfg: OptimSection) -> Result<Self> {
-        let m = params.iter().map(|p| p.as_tensor().zeros_like()).collect::<Result<Vec<_>>>()?;
+        let m = params
+            .iter()
+            .map(|p| p.as_tensor().zeros_like())
+            .collect::<Result<Vec<_>>>()?;
         let v = m.clone();
-        Ok(Self { params, m, v, step: 0, cfg })
+        Ok(Self {
+            params,
+            m,
+            v,
+            step: 0,
+            cfg,
+        })
     }
 
     /// Applies one update with learning rate `lr` and gradients `grads` (same order as params).
@@ -67,7 +76,8 @@ pub fn clip(grads: Vec<Tensor>, norm: f64, max_norm: f64) -> Result<Vec<Tensor>>
 
 /// Warmup steps for a run of `total` optimizer steps.
 pub fn warmup_steps(cfg: &OptimSection, total: usize) -> usize {
-    cfg.warmup_steps.unwrap_or_else(|| (cfg.warmup_ratio * total as f64).ceil() as usize)
+    cfg.warmup_steps
+        .unwrap_or_else(|| (cfg.warmup_ratio * total as f64).ceil() as usize)
 }
 
 /// The learning rate for optimizer step `step` (0-based), like transformers'
@@ -94,12 +104,20 @@ mod tests {
 
     #[test]
     fn schedule_shapes() {
-        let cfg = OptimSection { learning_rate: 1.0, warmup_steps: Some(2), schedule: Schedule::Cosine, ..Default::default() };
+        let cfg = OptimSection {
+            learning_rate: 1.0,
+            warmup_steps: Some(2),
+            schedule: Schedule::Cosine,
+            ..Default::default()
+        };
         assert_eq!(learning_rate(&cfg, 0, 10), 0.0);
         assert_eq!(learning_rate(&cfg, 1, 10), 0.5);
         assert_eq!(learning_rate(&cfg, 2, 10), 1.0);
         assert!((learning_rate(&cfg, 6, 10) - 0.5).abs() < 1e-12);
-        let lin = OptimSection { schedule: Schedule::Linear, ..cfg.clone() };
+        let lin = OptimSection {
+            schedule: Schedule::Linear,
+            ..cfg.clone()
+        };
         assert!((learning_rate(&lin, 6, 10) - 0.5).abs() < 1e-12);
     }
 
@@ -111,12 +129,18 @@ mod tests {
     fn adamw_matches_torch() {
         let dev = Device::Cpu;
         let p = Var::new(&[1.0f32, -2.0], &dev).unwrap();
-        let cfg = OptimSection { weight_decay: 0.01, ..Default::default() };
+        let cfg = OptimSection {
+            weight_decay: 0.01,
+            ..Default::default()
+        };
         let mut opt = AdamW::new(vec![p.clone()], cfg).unwrap();
         let g = Tensor::new(&[0.5f32, 0.25], &dev).unwrap();
-        opt.update(&[g.clone()], 0.1).unwrap();
+        opt.update(std::slice::from_ref(&g), 0.1).unwrap();
         opt.update(&[g], 0.1).unwrap();
         let v = p.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((v[0] - 0.798101).abs() < 1e-5 && (v[1] + 2.195902).abs() < 1e-5, "{v:?}");
+        assert!(
+            (v[0] - 0.798101).abs() < 1e-5 && (v[1] + 2.195902).abs() < 1e-5,
+            "{v:?}"
+        );
     }
 }

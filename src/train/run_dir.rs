@@ -54,12 +54,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 impl RunDir {
     /// Creates `<runs>/<YYYYmmdd-HHMMSS>-<name>/` and writes `run.toml`.
     pub fn create(cfg: &RunConfig, dataset_sha256: &str) -> anyhow::Result<Self> {
-        let parent = cfg.output.runs_dir.clone().unwrap_or_else(crate::paths::runs_dir);
+        let parent = cfg
+            .output
+            .runs_dir
+            .clone()
+            .unwrap_or_else(crate::paths::runs_dir);
         let name: String = cfg
             .output
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
         let mut path = parent.join(format!("{stamp}-{name}"));
@@ -77,13 +87,22 @@ impl RunDir {
 
     pub fn open(path: &Path) -> anyhow::Result<(Self, RunConfig)> {
         let cfg = RunConfig::load(&path.join("run.toml"))?;
-        Ok((Self { path: path.to_path_buf() }, cfg))
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+            },
+            cfg,
+        ))
     }
 
     /// Appends one line to `metrics.jsonl`.
     pub fn log_metric(&self, line: &MetricLine) -> anyhow::Result<()> {
         let path = self.path.join("metrics.jsonl");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
         let text = serde_json::to_string(line)?;
         writeln!(f, "{text}").map_err(|e| io_err(&path, e))
     }
@@ -119,13 +138,19 @@ impl RunDir {
         state: &TrainerState,
     ) -> anyhow::Result<PathBuf> {
         let dest = self.checkpoint_dir(state.step);
-        let tmp = self.path.join("checkpoints").join(format!(".step-{}.partial", state.step));
+        let tmp = self
+            .path
+            .join("checkpoints")
+            .join(format!(".step-{}.partial", state.step));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
         }
         peft::write_adapter(&tmp, adapter_cfg, pairs)?;
         peft::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
-        write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+        write_atomic(
+            &tmp.join("trainer_state.json"),
+            serde_json::to_string_pretty(state)?.as_bytes(),
+        )?;
         if dest.exists() {
             std::fs::remove_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
         }
@@ -176,16 +201,26 @@ pub struct Checkpoint {
 pub fn load_checkpoint(dir: &Path, device: &Device) -> anyhow::Result<Checkpoint> {
     let state_path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?;
     let opt_path = dir.join("optimizer.safetensors");
-    let moments = candle_core::safetensors::load(&opt_path, device).map_err(|e| anyhow::anyhow!("{}: {e}", opt_path.display()))?;
-    Ok(Checkpoint { state, moments, adapter_dir: dir.to_path_buf() })
+    let moments = candle_core::safetensors::load(&opt_path, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", opt_path.display()))?;
+    Ok(Checkpoint {
+        state,
+        moments,
+        adapter_dir: dir.to_path_buf(),
+    })
 }
 
 /// Every line of a run's `metrics.jsonl` that parses.
 pub fn read_metrics(run: &Path) -> Vec<MetricLine> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -207,7 +242,9 @@ pub struct RunInfo {
 
 /// Reads every run folder under `dir`, newest first.
 pub fn list_runs(dir: &Path) -> Vec<RunInfo> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut runs: Vec<RunInfo> = rd
         .flatten()
         .map(|e| e.path())
@@ -228,9 +265,16 @@ pub fn read_run(path: &Path) -> RunInfo {
             MetricLine::Eval { step, loss } => evals.push((step, loss)),
         }
     }
-    let best_eval_loss = evals.iter().map(|e| e.1).filter(|l| l.is_finite()).reduce(f64::min);
+    let best_eval_loss = evals
+        .iter()
+        .map(|e| e.1)
+        .filter(|l| l.is_finite())
+        .reduce(f64::min);
     RunInfo {
-        name: path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
         path: path.to_path_buf(),
         config,
         final_loss: steps.last().map(|s| s.loss),
@@ -238,7 +282,10 @@ pub fn read_run(path: &Path) -> RunInfo {
         steps,
         evals,
         checkpoints: checkpoint_steps(path),
-        has_adapter: path.join("adapter").join("adapter_model.safetensors").exists(),
+        has_adapter: path
+            .join("adapter")
+            .join("adapter_model.safetensors")
+            .exists(),
         best_eval_loss,
     }
 }

@@ -20,7 +20,10 @@ use crate::model::{Forward, Layout, Model};
 pub enum Start {
     Fresh,
     /// Resume from `checkpoints/step-N/` of an existing run directory.
-    Resume { run: RunDir, checkpoint: std::path::PathBuf },
+    Resume {
+        run: RunDir,
+        checkpoint: std::path::PathBuf,
+    },
 }
 
 /// How the loop talks to its watcher.
@@ -33,14 +36,23 @@ pub trait Control {
 }
 
 /// Micro-batches of one epoch.
-fn epoch_batches(prepared: &PreparedData, cfg: &RunConfig, epoch: usize, pad: u32) -> Vec<Vec<super::batch::PackedRow>> {
+fn epoch_batches(
+    prepared: &PreparedData,
+    cfg: &RunConfig,
+    epoch: usize,
+    pad: u32,
+) -> Vec<Vec<super::batch::PackedRow>> {
     let rows = data::epoch_rows(&prepared.train, cfg, epoch, pad);
-    rows.chunks(cfg.training.batch_size).map(|c| c.to_vec()).collect()
+    rows.chunks(cfg.training.batch_size)
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 /// Optimizer steps of the whole run.
 pub fn total_steps(cfg: &RunConfig, micro_batches_per_epoch: usize) -> usize {
-    let per_epoch = micro_batches_per_epoch.div_ceil(cfg.training.grad_accumulation).max(1);
+    let per_epoch = micro_batches_per_epoch
+        .div_ceil(cfg.training.grad_accumulation)
+        .max(1);
     match cfg.training.max_steps {
         Some(s) => s.max(1),
         None => ((cfg.training.epochs * per_epoch as f64).ceil() as usize).max(1),
@@ -59,13 +71,21 @@ pub fn pad_id(model: &Model) -> u32 {
 }
 
 /// Sum of cross-entropy over a micro-batch's targets, differentiable w.r.t. the adapter.
-pub fn micro_batch_loss(model: &Model, adapter: &TrainableAdapter, mb: &MicroBatch, dropout_seed: u64) -> candle_core::Result<Tensor> {
+pub fn micro_batch_loss(
+    model: &Model,
+    adapter: &TrainableAdapter,
+    mb: &MicroBatch,
+    dropout_seed: u64,
+) -> candle_core::Result<Tensor> {
     let lora = adapter.lora_set();
     let h = model.transformer.forward(
         &mb.ids,
         Forward {
             lora: Some(&lora),
-            layout: Layout::Packed { positions: mb.positions.clone(), segments: mb.segments.clone() },
+            layout: Layout::Packed {
+                positions: mb.positions.clone(),
+                segments: mb.segments.clone(),
+            },
             differentiable: true,
             dropout_seed: Some(dropout_seed),
             ..Default::default()
@@ -76,7 +96,12 @@ pub fn micro_batch_loss(model: &Model, adapter: &TrainableAdapter, mb: &MicroBat
 }
 
 /// Mean loss over the eval examples with the adapter's current values (no gradients).
-pub fn evaluate(model: &Model, adapter: &TrainableAdapter, prepared: &PreparedData, cfg: &RunConfig) -> anyhow::Result<Option<f64>> {
+pub fn evaluate(
+    model: &Model,
+    adapter: &TrainableAdapter,
+    prepared: &PreparedData,
+    cfg: &RunConfig,
+) -> anyhow::Result<Option<f64>> {
     if prepared.eval.is_empty() {
         return Ok(None);
     }
@@ -91,7 +116,10 @@ pub fn evaluate(model: &Model, adapter: &TrainableAdapter, prepared: &PreparedDa
             &mb.ids,
             Forward {
                 lora: Some(&lora),
-                layout: Layout::Packed { positions: mb.positions.clone(), segments: mb.segments.clone() },
+                layout: Layout::Packed {
+                    positions: mb.positions.clone(),
+                    segments: mb.segments.clone(),
+                },
                 ..Default::default()
             },
         )?;
@@ -104,7 +132,12 @@ pub fn evaluate(model: &Model, adapter: &TrainableAdapter, prepared: &PreparedDa
 }
 
 /// Runs (or resumes) a training run to its end, a stop, or a failure.
-pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Control) -> anyhow::Result<Summary> {
+pub fn run(
+    cfg: RunConfig,
+    model: Arc<Model>,
+    start: Start,
+    control: &mut dyn Control,
+) -> anyhow::Result<Summary> {
     let problems = cfg.validate();
     if !problems.is_empty() {
         anyhow::bail!("the run config is not usable: {}", problems.join("; "));
@@ -118,13 +151,29 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
     let pad = pad_id(&model);
     let first_epoch = epoch_batches(&prepared, &cfg, 0, pad);
     let total = total_steps(&cfg, first_epoch.len());
-    let mut adapter = TrainableAdapter::init(model.config(), &cfg.lora, model.hub_id.clone(), cfg.training.seed, &device)?;
+    let mut adapter = TrainableAdapter::init(
+        model.config(),
+        &cfg.lora,
+        model.hub_id.clone(),
+        cfg.training.seed,
+        &device,
+    )?;
     let named = adapter.named_vars();
-    let mut opt = AdamW::new(named.iter().map(|(_, v)| v.clone()).collect(), cfg.optim.clone())?;
+    let mut opt = AdamW::new(
+        named.iter().map(|(_, v)| v.clone()).collect(),
+        cfg.optim.clone(),
+    )?;
     let (run, mut state) = match start {
         Start::Fresh => {
             let run = RunDir::create(&cfg, &prepared.dataset_sha256)?;
-            let state = TrainerState { step: 0, total_steps: total, epoch: 0, micro_batch: 0, best_eval_loss: None, elapsed_s: 0.0 };
+            let state = TrainerState {
+                step: 0,
+                total_steps: total,
+                epoch: 0,
+                micro_batch: 0,
+                best_eval_loss: None,
+                elapsed_s: 0.0,
+            };
             (run, state)
         }
         Start::Resume { run, checkpoint } => {
@@ -144,14 +193,24 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
             opt.step = ck.state.step;
             run.truncate_metrics_after(ck.state.step)?;
             control.send(TrainEvent::Log {
-                message: format!("resuming from step {} of {} ({})", ck.state.step, ck.state.total_steps, checkpoint.display()),
+                message: format!(
+                    "resuming from step {} of {} ({})",
+                    ck.state.step,
+                    ck.state.total_steps,
+                    checkpoint.display()
+                ),
             });
             (run, ck.state)
         }
     };
     let trainable = adapter.parameter_count();
     let estimate = super::estimate::estimate(model.config(), &cfg, trainable, total);
-    control.send(TrainEvent::Started { run_dir: run.path.clone(), total_steps: state.total_steps, start_step: state.step, estimate: estimate.clone() });
+    control.send(TrainEvent::Started {
+        run_dir: run.path.clone(),
+        total_steps: state.total_steps,
+        start_step: state.step,
+        estimate: estimate.clone(),
+    });
 
     let t_start = Instant::now();
     let elapsed_before = state.elapsed_s;
@@ -160,7 +219,10 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
     let mut stopped_early = false;
     let mut save_now = false;
     let accum = cfg.training.grad_accumulation;
-    let save_checkpoint = |adapter: &TrainableAdapter, opt: &AdamW, state: &TrainerState| -> anyhow::Result<std::path::PathBuf> {
+    let save_checkpoint = |adapter: &TrainableAdapter,
+                           opt: &AdamW,
+                           state: &TrainerState|
+     -> anyhow::Result<std::path::PathBuf> {
         let mut moments = Vec::new();
         for (i, (name, _)) in named.iter().enumerate() {
             moments.push((format!("m.{name}"), opt.m[i].clone()));
@@ -168,7 +230,8 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
         }
         run.save_checkpoint(&adapter.config, &adapter.pairs(), &moments, state)
     };
-    let mut epoch_cache: Option<(usize, Vec<Vec<super::batch::PackedRow>>)> = Some((0, first_epoch));
+    let mut epoch_cache: Option<(usize, Vec<Vec<super::batch::PackedRow>>)> =
+        Some((0, first_epoch));
 
     'outer: while state.step < state.total_steps {
         let batches = match epoch_cache.take() {
@@ -178,7 +241,8 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
         let n_micro = batches.len();
         while state.micro_batch < n_micro && state.step < state.total_steps {
             let t_step = Instant::now();
-            let group: Vec<MicroBatch> = batches[state.micro_batch..(state.micro_batch + accum).min(n_micro)]
+            let group: Vec<MicroBatch> = batches
+                [state.micro_batch..(state.micro_batch + accum).min(n_micro)]
                 .iter()
                 .map(|rows| data::micro_batch(rows, pad, &device))
                 .collect::<candle_core::Result<_>>()?;
@@ -203,7 +267,11 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
                     .collect::<candle_core::Result<_>>()?;
                 grads = Some(match grads {
                     None => g,
-                    Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
+                    Some(acc) => acc
+                        .iter()
+                        .zip(&g)
+                        .map(|(a, b)| a + b)
+                        .collect::<candle_core::Result<_>>()?,
                 });
             }
             let step_no = state.step + 1;
@@ -233,7 +301,8 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
             let rate = t_start.elapsed().as_secs_f64() / done_here.max(1.0);
             let metrics = StepMetrics {
                 step: state.step,
-                epoch: state.epoch as f64 + state.micro_batch.min(n_micro) as f64 / n_micro.max(1) as f64,
+                epoch: state.epoch as f64
+                    + state.micro_batch.min(n_micro) as f64 / n_micro.max(1) as f64,
                 loss: loss_sum,
                 lr,
                 grad_norm: norm,
@@ -278,14 +347,26 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
             if every(cfg.training.eval_every) && state.step < state.total_steps {
                 if let Some(l) = evaluate(&model, &adapter, &prepared, &cfg)? {
                     state.best_eval_loss = Some(state.best_eval_loss.map_or(l, |b| b.min(l)));
-                    run.log_metric(&MetricLine::Eval { step: state.step, loss: l })?;
-                    control.send(TrainEvent::Eval { step: state.step, loss: l });
+                    run.log_metric(&MetricLine::Eval {
+                        step: state.step,
+                        loss: l,
+                    })?;
+                    control.send(TrainEvent::Eval {
+                        step: state.step,
+                        loss: l,
+                    });
                 }
             }
             state.elapsed_s = elapsed_before + t_start.elapsed().as_secs_f64();
-            if stop || save_now || (every(cfg.training.save_every) && state.step < state.total_steps) {
+            if stop
+                || save_now
+                || (every(cfg.training.save_every) && state.step < state.total_steps)
+            {
                 let path = save_checkpoint(&adapter, &opt, &state)?;
-                control.send(TrainEvent::Checkpoint { step: state.step, path });
+                control.send(TrainEvent::Checkpoint {
+                    step: state.step,
+                    path,
+                });
                 save_now = false;
             }
             if stop {
@@ -306,12 +387,21 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
     if !stopped_early {
         if let Some(l) = evaluate(&model, &adapter, &prepared, &cfg)? {
             state.best_eval_loss = Some(state.best_eval_loss.map_or(l, |b| b.min(l)));
-            run.log_metric(&MetricLine::Eval { step: state.step, loss: l })?;
-            control.send(TrainEvent::Eval { step: state.step, loss: l });
+            run.log_metric(&MetricLine::Eval {
+                step: state.step,
+                loss: l,
+            })?;
+            control.send(TrainEvent::Eval {
+                step: state.step,
+                loss: l,
+            });
         }
         state.elapsed_s = elapsed_before + t_start.elapsed().as_secs_f64();
         let path = save_checkpoint(&adapter, &opt, &state)?;
-        control.send(TrainEvent::Checkpoint { step: state.step, path });
+        control.send(TrainEvent::Checkpoint {
+            step: state.step,
+            path,
+        });
         adapter_dir = Some(run.save_adapter(&adapter.config, &adapter.pairs())?);
     }
     let summary = Summary {
@@ -323,7 +413,9 @@ pub fn run(cfg: RunConfig, model: Arc<Model>, start: Start, control: &mut dyn Co
         adapter_dir,
         stopped_early,
     };
-    control.send(TrainEvent::Finished { summary: summary.clone() });
+    control.send(TrainEvent::Finished {
+        summary: summary.clone(),
+    });
     Ok(summary)
 }
 

@@ -43,29 +43,54 @@ impl Control for ChannelControl {
     }
 }
 
-fn spawn_with(work: impl FnOnce(&mut ChannelControl) -> anyhow::Result<()> + Send + 'static, wake: Wake) -> anyhow::Result<TrainHandle> {
+fn spawn_with(
+    work: impl FnOnce(&mut ChannelControl) -> anyhow::Result<()> + Send + 'static,
+    wake: Wake,
+) -> anyhow::Result<TrainHandle> {
     let (etx, erx) = crossbeam_channel::bounded(1024);
     let (ctx, crx) = crossbeam_channel::bounded(16);
-    let thread = std::thread::Builder::new().name("trainer".into()).spawn(move || {
-        let mut control = ChannelControl { events: etx, commands: crx, wake };
-        if let Err(e) = work(&mut control) {
-            control.send(TrainEvent::Failed { error: format!("{e:#}") });
-        }
-    })?;
-    Ok(TrainHandle { events: erx, commands: ctx, thread })
+    let thread = std::thread::Builder::new()
+        .name("trainer".into())
+        .spawn(move || {
+            let mut control = ChannelControl {
+                events: etx,
+                commands: crx,
+                wake,
+            };
+            if let Err(e) = work(&mut control) {
+                control.send(TrainEvent::Failed {
+                    error: format!("{e:#}"),
+                });
+            }
+        })?;
+    Ok(TrainHandle {
+        events: erx,
+        commands: ctx,
+        thread,
+    })
 }
 
 fn load_base(spec: &str, control: &mut ChannelControl) -> anyhow::Result<Arc<Model>> {
-    control.send(TrainEvent::Log { message: format!("loading base model {spec}") });
+    control.send(TrainEvent::Log {
+        message: format!("loading base model {spec}"),
+    });
     if spec == "default" && crate::model::source::find_default().is_none() {
-        crate::model::fetch::fetch_default(&mut |l| control.send(TrainEvent::Log { message: l.to_string() }))?;
+        crate::model::fetch::fetch_default(&mut |l| {
+            control.send(TrainEvent::Log {
+                message: l.to_string(),
+            })
+        })?;
     }
     Ok(Arc::new(crate::model::load(spec)?))
 }
 
 /// Starts a new run. `model`, when given, is used instead of loading `config.model.base`
 /// (the studio shares the model it already has).
-pub fn spawn(config: RunConfig, model: Option<Arc<Model>>, wake: Wake) -> anyhow::Result<TrainHandle> {
+pub fn spawn(
+    config: RunConfig,
+    model: Option<Arc<Model>>,
+    wake: Wake,
+) -> anyhow::Result<TrainHandle> {
     spawn_with(
         move |control| {
             let model = match model {
@@ -81,11 +106,18 @@ pub fn spawn(config: RunConfig, model: Option<Arc<Model>>, wake: Wake) -> anyhow
 }
 
 /// Continues the run in `run_dir` from its last checkpoint.
-pub fn resume(run_dir: &Path, model: Option<Arc<Model>>, wake: Wake) -> anyhow::Result<TrainHandle> {
+pub fn resume(
+    run_dir: &Path,
+    model: Option<Arc<Model>>,
+    wake: Wake,
+) -> anyhow::Result<TrainHandle> {
     let (run, config) = RunDir::open(run_dir)?;
     let steps = run_dir::checkpoint_steps(run_dir);
     let Some(&last) = steps.last() else {
-        anyhow::bail!("{}: the run has no checkpoint to resume from", run_dir.display());
+        anyhow::bail!(
+            "{}: the run has no checkpoint to resume from",
+            run_dir.display()
+        );
     };
     let checkpoint = run.checkpoint_dir(last);
     spawn_with(
