@@ -89,7 +89,10 @@ fn token_ids_match_transformers() {
         assert_eq!(text, c["text"].as_str().unwrap());
         // The fixture's chat `ids` hold the keys of a BatchEncoding rather than ids, so the
         // rendered chat's ids are checked through logits.json's `prompt_ids` instead.
-        if c["ids"].as_array().is_some_and(|a| a.iter().all(|x| x.is_u64())) {
+        if c["ids"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x.is_u64()))
+        {
             assert_eq!(m.encode_chat(&msgs, gen).unwrap(), ids(&c["ids"]));
         }
     }

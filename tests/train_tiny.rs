@@ -27,7 +27,11 @@ struct Recorder {
 
 impl Recorder {
     fn new(stop_at: Option<usize>) -> Self {
-        Self { events: Vec::new(), stop_at, pending: None }
+        Self {
+            events: Vec::new(),
+            stop_at,
+            pending: None,
+        }
     }
     fn losses(&self) -> Vec<(usize, f64)> {
         self.events
@@ -59,7 +63,9 @@ impl Control for Recorder {
 
 /// A small chat dataset the tiny model can learn: each answer repeats the question's word.
 fn write_dataset(dir: &Path) -> std::path::PathBuf {
-    let words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa"];
+    let words = [
+        "alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa",
+    ];
     let mut text = String::new();
     for (i, w) in words.iter().cycle().take(24).enumerate() {
         let line = serde_json::json!({"messages": [
@@ -98,8 +104,20 @@ fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
 }
 
 fn logits(m: &Model, lora: Option<&model::lora::LoraSet>, ids: &[u32]) -> Tensor {
-    let x = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let h = m.transformer.forward(&x, Forward { lora, ..Default::default() }).unwrap();
+    let x = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = m
+        .transformer
+        .forward(
+            &x,
+            Forward {
+                lora,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
 }
 
@@ -108,31 +126,53 @@ fn loss_falls_and_only_the_adapter_changes() {
     let (_dir, model, mut cfg) = setup();
     cfg.training.max_steps = Some(40);
     cfg.training.eval_every = 0;
-    let before: Vec<f32> = model.transformer.layers[0].q_proj.weight.flatten_all().unwrap().to_vec1().unwrap();
+    let before: Vec<f32> = model.transformer.layers[0]
+        .q_proj
+        .weight
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let mut rec = Recorder::new(None);
     let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut rec).unwrap();
     let losses = rec.losses();
     assert_eq!(losses.len(), 40);
     let first = losses[..4].iter().map(|l| l.1).sum::<f64>() / 4.0;
     let last = losses[36..].iter().map(|l| l.1).sum::<f64>() / 4.0;
-    assert!(last < 0.6 * first, "loss did not fall enough: {first} -> {last}");
-    let after: Vec<f32> = model.transformer.layers[0].q_proj.weight.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(
+        last < 0.6 * first,
+        "loss did not fall enough: {first} -> {last}"
+    );
+    let after: Vec<f32> = model.transformer.layers[0]
+        .q_proj
+        .weight
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert_eq!(before, after, "a base weight changed");
 
     // The adapter folder is PEFT's layout.
     let adapter_dir = summary.adapter_dir.unwrap();
-    let st = candle_core::safetensors::load(adapter_dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let st =
+        candle_core::safetensors::load(adapter_dir.join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
     let a = &st["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"];
     let b = &st["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"];
     assert_eq!(a.dims(), &[4, 128]);
     assert_eq!(b.dims(), &[64, 4]);
     assert!(st.keys().all(|k| !k.contains(".default.")));
-    let cfg_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter_dir.join("adapter_config.json")).unwrap()).unwrap();
+    let cfg_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(cfg_json["r"], 4);
     assert_eq!(cfg_json["task_type"], "CAUSAL_LM");
     assert_eq!(cfg_json["target_modules"].as_array().unwrap().len(), 7);
-    assert!(rec.events.iter().any(|e| matches!(e, TrainEvent::Finished { .. })));
+    assert!(rec
+        .events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Finished { .. })));
 }
 
 #[test]
@@ -145,11 +185,16 @@ fn zero_b_reproduces_the_base_and_merge_equals_base_plus_adapter() {
 
     let mut rec = Recorder::new(None);
     let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut rec).unwrap();
-    let loaded = peft::read_adapter(&summary.adapter_dir.unwrap(), model.config(), &Device::Cpu).unwrap();
+    let loaded =
+        peft::read_adapter(&summary.adapter_dir.unwrap(), model.config(), &Device::Cpu).unwrap();
     let tuned = logits(&model, Some(&loaded.lora), &ids);
-    assert!(common::max_abs_diff(&base, &tuned) > 1e-3, "training changed nothing");
+    assert!(
+        common::max_abs_diff(&base, &tuned) > 1e-3,
+        "training changed nothing"
+    );
 
-    let mut merged = model::load_hf_folder(Path::new(&model.location.path()), &Device::Cpu).unwrap();
+    let mut merged =
+        model::load_hf_folder(Path::new(&model.location.path()), &Device::Cpu).unwrap();
     merge::merge_into(&mut merged, &loaded.lora).unwrap();
     let diff = common::max_abs_diff(&tuned, &logits(&merged, None, &ids));
     assert!(diff < 1e-4, "merged differs from base + adapter by {diff}");
@@ -178,8 +223,19 @@ fn resume_continues_the_loss_curve_exactly() {
 
     let (run, cfg) = finetune_studio::train::run_dir::RunDir::open(&summary.run_dir).unwrap();
     let mut second = Recorder::new(None);
-    trainer::run(cfg, model, Start::Resume { run, checkpoint: ck }, &mut second).unwrap();
-    assert!(second.events.iter().any(|e| matches!(e, TrainEvent::Log { message } if message.contains("resuming from step 3"))));
+    trainer::run(
+        cfg,
+        model,
+        Start::Resume {
+            run,
+            checkpoint: ck,
+        },
+        &mut second,
+    )
+    .unwrap();
+    assert!(second.events.iter().any(
+        |e| matches!(e, TrainEvent::Log { message } if message.contains("resuming from step 3"))
+    ));
 
     let expected = full.losses();
     let mut got = first.losses();
@@ -187,7 +243,10 @@ fn resume_continues_the_loss_curve_exactly() {
     assert_eq!(got.len(), expected.len());
     for ((s1, l1), (s2, l2)) in got.iter().zip(&expected) {
         assert_eq!(s1, s2);
-        assert!((l1 - l2).abs() < 1e-4, "step {s1}: resumed {l1} vs uninterrupted {l2}");
+        assert!(
+            (l1 - l2).abs() < 1e-4,
+            "step {s1}: resumed {l1} vs uninterrupted {l2}"
+        );
     }
     let metrics = finetune_studio::train::run_dir::read_run(&summary.run_dir);
     assert_eq!(metrics.steps.len(), expected.len());
@@ -200,8 +259,16 @@ fn nan_stops_the_run_and_keeps_it_unfinished() {
     cfg.optim.max_grad_norm = 0.0;
     cfg.training.max_steps = Some(6);
     let mut rec = Recorder::new(None);
-    let err = trainer::run(cfg, model, Start::Fresh, &mut rec).unwrap_err().to_string();
+    let err = trainer::run(cfg, model, Start::Fresh, &mut rec)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at step"), "{err}");
-    assert!(rec.events.iter().any(|e| matches!(e, TrainEvent::Failed { .. })));
-    assert!(!rec.events.iter().any(|e| matches!(e, TrainEvent::Finished { .. })));
+    assert!(rec
+        .events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Failed { .. })));
+    assert!(!rec
+        .events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Finished { .. })));
 }
