@@ -107,6 +107,17 @@ fn send_streams_a_reply_and_finishes() {
     assert_eq!(h.state().chat.panes[0].turns.len(), 2);
     assert_eq!(h.state().chat.panes[0].turns[1].content, reply);
 
+    // Copy puts the reply on the clipboard.
+    h.get_by_label("Copy").click();
+    h.step();
+    let copied = h
+        .output()
+        .platform_output
+        .commands
+        .iter()
+        .any(|c| matches!(c, egui::OutputCommand::CopyText(t) if *t == reply));
+    assert!(copied, "{:?}", h.output().platform_output.commands);
+
     // Save writes the conversation as JSON.
     let path = studio_home().join("chat-save").join("c.json");
     h.state_mut().chat.save_path = path.display().to_string();
