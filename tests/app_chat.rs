@@ -270,3 +270,31 @@ fn side_by_side_sends_the_same_prompt_to_both_panes() {
     let bottom = h.get_by_label("Save JSON").rect().max.y;
     assert!(bottom <= 800.0, "the buttons end at y = {bottom}");
 }
+
+#[test]
+fn a_missing_adapter_folder_is_reported_in_its_pane() {
+    let mut h = chat_harness();
+    h.state_mut().chat.max_new_tokens = 8;
+    h.get_by_label("2 panes").click();
+    h.run_steps(1);
+    {
+        let pane = &mut h.state_mut().chat.panes[1];
+        pane.use_adapter = true;
+        pane.adapter_dir = studio_home().join("no-such-adapter").display().to_string();
+    }
+    type_message(&mut h, "Hello");
+    h.get_by_label("Send").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| !app
+            .chat
+            .is_generating()
+            && app.chat.panes[1].error.is_some()),
+        "{}",
+        notices(&h)
+    );
+    // The base pane replied; the other one says why it could not.
+    assert!(h.state().chat.panes[0].last_reply().is_some());
+    assert!(h.state().chat.panes[1].last_reply().is_none());
+    h.run_steps(1);
+    assert!(h.query_by_label_contains("reading the adapter").is_some());
+}
