@@ -69,7 +69,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    finetune_studio::sys::tune_allocator();
+    finetune_studio::sys::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
         args.iter()

@@ -57,7 +57,7 @@ impl Control for Quiet {
 }
 
 fn main() -> anyhow::Result<()> {
-    finetune_studio::sys::tune_allocator();
+    finetune_studio::sys::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     let batch: usize = arg(&args, "--batch", "4").parse()?;
     let seq: usize = arg(&args, "--seq", "256").parse()?;

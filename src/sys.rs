@@ -34,6 +34,20 @@ pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Process-wide runtime settings, called first thing in `main` (and in the benchmarks):
+/// the allocator tuning below, and candle's own thread pool switched off
+/// (`CANDLE_NUM_THREADS=1` unless the user set it). On two cores that pool's spinning
+/// barrier competes with the gemm threads: perf showed half the prefill time spent
+/// spinning, and decode runs that stalled at 2 tokens/s; without it gemm and the studio's
+/// own kernels still use every core through rayon.
+pub fn tune_runtime() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Single-threaded at this point: nothing else reads the environment concurrently.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    tune_allocator();
+}
+
 /// Keeps freed memory in glibc's heap instead of returning every large block to the kernel.
 /// Training allocates and frees tensors of the same large sizes every step; with glibc's
 /// default (blocks above a few MB are mmapped and unmapped each time) the kernel zeroes
