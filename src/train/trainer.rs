@@ -131,6 +131,30 @@ pub fn evaluate(
     Ok((n > 0).then(|| sum / n as f64))
 }
 
+/// Evaluates, keeps the best eval loss, and logs and reports it.
+fn eval_and_report(
+    model: &Model,
+    adapter: &TrainableAdapter,
+    prepared: &PreparedData,
+    cfg: &RunConfig,
+    run: &RunDir,
+    control: &mut dyn Control,
+    state: &mut TrainerState,
+) -> anyhow::Result<()> {
+    if let Some(loss) = evaluate(model, adapter, prepared, cfg)? {
+        state.best_eval_loss = Some(state.best_eval_loss.map_or(loss, |b| b.min(loss)));
+        run.log_metric(&MetricLine::Eval {
+            step: state.step,
+            loss,
+        })?;
+        control.send(TrainEvent::Eval {
+            step: state.step,
+            loss,
+        });
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) a training run to its end, a stop, or a failure.
 pub fn run(
     cfg: RunConfig,
@@ -343,19 +367,10 @@ pub fn run(
                 state.epoch += 1;
                 state.micro_batch = 0;
             }
-            let every = |n: usize| n > 0 && state.step % n == 0;
+            let step_now = state.step;
+            let every = |n: usize| n > 0 && step_now % n == 0;
             if every(cfg.training.eval_every) && state.step < state.total_steps {
-                if let Some(l) = evaluate(&model, &adapter, &prepared, &cfg)? {
-                    state.best_eval_loss = Some(state.best_eval_loss.map_or(l, |b| b.min(l)));
-                    run.log_metric(&MetricLine::Eval {
-                        step: state.step,
-                        loss: l,
-                    })?;
-                    control.send(TrainEvent::Eval {
-                        step: state.step,
-                        loss: l,
-                    });
-                }
+                eval_and_report(&model, &adapter, &prepared, &cfg, &run, control, &mut state)?;
             }
             state.elapsed_s = elapsed_before + t_start.elapsed().as_secs_f64();
             if stop
@@ -385,17 +400,7 @@ pub fn run(
 
     let mut adapter_dir = None;
     if !stopped_early {
-        if let Some(l) = evaluate(&model, &adapter, &prepared, &cfg)? {
-            state.best_eval_loss = Some(state.best_eval_loss.map_or(l, |b| b.min(l)));
-            run.log_metric(&MetricLine::Eval {
-                step: state.step,
-                loss: l,
-            })?;
-            control.send(TrainEvent::Eval {
-                step: state.step,
-                loss: l,
-            });
-        }
+        eval_and_report(&model, &adapter, &prepared, &cfg, &run, control, &mut state)?;
         state.elapsed_s = elapsed_before + t_start.elapsed().as_secs_f64();
         let path = save_checkpoint(&adapter, &opt, &state)?;
         control.send(TrainEvent::Checkpoint {
