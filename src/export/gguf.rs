@@ -185,63 +185,38 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
 pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), ModelError> {
     let c = model.config();
     let arch = gguf_arch(c.architecture);
+    let u32_keys: [(&str, usize); 10] = [
+        ("context_length", c.max_position_embeddings),
+        ("embedding_length", c.hidden_size),
+        ("block_count", c.num_hidden_layers),
+        ("feed_forward_length", c.intermediate_size),
+        ("attention.head_count", c.num_attention_heads),
+        ("attention.head_count_kv", c.num_key_value_heads),
+        ("rope.dimension_count", c.head_dim),
+        ("attention.key_length", c.head_dim),
+        ("attention.value_length", c.head_dim),
+        ("vocab_size", c.vocab_size),
+    ];
+    let file_type = match dtype {
+        GgufType::F32 => 0,
+        GgufType::F16 => 1,
+        GgufType::Q8_0 => 7,
+    };
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(model.name.clone())),
-        (
-            format!("{arch}.context_length"),
-            Value::U32(c.max_position_embeddings as u32),
-        ),
-        (
-            format!("{arch}.embedding_length"),
-            Value::U32(c.hidden_size as u32),
-        ),
-        (
-            format!("{arch}.block_count"),
-            Value::U32(c.num_hidden_layers as u32),
-        ),
-        (
-            format!("{arch}.feed_forward_length"),
-            Value::U32(c.intermediate_size as u32),
-        ),
-        (
-            format!("{arch}.attention.head_count"),
-            Value::U32(c.num_attention_heads as u32),
-        ),
-        (
-            format!("{arch}.attention.head_count_kv"),
-            Value::U32(c.num_key_value_heads as u32),
-        ),
+        ("general.file_type".into(), Value::U32(file_type)),
         (
             format!("{arch}.attention.layer_norm_rms_epsilon"),
             Value::F32(c.rms_norm_eps as f32),
         ),
         (format!("{arch}.rope.freq_base"), Value::F32(c.rope_theta)),
-        (
-            format!("{arch}.rope.dimension_count"),
-            Value::U32(c.head_dim as u32),
-        ),
-        (
-            format!("{arch}.attention.key_length"),
-            Value::U32(c.head_dim as u32),
-        ),
-        (
-            format!("{arch}.attention.value_length"),
-            Value::U32(c.head_dim as u32),
-        ),
-        (
-            format!("{arch}.vocab_size"),
-            Value::U32(c.vocab_size as u32),
-        ),
-        (
-            "general.file_type".into(),
-            Value::U32(match dtype {
-                GgufType::F32 => 0,
-                GgufType::F16 => 1,
-                GgufType::Q8_0 => 7,
-            }),
-        ),
     ];
+    md.extend(
+        u32_keys
+            .iter()
+            .map(|(k, v)| (format!("{arch}.{k}"), Value::U32(*v as u32))),
+    );
     md.extend(tokenizer_metadata(model)?);
     let permute = arch == "llama";
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
