@@ -284,7 +284,7 @@ impl ChatTab {
                 action = Some(Action::Regenerate);
             }
             if ui
-                .add_enabled(!busy && has_prompt, egui::Button::new("✎ Edit last"))
+                .add_enabled(!busy && has_prompt, egui::Button::new("Edit last"))
                 .on_hover_text("Takes the last prompt back into the input box to edit and resend")
                 .clicked()
             {
