@@ -37,7 +37,7 @@ fn run(args: &[&str]) -> anyhow::Result<i32> {
 
 fn shared(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/datasets")
+        .join("tests/fixtures/datasets")
         .join(name)
 }
 

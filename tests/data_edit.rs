@@ -72,7 +72,7 @@ fn save_keeps_a_backup_and_recovery_survives_a_crash() {
 fn split_parts_save() {
     let ds = data::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/datasets/llamafactory_identity.json"),
+            .join("tests/fixtures/datasets/llamafactory_identity.json"),
         None,
     )
     .unwrap();

@@ -1,4 +1,4 @@
-//! Every dataset in ../shared/datasets loads with the right record counts and roles, saves
+//! Every dataset in tests/fixtures/datasets (copies of ../shared/datasets) loads with the right record counts and roles, saves
 //! back losslessly in its own format, and converts between formats.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 fn shared(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/datasets")
+        .join("tests/fixtures/datasets")
         .join(name)
 }
 
