@@ -207,6 +207,28 @@ impl Conversation {
         self.hints().and_then(|h| h.get(key))
     }
 
+    /// Sets `meta` to the source record's remaining fields (in source order), then the
+    /// fields kept because they had the wrong type, keeping the studio's hints last.
+    pub(crate) fn set_unknown_fields(
+        &mut self,
+        rest: Map<String, Value>,
+        kept: Map<String, Value>,
+    ) {
+        let hints = self.meta.shift_remove(HINTS_KEY);
+        // A fresh map: the source object's table would keep its capacity for every record.
+        self.meta = if rest.is_empty() {
+            Map::new()
+        } else {
+            rest.into_iter().collect()
+        };
+        for (k, v) in kept {
+            self.meta.insert(k, v);
+        }
+        if let Some(h) = hints {
+            self.meta.insert(HINTS_KEY.into(), h);
+        }
+    }
+
     pub(crate) fn set_hint(&mut self, key: &str, value: Value) {
         let entry = self
             .meta

@@ -138,19 +138,7 @@ pub(crate) fn read(
     c.set_hint("turns", Value::Array(turn_hints));
 
     // Everything else, in source order, then the fields kept because of a wrong type.
-    let hints = c.meta.shift_remove(crate::data::record::HINTS_KEY);
-    // A fresh map: the source object's table would keep its capacity for every record.
-    c.meta = if o.is_empty() {
-        Map::new()
-    } else {
-        o.into_iter().collect()
-    };
-    for (k, v) in meta {
-        c.meta.insert(k, v);
-    }
-    if let Some(h) = hints {
-        c.meta.insert(crate::data::record::HINTS_KEY.into(), h);
-    }
+    c.set_unknown_fields(o, meta);
     c
 }
 

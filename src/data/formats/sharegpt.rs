@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::openai::{content_text, content_value};
 use super::{type_name, Mapping, Schema};
 use crate::data::error::{Problem, ProblemKind};
-use crate::data::record::{Conversation, Message, Role, HINTS_KEY};
+use crate::data::record::{Conversation, Message, Role};
 
 fn role_from_tag(s: &str, m: &Mapping) -> Option<Role> {
     if s == m.user_tag {
@@ -178,19 +178,7 @@ pub(crate) fn read(
             c.set_hint("tools_json", Value::Bool(true));
         }
     }
-    let hints = c.meta.shift_remove(HINTS_KEY);
-    // A fresh map: the source object's table would keep its capacity for every record.
-    c.meta = if o.is_empty() {
-        Map::new()
-    } else {
-        o.into_iter().collect()
-    };
-    for (k, v) in kept {
-        c.meta.insert(k, v);
-    }
-    if let Some(h) = hints {
-        c.meta.insert(HINTS_KEY.into(), h);
-    }
+    c.set_unknown_fields(o, kept);
     c
 }
 
