@@ -216,14 +216,18 @@ impl TrainTab {
                 .error("The run cannot start", problems.join("\n"));
             return;
         }
-        match train_job::start(config, model, waker) {
+        let started = train_job::start(config, model, waker);
+        self.watch(started, "The run could not start", shared);
+    }
+
+    /// Follows a job that started, or reports why it did not.
+    fn watch(&mut self, job: anyhow::Result<TrainJob>, failure: &str, shared: &mut Shared<'_>) {
+        match job {
             Ok(job) => {
                 self.job = Some(job);
                 self.run = Some(RunView::new());
             }
-            Err(e) => shared
-                .notices
-                .error("The run could not start", format!("{e:#}")),
+            Err(e) => shared.notices.error(failure, format!("{e:#}")),
         }
     }
 
@@ -242,15 +246,8 @@ impl TrainTab {
             );
             return;
         }
-        match train_job::resume(run_dir, model, waker) {
-            Ok(job) => {
-                self.job = Some(job);
-                self.run = Some(RunView::new());
-            }
-            Err(e) => shared
-                .notices
-                .error("The run could not be resumed", format!("{e:#}")),
-        }
+        let resumed = train_job::resume(run_dir, model, waker);
+        self.watch(resumed, "The run could not be resumed", shared);
     }
 
     /// Asks the run to stop after its current step.
