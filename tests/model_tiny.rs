@@ -23,15 +23,6 @@ fn tiny(arch: Architecture) -> (tempfile::TempDir, model::Model) {
     (dir, m)
 }
 
-fn all_logits(m: &model::Model, ids: &[u32]) -> Tensor {
-    let input = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = m.transformer.forward(&input, Forward::default()).unwrap();
-    m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
-}
-
 #[test]
 fn shapes_for_every_architecture() {
     for arch in ARCHS {
@@ -50,39 +41,11 @@ fn kv_cache_decode_equals_full_forward() {
     let ids: Vec<u32> = vec![257, 10, 72, 101, 108, 108, 111, 33, 258, 12];
     for arch in ARCHS {
         let (_d, m) = tiny(arch);
-        let full = all_logits(&m, &ids);
+        let full = common::logits(&m, None, None, &ids);
         let mut cache = Cache::new(m.config());
-        let prefill = Tensor::new(&ids[..4], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let h = m
-            .transformer
-            .forward(
-                &prefill,
-                Forward {
-                    cache: Some(&mut cache),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let mut rows = vec![m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()];
+        let mut rows = vec![common::logits(&m, None, Some(&mut cache), &ids[..4])];
         for &id in &ids[4..] {
-            let x = Tensor::new(&[id], &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let h = m
-                .transformer
-                .forward(
-                    &x,
-                    Forward {
-                        cache: Some(&mut cache),
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
-            rows.push(m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap());
+            rows.push(common::logits(&m, None, Some(&mut cache), &[id]));
         }
         let stepwise = Tensor::cat(&rows, 0).unwrap();
         let diff = common::max_abs_diff(&full, &stepwise);
@@ -100,8 +63,8 @@ fn packed_rows_match_separate_sequences() {
     let (_d, m) = tiny(Architecture::Llama);
     let a = [257u32, 5, 6, 7];
     let b = [257u32, 9, 10];
-    let sep_a = all_logits(&m, &a);
-    let sep_b = all_logits(&m, &b);
+    let sep_a = common::logits(&m, None, None, &a);
+    let sep_b = common::logits(&m, None, None, &b);
     let ids = Tensor::new(&[[257u32, 5, 6, 7, 257, 9, 10]], &Device::Cpu).unwrap();
     let positions = Tensor::new(&[[0u32, 1, 2, 3, 0, 1, 2]], &Device::Cpu).unwrap();
     let segments = Tensor::new(&[[0u32, 0, 0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
@@ -159,7 +122,10 @@ fn gguf_written_by_export_loads_back_with_same_logits_and_tokens() {
         let text = "<|im_start|>user\nthe inner there<|im_end|>";
         let ids = m.tokenizer.encode(text, false).unwrap();
         assert_eq!(g.tokenizer.encode(text, false).unwrap(), ids, "{arch:?}");
-        let diff = common::max_abs_diff(&all_logits(&m, &ids), &all_logits(&g, &ids));
+        let diff = common::max_abs_diff(
+            &common::logits(&m, None, None, &ids),
+            &common::logits(&g, None, None, &ids),
+        );
         assert!(diff < 1e-4, "{arch:?}: GGUF logits differ by {diff}");
         let prompt = m
             .template
@@ -181,8 +147,8 @@ fn quantized_gguf_stays_close() {
     write_gguf(&m, &path, GgufType::Q8_0).unwrap();
     let g = model::load_gguf(&path, &Device::Cpu).unwrap();
     let ids = [257u32, 40, 41, 42, 43];
-    let reference = all_logits(&m, &ids);
-    let diff = common::max_abs_diff(&reference, &all_logits(&g, &ids));
+    let reference = common::logits(&m, None, None, &ids);
+    let diff = common::max_abs_diff(&reference, &common::logits(&g, None, None, &ids));
     let scale = reference
         .abs()
         .unwrap()

@@ -8,11 +8,11 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use finetune_studio::export::{merge, peft};
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::tiny::write_tiny_model;
-use finetune_studio::model::{self, Forward, Model};
+use finetune_studio::model::{self, Model};
 use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -103,24 +103,6 @@ fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     (dir, model, cfg)
 }
 
-fn logits(m: &Model, lora: Option<&model::lora::LoraSet>, ids: &[u32]) -> Tensor {
-    let x = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = m
-        .transformer
-        .forward(
-            &x,
-            Forward {
-                lora,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
-}
-
 #[test]
 fn loss_falls_and_only_the_adapter_changes() {
     let (_dir, model, mut cfg) = setup();
@@ -180,14 +162,19 @@ fn zero_b_reproduces_the_base_and_merge_equals_base_plus_adapter() {
     let (dir, model, cfg) = setup();
     let ids = [257u32, 10, 20, 30, 40, 50];
     let fresh = TrainableAdapter::init(model.config(), &cfg.lora, None, 1, &Device::Cpu).unwrap();
-    let base = logits(&model, None, &ids);
-    assert!(common::max_abs_diff(&base, &logits(&model, Some(&fresh.lora_set()), &ids)) < 1e-6);
+    let base = common::logits(&model, None, None, &ids);
+    assert!(
+        common::max_abs_diff(
+            &base,
+            &common::logits(&model, Some(&fresh.lora_set()), None, &ids)
+        ) < 1e-6
+    );
 
     let mut rec = Recorder::new(None);
     let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut rec).unwrap();
     let loaded =
         peft::read_adapter(&summary.adapter_dir.unwrap(), model.config(), &Device::Cpu).unwrap();
-    let tuned = logits(&model, Some(&loaded.lora), &ids);
+    let tuned = common::logits(&model, Some(&loaded.lora), None, &ids);
     assert!(
         common::max_abs_diff(&base, &tuned) > 1e-3,
         "training changed nothing"
@@ -196,13 +183,13 @@ fn zero_b_reproduces_the_base_and_merge_equals_base_plus_adapter() {
     let mut merged =
         model::load_hf_folder(Path::new(&model.location.path()), &Device::Cpu).unwrap();
     merge::merge_into(&mut merged, &loaded.lora).unwrap();
-    let diff = common::max_abs_diff(&tuned, &logits(&merged, None, &ids));
+    let diff = common::max_abs_diff(&tuned, &common::logits(&merged, None, None, &ids));
     assert!(diff < 1e-4, "merged differs from base + adapter by {diff}");
 
     let out = dir.path().join("merged");
     merge::write_hf_folder(&merged, &out).unwrap();
     let reloaded = model::load_hf_folder(&out, &Device::Cpu).unwrap();
-    let diff = common::max_abs_diff(&tuned, &logits(&reloaded, None, &ids));
+    let diff = common::max_abs_diff(&tuned, &common::logits(&reloaded, None, None, &ids));
     assert!(diff < 1e-4, "merged folder reloads with logits {diff} away");
     assert_eq!(reloaded.template.source(), model.template.source());
 }

@@ -43,3 +43,28 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Logits of every position of `ids`, with an optional adapter and KV cache.
+pub fn logits(
+    m: &Model,
+    lora: Option<&model::lora::LoraSet>,
+    cache: Option<&mut model::Cache>,
+    ids: &[u32],
+) -> candle_core::Tensor {
+    let x = candle_core::Tensor::new(ids, &candle_core::Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = m
+        .transformer
+        .forward(
+            &x,
+            model::Forward {
+                lora,
+                cache,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
+}
