@@ -10,21 +10,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use finetune_studio::data::{self, search, TokenCounter};
+use finetune_studio::sys::{peak_rss_bytes, rss_bytes as current_rss_bytes};
 use serde_json::{json, Value};
-
-fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn current_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
 
 fn build_file(rows: usize, path: &Path) -> anyhow::Result<u64> {
     let demo_path = Path::new(env!("CARGO_MANIFEST_DIR"))
