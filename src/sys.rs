@@ -29,6 +29,16 @@ pub fn available_memory_bytes() -> Option<u64> {
         .map(|k| k * 1024)
 }
 
+/// A size in words: `812 B`, `3.4 KiB`, `512.0 MiB`, `1.25 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 /// Bytes as MiB, for reports.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -11,6 +11,7 @@ mod dataset_filter;
 mod dataset_stats;
 mod dataset_table;
 mod datasets;
+mod export_dialog;
 mod fonts;
 mod frame_times;
 mod live_plots;

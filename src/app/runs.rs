@@ -1,6 +1,7 @@
 //! The Runs tab: every run in the runs folder with its settings, final and best loss and
 //! progress; several selected runs overlay their loss curves; a run can be resumed from
-//! its last checkpoint, deleted (after confirmation) or opened in the file manager.
+//! its last checkpoint, exported (`export_dialog`), deleted (after confirmation) or opened
+//! in the file manager.
 //! Listing and deleting happen on the worker.
 
 use std::collections::BTreeSet;
@@ -20,6 +21,8 @@ use super::shared::Shared;
 #[must_use]
 pub enum RunsAction {
     Resume(PathBuf),
+    /// Open the export dialog for this run.
+    Export(PathBuf),
 }
 
 /// State of the Runs tab.
@@ -269,7 +272,18 @@ fn run_row_ui(
         {
             action = Some(RunsAction::Resume(r.path.clone()));
         }
-        export_menu_ui(ui, r);
+        let exportable = r.has_adapter || !r.checkpoints.is_empty();
+        if ui
+            .add_enabled(exportable, egui::Button::new("Export…"))
+            .on_hover_text(if exportable {
+                "Export the adapter (PEFT), a merged model, or GGUF for llama.cpp and Ollama"
+            } else {
+                "This run has neither an adapter nor a checkpoint yet"
+            })
+            .clicked()
+        {
+            action = Some(RunsAction::Export(r.path.clone()));
+        }
         if ui
             .button("Open folder")
             .on_hover_text("Open the run folder")
@@ -286,51 +300,6 @@ fn run_row_ui(
         }
     });
     action
-}
-
-/// Export: the adapter is already in PEFT layout; merged and GGUF exports run from the
-/// command line until the export dialog (issue 6) lands, so the menu copies the command.
-fn export_menu_ui(ui: &mut egui::Ui, r: &RunInfo) {
-    let adapter = if r.has_adapter {
-        Some(r.path.join("adapter"))
-    } else {
-        r.checkpoints
-            .last()
-            .map(|s| r.path.join("checkpoints").join(format!("step-{s}")))
-    };
-    let base = r
-        .config
-        .as_ref()
-        .map_or_else(|| "default".to_string(), |c| c.model.base.clone());
-    ui.add_enabled_ui(adapter.is_some(), |ui| {
-        ui.menu_button("Export ▾", |ui| {
-            let Some(adapter) = &adapter else { return };
-            if ui
-                .button("PEFT adapter: open its folder")
-                .on_hover_text("adapter_config.json + adapter_model.safetensors; peft.PeftModel.from_pretrained loads it")
-                .clicked()
-            {
-                open_folder(adapter);
-            }
-            let out = r.path.join("export");
-            for (label, format) in [
-                ("Copy the command: merged model", "merged"),
-                ("Copy the command: GGUF (q8_0) + Ollama Modelfile", "gguf --gguf-type q8_0"),
-            ] {
-                if ui.button(label).clicked() {
-                    let cmd = format!(
-                        "finetune-studio export --model '{base}' --adapter '{}' --format {format} --out '{}'",
-                        adapter.display(),
-                        out.join(format.split(' ').next().unwrap_or("merged")).display()
-                    );
-                    ui.ctx().copy_text(cmd);
-                    ui.close();
-                }
-            }
-        })
-        .response
-        .on_hover_text("Export the adapter (the final one, else the last checkpoint)");
-    });
 }
 
 /// Seconds spent in optimizer steps: each step's tokens over its throughput.
@@ -364,7 +333,7 @@ fn file_name(p: &Path) -> String {
 }
 
 /// Opens `path` in the file manager without waiting for it.
-fn open_folder(path: &Path) {
+pub fn open_folder(path: &Path) {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else if cfg!(target_os = "windows") {

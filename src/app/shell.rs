@@ -8,6 +8,7 @@ use eframe::egui;
 
 use super::chat::ChatTab;
 use super::datasets::DatasetsTab;
+use super::export_dialog::ExportDialog;
 use super::frame_times::FrameTimes;
 use super::model_slot::ModelSlot;
 use super::models::ModelsTab;
@@ -87,6 +88,8 @@ pub struct StudioApp {
     pub runs: RunsTab,
     pub chat: ChatTab,
     pub models: ModelsTab,
+    /// The export dialog of a run, while it shows or its export runs.
+    pub export: Option<ExportDialog>,
     pub notices: Notifications,
     status: StatusBar,
     close: CloseGuard,
@@ -136,6 +139,7 @@ impl StudioApp {
             runs: RunsTab::default(),
             chat: ChatTab::default(),
             models: ModelsTab::default(),
+            export: None,
             notices: Notifications::default(),
             status: StatusBar::default(),
             close: CloseGuard::default(),
@@ -348,9 +352,33 @@ impl StudioApp {
         });
     }
 
+    /// Opens the export dialog for the run in `dir`, unless an export is running.
+    fn open_export(&mut self, dir: &std::path::Path) {
+        if let Some(d) = &mut self.export {
+            if d.is_running() {
+                d.open = true;
+                self.notices.push(
+                    super::notify::Level::Warning,
+                    "An export is running",
+                    "Wait for it to end before starting another.",
+                );
+                return;
+            }
+        }
+        self.export = self
+            .runs
+            .runs
+            .iter()
+            .find(|r| r.path == dir)
+            .and_then(ExportDialog::for_run);
+    }
+
     fn job_line(&self) -> Option<String> {
         if let Some(line) = self.train.status_line() {
             return Some(line);
+        }
+        if self.export.as_ref().is_some_and(ExportDialog::is_running) {
+            return Some("exporting".into());
         }
         if let Some(p) = &self.datasets.loading {
             return Some(format!("reading {}", p.display()));
@@ -382,6 +410,9 @@ impl eframe::App for StudioApp {
         self.datasets.logic(&mut shared, self.model.model());
         self.train.logic(&mut shared, &self.model, &self.datasets);
         self.chat.logic(&mut shared);
+        if let Some(d) = &mut self.export {
+            d.poll(&mut self.notices);
+        }
         if self.datasets.is_busy() {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
@@ -411,20 +442,22 @@ impl eframe::App for StudioApp {
                 }
                 Tab::Runs => {
                     let active = self.train.active_run_dir();
-                    if let Some(RunsAction::Resume(dir)) =
-                        self.runs.ui(ui, &mut shared, active.as_deref())
-                    {
-                        let base = self
-                            .runs
-                            .runs
-                            .iter()
-                            .find(|r| r.path == dir)
-                            .and_then(|r| r.config.as_ref())
-                            .map(|c| c.model.base.clone())
-                            .unwrap_or_default();
-                        let model = super::train::model_for(&self.model, &base);
-                        self.train.resume(&dir, model, &self.waker, &mut shared);
-                        shared.state.tab = Tab::Train;
+                    match self.runs.ui(ui, &mut shared, active.as_deref()) {
+                        Some(RunsAction::Resume(dir)) => {
+                            let base = self
+                                .runs
+                                .runs
+                                .iter()
+                                .find(|r| r.path == dir)
+                                .and_then(|r| r.config.as_ref())
+                                .map(|c| c.model.base.clone())
+                                .unwrap_or_default();
+                            let model = super::train::model_for(&self.model, &base);
+                            self.train.resume(&dir, model, &self.waker, &mut shared);
+                            shared.state.tab = Tab::Train;
+                        }
+                        Some(RunsAction::Export(dir)) => self.open_export(&dir),
+                        None => {}
                     }
                 }
                 Tab::Chat => {
@@ -436,6 +469,11 @@ impl eframe::App for StudioApp {
         });
         if ui.input(|i| !i.raw.hovered_files.is_empty()) {
             drop_overlay(ui);
+        }
+        if let Some(d) = &mut self.export {
+            if !d.ui(ui.ctx(), &self.model, &self.waker) {
+                self.export = None;
+            }
         }
         self.close_dialog_ui(ui, now);
         self.notices.show(ui.ctx());

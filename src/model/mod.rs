@@ -30,7 +30,10 @@ pub use template::{ChatMessage, ChatTemplate};
 pub use tokenizer::Tokenizer;
 pub use transformer::{Cache, Forward, Layout, MatmulMode, Transformer};
 
-/// A loaded model: weights, tokenizer, chat template, and where it came from.
+/// A loaded model: weights, tokenizer, chat template, and where it came from. Cloning
+/// shares the weight tensors (they are reference-counted), so a clone is cheap and an
+/// operation that replaces tensors, like merging, leaves the original untouched.
+#[derive(Clone)]
 pub struct Model {
     /// A short name for display (folder or file name).
     pub name: String,

@@ -29,6 +29,7 @@ impl ChatMessage {
 }
 
 /// A compiled chat template plus the special tokens it may refer to.
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     source_name: String,

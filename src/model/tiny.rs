@@ -83,27 +83,36 @@ pub fn tiny_tokenizer_json() -> serde_json::Value {
     })
 }
 
-/// Random weights for `cfg` with Hugging Face names (seeded through candle's RNG on the CPU).
+/// Normal samples of standard deviation `std` from a seeded generator (candle cannot seed
+/// its CPU generator).
+fn seeded_normal(
+    rng: &mut rand::rngs::StdRng,
+    shape: &[usize],
+    std: f64,
+) -> Result<Tensor, ModelError> {
+    use rand::Rng;
+    let n: usize = shape.iter().product();
+    // Box-Muller: normal samples from the seeded uniform generator.
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            let u1: f64 = rng.random::<f64>().max(1e-12);
+            let u2: f64 = rng.random::<f64>();
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+        })
+        .collect();
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+}
+
+/// Random weights for `cfg` with Hugging Face names, from a generator seeded with `seed`.
 pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tensor)>, ModelError> {
-    use rand::{Rng, SeedableRng};
-    let dev = Device::Cpu;
+    use rand::SeedableRng;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let h = cfg.hidden_size;
     let q = cfg.num_attention_heads * cfg.head_dim;
     let kv = cfg.num_key_value_heads * cfg.head_dim;
     let mut out = Vec::new();
     let mut w = |name: String, shape: &[usize], std: f64| -> Result<(), ModelError> {
-        let n: usize = shape.iter().product();
-        // Box-Muller: normal samples from the seeded uniform generator.
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                let u1: f64 = rng.random::<f64>().max(1e-12);
-                let u2: f64 = rng.random::<f64>();
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
-            })
-            .collect();
-        let t = Tensor::from_vec(data, shape, &dev)?;
-        out.push((name, t));
+        out.push((name, seeded_normal(&mut rng, shape, std)?));
         Ok(())
     };
     w(
@@ -200,4 +209,31 @@ pub fn write_tiny_model(
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&map, &path).map_err(|e| ModelError::weights(&path, e))?;
     Ok(dir.to_path_buf())
+}
+
+/// Writes a random LoRA adapter (rank 4, alpha 8) on every layer's gate and value
+/// projections of the tiny `architecture` model to `dir`, in PEFT layout. Both matrices
+/// are random, so the adapter changes the model's output (PEFT's zero-initialized B
+/// would not).
+pub fn write_tiny_adapter(
+    dir: &Path,
+    architecture: Architecture,
+    seed: u64,
+) -> Result<(), ModelError> {
+    use super::lora::LoraTarget;
+    let cfg = tiny_config(architecture);
+    let r = 4;
+    let targets = [LoraTarget::GateProj, LoraTarget::VProj];
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut pairs = std::collections::BTreeMap::new();
+    for layer in 0..cfg.num_hidden_layers {
+        for target in targets {
+            let (out_f, in_f) = crate::export::peft::linear_shape(&cfg, target);
+            let a = seeded_normal(&mut rng, &[r, in_f], 1.0)?;
+            let b = seeded_normal(&mut rng, &[out_f, r], 1.0)?;
+            pairs.insert((layer, target), (a, b));
+        }
+    }
+    let config = crate::export::peft::AdapterConfig::new(None, r, 8.0, 0.0, false, &targets);
+    crate::export::peft::write_adapter(dir, &config, &pairs)
 }

@@ -7,11 +7,13 @@
 //!   keeps them open (or forever, on a desktop without a portal).
 //! - [`model_loader`]: loads a model on its own thread, fetching the default one first.
 //! - [`chat_job`]: one chat reply per pane, streamed from its own thread.
+//! - [`export_job`]: one export (PEFT, merged, GGUF) with its read-back check.
 
 pub mod chat_job;
 mod commands;
 mod dataset_jobs;
 mod dialog;
+pub mod export_job;
 pub mod model_loader;
 pub mod train_job;
 

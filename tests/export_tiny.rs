@@ -1,0 +1,192 @@
+//! The export job on a tiny model with a random adapter: every format writes its files,
+//! reads back to the same model, and carries the adapter; bad requests get clear errors.
+
+use candle_core::{Device, Tensor};
+use finetune_studio::export::gguf::GgufType;
+use finetune_studio::export::job::{self, Criterion, ExportFormat, ExportRequest};
+use finetune_studio::export::peft::{write_adapter, AdapterConfig};
+use finetune_studio::model::config::Architecture;
+use finetune_studio::model::lora::LoraTarget;
+use finetune_studio::model::tiny::{write_tiny_adapter, write_tiny_model};
+use finetune_studio::model::{self, ChatMessage, Forward, Model};
+
+fn setup(arch: Architecture) -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_model(&dir.path().join("base"), arch, 3).unwrap();
+    write_tiny_adapter(&dir.path().join("adapter"), arch, 5).unwrap();
+    let m = model::load_hf_folder(&path, &Device::Cpu).unwrap();
+    (dir, m)
+}
+
+fn last_logits(m: &Model) -> Tensor {
+    let ids = m
+        .encode_chat(&[ChatMessage::new("user", "hello there")], true)
+        .unwrap();
+    let x = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = m.transformer.forward(&x, Forward::default()).unwrap();
+    m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn every_format_writes_its_files_and_reads_back_to_the_same_model() {
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let (dir, base) = setup(arch);
+        let base_logits = last_logits(&base);
+        for format in ExportFormat::ALL {
+            let out = dir.path().join(format.folder_name());
+            let req = ExportRequest {
+                adapter: Some(dir.path().join("adapter")),
+                format,
+                out: out.clone(),
+                verify: true,
+            };
+            let mut lines = Vec::new();
+            let report = job::export(&base, &req, &mut |l| lines.push(l.to_string()))
+                .unwrap_or_else(|e| panic!("{arch:?} {format:?}: {e}"));
+            assert!(!lines.is_empty(), "progress lines are reported");
+            let v = report.verification.expect("verified");
+            assert!(v.passed(), "{arch:?} {format:?}: {}", v.summary());
+            let names: Vec<String> = report
+                .files
+                .iter()
+                .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            let expected: &[&str] = match format {
+                ExportFormat::Peft => &["adapter_config.json", "adapter_model.safetensors"],
+                ExportFormat::Merged => &["config.json", "model.safetensors", "tokenizer.json"],
+                ExportFormat::Gguf(_) => &["Modelfile", "model.gguf"],
+            };
+            for e in expected {
+                assert!(names.iter().any(|n| n == e), "{format:?}: {e} in {names:?}");
+            }
+            assert!(report.files.iter().all(|(_, size)| *size > 0));
+            if format == ExportFormat::Peft {
+                assert_eq!(
+                    v.max_abs_diff, 0.0,
+                    "the adapter's matrices are copied exactly"
+                );
+                continue;
+            }
+            // The written model carries the adapter: it differs from the base.
+            let back = match format {
+                ExportFormat::Gguf(_) => model::load_gguf(&out.join("model.gguf"), &Device::Cpu),
+                _ => model::load_hf_folder(&out, &Device::Cpu),
+            }
+            .unwrap();
+            let moved = max_diff(&last_logits(&back), &base_logits);
+            assert!(moved > 1e-2, "{format:?}: adapter not merged (Δ {moved})");
+        }
+    }
+}
+
+#[test]
+fn lossless_formats_are_held_to_rounding_and_lossy_ones_to_kl() {
+    assert_eq!(
+        ExportFormat::Gguf(GgufType::F32).criterion(),
+        Criterion::MaxAbsDiff(1e-3)
+    );
+    assert!(matches!(
+        ExportFormat::Gguf(GgufType::Q8_0).criterion(),
+        Criterion::MeanKl(_)
+    ));
+    assert_eq!(
+        ExportFormat::parse("gguf", "q8_0"),
+        Some(ExportFormat::Gguf(GgufType::Q8_0))
+    );
+    assert_eq!(ExportFormat::parse("onnx", "f16"), None);
+}
+
+#[test]
+fn the_check_tells_two_different_models_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_tiny_model(&dir.path().join("a"), Architecture::Llama, 1).unwrap();
+    let b = write_tiny_model(&dir.path().join("b"), Architecture::Llama, 2).unwrap();
+    let a = model::load_hf_folder(&a, &Device::Cpu).unwrap();
+    let b = model::load_hf_folder(&b, &Device::Cpu).unwrap();
+    let same = job::compare_models(&a, &a.clone(), Criterion::MaxAbsDiff(1e-3)).unwrap();
+    assert!(same.passed() && same.max_abs_diff == 0.0);
+    for criterion in [Criterion::MaxAbsDiff(1e-3), Criterion::MeanKl(1e-2)] {
+        let v = job::compare_models(&a, &b, criterion).unwrap();
+        assert!(!v.passed(), "{criterion:?}: {}", v.summary());
+    }
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_leave_the_base_alone() {
+    let (dir, base) = setup(Architecture::Llama);
+    let before = last_logits(&base);
+    let err = job::export(
+        &base,
+        &ExportRequest {
+            adapter: None,
+            format: ExportFormat::Peft,
+            out: dir.path().join("peft"),
+            verify: true,
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs an adapter"), "{err}");
+
+    // An adapter made for a wider model does not fit.
+    let cfg = finetune_studio::model::tiny::tiny_config(Architecture::Llama);
+    let wide = (
+        Tensor::zeros(
+            (4, cfg.hidden_size * 2),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap(),
+        Tensor::zeros(
+            (cfg.intermediate_size, 4),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap(),
+    );
+    let pairs = [((0, LoraTarget::GateProj), wide)].into_iter().collect();
+    let config = AdapterConfig::new(None, 4, 8.0, 0.0, false, &[LoraTarget::GateProj]);
+    write_adapter(&dir.path().join("wide-adapter"), &config, &pairs).unwrap();
+    let err = job::export(
+        &base,
+        &ExportRequest {
+            adapter: Some(dir.path().join("wide-adapter")),
+            format: ExportFormat::Merged,
+            out: dir.path().join("merged"),
+            verify: true,
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("another base model"), "{err}");
+
+    // A merged export works on a copy: the model it was given is unchanged.
+    job::export(
+        &base,
+        &ExportRequest {
+            adapter: Some(dir.path().join("adapter")),
+            format: ExportFormat::Merged,
+            out: dir.path().join("merged-ok"),
+            verify: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(max_diff(&before, &last_logits(&base)), 0.0);
+}
