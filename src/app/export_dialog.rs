@@ -3,7 +3,7 @@
 //! Modelfile), where to, and whether to read the result back and compare it. The export
 //! runs on its own thread (`crate::worker::export_job`); the dialog shows its progress,
 //! then the files written and the check's figures. Closing the dialog leaves the export
-//! running; its end still shows as a notification.
+//! running; its end then shows as a notification.
 
 use std::path::PathBuf;
 
@@ -116,6 +116,11 @@ impl ExportDialog {
             }
         }
         let Some(end) = end else { return };
+        if self.open {
+            // The dialog shows the outcome itself.
+            self.stage = end;
+            return;
+        }
         match &end {
             Stage::Done(r) => notices.push(
                 Level::Info,
@@ -148,6 +153,8 @@ impl ExportDialog {
             .collapsible(false)
             .resizable(true)
             .default_width(560.0)
+            .pivot(egui::Align2::CENTER_CENTER)
+            .default_pos(ctx.content_rect().center())
             .show(ctx, |ui| match &self.stage {
                 Stage::Choosing => self.form_ui(ui, model, waker),
                 Stage::Running { lines, .. } => {
@@ -298,7 +305,7 @@ fn report_ui(ui: &mut egui::Ui, report: &ExportReport) -> bool {
         });
     match &report.verification {
         Some(v) => {
-            ui.label(format!("✔ Read back and compared: {}", v.summary()));
+            ui.label(format!("Read back and compared, passed: {}", v.summary()));
         }
         None => {
             ui.weak("Not read back (the check was off).");

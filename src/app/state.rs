@@ -65,6 +65,8 @@ pub struct Persisted {
     pub recent_files: Vec<PathBuf>,
     /// The model the studio loads (`default`, a folder, a `.gguf` file or a hub id).
     pub model: String,
+    /// Models loaded before (`--model` specs), most recent first.
+    pub recent_models: Vec<String>,
     pub run_config: RunConfig,
     pub layout: Layout,
     /// Exponential smoothing of the loss curve, 0 (none) to 0.99.
@@ -79,6 +81,7 @@ impl Default for Persisted {
             last_dataset: None,
             recent_files: Vec::new(),
             model: "default".into(),
+            recent_models: Vec::new(),
             run_config: RunConfig::default(),
             layout: Layout::default(),
             loss_smoothing: 0.6,

@@ -3,6 +3,7 @@
 //!
 //! [`load`] turns the one `--model` argument into a ready [`Model`].
 
+pub mod catalog;
 pub mod config;
 mod error;
 pub mod fetch;

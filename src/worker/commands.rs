@@ -21,6 +21,20 @@ pub enum DialogPurpose {
     ModelFolder,
     /// A `.gguf` model file.
     ModelGguf,
+    /// A model folder to load in the Models tab.
+    LoadModelFolder,
+    /// A `.gguf` file to load in the Models tab.
+    LoadModelGguf,
+}
+
+impl DialogPurpose {
+    /// Whether the dialog picks a folder rather than a file.
+    pub fn picks_folder(self) -> bool {
+        matches!(
+            self,
+            DialogPurpose::ModelFolder | DialogPurpose::LoadModelFolder
+        )
+    }
 }
 
 /// UI to worker.
@@ -54,6 +68,8 @@ pub enum Command {
     },
     /// Reads every run folder under `dir` (newest first).
     ListRuns { dir: PathBuf },
+    /// Describes the models on disk (models folder, HF cache, and these recent specs).
+    ListModels { recent: Vec<String> },
     /// Deletes a run folder, then lists the runs again.
     DeleteRun { path: PathBuf },
     /// Opens a native file dialog on its own thread.
@@ -76,6 +92,7 @@ impl Command {
             Command::Search { .. } => "Searching the dataset".into(),
             Command::PickFile { .. } => "Opening a file dialog".into(),
             Command::ListRuns { .. } => "Reading the runs folder".into(),
+            Command::ListModels { .. } => "Looking for models".into(),
             Command::DeleteRun { path } => format!("Deleting the run {}", path.display()),
         }
     }
@@ -120,6 +137,8 @@ pub enum Event {
     },
     /// The runs found in the runs folder.
     Runs(Vec<RunInfo>),
+    /// The models found on disk.
+    Models(Vec<crate::model::catalog::ModelEntry>),
     /// A dialog closed; `None` when the user cancelled or no dialog could be shown.
     Picked {
         purpose: DialogPurpose,

@@ -1,5 +1,5 @@
 //! The work the worker thread does: load, save, analyze and search datasets; list and
-//! delete runs. Each job
+//! delete runs; list the models on disk. Each job
 //! reports one [`Event`]; failures become [`Event::Failed`] with the error's full chain.
 
 use std::sync::Arc;
@@ -75,6 +75,7 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
             }
         }
         Command::ListRuns { dir } => Event::Runs(crate::train::list_runs(&dir)),
+        Command::ListModels { recent } => Event::Models(crate::model::catalog::scan(&recent)),
         Command::DeleteRun { path } => {
             let looks_like_run = path.join("run.toml").is_file();
             let r = if looks_like_run {

@@ -28,8 +28,10 @@ fn dialog_for(purpose: DialogPurpose, start: Option<PathBuf>) -> rfd::FileDialog
         DialogPurpose::SaveDatasetAs => d
             .set_title("Save the dataset as")
             .add_filter("Datasets", DATASET_EXTENSIONS),
-        DialogPurpose::ModelFolder => d.set_title("Choose a model folder"),
-        DialogPurpose::ModelGguf => d
+        DialogPurpose::ModelFolder | DialogPurpose::LoadModelFolder => {
+            d.set_title("Choose a model folder")
+        }
+        DialogPurpose::ModelGguf | DialogPurpose::LoadModelGguf => d
             .set_title("Choose a GGUF model")
             .add_filter("GGUF", &["gguf"]),
     }
@@ -44,7 +46,7 @@ pub(super) fn spawn(purpose: DialogPurpose, save: bool, start: Option<PathBuf>, 
             let d = dialog_for(purpose, start);
             let path = if save {
                 d.save_file()
-            } else if purpose == DialogPurpose::ModelFolder {
+            } else if purpose.picks_folder() {
                 d.pick_folder()
             } else {
                 d.pick_file()
