@@ -190,3 +190,23 @@ fn bad_requests_get_clear_errors_and_leave_the_base_alone() {
     .unwrap();
     assert_eq!(max_diff(&before, &last_logits(&base)), 0.0);
 }
+
+#[test]
+fn gguf_export_names_the_pre_tokenizer_llama_cpp_should_use() {
+    let (dir, base) = setup(Architecture::Llama);
+    let read_pre = |p: &std::path::Path| {
+        let mut f = std::fs::File::open(p).unwrap();
+        let c = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        c.metadata["tokenizer.ggml.pre"].to_string().unwrap().clone()
+    };
+    // The tiny tokenizer is GPT-2's byte-level split.
+    let first = dir.path().join("first.gguf");
+    finetune_studio::export::gguf::write_gguf(&base, &first, GgufType::F32).unwrap();
+    assert_eq!(read_pre(&first), "gpt2");
+    // A model loaded from GGUF keeps its file's name when written again.
+    let mut loaded = model::load_gguf(&first, &Device::Cpu).unwrap();
+    loaded.tokenizer.gguf_pre = Some("smollm".into());
+    let second = dir.path().join("second.gguf");
+    finetune_studio::export::gguf::write_gguf(&loaded, &second, GgufType::F32).unwrap();
+    assert_eq!(read_pre(&second), "smollm");
+}

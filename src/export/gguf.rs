@@ -79,6 +79,27 @@ pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
     out
 }
 
+/// `tokenizer.ggml.pre`: the source GGUF's own, else the one llama.cpp knows for the
+/// `tokenizer.json` pre-tokenizer, else `default` (with a warning: llama.cpp will then
+/// split text differently from the studio).
+fn pre_name(model: &Model) -> String {
+    if let Some(pre) = &model.tokenizer.gguf_pre {
+        return pre.clone();
+    }
+    let json = model.tokenizer.to_json();
+    let pre_tokenizer = json.get("pre_tokenizer").cloned().unwrap_or_default();
+    match crate::model::tokenizer::gguf_pre_name(&pre_tokenizer) {
+        Some(name) => name.to_string(),
+        None => {
+            tracing::warn!(
+                "{}: the pre-tokenizer is not one llama.cpp knows; writing `default`, so llama.cpp may tokenize prompts differently",
+                model.location.path().display()
+            );
+            "default".to_string()
+        }
+    }
+}
+
 fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
     let json = model.tokenizer.to_json();
     let bad = |m: &str| ModelError::Tokenizer {
@@ -146,10 +167,7 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
             "tokenizer.ggml.model".to_string(),
             Value::String("gpt2".into()),
         ),
-        (
-            "tokenizer.ggml.pre".to_string(),
-            Value::String("default".into()),
-        ),
+        ("tokenizer.ggml.pre".to_string(), Value::String(pre_name(model))),
         (
             "tokenizer.ggml.tokens".to_string(),
             Value::Array(tokens.into_iter().map(Value::String).collect()),

@@ -21,6 +21,9 @@ pub struct Tokenizer {
     pub eos_token: Option<String>,
     pub pad_token: Option<String>,
     pub unk_token: Option<String>,
+    /// `tokenizer.ggml.pre` of the GGUF file this tokenizer was built from, written back
+    /// unchanged when the model is exported as GGUF.
+    pub gguf_pre: Option<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -49,6 +52,7 @@ impl Tokenizer {
             eos_token: None,
             pad_token: None,
             unk_token: None,
+            gguf_pre: None,
         })
     }
 
@@ -132,19 +136,26 @@ fn byte_alphabet() -> [char; 256] {
     table
 }
 
+const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Split regexes of the pre-tokenizers by `tokenizer.ggml.pre` name, as transformers and
+/// llama.cpp know them (the name written back is the first of each).
+const PRE_REGEXES: [(&[&str], &str); 4] = [
+    (&["llama-bpe", "llama3", "llama-v3", "smaug-bpe"], LLAMA3),
+    (&["qwen2", "qwen35"], QWEN2),
+    (&["gpt-4o"], GPT4O),
+    (&["tekken"], TEKKEN),
+];
+
 /// Pre-tokenizer split regexes by `tokenizer.ggml.pre`, as transformers maps them.
 fn pre_tokenizer_for(pre: &str) -> Value {
-    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    let regex = match pre {
-        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" => Some(LLAMA3),
-        "qwen2" | "qwen35" => Some(QWEN2),
-        "gpt-4o" => Some(GPT4O),
-        "tekken" => Some(TEKKEN),
-        _ => None,
-    };
+    let regex = PRE_REGEXES
+        .iter()
+        .find(|(names, _)| names.contains(&pre))
+        .map(|(_, r)| *r);
     match regex {
         None => {
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
@@ -154,6 +165,39 @@ fn pre_tokenizer_for(pre: &str) -> Value {
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
         ]}),
     }
+}
+
+/// The `tokenizer.ggml.pre` name for a `tokenizer.json` pre-tokenizer: llama.cpp splits
+/// text before BPE by this name, so a wrong one changes how prompts tokenize there.
+/// `None` when the pre-tokenizer is none that llama.cpp knows.
+pub fn gguf_pre_name(pre_tokenizer: &Value) -> Option<&'static str> {
+    let ty = pre_tokenizer.get("type").and_then(Value::as_str)?;
+    let byte_level_regex = |p: &Value| {
+        p.get("type").and_then(Value::as_str) == Some("ByteLevel")
+            && p.get("use_regex").and_then(Value::as_bool).unwrap_or(true)
+    };
+    if ty == "ByteLevel" {
+        return byte_level_regex(pre_tokenizer).then_some("gpt2");
+    }
+    let parts = pre_tokenizer.get("pretokenizers")?.as_array()?;
+    // SmolLM: single digits, then GPT-2's byte-level split.
+    if let [digits, bl] = parts.as_slice() {
+        if digits.get("type").and_then(Value::as_str) == Some("Digits")
+            && digits.get("individual_digits").and_then(Value::as_bool) == Some(true)
+            && byte_level_regex(bl)
+        {
+            return Some("smollm");
+        }
+    }
+    let regex = parts.iter().find_map(|p| {
+        (p.get("type").and_then(Value::as_str) == Some("Split"))
+            .then(|| p.pointer("/pattern/Regex").and_then(Value::as_str))
+            .flatten()
+    })?;
+    PRE_REGEXES
+        .iter()
+        .find(|(_, r)| *r == regex)
+        .map(|(names, _)| names[0])
 }
 
 /// What a GGUF file says about its tokenizer (`tokenizer.ggml.*`).
@@ -241,6 +285,7 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, M
     tok.eos_token = name(spec.eos_id);
     tok.pad_token = name(spec.pad_id);
     tok.unk_token = name(spec.unk_id);
+    tok.gguf_pre = spec.pre.clone();
     Ok(tok)
 }
 
@@ -323,5 +368,22 @@ mod tests {
         let respelt: String = "中".bytes().map(|b| a[b as usize]).collect();
         assert_eq!(t.token_to_id(&respelt), Some(7));
         assert_eq!(t.bos_token.as_deref(), Some("<|im_start|>"));
+    }
+
+    #[test]
+    fn gguf_pre_names_round_trip_through_pre_tokenizers() {
+        for name in ["llama-bpe", "qwen2", "gpt-4o", "tekken"] {
+            assert_eq!(gguf_pre_name(&pre_tokenizer_for(name)), Some(name));
+        }
+        assert_eq!(gguf_pre_name(&pre_tokenizer_for("gpt2")), Some("gpt2"));
+        let smollm = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]});
+        assert_eq!(gguf_pre_name(&smollm), Some("smollm"));
+        let unknown = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "use_regex": false}]});
+        assert_eq!(gguf_pre_name(&unknown), None);
+        assert_eq!(gguf_pre_name(&Value::Null), None);
     }
 }
