@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use super::chat::ChatTab;
+use super::chat::{ChatAction, ChatTab};
 use super::datasets::DatasetsTab;
 use super::frame_times::FrameTimes;
 use super::model_slot::ModelSlot;
@@ -428,8 +428,17 @@ impl eframe::App for StudioApp {
                     }
                 }
                 Tab::Chat => {
-                    self.chat
-                        .ui(ui, &mut shared, &self.model, &mut self.runs, &self.waker)
+                    let action = self.chat.ui(
+                        ui,
+                        &mut shared,
+                        &self.model,
+                        &mut self.runs,
+                        self.datasets.doc.as_ref(),
+                        &self.waker,
+                    );
+                    if let Some(ChatAction::AddExample(record)) = action {
+                        self.datasets.append(record, &mut shared);
+                    }
                 }
                 Tab::Models => self.models.ui(ui, &self.model),
             }
