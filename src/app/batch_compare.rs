@@ -38,6 +38,14 @@ pub enum PromptSource {
     EvalSplit,
 }
 
+/// What the batch view asks for this frame.
+pub enum BatchUiAction {
+    /// Start a batch.
+    Run,
+    /// Add this reply to the open dataset (opens the dialog).
+    Add(ExampleDraft),
+}
+
 /// What a batch generates with, besides the prompts and the panes.
 pub struct BatchSettings<'a> {
     pub model: &'a Arc<Model>,
@@ -241,16 +249,15 @@ impl BatchCompare {
         self.exporting = Some(file_write::spawn("batch-export", path, make, waker));
     }
 
-    /// The view under the pane headers. Returns a reply to add to the dataset, if one was
-    /// chosen; `run` is set when the user asked to start a batch.
+    /// The view under the pane headers.
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
         target: Option<&DatasetTarget>,
         ready: bool,
         waker: &Waker,
-        run: &mut bool,
-    ) -> Option<ExampleDraft> {
+    ) -> Option<BatchUiAction> {
+        let mut action = None;
         self.source_ui(ui, target);
         ui.horizontal(|ui| {
             let running = self.is_running();
@@ -261,7 +268,7 @@ impl BatchCompare {
                 )
                 .clicked()
             {
-                *run = true;
+                action = Some(BatchUiAction::Run);
             }
             if ui
                 .add_enabled(running, egui::Button::new("■ Stop batch"))
@@ -310,15 +317,19 @@ impl BatchCompare {
         ui.separator();
         let running = self.is_running();
         match &self.table {
-            Some(t) => table_ui(ui, t, target, running),
+            Some(t) => {
+                if let Some(d) = table_ui(ui, t, target, running) {
+                    action = Some(BatchUiAction::Add(d));
+                }
+            }
             None => {
                 ui.add_space(20.0);
                 ui.vertical_centered(|ui| {
                     ui.weak("Run a batch to see each pane's replies side by side.")
                 });
-                None
             }
         }
+        action
     }
 
     fn source_ui(&mut self, ui: &mut egui::Ui, target: Option<&DatasetTarget>) {

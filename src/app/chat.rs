@@ -12,7 +12,7 @@ use crossbeam_channel::Receiver;
 use eframe::egui;
 
 use super::add_example::{self, DatasetTarget, ExampleDraft};
-use super::batch_compare::{BatchCompare, BatchSettings};
+use super::batch_compare::{BatchCompare, BatchSettings, BatchUiAction};
 use super::chat_pane::{adapter_choices, ChatPane, GenSettings};
 use super::dataset_doc::OpenDataset;
 use super::file_write::{self, WriteResult};
@@ -159,7 +159,7 @@ impl ChatTab {
         let n = self.panes.len();
         let batch = self.view == ChatView::Batch;
         let locked = self.batch.is_running();
-        let system = self.system.clone();
+        let system = self.system.as_str();
         let mut adding = None;
         ui.columns(n, |cols| {
             for (i, (pane, ui)) in self.panes.iter_mut().zip(cols.iter_mut()).enumerate() {
@@ -172,20 +172,18 @@ impl ChatTab {
                     // The conversation takes what the input controls below leave.
                     let height = (ui.available_height() - INPUT_HEIGHT).max(100.0);
                     if let Some(turn) = pane.conversation_ui(ui, height, target.as_ref()) {
-                        adding = pane.draft(turn, &system);
+                        adding = pane.draft(turn, system);
                     }
                 });
             }
         });
         ui.separator();
         if batch {
-            let mut run = false;
             let ready = model.model().is_some() && !self.is_generating();
-            if let Some(d) = self.batch.ui(ui, target.as_ref(), ready, waker, &mut run) {
-                adding = Some(d);
-            }
-            if run {
-                self.run_batch(shared, model, dataset, waker);
+            match self.batch.ui(ui, target.as_ref(), ready, waker) {
+                Some(BatchUiAction::Run) => self.run_batch(shared, model, dataset, waker),
+                Some(BatchUiAction::Add(d)) => adding = Some(d),
+                None => {}
             }
         } else {
             self.conversation_input(ui, model, waker);
