@@ -197,7 +197,10 @@ fn gguf_export_names_the_pre_tokenizer_llama_cpp_should_use() {
     let read_pre = |p: &std::path::Path| {
         let mut f = std::fs::File::open(p).unwrap();
         let c = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
-        c.metadata["tokenizer.ggml.pre"].to_string().unwrap().clone()
+        c.metadata["tokenizer.ggml.pre"]
+            .to_string()
+            .unwrap()
+            .clone()
     };
     // The tiny tokenizer is GPT-2's byte-level split.
     let first = dir.path().join("first.gguf");

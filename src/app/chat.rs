@@ -1,17 +1,25 @@
 //! The Chat tab: one to three panes side by side, each the base model or the base plus an
 //! adapter, all on the one loaded model's weights. One input box sends the same prompt
 //! with the same sampling seed to every pane, and the replies stream in together, each
-//! from its pane's own generation thread (`crate::worker::chat_job`).
+//! from its pane's own generation thread (`crate::worker::chat_job`). The second view,
+//! batch compare (`batch_compare`), runs a list of prompts through the same panes. Any
+//! reply can become an example of the open dataset (`add_example`); the tab hands it to
+//! the shell as a [`ChatAction`], and the shell gives it to the Datasets tab.
 
 use std::path::PathBuf;
 
 use crossbeam_channel::Receiver;
 use eframe::egui;
 
+use super::add_example::{self, DatasetTarget, ExampleDraft};
+use super::batch_compare::{BatchCompare, BatchSettings, BatchUiAction};
 use super::chat_pane::{adapter_choices, ChatPane, GenSettings};
+use super::dataset_doc::OpenDataset;
+use super::file_write::{self, WriteResult};
 use super::model_slot::ModelSlot;
 use super::runs::RunsTab;
 use super::shared::Shared;
+use crate::data::Conversation;
 use crate::infer::Sampling;
 use crate::worker::Waker;
 
@@ -21,9 +29,30 @@ pub const MAX_PANES: usize = 3;
 /// Height kept below the panes for the input box and the buttons.
 const INPUT_HEIGHT: f32 = 110.0;
 
+/// Which view of the Chat tab shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatView {
+    /// A conversation in every pane.
+    Conversation,
+    /// A list of prompts through every pane, in a table.
+    Batch,
+}
+
+/// What the Chat tab asks of the rest of the studio.
+#[must_use]
+#[derive(Debug)]
+pub enum ChatAction {
+    /// Add this record to the dataset open in the Datasets tab.
+    AddExample(Conversation),
+}
+
 /// State of the Chat tab.
 pub struct ChatTab {
+    pub view: ChatView,
     pub panes: Vec<ChatPane>,
+    pub batch: BatchCompare,
+    /// A reply being prepared as a dataset example (the dialog is open).
+    pub adding: Option<ExampleDraft>,
     pub system: String,
     /// The message being typed.
     pub input: String,
@@ -31,7 +60,7 @@ pub struct ChatTab {
     pub max_new_tokens: usize,
     /// Where "Save" writes the conversation (JSON).
     pub save_path: String,
-    saving: Option<Receiver<Result<PathBuf, String>>>,
+    saving: Option<Receiver<WriteResult>>,
     runs_listed: bool,
     /// Resident memory, read at most once a second: (time read, bytes).
     memory: Option<(f64, Option<u64>)>,
@@ -40,7 +69,10 @@ pub struct ChatTab {
 impl Default for ChatTab {
     fn default() -> Self {
         ChatTab {
+            view: ChatView::Conversation,
             panes: vec![ChatPane::base()],
+            batch: BatchCompare::default(),
+            adding: None,
             system: String::new(),
             input: String::new(),
             sampling: Sampling::default(),
@@ -78,6 +110,7 @@ impl ChatTab {
         for p in &mut self.panes {
             p.poll();
         }
+        self.batch.poll(shared.notices);
         if let Some(rx) = &self.saving {
             if let Ok(r) = rx.try_recv() {
                 self.saving = None;
@@ -104,35 +137,88 @@ impl ChatTab {
         }
     }
 
+    /// Draws the tab. `dataset` is the dataset open in the Datasets tab (read only: a
+    /// reply to add to it comes back as [`ChatAction::AddExample`]).
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
         shared: &mut Shared<'_>,
         model: &ModelSlot,
         runs: &mut RunsTab,
+        dataset: Option<&OpenDataset>,
         waker: &Waker,
-    ) {
+    ) -> Option<ChatAction> {
         if !self.runs_listed {
             self.runs_listed = true;
             runs.refresh(shared);
         }
+        let target = dataset.map(dataset_target);
         let choices = adapter_choices(&runs.runs);
         self.top_ui(ui, shared, model, &runs.runs);
         ui.separator();
         let n = self.panes.len();
+        let batch = self.view == ChatView::Batch;
+        let locked = self.batch.is_running();
+        let system = self.system.as_str();
+        let mut adding = None;
         ui.columns(n, |cols| {
             for (i, (pane, ui)) in self.panes.iter_mut().zip(cols.iter_mut()).enumerate() {
                 ui.push_id(("chat-pane", i), |ui| {
-                    pane.header_ui(ui, &choices);
+                    pane.header_ui(ui, &choices, locked);
+                    if batch {
+                        return;
+                    }
                     ui.separator();
                     // The conversation takes what the input controls below leave.
                     let height = (ui.available_height() - INPUT_HEIGHT).max(100.0);
-                    pane.conversation_ui(ui, height);
+                    if let Some(turn) = pane.conversation_ui(ui, height, target.as_ref()) {
+                        adding = pane.draft(turn, system);
+                    }
                 });
             }
         });
         ui.separator();
-        let action = self.input_ui(ui, model.model().is_some());
+        if batch {
+            let ready = model.model().is_some() && !self.is_generating();
+            match self.batch.ui(ui, target.as_ref(), ready, waker) {
+                Some(BatchUiAction::Run) => self.run_batch(shared, model, dataset, waker),
+                Some(BatchUiAction::Add(d)) => adding = Some(d),
+                None => {}
+            }
+        } else {
+            self.conversation_input(ui, model, waker);
+        }
+        if adding.is_some() {
+            self.adding = adding;
+        }
+        add_example::dialog_ui(ui.ctx(), &mut self.adding, target.as_ref())
+            .map(ChatAction::AddExample)
+    }
+
+    /// Starts a batch with the tab's settings.
+    pub fn run_batch(
+        &mut self,
+        shared: &mut Shared<'_>,
+        model: &ModelSlot,
+        dataset: Option<&OpenDataset>,
+        waker: &Waker,
+    ) {
+        let Some(m) = model.model() else { return };
+        let gen = BatchSettings {
+            model: m,
+            system: &self.system,
+            sampling: &self.sampling,
+            max_new_tokens: self.max_new_tokens,
+            run_config: &shared.state.run_config,
+            waker,
+        };
+        self.batch.start(&self.panes, dataset, &gen, shared.notices);
+    }
+
+    /// The message box and the conversation buttons under the panes.
+    fn conversation_input(&mut self, ui: &mut egui::Ui, model: &ModelSlot, waker: &Waker) {
+        let ready = model.model().is_some() && !self.batch.is_running();
+        let action = self.input_ui(ui, ready);
         match action {
             Some(Action::Send) => self.send(model, waker),
             Some(Action::Stop) => self.panes.iter().for_each(|p| p.stop()),
@@ -165,15 +251,22 @@ impl ChatTab {
         runs: &[crate::train::runs::RunInfo],
     ) {
         ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.view, ChatView::Conversation, "Conversation");
+            ui.selectable_value(&mut self.view, ChatView::Batch, "Batch compare")
+                .on_hover_text(
+                    "Run a list of prompts through every pane and compare the replies in a table",
+                );
+            ui.separator();
             ui.label("Side by side:");
             let mut n = self.panes.len();
+            let locked = self.batch.is_running();
             for k in 1..=MAX_PANES {
                 let label = if k == 1 {
                     "1 pane".into()
                 } else {
                     format!("{k} panes")
                 };
-                ui.selectable_value(&mut n, k, label);
+                ui.add_enabled_ui(!locked, |ui| ui.selectable_value(&mut n, k, label));
             }
             if n != self.panes.len() {
                 self.set_pane_count(n, runs);
@@ -324,7 +417,7 @@ impl ChatTab {
     pub fn send(&mut self, model: &ModelSlot, waker: &Waker) {
         let prompt = self.input.trim().to_string();
         let Some(m) = model.model() else { return };
-        if prompt.is_empty() || self.is_generating() {
+        if prompt.is_empty() || self.is_generating() || self.batch.is_running() {
             return;
         }
         self.input.clear();
@@ -376,32 +469,22 @@ impl ChatTab {
     fn save(&mut self, waker: &Waker) {
         let path = PathBuf::from(self.save_path.trim());
         let json = serde_json::to_string_pretty(&self.to_json());
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let fail = tx.clone();
-        let thread_waker = waker.clone();
-        let spawned = std::thread::Builder::new()
-            .name("chat-save".into())
-            .spawn(move || {
-                let r = (|| -> Result<PathBuf, String> {
-                    let json = json.map_err(|e| e.to_string())?;
-                    if path.as_os_str().is_empty() {
-                        return Err("type a file path first".to_string());
-                    }
-                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir)
-                            .map_err(|e| format!("{}: {e}", dir.display()))?;
-                    }
-                    crate::train::run_dir::write_atomic(&path, json.as_bytes())
-                        .map_err(|e| format!("{e:#}"))?;
-                    Ok(path)
-                })();
-                let _ = tx.send(r);
-                thread_waker.wake();
-            });
-        if let Err(e) = spawned {
-            let _ = fail.try_send(Err(format!("cannot start the save thread: {e}")));
-        }
-        self.saving = Some(rx);
+        let make = move || json.map(String::into_bytes).map_err(|e| e.to_string());
+        self.saving = Some(file_write::spawn("chat-save", path, make, waker));
+    }
+}
+
+/// The open dataset, in the words the Chat tab shows.
+fn dataset_target(doc: &OpenDataset) -> DatasetTarget {
+    let name = doc
+        .data()
+        .path()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "(new dataset)".into());
+    DatasetTarget {
+        name,
+        records: doc.data().len(),
     }
 }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use eframe::egui;
 use serde::Serialize;
 
+use super::add_example::{add_button, DatasetTarget, ExampleDraft};
+use crate::data::{Message, Role};
 use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
@@ -125,8 +127,8 @@ impl ChatPane {
         self.turns.last().filter(|t| t.role == "assistant")
     }
 
-    /// The adapter to generate with, or why there is none.
-    fn adapter(&self, model: usize) -> Result<AdapterSpec, String> {
+    /// The adapter to generate with on the model at address `model`, or why there is none.
+    pub(super) fn adapter_spec(&self, model: usize) -> Result<AdapterSpec, String> {
         if !self.use_adapter {
             return Ok(AdapterSpec::None);
         }
@@ -152,7 +154,7 @@ impl ChatPane {
         self.job = None;
         self.error = None;
         let model_key = Arc::as_ptr(gen.model) as usize;
-        let adapter = match self.adapter(model_key) {
+        let adapter = match self.adapter_spec(model_key) {
             Ok(a) => a,
             Err(e) => {
                 self.error = Some(e);
@@ -245,43 +247,52 @@ impl ChatPane {
         self.job.is_some()
     }
 
-    /// The pane's header: the model choice.
-    pub fn header_ui(&mut self, ui: &mut egui::Ui, choices: &[(String, PathBuf)]) {
+    /// The pane's header: the model choice (fixed while `locked` or generating).
+    pub fn header_ui(&mut self, ui: &mut egui::Ui, choices: &[(String, PathBuf)], locked: bool) {
+        let busy = locked || self.is_generating();
         ui.horizontal(|ui| {
-            let busy = self.is_generating();
             ui.add_enabled_ui(!busy, |ui| {
                 ui.selectable_value(&mut self.use_adapter, false, "Base model");
                 ui.selectable_value(&mut self.use_adapter, true, "Base + adapter");
             });
         });
         if self.use_adapter {
-            ui.horizontal(|ui| {
-                egui::ComboBox::from_id_salt("adapter-choice")
-                    .selected_text("Runs…")
-                    .show_ui(ui, |ui| {
-                        if choices.is_empty() {
-                            ui.weak("No run has an adapter yet.");
-                        }
-                        for (label, dir) in choices {
-                            if ui.selectable_label(false, label).clicked() {
-                                self.adapter_dir = dir.display().to_string();
+            ui.add_enabled_ui(!busy, |ui| {
+                ui.horizontal(|ui| {
+                    egui::ComboBox::from_id_salt("adapter-choice")
+                        .selected_text("Runs…")
+                        .show_ui(ui, |ui| {
+                            if choices.is_empty() {
+                                ui.weak("No run has an adapter yet.");
                             }
-                        }
-                    });
-                ui.add(
-                    egui::TextEdit::singleline(&mut self.adapter_dir)
-                        .hint_text("adapter folder (PEFT layout)")
-                        .desired_width(f32::INFINITY),
-                );
+                            for (label, dir) in choices {
+                                if ui.selectable_label(false, label).clicked() {
+                                    self.adapter_dir = dir.display().to_string();
+                                }
+                            }
+                        });
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.adapter_dir)
+                            .hint_text("adapter folder (PEFT layout)")
+                            .desired_width(f32::INFINITY),
+                    );
+                })
             });
         }
         ui.strong(self.label());
     }
 
-    /// The conversation, newest at the bottom.
-    pub fn conversation_ui(&mut self, ui: &mut egui::Ui, height: f32) {
+    /// The conversation, newest at the bottom. Returns the reply whose "Add to dataset"
+    /// was clicked, by turn index.
+    pub fn conversation_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        height: f32,
+        target: Option<&DatasetTarget>,
+    ) -> Option<usize> {
         let generating = self.is_generating();
         let n = self.turns.len();
+        let mut add = None;
         egui::ScrollArea::vertical()
             .max_height(height)
             .min_scrolled_height(height)
@@ -295,8 +306,14 @@ impl ChatPane {
                     let user = t.role == "user";
                     ui.horizontal(|ui| {
                         ui.strong(if user { "You" } else { "Assistant" });
-                        if !user && !t.content.is_empty() && ui.small_button("Copy").clicked() {
-                            ui.ctx().copy_text(t.content.clone());
+                        if !user && !t.content.is_empty() {
+                            if ui.small_button("Copy").clicked() {
+                                ui.ctx().copy_text(t.content.clone());
+                            }
+                            let streaming = generating && i + 1 == n;
+                            if add_button(ui, target, !streaming) {
+                                add = Some(i);
+                            }
                         }
                     });
                     ui.add(egui::Label::new(t.content.as_str()).wrap());
@@ -316,6 +333,26 @@ impl ChatPane {
                     ui.colored_label(ui.visuals().error_fg_color, e);
                 }
             });
+        add
+    }
+
+    /// The example that adding reply `turn` would make: the turns before its prompt, the
+    /// prompt, and the reply.
+    pub fn draft(&self, turn: usize, system: &str) -> Option<ExampleDraft> {
+        let reply = self.turns.get(turn).filter(|t| t.role == "assistant")?;
+        let prompt_at = turn.checked_sub(1)?;
+        let prompt = self.turns.get(prompt_at).filter(|t| t.role == "user")?;
+        let history = self.turns[..prompt_at]
+            .iter()
+            .filter_map(|t| Role::parse_any(&t.role).map(|r| Message::new(r, t.content.as_str())))
+            .collect();
+        Some(ExampleDraft {
+            source: self.label(),
+            system: system.trim().to_string(),
+            history,
+            prompt: prompt.content.clone(),
+            reply: reply.content.clone(),
+        })
     }
 }
 

@@ -212,6 +212,36 @@ impl DatasetsTab {
         }
     }
 
+    /// Adds `record` at the end of the open dataset as one undoable edit.
+    pub fn append(&mut self, record: crate::data::Conversation, shared: &mut Shared<'_>) {
+        self.commit_drafts(shared);
+        let Some(doc) = &mut self.doc else {
+            shared.notices.error(
+                "The example was not added",
+                "No dataset is open; open one in the Datasets tab first.",
+            );
+            return;
+        };
+        let index = doc.data().len();
+        match doc.apply(Edit::InsertRecord { index, record }, shared.now) {
+            Ok(()) => {
+                let name = doc
+                    .data()
+                    .path()
+                    .map_or_else(|| "the dataset".to_string(), file_name);
+                shared.notices.info(format!(
+                    "Added record {} to {name} (Ctrl+Z undoes it)",
+                    index + 1
+                ));
+                // The Datasets tab shows the new record when it is next opened.
+                self.jump_to(index, shared);
+            }
+            Err(e) => shared
+                .notices
+                .error("The example could not be added", format!("{e:#}")),
+        }
+    }
+
     pub fn undo(&mut self, shared: &mut Shared<'_>) {
         self.commit_drafts(shared);
         if let Some(doc) = &mut self.doc {

@@ -3,6 +3,9 @@
 //! shortcuts, close guard, persistence), and the widgets they share. Heavy work goes to
 //! `crate::worker`; the UI thread only draws and drains events.
 
+mod add_example;
+mod batch_compare;
+mod batch_table;
 mod chat;
 mod chat_pane;
 mod conversation_editor;
@@ -12,6 +15,7 @@ mod dataset_stats;
 mod dataset_table;
 mod datasets;
 mod export_dialog;
+mod file_write;
 mod fonts;
 mod frame_times;
 mod live_plots;
@@ -27,7 +31,10 @@ mod tab;
 mod train;
 mod train_form;
 
-pub use chat::ChatTab;
+pub use add_example::ExampleDraft;
+pub use batch_compare::{BatchCompare, PromptSource};
+pub use batch_table::{BatchRow, BatchTable, Cell};
+pub use chat::{ChatAction, ChatTab, ChatView};
 pub use chat_pane::{ChatPane, Turn};
 pub use dataset_doc::OpenDataset;
 pub use dataset_filter::FlagFilter;

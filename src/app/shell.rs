@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use super::chat::ChatTab;
+use super::chat::{ChatAction, ChatTab};
 use super::datasets::DatasetsTab;
 use super::export_dialog::ExportDialog;
 use super::frame_times::FrameTimes;
@@ -464,8 +464,17 @@ impl eframe::App for StudioApp {
                     }
                 }
                 Tab::Chat => {
-                    self.chat
-                        .ui(ui, &mut shared, &self.model, &mut self.runs, &self.waker)
+                    let action = self.chat.ui(
+                        ui,
+                        &mut shared,
+                        &self.model,
+                        &mut self.runs,
+                        self.datasets.doc.as_ref(),
+                        &self.waker,
+                    );
+                    if let Some(ChatAction::AddExample(record)) = action {
+                        self.datasets.append(record, &mut shared);
+                    }
                 }
                 Tab::Models => match self.models.ui(ui, &mut shared, &self.model) {
                     Some(ModelsAction::Load(spec)) => {

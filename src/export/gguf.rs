@@ -167,7 +167,10 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
             "tokenizer.ggml.model".to_string(),
             Value::String("gpt2".into()),
         ),
-        ("tokenizer.ggml.pre".to_string(), Value::String(pre_name(model))),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            Value::String(pre_name(model)),
+        ),
         (
             "tokenizer.ggml.tokens".to_string(),
             Value::Array(tokens.into_iter().map(Value::String).collect()),

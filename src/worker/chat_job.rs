@@ -4,14 +4,14 @@
 //! after each send. Every pane runs its own job on the one shared `Arc<Model>`; an adapter
 //! is a `LoraSet` applied on the same base weights, so a tuned pane copies no weights.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Waker;
-use crate::infer::{GenerateRequest, GenerationStats, Sampling, StopReason};
+use crate::infer::{GenerateRequest, Generation, GenerationStats, Sampling, StopReason};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
 
@@ -127,10 +127,7 @@ fn run(req: ChatRequest, sink: &Sink) -> Result<(), String> {
         AdapterSpec::None => None,
         AdapterSpec::Loaded(l) => Some(l),
         AdapterSpec::Folder(dir) => {
-            let read =
-                crate::export::peft::read_adapter(&dir, model.config(), model.transformer.device())
-                    .map_err(|e| format!("reading the adapter in {}: {e}", dir.display()))?;
-            let lora = Arc::new(read.lora);
+            let lora = read_adapter(model, &dir)?;
             sink.send(ChatEvent::Adapter {
                 dir,
                 lora: lora.clone(),
@@ -138,27 +135,50 @@ fn run(req: ChatRequest, sink: &Sink) -> Result<(), String> {
             Some(lora)
         }
     };
-    let prompt_ids = model
-        .encode_chat(&req.messages, true)
-        .map_err(|e| format!("applying the chat template: {e}"))?;
-    let gen_req = GenerateRequest {
-        prompt_ids,
-        sampling: req.sampling,
-        max_new_tokens: req.max_new_tokens,
-        stop_strings: Vec::new(),
-        quantized: model.transformer.has_quantized_copy(),
-    };
-    let generation = crate::infer::generate(
+    let generation = generate_reply(
         model,
         lora.as_deref(),
-        &gen_req,
+        &req.messages,
+        &req.sampling,
+        req.max_new_tokens,
         &sink.cancel,
         &mut |piece| sink.send(ChatEvent::Text(piece.to_string())),
-    )
-    .map_err(|e| format!("generating: {e}"))?;
+    )?;
     sink.send(ChatEvent::Done {
         stop_reason: generation.stop_reason,
         stats: generation.stats,
     });
     Ok(())
+}
+
+/// Reads the PEFT adapter in `dir` for `model`.
+pub fn read_adapter(model: &Model, dir: &Path) -> Result<Arc<LoraSet>, String> {
+    let read = crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())
+        .map_err(|e| format!("reading the adapter in {}: {e}", dir.display()))?;
+    Ok(Arc::new(read.lora))
+}
+
+/// Renders `messages` with the model's chat template and generates the reply, passing
+/// each text piece to `on_text`. Blocks until the reply ends or `cancel` is set.
+pub fn generate_reply(
+    model: &Model,
+    lora: Option<&LoraSet>,
+    messages: &[ChatMessage],
+    sampling: &Sampling,
+    max_new_tokens: usize,
+    cancel: &AtomicBool,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation, String> {
+    let prompt_ids = model
+        .encode_chat(messages, true)
+        .map_err(|e| format!("applying the chat template: {e}"))?;
+    let gen_req = GenerateRequest {
+        prompt_ids,
+        sampling: sampling.clone(),
+        max_new_tokens,
+        stop_strings: Vec::new(),
+        quantized: model.transformer.has_quantized_copy(),
+    };
+    crate::infer::generate(model, lora, &gen_req, cancel, on_text)
+        .map_err(|e| format!("generating: {e}"))
 }

@@ -8,7 +8,9 @@
 //! - [`model_loader`]: loads a model on its own thread, fetching the default one first.
 //! - [`chat_job`]: one chat reply per pane, streamed from its own thread.
 //! - [`export_job`]: one export (PEFT, merged, GGUF) with its read-back check.
+//! - [`batch_job`]: batch compare, a list of prompts through every pane, a thread per pane.
 
+pub mod batch_job;
 pub mod chat_job;
 mod commands;
 mod dataset_jobs;
