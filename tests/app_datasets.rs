@@ -133,3 +133,75 @@ fn ctrl_s_saves_atomically_and_marks_clean() {
     assert_eq!(saved.records()[0].messages[0].content, "hi there");
     assert!(finetune_studio::data::dataset::backup_path(&path).exists());
 }
+
+#[test]
+fn unsaved_edits_are_autosaved_and_offered_back_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("identity.json");
+    std::fs::copy(fixture("llamafactory_identity.json"), &path).unwrap();
+    let recovery = dir.path().join(".identity.json.recovery.jsonl");
+    {
+        let mut h = harness();
+        h.run_steps(2);
+        open_dataset(&mut h, &path);
+        h.run_steps(2);
+        h.get_by_label("Row 1").click();
+        h.run_steps(2);
+        h.get_by_role_and_label(Role::MultilineTextInput, "Turn 1")
+            .focus();
+        h.run_steps(1);
+        h.get_by_role_and_label(Role::MultilineTextInput, "Turn 1")
+            .type_text(" again");
+        h.run_steps(1);
+        h.key_press(egui::Key::Escape);
+        // A pause in editing autosaves; the window then "crashes" (is dropped unsaved).
+        assert!(
+            step_until(&mut h, Duration::from_secs(30), |_| recovery.is_file()),
+            "no recovery file; notices: {:?}",
+            h.state().notices.items()
+        );
+        assert!(h.state().datasets.is_dirty());
+    }
+    let on_disk = finetune_studio::data::load(&path, None).unwrap();
+    assert_eq!(on_disk.records()[0].messages[0].content, "hi");
+
+    // The next session opens the file and is offered the edits back.
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &path);
+    h.run_steps(2);
+    assert!(h
+        .query_by_label_contains("has unsaved edits from")
+        .is_some());
+    h.get_by_label("Restore them").click();
+    assert!(step_until(&mut h, Duration::from_secs(20), |app| app
+        .datasets
+        .doc
+        .as_ref()
+        .is_some_and(|d| d.is_dirty())));
+    let doc = h.state().datasets.doc.as_ref().unwrap();
+    assert_eq!(doc.data().records()[0].messages[0].content, "hi again");
+    assert_eq!(doc.data().len(), 91);
+
+    // Saving writes the edits to the file and removes the recovery file.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    assert!(step_until(&mut h, Duration::from_secs(20), |app| app
+        .datasets
+        .doc
+        .as_ref()
+        .is_some_and(|d| !d.is_dirty() && d.saving.is_none())));
+    let saved = finetune_studio::data::load(&path, None).unwrap();
+    assert_eq!(saved.records()[0].messages[0].content, "hi again");
+    assert!(!recovery.exists());
+
+    // Declining an offer removes the recovery file and keeps the file as it is.
+    std::fs::write(&recovery, b"stale").unwrap();
+    h.state_mut().open_dataset(&path, 0.0);
+    assert!(step_until(&mut h, Duration::from_secs(20), |app| app
+        .datasets
+        .recovery_offer
+        .is_some()));
+    h.run_steps(2);
+    h.get_by_label("Discard them").click();
+    assert!(step_until(&mut h, Duration::from_secs(20), |_| !recovery.exists()));
+}

@@ -1,6 +1,7 @@
 //! The dataset open in the Datasets tab: the records behind an `Arc` (so workers analyze,
 //! search and save a snapshot without copying it), an edit counter, and the latest
-//! analysis. Edits go through the data module's edit operations, so undo and redo work.
+//! analysis. Edits go through the data module's edit operations, so undo and redo work;
+//! a pause in editing autosaves them to the recovery file (see `DatasetsTab::logic`).
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct OpenDataset {
     pub saving: Option<u64>,
     /// `ctx` time of the last change (analysis waits for a pause in editing).
     pub changed_at: f64,
+    /// The generation last autosaved to the recovery file.
+    pub autosaved: u64,
 }
 
 impl OpenDataset {
@@ -32,6 +35,7 @@ impl OpenDataset {
             analyzing: None,
             saving: None,
             changed_at: f64::NEG_INFINITY,
+            autosaved: 1,
         }
     }
 

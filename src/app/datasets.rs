@@ -22,6 +22,9 @@ use super::shared::Shared;
 /// Seconds without edits before statistics are recomputed.
 const ANALYZE_AFTER_SECS: f64 = 0.8;
 
+/// Seconds without edits before unsaved edits are autosaved to the recovery file.
+const AUTOSAVE_AFTER_SECS: f64 = 2.0;
+
 /// The "Save as" form.
 #[derive(Debug)]
 struct SaveAs {
@@ -46,6 +49,9 @@ pub struct DatasetsTab {
     save_as: Option<SaveAs>,
     /// Focus the search box on the next frame (Ctrl+F).
     focus_search: bool,
+    /// Autosaved unsaved edits found for the open file: (source file, recovery file,
+    /// when it was written).
+    pub recovery_offer: Option<(PathBuf, PathBuf, String)>,
 }
 
 impl DatasetsTab {
@@ -73,6 +79,7 @@ impl DatasetsTab {
             self.path_input = p.display().to_string();
         }
         self.doc = Some(OpenDataset::new(ds));
+        self.recovery_offer = None;
         self.loading = None;
         self.selected = None;
         self.editor = Editor::default();
@@ -91,10 +98,12 @@ impl DatasetsTab {
                 path,
                 dataset,
                 elapsed,
+                recovery,
             } => {
                 if self.loading.as_deref() == Some(path.as_path()) {
                     let n = dataset.len();
                     self.set_dataset(*dataset, shared);
+                    self.recovery_offer = recovery.map(|(r, when)| (path.clone(), r, when));
                     shared.notices.info(format!(
                         "Opened {} ({n} records in {:.2} s)",
                         file_name(&path),
@@ -182,6 +191,15 @@ impl DatasetsTab {
                 max_len,
                 generation: doc.generation(),
                 model: model.cloned(),
+            });
+        }
+        if doc.is_dirty()
+            && doc.autosaved != doc.generation()
+            && shared.now - doc.changed_at > AUTOSAVE_AFTER_SECS
+        {
+            doc.autosaved = doc.generation();
+            shared.worker.send(Command::AutosaveDataset {
+                dataset: doc.snapshot(),
             });
         }
         self.filter.update(doc, shared.worker);
@@ -313,6 +331,7 @@ impl DatasetsTab {
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
         self.toolbar_ui(ui, shared);
         ui.separator();
+        self.recovery_ui(ui, shared);
         if self.doc.is_none() {
             self.empty_ui(ui, shared);
             return;
@@ -336,6 +355,51 @@ impl DatasetsTab {
         }
         egui::CentralPanel::default_margins().show(ui, |ui| self.table_ui(ui, shared));
         self.save_as_ui(ui, shared);
+    }
+
+    /// The offer to restore autosaved edits of the file just opened.
+    fn recovery_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
+        let Some((source, recovery, when)) = &self.recovery_offer else {
+            return;
+        };
+        let mut choice = None;
+        egui::Frame::group(ui.style())
+            .fill(ui.visuals().warn_fg_color.gamma_multiply(0.15))
+            .show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(format!(
+                        "{} has unsaved edits from {when} that were never saved (autosaved in {}).",
+                        file_name(source),
+                        file_name(recovery)
+                    ));
+                    if ui
+                        .button("Restore them")
+                        .on_hover_text("Open the file with those edits, unsaved; save to keep them")
+                        .clicked()
+                    {
+                        choice = Some(true);
+                    }
+                    if ui
+                        .button("Discard them")
+                        .on_hover_text(
+                            "Delete the recovery file and keep the file as it is on disk",
+                        )
+                        .clicked()
+                    {
+                        choice = Some(false);
+                    }
+                });
+            });
+        ui.add_space(4.0);
+        let Some(restore) = choice else { return };
+        let source = source.clone();
+        self.recovery_offer = None;
+        if restore {
+            self.loading = Some(source.clone());
+            shared.worker.send(Command::RecoverDataset { source });
+        } else {
+            shared.worker.send(Command::DiscardRecovery { source });
+        }
     }
 
     fn toolbar_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {

@@ -42,6 +42,12 @@ impl DialogPurpose {
 pub enum Command {
     /// Reads a dataset file (format detected).
     LoadDataset { path: PathBuf },
+    /// Reads the autosaved unsaved edits of `source` (its recovery file).
+    RecoverDataset { source: PathBuf },
+    /// Removes the recovery file of `source` (the user declined it).
+    DiscardRecovery { source: PathBuf },
+    /// Writes the unsaved edits of a snapshot to its recovery file.
+    AutosaveDataset { dataset: Arc<Dataset> },
     /// Writes `dataset` atomically to `path` and marks it saved. `generation` is the
     /// UI's edit counter when the snapshot was taken; it comes back with the result.
     SaveDataset {
@@ -87,6 +93,13 @@ impl Command {
     pub fn describe(&self) -> String {
         match self {
             Command::LoadDataset { path } => format!("Opening {}", path.display()),
+            Command::RecoverDataset { source } => {
+                format!("Restoring the unsaved edits of {}", source.display())
+            }
+            Command::DiscardRecovery { source } => {
+                format!("Removing the unsaved edits of {}", source.display())
+            }
+            Command::AutosaveDataset { .. } => "Autosaving the unsaved edits".into(),
             Command::SaveDataset { path, .. } => format!("Saving {}", path.display()),
             Command::Analyze { .. } => "Computing dataset statistics".into(),
             Command::Search { .. } => "Searching the dataset".into(),
@@ -119,6 +132,9 @@ pub enum Event {
         path: PathBuf,
         dataset: Box<Dataset>,
         elapsed: Duration,
+        /// Autosaved unsaved edits of this file, from a session that did not save them:
+        /// the recovery file and when it was written.
+        recovery: Option<(PathBuf, String)>,
     },
     /// The saved dataset (marked clean, with its new path and format).
     DatasetSaved {

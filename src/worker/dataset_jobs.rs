@@ -19,6 +19,10 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
             let t = Instant::now();
             match crate::data::load(&path, None) {
                 Ok(ds) => Event::DatasetLoaded {
+                    recovery: Dataset::find_recovery(&path).map(|r| {
+                        let when = modified_time(&r);
+                        (r, when)
+                    }),
                     path,
                     dataset: Box::new(ds),
                     elapsed: t.elapsed(),
@@ -26,6 +30,29 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
                 Err(e) => failed(what, &e),
             }
         }
+        Command::RecoverDataset { source } => {
+            let t = Instant::now();
+            let recovered = Dataset::find_recovery(&source)
+                .ok_or_else(|| format!("no recovery file for {} any more", source.display()))
+                .and_then(|rp| Dataset::recover(&rp).map_err(|e| format!("{e:#}")));
+            match recovered {
+                Ok(ds) => Event::DatasetLoaded {
+                    path: source,
+                    dataset: Box::new(ds),
+                    elapsed: t.elapsed(),
+                    recovery: None,
+                },
+                Err(e) => failed(what, &e),
+            }
+        }
+        Command::DiscardRecovery { source } => match Dataset::discard_recovery(&source) {
+            Ok(()) => return,
+            Err(e) => failed(what, &e),
+        },
+        Command::AutosaveDataset { dataset } => match dataset.autosave() {
+            Ok(_) => return,
+            Err(e) => failed(what, &e),
+        },
         Command::SaveDataset {
             dataset,
             path,
@@ -99,6 +126,18 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
         },
     };
     sink.send(event);
+}
+
+/// When `path` was last written, in local time, for messages.
+fn modified_time(path: &std::path::Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| {
+            chrono::DateTime::<chrono::Local>::from(t)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| "an earlier session".into())
 }
 
 fn failed(what: String, e: &dyn std::fmt::Display) -> Event {
