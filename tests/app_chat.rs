@@ -11,6 +11,7 @@ use app_common::{step_until, studio_home};
 use chat_common::{chat_harness, done, notices, type_message, write_random_adapter};
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
+use finetune_studio::app::Turn;
 use finetune_studio::infer::StopReason;
 
 #[test]
@@ -215,4 +216,29 @@ fn a_missing_adapter_folder_is_reported_in_its_pane() {
     assert!(h.state().chat.panes[1].last_reply().is_none());
     h.run_steps(1);
     assert!(h.query_by_label_contains("reading the adapter").is_some());
+}
+
+#[test]
+fn replies_render_as_markdown_unless_turned_off() {
+    let mut h = chat_harness();
+    let reply = "Here is **bold** text and a list:\n\n- first item\n- second item\n\n`code`";
+    for (role, content) in [("user", "Show me Markdown"), ("assistant", reply)] {
+        h.state_mut().chat.panes[0].turns.push(Turn {
+            role: role.into(),
+            content: content.into(),
+            stop_reason: None,
+            stats: None,
+        });
+    }
+    h.state_mut().chat.markdown = true;
+    h.run_steps(2);
+    // Rendered: the list items stand alone and no `**` or `- ` markers show.
+    assert!(h.query_by_label_contains("first item").is_some());
+    assert!(h.query_by_label_contains("**bold**").is_none());
+    assert!(h.query_by_label(reply).is_none());
+    // Plain: the reply exactly as generated.
+    h.get_by_label("Markdown").click();
+    h.run_steps(2);
+    assert!(!h.state().chat.markdown);
+    assert!(h.query_by_label(reply).is_some());
 }

@@ -58,6 +58,8 @@ pub struct ChatTab {
     pub input: String,
     pub sampling: Sampling,
     pub max_new_tokens: usize,
+    /// Render replies as Markdown (else as plain text, exactly as generated).
+    pub markdown: bool,
     /// Where "Save" writes the conversation (JSON).
     pub save_path: String,
     saving: Option<Receiver<WriteResult>>,
@@ -77,6 +79,7 @@ impl Default for ChatTab {
             input: String::new(),
             sampling: Sampling::default(),
             max_new_tokens: 256,
+            markdown: true,
             save_path: crate::paths::data_dir()
                 .join("chats")
                 .join("conversation.json")
@@ -171,7 +174,9 @@ impl ChatTab {
                     ui.separator();
                     // The conversation takes what the input controls below leave.
                     let height = (ui.available_height() - INPUT_HEIGHT).max(100.0);
-                    if let Some(turn) = pane.conversation_ui(ui, height, target.as_ref()) {
+                    if let Some(turn) =
+                        pane.conversation_ui(ui, height, target.as_ref(), self.markdown)
+                    {
                         adding = pane.draft(turn, system);
                     }
                 });
@@ -271,6 +276,9 @@ impl ChatTab {
             if n != self.panes.len() {
                 self.set_pane_count(n, runs);
             }
+            ui.checkbox(&mut self.markdown, "Markdown").on_hover_text(
+                "Render replies as Markdown; untick to see them exactly as generated",
+            );
             ui.separator();
             match model.model() {
                 Some(m) => {

@@ -55,6 +55,8 @@ pub struct ChatPane {
     pub turns: Vec<Turn>,
     job: Option<ChatJob>,
     pub error: Option<String>,
+    /// Layout state of the Markdown renderer (code-block scroll areas and the like).
+    markdown_cache: egui_commonmark::CommonMarkCache,
 }
 
 /// The adapter folders the runs offer: each run's final adapter and its checkpoints.
@@ -289,6 +291,7 @@ impl ChatPane {
         ui: &mut egui::Ui,
         height: f32,
         target: Option<&DatasetTarget>,
+        markdown: bool,
     ) -> Option<usize> {
         let generating = self.is_generating();
         let n = self.turns.len();
@@ -316,7 +319,15 @@ impl ChatPane {
                             }
                         }
                     });
-                    ui.add(egui::Label::new(t.content.as_str()).wrap());
+                    if markdown && !user {
+                        egui_commonmark::CommonMarkViewer::new().show(
+                            ui,
+                            &mut self.markdown_cache,
+                            &t.content,
+                        );
+                    } else {
+                        ui.add(egui::Label::new(t.content.as_str()).wrap());
+                    }
                     if !user {
                         if generating && i + 1 == n {
                             ui.horizontal(|ui| {
