@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 
+use super::token_count::CountPlan;
 use super::ModelError;
 
 /// Token ids and the byte range of `text` each one covers.
@@ -21,6 +23,9 @@ pub struct Tokenizer {
     pub eos_token: Option<String>,
     pub pad_token: Option<String>,
     pub unk_token: Option<String>,
+    /// How [`crate::data::TokenCounter::count`] counts without the crate's `encode_fast`
+    /// (built on first use; `None` inside where the pipeline needs the crate's path).
+    count_plan: OnceLock<Option<Arc<CountPlan>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -49,6 +54,7 @@ impl Tokenizer {
             eos_token: None,
             pad_token: None,
             unk_token: None,
+            count_plan: OnceLock::new(),
         })
     }
 
@@ -133,7 +139,7 @@ fn byte_alphabet() -> [char; 256] {
 }
 
 /// Pre-tokenizer split regexes by `tokenizer.ggml.pre`, as transformers maps them.
-fn pre_tokenizer_for(pre: &str) -> Value {
+pub(crate) fn pre_tokenizer_for(pre: &str) -> Value {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -263,9 +269,20 @@ pub fn special_tokens_from_config(config: &Value) -> HashMap<&'static str, Strin
     out
 }
 
-/// Dataset statistics count tokens with the model's own tokenizer.
+/// Dataset statistics count tokens with the model's own tokenizer: through
+/// [`super::token_count`] where it reproduces the pipeline, else through `encode_fast`.
+/// Both give `encode(text, false).len()`.
 impl crate::data::TokenCounter for Tokenizer {
     fn count(&self, text: &str) -> usize {
+        let plan = self
+            .count_plan
+            .get_or_init(|| CountPlan::new(&self.json, byte_alphabet()).map(Arc::new));
+        if let Some(n) = plan
+            .as_ref()
+            .and_then(|p| p.count(text, self.inner.get_model()))
+        {
+            return n;
+        }
         self.inner
             .encode_fast(text, false)
             .map(|e| e.len())
