@@ -397,14 +397,15 @@ pub fn compute_with(ds: &Dataset, counter: &dyn TokenCounter, opts: &StatsOption
 
     let near_duplicates = match &opts.near_duplicates {
         Some(params) => {
+            let signer = dedup::Signer::new(params);
             let sigs: Vec<Vec<u64>> = records
                 .par_iter()
-                .map(|c| {
-                    let mut sh = Vec::new();
+                .map_with(Vec::new(), |words, c| {
+                    let mut sig = signer.empty();
                     for t in c.texts() {
-                        sh.extend(dedup::shingles(t, params.shingle));
+                        signer.add_text(&mut sig, t, params.shingle, words);
                     }
-                    dedup::signature(&sh, params)
+                    sig
                 })
                 .collect();
             dedup::groups_from_signatures(&sigs, params)

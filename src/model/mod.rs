@@ -15,6 +15,7 @@ pub mod rope;
 pub mod source;
 pub mod template;
 pub mod tiny;
+mod token_count;
 pub mod tokenizer;
 pub mod train_ops;
 pub mod transformer;

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 
+use super::token_count::CountPlan;
 use super::ModelError;
 
 /// Token ids and the byte range of `text` each one covers.
@@ -24,6 +26,9 @@ pub struct Tokenizer {
     /// `tokenizer.ggml.pre` of the GGUF file this tokenizer was built from, written back
     /// unchanged when the model is exported as GGUF.
     pub gguf_pre: Option<String>,
+    /// How [`crate::data::TokenCounter::count`] counts without the crate's `encode_fast`
+    /// (built on first use; `None` inside where the pipeline needs the crate's path).
+    count_plan: OnceLock<Option<Arc<CountPlan>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -53,6 +58,7 @@ impl Tokenizer {
             pad_token: None,
             unk_token: None,
             gguf_pre: None,
+            count_plan: OnceLock::new(),
         })
     }
 
@@ -151,7 +157,7 @@ const PRE_REGEXES: [(&[&str], &str); 4] = [
 ];
 
 /// Pre-tokenizer split regexes by `tokenizer.ggml.pre`, as transformers maps them.
-fn pre_tokenizer_for(pre: &str) -> Value {
+pub(crate) fn pre_tokenizer_for(pre: &str) -> Value {
     let regex = PRE_REGEXES
         .iter()
         .find(|(names, _)| names.contains(&pre))
@@ -308,9 +314,20 @@ pub fn special_tokens_from_config(config: &Value) -> HashMap<&'static str, Strin
     out
 }
 
-/// Dataset statistics count tokens with the model's own tokenizer.
+/// Dataset statistics count tokens with the model's own tokenizer: through
+/// [`super::token_count`] where it reproduces the pipeline, else through `encode_fast`.
+/// Both give `encode(text, false).len()`.
 impl crate::data::TokenCounter for Tokenizer {
     fn count(&self, text: &str) -> usize {
+        let plan = self
+            .count_plan
+            .get_or_init(|| CountPlan::new(&self.json, byte_alphabet()).map(Arc::new));
+        if let Some(n) = plan
+            .as_ref()
+            .and_then(|p| p.count(text, self.inner.get_model()))
+        {
+            return n;
+        }
         self.inner
             .encode_fast(text, false)
             .map(|e| e.len())

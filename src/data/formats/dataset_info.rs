@@ -65,12 +65,29 @@ pub struct DatasetInfoEntry {
     pub ranking: bool,
 }
 
-/// Whether the bytes look like a dataset_info.json: one object whose values are objects
-/// naming a source.
-pub(crate) fn looks_like_dataset_info(bytes: &[u8]) -> bool {
-    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(bytes) else {
+/// Whether a file that starts with `{` is one JSON object whose entries all name a source
+/// (rather than JSON lines). Reads only the first value and what follows it.
+pub(crate) fn file_looks_like_dataset_info(path: &Path) -> bool {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
+    let mut reader = std::io::BufReader::new(file);
+    if reader
+        .fill_buf()
+        .is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
+    {
+        reader.consume(3);
+    }
+    let mut values = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
+    match (values.next(), values.next()) {
+        (Some(Ok(Value::Object(o))), None) => looks_like_dataset_info(&o),
+        _ => false,
+    }
+}
+
+/// Whether an object looks like a dataset_info.json: its values are objects naming a source.
+fn looks_like_dataset_info(o: &Map<String, Value>) -> bool {
     !o.is_empty()
         && o.values().all(|v| {
             v.as_object()

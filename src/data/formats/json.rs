@@ -1,127 +1,19 @@
-//! JSON and JSON-lines containers. The file is read in one go, split into one byte range
-//! per record by a small scanner (strings and nesting only, no parsing), and the records are
-//! parsed in parallel. A record that is not valid JSON or not UTF-8 is flagged with its line
-//! and kept (as a placeholder holding its raw text), and the records after it still load.
+//! JSON and JSON-lines containers. The file is read block by block
+//! ([`super::json_blocks`]), each block cut into one byte range per record by a small
+//! scanner (strings and nesting only, no parsing), and each block's records are parsed in
+//! parallel before the next block is read. A record that is not valid JSON or not UTF-8 is
+//! flagged with its line and kept (as a placeholder holding its raw text), and the records
+//! after it still load.
 
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::json_blocks::{Block, Blocks, Layout};
 use super::{detect_schema, from_value, Encoding, Format, Mapping, ReadOutput, Schema};
 use crate::data::error::{DataError, Problem, ProblemKind};
 use crate::data::record::Conversation;
-
-/// Byte ranges of the records of a top-level JSON array. A truncated file yields the
-/// records up to the cut, the last one partial (its parse then fails with a position).
-pub(crate) fn split_array(b: &[u8]) -> Result<Vec<(usize, usize)>, String> {
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'[') {
-        return Err("expected `[` at the start of a JSON array".into());
-    }
-    i += 1;
-    let mut spans = Vec::new();
-    loop {
-        i = skip_ws(b, i);
-        match b.get(i) {
-            None => return Ok(spans),
-            Some(b']') => return Ok(spans),
-            _ => {}
-        }
-        let start = i;
-        let mut depth = 0usize;
-        loop {
-            let Some(&c) = b.get(i) else {
-                spans.push((start, b.len()));
-                return Ok(spans);
-            };
-            match c {
-                b'"' => {
-                    // Jump to the closing quote, skipping escapes.
-                    i += 1;
-                    loop {
-                        match memchr::memchr2(b'"', b'\\', &b[i.min(b.len())..]) {
-                            None => {
-                                spans.push((start, b.len()));
-                                return Ok(spans);
-                            }
-                            Some(k) => {
-                                i += k;
-                                if b[i] == b'\\' {
-                                    i += 2;
-                                } else {
-                                    i += 1;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    continue;
-                }
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    if depth == 0 {
-                        // The closing bracket of the array.
-                        push_trimmed(b, &mut spans, start, i);
-                        return Ok(spans);
-                    }
-                    depth -= 1;
-                }
-                b',' if depth == 0 => {
-                    push_trimmed(b, &mut spans, start, i);
-                    i += 1;
-                    break;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-    }
-}
-
-fn push_trimmed(b: &[u8], spans: &mut Vec<(usize, usize)>, start: usize, mut end: usize) {
-    while end > start && b[end - 1].is_ascii_whitespace() {
-        end -= 1;
-    }
-    spans.push((start, end));
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && b[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    i
-}
-
-/// Byte ranges of the non-blank lines of a JSON-lines file.
-fn split_lines(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', b).chain(std::iter::once(b.len())) {
-        let line = &b[start..end.min(b.len())];
-        if line.iter().any(|c| !c.is_ascii_whitespace()) {
-            spans.push((start, end));
-        }
-        start = end + 1;
-        if start > b.len() {
-            break;
-        }
-    }
-    spans
-}
-
-/// 1-based line of each span start (spans sorted by start).
-fn lines_of(b: &[u8], spans: &[(usize, usize)]) -> Vec<Option<usize>> {
-    let mut out = Vec::with_capacity(spans.len());
-    let mut line = 1;
-    let mut pos = 0;
-    for &(s, _) in spans {
-        line += memchr::memchr_iter(b'\n', &b[pos..s]).count();
-        pos = s;
-        out.push(Some(line));
-    }
-    out
-}
 
 /// Parses one record's bytes. Invalid UTF-8 is replaced and reported; invalid JSON yields a
 /// placeholder holding the raw text.
@@ -172,30 +64,23 @@ pub(crate) fn read(
     schema: Option<Schema>,
     mapping: Option<&Mapping>,
 ) -> Result<ReadOutput, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let first = bytes.iter().copied().find(|c| !c.is_ascii_whitespace());
-    let (encoding, spans) = match (encoding, first) {
-        (_, None) => (encoding, Vec::new()),
-        (Encoding::Json, Some(b'[')) => {
-            let spans = split_array(bytes).map_err(|m| DataError::Json {
-                path: path.to_path_buf(),
-                line: 1,
-                column: 1,
-                message: m,
-            })?;
-            (Encoding::Json, spans)
-        }
+    let io = |e| DataError::io(path, e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut blocks = Blocks::new(file).map_err(io)?;
+    let first = blocks.first_byte().map_err(io)?;
+    let (encoding, layout) = match (encoding, first) {
+        (_, None) => (encoding, None),
+        (Encoding::Json, Some(b'[')) => (Encoding::Json, Some(Layout::Array)),
         (Encoding::Json, Some(b'{')) => {
-            if super::dataset_info::looks_like_dataset_info(bytes) {
+            if super::dataset_info::file_looks_like_dataset_info(path) {
                 return Err(DataError::NeedsEntry {
                     path: path.to_path_buf(),
                     entries: super::dataset_info::list_entries(path).unwrap_or_default(),
                 });
             }
-            (Encoding::JsonLines, split_lines(bytes))
+            (Encoding::JsonLines, Some(Layout::Lines))
         }
-        (Encoding::JsonLines, Some(_)) => (Encoding::JsonLines, split_lines(bytes)),
+        (Encoding::JsonLines, Some(_)) => (Encoding::JsonLines, Some(Layout::Lines)),
         (_, Some(c)) => {
             return Err(DataError::Json {
                 path: path.to_path_buf(),
@@ -208,22 +93,30 @@ pub(crate) fn read(
             })
         }
     };
-    let lines = lines_of(bytes, &spans);
+    if let Some(layout) = layout {
+        blocks.start(layout).map_err(io)?;
+    }
 
-    // The schema comes from the first record that parses, unless the caller fixed it.
+    // The schema comes from the first record that parses among the first 100, unless the
+    // caller fixed it; the first block holds at least those.
+    let first_block = blocks.next_block(100).map_err(io)?;
+    let detected = || {
+        first_block
+            .as_ref()
+            .and_then(first_value)
+            .and_then(|v| detect_schema(&v))
+    };
+    let no_records = first_block.as_ref().is_none_or(|b| b.spans.is_empty());
     let (schema, mapping) = match (schema, mapping) {
         (Some(s), Some(m)) => (s, m.clone()),
-        (Some(s), None) => {
-            let detected = first_value(bytes, &spans).and_then(|v| detect_schema(&v));
-            match detected {
-                Some((ds, m)) if ds == s => (s, m),
-                _ => (s, Mapping::default_for(s)),
-            }
-        }
+        (Some(s), None) => match detected() {
+            Some((ds, m)) if ds == s => (s, m),
+            _ => (s, Mapping::default_for(s)),
+        },
         (None, m) => {
-            match first_value(bytes, &spans).and_then(|v| detect_schema(&v)) {
+            match detected() {
                 Some((s, dm)) => (s, m.cloned().unwrap_or(dm)),
-                None if spans.is_empty() => (Schema::Alpaca, m.cloned().unwrap_or_else(|| Mapping::default_for(Schema::Alpaca))),
+                None if no_records => (Schema::Alpaca, m.cloned().unwrap_or_else(|| Mapping::default_for(Schema::Alpaca))),
                 None => {
                     return Err(DataError::UnknownFormat {
                         path: path.to_path_buf(),
@@ -234,32 +127,55 @@ pub(crate) fn read(
         }
     };
 
+    let mut out = ReadOutput {
+        records: Vec::new(),
+        lines: Vec::new(),
+        problems: Vec::new(),
+        format: Format::new(schema, encoding),
+        mapping,
+    };
+    let mut block = first_block;
+    while let Some(b) = block {
+        parse_block(b, schema, &mut out);
+        block = blocks.next_block(1).map_err(io)?;
+    }
+    out.records.shrink_to_fit();
+    out.lines.shrink_to_fit();
+    out.problems.shrink_to_fit();
+    Ok(out)
+}
+
+/// Parses a block's records in parallel and appends them (with their lines and problems).
+fn parse_block(block: Block, schema: Schema, out: &mut ReadOutput) {
+    let Block {
+        bytes,
+        spans,
+        lines,
+    } = block;
+    let mapping = &out.mapping;
     let (records, problems): (Vec<_>, Vec<_>) = spans
         .par_iter()
         .zip(lines.par_iter())
         .map(|(&(s, e), line)| {
             let (v, mut ps) = parse_one(&bytes[s..e], line.unwrap_or(1));
             let c = match v {
-                Ok(v) => from_value(v, schema, &mapping, &mut ps),
+                Ok(v) => from_value(v, schema, mapping, &mut ps),
                 Err(c) => c,
             };
             (c, ps)
         })
         .unzip();
-    Ok(ReadOutput {
-        records,
-        lines,
-        problems,
-        format: Format::new(schema, encoding),
-        mapping,
-    })
+    out.records.extend(records);
+    out.problems.extend(problems);
+    out.lines.extend(lines);
 }
 
-fn first_value(bytes: &[u8], spans: &[(usize, usize)]) -> Option<Value> {
-    spans
+fn first_value(block: &Block) -> Option<Value> {
+    block
+        .spans
         .iter()
         .take(100)
-        .find_map(|&(s, e)| serde_json::from_slice::<Value>(&bytes[s..e]).ok())
+        .find_map(|&(s, e)| serde_json::from_slice::<Value>(&block.bytes[s..e]).ok())
 }
 
 pub(crate) fn write(
@@ -288,35 +204,5 @@ pub(crate) fn write(
             out.push(b'\n');
             Ok(out)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_arrays_with_tricky_strings() {
-        let b = br#" [ {"a": "x,]\"}"}, {"b": [1, {"c": "]"}]} ,{} ] "#;
-        let spans = split_array(b).unwrap();
-        let parts: Vec<&str> = spans
-            .iter()
-            .map(|&(s, e)| std::str::from_utf8(&b[s..e]).unwrap())
-            .collect();
-        assert_eq!(
-            parts,
-            vec![r#"{"a": "x,]\"}"}"#, r#"{"b": [1, {"c": "]"}]}"#, "{}"]
-        );
-        assert!(split_array(b"[]").unwrap().is_empty());
-        assert_eq!(split_array(br#"[{"a": 1}, {"b": "#).unwrap().len(), 2);
-        assert!(split_array(b"{}").is_err());
-    }
-
-    #[test]
-    fn lines_are_counted() {
-        let b = b"{\"a\":1}\n\n{\"b\":2}\n";
-        let spans = split_lines(b);
-        assert_eq!(spans.len(), 2);
-        assert_eq!(lines_of(b, &spans), vec![Some(1), Some(3)]);
     }
 }

@@ -7,6 +7,7 @@ pub mod alpaca;
 pub mod csv;
 pub mod dataset_info;
 pub mod json;
+mod json_blocks;
 pub mod openai;
 pub mod parquet;
 pub mod sharegpt;
