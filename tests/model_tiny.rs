@@ -257,3 +257,40 @@ fn bad_inputs_get_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn llama3_rope_scaling_travels_through_gguf_as_rope_freqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_model(&dir.path().join("m"), Architecture::Llama, 5).unwrap();
+    // Scaling whose thresholds fall inside the tiny head's wavelengths (6 to 20 000
+    // positions), so that unscaled, smoothly scaled and fully scaled pairs all occur.
+    let cfg_path = path.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let m = model::load_hf_folder(&path, &Device::Cpu).unwrap();
+    let factors = model::rope::llama3_freq_factors(m.config()).unwrap();
+    assert_eq!(factors.first(), Some(&1.0));
+    assert!((factors.last().unwrap() - 8.0).abs() < 1e-4);
+    assert!(factors.iter().any(|f| *f > 1.0 && *f < 8.0), "{factors:?}");
+
+    let gguf = dir.path().join("m.gguf");
+    write_gguf(&m, &gguf, GgufType::F32).unwrap();
+    let g = model::load_gguf(&gguf, &Device::Cpu).unwrap();
+    assert_eq!(g.config().rope_scaling, m.config().rope_scaling);
+    let ids: Vec<u32> = (1..40).collect();
+    let diff = common::max_abs_diff(
+        &common::logits(&m, None, None, &ids),
+        &common::logits(&g, None, None, &ids),
+    );
+    assert!(diff < 1e-4, "GGUF with rope_freqs differs by {diff}");
+
+    // Without rope_freqs the same weights compute something else: the factors matter.
+    let unscaled = model::rope::inverse_frequencies(&model::ModelConfig {
+        rope_scaling: None,
+        ..m.config().clone()
+    });
+    assert_ne!(unscaled, model::rope::inverse_frequencies(m.config()));
+}

@@ -264,6 +264,15 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
         };
         tensors.push((gname, QTensor::quantize(&t, ty)?));
     }
+    // Llama 3 rope scaling travels as per-pair frequency divisors, as llama.cpp expects.
+    if let Some(factors) = crate::model::rope::llama3_freq_factors(c) {
+        let n = factors.len();
+        let t = Tensor::from_vec(factors, n, &candle_core::Device::Cpu)?;
+        tensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&t, GgmlDType::F32)?,
+        ));
+    }
     let tmp = path.with_extension("gguf.partial");
     let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     let mut w = std::io::BufWriter::new(file);

@@ -262,12 +262,26 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
 pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     let mut src = weights::GgufSource::open(path, device)?;
     let has_output = src.content.tensor_infos.contains_key("output.weight");
-    let config = gguf::config_from_metadata(src.metadata(), has_output, path)?;
+    let mut config = gguf::config_from_metadata(src.metadata(), has_output, path)?;
     if gguf::architecture_name(src.metadata()) == Some("llama") {
         src.qk_heads = Some((config.num_attention_heads, config.num_key_value_heads));
     }
     if src.content.tensor_infos.contains_key("rope_freqs.weight") {
-        tracing::warn!("{}: rope_freqs (Llama 3 rope scaling) is not applied from GGUF; load the HF folder for long contexts", path.display());
+        let factors: Vec<f32> = src
+            .gguf_tensor("rope_freqs.weight")?
+            .flatten_all()?
+            .to_vec1()?;
+        config.rope_scaling = Some(
+            rope::llama3_scaling_from_factors(&config, &factors).ok_or_else(|| {
+                ModelError::weights(
+                    path,
+                    format!(
+                        "rope_freqs holds frequency factors that match no Llama 3 rope scaling (largest {:.3}); load the model's Hugging Face folder instead",
+                        factors.iter().copied().fold(f32::NAN, f32::max)
+                    ),
+                )
+            })?,
+        );
     }
     let spec = gguf::tokenizer_spec(src.metadata(), path)?;
     let tokenizer = tokenizer::from_gguf(&spec, path)?;

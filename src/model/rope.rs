@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
-use super::config::ModelConfig;
+use super::config::{Llama3RopeScaling, ModelConfig};
 
 /// Precomputed cos/sin tables, `[max_positions, head_dim / 2]`.
 #[derive(Debug, Clone)]
@@ -37,6 +37,61 @@ pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
         }
     }
     inv.into_iter().map(|x| x as f32).collect()
+}
+
+/// The per-pair divisors llama.cpp keeps as the `rope_freqs.weight` tensor for Llama 3
+/// scaling (the plain inverse frequencies over the scaled ones, as llama.cpp's
+/// `convert_hf_to_gguf.py` computes them); `None` without scaling.
+pub fn llama3_freq_factors(cfg: &ModelConfig) -> Option<Vec<f32>> {
+    cfg.rope_scaling?;
+    let plain = inverse_frequencies(&ModelConfig {
+        rope_scaling: None,
+        ..cfg.clone()
+    });
+    let scaled = inverse_frequencies(cfg);
+    Some(plain.iter().zip(&scaled).map(|(p, s)| p / s).collect())
+}
+
+/// The Llama 3 scaling whose `rope_freqs` factors equal `factors`, found among the
+/// parameters Llama 3.x models ship with (a factor that is the largest divisor, low and
+/// high frequency factors of 1–8, an original context of 2K–128K). GGUF files keep only
+/// the factors; the parameters are needed to write `config.json` again.
+pub fn llama3_scaling_from_factors(
+    cfg: &ModelConfig,
+    factors: &[f32],
+) -> Option<Llama3RopeScaling> {
+    let factor = factors.iter().copied().fold(f32::NAN, f32::max);
+    if !factor.is_finite() || factor <= 1.0 || factors.len() != cfg.head_dim / 2 {
+        return None;
+    }
+    let freq_factors = [1.0f32, 2.0, 4.0, 8.0];
+    for orig in [8192usize, 4096, 2048, 16384, 32768, 65536, 131072] {
+        for &low in &freq_factors {
+            for &high in freq_factors.iter().filter(|&&h| h > low) {
+                let s = Llama3RopeScaling {
+                    factor,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max_position_embeddings: orig,
+                };
+                let candidate = ModelConfig {
+                    rope_scaling: Some(s),
+                    ..cfg.clone()
+                };
+                let Some(expected) = llama3_freq_factors(&candidate) else {
+                    continue;
+                };
+                let close = expected
+                    .iter()
+                    .zip(factors)
+                    .all(|(e, f)| (e - f).abs() <= 1e-3 * e.abs().max(1.0));
+                if close {
+                    return Some(s);
+                }
+            }
+        }
+    }
+    None
 }
 
 impl Rope {

@@ -210,6 +210,16 @@ impl GgufSource {
     pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
         &self.content.metadata
     }
+
+    /// A tensor by its GGUF name, dequantized, as stored (no un-permutation).
+    pub fn gguf_tensor(&mut self, gname: &str) -> Result<Tensor, ModelError> {
+        let q = self
+            .content
+            .tensor(&mut self.reader, gname, &self.device)
+            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{gname}`: {e}")))?;
+        q.dequantize(&self.device)
+            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{gname}`: {e}")))
+    }
 }
 
 impl WeightSource for GgufSource {
