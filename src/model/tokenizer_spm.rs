@@ -214,7 +214,8 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, M
     let mut added = Vec::new();
     for (id, (token, &ty)) in spec.tokens.iter().zip(&token_types).enumerate() {
         let special = ty == token_type::CONTROL || named.contains(&(id as u32));
-        if special || ty == token_type::USER_DEFINED {
+        // An empty added token would match between every two characters.
+        if !token.is_empty() && (special || ty == token_type::USER_DEFINED) {
             added.push(
                 json!({"id": id, "content": token, "single_word": false, "lstrip": false,
                 "rstrip": false, "normalized": false, "special": special}),
