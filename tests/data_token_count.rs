@@ -100,6 +100,7 @@ fn counts_equal_encode_with_a_tiny_gguf_tokenizer() {
             pad_id: None,
             unk_id: None,
             add_bos: false,
+            ..Default::default()
         };
         let tok = tokenizer::from_gguf(&spec, Path::new("tiny.gguf")).expect("tiny tokenizer");
         for text in [

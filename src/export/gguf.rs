@@ -1,5 +1,6 @@
 //! Writing a model as GGUF for llama.cpp and Ollama: llama.cpp's metadata keys, tensor
-//! names and Q/K row permutation, the tokenizer as `tokenizer.ggml.*`, the chat template,
+//! names and Q/K row permutation, the tokenizer as `tokenizer.ggml.*` (byte-level BPE, or
+//! the SentencePiece-style vocabulary a GGUF file brought), the chat template,
 //! and f32 / f16 / q8_0 tensors (norms and biases stay f32).
 
 use std::path::Path;
@@ -9,6 +10,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Tensor;
 
 use crate::model::config::Architecture;
+use crate::model::tokenizer_spm::{token_type, SpmVocab};
 use crate::model::weights::{hf_to_gguf_name, permute_qk};
 use crate::model::{Model, ModelError};
 
@@ -100,7 +102,81 @@ fn pre_name(model: &Model) -> String {
     }
 }
 
+/// `tokenizer.ggml.*` and the chat template: the SentencePiece-style vocabulary a GGUF
+/// file gave the tokenizer (`llama`), else byte-level BPE from `tokenizer.json` (`gpt2`).
 fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
+    let mut md = match model.tokenizer.spm_vocab() {
+        Some(spm) => spm_vocab_metadata(model, spm),
+        None => byte_level_vocab_metadata(model)?,
+    };
+    md.push((
+        "tokenizer.chat_template".to_string(),
+        Value::String(model.template.source().to_string()),
+    ));
+    let id_of = |t: &Option<String>| t.as_deref().and_then(|t| model.tokenizer.token_to_id(t));
+    for (key, tok) in [
+        ("bos_token_id", &model.tokenizer.bos_token),
+        ("eos_token_id", &model.tokenizer.eos_token),
+        ("padding_token_id", &model.tokenizer.pad_token),
+        ("unknown_token_id", &model.tokenizer.unk_token),
+    ] {
+        if let Some(id) = id_of(tok) {
+            md.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
+        }
+    }
+    Ok(md)
+}
+
+/// A SentencePiece-style vocabulary as llama.cpp's converter writes one: tokens, scores
+/// and token types (rows past the vocabulary as unused `[PAD{i}]`), the file's merges if
+/// it had any, and the BOS / EOS / space-prefix flags.
+fn spm_vocab_metadata(model: &Model, spm: &SpmVocab) -> Vec<(String, Value)> {
+    let size = spm.tokens.len().max(model.config().vocab_size);
+    let pad = spm.tokens.len()..size;
+    let tokens = spm
+        .tokens
+        .iter()
+        .cloned()
+        .chain(pad.clone().map(|i| format!("[PAD{i}]")))
+        .map(Value::String);
+    let scores = spm
+        .scores
+        .iter()
+        .copied()
+        .chain(pad.clone().map(|_| -1000.0));
+    let types = spm
+        .token_types
+        .iter()
+        .copied()
+        .chain(pad.map(|_| token_type::UNUSED));
+    let key = |k: &str| format!("tokenizer.ggml.{k}");
+    let mut md = vec![
+        (key("model"), Value::String("llama".into())),
+        (key("tokens"), Value::Array(tokens.collect())),
+        (
+            key("scores"),
+            Value::Array(scores.map(Value::F32).collect()),
+        ),
+        (
+            key("token_type"),
+            Value::Array(types.map(Value::I32).collect()),
+        ),
+        (key("add_bos_token"), Value::Bool(spm.add_bos)),
+        (key("add_eos_token"), Value::Bool(spm.add_eos)),
+        (key("add_space_prefix"), Value::Bool(spm.add_space_prefix)),
+    ];
+    if let Some(pre) = &model.tokenizer.gguf_pre {
+        md.push((key("pre"), Value::String(pre.clone())));
+    }
+    if !spm.merges.is_empty() {
+        let merges = spm.merges.iter().cloned().map(Value::String).collect();
+        md.push((key("merges"), Value::Array(merges)));
+    }
+    md
+}
+
+/// Byte-level BPE from `tokenizer.json`: `/model/vocab`, added tokens and merges.
+fn byte_level_vocab_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
     let json = model.tokenizer.to_json();
     let bad = |m: &str| ModelError::Tokenizer {
         path: model.location.path().into(),
@@ -161,8 +237,7 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
                 .collect()
         })
         .unwrap_or_default();
-    let id_of = |t: &Option<String>| t.as_deref().and_then(|t| model.tokenizer.token_to_id(t));
-    let mut md = vec![
+    Ok(vec![
         (
             "tokenizer.ggml.model".to_string(),
             Value::String("gpt2".into()),
@@ -184,22 +259,7 @@ fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError>
             "tokenizer.ggml.add_bos_token".to_string(),
             Value::Bool(false),
         ),
-        (
-            "tokenizer.chat_template".to_string(),
-            Value::String(model.template.source().to_string()),
-        ),
-    ];
-    for (key, tok) in [
-        ("bos_token_id", &model.tokenizer.bos_token),
-        ("eos_token_id", &model.tokenizer.eos_token),
-        ("padding_token_id", &model.tokenizer.pad_token),
-        ("unknown_token_id", &model.tokenizer.unk_token),
-    ] {
-        if let Some(id) = id_of(tok) {
-            md.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
-        }
-    }
-    Ok(md)
+    ])
 }
 
 /// Writes `model` (with any adapter already merged into its weights) to `path` as GGUF.

@@ -43,6 +43,17 @@ fn get_strings(md: &Metadata, key: &str) -> Option<Vec<String>> {
     arr.iter().map(|v| v.to_string().ok().cloned()).collect()
 }
 
+fn get_f32s(md: &Metadata, key: &str) -> Option<Vec<f32>> {
+    let arr = md.get(key)?.to_vec().ok()?;
+    arr.iter()
+        .map(|v| {
+            v.to_f32()
+                .ok()
+                .or_else(|| v.to_f64().ok().map(|x| x as f32))
+        })
+        .collect()
+}
+
 fn get_i32s(md: &Metadata, key: &str) -> Option<Vec<i32>> {
     let arr = md.get(key)?.to_vec().ok()?;
     arr.iter()
@@ -127,27 +138,38 @@ pub fn config_from_metadata(
     })
 }
 
-/// Reads the tokenizer description.
+/// Reads the tokenizer description. A SentencePiece-style vocabulary (`llama`) adds BOS
+/// unless the file says otherwise, as llama.cpp and transformers do.
 pub fn tokenizer_spec(md: &Metadata, path: &Path) -> Result<GgufTokenizerSpec, ModelError> {
-    let bad = |m: &str| ModelError::Tokenizer {
+    let bad = |m: String| ModelError::Tokenizer {
         path: path.into(),
-        message: m.to_string(),
+        message: m,
     };
     let tokens = get_strings(md, "tokenizer.ggml.tokens")
-        .ok_or_else(|| bad("metadata has no `tokenizer.ggml.tokens`"))?;
+        .ok_or_else(|| bad("metadata has no `tokenizer.ggml.tokens`".into()))?;
+    let model = get_str(md, "tokenizer.ggml.model")
+        .unwrap_or("gpt2")
+        .to_string();
+    let scores = match md.get("tokenizer.ggml.scores") {
+        None => Vec::new(),
+        Some(_) => get_f32s(md, "tokenizer.ggml.scores")
+            .ok_or_else(|| bad("`tokenizer.ggml.scores` is not an array of numbers".into()))?,
+    };
+    let add_bos_default = model == "llama";
     Ok(GgufTokenizerSpec {
-        model: get_str(md, "tokenizer.ggml.model")
-            .unwrap_or("gpt2")
-            .to_string(),
         pre: get_str(md, "tokenizer.ggml.pre").map(str::to_string),
         token_types: get_i32s(md, "tokenizer.ggml.token_type")
             .unwrap_or_else(|| vec![1; tokens.len()]),
         merges: get_strings(md, "tokenizer.ggml.merges").unwrap_or_default(),
+        scores,
         bos_id: get_u64(md, "tokenizer.ggml.bos_token_id").map(|x| x as u32),
         eos_id: get_u64(md, "tokenizer.ggml.eos_token_id").map(|x| x as u32),
         pad_id: get_u64(md, "tokenizer.ggml.padding_token_id").map(|x| x as u32),
         unk_id: get_u64(md, "tokenizer.ggml.unknown_token_id").map(|x| x as u32),
-        add_bos: get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(false),
+        add_bos: get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default),
+        add_eos: get_bool(md, "tokenizer.ggml.add_eos_token").unwrap_or(false),
+        add_space_prefix: get_bool(md, "tokenizer.ggml.add_space_prefix"),
+        model,
         tokens,
     })
 }

@@ -17,6 +17,7 @@ pub mod template;
 pub mod tiny;
 mod token_count;
 pub mod tokenizer;
+pub mod tokenizer_spm;
 pub mod train_ops;
 pub mod transformer;
 pub mod weights;

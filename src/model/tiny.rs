@@ -1,12 +1,15 @@
 //! Tiny random models (a few layers, a byte-level vocabulary) written as Hugging Face
-//! folders, for tests, examples and benchmarks that must not depend on a download.
+//! folders, and tiny Llama GGUF files with a given tokenizer (a SentencePiece-style one in
+//! [`tiny_spm_spec`]), for tests, examples and benchmarks that must not depend on a download.
 
 use std::path::{Path, PathBuf};
 
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::config::{Architecture, ModelConfig};
+use super::tokenizer::GgufTokenizerSpec;
 use super::{ModelError, FALLBACK_TEMPLATE};
 
 /// The special tokens of the tiny vocabulary, after the 256 byte tokens.
@@ -236,4 +239,157 @@ pub fn write_tiny_adapter(
     }
     let config = crate::export::peft::AdapterConfig::new(None, r, 8.0, 0.0, false, &targets);
     crate::export::peft::write_adapter(dir, &config, &pairs)
+}
+
+/// The user-defined token of [`tiny_spm_spec`].
+pub const TINY_SPM_USER_TOKEN: &str = "<|user|>";
+
+/// A tiny SentencePiece-style vocabulary as GGUF metadata describes it: `<unk>`, `<s>`,
+/// `</s>` (ids 0–2), the byte tokens `<0x00>`..`<0xFF>` (ids 3–258), `▁` and pieces
+/// scored like a trained model (earlier is better), single characters last, and one
+/// user-defined token. BOS added, no EOS, no `add_space_prefix` key.
+pub fn tiny_spm_spec() -> GgufTokenizerSpec {
+    use super::tokenizer_spm::token_type;
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).to_vec();
+    let mut types = vec![
+        token_type::UNKNOWN,
+        token_type::CONTROL,
+        token_type::CONTROL,
+    ];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    types.extend([token_type::BYTE; 256]);
+    let mut scores = vec![0.0f32; tokens.len()];
+    let pieces = [
+        "▁", "ll", "he", "llo", "hello", "▁hello", "or", "ld", "▁w", "▁wor", "▁world", "in", "ing",
+        "▁▁", "▁h",
+    ];
+    let chars = ["h", "e", "l", "o", "w", "r", "d", "i", "n", "g", "é"];
+    for (i, p) in pieces.iter().enumerate() {
+        tokens.push(p.to_string());
+        scores.push(-1.0 - i as f32);
+        types.push(token_type::NORMAL);
+    }
+    for (i, c) in chars.iter().enumerate() {
+        tokens.push(c.to_string());
+        scores.push(-20.0 - i as f32);
+        types.push(token_type::NORMAL);
+    }
+    tokens.push(TINY_SPM_USER_TOKEN.into());
+    scores.push(0.0);
+    types.push(token_type::USER_DEFINED);
+    GgufTokenizerSpec {
+        model: "llama".into(),
+        tokens,
+        scores,
+        token_types: types,
+        bos_id: Some(1),
+        eos_id: Some(2),
+        unk_id: Some(0),
+        add_bos: true,
+        ..Default::default()
+    }
+}
+
+/// The `tokenizer.ggml.*` metadata of `spec`. The flags are written only where they
+/// differ from what a reader assumes without them (BOS on, EOS off, no
+/// `add_space_prefix`), so files without them are tested too.
+pub fn gguf_tokenizer_metadata(spec: &GgufTokenizerSpec) -> Vec<(String, gguf_file::Value)> {
+    use gguf_file::Value;
+    let key = |k: &str| format!("tokenizer.ggml.{k}");
+    let mut md = vec![
+        (key("model"), Value::String(spec.model.clone())),
+        (
+            key("tokens"),
+            Value::Array(spec.tokens.iter().cloned().map(Value::String).collect()),
+        ),
+        (
+            key("token_type"),
+            Value::Array(spec.token_types.iter().copied().map(Value::I32).collect()),
+        ),
+    ];
+    if !spec.scores.is_empty() {
+        md.push((
+            key("scores"),
+            Value::Array(spec.scores.iter().copied().map(Value::F32).collect()),
+        ));
+    }
+    if !spec.merges.is_empty() {
+        md.push((
+            key("merges"),
+            Value::Array(spec.merges.iter().cloned().map(Value::String).collect()),
+        ));
+    }
+    for (k, id) in [
+        ("bos_token_id", spec.bos_id),
+        ("eos_token_id", spec.eos_id),
+        ("unknown_token_id", spec.unk_id),
+        ("padding_token_id", spec.pad_id),
+    ] {
+        md.extend(id.map(|id| (key(k), Value::U32(id))));
+    }
+    if !spec.add_bos {
+        md.push((key("add_bos_token"), Value::Bool(false)));
+    }
+    if spec.add_eos {
+        md.push((key("add_eos_token"), Value::Bool(true)));
+    }
+    if let Some(p) = spec.add_space_prefix {
+        md.push((key("add_space_prefix"), Value::Bool(p)));
+    }
+    md
+}
+
+/// Writes a tiny random Llama model to `path` as GGUF, with `spec` as its tokenizer and
+/// a vocabulary of `spec.tokens.len()` rows.
+pub fn write_tiny_gguf_with_tokenizer(
+    path: &Path,
+    spec: &GgufTokenizerSpec,
+    seed: u64,
+) -> Result<(), ModelError> {
+    use gguf_file::Value;
+    let mut cfg = tiny_config(Architecture::Llama);
+    cfg.vocab_size = spec.tokens.len();
+    let u32_keys = [
+        ("context_length", cfg.max_position_embeddings),
+        ("embedding_length", cfg.hidden_size),
+        ("block_count", cfg.num_hidden_layers),
+        ("feed_forward_length", cfg.intermediate_size),
+        ("attention.head_count", cfg.num_attention_heads),
+        ("attention.head_count_kv", cfg.num_key_value_heads),
+        ("rope.dimension_count", cfg.head_dim),
+    ];
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String("llama".into())),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta)),
+    ];
+    md.extend(
+        u32_keys
+            .iter()
+            .map(|(k, v)| (format!("llama.{k}"), Value::U32(*v as u32))),
+    );
+    md.extend(gguf_tokenizer_metadata(spec));
+    let mut tensors = Vec::new();
+    for (name, t) in random_weights(&cfg, seed)? {
+        let Some(gname) = super::weights::hf_to_gguf_name(&name) else {
+            continue;
+        };
+        let t = if gname.ends_with("attn_q.weight") {
+            super::weights::permute_qk(&t, cfg.num_attention_heads)?
+        } else if gname.ends_with("attn_k.weight") {
+            super::weights::permute_qk(&t, cfg.num_key_value_heads)?
+        } else {
+            t
+        };
+        let q =
+            candle_core::quantized::QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32)?;
+        tensors.push((gname, q));
+    }
+    let mut file = std::fs::File::create(path).map_err(|e| ModelError::io(path, e))?;
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut file, &md_refs, &t_refs).map_err(|e| ModelError::weights(path, e))
 }

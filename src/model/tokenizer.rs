@@ -1,5 +1,7 @@
 //! The tokenizer: a Hugging Face `tokenizers::Tokenizer`, loaded from `tokenizer.json` or
-//! built from a GGUF file's `tokenizer.ggml.*` metadata the way transformers builds it.
+//! built from a GGUF file's `tokenizer.ggml.*` metadata the way transformers builds it:
+//! byte-level BPE (`gpt2`) here, SentencePiece-style vocabularies (`llama`) in
+//! [`super::tokenizer_spm`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{json, Value};
 
 use super::token_count::CountPlan;
+use super::tokenizer_spm::SpmVocab;
 use super::ModelError;
 
 /// Token ids and the byte range of `text` each one covers.
@@ -26,6 +29,9 @@ pub struct Tokenizer {
     /// `tokenizer.ggml.pre` of the GGUF file this tokenizer was built from, written back
     /// unchanged when the model is exported as GGUF.
     pub gguf_pre: Option<String>,
+    /// The SentencePiece-style vocabulary (tokens, scores, token types) of the GGUF file
+    /// this tokenizer was built from, written back when the model is exported as GGUF.
+    pub(crate) spm: Option<Arc<SpmVocab>>,
     /// How [`crate::data::TokenCounter::count`] counts without the crate's `encode_fast`
     /// (built on first use; `None` inside where the pipeline needs the crate's path).
     count_plan: OnceLock<Option<Arc<CountPlan>>>,
@@ -58,6 +64,7 @@ impl Tokenizer {
             pad_token: None,
             unk_token: None,
             gguf_pre: None,
+            spm: None,
             count_plan: OnceLock::new(),
         })
     }
@@ -120,6 +127,12 @@ impl Tokenizer {
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The SentencePiece-style vocabulary, when this tokenizer was built from a GGUF file
+    /// with `tokenizer.ggml.model = "llama"`.
+    pub fn spm_vocab(&self) -> Option<&SpmVocab> {
+        self.spm.as_deref()
     }
 }
 
@@ -207,10 +220,15 @@ pub fn gguf_pre_name(pre_tokenizer: &Value) -> Option<&'static str> {
 }
 
 /// What a GGUF file says about its tokenizer (`tokenizer.ggml.*`).
+#[derive(Debug, Clone, Default)]
 pub struct GgufTokenizerSpec {
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece-style).
     pub model: String,
     pub pre: Option<String>,
     pub tokens: Vec<String>,
+    /// `tokenizer.ggml.scores` (empty when the file has none); `llama` vocabularies
+    /// without merges need them.
+    pub scores: Vec<f32>,
     pub token_types: Vec<i32>,
     pub merges: Vec<String>,
     pub bos_id: Option<u32>,
@@ -218,20 +236,30 @@ pub struct GgufTokenizerSpec {
     pub pad_id: Option<u32>,
     pub unk_id: Option<u32>,
     pub add_bos: bool,
+    pub add_eos: bool,
+    /// `tokenizer.ggml.add_space_prefix`, when the file says.
+    pub add_space_prefix: Option<bool>,
+}
+
+/// Builds the tokenizer a GGUF file describes the way transformers does, so token ids
+/// match `AutoTokenizer.from_pretrained(dir, gguf_file=..)`: byte-level BPE (`gpt2`) or
+/// SentencePiece-style (`llama`).
+pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
+    match spec.model.as_str() {
+        "gpt2" => byte_level_from_gguf(spec, source),
+        "llama" => super::tokenizer_spm::from_gguf(spec, source),
+        other => Err(ModelError::Tokenizer {
+            path: source.into(),
+            message: format!(
+                "tokenizer model `{other}` in GGUF metadata is not supported (byte-level BPE `gpt2` and SentencePiece-style `llama` are); use the model's Hugging Face folder with tokenizer.json instead"
+            ),
+        }),
+    }
 }
 
 /// Builds a byte-level BPE tokenizer from GGUF metadata the way transformers'
-/// `GGUFGPTConverter` does, so token ids match `AutoTokenizer.from_pretrained(gguf_file=..)`.
-pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
-    if spec.model != "gpt2" {
-        return Err(ModelError::Tokenizer {
-            path: source.into(),
-            message: format!(
-                "tokenizer model `{}` in GGUF metadata is not supported (byte-level BPE `gpt2` is); use the model's Hugging Face folder with tokenizer.json instead",
-                spec.model
-            ),
-        });
-    }
+/// `GGUFGPTConverter` does.
+fn byte_level_from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
     let alphabet = byte_alphabet();
     let in_alphabet: std::collections::HashSet<char> = alphabet.iter().copied().collect();
     let respell = |t: &str| -> String {
@@ -376,6 +404,7 @@ mod tests {
             pad_id: None,
             unk_id: None,
             add_bos: false,
+            ..Default::default()
         };
         let t = from_gguf(&spec, Path::new("t.gguf")).unwrap();
         assert_eq!(t.encode("<|im_start|>hi hi", false).unwrap(), vec![1, 5, 6]);
