@@ -174,3 +174,48 @@ fn spm_gguf_exports_and_loads_back_with_the_same_ids() {
         assert!(diff < 1e-4, "logits differ by {diff}");
     }
 }
+
+/// A SentencePiece-style model saved as a Hugging Face folder (only `tokenizer.json`, no
+/// scores) still exports as a `llama` vocabulary that tokenizes as before.
+#[test]
+fn spm_tokenizer_json_exports_to_gguf_as_llama() {
+    for spec in [tiny_spm_spec(), {
+        let mut s = tiny_spm_spec();
+        s.add_space_prefix = Some(false);
+        s
+    }] {
+        let dir = tempfile::tempdir().unwrap();
+        let first = tiny_model(dir.path(), &spec);
+        let folder = dir.path().join("hf");
+        finetune_studio::export::merge::write_hf_folder(&first, &folder).unwrap();
+        let hf = model::load_hf_folder(&folder, &Device::Cpu).unwrap();
+        assert!(
+            hf.tokenizer.spm_vocab().is_none(),
+            "read from tokenizer.json alone"
+        );
+        let path = dir.path().join("from-hf.gguf");
+        write_gguf(&hf, &path, GgufType::F32).unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        let md = gguf_file::Content::read(&mut f).unwrap().metadata;
+        assert_eq!(md["tokenizer.ggml.model"].to_string().unwrap(), "llama");
+        let back = model::load_gguf(&path, &Device::Cpu).unwrap();
+        for text in TEXTS {
+            for special in [false, true] {
+                let ids = first.tokenizer.encode(text, special).unwrap();
+                assert_eq!(hf.tokenizer.encode(text, special).unwrap(), ids, "{text:?}");
+                assert_eq!(
+                    back.tokenizer.encode(text, special).unwrap(),
+                    ids,
+                    "{text:?}"
+                );
+                assert_eq!(
+                    back.tokenizer.decode(&ids, false).unwrap(),
+                    first.tokenizer.decode(&ids, false).unwrap()
+                );
+            }
+        }
+        let spm = back.tokenizer.spm_vocab().unwrap();
+        assert_eq!(spm.add_space_prefix, spec.add_space_prefix.unwrap_or(true));
+        assert_eq!(spm.add_bos, spec.add_bos);
+    }
+}

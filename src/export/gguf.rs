@@ -103,11 +103,17 @@ fn pre_name(model: &Model) -> String {
 }
 
 /// `tokenizer.ggml.*` and the chat template: the SentencePiece-style vocabulary a GGUF
-/// file gave the tokenizer (`llama`), else byte-level BPE from `tokenizer.json` (`gpt2`).
+/// file gave the tokenizer, or that a SentencePiece-style `tokenizer.json` holds (`llama`),
+/// else byte-level BPE from `tokenizer.json` (`gpt2`).
 fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
+    let from_json =
+        || crate::model::tokenizer_spm::spm_vocab_from_tokenizer_json(model.tokenizer.to_json());
     let mut md = match model.tokenizer.spm_vocab() {
         Some(spm) => spm_vocab_metadata(model, spm),
-        None => byte_level_vocab_metadata(model)?,
+        None => match from_json() {
+            Some(spm) => spm_vocab_metadata(model, &spm),
+            None => byte_level_vocab_metadata(model)?,
+        },
     };
     md.push((
         "tokenizer.chat_template".to_string(),

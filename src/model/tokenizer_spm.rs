@@ -271,6 +271,134 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, M
     Ok(tok)
 }
 
+/// The SentencePiece-style vocabulary of a `tokenizer.json` that is one (BPE with byte
+/// fallback and `▁` for spaces, as Llama 2, TinyLlama and Mistral folders ship it), so that
+/// such a model exports to GGUF as `llama` rather than as byte-level BPE, which llama.cpp
+/// would split differently. Scores come from the merge ranks (a token made by an earlier
+/// merge scores higher, which is the order llama.cpp's SentencePiece merging follows) and
+/// the merges are kept too. `None` for any other tokenizer.
+pub fn spm_vocab_from_tokenizer_json(json: &Value) -> Option<SpmVocab> {
+    let model = json.get("model")?;
+    if model.get("type")?.as_str()? != "BPE" || model.get("byte_fallback")?.as_bool() != Some(true)
+    {
+        return None;
+    }
+    let pre = json.get("pre_tokenizer").filter(|v| !v.is_null());
+    let normalizer = json.get("normalizer").filter(|v| !v.is_null());
+    let metaspace = pre.is_some_and(|p| p.to_string().contains("Metaspace"));
+    let replaces_spaces = normalizer.is_some_and(|n| n.to_string().contains('▁'));
+    if !metaspace && !replaces_spaces {
+        return None;
+    }
+    let vocab = model.get("vocab")?.as_object()?;
+    let added: Vec<&Value> = json
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let added_id = |t: &Value| t.get("id").and_then(Value::as_u64).map(|i| i as usize);
+    let n = vocab
+        .values()
+        .filter_map(Value::as_u64)
+        .map(|i| i as usize)
+        .chain(added.iter().filter_map(|t| added_id(t)))
+        .max()?
+        + 1;
+    let mut tokens = vec![String::new(); n];
+    for (t, id) in vocab {
+        if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+            *slot = t.clone();
+        }
+    }
+    let unk = model.get("unk_token").and_then(Value::as_str);
+    let mut token_types: Vec<i32> = tokens
+        .iter()
+        .map(|t| {
+            let is_byte = t.len() == 6
+                && t.starts_with("<0x")
+                && t.ends_with('>')
+                && t[3..5].chars().all(|c| c.is_ascii_hexdigit());
+            if is_byte {
+                token_type::BYTE
+            } else if Some(t.as_str()) == unk {
+                token_type::UNKNOWN
+            } else {
+                token_type::NORMAL
+            }
+        })
+        .collect();
+    for t in &added {
+        let (Some(id), Some(content)) = (added_id(t), t.get("content").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        if id < n {
+            tokens[id] = content.to_string();
+            let special = t.get("special").and_then(Value::as_bool).unwrap_or(false);
+            if Some(content) != unk {
+                token_types[id] = if special {
+                    token_type::CONTROL
+                } else {
+                    token_type::USER_DEFINED
+                };
+            }
+        }
+    }
+    let merges: Vec<(String, String)> = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| match m {
+                    Value::String(s) => s
+                        .split_once(' ')
+                        .map(|(l, r)| (l.to_string(), r.to_string())),
+                    Value::Array(pair) => match pair.as_slice() {
+                        [Value::String(l), Value::String(r)] => Some((l.clone(), r.clone())),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut scores = vec![0.0f32; n];
+    for (rank, (l, r)) in merges.iter().enumerate() {
+        let merged = format!("{l}{r}");
+        if let Some(id) = vocab.get(&merged).and_then(Value::as_u64) {
+            let score = &mut scores[id as usize];
+            if *score == 0.0 {
+                *score = -(rank as f32) - 1.0;
+            }
+        }
+    }
+    let prepend_scheme = pre
+        .and_then(|p| p.get("prepend_scheme"))
+        .and_then(Value::as_str);
+    let add_space_prefix = match prepend_scheme {
+        Some(scheme) => scheme != "never",
+        None => {
+            pre.and_then(|p| p.get("add_prefix_space"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                || normalizer.is_some_and(|n| n.to_string().contains("Prepend"))
+        }
+    };
+    let single = json
+        .pointer("/post_processor/single")
+        .and_then(Value::as_array);
+    let is_special = |v: Option<&Value>| v.is_some_and(|v| v.get("SpecialToken").is_some());
+    Some(SpmVocab {
+        tokens,
+        scores,
+        token_types,
+        merges: merges.iter().map(|(l, r)| format!("{l} {r}")).collect(),
+        add_space_prefix,
+        add_bos: single.is_some_and(|s| is_special(s.first())),
+        add_eos: single.is_some_and(|s| s.len() > 1 && is_special(s.last())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
