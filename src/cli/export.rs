@@ -26,6 +26,7 @@ pub struct ExportArgs {
     /// Skip reading the written files back and comparing them with the model in memory.
     #[arg(long)]
     pub no_verify: bool,
+    /// The folder the files go to (created if missing).
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -9,11 +9,12 @@ use serde::Serialize;
 /// An error that stops an operation on a whole file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message, not a separate source, so that a report of
+    /// the whole chain (`{:#}`) does not repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}:{column}: invalid JSON: {message}")]
     Json {
@@ -59,7 +60,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

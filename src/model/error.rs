@@ -36,10 +36,12 @@ pub enum ModelError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message, not a separate source, so that a report of
+    /// the whole chain (`{:#}`) does not repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -47,7 +49,7 @@ impl ModelError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
     pub fn weights(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
