@@ -173,6 +173,24 @@ fn unsaved_edits_are_autosaved_and_offered_back_after_a_crash() {
     assert!(h
         .query_by_label_contains("has unsaved edits from")
         .is_some());
+    // Editing before answering the offer must not autosave over the edits it offers.
+    let offered = std::fs::read(&recovery).unwrap();
+    h.state_mut()
+        .datasets
+        .doc
+        .as_mut()
+        .unwrap()
+        .apply(
+            finetune_studio::data::Edit::DeleteRecord { index: 5 },
+            -10.0,
+        )
+        .unwrap();
+    for _ in 0..20 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read(&recovery).unwrap(), offered);
+    assert!(h.state_mut().datasets.doc.as_mut().unwrap().undo(0.0));
     h.get_by_label("Restore them").click();
     assert!(step_until(&mut h, Duration::from_secs(20), |app| app
         .datasets

@@ -100,9 +100,26 @@ impl BatchCompare {
     /// Takes the batch job's events and the export result; runs every frame.
     pub fn poll(&mut self, notices: &mut Notifications) {
         if let (Some(job), Some(table)) = (&self.job, &mut self.table) {
-            while let Ok(e) = job.events.try_recv() {
-                if table.apply(e).is_some() {
-                    self.columns_left = self.columns_left.saturating_sub(1);
+            loop {
+                match job.events.try_recv() {
+                    Ok(e) => {
+                        if table.apply(e).is_some() {
+                            self.columns_left = self.columns_left.saturating_sub(1);
+                        }
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        // Every column thread is gone; one that ended without reporting
+                        // its end stopped unexpectedly.
+                        if self.columns_left > 0 {
+                            notices.error(
+                                "Batch compare stopped",
+                                "a pane's generation thread stopped unexpectedly; the replies so far are kept",
+                            );
+                            self.columns_left = 0;
+                        }
+                        break;
+                    }
                 }
             }
             if self.columns_left == 0 {

@@ -24,6 +24,8 @@ pub struct OpenDataset {
     pub changed_at: f64,
     /// The generation last autosaved to the recovery file.
     pub autosaved: u64,
+    /// A recovery file was written since the dataset was last clean.
+    pub recovery_written: bool,
 }
 
 impl OpenDataset {
@@ -36,6 +38,7 @@ impl OpenDataset {
             saving: None,
             changed_at: f64::NEG_INFINITY,
             autosaved: 1,
+            recovery_written: false,
         }
     }
 

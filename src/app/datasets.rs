@@ -117,7 +117,10 @@ impl DatasetsTab {
                 generation,
             } => {
                 if let Some(doc) = &mut self.doc {
+                    // Saving removed the recovery file.
+                    doc.recovery_written = false;
                     if doc.saved(*dataset, generation) {
+                        doc.autosaved = doc.generation();
                         shared.state.remember_file(&path);
                         self.path_input = path.display().to_string();
                         shared.notices.info(format!("Saved {}", file_name(&path)));
@@ -157,7 +160,7 @@ impl DatasetsTab {
                 }
             }
             Event::Failed { what, error } => {
-                if what.starts_with("Opening") {
+                if what.starts_with("Opening") || what.starts_with("Restoring") {
                     self.loading = None;
                 }
                 if what.starts_with("Saving") {
@@ -175,6 +178,8 @@ impl DatasetsTab {
     /// Work between frames: the debounced analysis and the search.
     pub fn logic(&mut self, shared: &mut Shared<'_>, model: Option<&Arc<Model>>) {
         let max_len = shared.state.run_config.data.max_seq_len;
+        // While an earlier session's edits are offered back, autosaving would overwrite them.
+        let offer_pending = self.recovery_offer.is_some();
         let Some(doc) = &mut self.doc else { return };
         let counter = match model {
             Some(m) => m.tokenizer.name(),
@@ -193,14 +198,26 @@ impl DatasetsTab {
                 model: model.cloned(),
             });
         }
+        let settled = shared.now - doc.changed_at > AUTOSAVE_AFTER_SECS;
         if doc.is_dirty()
             && doc.autosaved != doc.generation()
-            && shared.now - doc.changed_at > AUTOSAVE_AFTER_SECS
+            && settled
+            && doc.saving.is_none()
+            && !offer_pending
         {
             doc.autosaved = doc.generation();
+            doc.recovery_written = true;
             shared.worker.send(Command::AutosaveDataset {
                 dataset: doc.snapshot(),
             });
+        } else if !doc.is_dirty() && doc.recovery_written && doc.saving.is_none() {
+            // Undone back to the file as saved: the autosaved edits are stale.
+            doc.recovery_written = false;
+            if let Some(source) = doc.data().path() {
+                shared.worker.send(Command::DiscardRecovery {
+                    source: source.to_path_buf(),
+                });
+            }
         }
         self.filter.update(doc, shared.worker);
     }

@@ -43,6 +43,9 @@ pub struct ExportDialog {
     /// Whether `out` was typed by the user (else it follows the format).
     out_typed: bool,
     pub verify: bool,
+    /// The output folder as last checked: (text, problem, whether it holds files). The
+    /// file system is asked again only when the text changes, not every frame.
+    out_check: Option<(String, Option<String>, bool)>,
     stage: Stage,
     /// Whether the window shows; an export keeps running when it is closed.
     pub open: bool,
@@ -78,6 +81,7 @@ impl ExportDialog {
             out: default_out(&run.path, format),
             out_typed: false,
             verify: true,
+            out_check: None,
             stage: Stage::Choosing,
             open: true,
         })
@@ -172,6 +176,7 @@ impl ExportDialog {
                 Stage::Done(report) => {
                     let again = report_ui(ui, report);
                     if again {
+                        self.out_check = None;
                         self.stage = Stage::Choosing;
                     }
                 }
@@ -242,18 +247,26 @@ impl ExportDialog {
             });
         ui.separator();
         let out = PathBuf::from(self.out.trim());
-        let problem = if self.out.trim().is_empty() {
-            Some("Choose an output folder".to_string())
-        } else if out.is_file() {
-            Some(format!("{} is a file, not a folder", out.display()))
-        } else {
-            None
+        if self.out_check.as_ref().map(|c| &c.0) != Some(&self.out) {
+            let problem = if self.out.trim().is_empty() {
+                Some("Choose an output folder".to_string())
+            } else if out.is_file() {
+                Some(format!("{} is a file, not a folder", out.display()))
+            } else {
+                None
+            };
+            let non_empty = out.read_dir().is_ok_and(|mut d| d.next().is_some());
+            self.out_check = Some((self.out.clone(), problem, non_empty));
+        }
+        let (problem, non_empty) = match &self.out_check {
+            Some((_, p, n)) => (p.clone(), *n),
+            None => (None, false),
         };
         ui.horizontal(|ui| {
             let start = ui.add_enabled(problem.is_none(), egui::Button::new("Export"));
             if let Some(p) = &problem {
                 ui.colored_label(ui.visuals().warn_fg_color, p);
-            } else if out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+            } else if non_empty {
                 ui.colored_label(
                     ui.visuals().warn_fg_color,
                     "The folder is not empty; files of the same name are replaced",

@@ -59,6 +59,12 @@ impl ModelsTab {
                 self.picked = Some(p.display().to_string());
                 None
             }
+            Event::Failed { what, error } => {
+                if what == (Command::ListModels { recent: Vec::new() }).describe() {
+                    self.scanning = false;
+                }
+                Some(Event::Failed { what, error })
+            }
             other => Some(other),
         }
     }
@@ -77,13 +83,18 @@ impl ModelsTab {
             self.rescanned_for = loaded;
             self.refresh(shared);
         }
-        let mut action = self.picked.take().map(ModelsAction::Load);
+        // A pick made while another model loads waits for that load to end.
+        let mut action = if model.is_loading() {
+            None
+        } else {
+            self.picked.take().map(ModelsAction::Load)
+        };
         egui::ScrollArea::vertical()
             .id_salt("models-scroll")
             .auto_shrink([false, false])
             .show(ui, |ui| {
                 ui.heading("Loaded model");
-                if let Some(a) = loaded_ui(ui, model, &self.entries) {
+                if let Some(a) = loaded_ui(ui, model, &self.entries, self.scanning) {
                     action = Some(a);
                 }
                 ui.add_space(8.0);
@@ -155,7 +166,12 @@ impl ModelsTab {
     }
 }
 
-fn loaded_ui(ui: &mut egui::Ui, model: &ModelSlot, entries: &[ModelEntry]) -> Option<ModelsAction> {
+fn loaded_ui(
+    ui: &mut egui::Ui,
+    model: &ModelSlot,
+    entries: &[ModelEntry],
+    scanning: bool,
+) -> Option<ModelsAction> {
     let mut action = None;
     match model {
         ModelSlot::NotLoaded => {
@@ -197,7 +213,7 @@ fn loaded_ui(ui: &mut egui::Ui, model: &ModelSlot, entries: &[ModelEntry]) -> Op
         }
     }
     let has_default = entries.iter().any(|e| e.spec == "default");
-    if !has_default && !model.is_loading() {
+    if !has_default && !model.is_loading() && !scanning {
         ui.horizontal(|ui| {
             ui.label("The default model (SmolLM2-135M-Instruct) is not on this machine.");
             if ui

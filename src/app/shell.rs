@@ -310,6 +310,12 @@ impl StudioApp {
                 self.close.asking = false;
                 self.close.allowed = true;
                 self.train.stop();
+                // The user chose to drop the edits: do not offer them back next time.
+                if let Some(source) = self.datasets.doc.as_ref().and_then(|d| d.data().path()) {
+                    if let Err(e) = crate::data::Dataset::discard_recovery(source) {
+                        tracing::warn!("{e}");
+                    }
+                }
                 ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
             }
             None => {}

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::gguf::GgufType;
 use crate::model::{ChatMessage, Forward, Model, ModelError};
@@ -195,61 +195,60 @@ pub fn export(
         }
         None => None,
     };
+    if req.format == ExportFormat::Peft && adapter.is_none() {
+        return Err(no_adapter());
+    }
     std::fs::create_dir_all(&req.out).map_err(|e| ModelError::io(&req.out, e))?;
-    let verification =
-        match (req.format, &adapter) {
-            (ExportFormat::Peft, None) => return Err(ModelError::Fetch(
-                "a PEFT export needs an adapter: pick a run's adapter or one of its checkpoints"
-                    .into(),
-            )),
-            (ExportFormat::Peft, Some(a)) => {
-                let mut cfg = a.config.clone();
-                if cfg.base_model_name_or_path.is_none() {
-                    cfg.base_model_name_or_path = base.hub_id.clone();
-                }
-                let pairs = a
-                    .lora
-                    .pairs
-                    .iter()
-                    .map(|(k, p)| (*k, (p.a.clone(), p.b.clone())))
-                    .collect();
-                progress("writing adapter_model.safetensors and adapter_config.json");
-                super::peft::write_adapter(&req.out, &cfg, &pairs)?;
-                if req.verify {
-                    progress("reading the adapter back");
-                    let back = super::peft::read_adapter(&req.out, base.config(), &device)?;
-                    Some(compare_adapters(
-                        &a.lora,
-                        &back.lora,
-                        req.format.criterion(),
-                    )?)
-                } else {
-                    None
-                }
+    let verification = match (req.format, &adapter) {
+        (ExportFormat::Peft, None) => return Err(no_adapter()),
+        (ExportFormat::Peft, Some(a)) => {
+            let mut cfg = a.config.clone();
+            if cfg.base_model_name_or_path.is_none() {
+                cfg.base_model_name_or_path = base.hub_id.clone();
             }
-            (ExportFormat::Merged | ExportFormat::Gguf(_), adapter) => {
-                let mut merged = base.clone();
-                if let Some(a) = &adapter {
-                    progress(&format!(
-                        "merging {} adapter matrices into the base weights",
-                        a.lora.pairs.len() * 2
-                    ));
-                    super::merge::merge_into(&mut merged, &a.lora)?;
-                }
-                let written = write_merged(&merged, req, progress)?;
-                if req.verify {
-                    progress("loading the written model back to compare it");
-                    let back = match req.format {
-                        ExportFormat::Gguf(_) => crate::model::load_gguf(&written, &device)?,
-                        _ => crate::model::load_hf_folder(&written, &device)?,
-                    };
-                    progress("comparing logits on a probe prompt");
-                    Some(compare_models(&merged, &back, req.format.criterion())?)
-                } else {
-                    None
-                }
+            let pairs = a
+                .lora
+                .pairs
+                .iter()
+                .map(|(k, p)| (*k, (p.a.clone(), p.b.clone())))
+                .collect();
+            progress("writing adapter_model.safetensors and adapter_config.json");
+            super::peft::write_adapter(&req.out, &cfg, &pairs)?;
+            if req.verify {
+                progress("reading the adapter back");
+                let back = super::peft::read_adapter(&req.out, base.config(), &device)?;
+                Some(compare_adapters(
+                    &a.lora,
+                    &back.lora,
+                    req.format.criterion(),
+                )?)
+            } else {
+                None
             }
-        };
+        }
+        (ExportFormat::Merged | ExportFormat::Gguf(_), adapter) => {
+            let mut merged = base.clone();
+            if let Some(a) = &adapter {
+                progress(&format!(
+                    "merging {} adapter matrices into the base weights",
+                    a.lora.pairs.len() * 2
+                ));
+                super::merge::merge_into(&mut merged, &a.lora)?;
+            }
+            let written = write_merged(&merged, req, progress)?;
+            if req.verify {
+                progress("loading the written model back to compare it");
+                let back = match req.format {
+                    ExportFormat::Gguf(_) => crate::model::load_gguf(&written, &device)?,
+                    _ => crate::model::load_hf_folder(&written, &device)?,
+                };
+                progress("comparing logits on a probe prompt");
+                Some(compare_models(&merged, &back, req.format.criterion())?)
+            } else {
+                None
+            }
+        }
+    };
     let report = ExportReport {
         out: req.out.clone(),
         files: list_files(&req.out),
@@ -263,6 +262,12 @@ pub fn export(
         )));
     }
     Ok(report)
+}
+
+fn no_adapter() -> ModelError {
+    ModelError::Fetch(
+        "a PEFT export needs an adapter: pick a run's adapter or one of its checkpoints".into(),
+    )
 }
 
 /// Writes a merged model in the requested layout; returns the folder or the `.gguf` file.
@@ -350,7 +355,7 @@ pub fn compare_models(
 
 /// `[tokens, vocab]` logits of `ids`.
 fn probe_logits(model: &Model, ids: &[u32]) -> Result<Tensor, ModelError> {
-    let x = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+    let x = Tensor::new(ids, model.transformer.device())?.unsqueeze(0)?;
     let h = model.transformer.forward(&x, Forward::default())?;
     Ok(model.transformer.logits(&h.squeeze(0)?, false)?)
 }

@@ -29,9 +29,7 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     let write = |name: &str, value: &serde_json::Value| -> Result<(), ModelError> {
         let path = out.join(name);
         let text = serde_json::to_string_pretty(value).unwrap_or_default();
-        let tmp = path.with_extension("partial");
-        std::fs::write(&tmp, text).map_err(|e| ModelError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| ModelError::io(&path, e))
+        super::peft::write_atomic(&path, text.as_bytes())
     };
     let cfg = model.config();
     write("config.json", &cfg.to_hf_json())?;

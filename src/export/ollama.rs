@@ -23,6 +23,5 @@ pub fn write_modelfile(model: &Model, dir: &Path, gguf_name: &str) -> Result<(),
             text.push_str(&format!("PARAMETER stop \"{tok}\"\n"));
         }
     }
-    let path = dir.join("Modelfile");
-    std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))
+    super::peft::write_atomic(&dir.join("Modelfile"), text.as_bytes())
 }

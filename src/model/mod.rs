@@ -272,17 +272,14 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
             .gguf_tensor("rope_freqs.weight")?
             .flatten_all()?
             .to_vec1()?;
-        config.rope_scaling = Some(
-            rope::llama3_scaling_from_factors(&config, &factors).ok_or_else(|| {
-                ModelError::weights(
-                    path,
-                    format!(
-                        "rope_freqs holds frequency factors that match no Llama 3 rope scaling (largest {:.3}); load the model's Hugging Face folder instead",
-                        factors.iter().copied().fold(f32::NAN, f32::max)
-                    ),
-                )
-            })?,
-        );
+        match rope::llama3_scaling_from_factors(&config, &factors) {
+            Some(s) => config.rope_scaling = Some(s),
+            None => tracing::warn!(
+                "{}: rope_freqs holds frequency factors that match no Llama 3 rope scaling (largest {:.3}); they are not applied, so long prompts may degrade; load the model's Hugging Face folder for exact results",
+                path.display(),
+                factors.iter().copied().fold(f32::NAN, f32::max)
+            ),
+        }
     }
     let spec = gguf::tokenizer_spec(src.metadata(), path)?;
     let tokenizer = tokenizer::from_gguf(&spec, path)?;

@@ -304,6 +304,10 @@ pub fn spm_vocab_from_tokenizer_json(json: &Value) -> Option<SpmVocab> {
         .chain(added.iter().filter_map(|t| added_id(t)))
         .max()?
         + 1;
+    // Ids far past the number of entries are a broken file, not a vocabulary to allocate.
+    if n > 2 * (vocab.len() + added.len()) + 1024 {
+        return None;
+    }
     let mut tokens = vec![String::new(); n];
     for (t, id) in vocab {
         if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {

@@ -53,12 +53,18 @@ pub fn spawn(base: Base, req: ExportRequest, waker: Waker) -> Receiver<ExportEve
                     }
                 }
             };
-            let result = crate::export::job::export(&model, &req, &mut |line| {
-                send(ExportEvent::Progress(line.to_string()))
+            let run = std::panic::AssertUnwindSafe(|| {
+                crate::export::job::export(&model, &req, &mut |line| {
+                    send(ExportEvent::Progress(line.to_string()))
+                })
             });
-            send(match result {
-                Ok(report) => ExportEvent::Done(Box::new(report)),
-                Err(e) => ExportEvent::Failed(format!("{e:#}")),
+            send(match std::panic::catch_unwind(run) {
+                Ok(Ok(report)) => ExportEvent::Done(Box::new(report)),
+                Ok(Err(e)) => ExportEvent::Failed(format!("{e:#}")),
+                Err(panic) => ExportEvent::Failed(format!(
+                    "internal error while exporting: {}",
+                    super::panic_message(&panic)
+                )),
             });
         });
     if let Err(e) = spawned {

@@ -91,7 +91,16 @@ impl Worker {
             .name("studio-worker".into())
             .spawn(move || {
                 for cmd in cmd_rx {
-                    dataset_jobs::run(cmd, &thread_sink);
+                    // A job that panics (a reader bug on some file) fails alone; the
+                    // worker stays up for the saves and autosaves that come after it.
+                    let what = cmd.describe();
+                    let job = std::panic::AssertUnwindSafe(|| dataset_jobs::run(cmd, &thread_sink));
+                    if let Err(panic) = std::panic::catch_unwind(job) {
+                        thread_sink.send(Event::Failed {
+                            what,
+                            error: format!("internal error: {}", panic_message(&panic)),
+                        });
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -137,4 +146,13 @@ impl Worker {
     pub fn try_recv(&self) -> Option<Event> {
         self.events.try_recv().ok()
     }
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
