@@ -5,11 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::data::split::{split_indices, EvalSize};
 use crate::data::{Dataset, Message, Role};
 use crate::infer::{Sampling, StopReason};
 use crate::model::ChatMessage;
-use crate::train::config::EvalSplit;
 use crate::train::RunConfig;
 use crate::worker::batch_job::{BatchEvent, BatchReply};
 
@@ -271,11 +269,7 @@ pub struct EvalPrompts {
 /// conversation up to its last assistant turn, which becomes the reference; a record
 /// without a system prompt of its own gets `system`.
 pub fn eval_prompts(ds: &Dataset, cfg: &RunConfig, system: &str, limit: usize) -> EvalPrompts {
-    let size = match cfg.data.eval_split {
-        EvalSplit::Ratio(r) => EvalSize::Ratio(r),
-        EvalSplit::Count(c) => EvalSize::Count(c),
-    };
-    let split = split_indices(ds.len(), size, cfg.training.seed);
+    let split = cfg.split(ds.len());
     let mut rows = Vec::new();
     let mut skipped = 0;
     for &i in &split.eval {
@@ -325,8 +319,10 @@ pub fn stop_note(r: &BatchReply) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::split::{split_indices, EvalSize};
     use crate::data::{Conversation, Format};
     use crate::infer::GenerationStats;
+    use crate::train::config::EvalSplit;
 
     fn reply(text: &str) -> BatchReply {
         BatchReply {

@@ -25,6 +25,18 @@ pub enum EvalSplit {
     Count(usize),
 }
 
+impl RunConfig {
+    /// The train and eval record indices of a dataset of `records` records: the split,
+    /// seeded with the run's seed, that training and batch compare both use.
+    pub fn split(&self, records: usize) -> crate::data::split::Split {
+        let size = match self.data.eval_split {
+            EvalSplit::Ratio(r) => crate::data::split::EvalSize::Ratio(r),
+            EvalSplit::Count(c) => crate::data::split::EvalSize::Count(c),
+        };
+        crate::data::split::split_indices(records, size, self.training.seed)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelSection {

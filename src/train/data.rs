@@ -11,8 +11,7 @@ use rayon::prelude::*;
 use sha2::Digest;
 
 use super::batch::{self, Example, PackedRow};
-use super::config::{EvalSplit, RunConfig};
-use crate::data::split::EvalSize;
+use super::config::RunConfig;
 use crate::model::{ChatMessage, Model};
 
 /// Tokenized examples ready for training.
@@ -73,11 +72,7 @@ pub fn prepare(
             invalid.len()
         ));
     }
-    let size = match cfg.data.eval_split {
-        EvalSplit::Ratio(r) => EvalSize::Ratio(r),
-        EvalSplit::Count(c) => EvalSize::Count(c),
-    };
-    let split = crate::data::split::split_indices(records, size, cfg.training.seed);
+    let split = cfg.split(records);
     let tokenize = |indices: &[usize]| -> Vec<anyhow::Result<Example>> {
         indices
             .par_iter()
