@@ -1,7 +1,7 @@
 //! Where the studio keeps its files: the data directory (models, runs, recovery files)
 //! and the Hugging Face cache it reads models from.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The studio's data directory: `$FINETUNE_STUDIO_HOME`, else the platform data dir
 /// (`~/.local/share/finetune-studio` on Linux).
@@ -38,4 +38,11 @@ pub fn hf_hub_cache() -> PathBuf {
         .join(".cache")
         .join("huggingface")
         .join("hub")
+}
+
+/// The last component of `p` for display, or the whole path when it has none (`/`, `..`).
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }

@@ -106,7 +106,7 @@ impl DatasetsTab {
                     self.recovery_offer = recovery.map(|(r, when)| (path.clone(), r, when));
                     shared.notices.info(format!(
                         "Opened {} ({n} records in {:.2} s)",
-                        file_name(&path),
+                        crate::paths::file_name(&path),
                         elapsed.as_secs_f64()
                     ));
                 }
@@ -123,11 +123,13 @@ impl DatasetsTab {
                         doc.autosaved = doc.generation();
                         shared.state.remember_file(&path);
                         self.path_input = path.display().to_string();
-                        shared.notices.info(format!("Saved {}", file_name(&path)));
+                        shared
+                            .notices
+                            .info(format!("Saved {}", crate::paths::file_name(&path)));
                     } else {
                         shared.notices.info(format!(
                             "Saved {} (edits made while saving are not in it yet)",
-                            file_name(&path)
+                            crate::paths::file_name(&path)
                         ));
                     }
                 }
@@ -263,7 +265,7 @@ impl DatasetsTab {
                 let name = doc
                     .data()
                     .path()
-                    .map_or_else(|| "the dataset".to_string(), file_name);
+                    .map_or_else(|| "the dataset".to_string(), crate::paths::file_name);
                 shared.notices.info(format!(
                     "Added record {} to {name} (Ctrl+Z undoes it)",
                     index + 1
@@ -386,8 +388,8 @@ impl DatasetsTab {
                 ui.horizontal_wrapped(|ui| {
                     ui.label(format!(
                         "{} has unsaved edits from {when} that were never saved (autosaved in {}).",
-                        file_name(source),
-                        file_name(recovery)
+                        crate::paths::file_name(source),
+                        crate::paths::file_name(recovery)
                     ));
                     if ui
                         .button("Restore them")
@@ -495,7 +497,7 @@ impl DatasetsTab {
             }
             if let Some(p) = &self.loading {
                 ui.spinner();
-                ui.label(format!("Reading {}…", file_name(p)));
+                ui.label(format!("Reading {}…", crate::paths::file_name(p)));
             }
             if saving {
                 ui.spinner();
@@ -507,14 +509,17 @@ impl DatasetsTab {
             ui.horizontal(|ui| {
                 let name = d
                     .path()
-                    .map_or_else(|| "(new dataset)".to_string(), file_name);
+                    .map_or_else(|| "(new dataset)".to_string(), crate::paths::file_name);
                 ui.strong(name);
                 if doc.is_dirty() {
                     ui.colored_label(ui.visuals().warn_fg_color, "● unsaved changes");
                 }
                 ui.weak(format!("{} records · {}", d.len(), d.format()));
                 if let Some((file, entry)) = d.dataset_info_entry() {
-                    ui.weak(format!("entry “{entry}” of {}", file_name(file)));
+                    ui.weak(format!(
+                        "entry “{entry}” of {}",
+                        crate::paths::file_name(file)
+                    ));
                 }
             });
         }
@@ -756,10 +761,4 @@ fn format_name(f: Format) -> &'static str {
         .copied()
         .find(|n| n.parse::<Format>().ok() == Some(f))
         .unwrap_or("alpaca")
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
 }

@@ -307,11 +307,7 @@ fn report_ui(ui: &mut egui::Ui, report: &ExportReport) -> bool {
         .striped(true)
         .show(ui, |ui| {
             for (path, size) in &report.files {
-                ui.label(
-                    path.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                );
+                ui.label(crate::paths::file_name(path));
                 ui.label(crate::sys::human_bytes(*size));
                 ui.end_row();
             }

@@ -224,7 +224,11 @@ fn run_row_ui(
         .on_hover_text(r.path.display().to_string());
     match &r.config {
         Some(c) => {
-            ui.label(format!("{} · {}", c.model.base, file_name(&c.data.path)));
+            ui.label(format!(
+                "{} · {}",
+                c.model.base,
+                crate::paths::file_name(&c.data.path)
+            ));
             ui.label(format!(
                 "r {} · α {} · lr {:.0e} · batch {}×{}",
                 c.lora.rank,
@@ -324,12 +328,6 @@ fn fmt_duration(s: f64) -> String {
 
 fn fmt_loss(l: Option<f64>) -> String {
     l.map_or_else(|| "—".into(), |l| format!("{l:.4}"))
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
 }
 
 /// Opens `path` in the file manager without waiting for it.

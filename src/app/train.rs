@@ -106,10 +106,7 @@ impl RunView {
                 self.curves.evals.push((step, loss));
             }
             TrainEvent::Checkpoint { step, path } => {
-                let name = path.file_name().map_or_else(
-                    || path.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
+                let name = crate::paths::file_name(&path);
                 self.log(format!("step {step}: checkpoint saved ({name})"));
                 self.checkpoints.push((step, path));
             }

@@ -194,7 +194,12 @@ pub fn scan(recent: &[String]) -> Vec<ModelEntry> {
         .collect();
     local.sort();
     for p in local {
-        add(p.display().to_string(), file_name(&p), Origin::DataDir, p);
+        add(
+            p.display().to_string(),
+            crate::paths::file_name(&p),
+            Origin::DataDir,
+            p,
+        );
     }
     for (id, p) in super::source::list_hf_cache() {
         add(id.clone(), id, Origin::HfCache, p);
@@ -207,15 +212,9 @@ pub fn scan(recent: &[String]) -> Vec<ModelEntry> {
             continue;
         };
         let p = resolved.location.path().to_path_buf();
-        add(spec.clone(), file_name(&p), Origin::Recent, p);
+        add(spec.clone(), crate::paths::file_name(&p), Origin::Recent, p);
     }
     out
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
 }
 
 #[cfg(test)]

@@ -106,12 +106,6 @@ fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     })
 }
 
-fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| path.display().to_string())
-}
-
 /// The chat template of an HF folder: `chat_template.jinja`, else `tokenizer_config.json`'s
 /// `chat_template` (a string, or a list of named templates where `default` wins).
 fn hf_chat_template(
@@ -248,7 +242,7 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     };
     let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &extra_eos);
     Ok(Model {
-        name: display_name(dir),
+        name: crate::paths::file_name(dir),
         location: ModelLocation::HfFolder(dir.to_path_buf()),
         hub_id: None,
         transformer,
@@ -311,7 +305,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
     Ok(Model {
-        name: display_name(path),
+        name: crate::paths::file_name(path),
         location: ModelLocation::Gguf(path.to_path_buf()),
         hub_id: None,
         transformer,
