@@ -1,6 +1,8 @@
 //! The export job on a tiny model with a random adapter: every format writes its files,
 //! reads back to the same model, and carries the adapter; bad requests get clear errors.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use finetune_studio::export::gguf::GgufType;
 use finetune_studio::export::job::{self, Criterion, ExportFormat, ExportRequest};
@@ -8,7 +10,7 @@ use finetune_studio::export::peft::{write_adapter, AdapterConfig};
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::lora::LoraTarget;
 use finetune_studio::model::tiny::{write_tiny_adapter, write_tiny_model};
-use finetune_studio::model::{self, ChatMessage, Forward, Model};
+use finetune_studio::model::{self, ChatMessage, Model};
 
 fn setup(arch: Architecture) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -22,25 +24,7 @@ fn last_logits(m: &Model) -> Tensor {
     let ids = m
         .encode_chat(&[ChatMessage::new("user", "hello there")], true)
         .unwrap();
-    let x = Tensor::new(ids.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = m.transformer.forward(&x, Forward::default()).unwrap();
-    m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    common::logits(m, None, None, &ids)
 }
 
 #[test]
@@ -89,7 +73,7 @@ fn every_format_writes_its_files_and_reads_back_to_the_same_model() {
                 _ => model::load_hf_folder(&out, &Device::Cpu),
             }
             .unwrap();
-            let moved = max_diff(&last_logits(&back), &base_logits);
+            let moved = common::max_abs_diff(&last_logits(&back), &base_logits);
             assert!(moved > 1e-2, "{format:?}: adapter not merged (Δ {moved})");
         }
     }
@@ -188,7 +172,7 @@ fn bad_requests_get_clear_errors_and_leave_the_base_alone() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(max_diff(&before, &last_logits(&base)), 0.0);
+    assert_eq!(common::max_abs_diff(&before, &last_logits(&base)), 0.0);
 }
 
 #[test]

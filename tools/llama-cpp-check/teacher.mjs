@@ -3,20 +3,11 @@
 // Feeds the studio's tokens one by one and, at each step, reports llama.cpp's most likely
 // token and the probability it gives the studio's token. Where the two greedy paths part,
 // this tells a near-tie (both tokens about equally likely) from a real disagreement.
-import {getLlama} from "node-llama-cpp";
+import {openSequence} from "./llama.mjs";
 const [modelPath, promptJson, studioJson] = process.argv.slice(2);
 const prompt = JSON.parse(promptJson);
 const studio = JSON.parse(studioJson);
-const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
-const model = await llama.loadModel({modelPath});
-const context = await model.createContext({
-  contextSize: 512,
-  threads: 2,
-  flashAttention: false,
-  experimentalKvCacheKeyType: "F32",
-  experimentalKvCacheValueType: "F32",
-});
-const seq = context.getSequence();
+const {model, seq} = await openSequence(modelPath);
 const steps = [];
 const gen = seq.evaluateWithMetadata(prompt, {probabilities: true}, {temperature: 0});
 let r = await gen.next();
