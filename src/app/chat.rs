@@ -64,8 +64,6 @@ pub struct ChatTab {
     pub save_path: String,
     saving: Option<Receiver<WriteResult>>,
     runs_listed: bool,
-    /// Resident memory, read at most once a second: (time read, bytes).
-    memory: Option<(f64, Option<u64>)>,
 }
 
 impl Default for ChatTab {
@@ -87,7 +85,6 @@ impl Default for ChatTab {
                 .to_string(),
             saving: None,
             runs_listed: false,
-            memory: None,
         }
     }
 }
@@ -282,7 +279,7 @@ impl ChatTab {
             ui.separator();
             match model.model() {
                 Some(m) => {
-                    let rss = self.memory_in_use(shared.now);
+                    let rss = shared.memory.rss;
                     ui.label(format!(
                         "{} · weights {:.0} MiB, shared by every pane · memory in use {}",
                         m.name,
@@ -408,17 +405,6 @@ impl ChatTab {
             }
         });
         action
-    }
-
-    fn memory_in_use(&mut self, now: f64) -> Option<u64> {
-        match self.memory {
-            Some((t, bytes)) if now - t < 1.0 => bytes,
-            _ => {
-                let bytes = crate::sys::rss_bytes();
-                self.memory = Some((now, bytes));
-                bytes
-            }
-        }
     }
 
     /// Sends the input to every pane.

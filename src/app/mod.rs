@@ -19,6 +19,7 @@ mod file_write;
 mod fonts;
 mod frame_times;
 mod live_plots;
+mod memory_gauge;
 mod model_slot;
 mod models;
 mod notify;

@@ -120,7 +120,13 @@ impl ModelsTab {
                     crate::paths::hf_hub_cache().display()
                 ));
                 ui.add_space(4.0);
-                if let Some(a) = entries_ui(ui, &self.entries, model, self.scanning) {
+                if let Some(a) = entries_ui(
+                    ui,
+                    &self.entries,
+                    model,
+                    self.scanning,
+                    shared.memory.available,
+                ) {
                     action = Some(a);
                 }
             });
@@ -233,6 +239,7 @@ fn entries_ui(
     entries: &[ModelEntry],
     model: &ModelSlot,
     scanning: bool,
+    available: Option<u64>,
 ) -> Option<ModelsAction> {
     if entries.is_empty() {
         if !scanning {
@@ -241,7 +248,6 @@ fn entries_ui(
         return None;
     }
     let loaded_path = model.model().map(|m| m.location.path().to_path_buf());
-    let available = crate::sys::available_memory_bytes();
     let mut action = None;
     egui::Grid::new("models-grid")
         .num_columns(7)

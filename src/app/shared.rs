@@ -12,4 +12,6 @@ pub struct Shared<'a> {
     pub state: &'a mut Persisted,
     /// `ctx` time of this frame, in seconds.
     pub now: f64,
+    /// Memory figures, read at most once a second.
+    pub memory: super::memory_gauge::MemoryGauge,
 }

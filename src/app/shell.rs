@@ -29,6 +29,7 @@ macro_rules! shared {
             notices: &mut $app.notices,
             state: &mut $app.state,
             now: $now,
+            memory: $app.memory,
         }
     };
 }
@@ -96,6 +97,7 @@ pub struct StudioApp {
     applied_theme: Option<ThemeChoice>,
     /// How long each frame's `logic()` + `ui()` took.
     pub frame_times: FrameTimes,
+    memory: super::memory_gauge::MemoryGauge,
 }
 
 impl StudioApp {
@@ -141,10 +143,11 @@ impl StudioApp {
             models: ModelsTab::default(),
             export: None,
             notices: Notifications::default(),
-            status: StatusBar::default(),
+            status: StatusBar,
             close: CloseGuard::default(),
             applied_theme: None,
             frame_times: FrameTimes::default(),
+            memory: Default::default(),
         };
         if options.restore {
             if let Some(p) = app.state.last_dataset.clone().filter(|p| p.exists()) {
@@ -411,6 +414,7 @@ impl eframe::App for StudioApp {
             ctx.set_theme(self.state.theme.preference());
             self.applied_theme = Some(self.state.theme);
         }
+        self.memory.refresh(now);
         self.drain_events(ctx, now);
         self.shortcuts(ctx, now);
         self.dropped_files(ctx, now);
@@ -438,7 +442,7 @@ impl eframe::App for StudioApp {
         });
         let job = self.job_line();
         egui::Panel::bottom("status-bar").show(ui, |ui| {
-            self.status.ui(ui, &self.model, job, now);
+            self.status.ui(ui, &self.model, job, self.memory.rss);
         });
         egui::CentralPanel::default_margins().show(ui, |ui| {
             let tab = self.state.tab;

@@ -1,23 +1,22 @@
-//! The status bar: the loaded model, the memory this process uses (VmRSS, read once a
-//! second) and the job running now.
+//! The status bar: the loaded model, the memory this process uses (VmRSS, from the
+//! window's `MemoryGauge`) and the job running now.
 
 use eframe::egui;
 
 use super::model_slot::ModelSlot;
 
-/// Cached figures, so `/proc` is read at most once a second.
+/// The status bar (it keeps no state of its own).
 #[derive(Debug, Default)]
-pub struct StatusBar {
-    rss_bytes: Option<u64>,
-    read_at: f64,
-}
+pub struct StatusBar;
 
 impl StatusBar {
-    pub fn ui(&mut self, ui: &mut egui::Ui, model: &ModelSlot, job: Option<String>, now: f64) {
-        if now - self.read_at >= 1.0 || self.read_at == 0.0 {
-            self.rss_bytes = crate::sys::rss_bytes();
-            self.read_at = now;
-        }
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        model: &ModelSlot,
+        job: Option<String>,
+        rss: Option<u64>,
+    ) {
         ui.horizontal(|ui| {
             if model.is_loading() {
                 ui.spinner();
@@ -30,7 +29,7 @@ impl StatusBar {
                 r.on_hover_text(error);
             }
             ui.separator();
-            match self.rss_bytes {
+            match rss {
                 Some(b) => ui.label(format!("memory {:.0} MiB", crate::sys::mib(b))),
                 None => ui.weak("memory: unknown"),
             }
