@@ -84,7 +84,7 @@ fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInf
         context_length: config.max_position_embeddings,
         quantization,
         file_bytes,
-        memory_bytes: parameters as u64 * 4,
+        memory_bytes: config.f32_weight_bytes() as u64,
     }
 }
 

@@ -267,6 +267,12 @@ impl ModelConfig {
     }
 
     /// Parameters in the matmuls plus embeddings and norms.
+    /// Bytes the weights take in memory: the studio computes in f32, four bytes each,
+    /// whatever the file's precision.
+    pub fn f32_weight_bytes(&self) -> usize {
+        self.parameter_count() * 4
+    }
+
     pub fn parameter_count(&self) -> usize {
         let h = self.hidden_size;
         let q = self.num_attention_heads * self.head_dim;

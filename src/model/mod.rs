@@ -78,7 +78,7 @@ impl Model {
 
     /// Bytes of f32 weights held.
     pub fn weight_bytes(&self) -> usize {
-        self.config().parameter_count() * 4
+        self.config().f32_weight_bytes()
     }
 }
 
