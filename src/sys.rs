@@ -62,14 +62,36 @@ pub fn tune_runtime() {
 /// Training allocates and frees tensors of the same large sizes every step; with glibc's
 /// default (blocks above a few MB are mmapped and unmapped each time) the kernel zeroes
 /// fresh pages on every allocation, which cost a fifth of a training step (perf on
-/// examples/bench_train). Call once at start-up; a no-op off glibc.
+/// examples/bench_train). Trimming is off too: a step frees gigabytes of activations at
+/// once, more than the largest threshold glibc takes (2 GiB), and the next step would fault
+/// them all in again (a tenth of an epoch in perf). [`release_free_memory`] hands the
+/// free heap back when a run ends. Call once at start-up; a no-op off glibc.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tunables; it is called before other threads
     // allocate heavily and takes plain integers.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
+/// Returns the heap's free memory to the kernel (after a training run, which keeps its
+/// peak for the next step while it runs; see [`tune_allocator`]). A no-op off glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Calls [`release_free_memory`] when dropped: hold one for the length of a training run.
+pub struct ReleaseFreeMemoryOnDrop;
+
+impl Drop for ReleaseFreeMemoryOnDrop {
+    fn drop(&mut self) {
+        release_free_memory();
     }
 }

@@ -46,11 +46,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             .map(|(r, c)| ChatMessage::new(r, c))
             .collect();
         let ex = batch::tokenize_conversation(&model, &messages, args.max_len, false)?;
-        let rows = batch::pack(&[&ex], ex.ids.len().max(1), 0);
-        let Some(row) = rows.first() else {
-            per_example.push(serde_json::Value::Null);
-            continue;
-        };
+        let row = batch::single_row(&ex);
         if row.trained_tokens() == 0 {
             per_example.push(serde_json::Value::Null);
             continue;

@@ -39,9 +39,25 @@ impl Linear {
         dropout_mask: Option<&Tensor>,
         mode: MatmulMode,
     ) -> Result<Tensor> {
+        if mode == MatmulMode::Differentiable {
+            let y = match lora {
+                Some(p) => super::train_linear::lora_linear(
+                    x,
+                    &self.weight,
+                    &p.a,
+                    &p.b,
+                    p.scale,
+                    dropout_mask,
+                )?,
+                None => super::train_linear::frozen_linear(x, &self.weight)?,
+            };
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         let mut y = match (&self.quantized, mode) {
             (Some(q), MatmulMode::Quantized) => q.forward(x)?,
-            (_, MatmulMode::Differentiable) => super::frozen::frozen_matmul(x, &self.weight)?,
             _ if x.dims()[0] == 1 && x.device().is_cpu() => {
                 match super::matvec::matvec(&self.weight, x)? {
                     Some(y) => y,
@@ -85,7 +101,7 @@ pub enum MatmulMode {
     Plain,
     /// The Q8_0 copy, when there is one (single-token decode).
     Quantized,
-    /// The custom op whose backward yields only the input gradient (training).
+    /// The training op: frozen weight, LoRA pair fused, backward written by hand.
     Differentiable,
 }
 

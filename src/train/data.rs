@@ -138,34 +138,30 @@ pub fn prepare(
 
 /// The rows of one epoch, in training order: shuffled from `seed + epoch`, then packed
 /// (or padded one sample per row).
-pub fn epoch_rows(
-    examples: &[Example],
-    cfg: &RunConfig,
-    epoch: usize,
-    pad_id: u32,
-) -> Vec<PackedRow> {
+pub fn epoch_rows(examples: &[Example], cfg: &RunConfig, epoch: usize) -> Vec<PackedRow> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut rng =
         rand::rngs::StdRng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 1_000_003));
     order.shuffle(&mut rng);
     let refs: Vec<&Example> = order.iter().map(|&i| &examples[i]).collect();
-    rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len, pad_id)
+    let mut rows = rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len);
+    // Packing sorts by length; the rows go out in a seeded random order again.
+    if cfg.data.packing {
+        rows.shuffle(&mut rng);
+    }
+    rows
 }
 
-/// Packs `examples` into rows of `max_len`, or gives each its own row (padded later to
-/// the longest row of its micro-batch).
-pub fn rows_for(
-    examples: &[&Example],
-    packing: bool,
-    max_len: usize,
-    pad_id: u32,
-) -> Vec<PackedRow> {
+/// Packs `examples` into rows of `max_len`, or gives each its own row, in order. Rows are
+/// padded later, to the longest row of their micro-batch.
+pub fn rows_for(examples: &[&Example], packing: bool, max_len: usize) -> Vec<PackedRow> {
     if packing {
-        batch::pack(examples, max_len, pad_id)
+        batch::pack(examples, max_len)
     } else {
         examples
             .iter()
-            .flat_map(|e| batch::pack(&[*e], e.ids.len().max(1), pad_id))
+            .filter(|e| !e.ids.is_empty())
+            .map(|e| batch::single_row(e))
             .collect()
     }
 }
@@ -193,7 +189,7 @@ pub fn micro_batch(
     let mut tokens = 0;
     for r in rows {
         let n = r.ids.len();
-        tokens += r.real;
+        tokens += n;
         let pad_seg = r.segments.iter().max().copied().unwrap_or(0) + 1;
         ids.extend(&r.ids);
         pos.extend(&r.positions);

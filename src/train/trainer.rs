@@ -40,9 +40,8 @@ fn epoch_batches(
     prepared: &PreparedData,
     cfg: &RunConfig,
     epoch: usize,
-    pad: u32,
 ) -> Vec<Vec<super::batch::PackedRow>> {
-    let rows = data::epoch_rows(&prepared.train, cfg, epoch, pad);
+    let rows = data::epoch_rows(&prepared.train, cfg, epoch);
     rows.chunks(cfg.training.batch_size)
         .map(|c| c.to_vec())
         .collect()
@@ -107,7 +106,7 @@ pub fn evaluate(
     }
     let pad = pad_id(model);
     let refs: Vec<&super::batch::Example> = prepared.eval.iter().collect();
-    let rows = data::rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len, pad);
+    let rows = data::rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len);
     let lora = adapter.lora_set();
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(cfg.training.batch_size) {
@@ -162,6 +161,8 @@ pub fn run(
     start: Start,
     control: &mut dyn Control,
 ) -> anyhow::Result<Summary> {
+    // Declared first, dropped last: the heap the steps grew goes back when the run ends.
+    let _release = crate::sys::ReleaseFreeMemoryOnDrop;
     let problems = cfg.validate();
     if !problems.is_empty() {
         anyhow::bail!("the run config is not usable: {}", problems.join("; "));
@@ -173,7 +174,7 @@ pub fn run(
         control.send(TrainEvent::Log { message: m });
     }
     let pad = pad_id(&model);
-    let first_epoch = epoch_batches(&prepared, &cfg, 0, pad);
+    let first_epoch = epoch_batches(&prepared, &cfg, 0);
     let total = total_steps(&cfg, first_epoch.len());
     let mut adapter = TrainableAdapter::init(
         model.config(),
@@ -260,7 +261,7 @@ pub fn run(
     'outer: while state.step < state.total_steps {
         let batches = match epoch_cache.take() {
             Some((e, b)) if e == state.epoch => b,
-            _ => epoch_batches(&prepared, &cfg, state.epoch, pad),
+            _ => epoch_batches(&prepared, &cfg, state.epoch),
         };
         let n_micro = batches.len();
         while state.micro_batch < n_micro && state.step < state.total_steps {

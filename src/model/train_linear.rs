@@ -1,0 +1,433 @@
+//! The linear layer as training runs it: `y = x Wᵀ + s · ((x ⊙ m) Aᵀ) Bᵀ`, the base weight
+//! W frozen, the LoRA pair (A, B) trainable and `m` an optional dropout mask, as one op
+//! whose backward is written by hand.
+//!
+//! Composed from candle ops, autograd computes the gradient of every matmul operand (a
+//! frozen W costs a full dW matmul and a weight-sized gradient: PERF.md) and keeps four
+//! `[n, out]` tensors per layer alive until the backward (base output, adapter output,
+//! scaled, sum). This op keeps nothing but its inputs, recomputes the small `x Aᵀ` in the
+//! backward, and writes `dx = dy W + (s · dy B) A` into one buffer. It calls the gemm crate
+//! (candle's own matmul kernel) directly because candle's matmul cannot accumulate into an
+//! existing buffer or read a transposed operand without a copy.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// `dst (m × n, row-major) = [dst +] beta · op(lhs) · op(rhs)`. `lhs` is stored row-major as
+/// `m × k`, or as `k × m` when `lhs_t`; `rhs` as `k × n`, or as `n × k` when `rhs_t`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    dst: &mut [f32],
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_t: bool,
+    rhs: &[f32],
+    rhs_t: bool,
+    beta: f32,
+) -> Result<()> {
+    if dst.len() != m * n || lhs.len() != m * k || rhs.len() != k * n {
+        candle_core::bail!(
+            "train-linear: gemm {m}×{k}·{k}×{n} given buffers of {}, {} and {}",
+            lhs.len(),
+            rhs.len(),
+            dst.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return Ok(());
+    }
+    let (lhs_cs, lhs_rs) = if lhs_t { (m, 1) } else { (1, k) };
+    let (rhs_cs, rhs_rs) = if rhs_t { (k, 1) } else { (1, n) };
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the lengths checked above cover every index gemm reads or writes for these
+    // dimensions and strides; the three slices are distinct borrows, so `dst` aliases
+    // neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("train-linear: only the CPU is supported");
+    };
+    let data = cpu.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((s, e)) => f(&data[s..e]),
+        None => candle_core::bail!("train-linear: operand must be contiguous"),
+    }
+}
+
+/// The contiguous f32 data of one op argument.
+fn arg_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((s, e)) => Ok(&data[s..e]),
+        None => candle_core::bail!("train-linear: input must be contiguous"),
+    }
+}
+
+/// `[.., in]` -> `[.., out]`.
+fn output_shape(x: &Shape, out: usize) -> Shape {
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = out;
+    }
+    Shape::from(dims)
+}
+
+/// The frozen weight's `(out, in)`, checked against the input's last dimension.
+fn weight_dims(weight: &Tensor, x: &Shape) -> Result<(usize, usize)> {
+    let (out, inp) = weight.dims2()?;
+    if x.dims().last() != Some(&inp) {
+        candle_core::bail!("train-linear: input {x:?} does not match a weight of [{out}, {inp}]");
+    }
+    Ok((out, inp))
+}
+
+fn tensor_of(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
+}
+
+/// `x Wᵀ`, differentiated with respect to `x` only.
+struct FrozenLinear {
+    weight: Tensor,
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (out, inp) = weight_dims(&self.weight, layout.shape())?;
+        let x = arg_slice(storage, layout)?;
+        let n = x.len() / inp.max(1);
+        let mut y = vec![0f32; n * out];
+        with_slice(&self.weight, |w| {
+            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0)
+        })?;
+        Ok((CpuStorage::F32(y), output_shape(layout.shape(), out)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let (out, inp) = weight_dims(&self.weight, x.shape())?;
+        let n = x.elem_count() / inp.max(1);
+        let mut dx = vec![0f32; n * inp];
+        with_slice(&dy.contiguous()?, |dy| {
+            with_slice(&self.weight, |w| {
+                gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0)
+            })
+        })?;
+        Ok(Some(tensor_of(dx, x.shape())?))
+    }
+}
+
+/// `x Wᵀ + scale · ((x ⊙ mask) Aᵀ) Bᵀ`, differentiated with respect to x, A and B.
+struct LoraLinear {
+    weight: Tensor,
+    scale: f32,
+    mask: Option<Tensor>,
+}
+
+impl LoraLinear {
+    /// `x ⊙ mask`, or `x` itself.
+    fn masked<'a>(&self, x: &'a [f32]) -> Result<std::borrow::Cow<'a, [f32]>> {
+        match &self.mask {
+            None => Ok(std::borrow::Cow::Borrowed(x)),
+            Some(m) => with_slice(m, |m| {
+                if m.len() != x.len() {
+                    candle_core::bail!("train-linear: dropout mask does not match the input");
+                }
+                Ok(std::borrow::Cow::Owned(
+                    x.par_iter().zip(m).map(|(a, b)| a * b).collect(),
+                ))
+            }),
+        }
+    }
+
+    /// `(rank, out, in)`, checked against A `[r, in]` and B `[out, r]`.
+    fn dims(&self, x: &Shape, a: &Shape, b: &Shape) -> Result<(usize, usize, usize)> {
+        let (out, inp) = weight_dims(&self.weight, x)?;
+        let (r, a_in) = a.dims2()?;
+        let (b_out, b_r) = b.dims2()?;
+        if a_in != inp || b_out != out || b_r != r {
+            candle_core::bail!(
+                "train-linear: adapter A {a:?} and B {b:?} do not fit a weight of [{out}, {inp}]"
+            );
+        }
+        Ok((r, out, inp))
+    }
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        a_s: &CpuStorage,
+        al: &Layout,
+        b_s: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (r, out, inp) = self.dims(xl.shape(), al.shape(), bl.shape())?;
+        let (x, a, b) = (arg_slice(xs, xl)?, arg_slice(a_s, al)?, arg_slice(b_s, bl)?);
+        let n = x.len() / inp.max(1);
+        let mut y = vec![0f32; n * out];
+        with_slice(&self.weight, |w| {
+            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0)
+        })?;
+        let xm = self.masked(x)?;
+        let mut h = vec![0f32; n * r];
+        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0)?;
+        gemm_into(&mut y, true, (n, out, r), &h, false, b, true, self.scale)?;
+        Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (r, out, inp) = self.dims(x.shape(), a.shape(), b.shape())?;
+        let n = x.elem_count() / inp.max(1);
+        let dy = dy.contiguous()?;
+        let (mut dx, mut da, mut db) = (
+            vec![0f32; n * inp],
+            vec![0f32; r * inp],
+            vec![0f32; out * r],
+        );
+        with_slice(x, |x| {
+            with_slice(a, |a| {
+                with_slice(b, |b| {
+                    with_slice(&dy, |dy| {
+                        let xm = self.masked(x)?;
+                        // h = (x ⊙ m) Aᵀ, recomputed: n · in · r multiply-adds.
+                        let mut h = vec![0f32; n * r];
+                        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0)?;
+                        // dh = s · dy B; dB = s · dyᵀ h; dA = dhᵀ (x ⊙ m).
+                        let mut dh = vec![0f32; n * r];
+                        gemm_into(&mut dh, false, (n, r, out), dy, false, b, false, self.scale)?;
+                        gemm_into(&mut db, false, (out, r, n), dy, true, &h, false, self.scale)?;
+                        gemm_into(&mut da, false, (r, inp, n), &dh, true, &xm, false, 1.0)?;
+                        // dx = dy W + (dh A) ⊙ m.
+                        with_slice(&self.weight, |w| {
+                            gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0)
+                        })?;
+                        match &self.mask {
+                            None => {
+                                gemm_into(&mut dx, true, (n, inp, r), &dh, false, a, false, 1.0)
+                            }
+                            Some(mask) => {
+                                let mut t = vec![0f32; n * inp];
+                                gemm_into(&mut t, false, (n, inp, r), &dh, false, a, false, 1.0)?;
+                                with_slice(mask, |m| {
+                                    dx.par_iter_mut()
+                                        .zip(t.par_iter().zip(m))
+                                        .for_each(|(d, (t, m))| *d += t * m);
+                                    Ok(())
+                                })
+                            }
+                        }
+                    })
+                })
+            })
+        })?;
+        Ok((
+            Some(tensor_of(dx, x.shape())?),
+            Some(tensor_of(da, (r, inp))?),
+            Some(tensor_of(db, (out, r))?),
+        ))
+    }
+}
+
+/// `x Wᵀ` that autograd differentiates with respect to `x` only (`W [out, in]` frozen).
+pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(FrozenLinear {
+        weight: weight.contiguous()?,
+    })
+}
+
+/// `x Wᵀ + scale · ((x ⊙ mask) Aᵀ) Bᵀ` (`A [r, in]`, `B [out, r]`), differentiated with
+/// respect to x, A and B but not W.
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let op = LoraLinear {
+        weight: weight.contiguous()?,
+        scale: scale as f32,
+        mask: mask.map(|m| m.contiguous()).transpose()?,
+    };
+    x.contiguous()?
+        .apply_op3(&a.contiguous()?, &b.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn vec_of(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{what}: max |Δ| {worst}");
+    }
+
+    /// Output and gradients of the fused op against the same formula composed from
+    /// candle ops and differentiated by candle's autograd.
+    fn check(mask: Option<Tensor>) {
+        let (n, inp, out, r) = (7, 12, 10, 3);
+        let w = randn(&[out, inp], 1);
+        let x = Var::from_tensor(&randn(&[1, n, inp], 2)).unwrap();
+        let a = Var::from_tensor(&randn(&[r, inp], 3)).unwrap();
+        let b = Var::from_tensor(&randn(&[out, r], 4)).unwrap();
+        let probe = randn(&[1, n, out], 5);
+        let scale = 0.75;
+
+        let fused = lora_linear(
+            x.as_tensor(),
+            &w,
+            a.as_tensor(),
+            b.as_tensor(),
+            scale,
+            mask.as_ref(),
+        )
+        .unwrap();
+        let xm = match &mask {
+            Some(m) => (x.as_tensor() * m).unwrap(),
+            None => x.as_tensor().clone(),
+        };
+        let composed = (x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap()
+            + (xm
+                .broadcast_matmul(&a.as_tensor().t().unwrap())
+                .unwrap()
+                .broadcast_matmul(&b.as_tensor().t().unwrap())
+                .unwrap()
+                * scale)
+                .unwrap())
+        .unwrap();
+        assert_close(&vec_of(&fused), &vec_of(&composed), "output");
+
+        let g1 = (&fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&composed * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (v, what) in [(&x, "dx"), (&a, "dA"), (&b, "dB")] {
+            assert_close(
+                &vec_of(g1.get(v.as_tensor()).unwrap()),
+                &vec_of(g2.get(v.as_tensor()).unwrap()),
+                what,
+            );
+        }
+        assert!(g1.get(&w).is_none(), "the frozen weight got a gradient");
+    }
+
+    #[test]
+    fn lora_linear_matches_autograd() {
+        check(None);
+    }
+
+    #[test]
+    fn lora_linear_with_dropout_matches_autograd() {
+        let mask =
+            crate::model::transformer::dropout_mask(&[1, 7, 12], 0.3, 9, &Device::Cpu).unwrap();
+        check(Some(mask));
+    }
+
+    #[test]
+    fn frozen_linear_matches_autograd() {
+        let w = randn(&[5, 4], 1);
+        let x = Var::from_tensor(&randn(&[3, 4], 2)).unwrap();
+        let y1 = frozen_linear(x.as_tensor(), &w).unwrap();
+        let y2 = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        assert_close(&vec_of(&y1), &vec_of(&y2), "output");
+        let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(
+            &vec_of(g1.get(x.as_tensor()).unwrap()),
+            &vec_of(g2.get(x.as_tensor()).unwrap()),
+            "dx",
+        );
+    }
+
+    #[test]
+    fn mismatched_adapter_is_an_error() {
+        let w = randn(&[5, 4], 1);
+        let x = randn(&[3, 4], 2);
+        let a = randn(&[2, 3], 3);
+        let b = randn(&[5, 2], 4);
+        let err = lora_linear(&x, &w, &a, &b, 1.0, None).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
+    }
+}
