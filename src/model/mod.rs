@@ -11,6 +11,8 @@ pub mod gguf;
 pub mod lora;
 pub mod matvec;
 pub mod rope;
+pub mod segment_attention;
+mod slice_gemm;
 pub mod source;
 pub mod template;
 pub mod tiny;

@@ -13,72 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-/// `dst (m × n, row-major) = [dst +] beta · op(lhs) · op(rhs)`. `lhs` is stored row-major as
-/// `m × k`, or as `k × m` when `lhs_t`; `rhs` as `k × n`, or as `n × k` when `rhs_t`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_into(
-    dst: &mut [f32],
-    accumulate: bool,
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    lhs_t: bool,
-    rhs: &[f32],
-    rhs_t: bool,
-    beta: f32,
-) -> Result<()> {
-    if dst.len() != m * n || lhs.len() != m * k || rhs.len() != k * n {
-        candle_core::bail!(
-            "train-linear: gemm {m}×{k}·{k}×{n} given buffers of {}, {} and {}",
-            lhs.len(),
-            rhs.len(),
-            dst.len()
-        );
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
-        return Ok(());
-    }
-    let (lhs_cs, lhs_rs) = if lhs_t { (m, 1) } else { (1, k) };
-    let (rhs_cs, rhs_rs) = if rhs_t { (k, 1) } else { (1, n) };
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the lengths checked above cover every index gemm reads or writes for these
-    // dimensions and strides; the three slices are distinct borrows, so `dst` aliases
-    // neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
-}
+use super::slice_gemm::{gemm_into, Threads::All};
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor.
 fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
@@ -140,7 +75,7 @@ impl CustomOp1 for FrozenLinear {
         let n = x.len() / inp.max(1);
         let mut y = vec![0f32; n * out];
         with_slice(&self.weight, |w| {
-            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0)
+            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0, All)
         })?;
         Ok((CpuStorage::F32(y), output_shape(layout.shape(), out)))
     }
@@ -151,7 +86,7 @@ impl CustomOp1 for FrozenLinear {
         let mut dx = vec![0f32; n * inp];
         with_slice(&dy.contiguous()?, |dy| {
             with_slice(&self.weight, |w| {
-                gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0)
+                gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0, All)
             })
         })?;
         Ok(Some(tensor_of(dx, x.shape())?))
@@ -214,12 +149,22 @@ impl CustomOp3 for LoraLinear {
         let n = x.len() / inp.max(1);
         let mut y = vec![0f32; n * out];
         with_slice(&self.weight, |w| {
-            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0)
+            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0, All)
         })?;
         let xm = self.masked(x)?;
         let mut h = vec![0f32; n * r];
-        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0)?;
-        gemm_into(&mut y, true, (n, out, r), &h, false, b, true, self.scale)?;
+        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0, All)?;
+        gemm_into(
+            &mut y,
+            true,
+            (n, out, r),
+            &h,
+            false,
+            b,
+            true,
+            self.scale,
+            All,
+        )?;
         Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
     }
 
@@ -246,23 +191,61 @@ impl CustomOp3 for LoraLinear {
                         let xm = self.masked(x)?;
                         // h = (x ⊙ m) Aᵀ, recomputed: n · in · r multiply-adds.
                         let mut h = vec![0f32; n * r];
-                        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0)?;
+                        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0, All)?;
                         // dh = s · dy B; dB = s · dyᵀ h; dA = dhᵀ (x ⊙ m).
                         let mut dh = vec![0f32; n * r];
-                        gemm_into(&mut dh, false, (n, r, out), dy, false, b, false, self.scale)?;
-                        gemm_into(&mut db, false, (out, r, n), dy, true, &h, false, self.scale)?;
-                        gemm_into(&mut da, false, (r, inp, n), &dh, true, &xm, false, 1.0)?;
+                        gemm_into(
+                            &mut dh,
+                            false,
+                            (n, r, out),
+                            dy,
+                            false,
+                            b,
+                            false,
+                            self.scale,
+                            All,
+                        )?;
+                        gemm_into(
+                            &mut db,
+                            false,
+                            (out, r, n),
+                            dy,
+                            true,
+                            &h,
+                            false,
+                            self.scale,
+                            All,
+                        )?;
+                        gemm_into(&mut da, false, (r, inp, n), &dh, true, &xm, false, 1.0, All)?;
                         // dx = dy W + (dh A) ⊙ m.
                         with_slice(&self.weight, |w| {
-                            gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0)
+                            gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0, All)
                         })?;
                         match &self.mask {
-                            None => {
-                                gemm_into(&mut dx, true, (n, inp, r), &dh, false, a, false, 1.0)
-                            }
+                            None => gemm_into(
+                                &mut dx,
+                                true,
+                                (n, inp, r),
+                                &dh,
+                                false,
+                                a,
+                                false,
+                                1.0,
+                                All,
+                            ),
                             Some(mask) => {
                                 let mut t = vec![0f32; n * inp];
-                                gemm_into(&mut t, false, (n, inp, r), &dh, false, a, false, 1.0)?;
+                                gemm_into(
+                                    &mut t,
+                                    false,
+                                    (n, inp, r),
+                                    &dh,
+                                    false,
+                                    a,
+                                    false,
+                                    1.0,
+                                    All,
+                                )?;
                                 with_slice(mask, |m| {
                                     dx.par_iter_mut()
                                         .zip(t.par_iter().zip(m))

@@ -1,4 +1,5 @@
-//! RMSNorm, rotary embedding and attention with hand-written backward passes, for training.
+//! RMSNorm and rotary embedding with hand-written backward passes, for training
+//! (attention: `segment_attention.rs`; linear layers: `train_linear.rs`).
 //! candle's fused versions of these ops have no backward, and its composed ("slow")
 //! versions keep several full-size intermediates per op alive for autograd and walk the
 //! data many times. These keep only their input (or output) and compute the gradient in
@@ -117,93 +118,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// A CPU tensor made from an op's input storage (copied).
-fn tensor_from(storage: &CpuStorage, layout: &Layout, op: &str) -> Result<Tensor> {
-    let data = contiguous_slice(storage, layout, op)?;
-    Tensor::from_slice(data, layout.shape(), &candle_core::Device::Cpu)
-}
-
-/// The storage of a contiguous CPU tensor (copied), for returning from `cpu_fwd`.
-fn storage_of(t: &Tensor) -> Result<(CpuStorage, Shape)> {
-    let t = t.contiguous()?;
-    let shape = t.shape().clone();
-    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-    Ok((CpuStorage::F32(v), shape))
-}
-
-/// Attention `softmax(q kᵀ · scale + mask) v` over grouped heads (`q [b, g, m, d]`,
-/// `k, v [b, g, n, d]`, `mask` broadcastable to `[b, g, m, n]`) that keeps only q, k and v
-/// for the backward pass and recomputes the probabilities there. The composed version
-/// keeps four `[m, n]` score tensors per layer alive, which at 4 × 512 tokens is most of
-/// the run's memory.
-struct AttentionOp {
-    mask: Option<Tensor>,
-    scale: f64,
-}
-
-impl AttentionOp {
-    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
-        let mut s = (q.matmul(&k.t()?)? * self.scale)?;
-        if let Some(m) = &self.mask {
-            s = s.broadcast_add(m)?;
-        }
-        candle_nn::ops::softmax_last_dim(&s)
-    }
-}
-
-impl candle_core::CustomOp3 for AttentionOp {
-    fn name(&self) -> &'static str {
-        "attention-train"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let q = tensor_from(s1, l1, "attention")?;
-        let k = tensor_from(s2, l2, "attention")?;
-        let v = tensor_from(s3, l3, "attention")?;
-        storage_of(&self.probs(&q, &k)?.matmul(&v)?)
-    }
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let p = self.probs(q, k)?;
-        let dv = p.t()?.matmul(g)?;
-        let dp = g.matmul(&v.t()?)?;
-        let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
-        let ds = ((p * dp.broadcast_sub(&dot)?)? * self.scale)?;
-        let dq = ds.matmul(k)?;
-        let dk = ds.t()?.matmul(q)?;
-        Ok((Some(dq), Some(dk), Some(dv)))
-    }
-}
-
-/// See [`AttentionOp`]; `mask` is additive (0 or -inf).
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-) -> Result<Tensor> {
-    let op = AttentionOp {
-        mask: mask.cloned(),
-        scale,
-    };
-    q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,58 +192,6 @@ mod tests {
             );
             close(&y1, &y2, 1e-5);
             close(&g1, &g2, 1e-4);
-        }
-    }
-
-    #[test]
-    fn attention_matches_autograd_oracle() {
-        let q = Var::from_tensor(&randn(&[2, 3, 8, 4], 9)).unwrap();
-        let k = Var::from_tensor(&randn(&[2, 3, 4, 4], 10)).unwrap();
-        let v = Var::from_tensor(&randn(&[2, 3, 4, 4], 11)).unwrap();
-        let mut m = vec![0f32; 8 * 4];
-        for i in 0..8 {
-            for j in 0..4 {
-                if j > i % 4 {
-                    m[i * 4 + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        let mask = Tensor::from_vec(m, (8, 4), &Device::Cpu).unwrap();
-        let probe = randn(&[2, 3, 8, 4], 12);
-        let run = |fused: bool| {
-            let y = if fused {
-                attention(
-                    q.as_tensor(),
-                    k.as_tensor(),
-                    v.as_tensor(),
-                    Some(&mask),
-                    0.5,
-                )
-                .unwrap()
-            } else {
-                let s = (q.as_tensor().matmul(&k.as_tensor().t().unwrap()).unwrap() * 0.5).unwrap();
-                let p =
-                    candle_nn::ops::softmax(&s.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
-                p.matmul(v.as_tensor()).unwrap()
-            };
-            let g = (&y * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let grads: Vec<Vec<f32>> = [&q, &k, &v]
-                .iter()
-                .map(|x| flat(g.get(x.as_tensor()).unwrap()))
-                .collect();
-            (flat(&y), grads)
-        };
-        let (y1, g1) = run(true);
-        let (y2, g2) = run(false);
-        close(&y1, &y2, 1e-5);
-        for (a, b) in g1.iter().zip(&g2) {
-            close(a, b, 1e-4);
         }
     }
 }

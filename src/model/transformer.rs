@@ -3,12 +3,13 @@
 //! sequences for training. Generation and training both run through `Transformer::forward`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use super::config::{Architecture, ModelConfig};
 use super::lora::{LoraPair, LoraSet, LoraTarget};
 use super::rope::{self, Rope};
+use super::segment_attention;
 use super::weights::WeightSource;
 use super::ModelError;
 
@@ -403,7 +404,9 @@ impl Transformer {
             .reshape((b, t, cfg.hidden_size))?;
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
-        let (cos, sin, mask) = match &opts.layout {
+        // Packed rows, and training, attend within segments through their own op; the
+        // dense mask serves generation (a KV cache, one causal sequence per row).
+        let (cos, sin, mask, spans) = match &opts.layout {
             Layout::Causal => {
                 if offset + t > self.rope.max_positions() {
                     candle_core::bail!(
@@ -413,19 +416,27 @@ impl Transformer {
                     );
                 }
                 let (cos, sin) = self.rope.range(offset, t)?;
-                let mask = if t > 1 {
-                    Some(causal_mask(t, offset, n_rep, &self.device)?)
+                if opts.differentiable {
+                    if offset > 0 {
+                        candle_core::bail!("a differentiable forward takes no KV cache");
+                    }
+                    (cos, sin, None, Some(segment_attention::whole_rows(b, t)))
                 } else {
-                    None
-                };
-                (cos, sin, mask)
+                    let mask = if t > 1 {
+                        Some(causal_mask(t, offset, n_rep, &self.device)?)
+                    } else {
+                        None
+                    };
+                    (cos, sin, mask, None)
+                }
             }
             Layout::Packed {
                 positions,
                 segments,
             } => {
                 let (cos, sin) = self.rope.gather(positions)?;
-                (cos, sin, Some(packed_mask(segments, n_rep)?))
+                let spans = segment_attention::spans_from_segments(segments)?;
+                (cos, sin, None, Some(spans))
             }
         };
         let dropout = match opts.dropout_seed {
@@ -451,6 +462,7 @@ impl Transformer {
                 cos: &cos,
                 sin: &sin,
                 mask: mask.as_ref(),
+                spans: spans.as_ref(),
                 differentiable: opts.differentiable,
                 mode,
             };
@@ -537,14 +549,15 @@ impl Transformer {
         let n_rep = nh / nkv;
         let q = q.reshape((b, nkv, n_rep * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let attn = if ctx.differentiable {
-            super::train_ops::attention(&q, &k, &v, ctx.mask, scale)?
-        } else {
-            let mut scores = (q.matmul(&k.t()?)? * scale)?;
-            if let Some(m) = ctx.mask {
-                scores = scores.broadcast_add(m)?;
+        let attn = match ctx.spans {
+            Some(spans) => segment_attention::attention(&q, &k, &v, spans, scale)?,
+            None => {
+                let mut scores = (q.matmul(&k.t()?)? * scale)?;
+                if let Some(m) = ctx.mask {
+                    scores = scores.broadcast_add(m)?;
+                }
+                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
             }
-            candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
         }; // [b, nkv, n_rep * t, d]
         let attn = attn
             .reshape((b, nh, t, hd))?
@@ -572,6 +585,8 @@ struct LayerCtx<'a> {
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
+    /// Segments to attend within (training and packed rows), instead of `mask`.
+    spans: Option<&'a segment_attention::Spans>,
     differentiable: bool,
     mode: MatmulMode,
 }
@@ -621,22 +636,4 @@ fn causal_mask(t: usize, offset: usize, n_rep: usize, device: &Device) -> Result
         }
     }
     Tensor::from_vec(data, (n_rep * t, total), device)
-}
-
-/// Block-diagonal causal mask from per-token sample ids `[b, t]`: `[b, 1, n_rep * t, t]`.
-fn packed_mask(segments: &Tensor, n_rep: usize) -> Result<Tensor> {
-    let (b, t) = segments.dims2()?;
-    let seg = segments.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-    let mut data = Vec::with_capacity(b * n_rep * t * t);
-    for row in &seg {
-        for _ in 0..n_rep {
-            for i in 0..t {
-                for j in 0..t {
-                    let visible = j <= i && row[i] == row[j];
-                    data.push(if visible { 0.0 } else { f32::NEG_INFINITY });
-                }
-            }
-        }
-    }
-    Tensor::from_vec(data, (b, 1, n_rep * t, t), segments.device())
 }
