@@ -1,11 +1,12 @@
-//! RMSNorm and rotary embedding with hand-written backward passes, for training
+//! RMSNorm, rotary embedding and the SwiGLU activation with hand-written backward passes,
+//! for training
 //! (attention: `segment_attention.rs`; linear layers: `train_linear.rs`).
 //! candle's fused versions of these ops have no backward, and its composed ("slow")
 //! versions keep several full-size intermediates per op alive for autograd and walk the
 //! data many times. These keep only their input (or output) and compute the gradient in
 //! one formula each. The composed versions remain the oracle in the tests below.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -19,7 +20,6 @@ fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> R
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension; `w` is frozen.
 struct RmsNormOp {
     weight: Vec<f32>,
-    weight_t: Tensor,
     eps: f32,
 }
 
@@ -43,21 +43,35 @@ impl CustomOp1 for RmsNormOp {
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        // dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x), r = (mean(x²) + eps)^(-1/2).
-        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps as f64)?.powf(-0.5)?;
-        let gw = g.broadcast_mul(&self.weight_t)?;
-        let dot = (&gw * x)?.mean_keepdim(D::Minus1)?;
-        let r3 = r.powf(3.0)?;
-        Ok(Some(
-            (gw.broadcast_mul(&r)? - x.broadcast_mul(&(r3 * dot)?)?)?,
-        ))
+        // dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x), r = (mean(x²) + eps)^(-1/2), row by row.
+        let h = self.weight.len();
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let gs = g.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(h)
+            .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
+            .for_each(|(d, (x, g))| {
+                let ms = x.iter().map(|v| v * v).sum::<f32>() / h as f32;
+                let r = 1.0 / (ms + self.eps).sqrt();
+                let dot = x
+                    .iter()
+                    .zip(g)
+                    .zip(&self.weight)
+                    .map(|((x, g), w)| x * g * w)
+                    .sum::<f32>()
+                    / h as f32;
+                let k = r * r * r * dot;
+                for (((d, x), g), w) in d.iter_mut().zip(x).zip(g).zip(&self.weight) {
+                    *d = r * g * w - x * k;
+                }
+            });
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
 
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     let op = RmsNormOp {
         weight: weight.to_vec1()?,
-        weight_t: weight.clone(),
         eps,
     };
     x.contiguous()?.apply_op1(op)
@@ -118,6 +132,77 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// `silu(gate) ⊙ up`, the gated MLP activation, keeping only its two inputs for the
+/// backward (composed, autograd keeps silu's output and walks the data five times more).
+struct SwiGluOp;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SwiGluOp {
+    fn name(&self) -> &'static str {
+        "swiglu-train"
+    }
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let gate = contiguous_slice(gs, gl, "swiglu")?;
+        let up = contiguous_slice(us, ul, "swiglu")?;
+        if gl.shape() != ul.shape() {
+            candle_core::bail!(
+                "swiglu: gate {:?} and up {:?} differ",
+                gl.shape(),
+                ul.shape()
+            );
+        }
+        let out = gate
+            .par_iter()
+            .zip(up)
+            .map(|(&g, &u)| g * sigmoid(g) * u)
+            .collect();
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        d: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))).
+        let (gs, us, ds) = (
+            gate.flatten_all()?.to_vec1::<f32>()?,
+            up.flatten_all()?.to_vec1::<f32>()?,
+            d.flatten_all()?.to_vec1::<f32>()?,
+        );
+        let mut d_gate = vec![0f32; gs.len()];
+        let mut d_up = vec![0f32; gs.len()];
+        d_gate
+            .par_iter_mut()
+            .zip(d_up.par_iter_mut())
+            .zip(gs.par_iter().zip(us.par_iter().zip(ds.par_iter())))
+            .for_each(|((dg, du), (&g, (&u, &d)))| {
+                let s = sigmoid(g);
+                *du = d * g * s;
+                *dg = d * u * s * (1.0 + g * (1.0 - s));
+            });
+        Ok((
+            Some(Tensor::from_vec(d_gate, gate.shape(), gate.device())?),
+            Some(Tensor::from_vec(d_up, up.shape(), up.device())?),
+        ))
+    }
+}
+
+/// `silu(gate) ⊙ up` with a hand-written backward.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGluOp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +251,22 @@ mod tests {
         let (y2, g2) = grad_of(|x| candle_nn::ops::rms_norm_slow(x, &w, 1e-5), &x, &probe);
         close(&y1, &y2, 1e-5);
         close(&g1, &g2, 1e-4);
+    }
+
+    #[test]
+    fn swiglu_matches_autograd_oracle() {
+        let gate = Var::from_tensor(&randn(&[4, 6], 7)).unwrap();
+        let up = randn(&[4, 6], 8);
+        let probe = randn(&[4, 6], 9);
+        let (y1, g1) = grad_of(|g| swiglu(g, &up), &gate, &probe);
+        let (y2, g2) = grad_of(|g| candle_nn::ops::silu(g).unwrap() * &up, &gate, &probe);
+        close(&y1, &y2, 1e-6);
+        close(&g1, &g2, 1e-5);
+        let upv = Var::from_tensor(&up).unwrap();
+        let g = gate.as_tensor().clone();
+        let (_, gu1) = grad_of(|u| swiglu(&g, u), &upv, &probe);
+        let (_, gu2) = grad_of(|u| candle_nn::ops::silu(&g).unwrap() * u, &upv, &probe);
+        close(&gu1, &gu2, 1e-6);
     }
 
     #[test]

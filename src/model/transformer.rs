@@ -572,7 +572,11 @@ impl Transformer {
             .reshape((b * t, h))?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
-        let act = (candle_nn::ops::silu(&gate)? * up)?;
+        let act = if ctx.differentiable {
+            super::train_ops::swiglu(&gate, &up)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
         let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?.reshape((b, t, h))?;
         x + down
     }

@@ -1,7 +1,9 @@
 //! Cross-entropy over the trained positions only, computed in chunks of rows so the full
 //! `[tokens, vocab]` logits never exist at once.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor};
+
+use super::cross_entropy::cross_entropy;
 
 use crate::model::Transformer;
 
@@ -18,13 +20,6 @@ fn target_rows(targets: &[Option<u32>]) -> (Vec<u32>, Vec<u32>) {
         .collect();
     let labels = targets.iter().filter_map(|t| *t).collect();
     (rows, labels)
-}
-
-/// Log-probabilities of the labels for one chunk of rows.
-fn picked_log_probs(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
-    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let lab = Tensor::new(labels, logits.device())?.unsqueeze(1)?;
-    lsm.gather(&lab, 1)
 }
 
 /// Sum of per-token cross-entropy over `targets`, for hidden states `[n, hidden]` (already
@@ -44,7 +39,7 @@ pub fn cross_entropy_sum_differentiable(
     {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
         let logits = model.logits_differentiable(&h)?;
-        total = (total - picked_log_probs(&logits, chunk_labels)?.sum_all()?)?;
+        total = (total + cross_entropy(&logits, chunk_labels)?.sum_all()?)?;
     }
     Ok(total)
 }
@@ -65,10 +60,7 @@ pub fn token_losses(
     {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
         let logits = model.logits(&h, false)?;
-        let picked: Vec<f32> = picked_log_probs(&logits, chunk_labels)?
-            .flatten_all()?
-            .to_vec1()?;
-        out.extend(picked.into_iter().map(|x| -x));
+        out.extend(cross_entropy(&logits, chunk_labels)?.to_vec1::<f32>()?);
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod batch;
 pub mod config;
+pub mod cross_entropy;
 pub mod data;
 pub mod estimate;
 pub mod events;

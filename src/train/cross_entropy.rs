@@ -1,0 +1,156 @@
+//! Per-row cross-entropy of a chunk of logits, `logsumexp(z) − z[label]`, as one op with a
+//! hand-written backward (`softmax(z) − onehot(label)`, times the upstream gradient).
+//! Composed from candle ops (log-softmax, gather, sum) the loss walks the `[rows, vocab]`
+//! logits a dozen times and keeps several logits-sized temporaries for autograd; this op
+//! walks them twice forward and once backward, and keeps one float per row.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+struct CrossEntropy {
+    labels: Vec<u32>,
+    /// `logsumexp` of each row, from the forward pass, for the backward.
+    lse: OnceLock<Vec<f32>>,
+}
+
+fn logsumexp(row: &[f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    max + sum.ln()
+}
+
+impl CrossEntropy {
+    fn dims(&self, shape: &Shape) -> Result<(usize, usize)> {
+        let (rows, vocab) = shape.dims2()?;
+        if rows != self.labels.len() {
+            candle_core::bail!(
+                "cross-entropy: {rows} rows of logits for {} labels",
+                self.labels.len()
+            );
+        }
+        if let Some(bad) = self.labels.iter().find(|&&l| l as usize >= vocab) {
+            candle_core::bail!("cross-entropy: label {bad} is outside a vocabulary of {vocab}");
+        }
+        Ok((rows, vocab))
+    }
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, vocab) = self.dims(layout.shape())?;
+        let data = storage.as_slice::<f32>()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cross-entropy: logits must be contiguous");
+        };
+        let z = &data[start..end];
+        let lse: Vec<f32> = z.par_chunks(vocab).map(logsumexp).collect();
+        let loss = (0..rows)
+            .map(|r| lse[r] - z[r * vocab + self.labels[r] as usize])
+            .collect();
+        // A second forward of the same op (not done by the trainer) keeps the first value,
+        // which is the same for the same logits.
+        let _ = self.lse.set(lse);
+        Ok((CpuStorage::F32(loss), Shape::from(rows)))
+    }
+
+    fn bwd(&self, logits: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let (rows, vocab) = self.dims(logits.shape())?;
+        let Some(lse) = self.lse.get() else {
+            candle_core::bail!("cross-entropy: backward before forward");
+        };
+        let z = logits.flatten_all()?.to_vec1::<f32>()?;
+        let g = g.flatten_all()?.to_vec1::<f32>()?;
+        let mut dz = vec![0f32; rows * vocab];
+        dz.par_chunks_mut(vocab)
+            .zip(z.par_chunks(vocab))
+            .enumerate()
+            .for_each(|(r, (d, z))| {
+                for (d, &x) in d.iter_mut().zip(z) {
+                    *d = g[r] * (x - lse[r]).exp();
+                }
+                d[self.labels[r] as usize] -= g[r];
+            });
+        Ok(Some(Tensor::from_vec(dz, (rows, vocab), logits.device())?))
+    }
+}
+
+/// `-log softmax(logits)[label]` per row of `logits [rows, vocab]`: a `[rows]` tensor that
+/// autograd differentiates with respect to the logits.
+pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    logits.contiguous()?.apply_op1(CrossEntropy {
+        labels: labels.to_vec(),
+        lse: OnceLock::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    #[test]
+    fn matches_log_softmax_and_its_gradient() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (rows, vocab) = (5, 11);
+        let v: Vec<f32> = (0..rows * vocab)
+            .map(|_| rng.random_range(-4.0..4.0))
+            .collect();
+        let z = Var::from_vec(v, (rows, vocab), &Device::Cpu).unwrap();
+        let labels = [0u32, 10, 3, 3, 7];
+        let weights = Tensor::new(&[1f32, 0.5, 2.0, -1.0, 0.25], &Device::Cpu).unwrap();
+
+        let fast = cross_entropy(z.as_tensor(), &labels).unwrap();
+        let lsm = candle_nn::ops::log_softmax(z.as_tensor(), D::Minus1).unwrap();
+        let lab = Tensor::new(&labels[..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        let slow = lsm
+            .gather(&lab, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .neg()
+            .unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let close = |a: Vec<f32>, b: Vec<f32>| {
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "max |Δ| {worst}");
+        };
+        close(flat(&fast), flat(&slow));
+        let g1 = (&fast * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&slow * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        close(
+            flat(g1.get(z.as_tensor()).unwrap()),
+            flat(g2.get(z.as_tensor()).unwrap()),
+        );
+    }
+
+    #[test]
+    fn a_label_outside_the_vocabulary_is_an_error() {
+        let z = Tensor::zeros((1, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = cross_entropy(&z, &[4]).unwrap_err();
+        assert!(err.to_string().contains("outside a vocabulary"), "{err}");
+    }
+}
