@@ -50,10 +50,18 @@ pub fn mib(bytes: u64) -> f64 {
 /// barrier competes with the gemm threads: perf showed half the prefill time spent
 /// spinning, and decode runs that stalled at 2 tokens/s; without it gemm and the studio's
 /// own kernels still use every core through rayon.
+///
+/// It also sets `RAYON_NUM_THREADS` (unless the user did) to the count candle would pick:
+/// candle asks for the thread count on every matmul, and without the variable it parses
+/// `/proc/cpuinfo` each time, which perf put at a tenth of a 46-token prefill.
 pub fn tune_runtime() {
+    // Single-threaded at this point: nothing else reads the environment concurrently.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // Single-threaded at this point: nothing else reads the environment concurrently.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
     tune_allocator();
 }

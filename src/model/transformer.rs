@@ -404,8 +404,8 @@ impl Transformer {
             .reshape((b, t, cfg.hidden_size))?;
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
-        // Packed rows, and training, attend within segments through their own op; the
-        // dense mask serves generation (a KV cache, one causal sequence per row).
+        // Whole sequences and packed rows attend within segments through their own op; the
+        // dense mask serves a prompt that continues a KV cache.
         let (cos, sin, mask, spans) = match &opts.layout {
             Layout::Causal => {
                 if offset + t > self.rope.max_positions() {
@@ -416,10 +416,11 @@ impl Transformer {
                     );
                 }
                 let (cos, sin) = self.rope.range(offset, t)?;
-                if opts.differentiable {
-                    if offset > 0 {
-                        candle_core::bail!("a differentiable forward takes no KV cache");
-                    }
+                if opts.differentiable && offset > 0 {
+                    candle_core::bail!("a differentiable forward takes no KV cache");
+                }
+                if offset == 0 && t > 1 {
+                    // A whole sequence (a prefill, or training): one causal segment per row.
                     (cos, sin, None, Some(segment_attention::whole_rows(b, t)))
                 } else {
                     let mask = if t > 1 {
@@ -572,11 +573,7 @@ impl Transformer {
             .reshape((b * t, h))?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
-        let act = if ctx.differentiable {
-            super::train_ops::swiglu(&gate, &up)?
-        } else {
-            (candle_nn::ops::silu(&gate)? * up)?
-        };
+        let act = super::train_ops::swiglu(&gate, &up)?;
         let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?.reshape((b, t, h))?;
         x + down
     }
