@@ -12,7 +12,7 @@ pub mod lora;
 pub mod matvec;
 pub mod rope;
 pub mod segment_attention;
-mod slice_gemm;
+pub(crate) mod slice_gemm;
 pub mod source;
 pub mod template;
 pub mod tiny;

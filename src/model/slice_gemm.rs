@@ -3,7 +3,7 @@
 //! buffers and read transposed operands in place, which candle's matmul cannot do
 //! without copies.
 
-use candle_core::Result;
+use candle_core::{Result, Storage, Tensor};
 
 /// Whether a product may use every rayon thread or must stay on the calling one (inside
 /// work that is already split across threads).
@@ -77,4 +77,17 @@ pub fn gemm_into(
         );
     }
     Ok(())
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("only the CPU is supported");
+    };
+    let data = cpu.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((s, e)) => f(&data[s..e]),
+        None => candle_core::bail!("gemm: operand must be contiguous"),
+    }
 }

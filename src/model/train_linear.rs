@@ -10,23 +10,10 @@
 //! (candle's own matmul kernel) directly because candle's matmul cannot accumulate into an
 //! existing buffer or read a transposed operand without a copy.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice_gemm::{gemm_into, Threads::All};
-
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("train-linear: only the CPU is supported");
-    };
-    let data = cpu.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((s, e)) => f(&data[s..e]),
-        None => candle_core::bail!("train-linear: operand must be contiguous"),
-    }
-}
+use super::slice_gemm::{gemm_into, with_slice, Threads::All};
 
 /// The contiguous f32 data of one op argument.
 fn arg_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {

@@ -7,13 +7,14 @@ use super::config::RunConfig;
 use super::events::Estimate;
 use crate::model::ModelConfig;
 
-/// f32 values autograd keeps per token and layer, in units of the hidden size, the MLP
-/// width and the attention row (measured peak RSS fit on SmolLM2-135M).
-const ACT_HIDDEN: f64 = 40.0;
-const ACT_MLP: f64 = 8.0;
-const ACT_ATTN_ROW: f64 = 0.5;
-/// Effective training throughput of this CPU trainer, FLOP/s (bench_train figure).
-const EFFECTIVE_FLOPS: f64 = 55e9;
+/// f32 values kept for the backward pass per token and layer, in units of the hidden size
+/// and the MLP width (fit to the peak RSS of examples/bench_train on SmolLM2-135M: 2108 MiB
+/// at 4 × 256 tokens). Attention keeps no `[t, t]` scores and the loss no logits.
+const ACT_HIDDEN: f64 = 10.0;
+const ACT_MLP: f64 = 2.75;
+/// Effective training throughput of this CPU trainer, FLOP/s (bench_train: 211–226
+/// tokens/s on the 2-core machine of BENCHMARKS.md, about 120 GFLOP/s counted as below).
+const EFFECTIVE_FLOPS: f64 = 120e9;
 
 pub fn estimate(
     model: &ModelConfig,
@@ -26,18 +27,20 @@ pub fn estimate(
     let tokens = b * t;
     let h = model.hidden_size as f64;
     let i = model.intermediate_size as f64;
-    let heads = model.num_attention_heads as f64;
     let layers = model.num_hidden_layers as f64;
     let weights = model.parameter_count() as f64 * 4.0;
-    let per_token_layer = ACT_HIDDEN * h + ACT_MLP * i + ACT_ATTN_ROW * heads * t;
+    let per_token_layer = ACT_HIDDEN * h + ACT_MLP * i;
     let activations = tokens * layers * per_token_layer * 4.0;
-    let logits = 256.0 * model.vocab_size as f64 * 4.0 * 3.0;
+    // One chunk of logits at a time, during the forward pass only.
+    let logits = crate::train::loss::LOSS_CHUNK_ROWS as f64 * model.vocab_size as f64 * 4.0 * 1.25;
     let optimizer = trainable as f64 * 4.0 * 4.0;
     let peak = weights + activations + logits + optimizer + 300e6;
     let matmul_params = (model.parameter_count() - model.vocab_size * model.hidden_size) as f64
         + model.vocab_size as f64 * h;
     let flops_per_step = 4.0 * matmul_params * tokens * cfg.training.grad_accumulation as f64
-        + 4.0 * layers * b * t * t * h * cfg.training.grad_accumulation as f64;
+        // Causal attention, forward and backward, at most one sample per row (packed rows
+        // of shorter samples cost less).
+        + 6.0 * layers * b * t * t * h * cfg.training.grad_accumulation as f64;
     Estimate {
         peak_memory_bytes: peak as u64,
         available_memory_bytes: crate::sys::available_memory_bytes().unwrap_or(0),

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cross_entropy::cross_entropy;
+use super::cross_entropy::{cross_entropy, lm_head_cross_entropy};
 
 use crate::model::Transformer;
 
@@ -24,7 +24,7 @@ fn target_rows(targets: &[Option<u32>]) -> (Vec<u32>, Vec<u32>) {
 
 /// Sum of per-token cross-entropy over `targets`, for hidden states `[n, hidden]` (already
 /// normalized), differentiable with respect to `hidden`. Rows with no target are skipped
-/// before the LM head, and the logits exist one chunk at a time.
+/// before the LM head, and the logits exist one chunk at a time, only during the forward.
 pub fn cross_entropy_sum_differentiable(
     model: &Transformer,
     hidden: &Tensor,
@@ -38,8 +38,11 @@ pub fn cross_entropy_sum_differentiable(
         .zip(labels.chunks(LOSS_CHUNK_ROWS))
     {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
-        let logits = model.logits_differentiable(&h)?;
-        total = (total + cross_entropy(&logits, chunk_labels)?.sum_all()?)?;
+        let losses = match &model.lm_head.bias {
+            None => lm_head_cross_entropy(&h, &model.lm_head.weight, chunk_labels)?,
+            Some(_) => cross_entropy(&model.logits_differentiable(&h)?, chunk_labels)?,
+        };
+        total = (total + losses.sum_all()?)?;
     }
     Ok(total)
 }
