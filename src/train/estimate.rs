@@ -10,7 +10,7 @@ use crate::model::ModelConfig;
 /// f32 values kept for the backward pass per token and layer, in units of the hidden size
 /// and the MLP width (fit to the peak RSS of examples/bench_train on SmolLM2-135M: 2108 MiB
 /// at 4 × 256 tokens). Attention keeps no `[t, t]` scores and the loss no logits.
-const ACT_HIDDEN: f64 = 10.0;
+const ACT_HIDDEN: f64 = 11.0;
 const ACT_MLP: f64 = 2.75;
 /// Effective training throughput of this CPU trainer, FLOP/s (bench_train: 211–226
 /// tokens/s on the 2-core machine of BENCHMARKS.md, about 120 GFLOP/s counted as below).
