@@ -166,6 +166,7 @@ impl CustomOp3 for LoraLinear {
         let (r, out, inp) = self.dims(x.shape(), a.shape(), b.shape())?;
         let n = x.elem_count() / inp.max(1);
         let dy = dy.contiguous()?;
+        let x_tracked = x.track_op();
         let (mut dx, mut da, mut db) = (
             vec![0f32; n * inp],
             vec![0f32; r * inp],
@@ -204,7 +205,11 @@ impl CustomOp3 for LoraLinear {
                             All,
                         )?;
                         gemm_into(&mut da, false, (r, inp, n), &dh, true, &xm, false, 1.0, All)?;
-                        // dx = dy W + (dh A) ⊙ m.
+                        // dx = dy W + (dh A) ⊙ m; not needed when x is not tracked
+                        // (the first layer's input comes from the frozen embedding).
+                        if !x_tracked {
+                            return Ok(());
+                        }
                         with_slice(&self.weight, |w| {
                             gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0, All)
                         })?;
@@ -246,7 +251,7 @@ impl CustomOp3 for LoraLinear {
             })
         })?;
         Ok((
-            Some(tensor_of(dx, x.shape())?),
+            x_tracked.then(|| tensor_of(dx, x.shape())).transpose()?,
             Some(tensor_of(da, (r, inp))?),
             Some(tensor_of(db, (out, r))?),
         ))
@@ -373,6 +378,33 @@ mod tests {
         let mask =
             crate::model::transformer::dropout_mask(&[1, 7, 12], 0.3, 9, &Device::Cpu).unwrap();
         check(Some(mask));
+    }
+
+    #[test]
+    fn an_untracked_input_still_trains_the_adapter() {
+        let w = randn(&[6, 4], 1);
+        let x = randn(&[5, 4], 2);
+        let a = Var::from_tensor(&randn(&[2, 4], 3)).unwrap();
+        let b = Var::from_tensor(&randn(&[6, 2], 4)).unwrap();
+        let fused = lora_linear(&x, &w, a.as_tensor(), b.as_tensor(), 0.5, None).unwrap();
+        let composed = (x.matmul(&w.t().unwrap()).unwrap()
+            + (x.matmul(&a.as_tensor().t().unwrap())
+                .unwrap()
+                .matmul(&b.as_tensor().t().unwrap())
+                .unwrap()
+                * 0.5)
+                .unwrap())
+        .unwrap();
+        let g1 = fused.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = composed.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g1.get(&x).is_none());
+        for (v, what) in [(&a, "dA"), (&b, "dB")] {
+            assert_close(
+                &vec_of(g1.get(v.as_tensor()).unwrap()),
+                &vec_of(g2.get(v.as_tensor()).unwrap()),
+                what,
+            );
+        }
     }
 
     #[test]

@@ -141,11 +141,18 @@ impl CustomOp1 for LmHeadCrossEntropy {
                 .par_chunks_mut(vocab)
                 .zip(&self.labels)
                 .map(|(z, &label)| {
-                    let lse = logsumexp(z);
-                    let loss = lse - z[label as usize];
-                    z.iter_mut().for_each(|x| *x = (*x - lse).exp());
+                    // One exp per logit: exp(z − max), then scaled by 1 / Σ.
+                    let picked = z[label as usize];
+                    let max = z.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0f32;
+                    for x in z.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    let inv = 1.0 / sum;
+                    z.iter_mut().for_each(|x| *x *= inv);
                     z[label as usize] -= 1.0;
-                    loss
+                    max + sum.ln() - picked
                 })
                 .collect();
             gemm_into(
