@@ -134,13 +134,10 @@ impl Rope {
 }
 
 /// Applies rotary embeddings to `x` `[b, h, t, d]`; cos/sin are `[t, d/2]` or `[b, t, d/2]`.
-/// The fast path uses candle's fused kernel (no backward); `differentiable` uses the
-/// training op whose backward is the inverse rotation.
-pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
-    if differentiable {
-        return super::train_ops::rope(x, cos, sin);
-    }
-    candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)
+/// One op for training and generation; its backward (the inverse rotation) only matters in
+/// training.
+pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    super::train_ops::rope(x, cos, sin)
 }
 
 /// The same rotation composed of plain ops, which candle's autograd differentiates: the

@@ -22,6 +22,9 @@ use super::slice_gemm::{gemm_into, Threads::One};
 /// gemm as well; 64 keeps both small for rows of up to a few thousand tokens.
 const TILE: usize = 64;
 
+/// Multiply-adds of `q kᵀ` below which the forward pass stays on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 22;
+
 /// Per batch row, the segments as `(start, len)`, covering the row in order.
 pub type Spans = Arc<Vec<Vec<(usize, usize)>>>;
 
@@ -153,27 +156,32 @@ impl CustomOp3 for SegmentAttention {
         let (q, k, v) = (slice(qs, ql)?, slice(ks, kl)?, slice(vs, vl)?);
         let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
         let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(q_block)
-            .enumerate()
-            .try_for_each(|(bg, out)| -> Result<()> {
-                let q = &q[bg * q_block..][..q_block];
-                let k = &k[bg * kv_block..][..kv_block];
-                let v = &v[bg * kv_block..][..kv_block];
-                let mut p = vec![0f32; TILE * dm.t];
-                for tile in tiles(&self.spans[bg / dm.g], dm.reps, dm.t) {
-                    let p = &mut p[..tile.rows * tile.keys];
-                    let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
-                    let kt = &k[tile.start * dm.d..][..tile.keys * dm.d];
-                    let vt = &v[tile.start * dm.d..][..tile.keys * dm.d];
-                    let dims = (tile.rows, tile.keys, dm.d);
-                    gemm_into(p, false, dims, qt, false, kt, true, 1.0, One)?;
-                    softmax_causal(p, tile.keys, tile.first, self.scale);
-                    let ot = &mut out[tile.q_row * dm.d..][..tile.rows * dm.d];
-                    let dims = (tile.rows, dm.d, tile.keys);
-                    gemm_into(ot, false, dims, p, false, vt, false, 1.0, One)?;
-                }
-                Ok(())
-            })?;
+        let job = |(bg, out): (usize, &mut [f32])| -> Result<()> {
+            let q = &q[bg * q_block..][..q_block];
+            let k = &k[bg * kv_block..][..kv_block];
+            let v = &v[bg * kv_block..][..kv_block];
+            let mut p = vec![0f32; TILE * dm.t];
+            for tile in tiles(&self.spans[bg / dm.g], dm.reps, dm.t) {
+                let p = &mut p[..tile.rows * tile.keys];
+                let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
+                let kt = &k[tile.start * dm.d..][..tile.keys * dm.d];
+                let vt = &v[tile.start * dm.d..][..tile.keys * dm.d];
+                let dims = (tile.rows, tile.keys, dm.d);
+                gemm_into(p, false, dims, qt, false, kt, true, 1.0, One)?;
+                softmax_causal(p, tile.keys, tile.first, self.scale);
+                let ot = &mut out[tile.q_row * dm.d..][..tile.rows * dm.d];
+                let dims = (tile.rows, dm.d, tile.keys);
+                gemm_into(ot, false, dims, p, false, vt, false, 1.0, One)?;
+            }
+            Ok(())
+        };
+        // A short prompt's attention is a few hundred microseconds of work: waking the
+        // thread pool for it costs more than it saves.
+        if dm.reps * dm.t * dm.t * dm.d * (q.len() / q_block.max(1)) < PARALLEL_MIN_WORK {
+            out.chunks_mut(q_block).enumerate().try_for_each(&job)?;
+        } else {
+            out.par_chunks_mut(q_block).enumerate().try_for_each(&job)?;
+        }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 

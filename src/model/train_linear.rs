@@ -396,7 +396,13 @@ mod tests {
                 .unwrap())
         .unwrap();
         let g1 = fused.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = composed.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = composed
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(g1.get(&x).is_none());
         for (v, what) in [(&a, "dA"), (&b, "dB")] {
             assert_close(

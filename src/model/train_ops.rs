@@ -1,5 +1,6 @@
 //! RMSNorm, rotary embedding and the SwiGLU activation with hand-written backward passes,
-//! for training
+//! for training; generation uses the same forward passes, which stay on the calling
+//! thread for small inputs
 //! (attention: `segment_attention.rs`; linear layers: `train_linear.rs`).
 //! candle's fused versions of these ops have no backward, and its composed ("slow")
 //! versions keep several full-size intermediates per op alive for autograd and walk the
@@ -17,6 +18,31 @@ fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> R
     }
 }
 
+/// Elements below which a row-wise op runs on the calling thread: for a decode step or a
+/// short prompt, waking the thread pool costs more than the work (perf: a fifth of a
+/// prefill went to thread wake-ups between small ops).
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// Calls `f(row index, output row, input row)` for each row of `len` values, in parallel
+/// only when there is enough work.
+fn for_each_row(
+    out: &mut [f32],
+    x: &[f32],
+    len: usize,
+    f: impl Fn(usize, &mut [f32], &[f32]) + Sync + Send,
+) {
+    if x.len() < PARALLEL_MIN_ELEMENTS {
+        for (i, (o, row)) in out.chunks_mut(len).zip(x.chunks(len)).enumerate() {
+            f(i, o, row);
+        }
+    } else {
+        out.par_chunks_mut(len)
+            .zip(x.par_chunks(len))
+            .enumerate()
+            .for_each(|(i, (o, row))| f(i, o, row));
+    }
+}
+
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension; `w` is frozen.
 struct RmsNormOp {
     weight: Vec<f32>,
@@ -31,15 +57,13 @@ impl CustomOp1 for RmsNormOp {
         let x = contiguous_slice(storage, layout, "rms-norm")?;
         let h = self.weight.len();
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h)
-            .zip(x.par_chunks(h))
-            .for_each(|(o, row)| {
-                let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
-                let r = 1.0 / (ms + self.eps).sqrt();
-                for ((o, v), w) in o.iter_mut().zip(row).zip(&self.weight) {
-                    *o = v * r * w;
-                }
-            });
+        for_each_row(&mut out, x, h, |_, o, row| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let r = 1.0 / (ms + self.eps).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(row).zip(&self.weight) {
+                *o = v * r * w;
+            }
+        });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -96,23 +120,20 @@ impl CustomOp1 for RopeOp {
         let sin: Vec<f32> = self.sin.flatten_all()?.to_vec1()?;
         let per_batch = self.cos.rank() == 3;
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .enumerate()
-            .for_each(|(row, (o, v))| {
-                let ti = row % t;
-                let bi = row / (t * h);
-                let base = if per_batch {
-                    (bi * t + ti) * half
-                } else {
-                    ti * half
-                };
-                for i in 0..half {
-                    let (c, s) = (cos[base + i], sin[base + i]);
-                    o[i] = v[i] * c - v[i + half] * s;
-                    o[i + half] = v[i + half] * c + v[i] * s;
-                }
-            });
+        for_each_row(&mut out, x, d, |row, o, v| {
+            let ti = row % t;
+            let bi = row / (t * h);
+            let base = if per_batch {
+                (bi * t + ti) * half
+            } else {
+                ti * half
+            };
+            for i in 0..half {
+                let (c, s) = (cos[base + i], sin[base + i]);
+                o[i] = v[i] * c - v[i + half] * s;
+                o[i + half] = v[i + half] * c + v[i] * s;
+            }
+        });
         let _ = b;
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -160,11 +181,13 @@ impl CustomOp2 for SwiGluOp {
                 ul.shape()
             );
         }
-        let out = gate
-            .par_iter()
-            .zip(up)
-            .map(|(&g, &u)| g * sigmoid(g) * u)
-            .collect();
+        let f = |(&g, &u): (&f32, &f32)| g * sigmoid(g) * u;
+        // A decode step's few thousand values are not worth waking the thread pool for.
+        let out = if gate.len() < 1 << 16 {
+            gate.iter().zip(up).map(f).collect()
+        } else {
+            gate.par_iter().zip(up).map(f).collect()
+        };
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
     fn bwd(

@@ -114,12 +114,9 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
-        if differentiable {
-            super::train_ops::rms_norm(x, &self.weight, self.eps)
-        } else {
-            candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
-        }
+    /// The same op in training and generation (its backward only matters in training).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        super::train_ops::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -464,12 +461,11 @@ impl Transformer {
                 sin: &sin,
                 mask: mask.as_ref(),
                 spans: spans.as_ref(),
-                differentiable: opts.differentiable,
                 mode,
             };
             x = self.layer_forward(layer, &x, cache, &ctx)?;
         }
-        self.norm.forward(&x, opts.differentiable)
+        self.norm.forward(&x)
     }
 
     /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
@@ -517,10 +513,7 @@ impl Transformer {
         };
         // Attention.
         let residual = x;
-        let xn = l
-            .input_norm
-            .forward(x, ctx.differentiable)?
-            .reshape((b * t, h))?;
+        let xn = l.input_norm.forward(x)?.reshape((b * t, h))?;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -530,17 +523,14 @@ impl Transformer {
         let k = lin(&l.k_proj, LoraTarget::KProj, &xn)?.reshape((b, t, nkv, hd))?;
         let v = lin(&l.v_proj, LoraTarget::VProj, &xn)?.reshape((b, t, nkv, hd))?;
         let (q, k) = match (&l.q_norm, &l.k_norm) {
-            (Some(qn), Some(kn)) => (
-                qn.forward(&q, ctx.differentiable)?,
-                kn.forward(&k, ctx.differentiable)?,
-            ),
+            (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
             _ => (q, k),
         };
         let q = q.transpose(1, 2)?.contiguous()?;
         let k = k.transpose(1, 2)?.contiguous()?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let q = rope::apply(&q, ctx.cos, ctx.sin, ctx.differentiable)?;
-        let k = rope::apply(&k, ctx.cos, ctx.sin, ctx.differentiable)?;
+        let q = rope::apply(&q, ctx.cos, ctx.sin)?;
+        let k = rope::apply(&k, ctx.cos, ctx.sin)?;
         let (k, v) = match cache {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
@@ -567,10 +557,7 @@ impl Transformer {
         let attn_out = lin(&l.o_proj, LoraTarget::OProj, &attn)?.reshape((b, t, h))?;
         let x = (residual + attn_out)?;
         // MLP.
-        let xn = l
-            .post_attention_norm
-            .forward(&x, ctx.differentiable)?
-            .reshape((b * t, h))?;
+        let xn = l.post_attention_norm.forward(&x)?.reshape((b * t, h))?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
         let act = super::train_ops::swiglu(&gate, &up)?;
@@ -586,9 +573,8 @@ struct LayerCtx<'a> {
     cos: &'a Tensor,
     sin: &'a Tensor,
     mask: Option<&'a Tensor>,
-    /// Segments to attend within (training and packed rows), instead of `mask`.
+    /// Segments to attend within (whole sequences and packed rows), instead of `mask`.
     spans: Option<&'a segment_attention::Spans>,
-    differentiable: bool,
     mode: MatmulMode,
 }
 
