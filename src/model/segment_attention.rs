@@ -180,7 +180,7 @@ impl CustomOp3 for SegmentAttention {
         if dm.reps * dm.t * dm.t * dm.d * (q.len() / q_block.max(1)) < PARALLEL_MIN_WORK {
             out.chunks_mut(q_block).enumerate().try_for_each(&job)?;
         } else {
-            out.par_chunks_mut(q_block).enumerate().try_for_each(&job)?;
+            out.par_chunks_mut(q_block).enumerate().try_for_each(job)?;
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
