@@ -10,6 +10,8 @@ pub mod fetch;
 pub mod gguf;
 pub mod lora;
 pub mod matvec;
+#[cfg(test)]
+pub(crate) mod op_test_util;
 pub mod rope;
 pub mod segment_attention;
 pub(crate) mod slice_gemm;

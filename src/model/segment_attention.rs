@@ -16,7 +16,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice_gemm::{gemm_into, Threads::One};
+use super::slice_gemm::{arg_slice, gemm_into, Threads::One};
 
 /// Query rows per tile: the causal saving grows as tiles shrink, the per-call overhead of
 /// gemm as well; 64 keeps both small for rows of up to a few thousand tokens.
@@ -153,7 +153,11 @@ impl CustomOp3 for SegmentAttention {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dm = self.dims(ql.shape(), kl.shape(), vl.shape())?;
-        let (q, k, v) = (slice(qs, ql)?, slice(ks, kl)?, slice(vs, vl)?);
+        let (q, k, v) = (
+            arg_slice(qs, ql, "segment-attention")?,
+            arg_slice(ks, kl, "segment-attention")?,
+            arg_slice(vs, vl, "segment-attention")?,
+        );
         let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
         let mut out = vec![0f32; q.len()];
         let job = |(bg, out): (usize, &mut [f32])| -> Result<()> {
@@ -253,14 +257,6 @@ impl CustomOp3 for SegmentAttention {
     }
 }
 
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((s, e)) => Ok(&data[s..e]),
-        None => candle_core::bail!("segment-attention: input must be contiguous"),
-    }
-}
-
 /// `softmax(q kᵀ · scale) v` with each query seeing the keys at or before it in its own
 /// segment. `q [b, g, reps · t, d]` holds `reps` query heads per KV head, one after
 /// another along the third axis; `k, v [b, g, t, d]`.
@@ -278,16 +274,10 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var, D};
 
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
+    use crate::model::op_test_util::{flat as vec_of, max_abs_diff, uniform};
 
-    fn vec_of(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_vec1().unwrap()
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        uniform(shape, seed, 2.0)
     }
 
     /// The dense formula: full scores, an additive mask, softmax, all composed from candle
@@ -342,11 +332,7 @@ mod tests {
             scale,
         );
         let close = |a: &[f32], b: &[f32], what: &str| {
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let worst = max_abs_diff(a, b);
             assert!(worst < 1e-4, "{what}: max |Δ| {worst}");
         };
         close(&vec_of(&fast), &vec_of(&slow), "output");

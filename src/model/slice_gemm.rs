@@ -3,7 +3,7 @@
 //! buffers and read transposed operands in place, which candle's matmul cannot do
 //! without copies.
 
-use candle_core::{Result, Storage, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 /// Whether a product may use every rayon thread or must stay on the calling one (inside
 /// work that is already split across threads).
@@ -89,5 +89,14 @@ pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<
     match layout.contiguous_offsets() {
         Some((s, e)) => f(&data[s..e]),
         None => candle_core::bail!("gemm: operand must be contiguous"),
+    }
+}
+
+/// The contiguous f32 data of a custom op's argument; `op` names the op in the error.
+pub fn arg_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((s, e)) => Ok(&data[s..e]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }

@@ -13,16 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice_gemm::{gemm_into, with_slice, Threads::All};
-
-/// The contiguous f32 data of one op argument.
-fn arg_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((s, e)) => Ok(&data[s..e]),
-        None => candle_core::bail!("train-linear: input must be contiguous"),
-    }
-}
+use super::slice_gemm::{arg_slice, gemm_into, with_slice, Threads::All};
 
 /// `[.., in]` -> `[.., out]`.
 fn output_shape(x: &Shape, out: usize) -> Shape {
@@ -58,7 +49,7 @@ impl CustomOp1 for FrozenLinear {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (out, inp) = weight_dims(&self.weight, layout.shape())?;
-        let x = arg_slice(storage, layout)?;
+        let x = arg_slice(storage, layout, "frozen-linear")?;
         let n = x.len() / inp.max(1);
         let mut y = vec![0f32; n * out];
         with_slice(&self.weight, |w| {
@@ -132,7 +123,11 @@ impl CustomOp3 for LoraLinear {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (r, out, inp) = self.dims(xl.shape(), al.shape(), bl.shape())?;
-        let (x, a, b) = (arg_slice(xs, xl)?, arg_slice(a_s, al)?, arg_slice(b_s, bl)?);
+        let (x, a, b) = (
+            arg_slice(xs, xl, "lora-linear")?,
+            arg_slice(a_s, al, "lora-linear")?,
+            arg_slice(b_s, bl, "lora-linear")?,
+        );
         let n = x.len() / inp.max(1);
         let mut y = vec![0f32; n * out];
         with_slice(&self.weight, |w| {
@@ -213,31 +208,16 @@ impl CustomOp3 for LoraLinear {
                         with_slice(&self.weight, |w| {
                             gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0, All)
                         })?;
+                        // dh A, added to dx directly or masked on the way.
+                        let dh_a = |dst: &mut [f32], accumulate: bool| {
+                            let dims = (n, inp, r);
+                            gemm_into(dst, accumulate, dims, &dh, false, a, false, 1.0, All)
+                        };
                         match &self.mask {
-                            None => gemm_into(
-                                &mut dx,
-                                true,
-                                (n, inp, r),
-                                &dh,
-                                false,
-                                a,
-                                false,
-                                1.0,
-                                All,
-                            ),
+                            None => dh_a(&mut dx, true),
                             Some(mask) => {
                                 let mut t = vec![0f32; n * inp];
-                                gemm_into(
-                                    &mut t,
-                                    false,
-                                    (n, inp, r),
-                                    &dh,
-                                    false,
-                                    a,
-                                    false,
-                                    1.0,
-                                    All,
-                                )?;
+                                dh_a(&mut t, false)?;
                                 with_slice(mask, |m| {
                                     dx.par_iter_mut()
                                         .zip(t.par_iter().zip(m))
@@ -289,25 +269,15 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
+    use crate::model::op_test_util::{flat as vec_of, max_abs_diff, uniform};
 
-    fn vec_of(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_vec1().unwrap()
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        uniform(shape, seed, 1.0)
     }
 
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}");
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(a, b);
         assert!(worst < 1e-4, "{what}: max |Δ| {worst}");
     }
 

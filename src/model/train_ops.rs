@@ -10,13 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-fn contiguous_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((s, e)) => Ok(&data[s..e]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
+use super::slice_gemm::arg_slice;
 
 /// Elements below which a row-wise op runs on the calling thread: for a decode step or a
 /// short prompt, waking the thread pool costs more than the work (perf: a fifth of a
@@ -54,7 +48,7 @@ impl CustomOp1 for RmsNormOp {
         "rms-norm-train"
     }
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(storage, layout, "rms-norm")?;
+        let x = arg_slice(storage, layout, "rms-norm")?;
         let h = self.weight.len();
         let mut out = vec![0f32; x.len()];
         for_each_row(&mut out, x, h, |_, o, row| {
@@ -113,7 +107,7 @@ impl CustomOp1 for RopeOp {
         "rope-train"
     }
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_slice(storage, layout, "rope")?;
+        let x = arg_slice(storage, layout, "rope")?;
         let (b, h, t, d) = layout.shape().dims4()?;
         let half = d / 2;
         let cos: Vec<f32> = self.cos.flatten_all()?.to_vec1()?;
@@ -172,8 +166,8 @@ impl CustomOp2 for SwiGluOp {
         us: &CpuStorage,
         ul: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let gate = contiguous_slice(gs, gl, "swiglu")?;
-        let up = contiguous_slice(us, ul, "swiglu")?;
+        let gate = arg_slice(gs, gl, "swiglu")?;
+        let up = arg_slice(us, ul, "swiglu")?;
         if gl.shape() != ul.shape() {
             candle_core::bail!(
                 "swiglu: gate {:?} and up {:?} differ",
@@ -229,7 +223,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     fn grad_of(
         f: impl Fn(&Tensor) -> Result<Tensor>,
@@ -258,11 +252,7 @@ mod tests {
     }
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::model::op_test_util::uniform(shape, seed, 2.0)
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::model::slice_gemm::{gemm_into, with_slice, Threads::All};
+use crate::model::slice_gemm::{arg_slice, gemm_into, with_slice, Threads::All};
 
 struct CrossEntropy {
     labels: Vec<u32>,
@@ -31,6 +31,16 @@ fn logsumexp(row: &[f32]) -> f32 {
     max + sum.ln()
 }
 
+/// Every label must name a token of the vocabulary.
+fn check_labels(labels: &[u32], vocab: usize) -> Result<()> {
+    match labels.iter().find(|&&l| l as usize >= vocab) {
+        Some(bad) => {
+            candle_core::bail!("cross-entropy: label {bad} is outside a vocabulary of {vocab}")
+        }
+        None => Ok(()),
+    }
+}
+
 impl CrossEntropy {
     fn dims(&self, shape: &Shape) -> Result<(usize, usize)> {
         let (rows, vocab) = shape.dims2()?;
@@ -40,9 +50,7 @@ impl CrossEntropy {
                 self.labels.len()
             );
         }
-        if let Some(bad) = self.labels.iter().find(|&&l| l as usize >= vocab) {
-            candle_core::bail!("cross-entropy: label {bad} is outside a vocabulary of {vocab}");
-        }
+        check_labels(&self.labels, vocab)?;
         Ok((rows, vocab))
     }
 }
@@ -54,11 +62,7 @@ impl CustomOp1 for CrossEntropy {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = self.dims(layout.shape())?;
-        let data = storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("cross-entropy: logits must be contiguous");
-        };
-        let z = &data[start..end];
+        let z = arg_slice(storage, layout, "cross-entropy")?;
         let lse: Vec<f32> = z.par_chunks(vocab).map(logsumexp).collect();
         let loss = (0..rows)
             .map(|r| lse[r] - z[r * vocab + self.labels[r] as usize])
@@ -114,14 +118,8 @@ impl CustomOp1 for LmHeadCrossEntropy {
                 self.labels.len()
             );
         }
-        if let Some(bad) = self.labels.iter().find(|&&l| l as usize >= vocab) {
-            candle_core::bail!("cross-entropy: label {bad} is outside a vocabulary of {vocab}");
-        }
-        let data = storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("lm-head cross-entropy: input must be contiguous");
-        };
-        let h = &data[start..end];
+        check_labels(&self.labels, vocab)?;
+        let h = arg_slice(storage, layout, "lm-head cross-entropy")?;
         let mut z = vec![0f32; rows * vocab];
         let mut dh = vec![0f32; rows * hidden];
         let loss: Vec<f32> = with_slice(&self.weight, |w| {
@@ -209,7 +207,43 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::op_test_util::{flat, max_abs_diff};
     use candle_core::{Device, Var, D};
+
+    /// The composed oracle: log-softmax and gather from candle ops, which autograd
+    /// differentiates.
+    fn composed_loss(logits: &Tensor, labels: &[u32]) -> Tensor {
+        let lsm = candle_nn::ops::log_softmax(logits, D::Minus1).unwrap();
+        let lab = Tensor::new(labels, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(1)
+            .unwrap();
+        lsm.gather(&lab, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .neg()
+            .unwrap()
+    }
+
+    /// Losses, and the gradient of `Σ weights · loss` with respect to `x`, agree within 1e-5.
+    fn assert_same_loss_and_gradient(fast: &Tensor, slow: &Tensor, weights: &Tensor, x: &Var) {
+        let close = |a: Vec<f32>, b: Vec<f32>| {
+            let worst = max_abs_diff(&a, &b);
+            assert!(worst < 1e-5, "max |Δ| {worst}");
+        };
+        close(flat(fast), flat(slow));
+        let grad = |loss: &Tensor| {
+            let g = (loss * weights)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            flat(g.get(x.as_tensor()).unwrap())
+        };
+        close(grad(fast), grad(slow));
+    }
 
     #[test]
     fn matches_log_softmax_and_its_gradient() {
@@ -224,44 +258,8 @@ mod tests {
         let weights = Tensor::new(&[1f32, 0.5, 2.0, -1.0, 0.25], &Device::Cpu).unwrap();
 
         let fast = cross_entropy(z.as_tensor(), &labels).unwrap();
-        let lsm = candle_nn::ops::log_softmax(z.as_tensor(), D::Minus1).unwrap();
-        let lab = Tensor::new(&labels[..], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(1)
-            .unwrap();
-        let slow = lsm
-            .gather(&lab, 1)
-            .unwrap()
-            .squeeze(1)
-            .unwrap()
-            .neg()
-            .unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let close = |a: Vec<f32>, b: Vec<f32>| {
-            let worst = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "max |Δ| {worst}");
-        };
-        close(flat(&fast), flat(&slow));
-        let g1 = (&fast * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&slow * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        close(
-            flat(g1.get(z.as_tensor()).unwrap()),
-            flat(g2.get(z.as_tensor()).unwrap()),
-        );
+        let slow = composed_loss(z.as_tensor(), &labels);
+        assert_same_loss_and_gradient(&fast, &slow, &weights, &z);
     }
 
     #[test]
@@ -278,45 +276,10 @@ mod tests {
 
         let fast = lm_head_cross_entropy(h.as_tensor(), &w, &labels).unwrap();
         let logits = h.as_tensor().matmul(&w.t().unwrap()).unwrap();
-        let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
-        let lab = Tensor::new(&labels[..], &Device::Cpu)
-            .unwrap()
-            .unsqueeze(1)
-            .unwrap();
-        let slow = lsm
-            .gather(&lab, 1)
-            .unwrap()
-            .squeeze(1)
-            .unwrap()
-            .neg()
-            .unwrap();
-        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let close = |a: Vec<f32>, b: Vec<f32>| {
-            let worst = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "max |Δ| {worst}");
-        };
-        close(flat(&fast), flat(&slow));
-        let g1 = (&fast * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&slow * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        close(
-            flat(g1.get(h.as_tensor()).unwrap()),
-            flat(g2.get(h.as_tensor()).unwrap()),
-        );
-        assert!(g1.get(&w).is_none(), "the frozen LM head got a gradient");
+        let slow = composed_loss(&logits, &labels);
+        assert_same_loss_and_gradient(&fast, &slow, &weights, &h);
+        let g = fast.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&w).is_none(), "the frozen LM head got a gradient");
     }
 
     #[test]
