@@ -176,8 +176,7 @@ impl CustomOp2 for SwiGluOp {
             );
         }
         let f = |(&g, &u): (&f32, &f32)| g * sigmoid(g) * u;
-        // A decode step's few thousand values are not worth waking the thread pool for.
-        let out = if gate.len() < 1 << 16 {
+        let out = if gate.len() < PARALLEL_MIN_ELEMENTS {
             gate.iter().zip(up).map(f).collect()
         } else {
             gate.par_iter().zip(up).map(f).collect()
