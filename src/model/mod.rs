@@ -7,9 +7,9 @@ pub mod catalog;
 pub mod config;
 mod error;
 pub mod fetch;
+pub mod frozen_matmul;
 pub mod gguf;
 pub mod lora;
-pub mod matvec;
 #[cfg(test)]
 pub(crate) mod op_test_util;
 pub mod rope;

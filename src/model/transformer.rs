@@ -59,13 +59,7 @@ impl Linear {
         }
         let mut y = match (&self.quantized, mode) {
             (Some(q), MatmulMode::Quantized) => q.forward(x)?,
-            _ if x.dims()[0] == 1 && x.device().is_cpu() => {
-                match super::matvec::matvec(&self.weight, x)? {
-                    Some(y) => y,
-                    None => x.matmul(&self.weight.t()?)?,
-                }
-            }
-            _ => x.matmul(&self.weight.t()?)?,
+            _ => super::frozen_matmul::x_wt(x, &self.weight)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;

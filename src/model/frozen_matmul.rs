@@ -1,0 +1,134 @@
+//! `y = x Wᵀ` over a frozen f32 weight at inference, by the shape of `x`:
+//! - one row (a decode step): a row-by-row dot product split across threads by weight
+//!   rows. gemm's packing and dispatch cost more than the multiply here; decoding is bound
+//!   by reading the weights, and this streams each weight row once.
+//! - a few rows (a prompt's prefill): gemm on 32-row panels of the weight in parallel
+//!   ([`gemm_xwt_panels`]).
+//! - more rows: candle's matmul.
+
+use candle_core::{Device, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::slice_gemm::{gemm_xwt_panels, with_slice};
+
+/// Up to this many input rows, the panel products beat one gemm call; measured equal at
+/// 512 rows (BENCHMARKS.md, first token).
+const PANEL_MAX_ROWS: usize = 256;
+
+/// `x [.., in] · weight [out, in]ᵀ` as `[.., out]`.
+pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (out_f, in_f) = weight.dims2()?;
+    let rows = x.elem_count() / in_f.max(1);
+    let cpu_f32 = x.device().is_cpu() && weight.dtype() == candle_core::DType::F32;
+    if cpu_f32 && rows == 1 {
+        if let Some(y) = matvec(weight, x)? {
+            return y.reshape(out_shape(x, out_f));
+        }
+    }
+    if cpu_f32 && rows <= PANEL_MAX_ROWS && weight.is_contiguous() && x.dims().last() == Some(&in_f)
+    {
+        let x = x.contiguous()?;
+        let mut y = vec![0f32; rows * out_f];
+        with_slice(&x, |xs| {
+            with_slice(weight, |w| {
+                gemm_xwt_panels(&mut y, (rows, out_f, in_f), xs, w)
+            })
+        })?;
+        return Tensor::from_vec(y, out_shape(&x, out_f), x.device());
+    }
+    x.broadcast_matmul(&weight.t()?)
+}
+
+fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = out;
+    }
+    dims
+}
+
+/// Dot product with eight independent accumulators so the compiler can vectorize it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        let (x, y) = (&a[i * 8..i * 8 + 8], &b[i * 8..i * 8 + 8]);
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+/// `x [1, in]` times `weight [out, in]`ᵀ, as `[1, out]`. `None` when the weight is not a
+/// contiguous f32 CPU tensor (the caller then uses the general matmul).
+fn matvec(weight: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
+    let (out_f, in_f) = weight.dims2()?;
+    let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    if xv.len() != in_f {
+        return Ok(None);
+    }
+    let (guard, layout) = weight.storage_and_layout();
+    let Storage::Cpu(cpu) = &*guard else {
+        return Ok(None);
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    let Ok(data) = cpu.as_slice::<f32>() else {
+        return Ok(None);
+    };
+    let w = &data[start..end];
+    let mut y = vec![0f32; out_f];
+    y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
+        for (k, yk) in ys.iter_mut().enumerate() {
+            let row = c * 256 + k;
+            *yk = dot(&w[row * in_f..(row + 1) * in_f], &xv);
+        }
+    });
+    drop(guard);
+    Ok(Some(Tensor::from_vec(y, (1, out_f), &Device::Cpu)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, k: usize, step: f32) -> Tensor {
+        let v: Vec<f32> = (0..n * k).map(|i| (i as f32 * step).sin()).collect();
+        Tensor::from_vec(v, (n, k), &Device::Cpu).unwrap()
+    }
+
+    /// One row (dot products), a few rows (panels, with a last panel of 300 % 32 rows) and
+    /// many rows (candle) all agree with candle's matmul, and so does a 3-d input.
+    #[test]
+    fn every_path_matches_matmul() {
+        let w = values(300, 37, 0.001);
+        for rows in [1, 5, 46, PANEL_MAX_ROWS + 3] {
+            let x = values(rows, 37, 0.7);
+            let expected = x.matmul(&w.t().unwrap()).unwrap();
+            let got = x_wt(&x, &w).unwrap();
+            assert_eq!(got.dims(), &[rows, 300]);
+            let diff = (got - expected).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "{rows} rows");
+        }
+        let x3 = values(6, 37, 0.3).reshape((2, 3, 37)).unwrap();
+        let got = x_wt(&x3, &w).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 300]);
+    }
+
+    /// A weight that is a row range of a larger matrix (a view with an offset).
+    #[test]
+    fn a_weight_view_reads_its_own_rows() {
+        let big = values(100, 16, 0.01);
+        let w = big.narrow(0, 40, 50).unwrap();
+        let x = values(7, 16, 0.2);
+        let expected = x.matmul(&w.t().unwrap()).unwrap();
+        let diff = (x_wt(&x, &w).unwrap() - expected).unwrap().abs().unwrap();
+        assert!(diff.max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-4);
+    }
+}
