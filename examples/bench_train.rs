@@ -15,8 +15,9 @@ use std::time::Instant;
 use candle_core::Tensor;
 use finetune_studio::model;
 use finetune_studio::train::adapter::TrainableAdapter;
+use finetune_studio::train::batch::PackedRow;
 use finetune_studio::train::config::{EvalSplit, LoraSection, RunConfig};
-use finetune_studio::train::data::MicroBatch;
+use finetune_studio::train::data::micro_batch;
 use finetune_studio::train::optim::{self, AdamW};
 use finetune_studio::train::trainer::{self, Control, Start};
 use finetune_studio::train::{TrainCommand, TrainEvent};
@@ -139,28 +140,21 @@ fn main() -> anyhow::Result<()> {
     let vocab = model.config().vocab_size as u32;
     let mut times = Vec::new();
     for step in 0..warmup + steps {
-        let ids: Vec<u32> = (0..batch * seq)
-            .map(|_| rng.random_range(0..vocab))
-            .collect();
-        // Every position predicts the next token of its row, as `labels=input_ids` does.
-        let targets: Vec<Option<u32>> = (0..batch * seq)
-            .map(|i| {
-                if i % seq + 1 < seq {
-                    Some(ids[i + 1])
-                } else {
-                    None
+        // Rows of random tokens, each one sample in which every position predicts the
+        // next token (`labels=input_ids`), laid out as the trainer lays out a micro-batch.
+        let rows: Vec<PackedRow> = (0..batch)
+            .map(|_| {
+                let ids: Vec<u32> = (0..seq).map(|_| rng.random_range(0..vocab)).collect();
+                let targets = (0..seq).map(|i| ids.get(i + 1).copied()).collect();
+                PackedRow {
+                    ids,
+                    targets,
+                    positions: (0..seq as u32).collect(),
+                    segments: vec![0; seq],
                 }
             })
             .collect();
-        let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
-        let mb = MicroBatch {
-            ids: Tensor::from_vec(ids, (batch, seq), &device)?,
-            positions: Tensor::from_vec(positions, (batch, seq), &device)?,
-            segments: Tensor::zeros((batch, seq), candle_core::DType::U32, &device)?,
-            trained_tokens: targets.iter().filter(|t| t.is_some()).count(),
-            targets,
-            tokens: batch * seq,
-        };
+        let mb = micro_batch(&rows, &device)?;
         let t0 = Instant::now();
         let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)?
             / mb.trained_tokens as f64)?;

@@ -77,12 +77,15 @@ impl SegmentAttention {
                 "segment-attention: q {q:?}, k {k:?} and v {v:?} do not fit together"
             );
         }
-        if self.spans.len() != b
-            || self
-                .spans
-                .iter()
-                .any(|row| row.iter().map(|(_, len)| len).sum::<usize>() != t)
-        {
+        let covers = |row: &Vec<(usize, usize)>| {
+            let mut at = 0;
+            row.iter().all(|&(start, len)| {
+                let next = start == at && len > 0;
+                at += len;
+                next
+            }) && at == t
+        };
+        if self.spans.len() != b || !self.spans.iter().all(covers) {
             candle_core::bail!("segment-attention: the segments do not cover rows of {t} tokens");
         }
         Ok(Dims {
@@ -111,23 +114,95 @@ fn softmax_causal(p: &mut [f32], keys: usize, first: usize, scale: f32) {
     }
 }
 
-/// Every (segment, repeat, query tile) of one row: `(segment start, query row offset in
-/// q's `[reps · t]` axis, first query in the segment, queries, keys)`.
-fn tiles(spans: &[(usize, usize)], reps: usize, t: usize) -> impl Iterator<Item = Tile> + '_ {
-    spans.iter().flat_map(move |&(start, len)| {
-        (0..reps).flat_map(move |rep| {
-            (0..len).step_by(TILE).map(move |first| {
-                let rows = TILE.min(len - first);
-                Tile {
-                    start,
-                    q_row: rep * t + start + first,
-                    first,
-                    rows,
-                    keys: first + rows,
-                }
-            })
-        })
+/// The query tiles of one segment `(start, len)` for query head `rep`, whose queries sit at
+/// `rep · t + start ..` along q's `[reps · t]` axis.
+fn tiles((start, len): (usize, usize), rep: usize, t: usize) -> impl Iterator<Item = Tile> {
+    (0..len).step_by(TILE).map(move |first| {
+        let rows = TILE.min(len - first);
+        Tile {
+            start,
+            q_row: rep * t + start + first,
+            first,
+            rows,
+            keys: first + rows,
+        }
     })
+}
+
+/// Cuts a `[rows × d]` buffer into the consecutive row ranges of `spans` (which cover it,
+/// as `dims` checks), so each segment's part can go to its own thread.
+fn split_by_spans<'a>(
+    mut rest: &'a mut [f32],
+    spans: &[(usize, usize)],
+    d: usize,
+) -> Vec<&'a mut [f32]> {
+    spans
+        .iter()
+        .map(|&(_, len)| {
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(len * d);
+            rest = tail;
+            piece
+        })
+        .collect()
+}
+
+/// One job of the parallel loops: segment `span` of batch-and-group block `bg`, with its
+/// rows of each per-query-head output (`per_rep`) and, in the backward, of dK and dV.
+struct SegmentJob<'a> {
+    bg: usize,
+    span: (usize, usize),
+    per_rep: Vec<&'a mut [f32]>,
+    dk: Option<&'a mut [f32]>,
+    dv: Option<&'a mut [f32]>,
+}
+
+/// The jobs for output buffers laid out like q (`per_rep`: `[b·g, reps·t, d]`) and, when
+/// given, like k (`dk`, `dv`: `[b·g, t, d]`).
+fn segment_jobs<'a>(
+    spans: &[Vec<(usize, usize)>],
+    dm: Dims,
+    q_like: &'a mut [f32],
+    kv_like: Option<(&'a mut [f32], &'a mut [f32])>,
+) -> Vec<SegmentJob<'a>> {
+    let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
+    let (dks, dvs): (Vec<Option<&mut [f32]>>, Vec<Option<&mut [f32]>>) = match kv_like {
+        Some((dk, dv)) => (
+            dk.chunks_mut(kv_block).map(Some).collect(),
+            dv.chunks_mut(kv_block).map(Some).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut dks = dks.into_iter();
+    let mut dvs = dvs.into_iter();
+    let mut jobs = Vec::new();
+    for (bg, block) in q_like.chunks_mut(q_block).enumerate() {
+        let row = &spans[bg / dm.g];
+        // per_segment[s][rep]: segment s's rows of query head rep.
+        let mut per_segment: Vec<Vec<&mut [f32]>> = row.iter().map(|_| Vec::new()).collect();
+        for rep_block in block.chunks_mut(kv_block) {
+            for (s, piece) in split_by_spans(rep_block, row, dm.d).into_iter().enumerate() {
+                per_segment[s].push(piece);
+            }
+        }
+        let mut dk = dks
+            .next()
+            .flatten()
+            .map(|b| split_by_spans(b, row, dm.d).into_iter());
+        let mut dv = dvs
+            .next()
+            .flatten()
+            .map(|b| split_by_spans(b, row, dm.d).into_iter());
+        for (&span, per_rep) in row.iter().zip(per_segment) {
+            jobs.push(SegmentJob {
+                bg,
+                span,
+                per_rep,
+                dk: dk.as_mut().and_then(Iterator::next),
+                dv: dv.as_mut().and_then(Iterator::next),
+            });
+        }
+    }
+    jobs
 }
 
 struct Tile {
@@ -160,31 +235,36 @@ impl CustomOp3 for SegmentAttention {
         );
         let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
         let mut out = vec![0f32; q.len()];
-        let job = |(bg, out): (usize, &mut [f32])| -> Result<()> {
-            let q = &q[bg * q_block..][..q_block];
-            let k = &k[bg * kv_block..][..kv_block];
-            let v = &v[bg * kv_block..][..kv_block];
-            let mut p = vec![0f32; TILE * dm.t];
-            for tile in tiles(&self.spans[bg / dm.g], dm.reps, dm.t) {
-                let p = &mut p[..tile.rows * tile.keys];
-                let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
-                let kt = &k[tile.start * dm.d..][..tile.keys * dm.d];
-                let vt = &v[tile.start * dm.d..][..tile.keys * dm.d];
-                let dims = (tile.rows, tile.keys, dm.d);
-                gemm_into(p, false, dims, qt, false, kt, true, 1.0, One)?;
-                softmax_causal(p, tile.keys, tile.first, self.scale);
-                let ot = &mut out[tile.q_row * dm.d..][..tile.rows * dm.d];
-                let dims = (tile.rows, dm.d, tile.keys);
-                gemm_into(ot, false, dims, p, false, vt, false, 1.0, One)?;
+        let job = |job: SegmentJob<'_>| -> Result<()> {
+            let q = &q[job.bg * q_block..][..q_block];
+            let k = &k[job.bg * kv_block..][..kv_block];
+            let v = &v[job.bg * kv_block..][..kv_block];
+            let mut p = vec![0f32; TILE * job.span.1];
+            for (rep, out) in job.per_rep.into_iter().enumerate() {
+                for tile in tiles(job.span, rep, dm.t) {
+                    let p = &mut p[..tile.rows * tile.keys];
+                    let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
+                    let kt = &k[tile.start * dm.d..][..tile.keys * dm.d];
+                    let vt = &v[tile.start * dm.d..][..tile.keys * dm.d];
+                    let dims = (tile.rows, tile.keys, dm.d);
+                    gemm_into(p, false, dims, qt, false, kt, true, 1.0, One)?;
+                    softmax_causal(p, tile.keys, tile.first, self.scale);
+                    let ot = &mut out[tile.first * dm.d..][..tile.rows * dm.d];
+                    let dims = (tile.rows, dm.d, tile.keys);
+                    gemm_into(ot, false, dims, p, false, vt, false, 1.0, One)?;
+                }
             }
             Ok(())
         };
+        let parallel =
+            dm.reps * dm.t * dm.t * dm.d * (q.len() / q_block.max(1)) >= PARALLEL_MIN_WORK;
+        let jobs = segment_jobs(&self.spans, dm, &mut out, None);
         // A short prompt's attention is a few hundred microseconds of work: waking the
         // thread pool for it costs more than it saves.
-        if dm.reps * dm.t * dm.t * dm.d * (q.len() / q_block.max(1)) < PARALLEL_MIN_WORK {
-            out.chunks_mut(q_block).enumerate().try_for_each(&job)?;
+        if parallel {
+            jobs.into_par_iter().try_for_each(job)?;
         } else {
-            out.par_chunks_mut(q_block).enumerate().try_for_each(job)?;
+            jobs.into_iter().try_for_each(job)?;
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
@@ -208,43 +288,47 @@ impl CustomOp3 for SegmentAttention {
         let mut dq = vec![0f32; qv.len()];
         let mut dk = vec![0f32; kv.len()];
         let mut dv = vec![0f32; vv.len()];
-        dq.par_chunks_mut(q_block)
-            .zip(dk.par_chunks_mut(kv_block))
-            .zip(dv.par_chunks_mut(kv_block))
-            .enumerate()
-            .try_for_each(|(bg, ((dq, dk), dv))| -> Result<()> {
-                let q = &qv[bg * q_block..][..q_block];
-                let go = &gv[bg * q_block..][..q_block];
-                let k = &kv[bg * kv_block..][..kv_block];
-                let v = &vv[bg * kv_block..][..kv_block];
-                let mut p = vec![0f32; TILE * dm.t];
-                let mut dp = vec![0f32; TILE * dm.t];
-                for tile in tiles(&self.spans[bg / dm.g], dm.reps, dm.t) {
-                    let n = tile.rows * tile.keys;
-                    let (p, dp) = (&mut p[..n], &mut dp[..n]);
-                    let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
-                    let gt = &go[tile.q_row * dm.d..][..tile.rows * dm.d];
-                    let kt = &k[tile.start * dm.d..][..tile.keys * dm.d];
-                    let vt = &v[tile.start * dm.d..][..tile.keys * dm.d];
-                    let (rows, keys, d) = (tile.rows, tile.keys, dm.d);
-                    gemm_into(p, false, (rows, keys, d), qt, false, kt, true, 1.0, One)?;
-                    softmax_causal(p, keys, tile.first, self.scale);
-                    // dV += Pᵀ dO; dP = dO Vᵀ.
-                    let dvt = &mut dv[tile.start * d..][..keys * d];
-                    gemm_into(dvt, true, (keys, d, rows), p, true, gt, false, 1.0, One)?;
-                    gemm_into(dp, false, (rows, keys, d), gt, false, vt, true, 1.0, One)?;
-                    // dS = P ⊙ (dP − Σ_j dP ⊙ P) · scale, row by row.
-                    for (pr, dpr) in p.chunks(keys).zip(dp.chunks_mut(keys)) {
-                        let dot: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
-                        for (ds, &pv) in dpr.iter_mut().zip(pr) {
-                            *ds = pv * (*ds - dot) * self.scale;
+        segment_jobs(&self.spans, dm, &mut dq, Some((&mut dk, &mut dv)))
+            .into_par_iter()
+            .try_for_each(|job| -> Result<()> {
+                let q = &qv[job.bg * q_block..][..q_block];
+                let go = &gv[job.bg * q_block..][..q_block];
+                let k = &kv[job.bg * kv_block..][..kv_block];
+                let v = &vv[job.bg * kv_block..][..kv_block];
+                let (Some(dk), Some(dv)) = (job.dk, job.dv) else {
+                    candle_core::bail!("segment-attention: a backward job without dK and dV");
+                };
+                let (start, len) = job.span;
+                let mut p = vec![0f32; TILE * len];
+                let mut dp = vec![0f32; TILE * len];
+                for (rep, dq) in job.per_rep.into_iter().enumerate() {
+                    for tile in tiles(job.span, rep, dm.t) {
+                        let n = tile.rows * tile.keys;
+                        let (p, dp) = (&mut p[..n], &mut dp[..n]);
+                        let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
+                        let gt = &go[tile.q_row * dm.d..][..tile.rows * dm.d];
+                        let kt = &k[start * dm.d..][..tile.keys * dm.d];
+                        let vt = &v[start * dm.d..][..tile.keys * dm.d];
+                        let (rows, keys, d) = (tile.rows, tile.keys, dm.d);
+                        gemm_into(p, false, (rows, keys, d), qt, false, kt, true, 1.0, One)?;
+                        softmax_causal(p, keys, tile.first, self.scale);
+                        // dV += Pᵀ dO; dP = dO Vᵀ.
+                        let dvt = &mut dv[..keys * d];
+                        gemm_into(dvt, true, (keys, d, rows), p, true, gt, false, 1.0, One)?;
+                        gemm_into(dp, false, (rows, keys, d), gt, false, vt, true, 1.0, One)?;
+                        // dS = P ⊙ (dP − Σ_j dP ⊙ P) · scale, row by row.
+                        for (pr, dpr) in p.chunks(keys).zip(dp.chunks_mut(keys)) {
+                            let dot: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
+                            for (ds, &pv) in dpr.iter_mut().zip(pr) {
+                                *ds = pv * (*ds - dot) * self.scale;
+                            }
                         }
+                        // dQ = dS K; dK += dSᵀ Q.
+                        let dqt = &mut dq[tile.first * d..][..rows * d];
+                        gemm_into(dqt, false, (rows, d, keys), dp, false, kt, false, 1.0, One)?;
+                        let dkt = &mut dk[..keys * d];
+                        gemm_into(dkt, true, (keys, d, rows), dp, true, qt, false, 1.0, One)?;
                     }
-                    // dQ = dS K; dK += dSᵀ Q.
-                    let dqt = &mut dq[tile.q_row * d..][..rows * d];
-                    gemm_into(dqt, false, (rows, d, keys), dp, false, kt, false, 1.0, One)?;
-                    let dkt = &mut dk[tile.start * d..][..keys * d];
-                    gemm_into(dkt, true, (keys, d, rows), dp, true, qt, false, 1.0, One)?;
                 }
                 Ok(())
             })?;

@@ -47,8 +47,8 @@ pub fn tokenize_conversation(
 }
 
 /// A row of packed examples: tokens, the next-token targets (`None` where nothing trains),
-/// positions that restart at each sample, and a sample id per token. Rows are not padded;
-/// [`super::data::micro_batch`] pads a micro-batch to its longest row.
+/// positions that restart at each sample, and a sample id per token. Rows are never padded:
+/// [`super::data::micro_batch`] lays a micro-batch's rows end to end.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PackedRow {
     pub ids: Vec<u32>,

@@ -152,8 +152,7 @@ pub fn epoch_rows(examples: &[Example], cfg: &RunConfig, epoch: usize) -> Vec<Pa
     rows
 }
 
-/// Packs `examples` into rows of `max_len`, or gives each its own row, in order. Rows are
-/// padded later, to the longest row of their micro-batch.
+/// Packs `examples` into rows of `max_len`, or gives each its own row, in order.
 pub fn rows_for(examples: &[&Example], packing: bool, max_len: usize) -> Vec<PackedRow> {
     if packing {
         batch::pack(examples, max_len)
@@ -166,49 +165,78 @@ pub fn rows_for(examples: &[&Example], packing: bool, max_len: usize) -> Vec<Pac
     }
 }
 
-/// A micro-batch as tensors.
+/// A micro-batch as tensors: its rows laid end to end as one sequence `[1, tokens]`.
+/// Attention stays within each sample (the segment ids), so the rows need no padding to a
+/// common length and no work goes to padding.
 pub struct MicroBatch {
     pub ids: Tensor,
     pub positions: Tensor,
     pub segments: Tensor,
-    /// Next-token targets per position, row-major over `[b, t]`.
+    /// Next-token targets per position.
     pub targets: Vec<Option<u32>>,
     pub tokens: usize,
     pub trained_tokens: usize,
 }
 
-/// Stacks rows (padding shorter ones) into a micro-batch.
-pub fn micro_batch(
-    rows: &[PackedRow],
-    pad_id: u32,
-    device: &Device,
-) -> candle_core::Result<MicroBatch> {
-    let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(1);
-    let b = rows.len();
-    let (mut ids, mut pos, mut seg, mut targets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut tokens = 0;
+/// Lays `rows` end to end into one micro-batch, numbering their samples apart.
+pub fn micro_batch(rows: &[PackedRow], device: &Device) -> candle_core::Result<MicroBatch> {
+    let (mut ids, mut pos, mut seg) = (Vec::<u32>::new(), Vec::<u32>::new(), Vec::<u32>::new());
+    let mut targets: Vec<Option<u32>> = Vec::new();
+    let mut first_segment = 0;
     for r in rows {
-        let n = r.ids.len();
-        tokens += n;
-        let pad_seg = r.segments.iter().max().copied().unwrap_or(0) + 1;
         ids.extend(&r.ids);
         pos.extend(&r.positions);
-        seg.extend(&r.segments);
+        seg.extend(r.segments.iter().map(|s| first_segment + s));
         targets.extend(&r.targets);
-        for _ in n..t {
-            ids.push(pad_id);
-            pos.push(0);
-            seg.push(pad_seg);
-            targets.push(None);
-        }
+        first_segment += r.segments.iter().max().map_or(0, |m| m + 1);
     }
+    if ids.is_empty() {
+        candle_core::bail!("a micro-batch with no tokens");
+    }
+    let tokens = ids.len();
     let trained_tokens = targets.iter().filter(|x| x.is_some()).count();
     Ok(MicroBatch {
-        ids: Tensor::from_vec(ids, (b, t), device)?,
-        positions: Tensor::from_vec(pos, (b, t), device)?,
-        segments: Tensor::from_vec(seg, (b, t), device)?,
+        ids: Tensor::from_vec(ids, (1, tokens), device)?,
+        positions: Tensor::from_vec(pos, (1, tokens), device)?,
+        segments: Tensor::from_vec(seg, (1, tokens), device)?,
         targets,
         tokens,
         trained_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ids: &[u32], segments: &[u32]) -> PackedRow {
+        PackedRow {
+            ids: ids.to_vec(),
+            targets: ids.iter().map(|&i| (i % 2 == 0).then_some(i)).collect(),
+            positions: (0..ids.len() as u32).collect(),
+            segments: segments.to_vec(),
+        }
+    }
+
+    /// Rows of different lengths go end to end with no padding, and the samples of the
+    /// second row get ids of their own, so no attention crosses from one row into the next.
+    #[test]
+    fn a_micro_batch_is_its_rows_end_to_end() {
+        let rows = [row(&[1, 2, 3], &[0, 0, 1]), row(&[4, 5], &[0, 0])];
+        let mb = micro_batch(&rows, &Device::Cpu).unwrap();
+        assert_eq!(mb.ids.dims(), &[1, 5]);
+        assert_eq!(mb.tokens, 5);
+        assert_eq!(mb.ids.to_vec2::<u32>().unwrap(), vec![vec![1, 2, 3, 4, 5]]);
+        assert_eq!(
+            mb.segments.to_vec2::<u32>().unwrap(),
+            vec![vec![0, 0, 1, 2, 2]]
+        );
+        assert_eq!(
+            mb.positions.to_vec2::<u32>().unwrap(),
+            vec![vec![0, 1, 2, 0, 1]]
+        );
+        assert_eq!(mb.targets, vec![None, Some(2), None, Some(4), None]);
+        assert_eq!(mb.trained_tokens, 2);
+        assert!(micro_batch(&[], &Device::Cpu).is_err());
+    }
 }

@@ -58,17 +58,6 @@ pub fn total_steps(cfg: &RunConfig, micro_batches_per_epoch: usize) -> usize {
     }
 }
 
-/// The token id used for padding.
-pub fn pad_id(model: &Model) -> u32 {
-    model
-        .tokenizer
-        .pad_token
-        .as_deref()
-        .or(model.tokenizer.eos_token.as_deref())
-        .and_then(|t| model.tokenizer.token_to_id(t))
-        .unwrap_or(0)
-}
-
 /// Sum of cross-entropy over a micro-batch's targets, differentiable w.r.t. the adapter.
 pub fn micro_batch_loss(
     model: &Model,
@@ -104,13 +93,12 @@ pub fn evaluate(
     if prepared.eval.is_empty() {
         return Ok(None);
     }
-    let pad = pad_id(model);
     let refs: Vec<&super::batch::Example> = prepared.eval.iter().collect();
     let rows = data::rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len);
     let lora = adapter.lora_set();
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(cfg.training.batch_size) {
-        let mb = data::micro_batch(chunk, pad, model.transformer.device())?;
+        let mb = data::micro_batch(chunk, model.transformer.device())?;
         let h = model.transformer.forward(
             &mb.ids,
             Forward {
@@ -173,7 +161,6 @@ pub fn run(
     for m in logs {
         control.send(TrainEvent::Log { message: m });
     }
-    let pad = pad_id(&model);
     let first_epoch = epoch_batches(&prepared, &cfg, 0);
     let total = total_steps(&cfg, first_epoch.len());
     let mut adapter = TrainableAdapter::init(
@@ -269,7 +256,7 @@ pub fn run(
             let group: Vec<MicroBatch> = batches
                 [state.micro_batch..(state.micro_batch + accum).min(n_micro)]
                 .iter()
-                .map(|rows| data::micro_batch(rows, pad, &device))
+                .map(|rows| data::micro_batch(rows, &device))
                 .collect::<candle_core::Result<_>>()?;
             let trained: usize = group.iter().map(|m| m.trained_tokens).sum();
             let tokens: usize = group.iter().map(|m| m.tokens).sum();
