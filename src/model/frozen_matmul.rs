@@ -10,6 +10,7 @@ use candle_core::{Device, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::slice_gemm::{gemm_xwt_panels, with_slice};
+use super::vec_math;
 
 /// Up to this many input rows, the panel products beat one gemm call; measured equal at
 /// 512 rows (BENCHMARKS.md, first token).
@@ -47,23 +48,6 @@ fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
     dims
 }
 
-/// Dot product with eight independent accumulators so the compiler can vectorize it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        let (x, y) = (&a[i * 8..i * 8 + 8], &b[i * 8..i * 8 + 8]);
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
-}
-
 /// `x [1, in]` times `weight [out, in]`ᵀ, as `[1, out]`. `None` when the weight is not a
 /// contiguous f32 CPU tensor (the caller then uses the general matmul).
 fn matvec(weight: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
@@ -87,7 +71,7 @@ fn matvec(weight: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
     y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
         for (k, yk) in ys.iter_mut().enumerate() {
             let row = c * 256 + k;
-            *yk = dot(&w[row * in_f..(row + 1) * in_f], &xv);
+            *yk = vec_math::dot(&w[row * in_f..(row + 1) * in_f], &xv);
         }
     });
     drop(guard);

@@ -24,6 +24,7 @@ pub mod tokenizer_spm;
 pub mod train_linear;
 pub mod train_ops;
 pub mod transformer;
+pub mod vec_math;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

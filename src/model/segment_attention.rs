@@ -17,6 +17,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::slice_gemm::{arg_slice, gemm_into, Threads::One};
+use super::vec_math;
 
 /// Query rows per tile: the causal saving grows as tiles shrink, the per-call overhead of
 /// gemm as well; 64 keeps both small for rows of up to a few thousand tokens.
@@ -103,12 +104,9 @@ fn softmax_causal(p: &mut [f32], keys: usize, first: usize, scale: f32) {
     for (r, row) in p.chunks_mut(keys).enumerate() {
         let (live, dead) = row.split_at_mut(first + r + 1);
         let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f32;
-        for x in live.iter_mut() {
-            *x = ((*x - max) * scale).exp();
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
+        live.iter_mut().for_each(|x| *x = (*x - max) * scale);
+        vec_math::exp_in_place(live);
+        let inv = 1.0 / vec_math::sum(live);
         live.iter_mut().for_each(|x| *x *= inv);
         dead.fill(0.0);
     }
@@ -318,7 +316,7 @@ impl CustomOp3 for SegmentAttention {
                         gemm_into(dp, false, (rows, keys, d), gt, false, vt, true, 1.0, One)?;
                         // dS = P ⊙ (dP − Σ_j dP ⊙ P) · scale, row by row.
                         for (pr, dpr) in p.chunks(keys).zip(dp.chunks_mut(keys)) {
-                            let dot: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
+                            let dot = vec_math::dot(pr, dpr);
                             for (ds, &pv) in dpr.iter_mut().zip(pr) {
                                 *ds = pv * (*ds - dot) * self.scale;
                             }

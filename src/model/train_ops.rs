@@ -151,8 +151,9 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// backward (composed, autograd keeps silu's output and walks the data five times more).
 struct SwiGluOp;
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + super::vec_math::exp(-x))
 }
 
 impl CustomOp2 for SwiGluOp {

@@ -18,6 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::model::slice_gemm::{arg_slice, gemm_into, with_slice, Threads::All};
+use crate::model::vec_math;
 
 struct CrossEntropy {
     labels: Vec<u32>,
@@ -27,8 +28,8 @@ struct CrossEntropy {
 
 fn logsumexp(row: &[f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-    max + sum.ln()
+    let shifted: Vec<f32> = row.iter().map(|&x| vec_math::exp(x - max)).collect();
+    max + vec_math::sum(&shifted).ln()
 }
 
 /// Every label must name a token of the vocabulary.
@@ -86,7 +87,7 @@ impl CustomOp1 for CrossEntropy {
             .enumerate()
             .for_each(|(r, (d, z))| {
                 for (d, &x) in d.iter_mut().zip(z) {
-                    *d = g[r] * (x - lse[r]).exp();
+                    *d = g[r] * vec_math::exp(x - lse[r]);
                 }
                 d[self.labels[r] as usize] -= g[r];
             });
@@ -142,11 +143,9 @@ impl CustomOp1 for LmHeadCrossEntropy {
                     // One exp per logit: exp(z − max), then scaled by 1 / Σ.
                     let picked = z[label as usize];
                     let max = z.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let mut sum = 0f32;
-                    for x in z.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    }
+                    z.iter_mut().for_each(|x| *x -= max);
+                    vec_math::exp_in_place(z);
+                    let sum = vec_math::sum(z);
                     let inv = 1.0 / sum;
                     z.iter_mut().for_each(|x| *x *= inv);
                     z[label as usize] -= 1.0;
