@@ -163,15 +163,8 @@ fn segment_jobs<'a>(
     kv_like: Option<(&'a mut [f32], &'a mut [f32])>,
 ) -> Vec<SegmentJob<'a>> {
     let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
-    let (dks, dvs): (Vec<Option<&mut [f32]>>, Vec<Option<&mut [f32]>>) = match kv_like {
-        Some((dk, dv)) => (
-            dk.chunks_mut(kv_block).map(Some).collect(),
-            dv.chunks_mut(kv_block).map(Some).collect(),
-        ),
-        None => (Vec::new(), Vec::new()),
-    };
-    let mut dks = dks.into_iter();
-    let mut dvs = dvs.into_iter();
+    let mut kv_blocks =
+        kv_like.map(|(dk, dv)| dk.chunks_mut(kv_block).zip(dv.chunks_mut(kv_block)));
     let mut jobs = Vec::new();
     for (bg, block) in q_like.chunks_mut(q_block).enumerate() {
         let row = &spans[bg / dm.g];
@@ -182,14 +175,13 @@ fn segment_jobs<'a>(
                 per_segment[s].push(piece);
             }
         }
-        let mut dk = dks
-            .next()
-            .flatten()
-            .map(|b| split_by_spans(b, row, dm.d).into_iter());
-        let mut dv = dvs
-            .next()
-            .flatten()
-            .map(|b| split_by_spans(b, row, dm.d).into_iter());
+        let (mut dk, mut dv) = match kv_blocks.as_mut().and_then(Iterator::next) {
+            Some((dk, dv)) => (
+                Some(split_by_spans(dk, row, dm.d).into_iter()),
+                Some(split_by_spans(dv, row, dm.d).into_iter()),
+            ),
+            None => (None, None),
+        };
         for (&span, per_rep) in row.iter().zip(per_segment) {
             jobs.push(SegmentJob {
                 bg,

@@ -92,6 +92,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The pointer, through a method so that closures capture the whole (`Send`) wrapper.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `y [m, n] = x [m, k] · Wᵀ` (`W [n, k]` row-major) for inputs of few rows (a prompt's
 /// prefill). With few rows, gemm packs the whole weight on the calling thread before it
 /// splits the work; here each 32-row panel of W is its own single-threaded product
@@ -121,7 +128,6 @@ pub fn gemm_xwt_panels(
     }
     let out = SharedOut(y.as_mut_ptr());
     (0..n.div_ceil(PANEL_ROWS)).into_par_iter().for_each(|p| {
-        let out = out;
         let first = p * PANEL_ROWS;
         let rows = PANEL_ROWS.min(n - first);
         // SAFETY: panel p reads rows `first..first + rows` of W (within `w`, checked above)
@@ -132,7 +138,7 @@ pub fn gemm_xwt_panels(
                 rows,
                 m,
                 k,
-                out.0.add(first),
+                out.ptr().add(first),
                 n as isize,
                 1,
                 false,
