@@ -14,6 +14,28 @@ pub enum Threads {
     One,
 }
 
+/// Checks the buffers of an `m × k` by `k × n` product into `dst`, and settles the products
+/// with no work: an empty result, or an empty sum (zeros, unless accumulating). `true`
+/// when nothing is left for gemm to do.
+fn settled_without_gemm(
+    dst: &mut [f32],
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs_len: usize,
+    rhs_len: usize,
+) -> Result<bool> {
+    if dst.len() != m * n || lhs_len != m * k || rhs_len != k * n {
+        candle_core::bail!(
+            "gemm: {m}×{k}·{k}×{n} given buffers of {lhs_len}, {rhs_len} and {}",
+            dst.len()
+        );
+    }
+    if k == 0 && !accumulate {
+        dst.fill(0.0);
+    }
+    Ok(m == 0 || n == 0 || k == 0)
+}
+
 /// `dst (m × n, row-major) = [dst +] beta · op(lhs) · op(rhs)`. `lhs` is stored row-major as
 /// `m × k`, or as `k × m` when `lhs_t`; `rhs` as `k × n`, or as `n × k` when `rhs_t`.
 #[allow(clippy::too_many_arguments)]
@@ -28,21 +50,7 @@ pub fn gemm_into(
     beta: f32,
     threads: Threads,
 ) -> Result<()> {
-    if dst.len() != m * n || lhs.len() != m * k || rhs.len() != k * n {
-        candle_core::bail!(
-            "gemm: {m}×{k}·{k}×{n} given buffers of {}, {} and {}",
-            lhs.len(),
-            rhs.len(),
-            dst.len()
-        );
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+    if settled_without_gemm(dst, accumulate, (m, n, k), lhs.len(), rhs.len())? {
         return Ok(());
     }
     let (lhs_cs, lhs_rs) = if lhs_t { (m, 1) } else { (1, k) };
@@ -111,19 +119,7 @@ pub fn gemm_xwt_panels(
     x: &[f32],
     w: &[f32],
 ) -> Result<()> {
-    if y.len() != m * n || x.len() != m * k || w.len() != n * k {
-        candle_core::bail!(
-            "gemm: {m}×{k}·({n}×{k})ᵀ given buffers of {}, {} and {}",
-            x.len(),
-            w.len(),
-            y.len()
-        );
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        y.fill(0.0);
+    if settled_without_gemm(y, false, (m, n, k), x.len(), w.len())? {
         return Ok(());
     }
     let out = SharedOut(y.as_mut_ptr());
