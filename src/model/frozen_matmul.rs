@@ -6,7 +6,7 @@
 //!   ([`gemm_xwt_panels`]).
 //! - more rows: candle's matmul.
 
-use candle_core::{Device, Result, Storage, Tensor};
+use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use super::slice_gemm::{gemm_xwt_panels, with_slice};
@@ -20,24 +20,27 @@ const PANEL_MAX_ROWS: usize = 256;
 pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (out_f, in_f) = weight.dims2()?;
     let rows = x.elem_count() / in_f.max(1);
-    let cpu_f32 = x.device().is_cpu() && weight.dtype() == candle_core::DType::F32;
-    if cpu_f32 && rows == 1 {
-        if let Some(y) = matvec(weight, x)? {
-            return y.reshape(out_shape(x, out_f));
-        }
+    let on_slices = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && weight.is_contiguous()
+        && x.dims().last() == Some(&in_f);
+    if !on_slices || rows > PANEL_MAX_ROWS {
+        return x.broadcast_matmul(&weight.t()?);
     }
-    if cpu_f32 && rows <= PANEL_MAX_ROWS && weight.is_contiguous() && x.dims().last() == Some(&in_f)
-    {
-        let x = x.contiguous()?;
-        let mut y = vec![0f32; rows * out_f];
-        with_slice(&x, |xs| {
-            with_slice(weight, |w| {
+    let x = x.contiguous()?;
+    let mut y = vec![0f32; rows * out_f];
+    with_slice(&x, |xs| {
+        with_slice(weight, |w| {
+            if rows == 1 {
+                matvec(&mut y, xs, w);
+                Ok(())
+            } else {
                 gemm_xwt_panels(&mut y, (rows, out_f, in_f), xs, w)
-            })
-        })?;
-        return Tensor::from_vec(y, out_shape(&x, out_f), x.device());
-    }
-    x.broadcast_matmul(&weight.t()?)
+            }
+        })
+    })?;
+    Tensor::from_vec(y, out_shape(&x, out_f), x.device())
 }
 
 fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
@@ -48,39 +51,21 @@ fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
     dims
 }
 
-/// `x [1, in]` times `weight [out, in]`ᵀ, as `[1, out]`. `None` when the weight is not a
-/// contiguous f32 CPU tensor (the caller then uses the general matmul).
-fn matvec(weight: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
-    let (out_f, in_f) = weight.dims2()?;
-    let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    if xv.len() != in_f {
-        return Ok(None);
-    }
-    let (guard, layout) = weight.storage_and_layout();
-    let Storage::Cpu(cpu) = &*guard else {
-        return Ok(None);
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Ok(None);
-    };
-    let Ok(data) = cpu.as_slice::<f32>() else {
-        return Ok(None);
-    };
-    let w = &data[start..end];
-    let mut y = vec![0f32; out_f];
+/// `y = W x` for one input row `x [in]` and `W [y.len(), in]`, 256 weight rows per task.
+fn matvec(y: &mut [f32], x: &[f32], w: &[f32]) {
+    let in_f = x.len();
     y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
         for (k, yk) in ys.iter_mut().enumerate() {
             let row = c * 256 + k;
-            *yk = vec_math::dot(&w[row * in_f..(row + 1) * in_f], &xv);
+            *yk = vec_math::dot(&w[row * in_f..(row + 1) * in_f], x);
         }
     });
-    drop(guard);
-    Ok(Some(Tensor::from_vec(y, (1, out_f), &Device::Cpu)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn values(n: usize, k: usize, step: f32) -> Tensor {
         let v: Vec<f32> = (0..n * k).map(|i| (i as f32 * step).sin()).collect();
