@@ -103,11 +103,7 @@ impl SegmentAttention {
 fn softmax_causal(p: &mut [f32], keys: usize, first: usize, scale: f32) {
     for (r, row) in p.chunks_mut(keys).enumerate() {
         let (live, dead) = row.split_at_mut(first + r + 1);
-        let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        live.iter_mut().for_each(|x| *x = (*x - max) * scale);
-        vec_math::exp_in_place(live);
-        let inv = 1.0 / vec_math::sum(live);
-        live.iter_mut().for_each(|x| *x *= inv);
+        vec_math::softmax_in_place(live, scale);
         dead.fill(0.0);
     }
 }

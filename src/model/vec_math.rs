@@ -1,5 +1,6 @@
-//! Element-wise kernels written so that the compiler vectorizes them: `exp`, and sums and
-//! dot products with eight accumulators.
+//! Element-wise kernels written so that the compiler vectorizes them: `exp`, the softmax
+//! and log-sum-exp built on it (attention, the loss), and sums and dot products with eight
+//! accumulators.
 //!
 //! libm's `expf` is one scalar call per element; the softmaxes of attention and the loss,
 //! and SiLU, call it tens of millions of times per training step. [`exp`] is the Cephes
@@ -74,6 +75,32 @@ unsafe fn exp_in_place_avx2(xs: &mut [f32]) {
     exp_in_place_portable(xs);
 }
 
+/// `xs ← softmax(scale · xs)` (`scale > 0`), with one exp per element; returns
+/// `log Σ exp(scale · xs)`, the log-sum-exp of the scaled input.
+pub fn softmax_in_place(xs: &mut [f32], scale: f32) -> f32 {
+    let max = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    xs.iter_mut().for_each(|x| *x = (*x - max) * scale);
+    exp_in_place(xs);
+    let total = sum(xs);
+    let inv = 1.0 / total;
+    xs.iter_mut().for_each(|x| *x *= inv);
+    max * scale + total.ln()
+}
+
+/// `log Σ exp(xs)`, leaving `xs` as it is.
+pub fn logsumexp(xs: &[f32]) -> f32 {
+    let max = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut acc = [0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            acc[k] += exp(c[k] - max);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - max)).sum();
+    max + (acc.iter().sum::<f32>() + tail).ln()
+}
+
 /// `Σ xs`, in eight interleaved partial sums.
 pub fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -133,6 +160,21 @@ mod tests {
         exp_in_place(&mut xs);
         assert_eq!(xs[0], 1.0);
         assert!((xs[1] - std::f32::consts::E).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_and_logsumexp_match_the_plain_formulas() {
+        let xs: Vec<f32> = (0..37).map(|i| ((i as f32) * 0.7).sin() * 5.0).collect();
+        let scale = 0.25;
+        let lse_plain = xs.iter().map(|x| (x * scale).exp()).sum::<f32>().ln();
+        let mut p = xs.clone();
+        let lse = softmax_in_place(&mut p, scale);
+        assert!((lse - lse_plain).abs() < 1e-5, "{lse} vs {lse_plain}");
+        for (pi, x) in p.iter().zip(&xs) {
+            assert!((pi - (x * scale - lse_plain).exp()).abs() < 1e-6);
+        }
+        let unscaled: f32 = xs.iter().map(|x| x.exp()).sum::<f32>().ln();
+        assert!((logsumexp(&xs) - unscaled).abs() < 1e-5);
     }
 
     #[test]

@@ -26,12 +26,6 @@ struct CrossEntropy {
     lse: OnceLock<Vec<f32>>,
 }
 
-fn logsumexp(row: &[f32]) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let shifted: Vec<f32> = row.iter().map(|&x| vec_math::exp(x - max)).collect();
-    max + vec_math::sum(&shifted).ln()
-}
-
 /// Every label must name a token of the vocabulary.
 fn check_labels(labels: &[u32], vocab: usize) -> Result<()> {
     match labels.iter().find(|&&l| l as usize >= vocab) {
@@ -64,7 +58,7 @@ impl CustomOp1 for CrossEntropy {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = self.dims(layout.shape())?;
         let z = arg_slice(storage, layout, "cross-entropy")?;
-        let lse: Vec<f32> = z.par_chunks(vocab).map(logsumexp).collect();
+        let lse: Vec<f32> = z.par_chunks(vocab).map(vec_math::logsumexp).collect();
         let loss = (0..rows)
             .map(|r| lse[r] - z[r * vocab + self.labels[r] as usize])
             .collect();
@@ -140,16 +134,10 @@ impl CustomOp1 for LmHeadCrossEntropy {
                 .par_chunks_mut(vocab)
                 .zip(&self.labels)
                 .map(|(z, &label)| {
-                    // One exp per logit: exp(z − max), then scaled by 1 / Σ.
                     let picked = z[label as usize];
-                    let max = z.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    z.iter_mut().for_each(|x| *x -= max);
-                    vec_math::exp_in_place(z);
-                    let sum = vec_math::sum(z);
-                    let inv = 1.0 / sum;
-                    z.iter_mut().for_each(|x| *x *= inv);
+                    let lse = vec_math::softmax_in_place(z, 1.0);
                     z[label as usize] -= 1.0;
-                    max + sum.ln() - picked
+                    lse - picked
                 })
                 .collect();
             gemm_into(
