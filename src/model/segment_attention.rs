@@ -23,7 +23,8 @@ use super::vec_math;
 /// gemm as well; 64 keeps both small for rows of up to a few thousand tokens.
 const TILE: usize = 64;
 
-/// Multiply-adds of `q kᵀ` below which the forward pass stays on the calling thread.
+/// Multiply-adds of `q kᵀ` (every segment's square, every query head) below which the
+/// forward pass stays on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 22;
 
 /// Per batch row, the segments as `(start, len)`, covering the row in order.
@@ -242,12 +243,14 @@ impl CustomOp3 for SegmentAttention {
             }
             Ok(())
         };
-        let parallel =
-            dm.reps * dm.t * dm.t * dm.d * (q.len() / q_block.max(1)) >= PARALLEL_MIN_WORK;
         let jobs = segment_jobs(&self.spans, dm, &mut out, None);
+        let work: usize = jobs
+            .iter()
+            .map(|j| dm.reps * j.span.1 * j.span.1 * dm.d)
+            .sum();
         // A short prompt's attention is a few hundred microseconds of work: waking the
         // thread pool for it costs more than it saves.
-        if parallel {
+        if work >= PARALLEL_MIN_WORK {
             jobs.into_par_iter().try_for_each(job)?;
         } else {
             jobs.into_iter().try_for_each(job)?;
