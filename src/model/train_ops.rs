@@ -10,7 +10,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice_gemm::arg_slice;
+use super::slice_gemm::{arg_slice, with_slice};
+use super::vec_math;
 
 /// Elements below which a row-wise op runs on the calling thread: for a decode step or a
 /// short prompt, waking the thread pool costs more than the work (perf: a fifth of a
@@ -63,26 +64,36 @@ impl CustomOp1 for RmsNormOp {
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         // dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x), r = (mean(x²) + eps)^(-1/2), row by row.
         let h = self.weight.len();
-        let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let gs = g.flatten_all()?.to_vec1::<f32>()?;
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(h)
-            .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
-            .for_each(|(d, (x, g))| {
-                let ms = x.iter().map(|v| v * v).sum::<f32>() / h as f32;
-                let r = 1.0 / (ms + self.eps).sqrt();
-                let dot = x
-                    .iter()
-                    .zip(g)
-                    .zip(&self.weight)
-                    .map(|((x, g), w)| x * g * w)
-                    .sum::<f32>()
-                    / h as f32;
-                let k = r * r * r * dot;
-                for (((d, x), g), w) in d.iter_mut().zip(x).zip(g).zip(&self.weight) {
-                    *d = r * g * w - x * k;
+        let mut dx = vec![0f32; x.elem_count()];
+        with_slice(x, |xs| {
+            with_slice(&g.contiguous()?, |gs| {
+                if gs.len() != xs.len() {
+                    candle_core::bail!(
+                        "rms-norm: gradient {:?} for an input {:?}",
+                        g.shape(),
+                        x.shape()
+                    );
                 }
-            });
+                dx.par_chunks_mut(h)
+                    .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
+                    .for_each(|(d, (x, g))| {
+                        let ms = x.iter().map(|v| v * v).sum::<f32>() / h as f32;
+                        let r = 1.0 / (ms + self.eps).sqrt();
+                        let dot = x
+                            .iter()
+                            .zip(g)
+                            .zip(&self.weight)
+                            .map(|((x, g), w)| x * g * w)
+                            .sum::<f32>()
+                            / h as f32;
+                        let k = r * r * r * dot;
+                        for (((d, x), g), w) in d.iter_mut().zip(x).zip(g).zip(&self.weight) {
+                            *d = r * g * w - x * k;
+                        }
+                    });
+                Ok(())
+            })
+        })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
@@ -151,10 +162,9 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// backward (composed, autograd keeps silu's output and walks the data five times more).
 struct SwiGluOp;
 
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + super::vec_math::exp(-x))
-}
+/// Elements per parallel job of the element-wise passes: large enough that a job is
+/// tens of microseconds, small enough that both threads get several.
+const CHUNK: usize = 1 << 14;
 
 impl CustomOp2 for SwiGluOp {
     fn name(&self) -> &'static str {
@@ -176,12 +186,14 @@ impl CustomOp2 for SwiGluOp {
                 ul.shape()
             );
         }
-        let f = |(&g, &u): (&f32, &f32)| g * sigmoid(g) * u;
-        let out = if gate.len() < PARALLEL_MIN_ELEMENTS {
-            gate.iter().zip(up).map(f).collect()
+        let mut out = vec![0f32; gate.len()];
+        if gate.len() < PARALLEL_MIN_ELEMENTS {
+            vec_math::silu_mul(gate, up, &mut out);
         } else {
-            gate.par_iter().zip(up).map(f).collect()
-        };
+            out.par_chunks_mut(CHUNK)
+                .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+                .for_each(|(o, (g, u))| vec_math::silu_mul(g, u, o));
+        }
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
     fn bwd(
@@ -191,23 +203,27 @@ impl CustomOp2 for SwiGluOp {
         _res: &Tensor,
         d: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g))).
-        let (gs, us, ds) = (
-            gate.flatten_all()?.to_vec1::<f32>()?,
-            up.flatten_all()?.to_vec1::<f32>()?,
-            d.flatten_all()?.to_vec1::<f32>()?,
-        );
-        let mut d_gate = vec![0f32; gs.len()];
-        let mut d_up = vec![0f32; gs.len()];
-        d_gate
-            .par_iter_mut()
-            .zip(d_up.par_iter_mut())
-            .zip(gs.par_iter().zip(us.par_iter().zip(ds.par_iter())))
-            .for_each(|((dg, du), (&g, (&u, &d)))| {
-                let s = sigmoid(g);
-                *du = d * g * s;
-                *dg = d * u * s * (1.0 + g * (1.0 - s));
-            });
+        let n = gate.elem_count();
+        if up.elem_count() != n || d.elem_count() != n {
+            candle_core::bail!(
+                "swiglu: gradient {:?} for inputs {:?}",
+                d.shape(),
+                gate.shape()
+            );
+        }
+        let (mut d_gate, mut d_up) = (vec![0f32; n], vec![0f32; n]);
+        with_slice(gate, |g| {
+            with_slice(up, |u| {
+                with_slice(&d.contiguous()?, |d| {
+                    let grads = d_gate.par_chunks_mut(CHUNK).zip(d_up.par_chunks_mut(CHUNK));
+                    let inputs = g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK));
+                    grads.zip(inputs.zip(d.par_chunks(CHUNK))).for_each(
+                        |((dg, du), ((g, u), d))| vec_math::silu_mul_backward(g, u, d, dg, du),
+                    );
+                    Ok(())
+                })
+            })
+        })?;
         Ok((
             Some(Tensor::from_vec(d_gate, gate.shape(), gate.device())?),
             Some(Tensor::from_vec(d_up, up.shape(), up.device())?),

@@ -1,6 +1,6 @@
 //! Element-wise kernels written so that the compiler vectorizes them: `exp`, the softmax
-//! and log-sum-exp built on it (attention, the loss), and sums and dot products with eight
-//! accumulators.
+//! and log-sum-exp built on it (attention, the loss), SwiGLU and its gradient, and sums
+//! and dot products with eight accumulators.
 //!
 //! libm's `expf` is one scalar call per element; the softmaxes of attention and the loss,
 //! and SiLU, call it tens of millions of times per training step. [`exp`] is the Cephes
@@ -49,30 +49,75 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// `xs[i] = e^xs[i]`, eight lanes at a time where the CPU has AVX2 (four otherwise: the
-/// crate is built for baseline x86-64).
-pub fn exp_in_place(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected on this CPU just now.
-        unsafe { exp_in_place_avx2(xs) };
-        return;
-    }
-    exp_in_place_portable(xs);
+/// Defines a public function whose body is compiled twice, for baseline x86-64 and for
+/// AVX2 + FMA, and picks the second at run time where the CPU has it. The crate is built for
+/// baseline x86-64 (four lanes), so loops over [`exp`] only get eight lanes this way.
+macro_rules! avx2_or_baseline {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn baseline($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) {
+                baseline($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: both features were detected on this CPU just now.
+                unsafe { avx2($($arg),*) };
+                return;
+            }
+            baseline($($arg),*)
+        }
+    };
 }
 
+avx2_or_baseline! {
+    /// `xs[i] = e^xs[i]`.
+    pub fn exp_in_place(xs: &mut [f32]) {
+        for x in xs {
+            *x = exp(*x);
+        }
+    }
+}
+
+/// `x · σ(x)`'s factor `σ(x) = 1 / (1 + e^-x)`.
 #[inline(always)]
-fn exp_in_place_portable(xs: &mut [f32]) {
-    for x in xs {
-        *x = exp(*x);
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+avx2_or_baseline! {
+    /// SwiGLU: `out[i] = silu(gate[i]) · up[i]`, `silu(g) = g · σ(g)`, over the shortest of
+    /// the three slices.
+    pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g * sigmoid(g) * u;
+        }
     }
 }
 
-/// The same loop compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_in_place_avx2(xs: &mut [f32]) {
-    exp_in_place_portable(xs);
+avx2_or_baseline! {
+    /// The gradients of [`silu_mul`] for an output gradient `d`:
+    /// `d_up = d · silu(g)` and `d_gate = d · u · σ(g) · (1 + g · (1 − σ(g)))`.
+    pub fn silu_mul_backward(
+        gate: &[f32],
+        up: &[f32],
+        d: &[f32],
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+    ) {
+        let grads = d_gate.iter_mut().zip(d_up.iter_mut());
+        for ((dg, du), ((&g, &u), &d)) in grads.zip(gate.iter().zip(up).zip(d)) {
+            let s = sigmoid(g);
+            *du = d * g * s;
+            *dg = d * u * s * (1.0 + g * (1.0 - s));
+        }
+    }
 }
 
 /// `xs ← softmax(scale · xs)` (`scale > 0`), with one exp per element; returns
@@ -175,6 +220,26 @@ mod tests {
         }
         let unscaled: f32 = xs.iter().map(|x| x.exp()).sum::<f32>().ln();
         assert!((logsumexp(&xs) - unscaled).abs() < 1e-5);
+    }
+
+    #[test]
+    fn silu_mul_and_its_gradient_match_the_plain_formulas() {
+        let n = 37;
+        let g: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.9).sin() * 6.0).collect();
+        let u: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.4).cos() * 2.0).collect();
+        let d: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.3).sin()).collect();
+        let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
+        let mut out = vec![0f32; n];
+        silu_mul(&g, &u, &mut out);
+        let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+        silu_mul_backward(&g, &u, &d, &mut dg, &mut du);
+        for i in 0..n {
+            let s = sig(g[i]);
+            assert!((out[i] - g[i] * s * u[i]).abs() < 1e-5, "out {i}");
+            assert!((du[i] - d[i] * g[i] * s).abs() < 1e-5, "d_up {i}");
+            let want = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+            assert!((dg[i] - want).abs() < 1e-5, "d_gate {i}");
+        }
     }
 
     #[test]
