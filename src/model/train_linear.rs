@@ -5,10 +5,12 @@
 //! Composed from candle ops, autograd computes the gradient of every matmul operand (a
 //! frozen W costs a full dW matmul and a weight-sized gradient: PERF.md) and keeps four
 //! `[n, out]` tensors per layer alive until the backward (base output, adapter output,
-//! scaled, sum). This op keeps nothing but its inputs, recomputes the small `x Aᵀ` in the
-//! backward, and writes `dx = dy W + (s · dy B) A` into one buffer. It calls the gemm crate
+//! scaled, sum). This op keeps nothing but its inputs and the small `[n, r]` product
+//! `(x ⊙ m) Aᵀ`, and writes `dx = dy W + (s · dy B) A` into one buffer. It calls the gemm crate
 //! (candle's own matmul kernel) directly because candle's matmul cannot accumulate into an
 //! existing buffer or read a transposed operand without a copy.
+
+use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -76,6 +78,9 @@ struct LoraLinear {
     weight: Tensor,
     scale: f32,
     mask: Option<Tensor>,
+    /// `h = (x ⊙ mask) Aᵀ` from the forward pass (`[n, r]`, a few kilobytes), for the
+    /// backward.
+    h: OnceLock<Vec<f32>>,
 }
 
 impl LoraLinear {
@@ -147,6 +152,7 @@ impl CustomOp3 for LoraLinear {
             self.scale,
             All,
         )?;
+        let _ = self.h.set(h);
         Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
     }
 
@@ -172,9 +178,9 @@ impl CustomOp3 for LoraLinear {
                 with_slice(b, |b| {
                     with_slice(&dy, |dy| {
                         let xm = self.masked(x)?;
-                        // h = (x ⊙ m) Aᵀ, recomputed: n · in · r multiply-adds.
-                        let mut h = vec![0f32; n * r];
-                        gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0, All)?;
+                        let Some(h) = self.h.get() else {
+                            candle_core::bail!("train-linear: backward before forward");
+                        };
                         // dh = s · dy B; dB = s · dyᵀ h; dA = dhᵀ (x ⊙ m).
                         let mut dh = vec![0f32; n * r];
                         gemm_into(
@@ -194,7 +200,7 @@ impl CustomOp3 for LoraLinear {
                             (out, r, n),
                             dy,
                             true,
-                            &h,
+                            h,
                             false,
                             self.scale,
                             All,
@@ -259,6 +265,7 @@ pub fn lora_linear(
         weight: weight.contiguous()?,
         scale: scale as f32,
         mask: mask.map(|m| m.contiguous()).transpose()?,
+        h: OnceLock::new(),
     };
     x.contiguous()?
         .apply_op3(&a.contiguous()?, &b.contiguous()?, op)

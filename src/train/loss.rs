@@ -7,8 +7,10 @@ use super::cross_entropy::{cross_entropy, lm_head_cross_entropy};
 
 use crate::model::Transformer;
 
-/// Rows of logits computed at once.
-pub const LOSS_CHUNK_ROWS: usize = 256;
+/// Rows of logits computed at once (a 100 MB chunk for a 49K vocabulary). Each chunk
+/// packs the LM head for its two products, so fewer, larger chunks are faster: for 1024
+/// rows of SmolLM2, 0.75 s in chunks of 256, 0.71 s in chunks of 512.
+pub const LOSS_CHUNK_ROWS: usize = 512;
 
 /// Row indices that have a target, and the targets, chunked alike.
 fn target_rows(targets: &[Option<u32>]) -> (Vec<u32>, Vec<u32>) {
