@@ -36,21 +36,9 @@ fn random(shape: &[usize], seed: u64) -> anyhow::Result<Tensor> {
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
-/// In a training step the heap is large and stays mapped between layers. Here, with
-/// little else alive, glibc would hand the attention's buffers back to the kernel after
-/// every layer and fault them in again, and the timing would measure that instead: keep
-/// freed memory, as a step's heap does.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; nothing is allocated yet.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    keep_freed_memory();
+    // The allocator and thread settings of the studio and the other benchmarks.
+    finetune_studio::sys::tune_runtime();
     let (rows, seq, segment, runs) = (
         arg("--rows", 4)?,
         arg("--seq", 256)?,
@@ -61,10 +49,12 @@ fn main() -> anyhow::Result<()> {
         .map(|_| (0..seq).map(|i| (i / segment) as u32).collect())
         .collect();
     let spans = spans_from_segments(&Tensor::new(ids, &Device::Cpu)?)?;
-    let q = Var::from_tensor(&random(&[rows, KV_HEADS, REPS * seq, HEAD], 1)?)?;
-    let k = Var::from_tensor(&random(&[rows, KV_HEADS, seq, HEAD], 2)?)?;
-    let v = Var::from_tensor(&random(&[rows, KV_HEADS, seq, HEAD], 3)?)?;
-    let probe = random(&[rows, KV_HEADS, REPS * seq, HEAD], 4)?;
+    // The projections' layout: each token's heads side by side.
+    let q = Var::from_tensor(&random(&[rows, seq, KV_HEADS * REPS * HEAD], 1)?)?;
+    let k = Var::from_tensor(&random(&[rows, seq, KV_HEADS * HEAD], 2)?)?;
+    let v = Var::from_tensor(&random(&[rows, seq, KV_HEADS * HEAD], 3)?)?;
+    let probe = random(&[rows, seq, KV_HEADS * REPS * HEAD], 4)?;
+    let heads = (KV_HEADS * REPS, KV_HEADS);
     let scale = 1.0 / (HEAD as f64).sqrt();
 
     // Multiply-adds of the causal products: q kᵀ and p v forward; the backward recomputes
@@ -82,7 +72,14 @@ fn main() -> anyhow::Result<()> {
         // As in a training step, every layer's output stays alive until one backward pass.
         let mut total = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu)?;
         for _ in 0..LAYERS {
-            let out = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &spans, scale)?;
+            let out = attention(
+                q.as_tensor(),
+                k.as_tensor(),
+                v.as_tensor(),
+                &spans,
+                heads,
+                scale,
+            )?;
             total = (total + (out * &probe)?.sum_all()?)?;
         }
         std::hint::black_box(total.backward()?);

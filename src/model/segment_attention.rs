@@ -8,18 +8,23 @@
 //! work grows with the sum of the squared segment lengths instead of the squared row
 //! length (for rows of 512 tokens packed with samples of about 200, a tenth). It keeps only
 //! q, k and v for the backward pass and recomputes the probabilities there, one tile at a
-//! time, so no `[t, t]` tensor ever exists. candle has no such op, hence this one; the
-//! dense composition stays the oracle in the tests.
+//! time, so no `[t, t]` tensor ever exists.
+//!
+//! It reads q, k and v in the layout the projections write (`[b, t, heads · d]`, each
+//! token's heads side by side) and writes its output in the same layout, so no transposes
+//! to and from a head-major layout exist, forward or backward. Each job gathers the query
+//! heads that share one KV head, so one product covers `reps · 64` query rows. candle has no
+//! such op, hence this one; the dense composition stays the oracle in the tests.
 
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice_gemm::{arg_slice, gemm_into, Threads::One};
+use super::slice_gemm::{arg_slice, gemm_into, with_slice, Threads::One};
 use super::vec_math;
 
-/// Query rows per tile: the causal saving grows as tiles shrink, the per-call overhead of
+/// Query tokens per tile: the causal saving grows as tiles shrink, the per-call overhead of
 /// gemm as well; 64 keeps both small for rows of up to a few thousand tokens.
 const TILE: usize = 64;
 
@@ -58,25 +63,37 @@ pub fn whole_rows(b: usize, t: usize) -> Spans {
 
 struct SegmentAttention {
     spans: Spans,
+    heads: usize,
+    kv_heads: usize,
     scale: f32,
 }
 
-/// The shapes of one call: `q [b, g, reps · t, d]`, `k, v [b, g, t, d]`.
+/// The shapes of one call: `q [b, t, heads · d]`, `k, v [b, t, kv_heads · d]`.
 #[derive(Clone, Copy)]
 struct Dims {
-    g: usize,
-    reps: usize,
     t: usize,
     d: usize,
+    /// Query heads per KV head.
+    reps: usize,
+    /// Floats per token of q (and of the output) and of k and v.
+    q_width: usize,
+    kv_width: usize,
 }
 
 impl SegmentAttention {
     fn dims(&self, q: &Shape, k: &Shape, v: &Shape) -> Result<Dims> {
-        let (b, g, qt, d) = q.dims4()?;
-        let (kb, kg, t, kd) = k.dims4()?;
-        if (kb, kg, kd) != (b, g, d) || v.dims() != k.dims() || t == 0 || qt % t != 0 {
+        let (b, t, q_width) = q.dims3()?;
+        let (kb, kt, kv_width) = k.dims3()?;
+        let fits = self.kv_heads > 0
+            && self.heads % self.kv_heads == 0
+            && q_width % self.heads == 0
+            && kv_width * self.heads == q_width * self.kv_heads;
+        if (kb, kt) != (b, t) || v.dims() != k.dims() || t == 0 || !fits {
             candle_core::bail!(
-                "segment-attention: q {q:?}, k {k:?} and v {v:?} do not fit together"
+                "segment-attention: q {q:?}, k {k:?} and v {v:?} do not fit {} query and {} \
+                 KV heads",
+                self.heads,
+                self.kv_heads
             );
         }
         let covers = |row: &Vec<(usize, usize)>| {
@@ -91,113 +108,111 @@ impl SegmentAttention {
             candle_core::bail!("segment-attention: the segments do not cover rows of {t} tokens");
         }
         Ok(Dims {
-            g,
-            reps: qt / t,
             t,
-            d,
+            d: q_width / self.heads,
+            reps: self.heads / self.kv_heads,
+            q_width,
+            kv_width,
         })
+    }
+
+    /// One job per (batch row, KV head, segment): its queries are the `reps` query heads
+    /// that share the KV head, over the segment's tokens.
+    fn jobs(&self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for (row, spans) in self.spans.iter().enumerate() {
+            for group in 0..self.kv_heads {
+                jobs.extend(spans.iter().map(|&(start, len)| Job {
+                    row,
+                    group,
+                    start,
+                    len,
+                }));
+            }
+        }
+        jobs
     }
 }
 
-/// Softmax probabilities of one query tile, in place over its raw scores `p [rows × keys]`:
-/// query `r` of the tile sits at segment position `first + r` and sees keys `0..=first + r`.
-fn softmax_causal(p: &mut [f32], keys: usize, first: usize, scale: f32) {
-    for (r, row) in p.chunks_mut(keys).enumerate() {
-        let (live, dead) = row.split_at_mut(first + r + 1);
+/// A segment `start..start + len` of batch row `row`, seen through KV head `group`.
+#[derive(Clone, Copy)]
+struct Job {
+    row: usize,
+    group: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Job {
+    /// Copies the job's `[len, width]` block out of `src` (`[b, t, ..]` token rows of
+    /// `row_width` floats), starting `col` floats into each token's row.
+    fn gather(
+        &self,
+        src: &[f32],
+        dm: Dims,
+        row_width: usize,
+        col: usize,
+        width: usize,
+    ) -> Vec<f32> {
+        let first = (self.row * dm.t + self.start) * row_width + col;
+        let mut out = Vec::with_capacity(self.len * width);
+        for token in src[first..].chunks(row_width).take(self.len) {
+            out.extend_from_slice(&token[..width]);
+        }
+        out
+    }
+
+    /// The inverse of [`Job::gather`]: writes `block` (`[len, width]`) into `dst`.
+    fn scatter(&self, block: &[f32], dst: &mut [f32], dm: Dims, row_width: usize, col: usize) {
+        let width = block.len() / self.len.max(1);
+        let first = (self.row * dm.t + self.start) * row_width + col;
+        for (token, src) in dst[first..].chunks_mut(row_width).zip(block.chunks(width)) {
+            token[..width].copy_from_slice(src);
+        }
+    }
+
+    /// The job's queries (or output gradient): `[len, reps · d]`, that is `len · reps` rows
+    /// of `d`, token by token, each token's query heads side by side.
+    fn queries(&self, q: &[f32], dm: Dims) -> Vec<f32> {
+        self.gather(
+            q,
+            dm,
+            dm.q_width,
+            self.group * dm.reps * dm.d,
+            dm.reps * dm.d,
+        )
+    }
+
+    /// The job's keys or values: `[len, d]`.
+    fn keys(&self, k: &[f32], dm: Dims) -> Vec<f32> {
+        self.gather(k, dm, dm.kv_width, self.group * dm.d, dm.d)
+    }
+}
+
+/// Softmax probabilities of one query tile, in place over its raw scores `p` (`rows · reps`
+/// rows of `keys`): row `i` belongs to the query at segment position `first + i / reps`,
+/// which sees keys `0..=first + i / reps`.
+fn softmax_causal(p: &mut [f32], keys: usize, first: usize, reps: usize, scale: f32) {
+    for (i, row) in p.chunks_mut(keys).enumerate() {
+        let (live, dead) = row.split_at_mut(first + i / reps + 1);
         vec_math::softmax_in_place(live, scale);
         dead.fill(0.0);
     }
 }
 
-/// The query tiles of one segment `(start, len)` for query head `rep`, whose queries sit at
-/// `rep · t + start ..` along q's `[reps · t]` axis.
-fn tiles((start, len): (usize, usize), rep: usize, t: usize) -> impl Iterator<Item = Tile> {
-    (0..len).step_by(TILE).map(move |first| {
-        let rows = TILE.min(len - first);
-        Tile {
-            start,
-            q_row: rep * t + start + first,
-            first,
-            rows,
-            keys: first + rows,
-        }
-    })
+/// The query tiles of a segment of `len` tokens: `(first, rows)`, `TILE` tokens each.
+fn tiles(len: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len)
+        .step_by(TILE)
+        .map(move |first| (first, TILE.min(len - first)))
 }
 
-/// Cuts a `[rows × d]` buffer into the consecutive row ranges of `spans` (which cover it,
-/// as `dims` checks), so each segment's part can go to its own thread.
-fn split_by_spans<'a>(
-    mut rest: &'a mut [f32],
-    spans: &[(usize, usize)],
-    d: usize,
-) -> Vec<&'a mut [f32]> {
-    spans
-        .iter()
-        .map(|&(_, len)| {
-            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(len * d);
-            rest = tail;
-            piece
-        })
-        .collect()
-}
-
-/// One job of the parallel loops: segment `span` of batch-and-group block `bg`, with its
-/// rows of each per-query-head output (`per_rep`) and, in the backward, of dK and dV.
-struct SegmentJob<'a> {
-    bg: usize,
-    span: (usize, usize),
-    per_rep: Vec<&'a mut [f32]>,
-    dk: Option<&'a mut [f32]>,
-    dv: Option<&'a mut [f32]>,
-}
-
-/// The jobs for output buffers laid out like q (`per_rep`: `[b·g, reps·t, d]`) and, when
-/// given, like k (`dk`, `dv`: `[b·g, t, d]`).
-fn segment_jobs<'a>(
-    spans: &[Vec<(usize, usize)>],
-    dm: Dims,
-    q_like: &'a mut [f32],
-    kv_like: Option<(&'a mut [f32], &'a mut [f32])>,
-) -> Vec<SegmentJob<'a>> {
-    let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
-    let mut kv_blocks =
-        kv_like.map(|(dk, dv)| dk.chunks_mut(kv_block).zip(dv.chunks_mut(kv_block)));
-    let mut jobs = Vec::new();
-    for (bg, block) in q_like.chunks_mut(q_block).enumerate() {
-        let row = &spans[bg / dm.g];
-        // per_segment[s][rep]: segment s's rows of query head rep.
-        let mut per_segment: Vec<Vec<&mut [f32]>> = row.iter().map(|_| Vec::new()).collect();
-        for rep_block in block.chunks_mut(kv_block) {
-            for (s, piece) in split_by_spans(rep_block, row, dm.d).into_iter().enumerate() {
-                per_segment[s].push(piece);
-            }
-        }
-        let (mut dk, mut dv) = match kv_blocks.as_mut().and_then(Iterator::next) {
-            Some((dk, dv)) => (
-                Some(split_by_spans(dk, row, dm.d).into_iter()),
-                Some(split_by_spans(dv, row, dm.d).into_iter()),
-            ),
-            None => (None, None),
-        };
-        for (&span, per_rep) in row.iter().zip(per_segment) {
-            jobs.push(SegmentJob {
-                bg,
-                span,
-                per_rep,
-                dk: dk.as_mut().and_then(Iterator::next),
-                dv: dv.as_mut().and_then(Iterator::next),
-            });
-        }
-    }
-    jobs
-}
-
-struct Tile {
-    start: usize,
-    q_row: usize,
-    first: usize,
-    rows: usize,
-    keys: usize,
+/// Gradients of one job, written back after the parallel loop.
+struct JobGrads {
+    job: Job,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
 }
 
 impl CustomOp3 for SegmentAttention {
@@ -220,40 +235,54 @@ impl CustomOp3 for SegmentAttention {
             arg_slice(ks, kl, "segment-attention")?,
             arg_slice(vs, vl, "segment-attention")?,
         );
-        let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
-        let mut out = vec![0f32; q.len()];
-        let job = |job: SegmentJob<'_>| -> Result<()> {
-            let q = &q[job.bg * q_block..][..q_block];
-            let k = &k[job.bg * kv_block..][..kv_block];
-            let v = &v[job.bg * kv_block..][..kv_block];
-            let mut p = vec![0f32; TILE * job.span.1];
-            for (rep, out) in job.per_rep.into_iter().enumerate() {
-                for tile in tiles(job.span, rep, dm.t) {
-                    let p = &mut p[..tile.rows * tile.keys];
-                    let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
-                    let kt = &k[tile.start * dm.d..][..tile.keys * dm.d];
-                    let vt = &v[tile.start * dm.d..][..tile.keys * dm.d];
-                    let dims = (tile.rows, tile.keys, dm.d);
-                    gemm_into(p, false, dims, qt, false, kt, true, 1.0, One)?;
-                    softmax_causal(p, tile.keys, tile.first, self.scale);
-                    let ot = &mut out[tile.first * dm.d..][..tile.rows * dm.d];
-                    let dims = (tile.rows, dm.d, tile.keys);
-                    gemm_into(ot, false, dims, p, false, vt, false, 1.0, One)?;
-                }
+        let (d, reps) = (dm.d, dm.reps);
+        let run = |job: &Job| -> Result<Vec<f32>> {
+            let (qj, kj, vj) = (job.queries(q, dm), job.keys(k, dm), job.keys(v, dm));
+            let mut out = vec![0f32; qj.len()];
+            let mut p = vec![0f32; TILE * reps * job.len];
+            for (first, rows) in tiles(job.len) {
+                let (m, keys) = (rows * reps, first + rows);
+                let p = &mut p[..m * keys];
+                let qt = &qj[first * reps * d..][..m * d];
+                gemm_into(
+                    p,
+                    false,
+                    (m, keys, d),
+                    qt,
+                    false,
+                    &kj[..keys * d],
+                    true,
+                    1.0,
+                    One,
+                )?;
+                softmax_causal(p, keys, first, reps, self.scale);
+                let ot = &mut out[first * reps * d..][..m * d];
+                gemm_into(
+                    ot,
+                    false,
+                    (m, d, keys),
+                    p,
+                    false,
+                    &vj[..keys * d],
+                    false,
+                    1.0,
+                    One,
+                )?;
             }
-            Ok(())
+            Ok(out)
         };
-        let jobs = segment_jobs(&self.spans, dm, &mut out, None);
-        let work: usize = jobs
-            .iter()
-            .map(|j| dm.reps * j.span.1 * j.span.1 * dm.d)
-            .sum();
+        let jobs = self.jobs();
+        let work: usize = jobs.iter().map(|j| reps * j.len * j.len * d).sum();
         // A short prompt's attention is a few hundred microseconds of work: waking the
         // thread pool for it costs more than it saves.
-        if work >= PARALLEL_MIN_WORK {
-            jobs.into_par_iter().try_for_each(job)?;
+        let outs: Vec<Vec<f32>> = if work >= PARALLEL_MIN_WORK {
+            jobs.par_iter().map(run).collect::<Result<_>>()?
         } else {
-            jobs.into_iter().try_for_each(job)?;
+            jobs.iter().map(run).collect::<Result<_>>()?
+        };
+        let mut out = vec![0f32; q.len()];
+        for (job, block) in jobs.iter().zip(&outs) {
+            job.scatter(block, &mut out, dm, dm.q_width, job.group * reps * d);
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
@@ -267,60 +296,31 @@ impl CustomOp3 for SegmentAttention {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = self.dims(q.shape(), k.shape(), v.shape())?;
-        let (q_block, kv_block) = (dm.reps * dm.t * dm.d, dm.t * dm.d);
-        let (qv, kv, vv, gv) = (
-            q.flatten_all()?.to_vec1::<f32>()?,
-            k.flatten_all()?.to_vec1::<f32>()?,
-            v.flatten_all()?.to_vec1::<f32>()?,
-            g.flatten_all()?.to_vec1::<f32>()?,
+        let (d, reps) = (dm.d, dm.reps);
+        let g = g.contiguous()?;
+        let grads: Vec<JobGrads> = with_slice(q, |q| {
+            with_slice(k, |k| {
+                with_slice(v, |v| {
+                    with_slice(&g, |go| {
+                        self.jobs()
+                            .into_par_iter()
+                            .map(|job| self.job_backward(job, dm, q, k, v, go))
+                            .collect::<Result<_>>()
+                    })
+                })
+            })
+        })?;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.elem_count()],
+            vec![0f32; k.elem_count()],
+            vec![0f32; v.elem_count()],
         );
-        let mut dq = vec![0f32; qv.len()];
-        let mut dk = vec![0f32; kv.len()];
-        let mut dv = vec![0f32; vv.len()];
-        segment_jobs(&self.spans, dm, &mut dq, Some((&mut dk, &mut dv)))
-            .into_par_iter()
-            .try_for_each(|job| -> Result<()> {
-                let q = &qv[job.bg * q_block..][..q_block];
-                let go = &gv[job.bg * q_block..][..q_block];
-                let k = &kv[job.bg * kv_block..][..kv_block];
-                let v = &vv[job.bg * kv_block..][..kv_block];
-                let (Some(dk), Some(dv)) = (job.dk, job.dv) else {
-                    candle_core::bail!("segment-attention: a backward job without dK and dV");
-                };
-                let (start, len) = job.span;
-                let mut p = vec![0f32; TILE * len];
-                let mut dp = vec![0f32; TILE * len];
-                for (rep, dq) in job.per_rep.into_iter().enumerate() {
-                    for tile in tiles(job.span, rep, dm.t) {
-                        let n = tile.rows * tile.keys;
-                        let (p, dp) = (&mut p[..n], &mut dp[..n]);
-                        let qt = &q[tile.q_row * dm.d..][..tile.rows * dm.d];
-                        let gt = &go[tile.q_row * dm.d..][..tile.rows * dm.d];
-                        let kt = &k[start * dm.d..][..tile.keys * dm.d];
-                        let vt = &v[start * dm.d..][..tile.keys * dm.d];
-                        let (rows, keys, d) = (tile.rows, tile.keys, dm.d);
-                        gemm_into(p, false, (rows, keys, d), qt, false, kt, true, 1.0, One)?;
-                        softmax_causal(p, keys, tile.first, self.scale);
-                        // dV += Pᵀ dO; dP = dO Vᵀ.
-                        let dvt = &mut dv[..keys * d];
-                        gemm_into(dvt, true, (keys, d, rows), p, true, gt, false, 1.0, One)?;
-                        gemm_into(dp, false, (rows, keys, d), gt, false, vt, true, 1.0, One)?;
-                        // dS = P ⊙ (dP − Σ_j dP ⊙ P) · scale, row by row.
-                        for (pr, dpr) in p.chunks(keys).zip(dp.chunks_mut(keys)) {
-                            let dot = vec_math::dot(pr, dpr);
-                            for (ds, &pv) in dpr.iter_mut().zip(pr) {
-                                *ds = pv * (*ds - dot) * self.scale;
-                            }
-                        }
-                        // dQ = dS K; dK += dSᵀ Q.
-                        let dqt = &mut dq[tile.first * d..][..rows * d];
-                        gemm_into(dqt, false, (rows, d, keys), dp, false, kt, false, 1.0, One)?;
-                        let dkt = &mut dk[..keys * d];
-                        gemm_into(dkt, true, (keys, d, rows), dp, true, qt, false, 1.0, One)?;
-                    }
-                }
-                Ok(())
-            })?;
+        for j in &grads {
+            let job = j.job;
+            job.scatter(&j.dq, &mut dq, dm, dm.q_width, job.group * reps * d);
+            job.scatter(&j.dk, &mut dk, dm, dm.kv_width, job.group * d);
+            job.scatter(&j.dv, &mut dv, dm, dm.kv_width, job.group * d);
+        }
         let dev = q.device();
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),
@@ -330,12 +330,70 @@ impl CustomOp3 for SegmentAttention {
     }
 }
 
+impl SegmentAttention {
+    /// One job's dQ, dK and dV, recomputing the probabilities tile by tile.
+    fn job_backward(
+        &self,
+        job: Job,
+        dm: Dims,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        go: &[f32],
+    ) -> Result<JobGrads> {
+        let (d, reps) = (dm.d, dm.reps);
+        let (qj, gj) = (job.queries(q, dm), job.queries(go, dm));
+        let (kj, vj) = (job.keys(k, dm), job.keys(v, dm));
+        let mut dq = vec![0f32; qj.len()];
+        let mut dk = vec![0f32; kj.len()];
+        let mut dv = vec![0f32; vj.len()];
+        let mut p = vec![0f32; TILE * reps * job.len];
+        let mut dp = vec![0f32; TILE * reps * job.len];
+        for (first, rows) in tiles(job.len) {
+            let (m, keys) = (rows * reps, first + rows);
+            let (p, dp) = (&mut p[..m * keys], &mut dp[..m * keys]);
+            let qt = &qj[first * reps * d..][..m * d];
+            let gt = &gj[first * reps * d..][..m * d];
+            let (kt, vt) = (&kj[..keys * d], &vj[..keys * d]);
+            gemm_into(p, false, (m, keys, d), qt, false, kt, true, 1.0, One)?;
+            softmax_causal(p, keys, first, reps, self.scale);
+            // dV += Pᵀ dO; dP = dO Vᵀ.
+            let dvt = &mut dv[..keys * d];
+            gemm_into(dvt, true, (keys, d, m), p, true, gt, false, 1.0, One)?;
+            gemm_into(dp, false, (m, keys, d), gt, false, vt, true, 1.0, One)?;
+            // dS = P ⊙ (dP − Σ_j dP ⊙ P) · scale, row by row.
+            for (pr, dpr) in p.chunks(keys).zip(dp.chunks_mut(keys)) {
+                let dot = vec_math::dot(pr, dpr);
+                for (ds, &pv) in dpr.iter_mut().zip(pr) {
+                    *ds = pv * (*ds - dot) * self.scale;
+                }
+            }
+            // dQ = dS K; dK += dSᵀ Q.
+            let dqt = &mut dq[first * reps * d..][..m * d];
+            gemm_into(dqt, false, (m, d, keys), dp, false, kt, false, 1.0, One)?;
+            let dkt = &mut dk[..keys * d];
+            gemm_into(dkt, true, (keys, d, m), dp, true, qt, false, 1.0, One)?;
+        }
+        Ok(JobGrads { job, dq, dk, dv })
+    }
+}
+
 /// `softmax(q kᵀ · scale) v` with each query seeing the keys at or before it in its own
-/// segment. `q [b, g, reps · t, d]` holds `reps` query heads per KV head, one after
-/// another along the third axis; `k, v [b, g, t, d]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, spans: &Spans, scale: f64) -> Result<Tensor> {
+/// segment, in the projections' token-major layout: `q [b, t, heads · d]`,
+/// `k, v [b, t, kv_heads · d]`, query head `h` reading KV head `h / (heads / kv_heads)`.
+/// The output is `[b, t, heads · d]`, ready for the output projection.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spans: &Spans,
+    (heads, kv_heads): (usize, usize),
+    scale: f64,
+) -> Result<Tensor> {
     let op = SegmentAttention {
         spans: spans.clone(),
+        heads,
+        kv_heads,
         scale: scale as f32,
     };
     q.contiguous()?
@@ -353,57 +411,70 @@ mod tests {
         uniform(shape, seed, 2.0)
     }
 
-    /// The dense formula: full scores, an additive mask, softmax, all composed from candle
-    /// ops so that autograd differentiates it.
+    /// The dense formula on the token-major layout: heads split out and KV heads repeated
+    /// with plain ops, full scores, an additive mask, softmax, all composed from candle ops
+    /// so that autograd differentiates it.
     fn dense(
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         seg: &[Vec<u32>],
-        reps: usize,
+        (heads, kv_heads): (usize, usize),
         scale: f64,
     ) -> Tensor {
-        let t = seg[0].len();
+        let (b, t, qw) = q.dims3().unwrap();
+        let d = qw / heads;
+        let reps = heads / kv_heads;
+        let head_major = |x: &Tensor, n: usize| {
+            x.reshape((b, t, n, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        // Query head h reads KV head h / reps.
+        let index: Vec<u32> = (0..heads).map(|h| (h / reps) as u32).collect();
+        let index = Tensor::new(index, &Device::Cpu).unwrap();
+        let repeat = |x: &Tensor| head_major(x, kv_heads).index_select(&index, 1).unwrap();
+        let (qh, kh, vh) = (head_major(q, heads), repeat(k), repeat(v));
         let mut mask = Vec::new();
         for row in seg {
-            for _ in 0..reps {
-                for i in 0..t {
-                    for j in 0..t {
-                        let visible = j <= i && row[i] == row[j];
-                        mask.push(if visible { 0f32 } else { -1e9 });
-                    }
+            for i in 0..t {
+                for j in 0..t {
+                    let visible = j <= i && row[i] == row[j];
+                    mask.push(if visible { 0f32 } else { -1e9 });
                 }
             }
         }
-        let mask = Tensor::from_vec(mask, (seg.len(), 1, reps * t, t), &Device::Cpu).unwrap();
-        let s = ((q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap())
+        let mask = Tensor::from_vec(mask, (b, 1, t, t), &Device::Cpu).unwrap();
+        let s = ((qh.matmul(&kh.t().unwrap()).unwrap() * scale).unwrap())
             .broadcast_add(&mask)
             .unwrap();
         let max = s.max_keepdim(D::Minus1).unwrap();
         let e = s.broadcast_sub(&max).unwrap().exp().unwrap();
         let p = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
-        p.matmul(v).unwrap()
+        p.matmul(&vh)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, qw))
+            .unwrap()
     }
 
-    fn check(seg: Vec<Vec<u32>>, reps: usize) {
-        let (b, g, d) = (seg.len(), 2, 8);
+    fn check(seg: Vec<Vec<u32>>, heads: (usize, usize)) {
+        let (b, d) = (seg.len(), 8);
         let t = seg[0].len();
-        let q = Var::from_tensor(&randn(&[b, g, reps * t, d], 1)).unwrap();
-        let k = Var::from_tensor(&randn(&[b, g, t, d], 2)).unwrap();
-        let v = Var::from_tensor(&randn(&[b, g, t, d], 3)).unwrap();
-        let probe = randn(&[b, g, reps * t, d], 4);
+        let q = Var::from_tensor(&randn(&[b, t, heads.0 * d], 1)).unwrap();
+        let k = Var::from_tensor(&randn(&[b, t, heads.1 * d], 2)).unwrap();
+        let v = Var::from_tensor(&randn(&[b, t, heads.1 * d], 3)).unwrap();
+        let probe = randn(&[b, t, heads.0 * d], 4);
         let scale = 1.0 / (d as f64).sqrt();
         let seg_t = Tensor::new(seg.clone(), &Device::Cpu).unwrap();
         let spans = spans_from_segments(&seg_t).unwrap();
-        let fast = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &spans, scale).unwrap();
-        let slow = dense(
-            q.as_tensor(),
-            k.as_tensor(),
-            v.as_tensor(),
-            &seg,
-            reps,
-            scale,
-        );
+        let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let fast = attention(qt, kt, vt, &spans, heads, scale).unwrap();
+        let slow = dense(qt, kt, vt, &seg, heads, scale);
         let close = |a: &[f32], b: &[f32], what: &str| {
             let worst = max_abs_diff(a, b);
             assert!(worst < 1e-4, "{what}: max |Δ| {worst}");
@@ -432,25 +503,34 @@ mod tests {
 
     #[test]
     fn packed_segments_match_the_dense_masked_attention() {
-        // Segments of 3, 70 (two tiles) and 1 token; a row with one segment; grouped heads.
+        // Segments of 3, 70 (two tiles) and 1 token; a row with one segment; two KV heads
+        // of three query heads each.
         let mut row0 = vec![0u32; 3];
         row0.extend(vec![1u32; 70]);
         row0.push(2);
         let row1 = vec![0u32; 74];
-        check(vec![row0, row1], 3);
+        check(vec![row0, row1], (6, 2));
     }
 
     #[test]
     fn one_segment_per_row_is_plain_causal_attention() {
-        check(vec![vec![0u32; 130]], 1);
+        check(vec![vec![0u32; 130]], (2, 2));
     }
 
     #[test]
     fn segments_that_do_not_cover_the_row_are_an_error() {
-        let q = randn(&[1, 1, 4, 2], 1);
-        let k = randn(&[1, 1, 4, 2], 2);
+        let q = randn(&[1, 4, 2], 1);
         let spans: Spans = Arc::new(vec![vec![(0, 3)]]);
-        let err = attention(&q, &k, &k, &spans, 1.0).unwrap_err();
+        let err = attention(&q, &q, &q, &spans, (1, 1), 1.0).unwrap_err();
         assert!(err.to_string().contains("do not cover"), "{err}");
+    }
+
+    #[test]
+    fn heads_that_do_not_fit_the_widths_are_an_error() {
+        let q = randn(&[1, 4, 12], 1);
+        let k = randn(&[1, 4, 8], 2);
+        let spans = whole_rows(1, 4);
+        let err = attention(&q, &k, &k, &spans, (3, 2), 1.0).unwrap_err();
+        assert!(err.to_string().contains("do not fit"), "{err}");
     }
 }

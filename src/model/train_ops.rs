@@ -106,11 +106,48 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     x.contiguous()?.apply_op1(op)
 }
 
-/// Rotary embedding (`rotate_half` layout) of `x [b, h, t, d]` with cos/sin `[t, d/2]` or
-/// `[b, t, d/2]`. Its gradient is the same rotation by the opposite angle.
+/// Where each row of `d` values sits: which token, hence which position.
+#[derive(Clone, Copy)]
+pub enum HeadLayout {
+    /// `[b, heads, t, d]`, as the KV cache and the dense attention keep it.
+    HeadMajor,
+    /// `[b, t, heads · d]`, as the projections write it.
+    TokenMajor { heads: usize },
+}
+
+/// Rotary embedding (`rotate_half` layout) of the rows of `x` in `layout`, with cos/sin
+/// `[t, d/2]` or `[b, t, d/2]`. Its gradient is the same rotation by the opposite angle.
 struct RopeOp {
     cos: Tensor,
     sin: Tensor,
+    layout: HeadLayout,
+}
+
+impl RopeOp {
+    /// `(t, d, token of a row)`: the row index maps to `b · t + position index`.
+    fn geometry(&self, shape: &Shape) -> Result<(usize, usize, impl Fn(usize) -> usize)> {
+        let (t, d, heads, head_major) = match self.layout {
+            HeadLayout::HeadMajor => {
+                let (_, h, t, d) = shape.dims4()?;
+                (t, d, h, true)
+            }
+            HeadLayout::TokenMajor { heads } => {
+                let (_, t, width) = shape.dims3()?;
+                if heads == 0 || width % heads != 0 {
+                    candle_core::bail!("rope: rows of {width} do not split into {heads} heads");
+                }
+                (t, width / heads, heads, false)
+            }
+        };
+        let token = move |row: usize| {
+            if head_major {
+                row / (t * heads) * t + row % t
+            } else {
+                row / heads
+            }
+        };
+        Ok((t, d, token))
+    }
 }
 
 impl CustomOp1 for RopeOp {
@@ -119,42 +156,38 @@ impl CustomOp1 for RopeOp {
     }
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = arg_slice(storage, layout, "rope")?;
-        let (b, h, t, d) = layout.shape().dims4()?;
+        let (t, d, token_of) = self.geometry(layout.shape())?;
         let half = d / 2;
         let cos: Vec<f32> = self.cos.flatten_all()?.to_vec1()?;
         let sin: Vec<f32> = self.sin.flatten_all()?.to_vec1()?;
         let per_batch = self.cos.rank() == 3;
         let mut out = vec![0f32; x.len()];
         for_each_row(&mut out, x, d, |row, o, v| {
-            let ti = row % t;
-            let bi = row / (t * h);
-            let base = if per_batch {
-                (bi * t + ti) * half
-            } else {
-                ti * half
-            };
+            let token = token_of(row);
+            let base = if per_batch { token } else { token % t } * half;
             for i in 0..half {
                 let (c, s) = (cos[base + i], sin[base + i]);
                 o[i] = v[i] * c - v[i + half] * s;
                 o[i + half] = v[i + half] * c + v[i] * s;
             }
         });
-        let _ = b;
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let inverse = RopeOp {
             cos: self.cos.clone(),
             sin: self.sin.neg()?,
+            layout: self.layout,
         };
         Ok(Some(g.contiguous()?.apply_op1_no_bwd(&inverse)?))
     }
 }
 
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: HeadLayout) -> Result<Tensor> {
     x.contiguous()?.apply_op1(RopeOp {
         cos: cos.contiguous()?,
         sin: sin.contiguous()?,
+        layout,
     })
 }
 
@@ -239,7 +272,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Device, Var};
+
+    use crate::model::op_test_util::flat;
 
     fn grad_of(
         f: impl Fn(&Tensor) -> Result<Tensor>,
@@ -314,7 +349,7 @@ mod tests {
                     randn(&[4, 4], 6).sin().unwrap(),
                 )
             };
-            let (y1, g1) = grad_of(|x| rope(x, &cos, &sin), &x, &probe);
+            let (y1, g1) = grad_of(|x| rope(x, &cos, &sin, HeadLayout::HeadMajor), &x, &probe);
             let (y2, g2) = grad_of(
                 |x| crate::model::rope::apply_composed(x, &cos, &sin),
                 &x,
@@ -322,6 +357,19 @@ mod tests {
             );
             close(&y1, &y2, 1e-5);
             close(&g1, &g2, 1e-4);
+            // The same rows in the projections' layout, [b, t, heads · d].
+            let token_major = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((2, 4, 24));
+            let xt = Var::from_tensor(&token_major(x.as_tensor()).unwrap()).unwrap();
+            let layout = HeadLayout::TokenMajor { heads: 3 };
+            let (y3, g3) = grad_of(
+                |x| rope(x, &cos, &sin, layout),
+                &xt,
+                &token_major(&probe).unwrap(),
+            );
+            let y2t = Tensor::from_vec(y2.clone(), (2, 3, 4, 8), &Device::Cpu).unwrap();
+            let g2t = Tensor::from_vec(g2.clone(), (2, 3, 4, 8), &Device::Cpu).unwrap();
+            close(&y3, &flat(&token_major(&y2t).unwrap()), 1e-5);
+            close(&g3, &flat(&token_major(&g2t).unwrap()), 1e-4);
         }
     }
 }

@@ -31,7 +31,7 @@ impl Linear {
         }
     }
 
-    /// Applies the layer to `x` `[n, in]`, adding the adapter's contribution when given.
+    /// Applies the layer to `x` `[.., in]`, adding the adapter's contribution when given.
     /// `mode` picks the Q8_0 copy (decode) or the frozen-weight op autograd runs through.
     pub fn forward(
         &self,
@@ -69,7 +69,9 @@ impl Linear {
                 Some(m) => (x * m)?,
                 None => x.clone(),
             };
-            let delta = xin.matmul(&p.a.t()?)?.matmul(&p.b.t()?)?;
+            let delta = xin
+                .broadcast_matmul(&p.a.t()?)?
+                .broadcast_matmul(&p.b.t()?)?;
             y = (y + (delta * p.scale)?)?;
         }
         Ok(y)
@@ -493,7 +495,7 @@ impl Transformer {
         ctx: &LayerCtx<'_>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
-        let (b, t, h) = x.dims3()?;
+        let (b, t, _) = x.dims3()?;
         let lin = |lin: &Linear, target: LoraTarget, input: &Tensor| -> Result<Tensor> {
             let pair = ctx.lora.and_then(|s| s.get(ctx.index, target));
             let mask = match (pair, ctx.dropout) {
@@ -505,57 +507,75 @@ impl Transformer {
             };
             lin.forward(input, pair, mask.as_ref(), ctx.mode)
         };
-        // Attention.
+        // Attention. The projections, rotary embedding and segment attention all keep the
+        // token-major layout `[b, t, heads · d]`; only the dense path (a prompt continuing a
+        // KV cache, a decode step) goes head-major.
         let residual = x;
-        let xn = l.input_norm.forward(x)?.reshape((b * t, h))?;
+        let xn = l.input_norm.forward(x)?;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
-        let q = lin(&l.q_proj, LoraTarget::QProj, &xn)?.reshape((b, t, nh, hd))?;
-        let k = lin(&l.k_proj, LoraTarget::KProj, &xn)?.reshape((b, t, nkv, hd))?;
-        let v = lin(&l.v_proj, LoraTarget::VProj, &xn)?.reshape((b, t, nkv, hd))?;
+        let q = lin(&l.q_proj, LoraTarget::QProj, &xn)?;
+        let k = lin(&l.k_proj, LoraTarget::KProj, &xn)?;
+        let v = lin(&l.v_proj, LoraTarget::VProj, &xn)?;
         let (q, k) = match (&l.q_norm, &l.k_norm) {
-            (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
+            (Some(qn), Some(kn)) => (
+                qn.forward(&q.reshape((b, t, nh, hd))?)?
+                    .reshape((b, t, nh * hd))?,
+                kn.forward(&k.reshape((b, t, nkv, hd))?)?
+                    .reshape((b, t, nkv * hd))?,
+            ),
             _ => (q, k),
         };
-        let q = q.transpose(1, 2)?.contiguous()?;
-        let k = k.transpose(1, 2)?.contiguous()?;
-        let v = v.transpose(1, 2)?.contiguous()?;
-        let q = rope::apply(&q, ctx.cos, ctx.sin)?;
-        let k = rope::apply(&k, ctx.cos, ctx.sin)?;
-        let (k, v) = match cache {
-            Some(c) => c.append(&k, &v)?,
-            None => (k, v),
-        };
-        // Group queries by their KV head instead of copying K and V per query head:
-        // q [b, nh, t, d] -> [b, nkv, n_rep * t, d].
-        let n_rep = nh / nkv;
-        let q = q.reshape((b, nkv, n_rep * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let attn = match ctx.spans {
-            Some(spans) => segment_attention::attention(&q, &k, &v, spans, scale)?,
+            Some(spans) => {
+                let q = rope::apply_token_major(&q, ctx.cos, ctx.sin, nh)?;
+                let k = rope::apply_token_major(&k, ctx.cos, ctx.sin, nkv)?;
+                if let Some(c) = cache {
+                    // A prefill: the cache keeps K and V head-major for the decode steps.
+                    let head_major =
+                        |x: &Tensor| x.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous();
+                    c.append(&head_major(&k)?, &head_major(&v)?)?;
+                }
+                segment_attention::attention(&q, &k, &v, spans, (nh, nkv), scale)?
+            }
             None => {
+                let head_major = |x: &Tensor, heads: usize| {
+                    x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
+                };
+                let q = rope::apply(&head_major(&q, nh)?, ctx.cos, ctx.sin)?;
+                let k = rope::apply(&head_major(&k, nkv)?, ctx.cos, ctx.sin)?;
+                let v = head_major(&v, nkv)?;
+                let (k, v) = match cache {
+                    Some(c) => c.append(&k, &v)?,
+                    None => (k, v),
+                };
+                // Group queries by their KV head instead of copying K and V per query
+                // head: q [b, nh, t, d] -> [b, nkv, n_rep * t, d].
+                let n_rep = nh / nkv;
+                let q = q.reshape((b, nkv, n_rep * t, hd))?;
                 let mut scores = (q.matmul(&k.t()?)? * scale)?;
                 if let Some(m) = ctx.mask {
                     scores = scores.broadcast_add(m)?;
                 }
-                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
+                candle_nn::ops::softmax_last_dim(&scores)?
+                    .matmul(&v)?
+                    .reshape((b, nh, t, hd))?
+                    .transpose(1, 2)?
+                    .reshape((b, t, nh * hd))?
             }
-        }; // [b, nkv, n_rep * t, d]
-        let attn = attn
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b * t, nh * hd))?;
-        let attn_out = lin(&l.o_proj, LoraTarget::OProj, &attn)?.reshape((b, t, h))?;
+        };
+        let attn_out = lin(&l.o_proj, LoraTarget::OProj, &attn)?;
         let x = (residual + attn_out)?;
         // MLP.
-        let xn = l.post_attention_norm.forward(&x)?.reshape((b * t, h))?;
+        let xn = l.post_attention_norm.forward(&x)?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
         let act = super::train_ops::swiglu(&gate, &up)?;
-        let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?.reshape((b, t, h))?;
+        let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?;
         x + down
     }
 }
