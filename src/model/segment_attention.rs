@@ -85,6 +85,7 @@ impl SegmentAttention {
         let (b, t, q_width) = q.dims3()?;
         let (kb, kt, kv_width) = k.dims3()?;
         let fits = self.kv_heads > 0
+            && self.heads >= self.kv_heads
             && self.heads % self.kv_heads == 0
             && q_width % self.heads == 0
             && kv_width * self.heads == q_width * self.kv_heads;
@@ -530,7 +531,9 @@ mod tests {
         let q = randn(&[1, 4, 12], 1);
         let k = randn(&[1, 4, 8], 2);
         let spans = whole_rows(1, 4);
-        let err = attention(&q, &k, &k, &spans, (3, 2), 1.0).unwrap_err();
-        assert!(err.to_string().contains("do not fit"), "{err}");
+        for heads in [(3, 2), (0, 2), (6, 0)] {
+            let err = attention(&q, &k, &k, &spans, heads, 1.0).unwrap_err();
+            assert!(err.to_string().contains("do not fit"), "{heads:?}: {err}");
+        }
     }
 }
