@@ -144,49 +144,55 @@ struct Job {
     len: usize,
 }
 
+/// Which floats of each token row a job's block holds: `width` of them from `col`, in rows
+/// of `row_width`.
+#[derive(Clone, Copy)]
+struct Columns {
+    row_width: usize,
+    col: usize,
+    width: usize,
+}
+
 impl Job {
-    /// Copies the job's `[len, width]` block out of `src` (`[b, t, ..]` token rows of
-    /// `row_width` floats), starting `col` floats into each token's row.
-    fn gather(
-        &self,
-        src: &[f32],
-        dm: Dims,
-        row_width: usize,
-        col: usize,
-        width: usize,
-    ) -> Vec<f32> {
-        let first = (self.row * dm.t + self.start) * row_width + col;
-        let mut out = Vec::with_capacity(self.len * width);
-        for token in src[first..].chunks(row_width).take(self.len) {
-            out.extend_from_slice(&token[..width]);
+    /// The job's query heads (of q, the output or their gradients): `[len, reps · d]`,
+    /// that is `len · reps` rows of `d`, token by token, each token's heads side by side.
+    fn queries(&self, dm: Dims) -> Columns {
+        Columns {
+            row_width: dm.q_width,
+            col: self.group * dm.reps * dm.d,
+            width: dm.reps * dm.d,
+        }
+    }
+
+    /// The job's KV head (of k, v or their gradients): `[len, d]`.
+    fn kv(&self, dm: Dims) -> Columns {
+        Columns {
+            row_width: dm.kv_width,
+            col: self.group * dm.d,
+            width: dm.d,
+        }
+    }
+
+    /// Offset of the job's first token row in a `[b, t, ..]` buffer, plus `c.col`.
+    fn first(&self, dm: Dims, c: Columns) -> usize {
+        (self.row * dm.t + self.start) * c.row_width + c.col
+    }
+
+    /// Copies the job's `[len, c.width]` block out of `src`.
+    fn gather(&self, src: &[f32], dm: Dims, c: Columns) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len * c.width);
+        for token in src[self.first(dm, c)..].chunks(c.row_width).take(self.len) {
+            out.extend_from_slice(&token[..c.width]);
         }
         out
     }
 
-    /// The inverse of [`Job::gather`]: writes `block` (`[len, width]`) into `dst`.
-    fn scatter(&self, block: &[f32], dst: &mut [f32], dm: Dims, row_width: usize, col: usize) {
-        let width = block.len() / self.len.max(1);
-        let first = (self.row * dm.t + self.start) * row_width + col;
-        for (token, src) in dst[first..].chunks_mut(row_width).zip(block.chunks(width)) {
-            token[..width].copy_from_slice(src);
+    /// The inverse of [`Job::gather`]: writes `block` (`[len, c.width]`) into `dst`.
+    fn scatter(&self, block: &[f32], dst: &mut [f32], dm: Dims, c: Columns) {
+        let rows = dst[self.first(dm, c)..].chunks_mut(c.row_width);
+        for (token, src) in rows.zip(block.chunks(c.width)) {
+            token[..c.width].copy_from_slice(src);
         }
-    }
-
-    /// The job's queries (or output gradient): `[len, reps · d]`, that is `len · reps` rows
-    /// of `d`, token by token, each token's query heads side by side.
-    fn queries(&self, q: &[f32], dm: Dims) -> Vec<f32> {
-        self.gather(
-            q,
-            dm,
-            dm.q_width,
-            self.group * dm.reps * dm.d,
-            dm.reps * dm.d,
-        )
-    }
-
-    /// The job's keys or values: `[len, d]`.
-    fn keys(&self, k: &[f32], dm: Dims) -> Vec<f32> {
-        self.gather(k, dm, dm.kv_width, self.group * dm.d, dm.d)
     }
 }
 
@@ -238,7 +244,12 @@ impl CustomOp3 for SegmentAttention {
         );
         let (d, reps) = (dm.d, dm.reps);
         let run = |job: &Job| -> Result<Vec<f32>> {
-            let (qj, kj, vj) = (job.queries(q, dm), job.keys(k, dm), job.keys(v, dm));
+            let (qc, kvc) = (job.queries(dm), job.kv(dm));
+            let (qj, kj, vj) = (
+                job.gather(q, dm, qc),
+                job.gather(k, dm, kvc),
+                job.gather(v, dm, kvc),
+            );
             let mut out = vec![0f32; qj.len()];
             let mut p = vec![0f32; TILE * reps * job.len];
             for (first, rows) in tiles(job.len) {
@@ -283,7 +294,7 @@ impl CustomOp3 for SegmentAttention {
         };
         let mut out = vec![0f32; q.len()];
         for (job, block) in jobs.iter().zip(&outs) {
-            job.scatter(block, &mut out, dm, dm.q_width, job.group * reps * d);
+            job.scatter(block, &mut out, dm, job.queries(dm));
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
@@ -297,7 +308,6 @@ impl CustomOp3 for SegmentAttention {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = self.dims(q.shape(), k.shape(), v.shape())?;
-        let (d, reps) = (dm.d, dm.reps);
         let g = g.contiguous()?;
         let grads: Vec<JobGrads> = with_slice(q, |q| {
             with_slice(k, |k| {
@@ -318,9 +328,9 @@ impl CustomOp3 for SegmentAttention {
         );
         for j in &grads {
             let job = j.job;
-            job.scatter(&j.dq, &mut dq, dm, dm.q_width, job.group * reps * d);
-            job.scatter(&j.dk, &mut dk, dm, dm.kv_width, job.group * d);
-            job.scatter(&j.dv, &mut dv, dm, dm.kv_width, job.group * d);
+            job.scatter(&j.dq, &mut dq, dm, job.queries(dm));
+            job.scatter(&j.dk, &mut dk, dm, job.kv(dm));
+            job.scatter(&j.dv, &mut dv, dm, job.kv(dm));
         }
         let dev = q.device();
         Ok((
@@ -343,8 +353,9 @@ impl SegmentAttention {
         go: &[f32],
     ) -> Result<JobGrads> {
         let (d, reps) = (dm.d, dm.reps);
-        let (qj, gj) = (job.queries(q, dm), job.queries(go, dm));
-        let (kj, vj) = (job.keys(k, dm), job.keys(v, dm));
+        let (qc, kvc) = (job.queries(dm), job.kv(dm));
+        let (qj, gj) = (job.gather(q, dm, qc), job.gather(go, dm, qc));
+        let (kj, vj) = (job.gather(k, dm, kvc), job.gather(v, dm, kvc));
         let mut dq = vec![0f32; qj.len()];
         let mut dk = vec![0f32; kj.len()];
         let mut dv = vec![0f32; vj.len()];

@@ -530,22 +530,20 @@ impl Transformer {
             _ => (q, k),
         };
         let scale = 1.0 / (hd as f64).sqrt();
+        // `[b, t, heads · d]` -> `[b, heads, t, d]`, the KV cache's and dense path's layout.
+        let head_major =
+            |x: &Tensor, heads: usize| x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
         let attn = match ctx.spans {
             Some(spans) => {
                 let q = rope::apply_token_major(&q, ctx.cos, ctx.sin, nh)?;
                 let k = rope::apply_token_major(&k, ctx.cos, ctx.sin, nkv)?;
                 if let Some(c) = cache {
                     // A prefill: the cache keeps K and V head-major for the decode steps.
-                    let head_major =
-                        |x: &Tensor| x.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous();
-                    c.append(&head_major(&k)?, &head_major(&v)?)?;
+                    c.append(&head_major(&k, nkv)?, &head_major(&v, nkv)?)?;
                 }
                 segment_attention::attention(&q, &k, &v, spans, (nh, nkv), scale)?
             }
             None => {
-                let head_major = |x: &Tensor, heads: usize| {
-                    x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
-                };
                 let q = rope::apply(&head_major(&q, nh)?, ctx.cos, ctx.sin)?;
                 let k = rope::apply(&head_major(&k, nkv)?, ctx.cos, ctx.sin)?;
                 let v = head_major(&v, nkv)?;
