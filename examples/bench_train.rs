@@ -18,6 +18,7 @@ use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::batch::PackedRow;
 use finetune_studio::train::config::{EvalSplit, LoraSection, RunConfig};
 use finetune_studio::train::data::micro_batch;
+use finetune_studio::train::estimate;
 use finetune_studio::train::optim::{self, AdamW};
 use finetune_studio::train::trainer::{self, Control, Start};
 use finetune_studio::train::{TrainCommand, TrainEvent};
@@ -55,6 +56,34 @@ impl Control for Quiet {
     fn wait(&mut self) -> Option<TrainCommand> {
         None
     }
+}
+
+/// The studio's step-time estimate for these settings next to the measured median step,
+/// and the share of the matmul probe's rate the step reached (what `STEP_EFFICIENCY` in
+/// src/train/estimate.rs assumes).
+fn report_estimate(
+    model: &model::Model,
+    batch: usize,
+    seq: usize,
+    lora: &LoraSection,
+    step_s: f64,
+) {
+    let Some(rate) = estimate::calibrate() else {
+        return;
+    };
+    let mut cfg = RunConfig::default();
+    cfg.data.max_seq_len = seq;
+    cfg.training.batch_size = batch;
+    cfg.lora = lora.clone();
+    let e = estimate::estimate(model.config(), &cfg, 0, 0);
+    println!(
+        "estimate {:.2} s/step at a measured matmul rate of {:.0} GFLOP/s; measured {step_s:.2} s/step, \
+         {:.2} of the matmul rate (assumed {})",
+        e.seconds_per_step,
+        rate / 1e9,
+        e.seconds_per_step * estimate::STEP_EFFICIENCY / step_s,
+        estimate::STEP_EFFICIENCY
+    );
 }
 
 fn main() -> anyhow::Result<()> {
@@ -178,6 +207,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let tps: Vec<f64> = times.iter().map(|t| (batch * seq) as f64 / t).collect();
+    report_estimate(&model, batch, seq, &lora, median(times.clone()));
     let peak = finetune_studio::sys::peak_rss_bytes()
         .map(finetune_studio::sys::mib)
         .unwrap_or(0.0);

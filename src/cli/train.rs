@@ -33,6 +33,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                 anyhow::bail!("{}: {}", path.display(), problems.join("; "));
             }
             let model = Arc::new(super::load_model(&cfg.model.base)?);
+            train::estimate::calibrate();
             let estimate = train::estimate(model.config(), &cfg, 0, 0);
             if !estimate.fits() && !args.force {
                 anyhow::bail!(

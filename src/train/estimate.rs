@@ -1,10 +1,15 @@
 //! Before a run starts: how much memory it will need at its peak and how long a step will
-//! take, from the model's shape and the run's batch. The coefficients come from measuring
-//! the trainer on SmolLM2-135M (examples/bench_train.rs); the ETA shown while training uses
-//! the measured step time instead.
+//! take, from the model's shape, the run's batch and this machine's measured matmul rate.
+//! The memory coefficients and the step's share of the matmul rate come from measuring the
+//! trainer on SmolLM2-135M (examples/bench_train.rs); the ETA shown while training uses the
+//! measured step time instead.
+
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use super::config::RunConfig;
 use super::events::Estimate;
+use crate::model::slice_gemm::{gemm_into, Threads};
 use crate::model::ModelConfig;
 
 /// f32 values kept for the backward pass per token and layer, in units of the hidden size
@@ -12,9 +17,59 @@ use crate::model::ModelConfig;
 /// at 4 × 256 tokens). Attention keeps no `[t, t]` scores and the loss no logits.
 const ACT_HIDDEN: f64 = 11.0;
 const ACT_MLP: f64 = 2.75;
-/// Effective training throughput of this CPU trainer, FLOP/s (bench_train: 211–226
-/// tokens/s on the 2-core machine of BENCHMARKS.md, about 120 GFLOP/s counted as below).
-const EFFECTIVE_FLOPS: f64 = 120e9;
+/// The share of the machine's matmul rate ([`calibrate`]) that a whole training step
+/// reaches, counted as in [`estimate`]: the norms, attention, softmax, optimizer and
+/// autograd around the products. bench_train at 4 × 256 on SmolLM2-135M, 2-core machine
+/// of BENCHMARKS.md: 0.66–0.72.
+pub const STEP_EFFICIENCY: f64 = 0.7;
+/// The step rate assumed until the probe has run (that machine's).
+const FALLBACK_FLOPS: f64 = 140e9;
+
+/// This machine's f32 matmul rate, FLOP/s, once measured.
+static MATMUL_FLOPS: OnceLock<Option<f64>> = OnceLock::new();
+
+/// Measures this machine's f32 matmul rate on every core, once per process (a product of
+/// a training step's shape, best of five: about 30 ms on 2 cores), so that time estimates
+/// follow the machine. It keeps the cores busy meanwhile: call it from a worker thread,
+/// before the first estimate. `None` when the probe could not run.
+pub fn calibrate() -> Option<f64> {
+    *MATMUL_FLOPS.get_or_init(probe_matmul_flops)
+}
+
+/// The rate of `[512, 576] × [576, 1536]`, an MLP projection of SmolLM2 on half a batch.
+fn probe_matmul_flops() -> Option<f64> {
+    let (m, n, k) = (512, 1536, 576);
+    let x = vec![0.5f32; m * k];
+    let w = vec![0.25f32; n * k];
+    let mut y = vec![0f32; m * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        gemm_into(
+            &mut y,
+            false,
+            (m, n, k),
+            &x,
+            false,
+            &w,
+            true,
+            1.0,
+            Threads::All,
+        )
+        .ok()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let flops = 2.0 * (m * n * k) as f64 / best;
+    (flops.is_finite() && flops > 0.0).then_some(flops)
+}
+
+/// FLOP/s a training step runs at on this machine, as counted in [`estimate`].
+fn step_flops() -> f64 {
+    match MATMUL_FLOPS.get() {
+        Some(Some(matmul)) => matmul * STEP_EFFICIENCY,
+        _ => FALLBACK_FLOPS,
+    }
+}
 
 pub fn estimate(
     model: &ModelConfig,
@@ -44,7 +99,7 @@ pub fn estimate(
     Estimate {
         peak_memory_bytes: peak as u64,
         available_memory_bytes: crate::sys::available_memory_bytes().unwrap_or(0),
-        seconds_per_step: flops_per_step / EFFECTIVE_FLOPS,
+        seconds_per_step: flops_per_step / step_flops(),
         total_steps,
         trainable_parameters: trainable,
     }
@@ -128,5 +183,19 @@ mod tests {
         assert!(bigger.peak_memory_bytes > e.peak_memory_bytes);
         assert!(bigger.seconds_per_step > e.seconds_per_step);
         assert_eq!(format_duration(3725.0), "1 h 02 min");
+    }
+
+    #[test]
+    fn step_time_follows_the_measured_matmul_rate() {
+        let rate = calibrate().expect("the matmul probe runs");
+        assert!(rate.is_finite() && rate > 1e9, "{rate} FLOP/s");
+        let mut cfg = RunConfig::default();
+        cfg.data.max_seq_len = 256;
+        cfg.training.batch_size = 4;
+        let e = estimate(&smollm2(), &cfg, 4_884_480, 100);
+        // 4 × 256 tokens: 4 FLOPs per weight and token over 134M weights (the LM head
+        // included), and the attention: about 577 GFLOP.
+        let flops = e.seconds_per_step * rate * STEP_EFFICIENCY;
+        assert!((5.5e11..6.0e11).contains(&flops), "{flops} FLOP per step");
     }
 }

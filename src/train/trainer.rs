@@ -216,6 +216,7 @@ pub fn run(
         }
     };
     let trainable = adapter.parameter_count();
+    super::estimate::calibrate();
     let estimate = super::estimate::estimate(model.config(), &cfg, trainable, total);
     control.send(TrainEvent::Started {
         run_dir: run.path.clone(),

@@ -62,6 +62,8 @@ pub fn spawn(spec: String, waker: Waker) -> Receiver<LoadEvent> {
             send(LoadEvent::Progress(format!("loading {spec}")));
             match crate::model::load(&spec) {
                 Ok(m) => {
+                    // Before the first estimate in the Train tab, which follows this rate.
+                    crate::train::estimate::calibrate();
                     let summary = summary(&m);
                     send(LoadEvent::Loaded {
                         model: Arc::new(m),
