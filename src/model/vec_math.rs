@@ -25,7 +25,8 @@ pub fn exp(x: f32) -> f32 {
     // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer without a call.
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let rounded = xc * LOG2E + ROUND;
+    let n = rounded - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -34,9 +35,12 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    // 2^n through the exponent bits. n is within [-126, 128] after the clamp; 2^128 is
-    // past the largest exponent, so n = 128 is 2^127 · 2.
-    let n = n as i32;
+    // 2^n through the exponent bits. n is within [-126, 128] after the clamp, so
+    // `rounded = 1.5 · 2²³ + n` lies in one binade where floats are the integers: its bits
+    // are ROUND's plus n. (`n as i32` would be the same number, but its saturating
+    // conversion compiles to eight scalar conversions per vector.) 2^128 is past the
+    // largest exponent, so n = 128 is 2^127 · 2.
+    let n = rounded.to_bits() as i32 - ROUND.to_bits() as i32;
     let scale = f32::from_bits(((n.min(127) + 127).max(1) as u32) << 23);
     let y = er * scale * if n > 127 { 2.0 } else { 1.0 };
     // e^88.72 is past f32::MAX: the product is infinite, as f32::exp gives.
