@@ -57,14 +57,14 @@ pub fn exp(x: f32) -> f32 {
 /// AVX2 + FMA, and picks the second at run time where the CPU has it. The crate is built for
 /// baseline x86-64 (four lanes), so loops over [`exp`] only get eight lanes this way.
 macro_rules! avx2_or_baseline {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn baseline($($arg: $ty),*) $body
+            fn baseline($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2($($arg: $ty),*) {
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                 baseline($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
@@ -72,8 +72,7 @@ macro_rules! avx2_or_baseline {
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: both features were detected on this CPU just now.
-                unsafe { avx2($($arg),*) };
-                return;
+                return unsafe { avx2($($arg),*) };
             }
             baseline($($arg),*)
         }
@@ -124,21 +123,40 @@ avx2_or_baseline! {
     }
 }
 
-/// `xs ← softmax(scale · xs)` (`scale > 0`), with one exp per element; returns
-/// `log Σ exp(scale · xs)`, the log-sum-exp of the scaled input.
-pub fn softmax_in_place(xs: &mut [f32], scale: f32) -> f32 {
-    let max = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    xs.iter_mut().for_each(|x| *x = (*x - max) * scale);
-    exp_in_place(xs);
-    let total = sum(xs);
-    let inv = 1.0 / total;
-    xs.iter_mut().for_each(|x| *x *= inv);
-    max * scale + total.ln()
+avx2_or_baseline! {
+    /// `xs ← softmax(scale · xs)` (`scale > 0`), with one exp per element; returns
+    /// `log Σ exp(scale · xs)`, the log-sum-exp of the scaled input.
+    pub fn softmax_in_place(xs: &mut [f32], scale: f32) -> f32 {
+        let max = max_of(xs);
+        for x in xs.iter_mut() {
+            *x = exp((*x - max) * scale);
+        }
+        let total = sum(xs);
+        let inv = 1.0 / total;
+        xs.iter_mut().for_each(|x| *x *= inv);
+        max * scale + total.ln()
+    }
+}
+
+/// The largest of `xs` (NaNs skipped, `-∞` when empty), in eight interleaved maxima.
+#[inline(always)]
+fn max_of(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    let tail = chunks.remainder().iter();
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
 /// `log Σ exp(xs)`, leaving `xs` as it is.
 pub fn logsumexp(xs: &[f32]) -> f32 {
-    let max = xs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = max_of(xs);
     let mut acc = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
@@ -151,6 +169,7 @@ pub fn logsumexp(xs: &[f32]) -> f32 {
 }
 
 /// `Σ xs`, in eight interleaved partial sums.
+#[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut chunks = xs.chunks_exact(8);
@@ -224,6 +243,14 @@ mod tests {
         }
         let unscaled: f32 = xs.iter().map(|x| x.exp()).sum::<f32>().ln();
         assert!((logsumexp(&xs) - unscaled).abs() < 1e-5);
+        // The largest score past the last full group of eight, and masked ones.
+        let mut tail = vec![0.0f32; 19];
+        tail[18] = 30.0;
+        tail[3] = f32::NEG_INFINITY;
+        let lse = softmax_in_place(&mut tail, 1.0);
+        assert!((lse - 30.0).abs() < 1e-5, "{lse}");
+        assert!((tail[18] - 1.0).abs() < 1e-6 && tail[3] == 0.0);
+        assert!((logsumexp(&[1.0, 2.0, 9.0]) - 9.001_25).abs() < 1e-4);
     }
 
     #[test]
