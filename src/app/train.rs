@@ -389,7 +389,7 @@ impl TrainTab {
             let too_big = self
                 .estimate
                 .as_ref()
-                .is_some_and(|(c, _, _, e)| c == cfg && !e.fits());
+                .is_some_and(|(c, _, _, _, e)| c == cfg && !e.fits());
             if too_big {
                 ui.colored_label(
                     ui.visuals().error_fg_color,
@@ -568,8 +568,9 @@ pub fn planned_steps(cfg: &RunConfig, records: usize) -> usize {
     crate::train::trainer::total_steps(cfg, micro)
 }
 
-/// The cached estimate and what it was computed for.
-type EstimateCache = Option<(RunConfig, usize, String, Estimate)>;
+/// The cached estimate and what it was computed for (settings, records, model, and whether
+/// the machine's matmul rate was measured yet).
+type EstimateCache = Option<(RunConfig, usize, String, bool, Estimate)>;
 
 fn estimate_ui(
     ui: &mut egui::Ui,
@@ -582,9 +583,10 @@ fn estimate_ui(
     let records = datasets.doc.as_ref().map(|d| d.data().len());
     match (model.model(), records) {
         (Some(m), Some(n)) => {
-            let fresh = cache
-                .as_ref()
-                .is_some_and(|(c, r, name, _)| c == cfg && *r == n && *name == m.name);
+            let calibrated = crate::train::estimate::calibrated();
+            let fresh = cache.as_ref().is_some_and(|(c, r, name, cal, _)| {
+                c == cfg && *r == n && *name == m.name && *cal == calibrated
+            });
             if !fresh {
                 let steps = planned_steps(cfg, n);
                 let e = crate::train::estimate(
@@ -593,9 +595,9 @@ fn estimate_ui(
                     trainable_parameters(m.config(), cfg),
                     steps,
                 );
-                *cache = Some((cfg.clone(), n, m.name.clone(), e));
+                *cache = Some((cfg.clone(), n, m.name.clone(), calibrated, e));
             }
-            if let Some((_, _, _, e)) = cache {
+            if let Some((_, _, _, _, e)) = cache {
                 let color = if e.fits() {
                     ui.visuals().text_color()
                 } else {

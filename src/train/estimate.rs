@@ -29,21 +29,28 @@ const FALLBACK_FLOPS: f64 = 140e9;
 static MATMUL_FLOPS: OnceLock<Option<f64>> = OnceLock::new();
 
 /// Measures this machine's f32 matmul rate on every core, once per process (a product of
-/// a training step's shape, best of five: about 30 ms on 2 cores), so that time estimates
-/// follow the machine. It keeps the cores busy meanwhile: call it from a worker thread,
-/// before the first estimate. `None` when the probe could not run.
+/// a training step's shape, best of eight spread over about 100 ms), so that time estimates
+/// follow the machine. It keeps the cores busy meanwhile, and whatever else keeps them
+/// busy lowers the figure: call it from a worker thread while the studio is otherwise idle.
+/// `None` when the probe could not run.
 pub fn calibrate() -> Option<f64> {
     *MATMUL_FLOPS.get_or_init(probe_matmul_flops)
 }
 
+/// Whether [`calibrate`] has measured this machine (estimates use a fixed rate until then).
+pub fn calibrated() -> bool {
+    matches!(MATMUL_FLOPS.get(), Some(Some(_)))
+}
+
 /// The rate of `[512, 576] × [576, 1536]`, an MLP projection of SmolLM2 on half a batch.
+/// The runs are spaced out so that a moment of contention spoils only some of them.
 fn probe_matmul_flops() -> Option<f64> {
     let (m, n, k) = (512, 1536, 576);
     let x = vec![0.5f32; m * k];
     let w = vec![0.25f32; n * k];
     let mut y = vec![0f32; m * n];
     let mut best = f64::INFINITY;
-    for _ in 0..5 {
+    for _ in 0..8 {
         let t = Instant::now();
         gemm_into(
             &mut y,
@@ -58,6 +65,7 @@ fn probe_matmul_flops() -> Option<f64> {
         )
         .ok()?;
         best = best.min(t.elapsed().as_secs_f64());
+        std::thread::sleep(std::time::Duration::from_millis(8));
     }
     let flops = 2.0 * (m * n * k) as f64 / best;
     (flops.is_finite() && flops > 0.0).then_some(flops)

@@ -62,13 +62,20 @@ pub fn spawn(spec: String, waker: Waker) -> Receiver<LoadEvent> {
             send(LoadEvent::Progress(format!("loading {spec}")));
             match crate::model::load(&spec) {
                 Ok(m) => {
-                    // Before the first estimate in the Train tab, which follows this rate.
-                    crate::train::estimate::calibrate();
                     let summary = summary(&m);
                     send(LoadEvent::Loaded {
                         model: Arc::new(m),
                         summary,
                     });
+                    // The Train tab's time estimate follows this machine's matmul rate.
+                    // Measured once the window has drawn the loaded model and gone idle
+                    // (while the status bar's spinner turns, drawing competes for the
+                    // cores); the wake redraws the estimate with it.
+                    if !crate::train::estimate::calibrated() {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        crate::train::estimate::calibrate();
+                        waker.wake();
+                    }
                 }
                 Err(e) => send(LoadEvent::Failed(format!("{e:#}"))),
             }
