@@ -134,16 +134,16 @@ impl CustomOp3 for LoraLinear {
             arg_slice(b_s, bl, "lora-linear")?,
         );
         let n = x.len() / inp.max(1);
-        let mut y = vec![0f32; n * out];
-        with_slice(&self.weight, |w| {
-            gemm_into(&mut y, false, (n, out, inp), x, false, w, true, 1.0, All)
-        })?;
         let xm = self.masked(x)?;
         let mut h = vec![0f32; n * r];
         gemm_into(&mut h, false, (n, r, inp), &xm, false, a, true, 1.0, All)?;
+        // The adapter's product first, then the base product adds itself on top: gemm
+        // folds that addition into its final store, where the other order would walk all
+        // of y once more for a product of inner size r.
+        let mut y = vec![0f32; n * out];
         gemm_into(
             &mut y,
-            true,
+            false,
             (n, out, r),
             &h,
             false,
@@ -152,6 +152,9 @@ impl CustomOp3 for LoraLinear {
             self.scale,
             All,
         )?;
+        with_slice(&self.weight, |w| {
+            gemm_into(&mut y, true, (n, out, inp), x, false, w, true, 1.0, All)
+        })?;
         let _ = self.h.set(h);
         Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
     }
@@ -211,27 +214,17 @@ impl CustomOp3 for LoraLinear {
                         if !x_tracked {
                             return Ok(());
                         }
-                        with_slice(&self.weight, |w| {
-                            gemm_into(&mut dx, false, (n, inp, out), dy, false, w, false, 1.0, All)
-                        })?;
-                        // dh A, added to dx directly or masked on the way.
-                        let dh_a = |dst: &mut [f32], accumulate: bool| {
-                            let dims = (n, inp, r);
-                            gemm_into(dst, accumulate, dims, &dh, false, a, false, 1.0, All)
-                        };
-                        match &self.mask {
-                            None => dh_a(&mut dx, true),
-                            Some(mask) => {
-                                let mut t = vec![0f32; n * inp];
-                                dh_a(&mut t, false)?;
-                                with_slice(mask, |m| {
-                                    dx.par_iter_mut()
-                                        .zip(t.par_iter().zip(m))
-                                        .for_each(|(d, (t, m))| *d += t * m);
-                                    Ok(())
-                                })
-                            }
+                        // (dh A) ⊙ m first, then dy W added on top (as in the forward pass).
+                        gemm_into(&mut dx, false, (n, inp, r), &dh, false, a, false, 1.0, All)?;
+                        if let Some(mask) = &self.mask {
+                            with_slice(mask, |m| {
+                                dx.par_iter_mut().zip(m).for_each(|(d, m)| *d *= m);
+                                Ok(())
+                            })?;
                         }
+                        with_slice(&self.weight, |w| {
+                            gemm_into(&mut dx, true, (n, inp, out), dy, false, w, false, 1.0, All)
+                        })
                     })
                 })
             })
