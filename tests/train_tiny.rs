@@ -1,7 +1,8 @@
 //! The trainer end to end on a tiny random model: the loss falls, only the adapter
 //! changes, B = 0 reproduces the base, merging equals base + adapter (also after a round
 //! trip through a written HF folder), resume reproduces an uninterrupted run, and a NaN
-//! stops the run without marking it finished.
+//! stops the run without marking it finished, and the `train` command logs plain lines
+//! when its output is not a terminal.
 
 mod common;
 
@@ -258,4 +259,31 @@ fn nan_stops_the_run_and_keeps_it_unfinished() {
         .events
         .iter()
         .any(|e| matches!(e, TrainEvent::Finished { .. })));
+}
+
+/// `finetune-studio train` with its output going to files, as in a batch job: indicatif
+/// draws nothing there, so the run, the estimate and each logged step come out as lines.
+#[test]
+fn headless_train_logs_plain_lines_when_not_on_a_terminal() {
+    let (dir, _model, mut cfg) = setup();
+    cfg.training.max_steps = Some(2);
+    cfg.training.eval_every = 0;
+    cfg.training.save_every = 0;
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finetune-studio"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .env("FINETUNE_STUDIO_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("estimate: needs about"), "{stderr}");
+    for step in ["step 1/2  loss", "step 2/2  loss"] {
+        assert!(stderr.contains(step), "no '{step}' in {stderr}");
+    }
+    assert!(stdout.contains("finished 2 steps"), "{stdout}");
+    assert!(stdout.contains("adapter: "), "{stdout}");
 }

@@ -1,5 +1,7 @@
 //! `finetune-studio train --config run.toml [--resume RUN_DIR]`: the same trainer the
 //! studio runs, with an indicatif progress bar (loss, tokens/s, ETA) and a final summary.
+//! When stderr is not a terminal (a batch job's log), indicatif draws nothing, so the same
+//! facts go out as plain lines: one per logged step.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,27 +63,32 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             } => {
                 bar.set_length(total_steps as u64);
                 bar.set_position(start_step as u64);
-                bar.println(format!("run {}", run_dir.display()));
-                bar.println(format!("estimate: {}", estimate.describe()));
+                say(&bar, format!("run {}", run_dir.display()));
+                say(&bar, format!("estimate: {}", estimate.describe()));
             }
             TrainEvent::Step(m) => {
-                bar.set_position(m.step as u64);
-                bar.set_message(format!(
+                let status = format!(
                     "loss {:.4}  lr {:.2e}  |g| {:.3}  {:.0} tok/s  ETA {}",
                     m.loss,
                     m.lr,
                     m.grad_norm,
                     m.tokens_per_s,
                     train::estimate::format_duration(m.eta_s)
-                ));
+                );
+                if bar.is_hidden() {
+                    let total = bar.length().unwrap_or(0);
+                    eprintln!("step {}/{total}  {status}", m.step);
+                }
+                bar.set_position(m.step as u64);
+                bar.set_message(status);
             }
             TrainEvent::Eval { step, loss } => {
-                bar.println(format!("step {step}: eval loss {loss:.4}"))
+                say(&bar, format!("step {step}: eval loss {loss:.4}"))
             }
             TrainEvent::Checkpoint { step, path } => {
-                bar.println(format!("step {step}: checkpoint {}", path.display()))
+                say(&bar, format!("step {step}: checkpoint {}", path.display()))
             }
-            TrainEvent::Log { message } => bar.println(message),
+            TrainEvent::Log { message } => say(&bar, message),
             TrainEvent::Paused { .. } | TrainEvent::Resumed { .. } => {}
             TrainEvent::Finished { summary } => {
                 bar.finish_and_clear();
@@ -116,4 +123,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
     }
     let _ = handle.thread.join();
     Ok(code)
+}
+
+/// A line above the progress bar, or on stderr when the bar is hidden (not a terminal),
+/// where indicatif would drop it.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
