@@ -20,7 +20,7 @@ const ACT_MLP: f64 = 2.75;
 /// The share of the machine's matmul rate ([`calibrate`]) that a whole training step
 /// reaches, counted as in [`estimate`]: the norms, attention, softmax, optimizer and
 /// autograd around the products. bench_train at 4 × 256 on SmolLM2-135M, 2-core machine
-/// of BENCHMARKS.md: 0.66–0.72.
+/// of BENCHMARKS.md: 0.65–0.87 over nine runs.
 pub const STEP_EFFICIENCY: f64 = 0.7;
 /// The step rate assumed until the probe has run (that machine's).
 const FALLBACK_FLOPS: f64 = 140e9;
