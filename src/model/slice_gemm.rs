@@ -53,21 +53,61 @@ pub fn gemm_into(
     if settled_without_gemm(dst, accumulate, (m, n, k), lhs.len(), rhs.len())? {
         return Ok(());
     }
+    // SAFETY: `dst` holds `m · n` initialized elements (checked above).
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            accumulate,
+            (m, n, k),
+            lhs,
+            lhs_t,
+            rhs,
+            rhs_t,
+            beta,
+            threads,
+        )
+    }
+}
+
+/// The gemm call behind [`gemm_into`] and [`gemm_new`].
+///
+/// # Safety
+/// `dst` must be valid for writes of `m · n` elements (and initialized when
+/// `accumulate`), and must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_t: bool,
+    rhs: &[f32],
+    rhs_t: bool,
+    beta: f32,
+    threads: Threads,
+) -> Result<()> {
+    if lhs.len() != m * k || rhs.len() != k * n {
+        candle_core::bail!(
+            "gemm: {m}×{k}·{k}×{n} given buffers of {} and {}",
+            lhs.len(),
+            rhs.len()
+        );
+    }
     let (lhs_cs, lhs_rs) = if lhs_t { (m, 1) } else { (1, k) };
     let (rhs_cs, rhs_rs) = if rhs_t { (k, 1) } else { (1, n) };
     let parallelism = match (threads, rayon::current_num_threads()) {
         (Threads::All, n) if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
     };
-    // SAFETY: the lengths checked above cover every index gemm reads or writes for these
-    // dimensions and strides; the three slices are distinct borrows, so `dst` aliases
-    // neither input.
+    // SAFETY: the lengths checked above, and the caller's promise for `dst`, cover every
+    // index gemm reads or writes for these dimensions and strides; `dst` aliases neither
+    // input.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -86,6 +126,59 @@ pub fn gemm_into(
         );
     }
     Ok(())
+}
+
+/// `op(lhs) · op(rhs) · beta` (`m × n`, row-major) into a new buffer, with the operands as in
+/// [`gemm_into`]. gemm writes every element of the result before it reads any, so the
+/// buffer is never filled with zeros first: for the training step's outputs that fill was
+/// a serial pass over about a gigabyte per step.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_new(
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_t: bool,
+    rhs: &[f32],
+    rhs_t: bool,
+    beta: f32,
+    threads: Threads,
+) -> Result<Vec<f32>> {
+    if m == 0 || n == 0 || k == 0 {
+        let mut dst = vec![0f32; m * n];
+        gemm_into(
+            &mut dst,
+            false,
+            (m, n, k),
+            lhs,
+            lhs_t,
+            rhs,
+            rhs_t,
+            beta,
+            threads,
+        )?;
+        return Ok(dst);
+    }
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `dst` has capacity for `m · n` elements. The spare capacity is handed to
+    // gemm as a raw pointer only (no slice of uninitialized floats is formed); with
+    // `read_dst` false gemm stores into every element of `dst` during its first pass over
+    // the inner dimension and reads none before (gemm-common: alpha is set to zero and
+    // the micro-kernels' alpha-zero path only writes), so all `m · n` elements are
+    // initialized when `set_len` runs.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            false,
+            (m, n, k),
+            lhs,
+            lhs_t,
+            rhs,
+            rhs_t,
+            beta,
+            threads,
+        )?;
+        dst.set_len(m * n);
+    }
+    Ok(dst)
 }
 
 /// Rows of weight per single-threaded product in [`gemm_xwt_panels`]: two of gemm's
@@ -175,5 +268,74 @@ pub fn arg_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Resu
     match layout.contiguous_offsets() {
         Some((s, e)) => Ok(&data[s..e]),
         None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `op(lhs) · op(rhs) · beta` by the textbook loop.
+    fn naive(
+        (m, n, k): (usize, usize, usize),
+        lhs: &[f32],
+        lhs_t: bool,
+        rhs: &[f32],
+        rhs_t: bool,
+        beta: f32,
+    ) -> Vec<f32> {
+        let l = |i: usize, p: usize| {
+            if lhs_t {
+                lhs[p * m + i]
+            } else {
+                lhs[i * k + p]
+            }
+        };
+        let r = |p: usize, j: usize| {
+            if rhs_t {
+                rhs[j * k + p]
+            } else {
+                rhs[p * n + j]
+            }
+        };
+        (0..m * n)
+            .map(|ij| beta * (0..k).map(|p| l(ij / n, p) * r(p, ij % n)).sum::<f32>())
+            .collect()
+    }
+
+    #[test]
+    fn a_new_product_matches_the_textbook_loop_for_every_layout() {
+        for (m, n, k) in [(5, 7, 3), (33, 20, 17), (4, 3, 0), (0, 3, 2)] {
+            let lhs: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.53).cos()).collect();
+            for (lhs_t, rhs_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                for threads in [Threads::All, Threads::One] {
+                    let got = gemm_new((m, n, k), &lhs, lhs_t, &rhs, rhs_t, 0.5, threads).unwrap();
+                    let want = naive((m, n, k), &lhs, lhs_t, &rhs, rhs_t, 0.5);
+                    assert_eq!(got.len(), want.len());
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() < 1e-5,
+                            "{m}×{n}×{k} {lhs_t} {rhs_t}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn operands_of_the_wrong_size_are_an_error() {
+        let err = gemm_new(
+            (2, 2, 2),
+            &[1.0; 3],
+            false,
+            &[1.0; 4],
+            false,
+            1.0,
+            Threads::One,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("2×2·2×2"), "{err}");
     }
 }
