@@ -167,45 +167,49 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let vocab = model.config().vocab_size as u32;
-    let mut times = Vec::new();
-    for step in 0..warmup + steps {
-        // Rows of random tokens, each one sample in which every position predicts the
-        // next token (`labels=input_ids`), laid out as the trainer lays out a micro-batch.
-        let rows: Vec<PackedRow> = (0..batch)
-            .map(|_| {
-                let ids: Vec<u32> = (0..seq).map(|_| rng.random_range(0..vocab)).collect();
-                let targets = (0..seq).map(|i| ids.get(i + 1).copied()).collect();
-                PackedRow {
-                    ids,
-                    targets,
-                    positions: (0..seq as u32).collect(),
-                    segments: vec![0; seq],
-                }
-            })
-            .collect();
-        let mb = micro_batch(&rows, &device)?;
-        let t0 = Instant::now();
-        let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)?
-            / mb.trained_tokens as f64)?;
-        let store = loss.backward()?;
-        let grads: Vec<Tensor> = named
-            .iter()
-            .map(|(_, v)| {
-                store
-                    .get(v.as_tensor())
-                    .cloned()
-                    .map_or_else(|| v.as_tensor().zeros_like(), Ok)
-            })
-            .collect::<candle_core::Result<_>>()?;
-        let norm = optim::grad_norm(&grads)?;
-        let grads = optim::clip(grads, norm, 1.0)?;
-        opt.update(&grads, 2e-4)?;
-        let dt = t0.elapsed().as_secs_f64();
-        eprintln!("step {step} loss {:.4} {dt:.3}s", loss.to_scalar::<f32>()?);
-        if step >= warmup {
-            times.push(dt);
+    // On a pool of its own, as the trainer runs its steps.
+    let times = finetune_studio::sys::on_own_pool(|| -> anyhow::Result<Vec<f64>> {
+        let mut times = Vec::new();
+        for step in 0..warmup + steps {
+            // Rows of random tokens, each one sample in which every position predicts the
+            // next token (`labels=input_ids`), laid out as the trainer lays out a micro-batch.
+            let rows: Vec<PackedRow> = (0..batch)
+                .map(|_| {
+                    let ids: Vec<u32> = (0..seq).map(|_| rng.random_range(0..vocab)).collect();
+                    let targets = (0..seq).map(|i| ids.get(i + 1).copied()).collect();
+                    PackedRow {
+                        ids,
+                        targets,
+                        positions: (0..seq as u32).collect(),
+                        segments: vec![0; seq],
+                    }
+                })
+                .collect();
+            let mb = micro_batch(&rows, &device)?;
+            let t0 = Instant::now();
+            let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)?
+                / mb.trained_tokens as f64)?;
+            let store = loss.backward()?;
+            let grads: Vec<Tensor> = named
+                .iter()
+                .map(|(_, v)| {
+                    store
+                        .get(v.as_tensor())
+                        .cloned()
+                        .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+                })
+                .collect::<candle_core::Result<_>>()?;
+            let norm = optim::grad_norm(&grads)?;
+            let grads = optim::clip(grads, norm, 1.0)?;
+            opt.update(&grads, 2e-4)?;
+            let dt = t0.elapsed().as_secs_f64();
+            eprintln!("step {step} loss {:.4} {dt:.3}s", loss.to_scalar::<f32>()?);
+            if step >= warmup {
+                times.push(dt);
+            }
         }
-    }
+        Ok(times)
+    })?;
     let tps: Vec<f64> = times.iter().map(|t| (batch * seq) as f64 / t).collect();
     report_estimate(&model, batch, seq, &lora, median(times.clone()));
     let peak = finetune_studio::sys::peak_rss_bytes()

@@ -1,5 +1,6 @@
-//! Facts about this process and machine read from `/proc`: resident memory now and at
-//! its peak, and memory available for a new run. `None` where `/proc` is unavailable.
+//! Facts about this process and machine read from `/proc` (resident memory now and at
+//! its peak, memory available for a new run; `None` where `/proc` is unavailable), and
+//! the process's runtime settings: allocator, thread pools.
 
 fn proc_status_kib(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -64,6 +65,27 @@ pub fn tune_runtime() {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
     tune_allocator();
+}
+
+/// Runs `f` on a rayon pool of its own (as many threads as the global pool), with `f`
+/// itself on one of the pool's threads, so that the parallel ops inside it split their
+/// work from within the pool. Called from outside any pool (the trainer thread, `main`),
+/// each of the ~3000 parallel ops of a training step instead hands its work to the global
+/// pool and puts the caller to sleep until it is done. Measured on examples/bench_train,
+/// three alternating pairs: 243 / 232 / 256 → 257 / 240 / 261 tokens/s, and a quarter
+/// less system time. Falls back to the calling thread if the pool cannot start.
+pub fn on_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(|i| format!("compute-{i}"))
+        .build();
+    match pool {
+        Ok(pool) => pool.install(f),
+        Err(e) => {
+            tracing::warn!("no thread pool of its own ({e}); running on the caller's thread");
+            f()
+        }
+    }
 }
 
 /// Keeps freed memory in glibc's heap instead of returning every large block to the kernel.

@@ -151,7 +151,7 @@ impl CustomOp1 for LmHeadCrossEntropy {
         let h = arg_slice(storage, layout, "lm-head cross-entropy")?;
         let (loss, dh) = LOGITS.with_borrow_mut(|z| {
             // Grown once, then reused: a fresh chunk of logits (100 MB for SmolLM2) would
-            // come from the kernel as new pages, zeroed and faulted in on every chunk.
+            // be zero-filled on every chunk.
             if z.len() < rows * vocab {
                 z.resize(rows * vocab, 0.0);
             }

@@ -26,8 +26,9 @@ pub enum Start {
     },
 }
 
-/// How the loop talks to its watcher.
-pub trait Control {
+/// How the loop talks to its watcher. `Send`, since the loop runs on a pool thread of its
+/// own ([`crate::sys::on_own_pool`]).
+pub trait Control: Send {
     fn send(&mut self, event: TrainEvent);
     /// A command, if one is waiting (never blocks).
     fn poll(&mut self) -> Option<TrainCommand>;
@@ -144,6 +145,15 @@ fn eval_and_report(
 
 /// Runs (or resumes) a training run to its end, a stop, or a failure.
 pub fn run(
+    cfg: RunConfig,
+    model: Arc<Model>,
+    start: Start,
+    control: &mut dyn Control,
+) -> anyhow::Result<Summary> {
+    crate::sys::on_own_pool(move || run_on_this_thread(cfg, model, start, control))
+}
+
+fn run_on_this_thread(
     cfg: RunConfig,
     model: Arc<Model>,
     start: Start,
