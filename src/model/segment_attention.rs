@@ -6,9 +6,11 @@
 //! what the mask hides: above the diagonal, and every pair of different samples. This op
 //! computes, per segment, only query tiles against the keys up to the tile's end, so its
 //! work grows with the sum of the squared segment lengths instead of the squared row
-//! length (for rows of 512 tokens packed with samples of about 200, a tenth). It keeps only
-//! q, k and v for the backward pass and recomputes the probabilities there, one tile at a
-//! time, so no `[t, t]` tensor ever exists.
+//! length (for rows of 512 tokens packed with samples of about 200, a tenth). Where a
+//! layer's probabilities are small (short segments: up to [`KEEP_MAX_FLOATS`]), the
+//! forward pass keeps them, causal tiles only, for the backward; otherwise it keeps only q,
+//! k and v and the backward recomputes the probabilities one tile at a time, so no
+//! `[t, t]` tensor ever exists.
 //!
 //! It reads q, k and v in the layout the projections write (`[b, t, heads · d]`, each
 //! token's heads side by side) and writes its output in the same layout, so no transposes
@@ -16,7 +18,7 @@
 //! heads that share one KV head, so one product covers `reps · 64` query rows. candle has no
 //! such op, hence this one; the dense composition stays the oracle in the tests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -27,6 +29,13 @@ use super::vec_math;
 /// Query tokens per tile: the causal saving grows as tiles shrink, the per-call overhead of
 /// gemm as well; 64 keeps both small for rows of up to a few thousand tokens.
 const TILE: usize = 64;
+
+/// Probabilities (floats, over every job's causal tiles) a differentiated call keeps from
+/// its forward pass for the backward, instead of recomputing them: 16 MB per layer. A
+/// batch of 4 × 256 tokens of SmolLM2 needs 1.5 M per layer; rows of a few thousand tokens
+/// need more and recompute. The recomputation is a seventh of attention's products and
+/// half its softmax work.
+pub const KEEP_MAX_FLOATS: usize = 4 << 20;
 
 /// Multiply-adds of `q kᵀ` (every segment's square, every query head) below which the
 /// forward pass stays on the calling thread.
@@ -66,6 +75,10 @@ struct SegmentAttention {
     heads: usize,
     kv_heads: usize,
     scale: f32,
+    /// Whether the forward pass keeps the probabilities for the backward.
+    keep: bool,
+    /// Per job, the probabilities of its causal tiles one after another.
+    kept: OnceLock<Vec<Vec<f32>>>,
 }
 
 /// The shapes of one call: `q [b, t, heads · d]`, `k, v [b, t, kv_heads · d]`.
@@ -178,6 +191,13 @@ impl Job {
         (self.row * dm.t + self.start) * c.row_width + c.col
     }
 
+    /// Floats of the job's causal tiles: `reps · rows × keys` each.
+    fn tile_floats(&self, reps: usize) -> usize {
+        tiles(self.len)
+            .map(|(first, rows)| rows * reps * (first + rows))
+            .sum()
+    }
+
     /// Copies the job's `[len, c.width]` block out of `src`.
     fn gather(&self, src: &[f32], dm: Dims, c: Columns) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.len * c.width);
@@ -243,7 +263,8 @@ impl CustomOp3 for SegmentAttention {
             arg_slice(vs, vl, "segment-attention")?,
         );
         let (d, reps) = (dm.d, dm.reps);
-        let run = |job: &Job| -> Result<Vec<f32>> {
+        // One job's output block and, when kept, its probabilities tile after tile.
+        let run = |job: &Job| -> Result<(Vec<f32>, Vec<f32>)> {
             let (qc, kvc) = (job.queries(dm), job.kv(dm));
             let (qj, kj, vj) = (
                 job.gather(q, dm, qc),
@@ -251,10 +272,17 @@ impl CustomOp3 for SegmentAttention {
                 job.gather(v, dm, kvc),
             );
             let mut out = vec![0f32; qj.len()];
-            let mut p = vec![0f32; TILE * reps * job.len];
+            let mut probs = match self.keep {
+                true => vec![0f32; job.tile_floats(reps)],
+                false => vec![0f32; TILE * reps * job.len],
+            };
+            let mut at = 0;
             for (first, rows) in tiles(job.len) {
                 let (m, keys) = (rows * reps, first + rows);
-                let p = &mut p[..m * keys];
+                let p = &mut probs[at..][..m * keys];
+                if self.keep {
+                    at += m * keys;
+                }
                 let qt = &qj[first * reps * d..][..m * d];
                 gemm_into(
                     p,
@@ -281,20 +309,32 @@ impl CustomOp3 for SegmentAttention {
                     One,
                 )?;
             }
-            Ok(out)
+            if !self.keep {
+                probs = Vec::new();
+            }
+            Ok((out, probs))
         };
         let jobs = self.jobs();
         let work: usize = jobs.iter().map(|j| reps * j.len * j.len * d).sum();
         // A short prompt's attention is a few hundred microseconds of work: waking the
         // thread pool for it costs more than it saves.
-        let outs: Vec<Vec<f32>> = if work >= PARALLEL_MIN_WORK {
+        let outs: Vec<(Vec<f32>, Vec<f32>)> = if work >= PARALLEL_MIN_WORK {
             jobs.par_iter().map(run).collect::<Result<_>>()?
         } else {
             jobs.iter().map(run).collect::<Result<_>>()?
         };
         let mut out = vec![0f32; q.len()];
-        for (job, block) in jobs.iter().zip(&outs) {
-            job.scatter(block, &mut out, dm, job.queries(dm));
+        let mut kept = Vec::with_capacity(if self.keep { jobs.len() } else { 0 });
+        for (job, (block, probs)) in jobs.iter().zip(outs) {
+            job.scatter(&block, &mut out, dm, job.queries(dm));
+            if self.keep {
+                kept.push(probs);
+            }
+        }
+        if self.keep {
+            // A second forward of the same op (not done by the trainer) keeps the first,
+            // which is the same for the same inputs.
+            let _ = self.kept.set(kept);
         }
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
@@ -313,9 +353,14 @@ impl CustomOp3 for SegmentAttention {
             with_slice(k, |k| {
                 with_slice(v, |v| {
                     with_slice(&g, |go| {
+                        let kept = self.kept.get();
                         self.jobs()
                             .into_par_iter()
-                            .map(|job| self.job_backward(job, dm, q, k, v, go))
+                            .enumerate()
+                            .map(|(i, job)| {
+                                let probs = kept.and_then(|k| k.get(i)).map(Vec::as_slice);
+                                self.job_backward(job, dm, (q, k, v, go), probs)
+                            })
                             .collect::<Result<_>>()
                     })
                 })
@@ -342,15 +387,14 @@ impl CustomOp3 for SegmentAttention {
 }
 
 impl SegmentAttention {
-    /// One job's dQ, dK and dV, recomputing the probabilities tile by tile.
+    /// One job's dQ, dK and dV from the probabilities the forward pass kept (`kept`, its
+    /// tiles one after another), or recomputing them tile by tile.
     fn job_backward(
         &self,
         job: Job,
         dm: Dims,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        go: &[f32],
+        (q, k, v, go): (&[f32], &[f32], &[f32], &[f32]),
+        kept: Option<&[f32]>,
     ) -> Result<JobGrads> {
         let (d, reps) = (dm.d, dm.reps);
         let (qc, kvc) = (job.queries(dm), job.kv(dm));
@@ -359,16 +403,31 @@ impl SegmentAttention {
         let mut dq = vec![0f32; qj.len()];
         let mut dk = vec![0f32; kj.len()];
         let mut dv = vec![0f32; vj.len()];
-        let mut p = vec![0f32; TILE * reps * job.len];
+        if kept.is_some_and(|p| p.len() != job.tile_floats(reps)) {
+            candle_core::bail!("segment-attention: kept probabilities do not fit the job");
+        }
+        let mut scratch = match kept {
+            Some(_) => Vec::new(),
+            None => vec![0f32; TILE * reps * job.len],
+        };
         let mut dp = vec![0f32; TILE * reps * job.len];
+        let mut at = 0;
         for (first, rows) in tiles(job.len) {
             let (m, keys) = (rows * reps, first + rows);
-            let (p, dp) = (&mut p[..m * keys], &mut dp[..m * keys]);
+            let dp = &mut dp[..m * keys];
             let qt = &qj[first * reps * d..][..m * d];
             let gt = &gj[first * reps * d..][..m * d];
             let (kt, vt) = (&kj[..keys * d], &vj[..keys * d]);
-            gemm_into(p, false, (m, keys, d), qt, false, kt, true, 1.0, One)?;
-            softmax_causal(p, keys, first, reps, self.scale);
+            let p: &[f32] = match kept {
+                Some(all) => &all[at..at + m * keys],
+                None => {
+                    let p = &mut scratch[..m * keys];
+                    gemm_into(p, false, (m, keys, d), qt, false, kt, true, 1.0, One)?;
+                    softmax_causal(p, keys, first, reps, self.scale);
+                    p
+                }
+            };
+            at += m * keys;
             // dV += Pᵀ dO; dP = dO Vᵀ.
             let dvt = &mut dv[..keys * d];
             gemm_into(dvt, true, (keys, d, m), p, true, gt, false, 1.0, One)?;
@@ -402,11 +461,48 @@ pub fn attention(
     (heads, kv_heads): (usize, usize),
     scale: f64,
 ) -> Result<Tensor> {
+    // Kept only where a backward pass can follow and the probabilities are small.
+    let tracked = q.track_op() || k.track_op() || v.track_op();
+    let keep = tracked && kept_floats(spans, (heads, kv_heads)) <= KEEP_MAX_FLOATS;
+    attention_op(q, k, v, spans, (heads, kv_heads), scale, keep)
+}
+
+/// Floats of probabilities a layer keeps over `spans` (every job's causal tiles).
+pub fn kept_floats(spans: &Spans, (heads, kv_heads): (usize, usize)) -> usize {
+    let reps = heads / kv_heads.max(1);
+    let per_kv_head: usize = spans
+        .iter()
+        .flatten()
+        .map(|&(start, len)| {
+            let job = Job {
+                row: 0,
+                group: 0,
+                start,
+                len,
+            };
+            job.tile_floats(reps)
+        })
+        .sum();
+    per_kv_head * kv_heads
+}
+
+/// [`attention`], keeping the probabilities for the backward pass or not.
+fn attention_op(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spans: &Spans,
+    (heads, kv_heads): (usize, usize),
+    scale: f64,
+    keep: bool,
+) -> Result<Tensor> {
     let op = SegmentAttention {
         spans: spans.clone(),
         heads,
         kv_heads,
         scale: scale as f32,
+        keep,
+        kept: OnceLock::new(),
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
@@ -485,32 +581,46 @@ mod tests {
         let seg_t = Tensor::new(seg.clone(), &Device::Cpu).unwrap();
         let spans = spans_from_segments(&seg_t).unwrap();
         let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
-        let fast = attention(qt, kt, vt, &spans, heads, scale).unwrap();
         let slow = dense(qt, kt, vt, &seg, heads, scale);
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            let worst = max_abs_diff(a, b);
-            assert!(worst < 1e-4, "{what}: max |Δ| {worst}");
-        };
-        close(&vec_of(&fast), &vec_of(&slow), "output");
-        let g1 = (&fast * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
         let g2 = (&slow * &probe)
             .unwrap()
             .sum_all()
             .unwrap()
             .backward()
             .unwrap();
-        for (x, what) in [(&q, "dq"), (&k, "dk"), (&v, "dv")] {
-            close(
-                &vec_of(g1.get(x.as_tensor()).unwrap()),
-                &vec_of(g2.get(x.as_tensor()).unwrap()),
-                what,
-            );
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let worst = max_abs_diff(a, b);
+            assert!(worst < 1e-4, "{what}: max |Δ| {worst}");
+        };
+        // Probabilities kept from the forward pass, and recomputed in the backward.
+        for keep in [true, false] {
+            let fast = attention_op(qt, kt, vt, &spans, heads, scale, keep).unwrap();
+            close(&vec_of(&fast), &vec_of(&slow), "output");
+            let g1 = (&fast * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (x, what) in [(&q, "dq"), (&k, "dk"), (&v, "dv")] {
+                close(
+                    &vec_of(g1.get(x.as_tensor()).unwrap()),
+                    &vec_of(g2.get(x.as_tensor()).unwrap()),
+                    &format!("{what} (kept: {keep})"),
+                );
+            }
         }
+    }
+
+    #[test]
+    fn kept_probabilities_are_counted_over_causal_tiles() {
+        let spans = whole_rows(2, 130);
+        // Tiles of 64, 64 and 2 queries against 64, 128 and 130 keys, three query heads per
+        // KV head, two KV heads, two rows.
+        let per_job = 3 * (64 * 64 + 64 * 128 + 2 * 130);
+        assert_eq!(kept_floats(&spans, (6, 2)), 2 * 2 * per_job);
+        let long = whole_rows(4, 4096);
+        assert!(kept_floats(&long, (9, 3)) > KEEP_MAX_FLOATS);
     }
 
     #[test]

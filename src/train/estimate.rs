@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::config::RunConfig;
 use super::events::Estimate;
+use crate::model::segment_attention;
 use crate::model::slice_gemm::{gemm_into, Threads};
 use crate::model::ModelConfig;
 
@@ -97,7 +98,15 @@ pub fn estimate(
     // One chunk of logits at a time, during the forward pass only.
     let logits = crate::train::loss::LOSS_CHUNK_ROWS as f64 * model.vocab_size as f64 * 4.0 * 1.25;
     let optimizer = trainable as f64 * 4.0 * 4.0;
-    let peak = weights + activations + logits + optimizer + 300e6;
+    // Attention probabilities each layer keeps for its backward pass: those of whole rows,
+    // or up to the cap for rows packed with shorter samples.
+    let rows = segment_attention::whole_rows(cfg.training.batch_size, cfg.data.max_seq_len);
+    let kept = segment_attention::kept_floats(
+        &rows,
+        (model.num_attention_heads, model.num_key_value_heads),
+    );
+    let probabilities = layers * kept.min(segment_attention::KEEP_MAX_FLOATS) as f64 * 4.0;
+    let peak = weights + activations + logits + optimizer + probabilities + 300e6;
     let matmul_params = (model.parameter_count() - model.vocab_size * model.hidden_size) as f64
         + model.vocab_size as f64 * h;
     let flops_per_step = 4.0 * matmul_params * tokens * cfg.training.grad_accumulation as f64
@@ -172,8 +181,8 @@ mod tests {
         }
     }
 
-    // examples/bench_train on SmolLM2-135M at batch 4 × 256, r = 16: peak RSS 2108 MiB
-    // (2.21 GB); the packed 4 × 512 epoch: 3535 MiB (3.71 GB).
+    // examples/bench_train on SmolLM2-135M at batch 4 × 256, r = 16: peak RSS 2167 MiB
+    // (2.27 GB); the packed 4 × 512 epoch: 3695 MiB (3.87 GB).
     #[test]
     fn estimate_is_near_the_measured_peak_and_grows_with_the_batch() {
         let mut cfg = RunConfig::default();
