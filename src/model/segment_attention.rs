@@ -191,13 +191,6 @@ impl Job {
         (self.row * dm.t + self.start) * c.row_width + c.col
     }
 
-    /// Floats of the job's causal tiles: `reps · rows × keys` each.
-    fn tile_floats(&self, reps: usize) -> usize {
-        tiles(self.len)
-            .map(|(first, rows)| rows * reps * (first + rows))
-            .sum()
-    }
-
     /// Copies the job's `[len, c.width]` block out of `src`.
     fn gather(&self, src: &[f32], dm: Dims, c: Columns) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.len * c.width);
@@ -234,6 +227,13 @@ fn tiles(len: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |first| (first, TILE.min(len - first)))
 }
 
+/// Floats of the causal tiles of a segment of `len` tokens: `reps · rows × keys` each.
+fn tile_floats(len: usize, reps: usize) -> usize {
+    tiles(len)
+        .map(|(first, rows)| rows * reps * (first + rows))
+        .sum()
+}
+
 /// Gradients of one job, written back after the parallel loop.
 struct JobGrads {
     job: Job,
@@ -264,7 +264,7 @@ impl CustomOp3 for SegmentAttention {
         );
         let (d, reps) = (dm.d, dm.reps);
         // One job's output block and, when kept, its probabilities tile after tile.
-        let run = |job: &Job| -> Result<(Vec<f32>, Vec<f32>)> {
+        let run = |job: &Job| -> Result<(Vec<f32>, Option<Vec<f32>>)> {
             let (qc, kvc) = (job.queries(dm), job.kv(dm));
             let (qj, kj, vj) = (
                 job.gather(q, dm, qc),
@@ -273,7 +273,7 @@ impl CustomOp3 for SegmentAttention {
             );
             let mut out = vec![0f32; qj.len()];
             let mut probs = match self.keep {
-                true => vec![0f32; job.tile_floats(reps)],
+                true => vec![0f32; tile_floats(job.len, reps)],
                 false => vec![0f32; TILE * reps * job.len],
             };
             let mut at = 0;
@@ -309,27 +309,22 @@ impl CustomOp3 for SegmentAttention {
                     One,
                 )?;
             }
-            if !self.keep {
-                probs = Vec::new();
-            }
-            Ok((out, probs))
+            Ok((out, self.keep.then_some(probs)))
         };
         let jobs = self.jobs();
         let work: usize = jobs.iter().map(|j| reps * j.len * j.len * d).sum();
         // A short prompt's attention is a few hundred microseconds of work: waking the
         // thread pool for it costs more than it saves.
-        let outs: Vec<(Vec<f32>, Vec<f32>)> = if work >= PARALLEL_MIN_WORK {
+        let outs: Vec<(Vec<f32>, Option<Vec<f32>>)> = if work >= PARALLEL_MIN_WORK {
             jobs.par_iter().map(run).collect::<Result<_>>()?
         } else {
             jobs.iter().map(run).collect::<Result<_>>()?
         };
         let mut out = vec![0f32; q.len()];
-        let mut kept = Vec::with_capacity(if self.keep { jobs.len() } else { 0 });
+        let mut kept = Vec::new();
         for (job, (block, probs)) in jobs.iter().zip(outs) {
             job.scatter(&block, &mut out, dm, job.queries(dm));
-            if self.keep {
-                kept.push(probs);
-            }
+            kept.extend(probs);
         }
         if self.keep {
             // A second forward of the same op (not done by the trainer) keeps the first,
@@ -403,7 +398,7 @@ impl SegmentAttention {
         let mut dq = vec![0f32; qj.len()];
         let mut dk = vec![0f32; kj.len()];
         let mut dv = vec![0f32; vj.len()];
-        if kept.is_some_and(|p| p.len() != job.tile_floats(reps)) {
+        if kept.is_some_and(|p| p.len() != tile_floats(job.len, reps)) {
             candle_core::bail!("segment-attention: kept probabilities do not fit the job");
         }
         let mut scratch = match kept {
@@ -473,15 +468,7 @@ pub fn kept_floats(spans: &Spans, (heads, kv_heads): (usize, usize)) -> usize {
     let per_kv_head: usize = spans
         .iter()
         .flatten()
-        .map(|&(start, len)| {
-            let job = Job {
-                row: 0,
-                group: 0,
-                start,
-                len,
-            };
-            job.tile_floats(reps)
-        })
+        .map(|&(_, len)| tile_floats(len, reps))
         .sum();
     per_kv_head * kv_heads
 }

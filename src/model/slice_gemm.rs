@@ -14,6 +14,15 @@ pub enum Threads {
     One,
 }
 
+/// Checks that the operands of an `m × k` by `k × n` product hold `m · k` and `k · n`
+/// elements.
+fn check_operands((m, n, k): (usize, usize, usize), lhs_len: usize, rhs_len: usize) -> Result<()> {
+    if lhs_len != m * k || rhs_len != k * n {
+        candle_core::bail!("gemm: {m}×{k}·{k}×{n} given buffers of {lhs_len} and {rhs_len}");
+    }
+    Ok(())
+}
+
 /// Checks the buffers of an `m × k` by `k × n` product into `dst`, and settles the products
 /// with no work: an empty result, or an empty sum (zeros, unless accumulating). `true`
 /// when nothing is left for gemm to do.
@@ -53,7 +62,8 @@ pub fn gemm_into(
     if settled_without_gemm(dst, accumulate, (m, n, k), lhs.len(), rhs.len())? {
         return Ok(());
     }
-    // SAFETY: `dst` holds `m · n` initialized elements (checked above).
+    // SAFETY: `dst` holds `m · n` initialized elements and the operands `m · k` and
+    // `k · n` (checked above).
     unsafe {
         gemm_raw(
             dst.as_mut_ptr(),
@@ -67,13 +77,15 @@ pub fn gemm_into(
             threads,
         )
     }
+    Ok(())
 }
 
 /// The gemm call behind [`gemm_into`] and [`gemm_new`].
 ///
 /// # Safety
-/// `dst` must be valid for writes of `m · n` elements (and initialized when
-/// `accumulate`), and must not overlap `lhs` or `rhs`.
+/// `lhs` and `rhs` must hold `m · k` and `k · n` elements ([`check_operands`]); `dst` must
+/// be valid for writes of `m · n` elements (and initialized when `accumulate`), and must
+/// not overlap `lhs` or `rhs`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_raw(
     dst: *mut f32,
@@ -85,23 +97,15 @@ unsafe fn gemm_raw(
     rhs_t: bool,
     beta: f32,
     threads: Threads,
-) -> Result<()> {
-    if lhs.len() != m * k || rhs.len() != k * n {
-        candle_core::bail!(
-            "gemm: {m}×{k}·{k}×{n} given buffers of {} and {}",
-            lhs.len(),
-            rhs.len()
-        );
-    }
+) {
     let (lhs_cs, lhs_rs) = if lhs_t { (m, 1) } else { (1, k) };
     let (rhs_cs, rhs_rs) = if rhs_t { (k, 1) } else { (1, n) };
     let parallelism = match (threads, rayon::current_num_threads()) {
         (Threads::All, n) if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
     };
-    // SAFETY: the lengths checked above, and the caller's promise for `dst`, cover every
-    // index gemm reads or writes for these dimensions and strides; `dst` aliases neither
-    // input.
+    // SAFETY: the caller's promises on the lengths cover every index gemm reads or writes
+    // for these dimensions and strides; `dst` aliases neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -125,7 +129,6 @@ unsafe fn gemm_raw(
             parallelism,
         );
     }
-    Ok(())
 }
 
 /// `op(lhs) · op(rhs) · beta` (`m × n`, row-major) into a new buffer, with the operands as in
@@ -142,23 +145,14 @@ pub fn gemm_new(
     beta: f32,
     threads: Threads,
 ) -> Result<Vec<f32>> {
+    check_operands((m, n, k), lhs.len(), rhs.len())?;
     if m == 0 || n == 0 || k == 0 {
-        let mut dst = vec![0f32; m * n];
-        gemm_into(
-            &mut dst,
-            false,
-            (m, n, k),
-            lhs,
-            lhs_t,
-            rhs,
-            rhs_t,
-            beta,
-            threads,
-        )?;
-        return Ok(dst);
+        // An empty result, or an empty sum: zeros.
+        return Ok(vec![0f32; m * n]);
     }
     let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `dst` has capacity for `m · n` elements. The spare capacity is handed to
+    // SAFETY: the operands hold `m · k` and `k · n` elements (checked above), and `dst`
+    // has capacity for `m · n`. The spare capacity is handed to
     // gemm as a raw pointer only (no slice of uninitialized floats is formed); with
     // `read_dst` false gemm stores into every element of `dst` during its first pass over
     // the inner dimension and reads none before (gemm-common: alpha is set to zero and
@@ -175,7 +169,7 @@ pub fn gemm_new(
             rhs_t,
             beta,
             threads,
-        )?;
+        );
         dst.set_len(m * n);
     }
     Ok(dst)

@@ -12,13 +12,12 @@
 //! logits at once; the backward only scales those rows. Training keeps `[rows, hidden]`
 //! per chunk instead of `[rows, vocab]` (85× less for SmolLM2).
 
-use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::model::slice_gemm::{arg_slice, gemm_into, gemm_new, with_slice, Threads::All};
+use crate::model::slice_gemm::{arg_slice, gemm_new, with_slice, Threads::All};
 use crate::model::vec_math;
 
 struct CrossEntropy {
@@ -99,39 +98,6 @@ struct LmHeadCrossEntropy {
     dh: OnceLock<Vec<f32>>,
 }
 
-thread_local! {
-    /// The logits buffer of [`LmHeadCrossEntropy`], one per thread that runs it.
-    static LOGITS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-impl LmHeadCrossEntropy {
-    /// Each row's loss and `(softmax(z) − onehot) W`, with the logits `z = h Wᵀ` written
-    /// into `z` (`rows × vocab`, overwritten).
-    fn logits_loss_and_dh(
-        &self,
-        z: &mut [f32],
-        h: &[f32],
-        (rows, hidden, vocab): (usize, usize, usize),
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        with_slice(&self.weight, |w| {
-            gemm_into(z, false, (rows, vocab, hidden), h, false, w, true, 1.0, All)?;
-            // Loss per row, then the logits become softmax − onehot in place.
-            let loss = z
-                .par_chunks_mut(vocab)
-                .zip(&self.labels)
-                .map(|(z, &label)| {
-                    let picked = z[label as usize];
-                    let lse = vec_math::softmax_in_place(z, 1.0);
-                    z[label as usize] -= 1.0;
-                    lse - picked
-                })
-                .collect();
-            let dh = gemm_new((rows, hidden, vocab), z, false, w, false, 1.0, All)?;
-            Ok((loss, dh))
-        })
-    }
-}
-
 impl CustomOp1 for LmHeadCrossEntropy {
     fn name(&self) -> &'static str {
         "lm-head-cross-entropy"
@@ -149,13 +115,21 @@ impl CustomOp1 for LmHeadCrossEntropy {
         }
         check_labels(&self.labels, vocab)?;
         let h = arg_slice(storage, layout, "lm-head cross-entropy")?;
-        let (loss, dh) = LOGITS.with_borrow_mut(|z| {
-            // Grown once, then reused: a fresh chunk of logits (100 MB for SmolLM2) would
-            // be zero-filled on every chunk.
-            if z.len() < rows * vocab {
-                z.resize(rows * vocab, 0.0);
-            }
-            self.logits_loss_and_dh(&mut z[..rows * vocab], h, (rows, hidden, vocab))
+        let (loss, dh) = with_slice(&self.weight, |w| {
+            let mut z = gemm_new((rows, vocab, hidden), h, false, w, true, 1.0, All)?;
+            // Loss per row, then the logits become softmax − onehot in place.
+            let loss: Vec<f32> = z
+                .par_chunks_mut(vocab)
+                .zip(&self.labels)
+                .map(|(z, &label)| {
+                    let picked = z[label as usize];
+                    let lse = vec_math::softmax_in_place(z, 1.0);
+                    z[label as usize] -= 1.0;
+                    lse - picked
+                })
+                .collect();
+            let dh = gemm_new((rows, hidden, vocab), &z, false, w, false, 1.0, All)?;
+            Ok((loss, dh))
         })?;
         let _ = self.dh.set(dh);
         Ok((CpuStorage::F32(loss), Shape::from(rows)))
