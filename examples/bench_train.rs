@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use finetune_studio::model;
 use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::batch::PackedRow;
@@ -186,24 +185,21 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             let mb = micro_batch(&rows, &device)?;
+            let trained = mb.trained_tokens;
             let t0 = Instant::now();
-            let loss = (trainer::micro_batch_loss(&model, &adapter, &mb, step as u64)?
-                / mb.trained_tokens as f64)?;
-            let store = loss.backward()?;
-            let grads: Vec<Tensor> = named
-                .iter()
-                .map(|(_, v)| {
-                    store
-                        .get(v.as_tensor())
-                        .cloned()
-                        .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+            // As the trainer runs a step: gradients with the pool kept awake, then the
+            // clipped AdamW update.
+            let (grads, loss) = finetune_studio::sys::with_pool_awake(|| {
+                trainer::accumulated_gradients(&model, &adapter, &named, &[mb], trained, |_| {
+                    step as u64
                 })
-                .collect::<candle_core::Result<_>>()?;
+            })?;
+            let grads = grads.ok_or_else(|| anyhow::anyhow!("a batch without targets"))?;
             let norm = optim::grad_norm(&grads)?;
             let grads = optim::clip(grads, norm, 1.0)?;
             opt.update(&grads, 2e-4)?;
             let dt = t0.elapsed().as_secs_f64();
-            eprintln!("step {step} loss {:.4} {dt:.3}s", loss.to_scalar::<f32>()?);
+            eprintln!("step {step} loss {loss:.4} {dt:.3}s");
             if step >= warmup {
                 times.push(dt);
             }

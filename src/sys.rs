@@ -88,6 +88,60 @@ pub fn on_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Runs `f` (on a thread of a rayon pool) while the pool's other threads poll for work
+/// instead of going to sleep between parallel ops.
+///
+/// A training step is a few thousand parallel ops with short serial stretches between
+/// them (autograd's bookkeeping, small ops). Rayon puts an idle thread to sleep after a
+/// few dozen rounds of looking for work, and on a virtual machine waking it again costs
+/// tens of microseconds, during which the op's other half runs on the caller alone.
+/// OpenMP, under PyTorch, spins for a while instead. Here each other thread runs a job that
+/// keeps taking the pool's work until `f` returns; the caller's own copy returns at once.
+/// Outside a pool, or on a pool of one thread, this is just `f()`.
+pub fn with_pool_awake<R>(f: impl FnOnce() -> R) -> R {
+    with_pool_awake_counting(f, &Default::default())
+}
+
+/// [`with_pool_awake`], with `polling` counting the threads that poll at the moment.
+fn with_pool_awake_counting<R>(
+    f: impl FnOnce() -> R,
+    polling: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(caller) = rayon::current_thread_index() else {
+        return f();
+    };
+    if rayon::current_num_threads() < 2 {
+        return f();
+    }
+    /// Tells the polling jobs to end, also when `f` panics.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let flag = Arc::clone(&stop.0);
+    let polling = Arc::clone(polling);
+    rayon::spawn_broadcast(move |ctx| {
+        if ctx.index() == caller {
+            return;
+        }
+        polling.fetch_add(1, Ordering::AcqRel);
+        while !flag.load(Ordering::Acquire) {
+            if let Some(rayon::Yield::Idle) = rayon::yield_now() {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        polling.fetch_sub(1, Ordering::AcqRel);
+    });
+    f()
+}
+
 /// Keeps freed memory in glibc's heap instead of returning every large block to the kernel.
 /// Training allocates and frees tensors of the same large sizes every step; with glibc's
 /// default (blocks above a few MB are mmapped and unmapped each time) the kernel zeroes
@@ -128,5 +182,67 @@ pub struct ReleaseFreeMemoryOnDrop;
 impl Drop for ReleaseFreeMemoryOnDrop {
     fn drop(&mut self) {
         release_free_memory();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Waits up to two seconds for the polling jobs to end.
+    fn pollers_end(polling: &AtomicUsize) -> bool {
+        let t0 = Instant::now();
+        while polling.load(Ordering::Acquire) > 0 {
+            if t0.elapsed() > Duration::from_secs(2) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn the_pool_stays_awake_only_while_the_work_runs() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let polling = Arc::new(AtomicUsize::new(0));
+        let (seen, sum) = pool.install(|| {
+            with_pool_awake_counting(
+                || {
+                    // The other thread starts polling...
+                    let t0 = Instant::now();
+                    while polling.load(Ordering::Acquire) == 0
+                        && t0.elapsed() < Duration::from_secs(2)
+                    {
+                        std::hint::spin_loop();
+                    }
+                    // ...and parallel work inside still runs to completion.
+                    let sum = (0..10_000u64).into_par_iter().map(|i| i * i).sum::<u64>();
+                    (polling.load(Ordering::Acquire), sum)
+                },
+                &polling,
+            )
+        });
+        assert_eq!(seen, 1, "the other thread did not poll");
+        assert_eq!(sum, (0..10_000u64).map(|i| i * i).sum::<u64>());
+        assert!(pollers_end(&polling), "a polling job outlived the work");
+
+        // A panic inside ends the polling too.
+        let caught = pool.install(|| {
+            std::panic::catch_unwind(|| with_pool_awake_counting(|| panic!("inside"), &polling))
+        });
+        assert!(caught.is_err());
+        assert!(pollers_end(&polling), "a polling job outlived a panic");
+    }
+
+    #[test]
+    fn outside_a_pool_it_just_runs() {
+        assert_eq!(with_pool_awake(|| 7), 7);
     }
 }

@@ -84,6 +84,45 @@ pub fn micro_batch_loss(
     super::loss::cross_entropy_sum_differentiable(&model.transformer, &hidden, &mb.targets)
 }
 
+/// The loss of a group of micro-batches (one optimizer step's, averaged over its
+/// `trained` target tokens) and the gradient of every adapter tensor, in `named`'s order;
+/// `None` when no micro-batch has a target. `seed(j)` is micro-batch `j`'s dropout seed.
+pub fn accumulated_gradients(
+    model: &Model,
+    adapter: &TrainableAdapter,
+    named: &[(String, candle_core::Var)],
+    group: &[MicroBatch],
+    trained: usize,
+    seed: impl Fn(usize) -> u64,
+) -> candle_core::Result<(Option<Vec<Tensor>>, f64)> {
+    let mut grads: Option<Vec<Tensor>> = None;
+    let mut loss_sum = 0f64;
+    for (j, mb) in group.iter().enumerate() {
+        if mb.trained_tokens == 0 {
+            continue;
+        }
+        let loss = (micro_batch_loss(model, adapter, mb, seed(j))? / trained as f64)?;
+        loss_sum += loss.to_scalar::<f32>()? as f64;
+        let store = loss.backward()?;
+        let g: Vec<Tensor> = named
+            .iter()
+            .map(|(_, v)| match store.get(v.as_tensor()) {
+                Some(g) => Ok(g.clone()),
+                None => v.as_tensor().zeros_like(),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        grads = Some(match grads {
+            None => g,
+            Some(acc) => acc
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()?,
+        });
+    }
+    Ok((grads, loss_sum))
+}
+
 /// Mean loss over the eval examples with the adapter's current values (no gradients).
 pub fn evaluate(
     model: &Model,
@@ -100,19 +139,21 @@ pub fn evaluate(
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in rows.chunks(cfg.training.batch_size) {
         let mb = data::micro_batch(chunk, model.transformer.device())?;
-        let h = model.transformer.forward(
-            &mb.ids,
-            Forward {
-                lora: Some(&lora),
-                layout: Layout::Packed {
-                    positions: mb.positions.clone(),
-                    segments: mb.segments.clone(),
+        let losses = crate::sys::with_pool_awake(|| {
+            let h = model.transformer.forward(
+                &mb.ids,
+                Forward {
+                    lora: Some(&lora),
+                    layout: Layout::Packed {
+                        positions: mb.positions.clone(),
+                        segments: mb.segments.clone(),
+                    },
+                    ..Default::default()
                 },
-                ..Default::default()
-            },
-        )?;
-        let hidden = h.reshape((mb.targets.len(), model.config().hidden_size))?;
-        let losses = super::loss::token_losses(&model.transformer, &hidden, &mb.targets)?;
+            )?;
+            let hidden = h.reshape((mb.targets.len(), model.config().hidden_size))?;
+            super::loss::token_losses(&model.transformer, &hidden, &mb.targets)
+        })?;
         sum += losses.iter().map(|&x| x as f64).sum::<f64>();
         n += losses.len();
     }
@@ -271,32 +312,10 @@ fn run_on_this_thread(
                 .collect::<candle_core::Result<_>>()?;
             let trained: usize = group.iter().map(|m| m.trained_tokens).sum();
             let tokens: usize = group.iter().map(|m| m.tokens).sum();
-            let mut grads: Option<Vec<Tensor>> = None;
-            let mut loss_sum = 0f64;
-            for (j, mb) in group.iter().enumerate() {
-                if mb.trained_tokens == 0 {
-                    continue;
-                }
-                let seed = cfg.training.seed ^ ((state.step as u64) << 20) ^ (j as u64);
-                let loss = (micro_batch_loss(&model, &adapter, mb, seed)? / trained as f64)?;
-                loss_sum += loss.to_scalar::<f32>()? as f64;
-                let store = loss.backward()?;
-                let g: Vec<Tensor> = named
-                    .iter()
-                    .map(|(_, v)| match store.get(v.as_tensor()) {
-                        Some(g) => Ok(g.clone()),
-                        None => v.as_tensor().zeros_like(),
-                    })
-                    .collect::<candle_core::Result<_>>()?;
-                grads = Some(match grads {
-                    None => g,
-                    Some(acc) => acc
-                        .iter()
-                        .zip(&g)
-                        .map(|(a, b)| a + b)
-                        .collect::<candle_core::Result<_>>()?,
-                });
-            }
+            let seed = |j: usize| cfg.training.seed ^ ((state.step as u64) << 20) ^ (j as u64);
+            let (grads, loss_sum) = crate::sys::with_pool_awake(|| {
+                accumulated_gradients(&model, &adapter, &named, &group, trained, seed)
+            })?;
             let step_no = state.step + 1;
             if !loss_sum.is_finite() {
                 let msg = format!("loss became {loss_sum} at step {step_no}; the run stops and keeps its last good checkpoint (try a lower learning rate)");
