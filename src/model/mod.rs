@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod lora;
 #[cfg(test)]
 pub(crate) mod op_test_util;
+pub mod par_fill;
 pub mod rope;
 pub mod segment_attention;
 pub(crate) mod slice_gemm;

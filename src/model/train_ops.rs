@@ -8,35 +8,10 @@
 //! one formula each. The composed versions remain the oracle in the tests below.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
+use super::par_fill::{filled, filled_pair};
 use super::slice_gemm::{arg_slice, with_slice};
 use super::vec_math;
-
-/// Elements below which a row-wise op runs on the calling thread: for a decode step or a
-/// short prompt, waking the thread pool costs more than the work (perf: a fifth of a
-/// prefill went to thread wake-ups between small ops).
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
-
-/// Calls `f(row index, output row, input row)` for each row of `len` values, in parallel
-/// only when there is enough work.
-fn for_each_row(
-    out: &mut [f32],
-    x: &[f32],
-    len: usize,
-    f: impl Fn(usize, &mut [f32], &[f32]) + Sync + Send,
-) {
-    if x.len() < PARALLEL_MIN_ELEMENTS {
-        for (i, (o, row)) in out.chunks_mut(len).zip(x.chunks(len)).enumerate() {
-            f(i, o, row);
-        }
-    } else {
-        out.par_chunks_mut(len)
-            .zip(x.par_chunks(len))
-            .enumerate()
-            .for_each(|(i, (o, row))| f(i, o, row));
-    }
-}
 
 /// `x / sqrt(mean(x²) + eps) * w` over the last dimension; `w` is frozen.
 struct RmsNormOp {
@@ -51,21 +26,15 @@ impl CustomOp1 for RmsNormOp {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = arg_slice(storage, layout, "rms-norm")?;
         let h = self.weight.len();
-        let mut out = vec![0f32; x.len()];
-        for_each_row(&mut out, x, h, |_, o, row| {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
-            let r = 1.0 / (ms + self.eps).sqrt();
-            for ((o, v), w) in o.iter_mut().zip(row).zip(&self.weight) {
-                *o = v * r * w;
-            }
+        let out = filled(x.len(), h, |i, o| {
+            vec_math::rms_norm_row(&x[i * h..][..o.len()], &self.weight, self.eps, o)
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        // dx = r·(g⊙w) − x·r³·mean((g⊙w)⊙x), r = (mean(x²) + eps)^(-1/2), row by row.
+        // Row by row: vec_math::rms_norm_row_backward.
         let h = self.weight.len();
-        let mut dx = vec![0f32; x.elem_count()];
-        with_slice(x, |xs| {
+        let dx = with_slice(x, |xs| {
             with_slice(&g.contiguous()?, |gs| {
                 if gs.len() != xs.len() {
                     candle_core::bail!(
@@ -74,24 +43,10 @@ impl CustomOp1 for RmsNormOp {
                         x.shape()
                     );
                 }
-                dx.par_chunks_mut(h)
-                    .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
-                    .for_each(|(d, (x, g))| {
-                        let ms = x.iter().map(|v| v * v).sum::<f32>() / h as f32;
-                        let r = 1.0 / (ms + self.eps).sqrt();
-                        let dot = x
-                            .iter()
-                            .zip(g)
-                            .zip(&self.weight)
-                            .map(|((x, g), w)| x * g * w)
-                            .sum::<f32>()
-                            / h as f32;
-                        let k = r * r * r * dot;
-                        for (((d, x), g), w) in d.iter_mut().zip(x).zip(g).zip(&self.weight) {
-                            *d = r * g * w - x * k;
-                        }
-                    });
-                Ok(())
+                Ok(filled(xs.len(), h, |i, d| {
+                    let (x, g) = (&xs[i * h..][..d.len()], &gs[i * h..][..d.len()]);
+                    vec_math::rms_norm_row_backward(x, g, &self.weight, self.eps, d)
+                }))
             })
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
@@ -161,8 +116,8 @@ impl CustomOp1 for RopeOp {
         let cos: Vec<f32> = self.cos.flatten_all()?.to_vec1()?;
         let sin: Vec<f32> = self.sin.flatten_all()?.to_vec1()?;
         let per_batch = self.cos.rank() == 3;
-        let mut out = vec![0f32; x.len()];
-        for_each_row(&mut out, x, d, |row, o, v| {
+        let out = filled(x.len(), d, |row, o| {
+            let v = &x[row * d..][..o.len()];
             let token = token_of(row);
             let base = if per_batch { token } else { token % t } * half;
             for i in 0..half {
@@ -219,14 +174,10 @@ impl CustomOp2 for SwiGluOp {
                 ul.shape()
             );
         }
-        let mut out = vec![0f32; gate.len()];
-        if gate.len() < PARALLEL_MIN_ELEMENTS {
-            vec_math::silu_mul(gate, up, &mut out);
-        } else {
-            out.par_chunks_mut(CHUNK)
-                .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-                .for_each(|(o, (g, u))| vec_math::silu_mul(g, u, o));
-        }
+        let out = filled(gate.len(), CHUNK, |i, o| {
+            let at = i * CHUNK..i * CHUNK + o.len();
+            vec_math::silu_mul(&gate[at.clone()], &up[at], o)
+        });
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
     fn bwd(
@@ -244,16 +195,14 @@ impl CustomOp2 for SwiGluOp {
                 gate.shape()
             );
         }
-        let (mut d_gate, mut d_up) = (vec![0f32; n], vec![0f32; n]);
-        with_slice(gate, |g| {
+        let (d_gate, d_up) = with_slice(gate, |g| {
             with_slice(up, |u| {
                 with_slice(&d.contiguous()?, |d| {
-                    let grads = d_gate.par_chunks_mut(CHUNK).zip(d_up.par_chunks_mut(CHUNK));
-                    let inputs = g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK));
-                    grads.zip(inputs.zip(d.par_chunks(CHUNK))).for_each(
-                        |((dg, du), ((g, u), d))| vec_math::silu_mul_backward(g, u, d, dg, du),
-                    );
-                    Ok(())
+                    Ok(filled_pair(n, CHUNK, |i, dg, du| {
+                        let at = i * CHUNK..i * CHUNK + dg.len();
+                        let (g, u, d) = (&g[at.clone()], &u[at.clone()], &d[at]);
+                        vec_math::silu_mul_backward(g, u, d, dg, du)
+                    }))
                 })
             })
         })?;

@@ -129,6 +129,41 @@ avx2_or_baseline! {
     }
 }
 
+avx2_or_baseline! {
+    /// RMSNorm of one row: `out = x · r · w`, `r = 1 / sqrt(mean(x²) + eps)`.
+    pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let r = 1.0 / (dot(x, x) / x.len() as f32 + eps).sqrt();
+        for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
+            *o = v * r * w;
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// The gradient of [`rms_norm_row`] for an output gradient `g`:
+    /// `dx = r · (g ⊙ w) − x · r³ · mean(g ⊙ w ⊙ x)`.
+    pub fn rms_norm_row_backward(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32]) {
+        let h = x.len() as f32;
+        let r = 1.0 / (dot(x, x) / h + eps).sqrt();
+        let mut acc = [0f32; 8];
+        let split = x.len().min(g.len()).min(w.len()) / 8 * 8;
+        for ((x, g), w) in x[..split]
+            .chunks_exact(8)
+            .zip(g[..split].chunks_exact(8))
+            .zip(w[..split].chunks_exact(8))
+        {
+            for k in 0..8 {
+                acc[k] += x[k] * g[k] * w[k];
+            }
+        }
+        let tail: f32 = x.iter().zip(g).zip(w).skip(split).map(|((x, g), w)| x * g * w).sum();
+        let k = r * r * r * (acc.iter().sum::<f32>() + tail) / h;
+        for (((d, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+            *d = r * g * w - x * k;
+        }
+    }
+}
+
 /// The largest of `xs` (NaNs skipped, `-∞` when empty), in eight interleaved maxima.
 #[inline(always)]
 fn max_of(xs: &[f32]) -> f32 {
@@ -173,6 +208,7 @@ pub fn sum(xs: &[f32]) -> f32 {
 }
 
 /// `Σ a[i] · b[i]` over the shorter of the two, in eight interleaved partial sums.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
