@@ -13,6 +13,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+/// A chunk of each of two buffers, not yet initialized.
+type ChunkPair<'a> = (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]);
+
 /// Elements below which the chunks are filled on the calling thread: for a decode step or
 /// a short prompt, waking the thread pool costs more than the work (perf: a fifth of a
 /// prefill went to thread wake-ups between small ops).
@@ -61,9 +64,7 @@ pub fn filled_pair(
         &mut a.spare_capacity_mut()[..n],
         &mut b.spare_capacity_mut()[..n],
     );
-    let each = |(i, (ca, cb)): (usize, (&mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]))| {
-        fill(i, zeroed(ca), zeroed(cb))
-    };
+    let each = |(i, (ca, cb)): (usize, ChunkPair<'_>)| fill(i, zeroed(ca), zeroed(cb));
     if n < PARALLEL_MIN_ELEMENTS {
         sa.chunks_mut(chunk)
             .zip(sb.chunks_mut(chunk))
