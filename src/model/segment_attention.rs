@@ -23,6 +23,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::par_fill::filled;
 use super::slice_gemm::{arg_slice, gemm_into, with_slice, Threads::One};
 use super::vec_math;
 
@@ -148,6 +149,74 @@ impl SegmentAttention {
     }
 }
 
+/// Which job holds each token of each KV head: the inverse of
+/// [`SegmentAttention::jobs`], whose order is row, then KV head, then segment.
+struct JobIndex {
+    kv_heads: usize,
+    /// Per batch row, the index of its first job.
+    first_job: Vec<usize>,
+    /// Per batch row, the number of segments.
+    segments: Vec<usize>,
+    /// Per batch row and token, the segment that holds the token.
+    segment_of: Vec<Vec<usize>>,
+}
+
+impl JobIndex {
+    fn new(spans: &Spans, kv_heads: usize) -> Self {
+        let mut first_job = Vec::with_capacity(spans.len());
+        let mut next = 0;
+        for row in spans.iter() {
+            first_job.push(next);
+            next += kv_heads * row.len();
+        }
+        let segment_of = spans
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .flat_map(|(i, &(_, len))| std::iter::repeat_n(i, len))
+                    .collect()
+            })
+            .collect();
+        Self {
+            kv_heads,
+            first_job,
+            segments: spans.iter().map(Vec::len).collect(),
+            segment_of,
+        }
+    }
+
+    /// The job that holds `token` of batch row `row` for KV head `group`.
+    fn job(&self, row: usize, token: usize, group: usize) -> usize {
+        self.first_job[row] + group * self.segments[row] + self.segment_of[row][token]
+    }
+
+    /// Token rows per parallel chunk when assembling a buffer of `row_width` floats per
+    /// token: about 64 KB.
+    fn chunk_rows(row_width: usize) -> usize {
+        (16 << 10) / row_width.max(1) + 1
+    }
+
+    /// A `[b, t, kv_heads · width]` buffer from the jobs' blocks (`blocks[j]` is job `j`'s
+    /// `[len, width]` block, the columns of its KV head), assembled on the pool token row by
+    /// token row.
+    fn assemble(&self, jobs: &[Job], blocks: &[&[f32]], t: usize, width: usize) -> Vec<f32> {
+        let row_width = self.kv_heads * width;
+        let rows = Self::chunk_rows(row_width);
+        let n = self.segment_of.len() * t * row_width;
+        filled(n, rows * row_width, |chunk, out| {
+            for (i, token_row) in out.chunks_mut(row_width).enumerate() {
+                let at = chunk * rows + i;
+                let (row, token) = (at / t, at % t);
+                for (group, dst) in token_row.chunks_mut(width).enumerate() {
+                    let j = self.job(row, token, group);
+                    dst.copy_from_slice(&blocks[j][(token - jobs[j].start) * width..][..width]);
+                }
+            }
+        })
+    }
+}
+
 /// A segment `start..start + len` of batch row `row`, seen through KV head `group`.
 #[derive(Clone, Copy)]
 struct Job {
@@ -198,14 +267,6 @@ impl Job {
             out.extend_from_slice(&token[..c.width]);
         }
         out
-    }
-
-    /// The inverse of [`Job::gather`]: writes `block` (`[len, c.width]`) into `dst`.
-    fn scatter(&self, block: &[f32], dst: &mut [f32], dm: Dims, c: Columns) {
-        let rows = dst[self.first(dm, c)..].chunks_mut(c.row_width);
-        for (token, src) in rows.zip(block.chunks(c.width)) {
-            token[..c.width].copy_from_slice(src);
-        }
     }
 }
 
@@ -320,12 +381,10 @@ impl CustomOp3 for SegmentAttention {
         } else {
             jobs.iter().map(run).collect::<Result<_>>()?
         };
-        let mut out = vec![0f32; q.len()];
-        let mut kept = Vec::new();
-        for (job, (block, probs)) in jobs.iter().zip(outs) {
-            job.scatter(&block, &mut out, dm, job.queries(dm));
-            kept.extend(probs);
-        }
+        let index = JobIndex::new(&self.spans, self.kv_heads);
+        let blocks: Vec<&[f32]> = outs.iter().map(|(block, _)| block.as_slice()).collect();
+        let out = index.assemble(&jobs, &blocks, dm.t, reps * d);
+        let kept: Vec<Vec<f32>> = outs.into_iter().filter_map(|(_, probs)| probs).collect();
         if self.keep {
             // A second forward of the same op (not done by the trainer) keeps the first,
             // which is the same for the same inputs.
@@ -361,17 +420,15 @@ impl CustomOp3 for SegmentAttention {
                 })
             })
         })?;
-        let (mut dq, mut dk, mut dv) = (
-            vec![0f32; q.elem_count()],
-            vec![0f32; k.elem_count()],
-            vec![0f32; v.elem_count()],
-        );
-        for j in &grads {
-            let job = j.job;
-            job.scatter(&j.dq, &mut dq, dm, job.queries(dm));
-            job.scatter(&j.dk, &mut dk, dm, job.kv(dm));
-            job.scatter(&j.dv, &mut dv, dm, job.kv(dm));
-        }
+        let jobs: Vec<Job> = grads.iter().map(|g| g.job).collect();
+        let index = JobIndex::new(&self.spans, self.kv_heads);
+        let gather = |part: fn(&JobGrads) -> &[f32], width: usize| {
+            let blocks: Vec<&[f32]> = grads.iter().map(part).collect();
+            index.assemble(&jobs, &blocks, dm.t, width)
+        };
+        let dq = gather(|g| &g.dq, dm.reps * dm.d);
+        let dk = gather(|g| &g.dk, dm.d);
+        let dv = gather(|g| &g.dv, dm.d);
         let dev = q.device();
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),
