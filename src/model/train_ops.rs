@@ -257,20 +257,33 @@ mod tests {
 
     #[test]
     fn rms_norm_matches_autograd_oracle() {
-        let x = Var::from_tensor(&randn(&[3, 5, 8], 1)).unwrap();
-        let w = (randn(&[8], 2) + 1.0).unwrap();
-        let probe = randn(&[3, 5, 8], 3);
-        let (y1, g1) = grad_of(|x| rms_norm(x, &w, 1e-5), &x, &probe);
-        let (y2, g2) = grad_of(|x| candle_nn::ops::rms_norm_slow(x, &w, 1e-5), &x, &probe);
-        close(&y1, &y2, 1e-5);
-        close(&g1, &g2, 1e-4);
+        // Rows of whole eight-float blocks, rows with a remainder, and enough rows for
+        // the parallel path.
+        for (shape, seed) in [([3, 5, 8], 1), ([2, 3, 13], 4), ([64, 16, 67], 7)] {
+            let h = shape[2];
+            let x = Var::from_tensor(&randn(&shape, seed)).unwrap();
+            let w = (randn(&[h], seed + 1) + 1.0).unwrap();
+            let probe = randn(&shape, seed + 2);
+            let (y1, g1) = grad_of(|x| rms_norm(x, &w, 1e-5), &x, &probe);
+            let (y2, g2) = grad_of(|x| candle_nn::ops::rms_norm_slow(x, &w, 1e-5), &x, &probe);
+            close(&y1, &y2, 1e-5);
+            close(&g1, &g2, 1e-4);
+        }
     }
 
     #[test]
     fn swiglu_matches_autograd_oracle() {
-        let gate = Var::from_tensor(&randn(&[4, 6], 7)).unwrap();
-        let up = randn(&[4, 6], 8);
-        let probe = randn(&[4, 6], 9);
+        for shape in [[4, 6], [300, 250]] {
+            swiglu_matches_autograd_at(&shape);
+        }
+    }
+
+    /// SwiGLU's output and both gradients against candle's composed ops, at `shape`
+    /// (`[300, 250]` runs the parallel path, with a short last chunk).
+    fn swiglu_matches_autograd_at(shape: &[usize]) {
+        let gate = Var::from_tensor(&randn(shape, 7)).unwrap();
+        let up = randn(shape, 8);
+        let probe = randn(shape, 9);
         let (y1, g1) = grad_of(|g| swiglu(g, &up), &gate, &probe);
         let (y2, g2) = grad_of(|g| candle_nn::ops::silu(g).unwrap() * &up, &gate, &probe);
         close(&y1, &y2, 1e-6);
@@ -284,18 +297,27 @@ mod tests {
 
     #[test]
     fn rope_matches_autograd_oracle() {
-        let x = Var::from_tensor(&randn(&[2, 3, 4, 8], 4)).unwrap();
-        let probe = randn(&[2, 3, 4, 8], 5);
+        // A few rows, and enough for the parallel path.
+        for dims in [(2, 3, 4, 8), (2, 9, 64, 64)] {
+            rope_matches_autograd_at(dims);
+        }
+    }
+
+    /// RoPE against the composed rotation, head-major and token-major, with one table for
+    /// every row and one per batch row, at `x [b, heads, t, d]`.
+    fn rope_matches_autograd_at((b, heads, t, d): (usize, usize, usize, usize)) {
+        let x = Var::from_tensor(&randn(&[b, heads, t, d], 4)).unwrap();
+        let probe = randn(&[b, heads, t, d], 5);
         for per_batch in [false, true] {
             let (cos, sin) = if per_batch {
                 (
-                    randn(&[2, 4, 4], 6).cos().unwrap(),
-                    randn(&[2, 4, 4], 6).sin().unwrap(),
+                    randn(&[b, t, d / 2], 6).cos().unwrap(),
+                    randn(&[b, t, d / 2], 6).sin().unwrap(),
                 )
             } else {
                 (
-                    randn(&[4, 4], 6).cos().unwrap(),
-                    randn(&[4, 4], 6).sin().unwrap(),
+                    randn(&[t, d / 2], 6).cos().unwrap(),
+                    randn(&[t, d / 2], 6).sin().unwrap(),
                 )
             };
             let (y1, g1) = grad_of(|x| rope(x, &cos, &sin, HeadLayout::HeadMajor), &x, &probe);
@@ -307,16 +329,17 @@ mod tests {
             close(&y1, &y2, 1e-5);
             close(&g1, &g2, 1e-4);
             // The same rows in the projections' layout, [b, t, heads · d].
-            let token_major = |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((2, 4, 24));
+            let token_major =
+                |x: &Tensor| x.transpose(1, 2)?.contiguous()?.reshape((b, t, heads * d));
             let xt = Var::from_tensor(&token_major(x.as_tensor()).unwrap()).unwrap();
-            let layout = HeadLayout::TokenMajor { heads: 3 };
+            let layout = HeadLayout::TokenMajor { heads };
             let (y3, g3) = grad_of(
                 |x| rope(x, &cos, &sin, layout),
                 &xt,
                 &token_major(&probe).unwrap(),
             );
-            let y2t = Tensor::from_vec(y2.clone(), (2, 3, 4, 8), &Device::Cpu).unwrap();
-            let g2t = Tensor::from_vec(g2.clone(), (2, 3, 4, 8), &Device::Cpu).unwrap();
+            let y2t = Tensor::from_vec(y2.clone(), (b, heads, t, d), &Device::Cpu).unwrap();
+            let g2t = Tensor::from_vec(g2.clone(), (b, heads, t, d), &Device::Cpu).unwrap();
             close(&y3, &flat(&token_major(&y2t).unwrap()), 1e-5);
             close(&g3, &flat(&token_major(&g2t).unwrap()), 1e-4);
         }
