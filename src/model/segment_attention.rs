@@ -80,6 +80,8 @@ struct SegmentAttention {
     keep: bool,
     /// Per job, the probabilities of its causal tiles one after another.
     kept: OnceLock<Vec<Vec<f32>>>,
+    /// Which job holds each token, for the forward and the backward pass.
+    index: JobIndex,
 }
 
 /// The shapes of one call: `q [b, t, heads · d]`, `k, v [b, t, kv_heads · d]`.
@@ -381,9 +383,8 @@ impl CustomOp3 for SegmentAttention {
         } else {
             jobs.iter().map(run).collect::<Result<_>>()?
         };
-        let index = JobIndex::new(&self.spans, self.kv_heads);
         let blocks: Vec<&[f32]> = outs.iter().map(|(block, _)| block.as_slice()).collect();
-        let out = index.assemble(&jobs, &blocks, dm.t, reps * d);
+        let out = self.index.assemble(&jobs, &blocks, dm.t, reps * d);
         let kept: Vec<Vec<f32>> = outs.into_iter().filter_map(|(_, probs)| probs).collect();
         if self.keep {
             // A second forward of the same op (not done by the trainer) keeps the first,
@@ -421,10 +422,9 @@ impl CustomOp3 for SegmentAttention {
             })
         })?;
         let jobs: Vec<Job> = grads.iter().map(|g| g.job).collect();
-        let index = JobIndex::new(&self.spans, self.kv_heads);
         let gather = |part: fn(&JobGrads) -> &[f32], width: usize| {
             let blocks: Vec<&[f32]> = grads.iter().map(part).collect();
-            index.assemble(&jobs, &blocks, dm.t, width)
+            self.index.assemble(&jobs, &blocks, dm.t, width)
         };
         let dq = gather(|g| &g.dq, dm.reps * dm.d);
         let dk = gather(|g| &g.dk, dm.d);
@@ -547,6 +547,7 @@ fn attention_op(
         scale: scale as f32,
         keep,
         kept: OnceLock::new(),
+        index: JobIndex::new(spans, kv_heads),
     };
     q.contiguous()?
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)

@@ -59,6 +59,31 @@ pub fn total_steps(cfg: &RunConfig, micro_batches_per_epoch: usize) -> usize {
     }
 }
 
+/// The final hidden states of a micro-batch, one row per position (`[targets, hidden]`),
+/// with the adapter applied; differentiable (with dropout drawn from the seed) when
+/// `dropout_seed` is given.
+fn hidden_states(
+    model: &Model,
+    lora: &crate::model::lora::LoraSet,
+    mb: &MicroBatch,
+    dropout_seed: Option<u64>,
+) -> candle_core::Result<Tensor> {
+    let h = model.transformer.forward(
+        &mb.ids,
+        Forward {
+            lora: Some(lora),
+            layout: Layout::Packed {
+                positions: mb.positions.clone(),
+                segments: mb.segments.clone(),
+            },
+            differentiable: dropout_seed.is_some(),
+            dropout_seed,
+            ..Default::default()
+        },
+    )?;
+    h.reshape((mb.targets.len(), model.config().hidden_size))
+}
+
 /// Sum of cross-entropy over a micro-batch's targets, differentiable w.r.t. the adapter.
 pub fn micro_batch_loss(
     model: &Model,
@@ -66,21 +91,7 @@ pub fn micro_batch_loss(
     mb: &MicroBatch,
     dropout_seed: u64,
 ) -> candle_core::Result<Tensor> {
-    let lora = adapter.lora_set();
-    let h = model.transformer.forward(
-        &mb.ids,
-        Forward {
-            lora: Some(&lora),
-            layout: Layout::Packed {
-                positions: mb.positions.clone(),
-                segments: mb.segments.clone(),
-            },
-            differentiable: true,
-            dropout_seed: Some(dropout_seed),
-            ..Default::default()
-        },
-    )?;
-    let hidden = h.reshape((mb.targets.len(), model.config().hidden_size))?;
+    let hidden = hidden_states(model, &adapter.lora_set(), mb, Some(dropout_seed))?;
     super::loss::cross_entropy_sum_differentiable(&model.transformer, &hidden, &mb.targets)
 }
 
@@ -140,18 +151,7 @@ pub fn evaluate(
     for chunk in rows.chunks(cfg.training.batch_size) {
         let mb = data::micro_batch(chunk, model.transformer.device())?;
         let losses = crate::sys::with_pool_awake(|| {
-            let h = model.transformer.forward(
-                &mb.ids,
-                Forward {
-                    lora: Some(&lora),
-                    layout: Layout::Packed {
-                        positions: mb.positions.clone(),
-                        segments: mb.segments.clone(),
-                    },
-                    ..Default::default()
-                },
-            )?;
-            let hidden = h.reshape((mb.targets.len(), model.config().hidden_size))?;
+            let hidden = hidden_states(model, &lora, &mb, None)?;
             super::loss::token_losses(&model.transformer, &hidden, &mb.targets)
         })?;
         sum += losses.iter().map(|&x| x as f64).sum::<f64>();
