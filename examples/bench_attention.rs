@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use finetune_studio::model::segment_attention::{attention, spans_from_segments};
+use finetune_studio::ops::segment_attention::{attention, spans_from_segments};
 
 const LAYERS: usize = 30;
 const KV_HEADS: usize = 3;
@@ -38,7 +38,7 @@ fn random(shape: &[usize], seed: u64) -> anyhow::Result<Tensor> {
 
 fn main() -> anyhow::Result<()> {
     // The allocator and thread settings of the studio and the other benchmarks.
-    finetune_studio::sys::tune_runtime();
+    finetune_studio::ops::runtime::tune_runtime();
     let (rows, seq, segment, runs) = (
         arg("--rows", 4)?,
         arg("--seq", 256)?,

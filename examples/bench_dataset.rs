@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1));
     let out = match model {
         Some(spec) => {
-            let m = finetune_studio::model::load(spec)?;
+            let m = finetune_studio::hub::load(spec)?;
             bench(rows, &m.tokenizer)?
         }
         None => bench(rows, &data::ByteCounter::default())?,

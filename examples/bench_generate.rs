@@ -69,7 +69,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    finetune_studio::sys::tune_runtime();
+    finetune_studio::ops::runtime::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| -> String {
         args.iter()
@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     let new: usize = arg("--new", "128").parse()?;
     let runs: usize = arg("--runs", "3").parse()?;
     let t_load = Instant::now();
-    let mut m = model::load(&spec)?;
+    let mut m = finetune_studio::hub::load(&spec)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let msgs = [ChatMessage::new(
         "user",

@@ -86,7 +86,7 @@ fn report_estimate(
 }
 
 fn main() -> anyhow::Result<()> {
-    finetune_studio::sys::tune_runtime();
+    finetune_studio::ops::runtime::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     let batch: usize = arg(&args, "--batch", "4").parse()?;
     let seq: usize = arg(&args, "--seq", "256").parse()?;
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let warmup: usize = arg(&args, "--warmup", "2").parse()?;
     let rank: usize = arg(&args, "--rank", "16").parse()?;
     let spec = arg(&args, "--model", "default");
-    let model = Arc::new(model::load(&spec)?);
+    let model = Arc::new(finetune_studio::hub::load(&spec)?);
     let device = model.transformer.device().clone();
 
     if let Some(file) = args
@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let vocab = model.config().vocab_size as u32;
     // On a pool of its own, as the trainer runs its steps.
-    let times = finetune_studio::sys::on_own_pool(|| -> anyhow::Result<Vec<f64>> {
+    let times = finetune_studio::ops::runtime::on_own_pool(|| -> anyhow::Result<Vec<f64>> {
         let mut times = Vec::new();
         for step in 0..warmup + steps {
             // Rows of random tokens, each one sample in which every position predicts the
@@ -189,7 +189,7 @@ fn main() -> anyhow::Result<()> {
             let t0 = Instant::now();
             // As the trainer runs a step: gradients with the pool kept awake, then the
             // clipped AdamW update.
-            let (grads, loss) = finetune_studio::sys::with_pool_awake(|| {
+            let (grads, loss) = finetune_studio::ops::runtime::with_pool_awake(|| {
                 trainer::accumulated_gradients(&model, &adapter, &named, &[mb], trained, |_| {
                     step as u64
                 })

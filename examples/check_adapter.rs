@@ -5,7 +5,7 @@
 //! `cargo run --release --example check_adapter -- ADAPTER_DIR "PROMPT TEXT" [--model default]`
 
 use candle_core::Tensor;
-use finetune_studio::export::peft;
+use finetune_studio::adapter;
 use finetune_studio::model::{self, lora::LoraSet, Forward, Model};
 
 fn last_logits(m: &Model, ids: &[u32], lora: Option<&LoraSet>) -> anyhow::Result<Vec<f32>> {
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "default".into());
-    let m = model::load(&spec)?;
+    let m = finetune_studio::hub::load(&spec)?;
     let adapter = peft::read_adapter(
         std::path::Path::new(dir),
         m.config(),

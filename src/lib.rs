@@ -3,13 +3,18 @@
 //! The library holds everything; `main.rs` only parses the command line and starts the
 //! GUI or a subcommand. The map of the modules is in `DESIGN.md`.
 
+pub mod adapter;
 pub mod app;
 pub mod cli;
 pub mod data;
 pub mod export;
+pub mod hub;
 pub mod infer;
+pub mod jobs;
 pub mod model;
+pub mod ops;
 pub mod paths;
 pub mod sys;
+pub mod text;
 pub mod train;
 pub mod worker;

@@ -5,7 +5,7 @@ use clap::Parser;
 use finetune_studio::cli::{self, Cli};
 
 fn main() {
-    finetune_studio::sys::tune_runtime();
+    finetune_studio::ops::runtime::tune_runtime();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

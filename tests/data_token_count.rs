@@ -1,5 +1,5 @@
 //! Statistics count tokens through a faster path than `Tokenizer::encode`
-//! (`model::token_count`); its counts must be the encoder's, exactly. Checked on every text
+//! (`text::token_count`); its counts must be the encoder's, exactly. Checked on every text
 //! of the fixture datasets (alone and inside chat-template markers, so special tokens are
 //! split out), on random text that sits on the split regex's edges, and with a tiny GGUF
 //! tokenizer whose added tokens are plain text. The default-model checks skip (with a note)
@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use finetune_studio::data::{self, TokenCounter};
-use finetune_studio::model::tokenizer::{self, GgufTokenizerSpec, Tokenizer};
+use finetune_studio::text::tokenizer::{self, GgufTokenizerSpec, Tokenizer};
 use rand::{Rng, SeedableRng};
 
 fn assert_counts(tok: &Tokenizer, text: &str) {

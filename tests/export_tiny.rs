@@ -4,9 +4,9 @@
 mod common;
 
 use candle_core::{Device, Tensor};
+use finetune_studio::adapter::{write_adapter, AdapterConfig};
 use finetune_studio::export::gguf::GgufType;
 use finetune_studio::export::job::{self, Criterion, ExportFormat, ExportRequest};
-use finetune_studio::export::peft::{write_adapter, AdapterConfig};
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::lora::LoraTarget;
 use finetune_studio::model::tiny::{write_tiny_adapter, write_tiny_model};

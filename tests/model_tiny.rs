@@ -165,7 +165,7 @@ fn quantized_gguf_stays_close() {
 }
 
 fn load_err(path: &std::path::Path) -> String {
-    match model::load(path.to_str().unwrap()) {
+    match finetune_studio::hub::load(path.to_str().unwrap()) {
         Ok(_) => panic!("{} loaded but should not", path.display()),
         Err(e) => e.to_string(),
     }

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
-use finetune_studio::export::{merge, peft};
+use finetune_studio::adapter as peft;
+use finetune_studio::export::merge;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::tiny::write_tiny_model;
 use finetune_studio::model::{self, Model};

@@ -8,19 +8,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
 use eframe::egui;
 
 use super::add_example::{add_button, DatasetTarget, ExampleDraft};
 use super::batch_table::{self, BatchRow, BatchTable, Cell, TableColumn};
 use super::chat_pane::ChatPane;
 use super::dataset_doc::OpenDataset;
-use super::file_write::{self, WriteResult};
 use super::notify::Notifications;
 use crate::infer::Sampling;
+use crate::jobs::JobEvents;
 use crate::model::Model;
 use crate::train::RunConfig;
 use crate::worker::batch_job::{self, BatchJob, BatchRequest};
+use crate::worker::file_write::{self, Written};
 use crate::worker::Waker;
 
 /// The most prompts taken from an eval split in one batch.
@@ -67,10 +67,9 @@ pub struct BatchCompare {
     pub table: Option<BatchTable>,
     job: Option<BatchJob>,
     /// Columns of the running job that have not finished.
-    columns_left: usize,
     /// Where "Export" writes (the extension follows the format).
     pub export_path: String,
-    exporting: Option<Receiver<WriteResult>>,
+    exporting: Option<JobEvents<Written>>,
 }
 
 impl Default for BatchCompare {
@@ -81,7 +80,6 @@ impl Default for BatchCompare {
             eval_limit: 20,
             table: None,
             job: None,
-            columns_left: 0,
             export_path: crate::paths::data_dir()
                 .join("batch")
                 .join("compare.jsonl")
@@ -99,30 +97,11 @@ impl BatchCompare {
 
     /// Takes the batch job's events and the export result; runs every frame.
     pub fn poll(&mut self, notices: &mut Notifications) {
-        if let (Some(job), Some(table)) = (&self.job, &mut self.table) {
-            loop {
-                match job.events.try_recv() {
-                    Ok(e) => {
-                        if table.apply(e).is_some() {
-                            self.columns_left = self.columns_left.saturating_sub(1);
-                        }
-                    }
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        // Every column thread is gone; one that ended without reporting
-                        // its end stopped unexpectedly.
-                        if self.columns_left > 0 {
-                            notices.error(
-                                "Batch compare stopped",
-                                "a pane's generation thread stopped unexpectedly; the replies so far are kept",
-                            );
-                            self.columns_left = 0;
-                        }
-                        break;
-                    }
-                }
+        if let (Some(job), Some(table)) = (&mut self.job, &mut self.table) {
+            while let Some(e) = job.try_recv() {
+                table.apply(e);
             }
-            if self.columns_left == 0 {
+            if job.has_ended() {
                 let (done, total) = table.progress();
                 if job.is_cancelled() {
                     notices.info(format!("Batch stopped after {done} of {total} replies"));
@@ -132,8 +111,8 @@ impl BatchCompare {
                 self.job = None;
             }
         }
-        if let Some(rx) = &self.exporting {
-            if let Ok(r) = rx.try_recv() {
+        if let Some(rx) = &mut self.exporting {
+            if let Some(Written(r)) = rx.try_recv() {
                 self.exporting = None;
                 match r {
                     Ok(p) => notices.info(format!("Batch table exported to {}", p.display())),
@@ -176,7 +155,6 @@ impl BatchCompare {
         }
         let prompts = rows.iter().map(BatchRow::messages).collect();
         let table = BatchTable::new(columns, rows, gen.sampling.clone(), gen.max_new_tokens);
-        self.columns_left = table.columns.len();
         self.table = Some(table);
         self.job = Some(batch_job::spawn(
             BatchRequest {

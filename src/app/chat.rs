@@ -8,19 +8,19 @@
 
 use std::path::PathBuf;
 
-use crossbeam_channel::Receiver;
 use eframe::egui;
 
 use super::add_example::{self, DatasetTarget, ExampleDraft};
 use super::batch_compare::{BatchCompare, BatchSettings, BatchUiAction};
 use super::chat_pane::{adapter_choices, ChatPane, GenSettings};
 use super::dataset_doc::OpenDataset;
-use super::file_write::{self, WriteResult};
 use super::model_slot::ModelSlot;
 use super::runs::RunsTab;
 use super::shared::Shared;
 use crate::data::Conversation;
 use crate::infer::Sampling;
+use crate::jobs::JobEvents;
+use crate::worker::file_write::{self, Written};
 use crate::worker::Waker;
 
 /// The most panes side by side.
@@ -62,7 +62,7 @@ pub struct ChatTab {
     pub markdown: bool,
     /// Where "Save" writes the conversation (JSON).
     pub save_path: String,
-    saving: Option<Receiver<WriteResult>>,
+    saving: Option<JobEvents<Written>>,
     runs_listed: bool,
 }
 
@@ -111,8 +111,8 @@ impl ChatTab {
             p.poll();
         }
         self.batch.poll(shared.notices);
-        if let Some(rx) = &self.saving {
-            if let Ok(r) = rx.try_recv() {
+        if let Some(rx) = &mut self.saving {
+            if let Some(Written(r)) = rx.try_recv() {
                 self.saving = None;
                 match r {
                     Ok(p) => shared

@@ -212,11 +212,11 @@ impl ChatPane {
 
     /// Takes the generation thread's events. Returns true while a reply streams.
     pub fn poll(&mut self) -> bool {
-        let Some(job) = &self.job else {
+        let Some(mut job) = self.job.take() else {
             return false;
         };
         let mut ended = false;
-        while let Ok(e) = job.events.try_recv() {
+        while let Some(e) = job.try_recv() {
             match e {
                 ChatEvent::Adapter { dir, lora } => self.loaded = Some((dir, self.job_model, lora)),
                 ChatEvent::Text(piece) => {
@@ -243,8 +243,8 @@ impl ChatPane {
                 break;
             }
         }
-        if ended {
-            self.job = None;
+        if !ended {
+            self.job = Some(job);
         }
         self.job.is_some()
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::data::{ByteCounter, Dataset, Edit, Format, TokenCounter};
 use crate::model::Model;
-use crate::worker::{Command, DialogPurpose, Event};
+use crate::worker::{Command, DialogPurpose, Event, JobKind};
 
 use super::conversation_editor::{Editor, EditorAction};
 use super::dataset_doc::OpenDataset;
@@ -161,16 +161,17 @@ impl DatasetsTab {
                     s.path = path.display().to_string();
                 }
             }
-            Event::Failed { what, error } => {
-                if what.starts_with("Opening") || what.starts_with("Restoring") {
-                    self.loading = None;
-                }
-                if what.starts_with("Saving") {
-                    if let Some(doc) = &mut self.doc {
-                        doc.saving = None;
+            Event::Failed { kind, error } => {
+                match kind {
+                    JobKind::OpenDataset | JobKind::RecoverDataset => self.loading = None,
+                    JobKind::SaveDataset => {
+                        if let Some(doc) = &mut self.doc {
+                            doc.saving = None;
+                        }
                     }
+                    _ => {}
                 }
-                return Some(Event::Failed { what, error });
+                return Some(Event::Failed { kind, error });
             }
             other => return Some(other),
         }

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crossbeam_channel::Receiver;
+use crate::jobs::JobEvents;
 use eframe::egui;
 
 use super::model_slot::ModelSlot;
@@ -22,7 +22,7 @@ enum Stage {
     Choosing,
     Running {
         lines: Vec<String>,
-        events: Receiver<ExportEvent>,
+        events: JobEvents<ExportEvent>,
     },
     Done(Box<ExportReport>),
     Failed(String),
@@ -98,23 +98,15 @@ impl ExportDialog {
             return;
         };
         let mut end = None;
-        loop {
-            match events.try_recv() {
-                Ok(ExportEvent::Progress(l)) => lines.push(l),
-                Ok(ExportEvent::Done(report)) => {
+        while let Some(event) = events.try_recv() {
+            match event {
+                ExportEvent::Progress(l) => lines.push(l),
+                ExportEvent::Done(report) => {
                     end = Some(Stage::Done(report));
                     break;
                 }
-                Ok(ExportEvent::Failed(error)) => {
+                ExportEvent::Failed(error) => {
                     end = Some(Stage::Failed(error));
-                    break;
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    // The thread always sends its last word first, unless it panicked.
-                    end = Some(Stage::Failed(
-                        "the export thread stopped unexpectedly".into(),
-                    ));
                     break;
                 }
             }

@@ -15,7 +15,6 @@ mod dataset_stats;
 mod dataset_table;
 mod datasets;
 mod export_dialog;
-mod file_write;
 mod fonts;
 mod frame_times;
 mod live_plots;
@@ -30,6 +29,7 @@ mod state;
 mod status_bar;
 mod tab;
 mod train;
+mod train_estimate;
 mod train_form;
 
 pub use add_example::ExampleDraft;

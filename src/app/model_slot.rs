@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-
+use crate::jobs::JobEvents;
 use crate::model::Model;
 use crate::worker::model_loader::{self, LoadEvent};
 use crate::worker::Waker;
@@ -17,7 +16,7 @@ pub enum ModelSlot {
     Loading {
         spec: String,
         lines: Vec<String>,
-        events: Receiver<LoadEvent>,
+        events: JobEvents<LoadEvent>,
     },
     Ready {
         spec: String,
@@ -51,7 +50,7 @@ impl ModelSlot {
             return None;
         };
         let mut next = None;
-        while let Ok(e) = events.try_recv() {
+        while let Some(e) = events.try_recv() {
             match e {
                 LoadEvent::Progress(l) => {
                     lines.push(l);
@@ -67,6 +66,7 @@ impl ModelSlot {
                     });
                     break;
                 }
+                LoadEvent::Calibrated => {}
                 LoadEvent::Failed(error) => {
                     next = Some(ModelSlot::Failed {
                         spec: spec.clone(),

@@ -8,8 +8,8 @@ use eframe::egui;
 
 use super::model_slot::ModelSlot;
 use super::shared::Shared;
-use crate::model::catalog::{ModelEntry, ModelInfo};
-use crate::worker::{Command, DialogPurpose, Event};
+use crate::hub::catalog::{ModelEntry, ModelInfo};
+use crate::worker::{Command, DialogPurpose, Event, JobKind};
 
 /// What the Models tab asks the shell to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,11 +59,11 @@ impl ModelsTab {
                 self.picked = Some(p.display().to_string());
                 None
             }
-            Event::Failed { what, error } => {
-                if what == (Command::ListModels { recent: Vec::new() }).describe() {
+            Event::Failed { kind, error } => {
+                if kind == JobKind::ListModels {
                     self.scanning = false;
                 }
-                Some(Event::Failed { what, error })
+                Some(Event::Failed { kind, error })
             }
             other => Some(other),
         }

@@ -184,7 +184,9 @@ impl StudioApp {
             return;
         };
         match event {
-            Event::Failed { what, error } => self.notices.error(format!("{what} failed"), error),
+            Event::Failed { kind, error } => {
+                self.notices.error(format!("{} failed", kind.describe()), error)
+            }
             Event::Picked { path: None, .. } => self.notices.info(
                 "No file chosen. If no dialog appeared, type the path into the path field or drag the file onto the window.",
             ),
@@ -421,7 +423,8 @@ impl eframe::App for StudioApp {
         self.close_guard(ctx);
         let mut shared = shared!(self, now);
         self.datasets.logic(&mut shared, self.model.model());
-        self.train.logic(&mut shared, &self.model, &self.datasets);
+        self.train
+            .logic(&mut shared, &self.model, &self.datasets, &self.waker);
         self.chat.logic(&mut shared);
         if let Some(d) = &mut self.export {
             d.poll(&mut self.notices);

@@ -9,7 +9,6 @@ use std::time::Instant;
 use eframe::egui;
 
 use crate::model::Model;
-use crate::train::config::EvalSplit;
 use crate::train::{Estimate, RunConfig, Summary, TrainCommand, TrainEvent};
 use crate::worker::train_job::{self, TrainJob};
 use crate::worker::{DialogPurpose, Event, Waker};
@@ -18,6 +17,7 @@ use super::datasets::DatasetsTab;
 use super::live_plots::{self, Curves};
 use super::model_slot::ModelSlot;
 use super::shared::Shared;
+use super::train_estimate::EstimateView;
 use super::train_form::{self, FormState, ModelKind};
 
 /// Where a run stands.
@@ -160,7 +160,7 @@ pub struct TrainTab {
     form: FormState,
     job: Option<TrainJob>,
     pub run: Option<RunView>,
-    estimate: EstimateCache,
+    estimate: EstimateView,
     /// The user accepts a run the estimate says will not fit.
     start_anyway: bool,
 }
@@ -171,7 +171,7 @@ impl TrainTab {
             form: FormState::new(config),
             job: None,
             run: None,
-            estimate: None,
+            estimate: EstimateView::default(),
             start_anyway: false,
         }
     }
@@ -214,7 +214,7 @@ impl TrainTab {
             return;
         }
         let started = train_job::start(config, model, waker);
-        self.watch(started, "The run could not start", shared);
+        self.watch(Ok(started), "The run could not start", shared);
     }
 
     /// Follows a job that started, or reports why it did not.
@@ -296,38 +296,30 @@ impl TrainTab {
 
     /// Takes run events until `deadline`. Returns true if more are waiting.
     pub fn drain(&mut self, shared: &mut Shared<'_>, deadline: Instant) -> bool {
-        let Some(job) = &self.job else { return false };
+        let Some(job) = &mut self.job else {
+            return false;
+        };
         let run = self.run.get_or_insert_with(RunView::new);
         let mut ended = false;
         loop {
             if Instant::now() >= deadline {
                 return true;
             }
-            match job.events.try_recv() {
-                Ok(e) => {
-                    let terminal =
-                        matches!(e, TrainEvent::Finished { .. } | TrainEvent::Failed { .. });
-                    if let TrainEvent::Failed { error } = &e {
-                        shared
-                            .notices
-                            .error("The training run failed", error.clone());
-                    }
-                    run.apply(e);
-                    if terminal {
-                        ended = true;
-                        break;
-                    }
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    if !matches!(run.status, RunStatus::Finished | RunStatus::Failed(_)) {
-                        run.apply(TrainEvent::Failed {
-                            error: "the training thread ended without a word".into(),
-                        });
-                    }
-                    ended = true;
-                    break;
-                }
+            let Some(e) = job.events.try_recv() else {
+                break;
+            };
+            // The job runner ends every run with `Finished` or `Failed`, also when its
+            // thread panicked or vanished.
+            let terminal = matches!(e, TrainEvent::Finished { .. } | TrainEvent::Failed { .. });
+            if let TrainEvent::Failed { error } = &e {
+                shared
+                    .notices
+                    .error("The training run failed", error.clone());
+            }
+            run.apply(e);
+            if terminal {
+                ended = true;
+                break;
             }
         }
         if ended {
@@ -336,8 +328,16 @@ impl TrainTab {
         false
     }
 
-    /// Between frames: nothing yet (the estimate arrives with the engine).
-    pub fn logic(&mut self, _shared: &mut Shared<'_>, _model: &ModelSlot, _datasets: &DatasetsTab) {
+    /// Between frames: the estimate's plan.
+    pub fn logic(
+        &mut self,
+        shared: &mut Shared<'_>,
+        model: &ModelSlot,
+        datasets: &DatasetsTab,
+        waker: &Waker,
+    ) {
+        self.estimate
+            .logic(&shared.state.run_config, model, datasets, waker);
     }
 
     pub fn ui(
@@ -386,10 +386,7 @@ impl TrainTab {
             }
             // A run that needs more memory than is free gets the whole process killed
             // (training runs in it), so it starts only when the user insists.
-            let too_big = self
-                .estimate
-                .as_ref()
-                .is_some_and(|(c, _, _, _, e)| c == cfg && !e.fits());
+            let too_big = self.estimate.for_config(cfg).is_some_and(|e| !e.fits());
             if too_big {
                 ui.colored_label(
                     ui.visuals().error_fg_color,
@@ -413,13 +410,7 @@ impl TrainTab {
                 }
             });
         }
-        estimate_ui(
-            ui,
-            &mut self.estimate,
-            &shared.state.run_config,
-            model,
-            datasets,
-        );
+        self.estimate.ui(ui, &shared.state.run_config, model);
         ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
@@ -531,98 +522,6 @@ impl TrainTab {
         egui::CentralPanel::default_margins().show(ui, |ui| {
             live_plots::curves_ui(ui, &run.curves, &mut shared.state.loss_smoothing);
         });
-    }
-}
-
-/// LoRA parameters the run trains: `r × (in + out)` for every targeted layer.
-pub fn trainable_parameters(m: &crate::model::ModelConfig, cfg: &RunConfig) -> usize {
-    use crate::model::lora::LoraTarget as T;
-    let (h, i) = (m.hidden_size, m.intermediate_size);
-    let (q, kv) = (
-        m.num_attention_heads * m.head_dim,
-        m.num_key_value_heads * m.head_dim,
-    );
-    let per_layer: usize = cfg
-        .lora
-        .targets
-        .iter()
-        .map(|t| match t {
-            T::QProj => h + q,
-            T::KProj | T::VProj => h + kv,
-            T::OProj => q + h,
-            T::GateProj | T::UpProj | T::DownProj => h + i,
-        })
-        .sum();
-    per_layer * cfg.lora.rank * m.num_hidden_layers
-}
-
-/// Optimizer steps for `records` records (before packing, which only lowers it).
-pub fn planned_steps(cfg: &RunConfig, records: usize) -> usize {
-    let eval = match cfg.data.eval_split {
-        EvalSplit::Ratio(r) => (records as f64 * r).round() as usize,
-        EvalSplit::Count(c) => c,
-    };
-    let micro = records
-        .saturating_sub(eval)
-        .div_ceil(cfg.training.batch_size.max(1));
-    crate::train::trainer::total_steps(cfg, micro)
-}
-
-/// The cached estimate and what it was computed for (settings, records, model, and whether
-/// the machine's matmul rate was measured yet).
-type EstimateCache = Option<(RunConfig, usize, String, bool, Estimate)>;
-
-fn estimate_ui(
-    ui: &mut egui::Ui,
-    cache: &mut EstimateCache,
-    cfg: &RunConfig,
-    model: &ModelSlot,
-    datasets: &DatasetsTab,
-) {
-    ui.strong("Estimate");
-    let records = datasets.doc.as_ref().map(|d| d.data().len());
-    match (model.model(), records) {
-        (Some(m), Some(n)) => {
-            let calibrated = crate::train::estimate::calibrated();
-            let fresh = cache.as_ref().is_some_and(|(c, r, name, cal, _)| {
-                c == cfg && *r == n && *name == m.name && *cal == calibrated
-            });
-            if !fresh {
-                let steps = planned_steps(cfg, n);
-                let e = crate::train::estimate(
-                    m.config(),
-                    cfg,
-                    trainable_parameters(m.config(), cfg),
-                    steps,
-                );
-                *cache = Some((cfg.clone(), n, m.name.clone(), calibrated, e));
-            }
-            if let Some((_, _, _, _, e)) = cache {
-                let color = if e.fits() {
-                    ui.visuals().text_color()
-                } else {
-                    ui.visuals().error_fg_color
-                };
-                ui.colored_label(
-                    color,
-                    format!(
-                        "{:.2}M trainable parameters; {}",
-                        e.trainable_parameters as f64 / 1e6,
-                        e.describe()
-                    ),
-                )
-                .on_hover_text(format!(
-                    "For {} on {n} records. Steps are counted before packing, which lowers them.",
-                    m.name
-                ));
-            }
-        }
-        (None, _) => {
-            ui.weak("Load a model to see the memory and time estimate (the status bar shows it loading).");
-        }
-        (_, None) => {
-            ui.weak("Open a dataset to see the estimate.");
-        }
     }
 }
 

@@ -127,7 +127,7 @@ pub fn model_ui(ui: &mut egui::Ui, cfg: &mut RunConfig, form: &mut FormState, wo
         ModelKind::HfCache => {
             let models = form
                 .hf_models
-                .get_or_insert_with(crate::model::source::list_hf_cache);
+                .get_or_insert_with(crate::hub::source::list_hf_cache);
             if models.is_empty() {
                 ui.weak(format!(
                     "No model in the Hugging Face cache ({}).",

@@ -52,8 +52,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let mut model = super::load_model(&args.model)?;
     let adapter = match &args.adapter {
         Some(dir) => Some(
-            crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?
-                .lora,
+            crate::adapter::read_adapter(dir, model.config(), model.transformer.device())?.lora,
         ),
         None => None,
     };

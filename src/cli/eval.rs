@@ -30,8 +30,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let model = super::load_model(&args.model)?;
     let adapter = match &args.adapter {
         Some(dir) => Some(
-            crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())?
-                .lora,
+            crate::adapter::read_adapter(dir, model.config(), model.transformer.device())?.lora,
         ),
         None => None,
     };

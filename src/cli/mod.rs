@@ -57,12 +57,12 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
 
 /// Loads a model for a subcommand, fetching the default model first when it is missing.
 pub fn load_model(spec: &str) -> anyhow::Result<crate::model::Model> {
-    if spec == "default" && crate::model::source::find_default().is_none() {
+    if spec == "default" && crate::hub::source::find_default().is_none() {
         eprintln!("the default model is not downloaded yet; fetching it");
-        crate::model::fetch::fetch_default(&mut |line| eprintln!("  {line}"))?;
+        crate::hub::fetch::fetch_default(&mut |line| eprintln!("  {line}"))?;
     }
     let t0 = std::time::Instant::now();
-    let model = crate::model::load(spec)?;
+    let model = crate::hub::load(spec)?;
     tracing::info!(
         "loaded {} in {:.2} s",
         model.name,

@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::jobs::Waker;
 use crate::train::{self, RunConfig, TrainEvent};
 
 #[derive(Debug, Args)]
@@ -24,10 +26,11 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
+/// Runs the training job and prints its events; the exit code is 0 when it finished and
+/// 1 when it failed (the error, naming the file, on stderr).
 pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
-    let wake: train::Wake = Arc::new(|| {});
-    let handle = match (&args.resume, &args.config) {
-        (Some(dir), _) => train::resume(dir, None, wake)?,
+    let mut handle = match (&args.resume, &args.config) {
+        (Some(dir), _) => train::resume(dir, None, Waker::noop())?,
         (None, Some(path)) => {
             let cfg = RunConfig::load(path)?;
             let problems = cfg.validate();
@@ -35,15 +38,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
                 anyhow::bail!("{}: {}", path.display(), problems.join("; "));
             }
             let model = Arc::new(super::load_model(&cfg.model.base)?);
+            let plan = train::plan::plan(&cfg, &model)
+                .with_context(|| format!("the run of {}", path.display()))?;
             train::estimate::calibrate();
-            let estimate = train::estimate(model.config(), &cfg, 0, 0);
+            let estimate = plan.estimate(&model);
             if !estimate.fits() && !args.force {
                 anyhow::bail!(
                     "this run will not fit in memory: it {}; lower batch_size or max_seq_len, or pass --force",
                     estimate.describe()
                 );
             }
-            train::spawn(cfg, Some(model), wake)?
+            train::spawn_planned(cfg, model, plan, Waker::noop())
         }
         (None, None) => anyhow::bail!("give --config or --resume"),
     };
@@ -53,7 +58,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut code = 1;
-    for event in handle.events.iter() {
+    while let Some(event) = handle.events.recv() {
         match event {
             TrainEvent::Started {
                 run_dir,
@@ -121,7 +126,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let _ = handle.thread.join();
     Ok(code)
 }
 

@@ -10,9 +10,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Tensor;
 
 use crate::model::config::Architecture;
-use crate::model::tokenizer_spm::{token_type, SpmVocab};
 use crate::model::weights::{hf_to_gguf_name, permute_qk};
 use crate::model::{Model, ModelError};
+use crate::text::tokenizer_spm::{token_type, SpmVocab};
 
 /// Tensor types the exporter writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -90,7 +90,7 @@ fn pre_name(model: &Model) -> String {
     }
     let json = model.tokenizer.to_json();
     let pre_tokenizer = json.get("pre_tokenizer").cloned().unwrap_or_default();
-    match crate::model::tokenizer::gguf_pre_name(&pre_tokenizer) {
+    match crate::text::tokenizer::gguf_pre_name(&pre_tokenizer) {
         Some(name) => name.to_string(),
         None => {
             tracing::warn!(
@@ -107,7 +107,7 @@ fn pre_name(model: &Model) -> String {
 /// else byte-level BPE from `tokenizer.json` (`gpt2`).
 fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
     let from_json =
-        || crate::model::tokenizer_spm::spm_vocab_from_tokenizer_json(model.tokenizer.to_json());
+        || crate::text::tokenizer_spm::spm_vocab_from_tokenizer_json(model.tokenizer.to_json());
     let mut md = match model.tokenizer.spm_vocab() {
         Some(spm) => spm_vocab_metadata(model, spm),
         None => match from_json() {
@@ -184,7 +184,7 @@ fn spm_vocab_metadata(model: &Model, spm: &SpmVocab) -> Vec<(String, Value)> {
 /// Byte-level BPE from `tokenizer.json`: `/model/vocab`, added tokens and merges.
 fn byte_level_vocab_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
     let json = model.tokenizer.to_json();
-    let bad = |m: &str| ModelError::Tokenizer {
+    let bad = |m: &str| crate::text::TextError::Tokenizer {
         path: model.location.path().into(),
         message: m.into(),
     };

@@ -191,7 +191,7 @@ pub fn export(
     let adapter = match &req.adapter {
         Some(dir) => {
             progress(&format!("reading the adapter in {}", dir.display()));
-            Some(super::peft::read_adapter(dir, base.config(), &device)?)
+            Some(crate::adapter::read_adapter(dir, base.config(), &device)?)
         }
         None => None,
     };
@@ -213,10 +213,10 @@ pub fn export(
                 .map(|(k, p)| (*k, (p.a.clone(), p.b.clone())))
                 .collect();
             progress("writing adapter_model.safetensors and adapter_config.json");
-            super::peft::write_adapter(&req.out, &cfg, &pairs)?;
+            crate::adapter::write_adapter(&req.out, &cfg, &pairs)?;
             if req.verify {
                 progress("reading the adapter back");
-                let back = super::peft::read_adapter(&req.out, base.config(), &device)?;
+                let back = crate::adapter::read_adapter(&req.out, base.config(), &device)?;
                 Some(compare_adapters(
                     &a.lora,
                     &back.lora,

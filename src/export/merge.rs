@@ -29,12 +29,12 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     let write = |name: &str, value: &serde_json::Value| -> Result<(), ModelError> {
         let path = out.join(name);
         let text = serde_json::to_string_pretty(value).unwrap_or_default();
-        super::peft::write_atomic(&path, text.as_bytes())
+        crate::adapter::write_atomic(&path, text.as_bytes())
     };
     let cfg = model.config();
     write("config.json", &cfg.to_hf_json())?;
     let tensors = super::gguf::named_weights(model);
-    super::peft::write_safetensors(&out.join("model.safetensors"), &tensors)?;
+    crate::adapter::write_safetensors(&out.join("model.safetensors"), &tensors)?;
     write("tokenizer.json", model.tokenizer.to_json())?;
     let mut tok_cfg = model.tokenizer_config.clone();
     if let Some(o) = tok_cfg.as_object_mut() {

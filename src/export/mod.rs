@@ -5,4 +5,3 @@ pub mod gguf;
 pub mod job;
 pub mod merge;
 pub mod ollama;
-pub mod peft;

@@ -23,5 +23,5 @@ pub fn write_modelfile(model: &Model, dir: &Path, gguf_name: &str) -> Result<(),
             text.push_str(&format!("PARAMETER stop \"{tok}\"\n"));
         }
     }
-    super::peft::write_atomic(&dir.join("Modelfile"), text.as_bytes())
+    crate::adapter::write_atomic(&dir.join("Modelfile"), text.as_bytes())
 }

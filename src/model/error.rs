@@ -18,14 +18,9 @@ pub enum ModelError {
     #[error("{path}: this is a PyTorch pickle file, which can run arbitrary code when loaded and is never unpickled here; convert it to safetensors (e.g. `python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('OUT', safe_serialization=True)\"`) or pick a .gguf file")]
     Pickle { path: PathBuf },
 
-    #[error("{path}: {message}")]
-    Tokenizer { path: PathBuf, message: String },
-
-    #[error("chat template of {source_name}: {message}")]
-    Template {
-        source_name: String,
-        message: String,
-    },
+    /// A tokenizer or chat template that cannot be used.
+    #[error(transparent)]
+    Text(#[from] crate::text::TextError),
 
     #[error("model `{spec}` not found: {message}")]
     NotFound { spec: String, message: String },

@@ -7,8 +7,8 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Value;
 
 use super::config::{Architecture, ModelConfig};
-use super::tokenizer::GgufTokenizerSpec;
 use super::ModelError;
+use crate::text::tokenizer::GgufTokenizerSpec;
 
 type Metadata = HashMap<String, Value>;
 
@@ -141,7 +141,7 @@ pub fn config_from_metadata(
 /// Reads the tokenizer description. A SentencePiece-style vocabulary (`llama`) adds BOS
 /// unless the file says otherwise, as llama.cpp and transformers do.
 pub fn tokenizer_spec(md: &Metadata, path: &Path) -> Result<GgufTokenizerSpec, ModelError> {
-    let bad = |m: String| ModelError::Tokenizer {
+    let bad = |m: String| crate::text::TextError::Tokenizer {
         path: path.into(),
         message: m,
     };

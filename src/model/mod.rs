@@ -1,31 +1,19 @@
-//! Models: configuration, weights (safetensors, GGUF), tokenizer, chat template and the
-//! Llama-family transformer, plus finding models on disk, in the HF cache or on the hub.
+//! Models: configuration (HF `config.json` or GGUF metadata, validated once), weights
+//! (safetensors, GGUF), the Llama-family transformer with LoRA-capable layers, and the
+//! [`Model`] that bundles them with a tokenizer and chat template from [`crate::text`].
 //!
-//! [`load`] turns the one `--model` argument into a ready [`Model`].
+//! [`load_resolved`] loads a model at a known location; `crate::hub::load` resolves the
+//! `--model` argument first.
 
-pub mod catalog;
 pub mod config;
 mod error;
-pub mod fetch;
-pub mod frozen_matmul;
 pub mod gguf;
+mod location;
 pub mod lora;
-#[cfg(test)]
-pub(crate) mod op_test_util;
-pub mod par_fill;
 pub mod rope;
-pub mod segment_attention;
-pub(crate) mod slice_gemm;
-pub mod source;
-pub mod template;
+#[cfg(any(test, feature = "test-support"))]
 pub mod tiny;
-mod token_count;
-pub mod tokenizer;
-pub mod tokenizer_spm;
-pub mod train_linear;
-pub mod train_ops;
 pub mod transformer;
-pub mod vec_math;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -34,9 +22,9 @@ use candle_core::Device;
 
 pub use config::{Architecture, ModelConfig};
 pub use error::ModelError;
-pub use source::{ModelLocation, ResolvedModel};
-pub use template::{ChatMessage, ChatTemplate};
-pub use tokenizer::Tokenizer;
+pub use location::{ModelLocation, ResolvedModel};
+// The text half of a `Model`, re-exported because every user of a model needs them.
+pub use crate::text::{ChatMessage, ChatTemplate, Tokenizer};
 pub use transformer::{Cache, Forward, Layout, MatmulMode, Transformer};
 
 /// A loaded model: weights, tokenizer, chat template, and where it came from. Cloning
@@ -79,19 +67,13 @@ impl Model {
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>, ModelError> {
         let text = self.template.render(messages, add_generation_prompt)?;
-        self.tokenizer.encode(&text, false)
+        Ok(self.tokenizer.encode(&text, false)?)
     }
 
     /// Bytes of f32 weights held.
     pub fn weight_bytes(&self) -> usize {
         self.config().f32_weight_bytes()
     }
-}
-
-/// Resolves `spec` (see [`source::resolve`]) and loads the model on the CPU.
-pub fn load(spec: &str) -> Result<Model, ModelError> {
-    let resolved = source::resolve(spec)?;
-    load_resolved(&resolved, &Device::Cpu)
 }
 
 /// Loads an already resolved model.
@@ -133,11 +115,13 @@ fn hf_chat_template(
                 .or_else(|| list.first())
                 .and_then(|t| t.get("template"))
                 .and_then(|t| t.as_str());
-            pick.map(|s| (s.to_string(), name.clone()))
-                .ok_or_else(|| ModelError::Template {
+            pick.map(|s| (s.to_string(), name.clone())).ok_or_else(|| {
+                crate::text::TextError::Template {
                     source_name: name,
                     message: "`chat_template` list has no usable entry".into(),
-                })
+                }
+                .into()
+            })
         }
         _ => Ok((
             FALLBACK_TEMPLATE.to_string(),
@@ -217,7 +201,7 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
         serde_json::json!({})
     };
     let mut tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
-    let specials = tokenizer::special_tokens_from_config(&tok_cfg);
+    let specials = crate::text::tokenizer::special_tokens_from_config(&tok_cfg);
     tokenizer.bos_token = specials.get("bos_token").cloned();
     tokenizer.eos_token = specials.get("eos_token").cloned();
     tokenizer.pad_token = specials.get("pad_token").cloned();
@@ -282,7 +266,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
         }
     }
     let spec = gguf::tokenizer_spec(src.metadata(), path)?;
-    let tokenizer = tokenizer::from_gguf(&spec, path)?;
+    let tokenizer = crate::text::tokenizer::from_gguf(&spec, path)?;
     let template_src = gguf::chat_template(src.metadata());
     let transformer = Transformer::load(config, &mut src, device)?;
     let (template_src, template_name) = match template_src {

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 
 use super::config::{Llama3RopeScaling, ModelConfig};
-use super::train_ops::HeadLayout;
+use crate::ops::train_ops::HeadLayout;
 
 /// Precomputed cos/sin tables, `[max_positions, head_dim / 2]`.
 #[derive(Debug, Clone)]
@@ -138,12 +138,12 @@ impl Rope {
 /// One op for training and generation; its backward (the inverse rotation) only matters in
 /// training.
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    super::train_ops::rope(x, cos, sin, HeadLayout::HeadMajor)
+    crate::ops::train_ops::rope(x, cos, sin, HeadLayout::HeadMajor)
 }
 
 /// The same for `x` in the projections' layout `[b, t, heads · d]`.
 pub fn apply_token_major(x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Tensor> {
-    super::train_ops::rope(x, cos, sin, HeadLayout::TokenMajor { heads })
+    crate::ops::train_ops::rope(x, cos, sin, HeadLayout::TokenMajor { heads })
 }
 
 /// The same rotation composed of plain ops, which candle's autograd differentiates: the

@@ -9,8 +9,8 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::config::{Architecture, ModelConfig};
-use super::tokenizer::GgufTokenizerSpec;
 use super::{ModelError, FALLBACK_TEMPLATE};
+use crate::text::tokenizer::GgufTokenizerSpec;
 
 /// The special tokens of the tiny vocabulary, after the 256 byte tokens.
 pub const TINY_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
@@ -231,14 +231,14 @@ pub fn write_tiny_adapter(
     let mut pairs = std::collections::BTreeMap::new();
     for layer in 0..cfg.num_hidden_layers {
         for target in targets {
-            let (out_f, in_f) = crate::export::peft::linear_shape(&cfg, target);
+            let (out_f, in_f) = crate::adapter::linear_shape(&cfg, target);
             let a = seeded_normal(&mut rng, &[r, in_f], 1.0)?;
             let b = seeded_normal(&mut rng, &[out_f, r], 1.0)?;
             pairs.insert((layer, target), (a, b));
         }
     }
-    let config = crate::export::peft::AdapterConfig::new(None, r, 8.0, 0.0, false, &targets);
-    crate::export::peft::write_adapter(dir, &config, &pairs)
+    let config = crate::adapter::AdapterConfig::new(None, r, 8.0, 0.0, false, &targets);
+    crate::adapter::write_adapter(dir, &config, &pairs)
 }
 
 /// The user-defined token of [`tiny_spm_spec`].
@@ -249,7 +249,7 @@ pub const TINY_SPM_USER_TOKEN: &str = "<|user|>";
 /// scored like a trained model (earlier is better), single characters last, and one
 /// user-defined token. BOS added, no EOS, no `add_space_prefix` key.
 pub fn tiny_spm_spec() -> GgufTokenizerSpec {
-    use super::tokenizer_spm::token_type;
+    use crate::text::tokenizer_spm::token_type;
     let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).to_vec();
     let mut types = vec![
         token_type::UNKNOWN,

@@ -9,9 +9,9 @@ use candle_nn::kv_cache::KvCache;
 use super::config::{Architecture, ModelConfig};
 use super::lora::{LoraPair, LoraSet, LoraTarget};
 use super::rope::{self, Rope};
-use super::segment_attention;
 use super::weights::WeightSource;
 use super::ModelError;
+use crate::ops::segment_attention;
 
 /// A frozen linear layer `y = x Wᵀ (+ b)`, with an optional Q8_0 copy for fast decoding.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ impl Linear {
     ) -> Result<Tensor> {
         if mode == MatmulMode::Differentiable {
             let y = match lora {
-                Some(p) => super::train_linear::lora_linear(
+                Some(p) => crate::ops::train_linear::lora_linear(
                     x,
                     &self.weight,
                     &p.a,
@@ -50,7 +50,7 @@ impl Linear {
                     p.scale,
                     dropout_mask,
                 )?,
-                None => super::train_linear::frozen_linear(x, &self.weight)?,
+                None => crate::ops::train_linear::frozen_linear(x, &self.weight)?,
             };
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
@@ -59,7 +59,7 @@ impl Linear {
         }
         let mut y = match (&self.quantized, mode) {
             (Some(q), MatmulMode::Quantized) => q.forward(x)?,
-            _ => super::frozen_matmul::x_wt(x, &self.weight)?,
+            _ => crate::ops::frozen_matmul::x_wt(x, &self.weight)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -112,7 +112,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// The same op in training and generation (its backward only matters in training).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::train_ops::rms_norm(x, &self.weight, self.eps)
+        crate::ops::train_ops::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -572,7 +572,7 @@ impl Transformer {
         let xn = l.post_attention_norm.forward(&x)?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
-        let act = super::train_ops::swiglu(&gate, &up)?;
+        let act = crate::ops::train_ops::swiglu(&gate, &up)?;
         let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?;
         x + down
     }

@@ -82,12 +82,9 @@ impl SafetensorsSource {
                 ));
             }
         }
-        // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on
-        // nobody truncating a model file while the studio reads it.
-        let files = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&shards) }
-            .map_err(|e| {
-                ModelError::weights(path, format!("not a readable safetensors file: {e}"))
-            })?;
+        let files = crate::ops::mmap::map_safetensors(&shards).map_err(|e| {
+            ModelError::weights(path, format!("not a readable safetensors file: {e}"))
+        })?;
         let names = files.tensors().into_iter().map(|(n, _)| n).collect();
         Ok(Self {
             files,

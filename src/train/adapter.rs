@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
 use super::config::LoraSection;
-use crate::export::peft::{self, linear_shape, AdapterConfig};
+use crate::adapter::{self, linear_shape, AdapterConfig};
 use crate::model::lora::{LoraSet, LoraTarget};
 use crate::model::ModelConfig;
 
@@ -65,7 +65,7 @@ impl TrainableAdapter {
         model: &ModelConfig,
         device: &Device,
     ) -> anyhow::Result<()> {
-        let loaded = peft::read_adapter(dir, model, device)?;
+        let loaded = adapter::read_adapter(dir, model, device)?;
         for (key, (a, b)) in &self.vars {
             let pair = loaded.lora.pairs.get(key).ok_or_else(|| {
                 anyhow::anyhow!(
@@ -98,8 +98,8 @@ impl TrainableAdapter {
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         let mut out = Vec::with_capacity(self.vars.len() * 2);
         for ((layer, target), (a, b)) in &self.vars {
-            out.push((peft::peft_key(*layer, *target, 'A'), a.clone()));
-            out.push((peft::peft_key(*layer, *target, 'B'), b.clone()));
+            out.push((adapter::peft_key(*layer, *target, 'A'), a.clone()));
+            out.push((adapter::peft_key(*layer, *target, 'B'), b.clone()));
         }
         out
     }
@@ -110,4 +110,18 @@ impl TrainableAdapter {
             .map(|(a, b)| a.elem_count() + b.elem_count())
             .sum()
     }
+}
+
+/// LoRA parameters a run with `lora` trains on `model`: `r × (in + out)` for every
+/// targeted layer, as [`TrainableAdapter::init`] creates them.
+pub fn trainable_parameters(model: &ModelConfig, lora: &LoraSection) -> usize {
+    let per_layer: usize = lora
+        .targets
+        .iter()
+        .map(|&t| {
+            let (out_f, in_f) = linear_shape(model, t);
+            lora.rank * (in_f + out_f)
+        })
+        .sum();
+    per_layer * model.num_hidden_layers
 }

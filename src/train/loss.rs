@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::cross_entropy::{cross_entropy, lm_head_cross_entropy};
+use crate::ops::cross_entropy::{cross_entropy, lm_head_cross_entropy};
 
 use crate::model::Transformer;
 

@@ -1,24 +1,24 @@
 //! Training: run configuration, batching, the LoRA step loop, checkpoints and the run
-//! directory. [`spawn`] and [`resume`] run it on a worker thread.
+//! directory. [`spawn`] and [`resume`] run it as a job (`crate::jobs`).
 
 pub mod adapter;
 pub mod batch;
 pub mod config;
-pub mod cross_entropy;
 pub mod data;
 pub mod estimate;
 pub mod events;
+pub mod job;
 pub mod loss;
 pub mod optim;
+pub mod plan;
 pub mod run_dir;
 pub mod trainer;
-pub mod worker;
 
 pub use config::RunConfig;
 pub use estimate::estimate;
 pub use events::{Estimate, StepMetrics, Summary, TrainCommand, TrainEvent};
+pub use job::{resume, spawn, spawn_planned, TrainHandle};
 pub use run_dir::{list_runs, RunInfo};
-pub use worker::{resume, spawn, TrainHandle, Wake};
 
 /// `train::runs::list_runs` and friends, under the name the GUI uses.
 pub mod runs {

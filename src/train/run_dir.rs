@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::RunConfig;
 use super::events::StepMetrics;
-use crate::export::peft::{self, AdapterConfig};
+use crate::adapter::{self, AdapterConfig};
 use crate::model::lora::LoraTarget;
 
 /// Where a run resumes: everything beyond the weights and optimizer moments.
@@ -26,6 +26,23 @@ pub struct TrainerState {
     pub best_eval_loss: Option<f64>,
     pub elapsed_s: f64,
 }
+
+impl TrainerState {
+    /// The state before the first step of a run of `total_steps` steps.
+    pub fn new(total_steps: usize) -> Self {
+        TrainerState {
+            step: 0,
+            total_steps,
+            epoch: 0,
+            micro_batch: 0,
+            best_eval_loss: None,
+            elapsed_s: 0.0,
+        }
+    }
+}
+
+/// The file that marks a run as failed; it holds the error.
+pub const FAILED_FILE: &str = "failed.txt";
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +100,32 @@ impl RunDir {
         text.push_str(&format!("\n# dataset sha256: {dataset_sha256}\n"));
         write_atomic(&path.join("run.toml"), text.as_bytes())?;
         Ok(Self { path })
+    }
+
+    /// The run folder at `path`, as it is.
+    pub fn at(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Marks the run failed with `error` (shown in the Runs tab). Best effort: the error
+    /// reaches the user through the run's events even when this write fails too.
+    pub fn mark_failed(&self, error: &str) {
+        let path = self.path.join(FAILED_FILE);
+        if let Err(e) = write_atomic(&path, format!("{error}\n").as_bytes()) {
+            tracing::warn!("could not mark the run failed: {e:#}");
+        }
+    }
+
+    /// Removes the failure mark (a resumed run is no longer failed).
+    pub fn clear_failed(&self) -> anyhow::Result<()> {
+        let path = self.path.join(FAILED_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        }
     }
 
     pub fn open(path: &Path) -> anyhow::Result<(Self, RunConfig)> {
@@ -145,8 +188,8 @@ impl RunDir {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
         }
-        peft::write_adapter(&tmp, adapter_cfg, pairs)?;
-        peft::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
+        adapter::write_adapter(&tmp, adapter_cfg, pairs)?;
+        adapter::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
         write_atomic(
             &tmp.join("trainer_state.json"),
             serde_json::to_string_pretty(state)?.as_bytes(),
@@ -169,7 +212,7 @@ impl RunDir {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
         }
-        peft::write_adapter(&tmp, adapter_cfg, pairs)?;
+        adapter::write_adapter(&tmp, adapter_cfg, pairs)?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         }
@@ -238,6 +281,8 @@ pub struct RunInfo {
     pub best_eval_loss: Option<f64>,
     /// Wall time from the first to the last logged step, estimated from ETA-free figures.
     pub last_step: usize,
+    /// Why the run failed, when it did (`failed.txt`).
+    pub failure: Option<String>,
 }
 
 /// Reads every run folder under `dir`, newest first.
@@ -287,5 +332,8 @@ pub fn read_run(path: &Path) -> RunInfo {
             .join("adapter_model.safetensors")
             .exists(),
         best_eval_loss,
+        failure: std::fs::read_to_string(path.join(FAILED_FILE))
+            .ok()
+            .map(|t| t.trim().to_string()),
     }
 }

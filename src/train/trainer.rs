@@ -1,18 +1,22 @@
 //! The step loop: forward through the transformer with the adapter, chunked loss over the
 //! trained tokens, backward (gradients for the adapter only), clipping, AdamW, schedule;
 //! metrics, evaluation, checkpoints, pause/stop, and the NaN guard. Runs on the caller's
-//! thread (the training worker) and reports through a callback.
+//! thread (the training job) and reports through [`Control`]; every failure comes back as
+//! the `Err` of [`run`], and the run folder is marked failed with it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor, Var};
 
 use super::adapter::TrainableAdapter;
+use super::batch::PackedRow;
 use super::config::RunConfig;
 use super::data::{self, MicroBatch, PreparedData};
 use super::events::{StepMetrics, Summary, TrainCommand, TrainEvent};
 use super::optim::{self, AdamW};
+use super::plan::{self, RunPlan};
 use super::run_dir::{MetricLine, RunDir, TrainerState};
 use crate::model::{Forward, Layout, Model};
 
@@ -22,12 +26,12 @@ pub enum Start {
     /// Resume from `checkpoints/step-N/` of an existing run directory.
     Resume {
         run: RunDir,
-        checkpoint: std::path::PathBuf,
+        checkpoint: PathBuf,
     },
 }
 
 /// How the loop talks to its watcher. `Send`, since the loop runs on a pool thread of its
-/// own ([`crate::sys::on_own_pool`]).
+/// own ([`crate::ops::runtime::on_own_pool`]).
 pub trait Control: Send {
     fn send(&mut self, event: TrainEvent);
     /// A command, if one is waiting (never blocks).
@@ -36,27 +40,29 @@ pub trait Control: Send {
     fn wait(&mut self) -> Option<TrainCommand>;
 }
 
-/// Micro-batches of one epoch.
-fn epoch_batches(
-    prepared: &PreparedData,
-    cfg: &RunConfig,
-    epoch: usize,
-) -> Vec<Vec<super::batch::PackedRow>> {
-    let rows = data::epoch_rows(&prepared.train, cfg, epoch);
-    rows.chunks(cfg.training.batch_size)
-        .map(|c| c.to_vec())
-        .collect()
-}
-
-/// Optimizer steps of the whole run.
-pub fn total_steps(cfg: &RunConfig, micro_batches_per_epoch: usize) -> usize {
-    let per_epoch = micro_batches_per_epoch
-        .div_ceil(cfg.training.grad_accumulation)
-        .max(1);
-    match cfg.training.max_steps {
-        Some(s) => s.max(1),
-        None => ((cfg.training.epochs * per_epoch as f64).ceil() as usize).max(1),
-    }
+/// Runs (or resumes) a training run to its end or a stop. Any failure (the config, the
+/// dataset, the run folder, a checkpoint write, a NaN loss) is the `Err`, with its cause;
+/// when the run folder exists by then, it is marked failed with the same message.
+/// `plan` is the run's plan when the caller made it already (else it is made here).
+pub fn run(
+    cfg: RunConfig,
+    model: Arc<Model>,
+    start: Start,
+    plan: Option<RunPlan>,
+    control: &mut dyn Control,
+) -> anyhow::Result<Summary> {
+    crate::ops::runtime::on_own_pool(move || {
+        // Declared first, dropped last: the heap the steps grew goes back when the run ends.
+        let _release = crate::ops::runtime::ReleaseFreeMemoryOnDrop;
+        let mut trainer = Trainer::new(cfg, model, start, plan, control)?;
+        match trainer.train() {
+            Ok(summary) => Ok(summary),
+            Err(e) => {
+                trainer.run.mark_failed(&format!("{e:#}"));
+                Err(e)
+            }
+        }
+    })
 }
 
 /// The final hidden states of a micro-batch, one row per position (`[targets, hidden]`),
@@ -101,7 +107,7 @@ pub fn micro_batch_loss(
 pub fn accumulated_gradients(
     model: &Model,
     adapter: &TrainableAdapter,
-    named: &[(String, candle_core::Var)],
+    named: &[(String, Var)],
     group: &[MicroBatch],
     trained: usize,
     seed: impl Fn(usize) -> u64,
@@ -148,9 +154,9 @@ pub fn evaluate(
     let rows = data::rows_for(&refs, cfg.data.packing, cfg.data.max_seq_len);
     let lora = adapter.lora_set();
     let (mut sum, mut n) = (0f64, 0usize);
-    for chunk in rows.chunks(cfg.training.batch_size) {
+    for chunk in rows.chunks(cfg.training.batch_size.max(1)) {
         let mb = data::micro_batch(chunk, model.transformer.device())?;
-        let losses = crate::sys::with_pool_awake(|| {
+        let losses = crate::ops::runtime::with_pool_awake(|| {
             let hidden = hidden_states(model, &lora, &mb, None)?;
             super::loss::token_losses(&model.transformer, &hidden, &mb.targets)
         })?;
@@ -160,286 +166,348 @@ pub fn evaluate(
     Ok((n > 0).then(|| sum / n as f64))
 }
 
-/// Evaluates, keeps the best eval loss, and logs and reports it.
-fn eval_and_report(
-    model: &Model,
-    adapter: &TrainableAdapter,
-    prepared: &PreparedData,
-    cfg: &RunConfig,
-    run: &RunDir,
-    control: &mut dyn Control,
-    state: &mut TrainerState,
-) -> anyhow::Result<()> {
-    if let Some(loss) = evaluate(model, adapter, prepared, cfg)? {
-        state.best_eval_loss = Some(state.best_eval_loss.map_or(loss, |b| b.min(loss)));
-        run.log_metric(&MetricLine::Eval {
-            step: state.step,
-            loss,
+/// What the user asked for between two steps.
+#[derive(Default)]
+struct Requests {
+    stop: bool,
+    save_now: bool,
+}
+
+/// One run in progress: its data, adapter, optimizer, folder and position.
+struct Trainer<'c> {
+    cfg: RunConfig,
+    model: Arc<Model>,
+    control: &'c mut dyn Control,
+    plan: RunPlan,
+    device: Device,
+    adapter: TrainableAdapter,
+    named: Vec<(String, Var)>,
+    opt: AdamW,
+    run: RunDir,
+    state: TrainerState,
+    /// When this session of the run started, and the training time before it.
+    started: Instant,
+    elapsed_before: f64,
+    start_step: usize,
+    last_loss: Option<f64>,
+    requests: Requests,
+}
+
+impl<'c> Trainer<'c> {
+    /// Plans the run's data, creates the adapter and optimizer, and opens the run folder
+    /// (a new one, or the resumed run's with its checkpoint loaded).
+    fn new(
+        cfg: RunConfig,
+        model: Arc<Model>,
+        start: Start,
+        plan: Option<RunPlan>,
+        control: &'c mut dyn Control,
+    ) -> anyhow::Result<Self> {
+        let plan = match plan {
+            Some(p) => p,
+            None => plan::plan(&cfg, &model)?,
+        };
+        for note in &plan.notes {
+            control.send(TrainEvent::Log {
+                message: note.clone(),
+            });
+        }
+        let device = model.transformer.device().clone();
+        let adapter = TrainableAdapter::init(
+            model.config(),
+            &cfg.lora,
+            model.hub_id.clone(),
+            cfg.training.seed,
+            &device,
+        )?;
+        let named = adapter.named_vars();
+        let opt = AdamW::new(
+            named.iter().map(|(_, v)| v.clone()).collect(),
+            cfg.optim.clone(),
+        )?;
+        let (run, state) = match &start {
+            Start::Fresh => (
+                RunDir::create(&cfg, &plan.prepared.dataset_sha256)?,
+                TrainerState::new(plan.total_steps),
+            ),
+            Start::Resume { run, .. } => (RunDir::at(&run.path), TrainerState::new(0)),
+        };
+        let mut trainer = Trainer {
+            start_step: state.step,
+            elapsed_before: state.elapsed_s,
+            cfg,
+            model,
+            control,
+            plan,
+            device,
+            adapter,
+            named,
+            opt,
+            run,
+            state,
+            started: Instant::now(),
+            last_loss: None,
+            requests: Requests::default(),
+        };
+        if let Start::Resume { checkpoint, .. } = start {
+            trainer.restore(&checkpoint)?;
+        }
+        Ok(trainer)
+    }
+
+    /// Loads a checkpoint's adapter, optimizer moments and position.
+    fn restore(&mut self, checkpoint: &std::path::Path) -> anyhow::Result<()> {
+        let ck = super::run_dir::load_checkpoint(checkpoint, &self.device)?;
+        self.adapter
+            .load_values(checkpoint, self.model.config(), &self.device)?;
+        for (i, (name, _)) in self.named.iter().enumerate() {
+            let m = ck.moments.get(&format!("m.{name}"));
+            let v = ck.moments.get(&format!("v.{name}"));
+            match (m, v) {
+                (Some(m), Some(v)) => {
+                    self.opt.m[i] = m.clone();
+                    self.opt.v[i] = v.clone();
+                }
+                _ => anyhow::bail!("{}: optimizer state lacks {name}", checkpoint.display()),
+            }
+        }
+        self.opt.step = ck.state.step;
+        self.run.truncate_metrics_after(ck.state.step)?;
+        self.run.clear_failed()?;
+        self.control.send(TrainEvent::Log {
+            message: format!(
+                "resuming from step {} of {} ({})",
+                ck.state.step,
+                ck.state.total_steps,
+                checkpoint.display()
+            ),
+        });
+        self.start_step = ck.state.step;
+        self.elapsed_before = ck.state.elapsed_s;
+        self.state = ck.state;
+        Ok(())
+    }
+
+    /// Trains to the planned end or a stop, then writes the final adapter.
+    fn train(&mut self) -> anyhow::Result<Summary> {
+        super::estimate::calibrate();
+        let estimate = self.plan.estimate(&self.model);
+        self.control.send(TrainEvent::Started {
+            run_dir: self.run.path.clone(),
+            total_steps: self.state.total_steps,
+            start_step: self.state.step,
+            estimate,
+        });
+        self.started = Instant::now();
+        let mut epoch_cache = Some((0, std::mem::take(&mut self.plan.first_epoch)));
+        while self.state.step < self.state.total_steps && !self.requests.stop {
+            let batches = match epoch_cache.take() {
+                Some((e, b)) if e == self.state.epoch => b,
+                _ => plan::epoch_batches(&self.plan.prepared, &self.cfg, self.state.epoch),
+            };
+            self.train_epoch(&batches)?;
+        }
+        let stopped_early = self.requests.stop;
+        let adapter_dir = if stopped_early {
+            None
+        } else {
+            self.eval()?;
+            self.checkpoint()?;
+            Some(
+                self.run
+                    .save_adapter(&self.adapter.config, &self.adapter.pairs())?,
+            )
+        };
+        Ok(Summary {
+            run_dir: self.run.path.clone(),
+            steps: self.state.step,
+            final_loss: self.last_loss,
+            best_eval_loss: self.state.best_eval_loss,
+            duration_s: self.elapsed_s(),
+            adapter_dir,
+            stopped_early,
+        })
+    }
+
+    /// The rest of the current epoch, from `state.micro_batch`, until its end, the run's
+    /// planned end or a stop.
+    fn train_epoch(&mut self, batches: &[Vec<PackedRow>]) -> anyhow::Result<()> {
+        let n_micro = batches.len();
+        while self.state.micro_batch < n_micro && self.state.step < self.state.total_steps {
+            let end = (self.state.micro_batch + self.cfg.training.grad_accumulation).min(n_micro);
+            let stepped = self.step(&batches[self.state.micro_batch..end], n_micro)?;
+            self.state.micro_batch = end;
+            if !stepped {
+                continue;
+            }
+            self.take_commands();
+            // A checkpoint written at the end of an epoch points at the next one.
+            let epoch_done = self.state.micro_batch >= n_micro;
+            if epoch_done {
+                self.next_epoch();
+            }
+            self.after_step()?;
+            if self.requests.stop || epoch_done {
+                return Ok(());
+            }
+        }
+        if self.state.micro_batch >= n_micro {
+            self.next_epoch();
+        }
+        Ok(())
+    }
+
+    fn next_epoch(&mut self) {
+        self.state.epoch += 1;
+        self.state.micro_batch = 0;
+    }
+
+    /// One optimizer step over `rows` (its micro-batches). False when no micro-batch had a
+    /// token to train on, so no step was taken.
+    fn step(&mut self, rows: &[Vec<PackedRow>], n_micro: usize) -> anyhow::Result<bool> {
+        let t_step = Instant::now();
+        let group: Vec<MicroBatch> = rows
+            .iter()
+            .map(|r| data::micro_batch(r, &self.device))
+            .collect::<candle_core::Result<_>>()?;
+        let trained: usize = group.iter().map(|m| m.trained_tokens).sum();
+        let tokens: usize = group.iter().map(|m| m.tokens).sum();
+        let (seed, step_no) = (self.cfg.training.seed, self.state.step + 1);
+        let seed = |j: usize| seed ^ ((self.state.step as u64) << 20) ^ (j as u64);
+        let (grads, loss_sum) = crate::ops::runtime::with_pool_awake(|| {
+            accumulated_gradients(
+                &self.model,
+                &self.adapter,
+                &self.named,
+                &group,
+                trained,
+                seed,
+            )
         })?;
-        control.send(TrainEvent::Eval {
-            step: state.step,
-            loss,
+        if !loss_sum.is_finite() {
+            anyhow::bail!("loss became {loss_sum} at step {step_no}; the run stops and keeps its last good checkpoint (try a lower learning rate)");
+        }
+        let Some(grads) = grads else {
+            return Ok(false);
+        };
+        let norm = optim::grad_norm(&grads)?;
+        if !norm.is_finite() {
+            anyhow::bail!("gradient norm became {norm} at step {step_no}; the run stops and keeps its last good checkpoint (try a lower learning rate or max_grad_norm)");
+        }
+        let grads = optim::clip(grads, norm, self.cfg.optim.max_grad_norm)?;
+        let lr = optim::learning_rate(&self.cfg.optim, self.state.step, self.state.total_steps);
+        self.opt.update(&grads, lr)?;
+        self.state.step += 1;
+        self.last_loss = Some(loss_sum);
+        let done_here = (self.state.step - self.start_step) as f64;
+        let rate = self.started.elapsed().as_secs_f64() / done_here.max(1.0);
+        let micro_after = (self.state.micro_batch + rows.len()).min(n_micro);
+        let metrics = StepMetrics {
+            step: self.state.step,
+            epoch: self.state.epoch as f64 + micro_after as f64 / n_micro.max(1) as f64,
+            loss: loss_sum,
+            lr,
+            grad_norm: norm,
+            tokens,
+            tokens_per_s: tokens as f64 / t_step.elapsed().as_secs_f64().max(1e-9),
+            eta_s: rate * (self.state.total_steps - self.state.step) as f64,
+        };
+        let last = self.state.step == self.state.total_steps;
+        if self.state.step % self.cfg.training.log_every.max(1) == 0 || last {
+            self.run.log_metric(&MetricLine::Step(metrics.clone()))?;
+            self.control.send(TrainEvent::Step(metrics));
+        }
+        Ok(true)
+    }
+
+    /// Takes the commands that arrived during the step; a pause waits here.
+    fn take_commands(&mut self) {
+        while let Some(cmd) = self.control.poll() {
+            match cmd {
+                TrainCommand::Stop => self.requests.stop = true,
+                TrainCommand::SaveNow => self.requests.save_now = true,
+                TrainCommand::Pause => self.pause(),
+                TrainCommand::Resume => {}
+            }
+        }
+    }
+
+    /// Waits for Resume (or Stop, or the watcher going away).
+    fn pause(&mut self) {
+        self.control.send(TrainEvent::Paused {
+            step: self.state.step,
+        });
+        loop {
+            match self.control.wait() {
+                Some(TrainCommand::Resume) => break,
+                Some(TrainCommand::Stop) | None => {
+                    self.requests.stop = true;
+                    return;
+                }
+                Some(TrainCommand::SaveNow) => self.requests.save_now = true,
+                Some(TrainCommand::Pause) => {}
+            }
+        }
+        self.control.send(TrainEvent::Resumed {
+            step: self.state.step,
         });
     }
-    Ok(())
-}
 
-/// Runs (or resumes) a training run to its end, a stop, or a failure.
-pub fn run(
-    cfg: RunConfig,
-    model: Arc<Model>,
-    start: Start,
-    control: &mut dyn Control,
-) -> anyhow::Result<Summary> {
-    crate::sys::on_own_pool(move || run_on_this_thread(cfg, model, start, control))
-}
-
-fn run_on_this_thread(
-    cfg: RunConfig,
-    model: Arc<Model>,
-    start: Start,
-    control: &mut dyn Control,
-) -> anyhow::Result<Summary> {
-    // Declared first, dropped last: the heap the steps grew goes back when the run ends.
-    let _release = crate::sys::ReleaseFreeMemoryOnDrop;
-    let problems = cfg.validate();
-    if !problems.is_empty() {
-        anyhow::bail!("the run config is not usable: {}", problems.join("; "));
+    /// The evaluation and checkpoint due after a step (and the one a stop or "save now"
+    /// asks for). The final step's are written by [`Trainer::train`].
+    fn after_step(&mut self) -> anyhow::Result<()> {
+        let step = self.state.step;
+        let before_end = step < self.state.total_steps;
+        let every = |n: usize| n > 0 && step % n == 0;
+        if every(self.cfg.training.eval_every) && before_end {
+            self.eval()?;
+        }
+        let due = every(self.cfg.training.save_every) && before_end;
+        if self.requests.stop || self.requests.save_now || due {
+            self.checkpoint()?;
+            self.requests.save_now = false;
+        }
+        Ok(())
     }
-    let device = model.transformer.device().clone();
-    let mut logs = Vec::new();
-    let prepared = data::prepare(&cfg, &model, &mut |m| logs.push(m))?;
-    for m in logs {
-        control.send(TrainEvent::Log { message: m });
-    }
-    let first_epoch = epoch_batches(&prepared, &cfg, 0);
-    let total = total_steps(&cfg, first_epoch.len());
-    let mut adapter = TrainableAdapter::init(
-        model.config(),
-        &cfg.lora,
-        model.hub_id.clone(),
-        cfg.training.seed,
-        &device,
-    )?;
-    let named = adapter.named_vars();
-    let mut opt = AdamW::new(
-        named.iter().map(|(_, v)| v.clone()).collect(),
-        cfg.optim.clone(),
-    )?;
-    let (run, mut state) = match start {
-        Start::Fresh => {
-            let run = RunDir::create(&cfg, &prepared.dataset_sha256)?;
-            let state = TrainerState {
-                step: 0,
-                total_steps: total,
-                epoch: 0,
-                micro_batch: 0,
-                best_eval_loss: None,
-                elapsed_s: 0.0,
-            };
-            (run, state)
-        }
-        Start::Resume { run, checkpoint } => {
-            let ck = super::run_dir::load_checkpoint(&checkpoint, &device)?;
-            adapter.load_values(&checkpoint, model.config(), &device)?;
-            for (i, (name, _)) in named.iter().enumerate() {
-                let m = ck.moments.get(&format!("m.{name}"));
-                let v = ck.moments.get(&format!("v.{name}"));
-                match (m, v) {
-                    (Some(m), Some(v)) => {
-                        opt.m[i] = m.clone();
-                        opt.v[i] = v.clone();
-                    }
-                    _ => anyhow::bail!("{}: optimizer state lacks {name}", checkpoint.display()),
-                }
-            }
-            opt.step = ck.state.step;
-            run.truncate_metrics_after(ck.state.step)?;
-            control.send(TrainEvent::Log {
-                message: format!(
-                    "resuming from step {} of {} ({})",
-                    ck.state.step,
-                    ck.state.total_steps,
-                    checkpoint.display()
-                ),
-            });
-            (run, ck.state)
-        }
-    };
-    let trainable = adapter.parameter_count();
-    super::estimate::calibrate();
-    let estimate = super::estimate::estimate(model.config(), &cfg, trainable, total);
-    control.send(TrainEvent::Started {
-        run_dir: run.path.clone(),
-        total_steps: state.total_steps,
-        start_step: state.step,
-        estimate: estimate.clone(),
-    });
 
-    let t_start = Instant::now();
-    let elapsed_before = state.elapsed_s;
-    let start_step = state.step;
-    let mut last_loss = None;
-    let mut stopped_early = false;
-    let mut save_now = false;
-    let accum = cfg.training.grad_accumulation;
-    let save_checkpoint = |adapter: &TrainableAdapter,
-                           opt: &AdamW,
-                           state: &TrainerState|
-     -> anyhow::Result<std::path::PathBuf> {
-        let mut moments = Vec::new();
-        for (i, (name, _)) in named.iter().enumerate() {
-            moments.push((format!("m.{name}"), opt.m[i].clone()));
-            moments.push((format!("v.{name}"), opt.v[i].clone()));
-        }
-        run.save_checkpoint(&adapter.config, &adapter.pairs(), &moments, state)
-    };
-    let mut epoch_cache: Option<(usize, Vec<Vec<super::batch::PackedRow>>)> =
-        Some((0, first_epoch));
-
-    'outer: while state.step < state.total_steps {
-        let batches = match epoch_cache.take() {
-            Some((e, b)) if e == state.epoch => b,
-            _ => epoch_batches(&prepared, &cfg, state.epoch),
+    /// Evaluates, keeps the best eval loss, and logs and reports it.
+    fn eval(&mut self) -> anyhow::Result<()> {
+        let Some(loss) = evaluate(&self.model, &self.adapter, &self.plan.prepared, &self.cfg)?
+        else {
+            return Ok(());
         };
-        let n_micro = batches.len();
-        while state.micro_batch < n_micro && state.step < state.total_steps {
-            let t_step = Instant::now();
-            let group: Vec<MicroBatch> = batches
-                [state.micro_batch..(state.micro_batch + accum).min(n_micro)]
-                .iter()
-                .map(|rows| data::micro_batch(rows, &device))
-                .collect::<candle_core::Result<_>>()?;
-            let trained: usize = group.iter().map(|m| m.trained_tokens).sum();
-            let tokens: usize = group.iter().map(|m| m.tokens).sum();
-            let seed = |j: usize| cfg.training.seed ^ ((state.step as u64) << 20) ^ (j as u64);
-            let (grads, loss_sum) = crate::sys::with_pool_awake(|| {
-                accumulated_gradients(&model, &adapter, &named, &group, trained, seed)
-            })?;
-            let step_no = state.step + 1;
-            if !loss_sum.is_finite() {
-                let msg = format!("loss became {loss_sum} at step {step_no}; the run stops and keeps its last good checkpoint (try a lower learning rate)");
-                control.send(TrainEvent::Failed { error: msg.clone() });
-                anyhow::bail!(msg);
-            }
-            let Some(grads) = grads else {
-                state.micro_batch += accum;
-                continue;
-            };
-            let norm = optim::grad_norm(&grads)?;
-            if !norm.is_finite() {
-                let msg = format!("gradient norm became {norm} at step {step_no}; the run stops and keeps its last good checkpoint (try a lower learning rate or max_grad_norm)");
-                control.send(TrainEvent::Failed { error: msg.clone() });
-                anyhow::bail!(msg);
-            }
-            let grads = optim::clip(grads, norm, cfg.optim.max_grad_norm)?;
-            let lr = optim::learning_rate(&cfg.optim, state.step, state.total_steps);
-            opt.update(&grads, lr)?;
-            state.step += 1;
-            state.micro_batch += accum;
-            last_loss = Some(loss_sum);
-            let step_s = t_step.elapsed().as_secs_f64();
-            let done_here = (state.step - start_step) as f64;
-            let rate = t_start.elapsed().as_secs_f64() / done_here.max(1.0);
-            let metrics = StepMetrics {
-                step: state.step,
-                epoch: state.epoch as f64
-                    + state.micro_batch.min(n_micro) as f64 / n_micro.max(1) as f64,
-                loss: loss_sum,
-                lr,
-                grad_norm: norm,
-                tokens,
-                tokens_per_s: tokens as f64 / step_s.max(1e-9),
-                eta_s: rate * (state.total_steps - state.step) as f64,
-            };
-            if state.step % cfg.training.log_every.max(1) == 0 || state.step == state.total_steps {
-                run.log_metric(&MetricLine::Step(metrics.clone()))?;
-                control.send(TrainEvent::Step(metrics));
-            }
-            let mut stop = false;
-            while let Some(cmd) = control.poll() {
-                match cmd {
-                    TrainCommand::Stop => stop = true,
-                    TrainCommand::SaveNow => save_now = true,
-                    TrainCommand::Pause => {
-                        control.send(TrainEvent::Paused { step: state.step });
-                        loop {
-                            match control.wait() {
-                                Some(TrainCommand::Resume) => break,
-                                Some(TrainCommand::Stop) | None => {
-                                    stop = true;
-                                    break;
-                                }
-                                Some(TrainCommand::SaveNow) => save_now = true,
-                                Some(TrainCommand::Pause) => {}
-                            }
-                        }
-                        if !stop {
-                            control.send(TrainEvent::Resumed { step: state.step });
-                        }
-                    }
-                    TrainCommand::Resume => {}
-                }
-            }
-            if state.micro_batch >= n_micro {
-                state.epoch += 1;
-                state.micro_batch = 0;
-            }
-            let step_now = state.step;
-            let every = |n: usize| n > 0 && step_now % n == 0;
-            if every(cfg.training.eval_every) && state.step < state.total_steps {
-                eval_and_report(&model, &adapter, &prepared, &cfg, &run, control, &mut state)?;
-            }
-            state.elapsed_s = elapsed_before + t_start.elapsed().as_secs_f64();
-            if stop
-                || save_now
-                || (every(cfg.training.save_every) && state.step < state.total_steps)
-            {
-                let path = save_checkpoint(&adapter, &opt, &state)?;
-                control.send(TrainEvent::Checkpoint {
-                    step: state.step,
-                    path,
-                });
-                save_now = false;
-            }
-            if stop {
-                stopped_early = true;
-                break 'outer;
-            }
-            if state.micro_batch == 0 {
-                continue 'outer;
-            }
-        }
-        if state.micro_batch >= n_micro {
-            state.epoch += 1;
-            state.micro_batch = 0;
-        }
+        self.state.best_eval_loss = Some(self.state.best_eval_loss.map_or(loss, |b| b.min(loss)));
+        let step = self.state.step;
+        self.run.log_metric(&MetricLine::Eval { step, loss })?;
+        self.control.send(TrainEvent::Eval { step, loss });
+        Ok(())
     }
 
-    let mut adapter_dir = None;
-    if !stopped_early {
-        eval_and_report(&model, &adapter, &prepared, &cfg, &run, control, &mut state)?;
-        state.elapsed_s = elapsed_before + t_start.elapsed().as_secs_f64();
-        let path = save_checkpoint(&adapter, &opt, &state)?;
-        control.send(TrainEvent::Checkpoint {
-            step: state.step,
+    /// Writes `checkpoints/step-N/`: the adapter, the optimizer moments and the position.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        self.state.elapsed_s = self.elapsed_s();
+        let mut moments = Vec::new();
+        for (i, (name, _)) in self.named.iter().enumerate() {
+            moments.push((format!("m.{name}"), self.opt.m[i].clone()));
+            moments.push((format!("v.{name}"), self.opt.v[i].clone()));
+        }
+        let path = self.run.save_checkpoint(
+            &self.adapter.config,
+            &self.adapter.pairs(),
+            &moments,
+            &self.state,
+        )?;
+        self.control.send(TrainEvent::Checkpoint {
+            step: self.state.step,
             path,
         });
-        adapter_dir = Some(run.save_adapter(&adapter.config, &adapter.pairs())?);
+        Ok(())
     }
-    let summary = Summary {
-        run_dir: run.path.clone(),
-        steps: state.step,
-        final_loss: last_loss,
-        best_eval_loss: state.best_eval_loss,
-        duration_s: elapsed_before + t_start.elapsed().as_secs_f64(),
-        adapter_dir,
-        stopped_early,
-    };
-    control.send(TrainEvent::Finished {
-        summary: summary.clone(),
-    });
-    Ok(summary)
+
+    /// Training time of the whole run, resumed sessions included.
+    fn elapsed_s(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
 }
 
 /// Mean of the last `n` values, for smoothing displays.

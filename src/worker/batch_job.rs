@@ -1,17 +1,15 @@
 //! Batch compare on worker threads: a list of prompts run through several columns (the
 //! base model, or the base plus an adapter, all on one shared `Arc<Model>`). Each column
-//! gets its own named thread that answers the prompts in order, so the columns progress
-//! together like the chat panes do; every finished reply comes back as an event over a
-//! bounded channel, and one cancel flag stops every column after its current token.
+//! is its own job that answers the prompts in order, so the columns progress together
+//! like the chat panes do; every finished reply comes back as an event, and cancelling
+//! stops every column after its current token.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
-
 use super::chat_job::{generate_reply, read_adapter, AdapterSpec};
-use super::Waker;
 use crate::infer::{GenerationStats, Sampling, StopReason};
+use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
 
@@ -58,89 +56,100 @@ pub struct BatchRequest {
     pub max_new_tokens: usize,
 }
 
-/// A batch being run.
+impl JobEvent for BatchEvent {
+    fn failed(_kind: JobKind, error: String) -> Self {
+        // The column is filled in by [`BatchJob::try_recv`], which knows whose job it was.
+        BatchEvent::Failed {
+            row: None,
+            column: usize::MAX,
+            error,
+        }
+    }
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            BatchEvent::ColumnDone { .. } | BatchEvent::Failed { row: None, .. }
+        )
+    }
+}
+
+/// A batch being run: one job per column.
 pub struct BatchJob {
-    pub events: Receiver<BatchEvent>,
-    cancel: Arc<AtomicBool>,
+    columns: Vec<JobEvents<BatchEvent>>,
+    /// Events to hand out before polling the columns again.
+    pending: VecDeque<BatchEvent>,
 }
 
 impl BatchJob {
     /// Asks every column to stop after its current token.
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        for c in &self.columns {
+            c.cancel();
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.columns.iter().any(|c| c.is_cancelled())
+    }
+
+    /// The next event of any column. A column that fails as a whole (its adapter cannot
+    /// be read, its thread panics or vanishes) reports `Failed { row: None }` and then
+    /// `ColumnDone`, like a column that finished.
+    pub fn try_recv(&mut self) -> Option<BatchEvent> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        for (column, job) in self.columns.iter_mut().enumerate() {
+            if let Some(mut e) = job.try_recv() {
+                if let BatchEvent::Failed {
+                    row: None,
+                    column: c,
+                    ..
+                } = &mut e
+                {
+                    *c = column;
+                    self.pending.push_back(BatchEvent::ColumnDone { column });
+                }
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Whether every column has ended and every event was taken.
+    pub fn has_ended(&self) -> bool {
+        self.pending.is_empty() && self.columns.iter().all(|c| c.has_ended())
     }
 }
 
-impl Drop for BatchJob {
-    fn drop(&mut self) {
-        // Nobody reads the replies any more.
-        self.cancel();
-    }
-}
-
-/// Starts one thread per column, named `batch-<column>`.
+/// Starts one job per column, on threads named `batch-<column>`.
 pub fn spawn(req: BatchRequest, waker: Waker) -> BatchJob {
-    let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
-    let cancel = Arc::new(AtomicBool::new(false));
     let prompts = Arc::new(req.prompts);
-    for (column, adapter) in req.columns.into_iter().enumerate() {
-        let sink = Sink {
-            tx: tx.clone(),
-            waker: waker.clone(),
-            cancel: cancel.clone(),
-        };
-        let column_job = Column {
-            model: req.model.clone(),
-            adapter,
-            prompts: prompts.clone(),
-            sampling: req.sampling.clone(),
-            max_new_tokens: req.max_new_tokens,
-            column,
-        };
-        let fail = Sink {
-            tx: tx.clone(),
-            waker: waker.clone(),
-            cancel: cancel.clone(),
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("batch-{column}"))
-            .spawn(move || {
-                column_job.run(&sink);
-                sink.send(BatchEvent::ColumnDone { column });
-            });
-        if let Err(e) = spawned {
-            fail.send(BatchEvent::Failed {
-                row: None,
+    let columns = req
+        .columns
+        .into_iter()
+        .enumerate()
+        .map(|(column, adapter)| {
+            let column_job = Column {
+                model: req.model.clone(),
+                adapter,
+                prompts: prompts.clone(),
+                sampling: req.sampling.clone(),
+                max_new_tokens: req.max_new_tokens,
                 column,
-                error: format!("cannot start the generation thread: {e}"),
-            });
-            fail.send(BatchEvent::ColumnDone { column });
-        }
-    }
-    BatchJob { events: rx, cancel }
-}
-
-struct Sink {
-    tx: Sender<BatchEvent>,
-    waker: Waker,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Sink {
-    fn send(&self, e: BatchEvent) {
-        if self.tx.send(e).is_err() {
-            // The table is gone: stop generating for it.
-            self.cancel.store(true, Ordering::Relaxed);
-        }
-        self.waker.wake();
-    }
-
-    fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+            };
+            jobs::spawn(
+                JobKind::BatchCompare,
+                format!("batch-{column}"),
+                CAPACITY,
+                waker.clone(),
+                move |r| column_job.run(r),
+            )
+        })
+        .collect();
+    BatchJob {
+        columns,
+        pending: VecDeque::new(),
     }
 }
 
@@ -155,26 +164,18 @@ struct Column {
 }
 
 impl Column {
-    fn run(self, sink: &Sink) {
+    fn run(self, sink: &Reporter<BatchEvent>) -> anyhow::Result<BatchEvent> {
         let column = self.column;
         let lora: Option<Arc<LoraSet>> = match &self.adapter {
             AdapterSpec::None => None,
             AdapterSpec::Loaded(l) => Some(l.clone()),
-            AdapterSpec::Folder(dir) => match read_adapter(&self.model, dir) {
-                Ok(l) => Some(l),
-                Err(error) => {
-                    sink.send(BatchEvent::Failed {
-                        row: None,
-                        column,
-                        error,
-                    });
-                    return;
-                }
-            },
+            AdapterSpec::Folder(dir) => {
+                Some(read_adapter(&self.model, dir).map_err(anyhow::Error::msg)?)
+            }
         };
         for (row, messages) in self.prompts.iter().enumerate() {
             if sink.cancelled() {
-                return;
+                break;
             }
             sink.send(BatchEvent::Started { row, column });
             let reply = generate_reply(
@@ -183,7 +184,7 @@ impl Column {
                 messages,
                 &self.sampling,
                 self.max_new_tokens,
-                &sink.cancel,
+                sink.cancel_flag(),
                 &mut |_| {},
             );
             match reply {
@@ -203,5 +204,6 @@ impl Column {
                 }),
             }
         }
+        Ok(BatchEvent::ColumnDone { column })
     }
 }

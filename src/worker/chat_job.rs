@@ -1,17 +1,15 @@
-//! One chat reply generated on its own named thread. The job renders the conversation
+//! One chat reply generated on its own job thread. The job renders the conversation
 //! with the model's chat template, reads the pane's adapter from its folder when it is
 //! not loaded yet, and streams text pieces back over a bounded channel, waking the UI
 //! after each send. Every pane runs its own job on the one shared `Arc<Model>`; an adapter
 //! is a `LoraSet` applied on the same base weights, so a tuned pane copies no weights.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
-
-use super::Waker;
 use crate::infer::{GenerateRequest, Generation, GenerationStats, Sampling, StopReason};
+use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
 
@@ -58,70 +56,30 @@ pub struct ChatRequest {
     pub max_new_tokens: usize,
 }
 
-/// A reply being generated.
-pub struct ChatJob {
-    pub events: Receiver<ChatEvent>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl ChatJob {
-    /// Asks the thread to stop after its current token.
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
+impl JobEvent for ChatEvent {
+    fn failed(_kind: JobKind, error: String) -> Self {
+        ChatEvent::Failed(error)
+    }
+    fn is_final(&self) -> bool {
+        matches!(self, ChatEvent::Done { .. } | ChatEvent::Failed(_))
     }
 }
 
-impl Drop for ChatJob {
-    fn drop(&mut self) {
-        // Nobody reads the reply any more.
-        self.cancel();
-    }
-}
+/// A reply being generated; dropping it stops the generation after its current token.
+pub type ChatJob = JobEvents<ChatEvent>;
 
-/// Starts generating on a thread named `chat-<name>`.
+/// Starts generating on a job thread named `chat-<name>`.
 pub fn spawn(req: ChatRequest, name: &str, waker: Waker) -> ChatJob {
-    let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let job = ChatJob {
-        events: rx,
-        cancel: cancel.clone(),
-    };
-    let fail_tx = tx.clone();
-    let fail_waker = waker.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("chat-{name}"))
-        .spawn(move || {
-            let sink = Sink { tx, waker, cancel };
-            if let Err(e) = run(req, &sink) {
-                sink.send(ChatEvent::Failed(e));
-            }
-        });
-    if let Err(e) = spawned {
-        let _ = fail_tx.try_send(ChatEvent::Failed(format!(
-            "cannot start the generation thread: {e}"
-        )));
-        fail_waker.wake();
-    }
-    job
+    jobs::spawn(
+        JobKind::Chat,
+        format!("chat-{name}"),
+        CAPACITY,
+        waker,
+        move |r| run(req, r).map_err(anyhow::Error::msg),
+    )
 }
 
-struct Sink {
-    tx: Sender<ChatEvent>,
-    waker: Waker,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Sink {
-    fn send(&self, e: ChatEvent) {
-        if self.tx.send(e).is_err() {
-            // The pane is gone: stop generating for it.
-            self.cancel.store(true, Ordering::Relaxed);
-        }
-        self.waker.wake();
-    }
-}
-
-fn run(req: ChatRequest, sink: &Sink) -> Result<(), String> {
+fn run(req: ChatRequest, sink: &Reporter<ChatEvent>) -> Result<ChatEvent, String> {
     let model = &req.model;
     let lora = match req.adapter {
         AdapterSpec::None => None,
@@ -141,19 +99,18 @@ fn run(req: ChatRequest, sink: &Sink) -> Result<(), String> {
         &req.messages,
         &req.sampling,
         req.max_new_tokens,
-        &sink.cancel,
+        sink.cancel_flag(),
         &mut |piece| sink.send(ChatEvent::Text(piece.to_string())),
     )?;
-    sink.send(ChatEvent::Done {
+    Ok(ChatEvent::Done {
         stop_reason: generation.stop_reason,
         stats: generation.stats,
-    });
-    Ok(())
+    })
 }
 
 /// Reads the PEFT adapter in `dir` for `model`.
 pub fn read_adapter(model: &Model, dir: &Path) -> Result<Arc<LoraSet>, String> {
-    let read = crate::export::peft::read_adapter(dir, model.config(), model.transformer.device())
+    let read = crate::adapter::read_adapter(dir, model.config(), model.transformer.device())
         .map_err(|e| format!("reading the adapter in {}: {e}", dir.display()))?;
     Ok(Arc::new(read.lora))
 }

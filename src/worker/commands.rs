@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::data::{Dataset, Format, Problem, Stats};
+use crate::jobs::{JobEvent, JobKind};
 use crate::train::RunInfo;
 
 /// Why a file dialog was opened; comes back with the picked path.
@@ -89,24 +90,20 @@ pub enum Command {
 }
 
 impl Command {
-    /// What the command does, in words, for error notifications.
-    pub fn describe(&self) -> String {
+    /// The kind of job the command starts.
+    pub fn kind(&self) -> JobKind {
         match self {
-            Command::LoadDataset { path } => format!("Opening {}", path.display()),
-            Command::RecoverDataset { source } => {
-                format!("Restoring the unsaved edits of {}", source.display())
-            }
-            Command::DiscardRecovery { source } => {
-                format!("Removing the unsaved edits of {}", source.display())
-            }
-            Command::AutosaveDataset { .. } => "Autosaving the unsaved edits".into(),
-            Command::SaveDataset { path, .. } => format!("Saving {}", path.display()),
-            Command::Analyze { .. } => "Computing dataset statistics".into(),
-            Command::Search { .. } => "Searching the dataset".into(),
-            Command::PickFile { .. } => "Opening a file dialog".into(),
-            Command::ListRuns { .. } => "Reading the runs folder".into(),
-            Command::ListModels { .. } => "Looking for models".into(),
-            Command::DeleteRun { path } => format!("Deleting the run {}", path.display()),
+            Command::LoadDataset { .. } => JobKind::OpenDataset,
+            Command::RecoverDataset { .. } => JobKind::RecoverDataset,
+            Command::DiscardRecovery { .. } => JobKind::DiscardRecovery,
+            Command::AutosaveDataset { .. } => JobKind::AutosaveDataset,
+            Command::SaveDataset { .. } => JobKind::SaveDataset,
+            Command::Analyze { .. } => JobKind::AnalyzeDataset,
+            Command::Search { .. } => JobKind::SearchDataset,
+            Command::ListRuns { .. } => JobKind::ListRuns,
+            Command::ListModels { .. } => JobKind::ListModels,
+            Command::DeleteRun { .. } => JobKind::DeleteRun,
+            Command::PickFile { .. } => JobKind::FileDialog,
         }
     }
 }
@@ -154,12 +151,40 @@ pub enum Event {
     /// The runs found in the runs folder.
     Runs(Vec<RunInfo>),
     /// The models found on disk.
-    Models(Vec<crate::model::catalog::ModelEntry>),
+    Models(Vec<crate::hub::catalog::ModelEntry>),
     /// A dialog closed; `None` when the user cancelled or no dialog could be shown.
     Picked {
         purpose: DialogPurpose,
         path: Option<PathBuf>,
     },
-    /// Something failed; shown as a notification.
-    Failed { what: String, error: String },
+    /// A job that needed no answer (an autosave, a discarded recovery file) is done.
+    Done { kind: JobKind },
+    /// A job failed; its tab stops waiting for it, and the shell shows a notification.
+    Failed { kind: JobKind, error: String },
+}
+
+impl JobEvent for Event {
+    fn failed(kind: JobKind, error: String) -> Self {
+        Event::Failed { kind, error }
+    }
+    fn is_final(&self) -> bool {
+        // Every dataset job and dialog answers with exactly one event.
+        true
+    }
+}
+
+impl Event {
+    /// The kind of a one-at-a-time job ([`super::Worker`]) that this event ends.
+    pub(super) fn ends_coalesced(&self) -> Option<JobKind> {
+        match self {
+            Event::Analyzed { .. } => Some(JobKind::AnalyzeDataset),
+            Event::Searched { .. } => Some(JobKind::SearchDataset),
+            Event::Failed { kind, .. }
+                if matches!(kind, JobKind::AnalyzeDataset | JobKind::SearchDataset) =>
+            {
+                Some(*kind)
+            }
+            _ => None,
+        }
+    }
 }

@@ -1,6 +1,6 @@
-//! The work the worker thread does: load, save, analyze and search datasets; list and
-//! delete runs; list the models on disk. Each job
-//! reports one [`Event`]; failures become [`Event::Failed`] with the error's full chain.
+//! The dataset worker's jobs: load, save, analyze and search datasets; list and delete
+//! runs; list the models on disk. Each returns its one [`Event`]; an error becomes
+//! [`Event::Failed`] through the job runner, with the error's full chain.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,50 +9,47 @@ use crate::data::search::{self, Query};
 use crate::data::stats::{self, StatsOptions};
 use crate::data::{ByteCounter, Dataset, TokenCounter};
 
-use super::{Analysis, Command, Event, EventSink};
+use anyhow::{anyhow, bail, Context};
+
+use super::{Analysis, Command, Event};
 
 /// Runs one command to completion.
-pub(super) fn run(cmd: Command, sink: &EventSink) {
-    let what = cmd.describe();
-    let event = match cmd {
+pub(super) fn run(cmd: Command) -> anyhow::Result<Event> {
+    let kind = cmd.kind();
+    Ok(match cmd {
         Command::LoadDataset { path } => {
             let t = Instant::now();
-            match crate::data::load(&path, None) {
-                Ok(ds) => Event::DatasetLoaded {
-                    recovery: Dataset::find_recovery(&path).map(|r| {
-                        let when = modified_time(&r);
-                        (r, when)
-                    }),
-                    path,
-                    dataset: Box::new(ds),
-                    elapsed: t.elapsed(),
-                },
-                Err(e) => failed(what, &e),
+            let ds = crate::data::load(&path, None)?;
+            Event::DatasetLoaded {
+                recovery: Dataset::find_recovery(&path).map(|r| {
+                    let when = modified_time(&r);
+                    (r, when)
+                }),
+                path,
+                dataset: Box::new(ds),
+                elapsed: t.elapsed(),
             }
         }
         Command::RecoverDataset { source } => {
             let t = Instant::now();
-            let recovered = Dataset::find_recovery(&source)
-                .ok_or_else(|| format!("no recovery file for {} any more", source.display()))
-                .and_then(|rp| Dataset::recover(&rp).map_err(|e| format!("{e:#}")));
-            match recovered {
-                Ok(ds) => Event::DatasetLoaded {
-                    path: source,
-                    dataset: Box::new(ds),
-                    elapsed: t.elapsed(),
-                    recovery: None,
-                },
-                Err(e) => failed(what, &e),
+            let rp = Dataset::find_recovery(&source)
+                .ok_or_else(|| anyhow!("no recovery file for {} any more", source.display()))?;
+            let ds = Dataset::recover(&rp)?;
+            Event::DatasetLoaded {
+                path: source,
+                dataset: Box::new(ds),
+                elapsed: t.elapsed(),
+                recovery: None,
             }
         }
-        Command::DiscardRecovery { source } => match Dataset::discard_recovery(&source) {
-            Ok(()) => return,
-            Err(e) => failed(what, &e),
-        },
-        Command::AutosaveDataset { dataset } => match dataset.autosave() {
-            Ok(_) => return,
-            Err(e) => failed(what, &e),
-        },
+        Command::DiscardRecovery { source } => {
+            Dataset::discard_recovery(&source)?;
+            Event::Done { kind }
+        }
+        Command::AutosaveDataset { dataset } => {
+            dataset.autosave()?;
+            Event::Done { kind }
+        }
         Command::SaveDataset {
             dataset,
             path,
@@ -60,13 +57,11 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
             generation,
         } => {
             let mut ds = Arc::unwrap_or_clone(dataset);
-            match ds.save(&path, format) {
-                Ok(()) => Event::DatasetSaved {
-                    path,
-                    dataset: Box::new(ds),
-                    generation,
-                },
-                Err(e) => failed(what, &e),
+            ds.save(&path, format)?;
+            Event::DatasetSaved {
+                path,
+                dataset: Box::new(ds),
+                generation,
             }
         }
         Command::Analyze {
@@ -102,30 +97,22 @@ pub(super) fn run(cmd: Command, sink: &EventSink) {
             }
         }
         Command::ListRuns { dir } => Event::Runs(crate::train::list_runs(&dir)),
-        Command::ListModels { recent } => Event::Models(crate::model::catalog::scan(&recent)),
+        Command::ListModels { recent } => Event::Models(crate::hub::catalog::scan(&recent)),
         Command::DeleteRun { path } => {
-            let looks_like_run = path.join("run.toml").is_file();
-            let r = if looks_like_run {
-                std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))
-            } else {
-                Err(format!(
-                    "{} is not a run folder (no run.toml)",
-                    path.display()
-                ))
-            };
-            match (r, path.parent()) {
-                (Err(e), _) => Event::Failed { what, error: e },
-                (Ok(()), Some(dir)) => Event::Runs(crate::train::list_runs(dir)),
-                (Ok(()), None) => Event::Runs(Vec::new()),
+            if !path.join("run.toml").is_file() {
+                bail!("{} is not a run folder (no run.toml)", path.display());
+            }
+            std::fs::remove_dir_all(&path).with_context(|| path.display().to_string())?;
+            match path.parent() {
+                Some(dir) => Event::Runs(crate::train::list_runs(dir)),
+                None => Event::Runs(Vec::new()),
             }
         }
-        // Dialogs never reach the worker thread (see `Worker::send`).
-        Command::PickFile { purpose, .. } => Event::Picked {
-            purpose,
-            path: None,
-        },
-    };
-    sink.send(event);
+        // Dialogs run as jobs of their own (see `Worker::start`).
+        Command::PickFile { .. } => {
+            bail!("internal error: a file dialog reached the dataset jobs ({kind:?})")
+        }
+    })
 }
 
 /// When `path` was last written, in local time, for messages.
@@ -138,13 +125,6 @@ fn modified_time(path: &std::path::Path) -> String {
                 .to_string()
         })
         .unwrap_or_else(|_| "an earlier session".into())
-}
-
-fn failed(what: String, e: &dyn std::fmt::Display) -> Event {
-    Event::Failed {
-        what,
-        error: format!("{e:#}"),
-    }
 }
 
 /// Statistics, problems and flags of `ds`, token lengths counted by `counter` (the texts

@@ -1,10 +1,10 @@
-//! Native file dialogs, each on its own short-lived named thread: rfd blocks its caller
+//! Native file dialogs, each on its own job thread: rfd blocks its caller
 //! and, on Linux, may wait on xdg-desktop-portal for as long as it likes. The picked path
 //! comes back as [`Event::Picked`]; `None` when cancelled or when no dialog could be shown.
 
 use std::path::PathBuf;
 
-use super::{DialogPurpose, Event, EventSink};
+use super::{DialogPurpose, Event};
 
 const DATASET_EXTENSIONS: &[&str] = &["json", "jsonl", "ndjson", "csv", "parquet"];
 
@@ -37,26 +37,15 @@ fn dialog_for(purpose: DialogPurpose, start: Option<PathBuf>) -> rfd::FileDialog
     }
 }
 
-/// Starts a dialog thread.
-pub(super) fn spawn(purpose: DialogPurpose, save: bool, start: Option<PathBuf>, sink: EventSink) {
-    let thread_sink = sink.clone();
-    let spawned = std::thread::Builder::new()
-        .name("file-dialog".into())
-        .spawn(move || {
-            let d = dialog_for(purpose, start);
-            let path = if save {
-                d.save_file()
-            } else if purpose.picks_folder() {
-                d.pick_folder()
-            } else {
-                d.pick_file()
-            };
-            thread_sink.send(Event::Picked { purpose, path });
-        });
-    if let Err(e) = spawned {
-        sink.send(Event::Failed {
-            what: "Opening a file dialog".into(),
-            error: format!("{e}; type the path into the path field instead"),
-        });
-    }
+/// Shows the dialog and waits for it (on the dialog's own job thread).
+pub(super) fn pick(purpose: DialogPurpose, save: bool, start: Option<PathBuf>) -> Event {
+    let d = dialog_for(purpose, start);
+    let path = if save {
+        d.save_file()
+    } else if purpose.picks_folder() {
+        d.pick_folder()
+    } else {
+        d.pick_file()
+    };
+    Event::Picked { purpose, path }
 }

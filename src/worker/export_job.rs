@@ -1,13 +1,11 @@
-//! One export (`crate::export::job`) on its own named thread: progress lines while it
+//! One export (`crate::export::job`) as a job: progress lines while it
 //! runs, then the report or the error. The base model is the one the studio holds when it
 //! is the run's base, else the thread loads it.
 
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-
-use super::Waker;
 use crate::export::job::{ExportReport, ExportRequest};
+use crate::jobs::{self, JobEvent, JobEvents, JobKind, Waker};
 use crate::model::Model;
 
 /// What the export thread reports.
@@ -26,51 +24,27 @@ pub enum Base {
     Spec(String),
 }
 
-/// Starts `req` on a new thread.
-pub fn spawn(base: Base, req: ExportRequest, waker: Waker) -> Receiver<ExportEvent> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let fail_tx = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("export".into())
-        .spawn(move || {
-            let send = |e: ExportEvent| {
-                // A closed channel means the dialog is gone; the files are still written.
-                let _ = tx.send(e);
-                waker.wake();
-            };
-            let model = match base {
-                Base::Loaded(m) => m,
-                Base::Spec(spec) => {
-                    send(ExportEvent::Progress(format!(
-                        "loading the base model {spec}"
-                    )));
-                    match crate::model::load(&spec) {
-                        Ok(m) => Arc::new(m),
-                        Err(e) => {
-                            send(ExportEvent::Failed(format!("{e:#}")));
-                            return;
-                        }
-                    }
-                }
-            };
-            let run = std::panic::AssertUnwindSafe(|| {
-                crate::export::job::export(&model, &req, &mut |line| {
-                    send(ExportEvent::Progress(line.to_string()))
-                })
-            });
-            send(match std::panic::catch_unwind(run) {
-                Ok(Ok(report)) => ExportEvent::Done(Box::new(report)),
-                Ok(Err(e)) => ExportEvent::Failed(format!("{e:#}")),
-                Err(panic) => ExportEvent::Failed(format!(
-                    "internal error while exporting: {}",
-                    super::panic_message(&panic)
-                )),
-            });
-        });
-    if let Err(e) = spawned {
-        let _ = fail_tx.send(ExportEvent::Failed(format!(
-            "cannot start the export thread: {e}"
-        )));
+impl JobEvent for ExportEvent {
+    fn failed(_kind: JobKind, error: String) -> Self {
+        ExportEvent::Failed(error)
     }
-    rx
+    fn is_final(&self) -> bool {
+        matches!(self, ExportEvent::Done(_) | ExportEvent::Failed(_))
+    }
+}
+
+/// Starts `req` as a job. The files are written even when the dialog closes meanwhile.
+pub fn spawn(base: Base, req: ExportRequest, waker: Waker) -> JobEvents<ExportEvent> {
+    jobs::spawn(JobKind::Export, "export", 256, waker, move |r| {
+        let progress = |line: &str| r.send(ExportEvent::Progress(line.to_string()));
+        let model = match base {
+            Base::Loaded(m) => m,
+            Base::Spec(spec) => {
+                progress(&format!("loading the base model {spec}"));
+                Arc::new(crate::hub::load(&spec)?)
+            }
+        };
+        let report = crate::export::job::export(&model, &req, &mut |line| progress(line))?;
+        Ok(ExportEvent::Done(Box::new(report)))
+    })
 }

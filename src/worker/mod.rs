@@ -16,143 +16,93 @@ mod commands;
 mod dataset_jobs;
 mod dialog;
 pub mod export_job;
+pub mod file_write;
 pub mod model_loader;
+pub mod plan_job;
 pub mod train_job;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 
+use crate::jobs::{self, Reporter};
+pub use crate::jobs::{JobKind, Waker};
 pub use commands::{Analysis, Command, DialogPurpose, Event};
 
-/// Wakes the UI after a send. Many sends within 10 ms merge into one repaint.
-#[derive(Clone)]
-pub struct Waker(Arc<dyn Fn() + Send + Sync>);
-
-impl Waker {
-    /// A waker that asks `ctx` for a repaint within 10 ms.
-    pub fn from_ctx(ctx: &eframe::egui::Context) -> Self {
-        let ctx = ctx.clone();
-        Waker(Arc::new(move || {
-            ctx.request_repaint_after(Duration::from_millis(10))
-        }))
-    }
-
-    /// A waker that does nothing (tests that poll).
-    pub fn noop() -> Self {
-        Waker(Arc::new(|| {}))
-    }
-
-    pub fn wake(&self) {
-        (self.0)()
-    }
-
-    /// The shared function, as the training engine takes it.
-    pub fn as_arc(&self) -> Arc<dyn Fn() + Send + Sync> {
-        self.0.clone()
-    }
-}
-
-/// Sends events to the UI and wakes it.
-#[derive(Clone)]
-pub(crate) struct EventSink {
-    tx: Sender<Event>,
-    waker: Waker,
-}
-
-impl EventSink {
-    pub(crate) fn send(&self, event: Event) {
-        // A closed channel means the window is gone; nothing is waiting for the event.
-        let _ = self.tx.send(event);
-        self.waker.wake();
-    }
-}
-
-/// How many commands or events may wait before a send blocks (the worker side) or fails
-/// (the UI side, which never blocks).
+/// How many events may wait before a job's send blocks.
 const CHANNEL_CAPACITY: usize = 256;
 
-/// The dataset worker and the dialog threads it starts.
+/// The dataset, run and model-scan jobs and the file dialogs, all reporting into one
+/// channel the window drains each frame. Each command runs as its own job (so a save never
+/// waits behind a long analysis); an analysis or a search that arrives while one of its
+/// kind runs waits for it, and only the newest waiting one runs.
 pub struct Worker {
-    commands: Sender<Command>,
     events: Receiver<Event>,
-    sink: EventSink,
+    reporter: Reporter<Event>,
+    /// The kinds that run one at a time, with whether one is running and the newest
+    /// command waiting for it.
+    /// (Locked by the UI thread only; a mutex so that `send` takes `&self`.)
+    coalesced: Mutex<HashMap<JobKind, (bool, Option<Command>)>>,
 }
 
 impl Worker {
-    /// Starts the worker thread.
+    /// Creates the worker; it starts a thread per command.
     pub fn spawn(waker: Waker) -> Self {
-        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Command>(CHANNEL_CAPACITY);
-        let (ev_tx, ev_rx) = crossbeam_channel::bounded::<Event>(CHANNEL_CAPACITY);
-        let sink = EventSink { tx: ev_tx, waker };
-        let thread_sink = sink.clone();
-        let spawned = std::thread::Builder::new()
-            .name("studio-worker".into())
-            .spawn(move || {
-                for cmd in cmd_rx {
-                    // A job that panics (a reader bug on some file) fails alone; the
-                    // worker stays up for the saves and autosaves that come after it.
-                    let what = cmd.describe();
-                    let job = std::panic::AssertUnwindSafe(|| dataset_jobs::run(cmd, &thread_sink));
-                    if let Err(panic) = std::panic::catch_unwind(job) {
-                        thread_sink.send(Event::Failed {
-                            what,
-                            error: format!("internal error: {}", panic_message(&panic)),
-                        });
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            sink.send(Event::Failed {
-                what: "Starting the background worker".into(),
-                error: e.to_string(),
-            });
-        }
+        let (tx, rx) = crossbeam_channel::bounded::<Event>(CHANNEL_CAPACITY);
         Worker {
-            commands: cmd_tx,
-            events: ev_rx,
-            sink,
+            events: rx,
+            reporter: Reporter::shared(tx, waker),
+            coalesced: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Queues a command. Never blocks: a full queue or a dead worker becomes a
+    /// Starts a command's job. Never blocks; a job that cannot start reports
     /// [`Event::Failed`] on the event channel.
     pub fn send(&self, cmd: Command) {
+        let kind = cmd.kind();
+        if matches!(kind, JobKind::AnalyzeDataset | JobKind::SearchDataset) {
+            let mut coalesced = self.coalesced.lock().unwrap_or_else(|p| p.into_inner());
+            let (running, waiting) = coalesced.entry(kind).or_default();
+            if *running {
+                *waiting = Some(cmd);
+                return;
+            }
+            *running = true;
+        }
+        self.start(cmd);
+    }
+
+    fn start(&self, cmd: Command) {
+        let kind = cmd.kind();
         if let Command::PickFile {
             purpose,
             save,
             start,
         } = cmd
         {
-            dialog::spawn(purpose, save, start, self.sink.clone());
+            jobs::spawn_into(kind, "file-dialog", &self.reporter, move |_| {
+                Ok(dialog::pick(purpose, save, start))
+            });
             return;
         }
-        let what = cmd.describe();
-        match self.commands.try_send(cmd) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.sink.send(Event::Failed {
-                what,
-                error: "the background worker is busy; try again in a moment".into(),
-            }),
-            Err(TrySendError::Disconnected(_)) => self.sink.send(Event::Failed {
-                what,
-                error: "the background worker has stopped".into(),
-            }),
-        }
+        jobs::spawn_into(kind, format!("{kind:?}"), &self.reporter, move |_| {
+            dataset_jobs::run(cmd)
+        });
     }
 
     /// The next event, if one is waiting.
     pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+        let event = self.events.try_recv().ok()?;
+        if let Some(kind) = event.ends_coalesced() {
+            let mut coalesced = self.coalesced.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((running, waiting)) = coalesced.get_mut(&kind) {
+                match waiting.take() {
+                    Some(next) => self.start(next),
+                    None => *running = false,
+                }
+            }
+        }
+        Some(event)
     }
-}
-
-/// The message of a caught panic.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }

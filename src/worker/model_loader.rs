@@ -1,11 +1,9 @@
-//! Loads the studio's model on a named thread, fetching the default model first (with
+//! Loads the studio's model as a job, fetching the default model first (with
 //! progress lines) when it is not on disk yet.
 
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-
-use super::Waker;
+use crate::jobs::{self, JobEvent, JobEvents, JobKind, Waker};
 use crate::model::Model;
 
 /// What the loader reports.
@@ -19,6 +17,9 @@ pub enum LoadEvent {
         summary: String,
     },
     Failed(String),
+    /// The machine's matmul rate was measured after the load (the UI has stopped
+    /// listening by then; the wake redraws the Train tab's estimate).
+    Calibrated,
 }
 
 /// One line that describes a loaded model.
@@ -36,54 +37,40 @@ pub fn summary(m: &Model) -> String {
     )
 }
 
-/// Starts loading `spec` (`default`, a folder, a `.gguf` file or a hub id).
-pub fn spawn(spec: String, waker: Waker) -> Receiver<LoadEvent> {
-    let (tx, rx) = crossbeam_channel::bounded(256);
-    let fail_tx = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("model-loader".into())
-        .spawn(move || {
-            let send = |e: LoadEvent| {
-                let _ = tx.send(e);
-                waker.wake();
-            };
-            if spec == "default" && crate::model::source::find_default().is_none() {
-                send(LoadEvent::Progress(
-                    "the default model is not on disk yet; fetching it".into(),
-                ));
-                let r = crate::model::fetch::fetch_default(&mut |line| {
-                    send(LoadEvent::Progress(line.to_string()))
-                });
-                if let Err(e) = r {
-                    send(LoadEvent::Failed(format!("{e:#}")));
-                    return;
-                }
-            }
-            send(LoadEvent::Progress(format!("loading {spec}")));
-            match crate::model::load(&spec) {
-                Ok(m) => {
-                    let summary = summary(&m);
-                    send(LoadEvent::Loaded {
-                        model: Arc::new(m),
-                        summary,
-                    });
-                    // The Train tab's time estimate follows this machine's matmul rate.
-                    // Measured once the window has drawn the loaded model and gone idle
-                    // (while the status bar's spinner turns, drawing competes for the
-                    // cores); the wake redraws the estimate with it.
-                    if !crate::train::estimate::calibrated() {
-                        std::thread::sleep(std::time::Duration::from_millis(500));
-                        crate::train::estimate::calibrate();
-                        waker.wake();
-                    }
-                }
-                Err(e) => send(LoadEvent::Failed(format!("{e:#}"))),
-            }
-        });
-    if let Err(e) = spawned {
-        let _ = fail_tx.send(LoadEvent::Failed(format!(
-            "cannot start the loader thread: {e}"
-        )));
+impl JobEvent for LoadEvent {
+    fn failed(_kind: JobKind, error: String) -> Self {
+        LoadEvent::Failed(error)
     }
-    rx
+    fn is_final(&self) -> bool {
+        !matches!(self, LoadEvent::Progress(_))
+    }
+}
+
+/// Starts loading `spec` (`default`, a folder, a `.gguf` file or a hub id) as a job.
+pub fn spawn(spec: String, waker: Waker) -> JobEvents<LoadEvent> {
+    jobs::spawn(JobKind::LoadModel, "model-loader", 256, waker, move |r| {
+        if spec == "default" && crate::hub::source::find_default().is_none() {
+            r.send(LoadEvent::Progress(
+                "the default model is not on disk yet; fetching it".into(),
+            ));
+            crate::hub::fetch::fetch_default(&mut |line| {
+                r.send(LoadEvent::Progress(line.to_string()))
+            })?;
+        }
+        r.send(LoadEvent::Progress(format!("loading {spec}")));
+        let model = crate::hub::load(&spec)?;
+        let summary = summary(&model);
+        r.send(LoadEvent::Loaded {
+            model: Arc::new(model),
+            summary,
+        });
+        // The Train tab's time estimate follows this machine's matmul rate. Measured once
+        // the window has drawn the loaded model and gone idle (while the status bar's
+        // spinner turns, drawing competes for the cores); the wake redraws the estimate.
+        if !crate::train::estimate::calibrated() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            crate::train::estimate::calibrate();
+        }
+        Ok(LoadEvent::Calibrated)
+    })
 }

@@ -5,15 +5,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
-use super::Waker;
+use crate::jobs::{JobEvents, Waker};
 use crate::model::Model;
 use crate::train::{RunConfig, TrainCommand, TrainEvent};
 
 /// A run in progress.
 pub struct TrainJob {
-    pub events: Receiver<TrainEvent>,
+    pub events: JobEvents<TrainEvent>,
     pub commands: Sender<TrainCommand>,
 }
 
@@ -25,17 +25,12 @@ impl TrainJob {
 }
 
 /// Starts a run of `config`. `model` is used when given (else the engine loads the base).
-pub fn start(
-    config: RunConfig,
-    model: Option<Arc<Model>>,
-    waker: &Waker,
-) -> anyhow::Result<TrainJob> {
-    let h = crate::train::spawn(config, model, waker.as_arc())?;
-    // The thread reports its end through its events; nobody joins it.
-    Ok(TrainJob {
+pub fn start(config: RunConfig, model: Option<Arc<Model>>, waker: &Waker) -> TrainJob {
+    let h = crate::train::spawn(config, model, waker.clone());
+    TrainJob {
         events: h.events,
         commands: h.commands,
-    })
+    }
 }
 
 /// Resumes the run in `run_dir` from its last checkpoint.
@@ -44,7 +39,7 @@ pub fn resume(
     model: Option<Arc<Model>>,
     waker: &Waker,
 ) -> anyhow::Result<TrainJob> {
-    let h = crate::train::resume(run_dir, model, waker.as_arc())?;
+    let h = crate::train::resume(run_dir, model, waker.clone())?;
     Ok(TrainJob {
         events: h.events,
         commands: h.commands,

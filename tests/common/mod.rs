@@ -7,7 +7,7 @@ use finetune_studio::model::{self, Model};
 
 /// The default model when it is on disk (CI fetches it); `None` otherwise, with a note.
 pub fn default_model() -> Option<Model> {
-    match model::source::find_default() {
+    match hub::source::find_default() {
         Some(r) => {
             Some(model::load_resolved(&r, &candle_core::Device::Cpu).expect("default model loads"))
         }

@@ -558,7 +558,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var, D};
 
-    use crate::model::op_test_util::{flat as vec_of, max_abs_diff, uniform};
+    use crate::ops::op_test_util::{flat as vec_of, max_abs_diff, uniform};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         uniform(shape, seed, 2.0)

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
 
-use super::config::ModelConfig;
-use super::ModelError;
+use crate::model::{ModelConfig, ModelError};
 
 /// Where a model was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +146,7 @@ fn describe_gguf(path: &Path) -> Result<ModelInfo, ModelError> {
     let content =
         gguf_file::Content::read(&mut reader).map_err(|e| ModelError::weights(path, e))?;
     let has_output = content.tensor_infos.contains_key("output.weight");
-    let config = super::gguf::config_from_metadata(&content.metadata, has_output, path)?;
+    let config = crate::model::gguf::config_from_metadata(&content.metadata, has_output, path)?;
     // The type that holds the most weights names the file's quantization (norms stay f32).
     let mut by_type = std::collections::BTreeMap::<String, usize>::new();
     for t in content.tensor_infos.values() {

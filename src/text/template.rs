@@ -10,7 +10,7 @@ use minijinja::{Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ModelError;
+use super::TextError;
 
 /// One chat turn as templates see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +157,7 @@ impl ChatTemplate {
         source_name: &str,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, TextError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -169,7 +169,7 @@ impl ChatTemplate {
         // transformers' mask, which `render_with_assistant_spans` computes another way.
         let cleaned = strip_generation_tags(source);
         env.add_template_owned(TEMPLATE_NAME, cleaned)
-            .map_err(|e| ModelError::Template {
+            .map_err(|e| TextError::Template {
                 source_name: source_name.to_string(),
                 message: format!("cannot parse: {e:#}"),
             })?;
@@ -200,7 +200,7 @@ impl ChatTemplate {
         messages: &[Value],
         tools: Option<&Value>,
         add_generation_prompt: bool,
-    ) -> Result<String, ModelError> {
+    ) -> Result<String, TextError> {
         let mut ctx = self.extra.clone();
         ctx.insert("messages".into(), Value::Array(messages.to_vec()));
         ctx.insert("tools".into(), tools.cloned().unwrap_or(Value::Null));
@@ -222,7 +222,7 @@ impl ChatTemplate {
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
-    ) -> Result<String, ModelError> {
+    ) -> Result<String, TextError> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
@@ -237,7 +237,7 @@ impl ChatTemplate {
     pub fn render_with_assistant_spans(
         &self,
         messages: &[ChatMessage],
-    ) -> Result<(String, Vec<Range<usize>>), ModelError> {
+    ) -> Result<(String, Vec<Range<usize>>), TextError> {
         let full = self.render(messages, false)?;
         let mut spans = Vec::new();
         for (i, m) in messages.iter().enumerate() {
@@ -250,7 +250,7 @@ impl ChatTemplate {
                 || !full.starts_with(&end_text)
                 || end_text.len() < start_text.len()
             {
-                return Err(ModelError::Template {
+                return Err(TextError::Template {
                     source_name: self.source_name.clone(),
                     message: format!(
                         "rendering the conversation up to turn {i} is not a prefix of the whole rendering, so the assistant tokens cannot be located"
@@ -262,7 +262,7 @@ impl ChatTemplate {
         Ok((full, spans))
     }
 
-    fn error(&self, e: minijinja::Error) -> ModelError {
+    fn error(&self, e: minijinja::Error) -> TextError {
         let message = if e.kind() == ErrorKind::InvalidOperation {
             e.detail()
                 .map(str::to_string)
@@ -270,7 +270,7 @@ impl ChatTemplate {
         } else {
             format!("{e:#}")
         };
-        ModelError::Template {
+        TextError::Template {
             source_name: self.source_name.clone(),
             message,
         }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::token_count::CountPlan;
 use super::tokenizer_spm::SpmVocab;
-use super::ModelError;
+use super::TextError;
 
 /// Token ids and the byte range of `text` each one covers.
 pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
@@ -50,9 +50,9 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.json` text; special tokens come from the caller
     /// (usually `tokenizer_config.json`).
-    pub fn from_json(json: Value, source: &Path) -> Result<Self, ModelError> {
+    pub fn from_json(json: Value, source: &Path) -> Result<Self, TextError> {
         let text = json.to_string();
-        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| ModelError::Tokenizer {
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| TextError::Tokenizer {
             path: source.into(),
             message: format!("cannot build the tokenizer: {e}"),
         })?;
@@ -70,9 +70,9 @@ impl Tokenizer {
     }
 
     /// Loads `tokenizer.json` from disk.
-    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+    pub fn from_file(path: &Path) -> Result<Self, TextError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TextError::io(path, e))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| TextError::Tokenizer {
             path: path.into(),
             message: format!("invalid JSON: {e}"),
         })?;
@@ -89,11 +89,11 @@ impl Tokenizer {
     }
 
     /// Encodes text. `add_special_tokens` adds what the post-processor adds (BOS for Llama 2).
-    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TextError> {
         let enc = self
             .inner
             .encode_fast(text, add_special_tokens)
-            .map_err(|e| ModelError::Tokenizer {
+            .map_err(|e| TextError::Tokenizer {
                 path: "tokenizer".into(),
                 message: format!("cannot encode: {e}"),
             })?;
@@ -101,21 +101,21 @@ impl Tokenizer {
     }
 
     /// Encodes and returns the byte offsets of every token in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<TokensWithOffsets, ModelError> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<TokensWithOffsets, TextError> {
         let enc = self
             .inner
             .encode(text, false)
-            .map_err(|e| ModelError::Tokenizer {
+            .map_err(|e| TextError::Tokenizer {
                 path: "tokenizer".into(),
                 message: format!("cannot encode: {e}"),
             })?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
-    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, ModelError> {
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, TextError> {
         self.inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| ModelError::Tokenizer {
+            .map_err(|e| TextError::Tokenizer {
                 path: "tokenizer".into(),
                 message: format!("cannot decode: {e}"),
             })
@@ -244,11 +244,11 @@ pub struct GgufTokenizerSpec {
 /// Builds the tokenizer a GGUF file describes the way transformers does, so token ids
 /// match `AutoTokenizer.from_pretrained(dir, gguf_file=..)`: byte-level BPE (`gpt2`) or
 /// SentencePiece-style (`llama`).
-pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
+pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, TextError> {
     match spec.model.as_str() {
         "gpt2" => byte_level_from_gguf(spec, source),
         "llama" => super::tokenizer_spm::from_gguf(spec, source),
-        other => Err(ModelError::Tokenizer {
+        other => Err(TextError::Tokenizer {
             path: source.into(),
             message: format!(
                 "tokenizer model `{other}` in GGUF metadata is not supported (byte-level BPE `gpt2` and SentencePiece-style `llama` are); use the model's Hugging Face folder with tokenizer.json instead"
@@ -259,7 +259,7 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, M
 
 /// Builds a byte-level BPE tokenizer from GGUF metadata the way transformers'
 /// `GGUFGPTConverter` does.
-fn byte_level_from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
+fn byte_level_from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, TextError> {
     let alphabet = byte_alphabet();
     let in_alphabet: std::collections::HashSet<char> = alphabet.iter().copied().collect();
     let respell = |t: &str| -> String {

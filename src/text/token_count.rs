@@ -396,7 +396,7 @@ mod tests {
 
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for pre in ["default", "llama-bpe", "qwen2", "gpt-4o", "tekken"] {
-            let pre_json = crate::model::tokenizer::pre_tokenizer_for(pre);
+            let pre_json = crate::text::tokenizer::pre_tokenizer_for(pre);
             let json = serde_json::json!({
                 "normalizer": null, "added_tokens": [], "pre_tokenizer": pre_json,
                 "model": {"type": "BPE", "dropout": null},

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::tokenizer::{GgufTokenizerSpec, Tokenizer};
-use super::ModelError;
+use super::TextError;
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`).
 pub mod token_type {
@@ -63,8 +63,8 @@ pub struct SpmVocab {
     pub add_eos: bool,
 }
 
-fn error(source: &Path, message: String) -> ModelError {
-    ModelError::Tokenizer {
+fn error(source: &Path, message: String) -> TextError {
+    TextError::Tokenizer {
         path: source.into(),
         message,
     }
@@ -125,7 +125,7 @@ pub fn generate_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String
 }
 
 /// The merges of the BPE model: the file's own, else generated from the scores.
-fn merges_for(spec: &GgufTokenizerSpec, source: &Path) -> Result<Vec<Value>, ModelError> {
+fn merges_for(spec: &GgufTokenizerSpec, source: &Path) -> Result<Vec<Value>, TextError> {
     if !spec.merges.is_empty() {
         return spec
             .merges
@@ -182,7 +182,7 @@ fn post_processor(bos: Option<(&str, u32)>, eos: Option<(&str, u32)>) -> Value {
 }
 
 /// Builds a SentencePiece-style tokenizer from GGUF metadata (see the module comment).
-pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, ModelError> {
+pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, TextError> {
     let n = spec.tokens.len();
     let token_types: Vec<i32> = (0..n)
         .map(|i| {

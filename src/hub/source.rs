@@ -3,37 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ModelError;
+use crate::model::{ModelError, ModelLocation, ResolvedModel};
 use crate::paths;
 
 /// The hub id of the default model.
 pub const DEFAULT_HUB_ID: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
 /// The file the offline fallback extracts into the data directory.
 pub const DEFAULT_GGUF_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// Where a model's files are.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelLocation {
-    /// A folder with `config.json`, `tokenizer.json` and safetensors weights.
-    HfFolder(PathBuf),
-    /// One `.gguf` file.
-    Gguf(PathBuf),
-}
-
-impl ModelLocation {
-    pub fn path(&self) -> &Path {
-        match self {
-            ModelLocation::HfFolder(p) | ModelLocation::Gguf(p) => p,
-        }
-    }
-}
-
-/// A resolved model: where it is and, when known, its hub id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedModel {
-    pub location: ModelLocation,
-    pub hub_id: Option<String>,
-}
 
 /// The snapshot folder of `repo_id` in the HF cache, if it is there.
 pub fn find_in_hf_cache(repo_id: &str) -> Option<PathBuf> {
@@ -160,7 +136,7 @@ fn resolve_path(path: &Path) -> Result<ResolvedModel, ModelError> {
             message: "the folder has no config.json (a Hugging Face model folder) and not exactly one .gguf file".into(),
         });
     }
-    super::weights::refuse_pickle(path)?;
+    crate::model::weights::refuse_pickle(path)?;
     match path.extension().and_then(|e| e.to_str()) {
         Some("gguf") => Ok(ResolvedModel {
             location: ModelLocation::Gguf(path.to_path_buf()),

@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::model::slice_gemm::{arg_slice, gemm_new, with_slice, Threads::All};
-use crate::model::vec_math;
+use crate::ops::slice_gemm::{arg_slice, gemm_new, with_slice, Threads::All};
+use crate::ops::vec_math;
 
 struct CrossEntropy {
     labels: Vec<u32>,
@@ -172,7 +172,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::op_test_util::{flat, max_abs_diff};
+    use crate::ops::op_test_util::{flat, max_abs_diff};
     use candle_core::{Device, Var, D};
 
     /// The composed oracle: log-softmax and gather from candle ops, which autograd

@@ -241,7 +241,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    use crate::model::op_test_util::{flat as vec_of, max_abs_diff, uniform};
+    use crate::ops::op_test_util::{flat as vec_of, max_abs_diff, uniform};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         uniform(shape, seed, 1.0)

@@ -1,37 +1,37 @@
 //! Writing a file the Chat tab produces (a saved conversation, a batch-compare export)
-//! on a short-lived named thread: the bytes are made there, the folder is created, and
-//! the file is written to a temporary name and renamed into place. The result comes back
-//! over a channel the tab polls each frame.
+//! as a job: the bytes are made there, the folder is created, and the file is written
+//! atomically. The result comes back as one [`Written`] event the tab polls each frame.
 
 use std::path::PathBuf;
 
-use crossbeam_channel::Receiver;
-
-use crate::worker::Waker;
+use crate::jobs::{self, JobEvent, JobEvents, JobKind, Waker};
 
 /// Where the file went, or what went wrong (with the path).
 pub type WriteResult = Result<PathBuf, String>;
 
-/// Makes the bytes with `make` and writes them to `path` on a thread named `name`.
+/// A write's one event.
+#[derive(Debug)]
+pub struct Written(pub WriteResult);
+
+impl JobEvent for Written {
+    fn failed(_kind: JobKind, error: String) -> Self {
+        Written(Err(error))
+    }
+    fn is_final(&self) -> bool {
+        true
+    }
+}
+
+/// Makes the bytes with `make` and writes them to `path` on a job thread named `name`.
 pub fn spawn(
     name: &str,
     path: PathBuf,
     make: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
     waker: &Waker,
-) -> Receiver<WriteResult> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let fail = tx.clone();
-    let thread_waker = waker.clone();
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let _ = tx.send(write(path, make));
-            thread_waker.wake();
-        });
-    if let Err(e) = spawned {
-        let _ = fail.try_send(Err(format!("cannot start the thread that writes: {e}")));
-    }
-    rx
+) -> JobEvents<Written> {
+    jobs::spawn(JobKind::WriteFile, name, 1, waker.clone(), move |_| {
+        Ok(Written(write(path, make)))
+    })
 }
 
 fn write(path: PathBuf, make: impl FnOnce() -> Result<Vec<u8>, String>) -> WriteResult {

@@ -223,7 +223,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    use crate::model::op_test_util::flat;
+    use crate::ops::op_test_util::flat;
 
     fn grad_of(
         f: impl Fn(&Tensor) -> Result<Tensor>,
@@ -252,7 +252,7 @@ mod tests {
     }
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        crate::model::op_test_util::uniform(shape, seed, 2.0)
+        crate::ops::op_test_util::uniform(shape, seed, 2.0)
     }
 
     #[test]

