@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use finetune_studio::infer::sampler::argmax;
-use finetune_studio::model::{self, Cache, ChatMessage, Forward, Model};
+use finetune_studio::model::{Cache, ChatMessage, Forward, Model};
 
 struct Run {
     ttft_s: f64,

@@ -70,11 +70,15 @@ fn report_estimate(
     let Some(rate) = estimate::calibrate() else {
         return;
     };
-    let mut cfg = RunConfig::default();
-    cfg.data.max_seq_len = seq;
-    cfg.training.batch_size = batch;
-    cfg.lora = lora.clone();
-    let e = estimate::estimate(model.config(), &cfg, 0, 0);
+    // The fixed step: `batch` rows of `seq` tokens, one sample each.
+    let workload = finetune_studio::train::plan::Workload {
+        max_micro_batch_tokens: batch * seq,
+        tokens_per_step: (batch * seq) as f64,
+        attention_pairs_per_step: (batch * seq * seq) as f64,
+        largest_micro_batch_samples: vec![vec![seq]; batch],
+    };
+    let trainable = finetune_studio::train::adapter::trainable_parameters(model.config(), lora);
+    let e = estimate::estimate(model.config(), trainable, 0, &workload);
     println!(
         "estimate {:.2} s/step at a measured matmul rate of {:.0} GFLOP/s; measured {step_s:.2} s/step, \
          {:.2} of the matmul rate (assumed {})",
@@ -132,7 +136,7 @@ fn main() -> anyhow::Result<()> {
         cfg.training.save_every = 0;
         cfg.output.runs_dir = Some(dir.path().join("runs"));
         let t = Instant::now();
-        let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut Quiet)?;
+        let summary = trainer::run(cfg, model.clone(), Start::Fresh, None, &mut Quiet)?;
         let secs = t.elapsed().as_secs_f64();
         let metrics = finetune_studio::train::run_dir::read_run(&summary.run_dir);
         let prepared_tokens: usize = metrics.steps.iter().map(|m| m.tokens).sum();

@@ -5,8 +5,7 @@
 //! `cargo run --release --example check_adapter -- ADAPTER_DIR "PROMPT TEXT" [--model default]`
 
 use candle_core::Tensor;
-use finetune_studio::adapter;
-use finetune_studio::model::{self, lora::LoraSet, Forward, Model};
+use finetune_studio::model::{lora::LoraSet, Forward, Model};
 
 fn last_logits(m: &Model, ids: &[u32], lora: Option<&LoraSet>) -> anyhow::Result<Vec<f32>> {
     let x = Tensor::new(ids, m.transformer.device())?.unsqueeze(0)?;
@@ -43,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| "default".into());
     let m = finetune_studio::hub::load(&spec)?;
-    let adapter = peft::read_adapter(
+    let adapter = finetune_studio::adapter::read_adapter(
         std::path::Path::new(dir),
         m.config(),
         m.transformer.device(),

