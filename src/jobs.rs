@@ -286,8 +286,11 @@ fn start<E: JobEvent>(
     let spawned = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&reporter)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                #[cfg(feature = "test-support")]
+                fault::strike(kind);
+                work(&reporter)
+            }));
             let last = match outcome {
                 Ok(Ok(event)) => event,
                 Ok(Err(e)) => E::failed(kind, format!("{e:#}")),
@@ -303,6 +306,46 @@ fn start<E: JobEvent>(
             kind,
             format!("cannot start the thread `{name}`: {e}"),
         ));
+    }
+}
+
+/// Faults injected into jobs, for the tests that check every tab recovers from a job that
+/// panics. Only in builds with the `test-support` feature (the tests'), never the studio's.
+#[cfg(feature = "test-support")]
+pub mod fault {
+    use std::sync::Mutex;
+
+    use super::JobKind;
+
+    static ARMED: Mutex<Vec<JobKind>> = Mutex::new(Vec::new());
+
+    /// Makes the next job of `kind` panic as it starts.
+    pub fn panic_next(kind: JobKind) {
+        ARMED.lock().unwrap_or_else(|p| p.into_inner()).push(kind);
+    }
+
+    /// Whether a fault for `kind` is still armed (no such job has started since).
+    pub fn is_armed(kind: JobKind) -> bool {
+        ARMED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&kind)
+    }
+
+    pub(super) fn strike(kind: JobKind) {
+        let hit = {
+            let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+            match armed.iter().position(|k| *k == kind) {
+                Some(i) => {
+                    armed.remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if hit {
+            panic!("a fault injected into a {kind:?} job");
+        }
     }
 }
 

@@ -101,6 +101,11 @@ enum Action {
 }
 
 impl ChatTab {
+    /// Whether the conversation is being written to a file.
+    pub fn is_saving(&self) -> bool {
+        self.saving.is_some()
+    }
+
     pub fn is_generating(&self) -> bool {
         self.panes.iter().any(|p| p.is_generating())
     }

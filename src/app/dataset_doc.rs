@@ -18,6 +18,9 @@ pub struct OpenDataset {
     pub analysis: Option<(u64, Arc<Analysis>)>,
     /// A snapshot of this generation is being analyzed.
     pub analyzing: Option<u64>,
+    /// The analysis of this generation failed, and why (it is not retried until the next
+    /// change).
+    pub analysis_failed: Option<(u64, String)>,
     /// A save of this generation is in flight.
     pub saving: Option<u64>,
     /// `ctx` time of the last change (analysis waits for a pause in editing).
@@ -35,6 +38,7 @@ impl OpenDataset {
             generation: 1,
             analysis: None,
             analyzing: None,
+            analysis_failed: None,
             saving: None,
             changed_at: f64::NEG_INFINITY,
             autosaved: 1,

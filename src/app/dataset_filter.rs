@@ -145,6 +145,14 @@ impl Filter {
         self.view_key = None;
     }
 
+    /// The search job failed: the query stays, with the error shown in place of matches.
+    pub fn search_failed(&mut self, error: String) {
+        self.searching = false;
+        self.result = None;
+        self.error = Some(error);
+        self.view_key = None;
+    }
+
     /// How many rows the search matched, when one is active.
     pub fn match_count(&self) -> Option<usize> {
         if self.text.is_empty() {

@@ -169,6 +169,14 @@ impl DatasetsTab {
                             doc.saving = None;
                         }
                     }
+                    JobKind::AnalyzeDataset => {
+                        if let Some(doc) = &mut self.doc {
+                            if let Some(generation) = doc.analyzing.take() {
+                                doc.analysis_failed = Some((generation, error.clone()));
+                            }
+                        }
+                    }
+                    JobKind::SearchDataset => self.filter.search_failed(error.clone()),
                     _ => {}
                 }
                 return Some(Event::Failed { kind, error });
@@ -192,7 +200,15 @@ impl DatasetsTab {
             .current_analysis()
             .is_some_and(|a| a.stats.max_len == max_len && a.stats.counter == counter);
 
-        if !current && doc.analyzing.is_none() && shared.now - doc.changed_at > ANALYZE_AFTER_SECS {
+        let failed_here = doc
+            .analysis_failed
+            .as_ref()
+            .is_some_and(|(g, _)| *g == doc.generation());
+        if !current
+            && !failed_here
+            && doc.analyzing.is_none()
+            && shared.now - doc.changed_at > ANALYZE_AFTER_SECS
+        {
             doc.analyzing = Some(doc.generation());
             shared.worker.send(Command::Analyze {
                 dataset: doc.snapshot(),
@@ -229,7 +245,13 @@ impl DatasetsTab {
     pub fn is_busy(&self) -> bool {
         self.loading.is_some()
             || self.doc.as_ref().is_some_and(|d| {
-                d.analyzing.is_some() || d.saving.is_some() || d.current_analysis().is_none()
+                let failed = d
+                    .analysis_failed
+                    .as_ref()
+                    .is_some_and(|(g, _)| *g == d.generation());
+                d.analyzing.is_some()
+                    || d.saving.is_some()
+                    || (d.current_analysis().is_none() && !failed)
             })
             || self.filter.searching
     }
@@ -676,10 +698,20 @@ impl DatasetsTab {
         let max_len = shared.state.run_config.data.max_seq_len;
         let Some(doc) = &self.doc else { return };
         let Some(a) = doc.latest_analysis() else {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("Computing statistics…");
-            });
+            match &doc.analysis_failed {
+                Some((_, error)) => {
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        format!("The statistics could not be computed: {error}"),
+                    );
+                }
+                None => {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Computing statistics…");
+                    });
+                }
+            }
             return;
         };
         let stale = doc.current_analysis().is_none();

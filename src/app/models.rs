@@ -45,6 +45,11 @@ impl ModelsTab {
         shared.worker.send(Command::ListModels { recent });
     }
 
+    /// Whether the models on disk are being listed.
+    pub fn is_scanning(&self) -> bool {
+        self.scanning
+    }
+
     pub fn on_event(&mut self, event: Event) -> Option<Event> {
         match event {
             Event::Models(entries) => {

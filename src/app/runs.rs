@@ -11,7 +11,7 @@ use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use crate::train::RunInfo;
-use crate::worker::{Command, Event};
+use crate::worker::{Command, Event, JobKind};
 
 use super::live_plots::smooth;
 use super::shared::Shared;
@@ -57,6 +57,11 @@ impl RunsTab {
         });
     }
 
+    /// Whether the run list is being read.
+    pub fn is_loading(&self) -> bool {
+        self.loading
+    }
+
     pub fn on_event(&mut self, event: Event) -> Option<Event> {
         match event {
             Event::Runs(runs) => {
@@ -69,6 +74,12 @@ impl RunsTab {
                 }
                 self.runs = runs;
                 None
+            }
+            Event::Failed { kind, error } => {
+                if matches!(kind, JobKind::ListRuns | JobKind::DeleteRun) {
+                    self.loading = false;
+                }
+                Some(Event::Failed { kind, error })
             }
             other => Some(other),
         }
@@ -245,6 +256,8 @@ fn run_row_ui(
     }
     let status = if is_active {
         "training"
+    } else if r.failure.is_some() {
+        "failed"
     } else if r.has_adapter {
         "finished"
     } else if r.checkpoints.is_empty() {
@@ -252,12 +265,21 @@ fn run_row_ui(
     } else {
         "stopped"
     };
-    ui.label(format!(
+    let line = format!(
         "{} · {status} · {}",
         r.last_step,
         fmt_duration(train_secs(r))
-    ))
-    .on_hover_text("Steps logged, how the run ended, and the time spent training");
+    );
+    match (&r.failure, is_active) {
+        (Some(error), false) => {
+            ui.colored_label(ui.visuals().error_fg_color, line)
+                .on_hover_text(format!("The run failed: {error}"));
+        }
+        _ => {
+            ui.label(line)
+                .on_hover_text("Steps logged, how the run ended, and the time spent training");
+        }
+    }
     ui.label(fmt_loss(r.final_loss));
     ui.label(fmt_loss(r.best_eval_loss));
     ui.horizontal(|ui| {

@@ -1,0 +1,261 @@
+//! A job that panics, for each kind of job the window starts, leaves its tab usable: the
+//! tab stops waiting ("loading…", "analyzing…", "generating…", "searching…"), the failure
+//! is shown, and the same action works when tried again. The panics are injected through
+//! `jobs::fault` (a test-support feature), so the real job code runs otherwise.
+
+mod app_common;
+mod chat_common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use app_common::{fixture, harness, open_dataset, step_until, studio_home};
+use chat_common::{chat_harness, done, type_message};
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use finetune_studio::app::{ModelSlot, RunStatus, StudioApp, Tab};
+use finetune_studio::jobs::{fault, JobKind};
+
+/// The faults are process-wide: one test at a time arms them.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Whether an error notice mentions the injected fault.
+fn fault_shown(app: &StudioApp) -> bool {
+    app.notices
+        .items()
+        .iter()
+        .any(|n| format!("{n:?}").contains("fault injected"))
+}
+
+fn armed_and_struck(h: &mut Harness<'static, StudioApp>, kind: JobKind) {
+    assert!(
+        step_until(h, WAIT, |_| !fault::is_armed(kind)),
+        "no {kind:?} job started"
+    );
+}
+
+#[test]
+fn opening_analyzing_searching_and_saving_a_dataset_recover_from_a_panic() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = harness();
+    h.run_steps(2);
+    let path = fixture("llamafactory_identity.json");
+
+    // Opening: the tab stops loading and says why; opening again works.
+    fault::panic_next(JobKind::OpenDataset);
+    h.state_mut().open_dataset(&path, 0.0);
+    assert!(step_until(&mut h, WAIT, fault_shown), "no notice");
+    assert!(h.state().datasets.loading.is_none(), "still loading");
+    assert!(h.state().datasets.doc.is_none());
+
+    // Analyzing: the statistics say they failed instead of spinning, and the tab goes idle.
+    fault::panic_next(JobKind::AnalyzeDataset);
+    open_dataset(&mut h, &path);
+    armed_and_struck(&mut h, JobKind::AnalyzeDataset);
+    assert!(
+        step_until(&mut h, WAIT, |app| app
+            .datasets
+            .doc
+            .as_ref()
+            .is_some_and(|d| d.analysis_failed.is_some())),
+        "the failed analysis was not recorded"
+    );
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.datasets.is_busy()),
+        "the tab stays busy"
+    );
+    assert!(h
+        .query_by_label_contains("statistics could not be computed")
+        .is_some());
+
+    // Searching: the search ends with the error shown, and a new query searches again.
+    fault::panic_next(JobKind::SearchDataset);
+    h.state_mut().datasets.filter.text = "Hello".into();
+    armed_and_struck(&mut h, JobKind::SearchDataset);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.datasets.filter.searching),
+        "still searching"
+    );
+    h.state_mut().datasets.filter.text = "Hello there".into();
+    assert!(
+        step_until(&mut h, WAIT, |app| app
+            .datasets
+            .filter
+            .match_count()
+            .is_some()),
+        "a second search found nothing"
+    );
+
+    // Saving: the save ends, the edits stay, and saving again writes the file.
+    let copy = studio_home().join("panic-save.json");
+    std::fs::copy(&path, &copy).unwrap();
+    h.state_mut().open_dataset(&copy, 0.0);
+    assert!(step_until(&mut h, WAIT, |app| app
+        .datasets
+        .doc
+        .as_ref()
+        .is_some_and(|d| d.data().path() == Some(copy.as_path()))));
+    h.state_mut()
+        .datasets
+        .doc
+        .as_mut()
+        .unwrap()
+        .apply(finetune_studio::data::Edit::DeleteRecord { index: 0 }, 0.0)
+        .unwrap();
+    h.run_steps(2);
+    fault::panic_next(JobKind::SaveDataset);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    armed_and_struck(&mut h, JobKind::SaveDataset);
+    assert!(
+        step_until(&mut h, WAIT, |app| app
+            .datasets
+            .doc
+            .as_ref()
+            .is_some_and(|d| d.saving.is_none())),
+        "still saving"
+    );
+    assert!(h.state().datasets.doc.as_ref().unwrap().is_dirty());
+}
+
+#[test]
+fn listing_runs_and_models_recover_from_a_panic() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = harness();
+    h.run_steps(2);
+    fault::panic_next(JobKind::ListRuns);
+    h.state_mut().state.tab = Tab::Runs;
+    armed_and_struck(&mut h, JobKind::ListRuns);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.runs.is_loading()),
+        "the Runs tab stays loading"
+    );
+
+    fault::panic_next(JobKind::ListModels);
+    h.state_mut().state.tab = Tab::Models;
+    armed_and_struck(&mut h, JobKind::ListModels);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.models.is_scanning()),
+        "the Models tab stays scanning"
+    );
+}
+
+#[test]
+fn a_model_load_that_panics_fails_and_the_next_load_works() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = chat_common::tiny_model_dir();
+    let mut h = harness();
+    h.run_steps(2);
+    fault::panic_next(JobKind::LoadModel);
+    let waker = h.state().waker().clone();
+    h.state_mut().model = ModelSlot::load(&dir.display().to_string(), waker.clone());
+    assert!(
+        step_until(&mut h, WAIT, |app| matches!(
+            app.model,
+            ModelSlot::Failed { .. }
+        )),
+        "the slot stays loading"
+    );
+    h.state_mut().model = ModelSlot::load(&dir.display().to_string(), waker);
+    assert!(
+        step_until(&mut h, WAIT, |app| matches!(
+            app.model,
+            ModelSlot::Ready { .. }
+        )),
+        "a second load did not finish"
+    );
+}
+
+#[test]
+fn chat_batch_and_file_writes_recover_from_a_panic() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = chat_harness();
+    fault::panic_next(JobKind::Chat);
+    type_message(&mut h, "Hello");
+    h.get_by_label("Send").click();
+    h.run_steps(1);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.chat.is_generating()),
+        "the pane stays generating"
+    );
+    assert!(h.state().chat.panes[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("fault injected")));
+    // The next message gets a reply.
+    type_message(&mut h, "Hello again");
+    h.get_by_label("Send").click();
+    assert!(step_until(&mut h, WAIT, done), "no reply after the panic");
+
+    // Saving the conversation: the button comes back.
+    fault::panic_next(JobKind::WriteFile);
+    h.get_by_label("Save JSON").click();
+    armed_and_struck(&mut h, JobKind::WriteFile);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.chat.is_saving()),
+        "the conversation stays saving"
+    );
+
+    // Batch compare: one column panics, the batch ends, the table keeps the rest.
+    h.state_mut().chat.max_new_tokens = 4;
+    h.get_by_label("Batch compare").click();
+    h.run_steps(2);
+    h.state_mut().chat.batch.typed = "one\ntwo".into();
+    h.run_steps(1);
+    fault::panic_next(JobKind::BatchCompare);
+    h.get_by_label("▶ Run batch").click();
+    armed_and_struck(&mut h, JobKind::BatchCompare);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.chat.batch.is_running()),
+        "the batch stays running"
+    );
+}
+
+#[test]
+fn a_plan_or_a_training_run_that_panics_ends_the_wait() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = chat_harness();
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    {
+        let cfg = &mut h.state_mut().state.run_config;
+        cfg.model.base = chat_common::tiny_model_dir().display().to_string();
+        cfg.data.max_seq_len = 64;
+        cfg.training.max_steps = Some(3);
+        cfg.output.runs_dir = Some(studio_home().join("runs-panic"));
+    }
+    // The estimate's plan: the error is shown, not "reading the dataset" forever.
+    fault::panic_next(JobKind::PlanRun);
+    h.state_mut().state.tab = Tab::Train;
+    armed_and_struck(&mut h, JobKind::PlanRun);
+    h.run_steps(3);
+    assert!(
+        h.query_by_label_contains("fault injected").is_some(),
+        "the estimate does not show the failure"
+    );
+
+    // The run: it ends failed, with the error in the tab's log and a notice.
+    fault::panic_next(JobKind::Train);
+    h.get_by_label("▶ Start training").click();
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.train.is_running()),
+        "the run never ended"
+    );
+    let run = h.state().train.run.clone().unwrap();
+    assert!(matches!(&run.status, RunStatus::Failed(e) if e.contains("fault injected")));
+    assert!(run.log.iter().any(|l| l.contains("fault injected")));
+    assert!(fault_shown(h.state()));
+    // A second start trains.
+    h.get_by_label("▶ Start training").click();
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.train.is_running()
+            && app
+                .train
+                .run
+                .as_ref()
+                .is_some_and(|r| r.status == RunStatus::Finished)),
+        "the second run did not finish: {:?}",
+        h.state().train.run.as_ref().map(|r| r.status.clone())
+    );
+}
