@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
     write_dataset(&data, rows)?;
     let model = match std::env::var("BENCH_MODEL") {
         Ok(m) => m,
-        Err(_) => finetune_studio::model::tiny::write_tiny_model(
+        Err(_) => finetune_studio::testkit::write_tiny_model(
             &tmp.path().join("tiny"),
             finetune_studio::model::Architecture::Llama,
             1,

@@ -15,6 +15,8 @@ pub mod model;
 pub mod ops;
 pub mod paths;
 pub mod sys;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testkit;
 pub mod text;
 pub mod train;
 pub mod worker;

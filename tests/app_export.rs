@@ -9,8 +9,8 @@ use std::time::Duration;
 use app_common::{harness, step_until, studio_home};
 use egui_kittest::kittest::Queryable;
 use finetune_studio::app::Tab;
-use finetune_studio::model::tiny::{write_tiny_adapter, write_tiny_model};
 use finetune_studio::model::Architecture;
+use finetune_studio::testkit::{write_tiny_adapter, write_tiny_model};
 use finetune_studio::train::RunConfig;
 
 #[test]

@@ -10,7 +10,8 @@ use app_common::{harness, step_until, studio_home};
 use egui_kittest::kittest::Queryable;
 use finetune_studio::app::Tab;
 use finetune_studio::export::gguf::{write_gguf, GgufType};
-use finetune_studio::model::{self, tiny::write_tiny_model, Architecture};
+use finetune_studio::model::{self, Architecture};
+use finetune_studio::testkit::write_tiny_model;
 
 fn is_ready(app: &finetune_studio::app::StudioApp) -> bool {
     app.model.model().is_some()

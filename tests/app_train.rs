@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use app_common::{fixture, harness, open_dataset, step_until, studio_home};
 use egui_kittest::kittest::Queryable;
 use finetune_studio::app::{RunStatus, Tab};
-use finetune_studio::model::{tiny::write_tiny_model, Architecture};
+use finetune_studio::model::Architecture;
+use finetune_studio::testkit::write_tiny_model;
 
 #[test]
 fn start_watch_stop_and_resume_a_run() {
@@ -94,6 +95,70 @@ fn start_watch_stop_and_resume_a_run() {
         h.state().notices.items()
     );
     h.state_mut().train.stop();
+    assert!(step_until(&mut h, Duration::from_secs(60), |app| !app
+        .train
+        .is_running()));
+}
+
+/// The Train tab's estimate counts the steps the run takes: with packing, fewer than the
+/// records would give one sample per row.
+#[test]
+fn the_estimate_shows_the_steps_the_run_takes() {
+    let home = studio_home();
+    let model_dir = write_tiny_model(&home.join("tiny-estimate"), Architecture::Llama, 3).unwrap();
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    {
+        let cfg = &mut h.state_mut().state.run_config;
+        cfg.model.base = model_dir.display().to_string();
+        cfg.data.max_seq_len = 256;
+        cfg.data.packing = true;
+        cfg.training.batch_size = 2;
+        cfg.training.max_steps = None;
+        cfg.training.epochs = 1.0;
+        cfg.training.eval_every = 0;
+        cfg.training.save_every = 0;
+        cfg.output.runs_dir = Some(home.join("runs-estimate-test"));
+    }
+    let model =
+        finetune_studio::model::load_hf_folder(&model_dir, &candle_core::Device::Cpu).unwrap();
+    h.state_mut().model = finetune_studio::app::ModelSlot::Ready {
+        spec: model_dir.display().to_string(),
+        model: std::sync::Arc::new(model),
+        summary: "tiny".into(),
+    };
+    h.state_mut().state.tab = Tab::Train;
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| app
+            .train
+            .estimate_for(&app.state.run_config)
+            .is_some()),
+        "no estimate"
+    );
+    let planned = h
+        .state()
+        .train
+        .estimate_for(&h.state().state.run_config)
+        .unwrap()
+        .total_steps;
+    // 91 records less the eval split, packed into 256-token rows, two rows a step.
+    assert!(planned < 80 / 2, "{planned} steps planned");
+    h.run_steps(2);
+    assert!(h
+        .query_by_label_contains(&format!("{planned} steps"))
+        .is_some());
+    h.get_by_label("▶ Start training").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| app
+            .train
+            .run
+            .as_ref()
+            .is_some_and(|r| r.total_steps > 0)),
+        "the run did not start"
+    );
+    assert_eq!(h.state().train.run.as_ref().unwrap().total_steps, planned);
+    h.get_by_label("■ Stop").click();
     assert!(step_until(&mut h, Duration::from_secs(60), |app| !app
         .train
         .is_running()));

@@ -9,8 +9,8 @@ use finetune_studio::export::gguf::GgufType;
 use finetune_studio::export::job::{self, Criterion, ExportFormat, ExportRequest};
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::lora::LoraTarget;
-use finetune_studio::model::tiny::{write_tiny_adapter, write_tiny_model};
 use finetune_studio::model::{self, ChatMessage, Model};
+use finetune_studio::testkit::{write_tiny_adapter, write_tiny_model};
 
 fn setup(arch: Architecture) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -129,7 +129,7 @@ fn bad_requests_get_clear_errors_and_leave_the_base_alone() {
     assert!(err.to_string().contains("needs an adapter"), "{err}");
 
     // An adapter made for a wider model does not fit.
-    let cfg = finetune_studio::model::tiny::tiny_config(Architecture::Llama);
+    let cfg = finetune_studio::testkit::tiny_config(Architecture::Llama);
     let wide = (
         Tensor::zeros(
             (4, cfg.hidden_size * 2),

@@ -11,8 +11,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use finetune_studio::export::gguf::{write_gguf, GgufType};
 use finetune_studio::infer::stream::TokenStream;
-use finetune_studio::model::tiny::{tiny_spm_spec, write_tiny_gguf_with_tokenizer};
 use finetune_studio::model::{self, gguf};
+use finetune_studio::testkit::{tiny_spm_spec, write_tiny_gguf_with_tokenizer};
 use finetune_studio::text::tokenizer::{self, GgufTokenizerSpec, Tokenizer};
 
 /// The tokenizer of a GGUF file, from its metadata alone.

@@ -6,8 +6,8 @@ mod common;
 use candle_core::{Device, Tensor};
 use finetune_studio::export::gguf::{write_gguf, GgufType};
 use finetune_studio::model::config::Architecture;
-use finetune_studio::model::tiny::write_tiny_model;
 use finetune_studio::model::{self, Cache, Forward};
+use finetune_studio::testkit::write_tiny_model;
 
 const ARCHS: [Architecture; 4] = [
     Architecture::Llama,

@@ -13,8 +13,8 @@ use candle_core::Device;
 use finetune_studio::adapter as peft;
 use finetune_studio::export::merge;
 use finetune_studio::model::config::Architecture;
-use finetune_studio::model::tiny::write_tiny_model;
 use finetune_studio::model::{self, Model};
+use finetune_studio::testkit::write_tiny_model;
 use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -298,4 +298,33 @@ fn headless_train_logs_plain_lines_when_not_on_a_terminal() {
     }
     assert!(stdout.contains("finished 2 steps"), "{stdout}");
     assert!(stdout.contains("adapter: "), "{stdout}");
+}
+
+/// The plan the estimates come from is the run's: with packing, the steps it counts are
+/// the steps the trainer takes, and its tokens per step are the ones the steps log.
+#[test]
+fn the_plan_counts_the_steps_and_tokens_the_run_takes() {
+    let (_dir, model, mut cfg) = setup();
+    cfg.data.packing = true;
+    cfg.training.max_steps = None;
+    cfg.training.epochs = 2.0;
+    cfg.training.grad_accumulation = 2;
+    cfg.training.eval_every = 0;
+    cfg.training.save_every = 0;
+    cfg.training.log_every = 1;
+    let plan = finetune_studio::train::plan::plan(&cfg, &model).unwrap();
+    let records_per_epoch = 24 - 4;
+    // Packing puts several samples in a row, so there are fewer steps than records.
+    assert!(plan.total_steps < records_per_epoch * 2 / cfg.training.batch_size);
+    let mut rec = Recorder::new(None);
+    let summary = trainer::run(cfg, model, Start::Fresh, None, &mut rec).unwrap();
+    assert_eq!(summary.steps, plan.total_steps);
+    let steps = finetune_studio::train::run_dir::read_run(&summary.run_dir).steps;
+    let first_epoch = plan.total_steps / 2;
+    let tokens: usize = steps[..first_epoch].iter().map(|m| m.tokens).sum();
+    let expected = plan.workload.tokens_per_step * first_epoch as f64;
+    assert!(
+        (tokens as f64 - expected).abs() < 1e-9,
+        "{tokens} tokens logged, {expected} planned"
+    );
 }

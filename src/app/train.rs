@@ -180,6 +180,11 @@ impl TrainTab {
         self.job.is_some()
     }
 
+    /// The estimate of a run with `cfg`, once its plan is made.
+    pub fn estimate_for(&self, cfg: &RunConfig) -> Option<&Estimate> {
+        self.estimate.for_config(cfg)
+    }
+
     /// The folder of the run in progress (once the engine has created it).
     pub fn active_run_dir(&self) -> Option<PathBuf> {
         self.job.as_ref()?;

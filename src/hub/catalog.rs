@@ -225,12 +225,12 @@ mod tests {
     fn a_tiny_folder_and_its_gguf_describe_the_same_model() {
         let dir = tempfile::tempdir().unwrap();
         let folder =
-            crate::model::tiny::write_tiny_model(&dir.path().join("m"), Architecture::Qwen2, 1)
+            crate::testkit::write_tiny_model(&dir.path().join("m"), Architecture::Qwen2, 1)
                 .unwrap();
         let hf = describe(&folder).unwrap();
         assert_eq!(hf.architecture, "qwen2");
         assert_eq!(hf.quantization, "f32");
-        let cfg = crate::model::tiny::tiny_config(Architecture::Qwen2);
+        let cfg = crate::testkit::tiny_config(Architecture::Qwen2);
         assert_eq!(hf.parameters, cfg.parameter_count());
         assert!(hf.file_bytes as usize >= cfg.parameter_count() * 4);
         assert_eq!(hf.memory_bytes as usize, cfg.parameter_count() * 4);

@@ -11,8 +11,6 @@ pub mod gguf;
 mod location;
 pub mod lora;
 pub mod rope;
-#[cfg(any(test, feature = "test-support"))]
-pub mod tiny;
 pub mod transformer;
 pub mod weights;
 

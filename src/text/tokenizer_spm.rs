@@ -406,7 +406,7 @@ pub fn spm_vocab_from_tokenizer_json(json: &Value) -> Option<SpmVocab> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tiny::{tiny_spm_spec, TINY_SPM_USER_TOKEN};
+    use crate::testkit::{tiny_spm_spec, TINY_SPM_USER_TOKEN};
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

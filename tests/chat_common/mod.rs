@@ -12,7 +12,8 @@ use eframe::egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use finetune_studio::app::{ModelSlot, StudioApp, Tab};
-use finetune_studio::model::{load_hf_folder, tiny::write_tiny_model, Architecture};
+use finetune_studio::model::{load_hf_folder, Architecture};
+use finetune_studio::testkit::write_tiny_model;
 
 use crate::app_common::{harness, studio_home};
 
@@ -70,6 +71,6 @@ pub fn notices(h: &Harness<'static, StudioApp>) -> String {
 
 /// A random LoRA adapter (gate and value projections), strong enough to change the replies.
 pub fn write_random_adapter(dir: &Path) {
-    finetune_studio::model::tiny::write_tiny_adapter(dir, Architecture::Llama, 17)
+    finetune_studio::testkit::write_tiny_adapter(dir, Architecture::Llama, 17)
         .expect("write adapter");
 }

@@ -8,8 +8,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
-use super::config::{Architecture, ModelConfig};
-use super::{ModelError, FALLBACK_TEMPLATE};
+use crate::model::config::{Architecture, ModelConfig};
+use crate::model::{ModelError, FALLBACK_TEMPLATE};
 use crate::text::tokenizer::GgufTokenizerSpec;
 
 /// The special tokens of the tiny vocabulary, after the 256 byte tokens.
@@ -223,7 +223,7 @@ pub fn write_tiny_adapter(
     architecture: Architecture,
     seed: u64,
 ) -> Result<(), ModelError> {
-    use super::lora::LoraTarget;
+    use crate::model::lora::LoraTarget;
     let cfg = tiny_config(architecture);
     let r = 4;
     let targets = [LoraTarget::GateProj, LoraTarget::VProj];
@@ -374,13 +374,13 @@ pub fn write_tiny_gguf_with_tokenizer(
     md.extend(gguf_tokenizer_metadata(spec));
     let mut tensors = Vec::new();
     for (name, t) in random_weights(&cfg, seed)? {
-        let Some(gname) = super::weights::hf_to_gguf_name(&name) else {
+        let Some(gname) = crate::model::weights::hf_to_gguf_name(&name) else {
             continue;
         };
         let t = if gname.ends_with("attn_q.weight") {
-            super::weights::permute_qk(&t, cfg.num_attention_heads)?
+            crate::model::weights::permute_qk(&t, cfg.num_attention_heads)?
         } else if gname.ends_with("attn_k.weight") {
-            super::weights::permute_qk(&t, cfg.num_key_value_heads)?
+            crate::model::weights::permute_qk(&t, cfg.num_key_value_heads)?
         } else {
             t
         };
