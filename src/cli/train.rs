@@ -29,29 +29,7 @@ pub struct TrainArgs {
 /// Runs the training job and prints its events; the exit code is 0 when it finished and
 /// 1 when it failed (the error, naming the file, on stderr).
 pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
-    let mut handle = match (&args.resume, &args.config) {
-        (Some(dir), _) => train::resume(dir, None, Waker::noop())?,
-        (None, Some(path)) => {
-            let cfg = RunConfig::load(path)?;
-            let problems = cfg.validate();
-            if !problems.is_empty() {
-                anyhow::bail!("{}: {}", path.display(), problems.join("; "));
-            }
-            let model = Arc::new(super::load_model(&cfg.model.base)?);
-            let plan = train::plan::plan(&cfg, &model)
-                .with_context(|| format!("the run of {}", path.display()))?;
-            train::estimate::calibrate();
-            let estimate = plan.estimate(&model);
-            if !estimate.fits() && !args.force {
-                anyhow::bail!(
-                    "this run will not fit in memory: it {}; lower batch_size or max_seq_len, or pass --force",
-                    estimate.describe()
-                );
-            }
-            train::spawn_planned(cfg, model, plan, Waker::noop())
-        }
-        (None, None) => anyhow::bail!("give --config or --resume"),
-    };
+    let mut handle = start(&args)?;
     let bar = ProgressBar::new(1);
     bar.set_style(
         ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} steps  {msg}")
@@ -59,74 +37,105 @@ pub fn run(args: TrainArgs) -> anyhow::Result<i32> {
     );
     let mut code = 1;
     while let Some(event) = handle.events.recv() {
-        match event {
-            TrainEvent::Started {
-                run_dir,
-                total_steps,
-                start_step,
-                estimate,
-            } => {
-                bar.set_length(total_steps as u64);
-                bar.set_position(start_step as u64);
-                say(&bar, format!("run {}", run_dir.display()));
-                say(&bar, format!("estimate: {}", estimate.describe()));
-            }
-            TrainEvent::Step(m) => {
-                let status = format!(
-                    "loss {:.4}  lr {:.2e}  |g| {:.3}  {:.0} tok/s  ETA {}",
-                    m.loss,
-                    m.lr,
-                    m.grad_norm,
-                    m.tokens_per_s,
-                    train::estimate::format_duration(m.eta_s)
-                );
-                if bar.is_hidden() {
-                    let total = bar.length().unwrap_or(0);
-                    eprintln!("step {}/{total}  {status}", m.step);
-                }
-                bar.set_position(m.step as u64);
-                bar.set_message(status);
-            }
-            TrainEvent::Eval { step, loss } => {
-                say(&bar, format!("step {step}: eval loss {loss:.4}"))
-            }
-            TrainEvent::Checkpoint { step, path } => {
-                say(&bar, format!("step {step}: checkpoint {}", path.display()))
-            }
-            TrainEvent::Log { message } => say(&bar, message),
-            TrainEvent::Paused { .. } | TrainEvent::Resumed { .. } => {}
-            TrainEvent::Finished { summary } => {
-                bar.finish_and_clear();
-                println!(
-                    "finished {} steps in {} — final loss {}, best eval loss {}",
-                    summary.steps,
-                    train::estimate::format_duration(summary.duration_s),
-                    summary
-                        .final_loss
-                        .map(|l| format!("{l:.4}"))
-                        .unwrap_or_else(|| "-".into()),
-                    summary
-                        .best_eval_loss
-                        .map(|l| format!("{l:.4}"))
-                        .unwrap_or_else(|| "-".into()),
-                );
-                match &summary.adapter_dir {
-                    Some(a) => println!("adapter: {}", a.display()),
-                    None => println!(
-                        "stopped early; resume with --resume {}",
-                        summary.run_dir.display()
-                    ),
-                }
-                code = 0;
-            }
-            TrainEvent::Failed { error } => {
-                bar.abandon();
-                eprintln!("error: {error}");
-                code = 1;
-            }
+        if let Some(end) = show(&bar, event) {
+            code = end;
         }
     }
     Ok(code)
+}
+
+/// Starts the run of `--config` (after its estimate says it fits) or resumes `--resume`.
+fn start(args: &TrainArgs) -> anyhow::Result<train::TrainHandle> {
+    let path = match (&args.resume, &args.config) {
+        (Some(dir), _) => return train::resume(dir, None, Waker::noop()),
+        (None, Some(path)) => path,
+        (None, None) => anyhow::bail!("give --config or --resume"),
+    };
+    let cfg = RunConfig::load(path)?;
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("{}: {}", path.display(), problems.join("; "));
+    }
+    let model = Arc::new(super::load_model(&cfg.model.base)?);
+    let plan = train::plan::plan(&cfg, &model)
+        .with_context(|| format!("the run of {}", path.display()))?;
+    train::estimate::calibrate();
+    let estimate = plan.estimate(&model);
+    if !estimate.fits() && !args.force {
+        anyhow::bail!(
+            "this run will not fit in memory: it {}; lower batch_size or max_seq_len, or pass --force",
+            estimate.describe()
+        );
+    }
+    Ok(train::spawn_planned(cfg, model, plan, Waker::noop()))
+}
+
+/// Shows one event on the bar (or as a line); the exit code once the run has ended.
+fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
+    match event {
+        TrainEvent::Started {
+            run_dir,
+            total_steps,
+            start_step,
+            estimate,
+        } => {
+            bar.set_length(total_steps as u64);
+            bar.set_position(start_step as u64);
+            say(bar, format!("run {}", run_dir.display()));
+            say(bar, format!("estimate: {}", estimate.describe()));
+        }
+        TrainEvent::Step(m) => {
+            let status = format!(
+                "loss {:.4}  lr {:.2e}  |g| {:.3}  {:.0} tok/s  ETA {}",
+                m.loss,
+                m.lr,
+                m.grad_norm,
+                m.tokens_per_s,
+                train::estimate::format_duration(m.eta_s)
+            );
+            if bar.is_hidden() {
+                let total = bar.length().unwrap_or(0);
+                eprintln!("step {}/{total}  {status}", m.step);
+            }
+            bar.set_position(m.step as u64);
+            bar.set_message(status);
+        }
+        TrainEvent::Eval { step, loss } => say(bar, format!("step {step}: eval loss {loss:.4}")),
+        TrainEvent::Checkpoint { step, path } => {
+            say(bar, format!("step {step}: checkpoint {}", path.display()))
+        }
+        TrainEvent::Log { message } => say(bar, message),
+        TrainEvent::Paused { .. } | TrainEvent::Resumed { .. } => {}
+        TrainEvent::Finished { summary } => {
+            bar.finish_and_clear();
+            print_summary(&summary);
+            return Some(0);
+        }
+        TrainEvent::Failed { error } => {
+            bar.abandon();
+            eprintln!("error: {error}");
+            return Some(1);
+        }
+    }
+    None
+}
+
+fn print_summary(summary: &train::Summary) {
+    let loss = |l: Option<f64>| l.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into());
+    println!(
+        "finished {} steps in {} — final loss {}, best eval loss {}",
+        summary.steps,
+        train::estimate::format_duration(summary.duration_s),
+        loss(summary.final_loss),
+        loss(summary.best_eval_loss),
+    );
+    match &summary.adapter_dir {
+        Some(a) => println!("adapter: {}", a.display()),
+        None => println!(
+            "stopped early; resume with --resume {}",
+            summary.run_dir.display()
+        ),
+    }
 }
 
 /// A line above the progress bar, or on stderr when the bar is hidden (not a terminal),

@@ -73,46 +73,13 @@ pub fn prepare(
         ));
     }
     let split = cfg.split(records);
-    let tokenize = |indices: &[usize]| -> Vec<anyhow::Result<Example>> {
-        indices
-            .par_iter()
-            .filter(|i| !invalid.contains(i))
-            .map(|&i| {
-                let conv = &ds.conversations[i];
-                let msgs: Vec<ChatMessage> = conv
-                    .to_chat_messages()
-                    .into_iter()
-                    .map(|(r, c)| ChatMessage::new(r, c))
-                    .collect();
-                batch::tokenize_conversation(
-                    model,
-                    &msgs,
-                    cfg.data.max_seq_len,
-                    cfg.data.train_on_prompt,
-                )
-                .map_err(|e| anyhow::anyhow!("record {i}: {e}"))
-            })
-            .collect()
+    let mut counts = Counts {
+        skipped: invalid.len(),
+        truncated: 0,
     };
-    let mut skipped = invalid.len();
-    let mut truncated = 0;
-    let mut collect = |results: Vec<anyhow::Result<Example>>| -> anyhow::Result<Vec<Example>> {
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            let ex = r?;
-            if ex.truncated {
-                truncated += 1;
-            }
-            if ex.trained_tokens() == 0 {
-                skipped += 1;
-                continue;
-            }
-            out.push(ex);
-        }
-        Ok(out)
-    };
-    let train = collect(tokenize(&split.train))?;
-    let eval = collect(tokenize(&split.eval))?;
+    let train = counts.keep_trainable(tokenize(&ds, &split.train, &invalid, cfg, model))?;
+    let eval = counts.keep_trainable(tokenize(&ds, &split.eval, &invalid, cfg, model))?;
+    let Counts { skipped, truncated } = counts;
     if truncated > 0 {
         log(format!(
             "{truncated} samples are longer than {} tokens and were truncated",
@@ -134,6 +101,63 @@ pub fn prepare(
         skipped,
         dataset_sha256: sha256_file(&cfg.data.path),
     })
+}
+
+/// The records at `indices` (less the invalid ones) through the chat template and the
+/// tokenizer, in parallel.
+fn tokenize(
+    ds: &crate::data::Dataset,
+    indices: &[usize],
+    invalid: &std::collections::HashSet<usize>,
+    cfg: &RunConfig,
+    model: &Model,
+) -> Vec<anyhow::Result<Example>> {
+    indices
+        .par_iter()
+        .filter(|i| !invalid.contains(i))
+        .map(|&i| {
+            let msgs: Vec<ChatMessage> = ds.conversations[i]
+                .to_chat_messages()
+                .into_iter()
+                .map(|(r, c)| ChatMessage::new(r, c))
+                .collect();
+            batch::tokenize_conversation(
+                model,
+                &msgs,
+                cfg.data.max_seq_len,
+                cfg.data.train_on_prompt,
+            )
+            .map_err(|e| anyhow::anyhow!("record {i}: {e}"))
+        })
+        .collect()
+}
+
+/// What preparing the data left out or cut.
+struct Counts {
+    skipped: usize,
+    truncated: usize,
+}
+
+impl Counts {
+    /// The examples with a token to train on; counts the truncated and the skipped.
+    fn keep_trainable(
+        &mut self,
+        results: Vec<anyhow::Result<Example>>,
+    ) -> anyhow::Result<Vec<Example>> {
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            let ex = r?;
+            if ex.truncated {
+                self.truncated += 1;
+            }
+            if ex.trained_tokens() == 0 {
+                self.skipped += 1;
+                continue;
+            }
+            out.push(ex);
+        }
+        Ok(out)
+    }
 }
 
 /// The rows of one epoch, in training order: shuffled from `seed + epoch`, then packed
