@@ -259,3 +259,39 @@ fn a_plan_or_a_training_run_that_panics_ends_the_wait() {
         h.state().train.run.as_ref().map(|r| r.status.clone())
     );
 }
+
+#[test]
+fn an_export_that_panics_ends_in_the_dialog_and_the_next_export_works() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    use finetune_studio::model::Architecture;
+    use finetune_studio::testkit::{write_tiny_adapter, write_tiny_model};
+    let home = studio_home();
+    let model_dir =
+        write_tiny_model(&home.join("tiny-export-panic"), Architecture::Llama, 9).unwrap();
+    let runs_dir = home.join("runs-export-panic");
+    let run = runs_dir.join("20260101-000000-tiny");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut cfg = finetune_studio::train::RunConfig::default();
+    cfg.model.base = model_dir.display().to_string();
+    std::fs::write(run.join("run.toml"), cfg.to_toml()).unwrap();
+    write_tiny_adapter(&run.join("adapter"), Architecture::Llama, 4).unwrap();
+
+    let mut h = harness();
+    h.state_mut().state.run_config.output.runs_dir = Some(runs_dir);
+    h.state_mut().state.tab = Tab::Runs;
+    assert!(step_until(&mut h, WAIT, |app| !app.runs.runs.is_empty()));
+    h.run_steps(2);
+    h.get_by_label("Export…").click();
+    h.run_steps(4);
+    fault::panic_next(JobKind::Export);
+    h.get_by_label("Export").click();
+    assert!(
+        step_until(&mut h, WAIT, |app| app
+            .export
+            .as_ref()
+            .is_some_and(|d| !d.is_running())),
+        "the export dialog stays running"
+    );
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("fault injected").is_some());
+}
