@@ -113,18 +113,26 @@ impl<E> Clone for Reporter<E> {
     }
 }
 
-impl<E: JobEvent> Reporter<E> {
-    /// A reporter into a channel that several jobs share (the dataset worker's). Jobs
-    /// started with [`spawn_into`] take a clone carrying their own kind.
-    pub fn shared(tx: Sender<E>, waker: Waker) -> Self {
-        Reporter {
+/// A channel several jobs report into (the dataset worker's): each job started with
+/// [`spawn_into`] gets a [`Reporter`] into it that carries the job's own kind.
+pub struct SharedChannel<E> {
+    tx: Sender<E>,
+    waker: Waker,
+    /// Set when the receiver is gone.
+    cancel: Arc<AtomicBool>,
+}
+
+impl<E: JobEvent> SharedChannel<E> {
+    pub fn new(tx: Sender<E>, waker: Waker) -> Self {
+        SharedChannel {
             tx,
             waker,
             cancel: Arc::new(AtomicBool::new(false)),
-            kind: JobKind::OpenDataset,
         }
     }
+}
 
+impl<E: JobEvent> Reporter<E> {
     /// Sends an event and wakes the UI. Blocks while the channel is full (the UI drains
     /// it every frame). When nobody listens any more, the job is marked cancelled.
     pub fn send(&self, event: E) {
@@ -151,13 +159,6 @@ impl<E: JobEvent> Reporter<E> {
     /// The waker, for work that wakes the UI without sending (a finished measurement).
     pub fn waker(&self) -> &Waker {
         &self.waker
-    }
-
-    fn with_kind(&self, kind: JobKind) -> Self {
-        Reporter {
-            kind,
-            ..self.clone()
-        }
     }
 }
 
@@ -265,15 +266,20 @@ pub fn spawn<E: JobEvent>(
     }
 }
 
-/// Starts `work` on a thread named `name`, reporting into `reporter`'s shared channel
-/// under `kind`.
+/// Starts `work` on a thread named `name`, reporting into `channel` under `kind`.
 pub fn spawn_into<E: JobEvent>(
     kind: JobKind,
     name: impl Into<String>,
-    reporter: &Reporter<E>,
+    channel: &SharedChannel<E>,
     work: impl FnOnce(&Reporter<E>) -> anyhow::Result<E> + Send + 'static,
 ) {
-    start(name.into(), reporter.with_kind(kind), work);
+    let reporter = Reporter {
+        tx: channel.tx.clone(),
+        waker: channel.waker.clone(),
+        cancel: channel.cancel.clone(),
+        kind,
+    };
+    start(name.into(), reporter, work);
 }
 
 fn start<E: JobEvent>(
@@ -477,7 +483,7 @@ mod tests {
     #[test]
     fn jobs_in_a_shared_channel_each_end_under_their_kind() {
         let (tx, rx) = crossbeam_channel::bounded::<Ev>(8);
-        let shared = Reporter::shared(tx, Waker::noop());
+        let shared = SharedChannel::new(tx, Waker::noop());
         spawn_into(JobKind::AnalyzeDataset, "t-a", &shared, |_| {
             panic!("bad record")
         });

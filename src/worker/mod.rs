@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use crossbeam_channel::Receiver;
 
-use crate::jobs::{self, Reporter};
+use crate::jobs::{self, SharedChannel};
 pub use crate::jobs::{JobKind, Waker};
 pub use commands::{Analysis, Command, DialogPurpose, Event};
 
@@ -39,7 +39,7 @@ const CHANNEL_CAPACITY: usize = 256;
 /// kind runs waits for it, and only the newest waiting one runs.
 pub struct Worker {
     events: Receiver<Event>,
-    reporter: Reporter<Event>,
+    channel: SharedChannel<Event>,
     /// The kinds that run one at a time, with whether one is running and the newest
     /// command waiting for it.
     /// (Locked by the UI thread only; a mutex so that `send` takes `&self`.)
@@ -52,7 +52,7 @@ impl Worker {
         let (tx, rx) = crossbeam_channel::bounded::<Event>(CHANNEL_CAPACITY);
         Worker {
             events: rx,
-            reporter: Reporter::shared(tx, waker),
+            channel: SharedChannel::new(tx, waker),
             coalesced: Mutex::new(HashMap::new()),
         }
     }
@@ -81,12 +81,12 @@ impl Worker {
             start,
         } = cmd
         {
-            jobs::spawn_into(kind, "file-dialog", &self.reporter, move |_| {
+            jobs::spawn_into(kind, "file-dialog", &self.channel, move |_| {
                 Ok(dialog::pick(purpose, save, start))
             });
             return;
         }
-        jobs::spawn_into(kind, format!("{kind:?}"), &self.reporter, move |_| {
+        jobs::spawn_into(kind, format!("{kind:?}"), &self.channel, move |_| {
             dataset_jobs::run(cmd)
         });
     }
