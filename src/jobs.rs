@@ -488,7 +488,7 @@ mod tests {
             panic!("bad record")
         });
         spawn_into(JobKind::SaveDataset, "t-b", &shared, |_| Ok(Ev::Done(7)));
-        let mut got = vec![
+        let mut got = [
             rx.recv_timeout(Duration::from_secs(10)).unwrap(),
             rx.recv_timeout(Duration::from_secs(10)).unwrap(),
         ];
