@@ -97,7 +97,7 @@ fn differentiable_path_matches_fast_path() {
             .forward(
                 &input,
                 Forward {
-                    differentiable: true,
+                    training_ops: true,
                     ..Default::default()
                 },
             )

@@ -40,7 +40,7 @@ impl Linear {
         dropout_mask: Option<&Tensor>,
         mode: MatmulMode,
     ) -> Result<Tensor> {
-        if mode == MatmulMode::Differentiable {
+        if mode == MatmulMode::Training {
             let y = match lora {
                 Some(p) => crate::ops::train_linear::lora_linear(
                     x,
@@ -99,7 +99,7 @@ pub enum MatmulMode {
     /// The Q8_0 copy, when there is one (single-token decode).
     Quantized,
     /// The training op: frozen weight, LoRA pair fused, backward written by hand.
-    Differentiable,
+    Training,
 }
 
 /// RMSNorm weights.
@@ -210,8 +210,10 @@ pub struct Forward<'a> {
     pub cache: Option<&'a mut Cache>,
     pub lora: Option<&'a LoraSet>,
     pub layout: Layout,
-    /// Compose plain ops so candle's autograd can differentiate (slower).
-    pub differentiable: bool,
+    /// Run the training ops (the fused LoRA linear, segment attention, norms: each with a
+    /// backward written by hand), so that candle's autograd differentiates the output with
+    /// respect to the adapter at the cost of nothing spent on the frozen weights.
+    pub training_ops: bool,
     /// Apply adapter dropout (training), with masks drawn from this seed so that a run
     /// and its resumption see the same masks.
     pub dropout_seed: Option<u64>,
@@ -409,7 +411,7 @@ impl Transformer {
                     );
                 }
                 let (cos, sin) = self.rope.range(offset, t)?;
-                if opts.differentiable && offset > 0 {
+                if opts.training_ops && offset > 0 {
                     candle_core::bail!("a differentiable forward takes no KV cache");
                 }
                 if offset == 0 && t > 1 {
@@ -440,8 +442,8 @@ impl Transformer {
                 .filter(|(p, _)| *p > 0.0),
             None => None,
         };
-        let mode = if opts.differentiable {
-            MatmulMode::Differentiable
+        let mode = if opts.training_ops {
+            MatmulMode::Training
         } else if opts.quantized && t == 1 && b == 1 {
             MatmulMode::Quantized
         } else {
@@ -477,7 +479,7 @@ impl Transformer {
     /// Logits that autograd differentiates with respect to `hidden` only (training).
     pub fn logits_differentiable(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head
-            .forward(hidden, None, None, MatmulMode::Differentiable)
+            .forward(hidden, None, None, MatmulMode::Training)
     }
 
     /// Logits of the last position of each row: `[b, vocab]`.

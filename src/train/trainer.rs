@@ -82,7 +82,7 @@ fn hidden_states(
                 positions: mb.positions.clone(),
                 segments: mb.segments.clone(),
             },
-            differentiable: dropout_seed.is_some(),
+            training_ops: dropout_seed.is_some(),
             dropout_seed,
             ..Default::default()
         },
