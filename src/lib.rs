@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod data;
 pub mod export;
+pub mod fsio;
 pub mod hub;
 pub mod infer;
 pub mod jobs;

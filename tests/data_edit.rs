@@ -53,12 +53,19 @@ fn save_keeps_a_backup_and_recovery_survives_a_crash() {
     assert_eq!(saved[0]["output"], "b");
     assert_eq!(saved[0]["id"], 7);
     assert_eq!(saved[1]["instruction"], "q2");
-    // No temporary files left behind.
-    let names: Vec<String> = std::fs::read_dir(dir.path())
+    // No temporary files left behind: the dataset and its backup, nothing else.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    names.sort();
+    assert!(
+        names
+            .iter()
+            .all(|n| !finetune_studio::fsio::is_temp_name(n)),
+        "{names:?}"
+    );
+    assert_eq!(names, ["d.json", "d.json.bak"]);
 
     // Undo back to the saved state is clean again; a clean dataset writes no recovery file.
     back.apply(Edit::DeleteRecord { index: 1 }).unwrap();

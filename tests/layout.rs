@@ -10,18 +10,19 @@ use std::path::{Path, PathBuf};
 const ALLOWED: &[(&str, &[&str])] = &[
     ("paths", &[]),
     ("sys", &[]),
+    ("fsio", &[]),
     ("ops", &[]),
-    ("data", &["paths"]),
+    ("data", &["paths", "fsio"]),
     ("text", &["data"]),
-    ("model", &["ops", "text", "paths"]),
-    ("adapter", &["model", "text"]),
-    ("hub", &["model", "text", "paths"]),
+    ("model", &["ops", "text", "paths", "fsio"]),
+    ("adapter", &["model", "text", "fsio"]),
+    ("hub", &["model", "text", "paths", "fsio"]),
     ("jobs", &[]),
     ("infer", &["model", "text", "adapter", "ops"]),
     (
         "train",
         &[
-            "data", "model", "text", "ops", "adapter", "hub", "jobs", "paths", "sys",
+            "data", "model", "text", "ops", "adapter", "hub", "jobs", "paths", "sys", "fsio",
         ],
     ),
     (
@@ -34,27 +35,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "worker",
         &[
             "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "paths", "sys",
+            "paths", "sys", "fsio",
         ],
     ),
     (
         "cli",
         &[
             "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "worker", "paths", "sys",
+            "worker", "paths", "sys", "fsio",
         ],
     ),
     (
         "app",
         &[
             "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "worker", "paths", "sys",
+            "worker", "paths", "sys", "fsio",
         ],
     ),
     // Test fixtures (the `test-support` feature): they build whatever a test needs.
     (
         "testkit",
-        &["data", "model", "text", "ops", "adapter", "hub", "paths"],
+        &["data", "model", "text", "ops", "adapter", "hub", "paths", "fsio"],
     ),
 ];
 

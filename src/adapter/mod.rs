@@ -138,37 +138,70 @@ pub fn parse_peft_key(key: &str) -> Option<(usize, LoraTarget, char)> {
     Some((layer, target, which))
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
-}
-
-/// Writes named f32 tensors as safetensors with `{"format": "pt"}` metadata, atomically.
+/// Writes named tensors as f32 safetensors with `{"format": "pt"}` metadata, atomically
+/// ([`crate::fsio`]). The file is streamed: the header first, then one tensor at a time,
+/// so no copy of the whole file is made in memory.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), ModelError> {
-    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.to_dtype(DType::F32)?.contiguous()?;
-        let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        data.push((name.clone(), bytes, t.dims().to_vec()));
+    use safetensors::tensor::{Metadata, TensorInfo};
+    // The order `safetensors::serialize` uses: by dtype alignment (all f32 here), then name.
+    let mut order: Vec<&(String, Tensor)> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut infos = Vec::with_capacity(order.len());
+    let mut offset = 0usize;
+    for (name, t) in &order {
+        let n = t.elem_count() * 4;
+        infos.push((
+            name.clone(),
+            TensorInfo {
+                dtype: safetensors::Dtype::F32,
+                shape: t.dims().to_vec(),
+                data_offsets: (offset, offset + n),
+            },
+        ));
+        offset += n;
     }
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, b, s)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| ModelError::weights(path, e))
-        })
-        .collect::<Result<_, _>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let bytes =
-        safetensors::serialize(views, Some(meta)).map_err(|e| ModelError::weights(path, e))?;
-    write_atomic(path, &bytes)
+    let metadata = Metadata::new(Some(meta), infos).map_err(|e| ModelError::weights(path, e))?;
+    let mut header = serde_json::to_string(&metadata)
+        .map_err(|e| ModelError::weights(path, e))?
+        .into_bytes();
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    // Tensor errors met while streaming come back as I/O errors; keep candle's own.
+    let mut tensor_error = None;
+    let written = crate::fsio::write_file_atomic(path, |w| {
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for (_, t) in &order {
+            let values: Vec<f32> = match t
+                .to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tensor_error = Some(e);
+                    return Err(std::io::Error::other("a tensor could not be read"));
+                }
+            };
+            for chunk in values.chunks(1 << 14) {
+                buf.clear();
+                buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+                w.write_all(&buf)?;
+            }
+        }
+        Ok(())
+    });
+    match (written, tensor_error) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e.into()),
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
-/// Writes an adapter folder in PEFT layout.
+/// Writes an adapter folder in PEFT layout (each file atomically; a caller that needs the
+/// folder as a whole to appear at once builds it with [`crate::fsio::replace_dir_atomic`]).
 pub fn write_adapter(
     dir: &Path,
     config: &AdapterConfig,
@@ -182,7 +215,10 @@ pub fn write_adapter(
     }
     write_safetensors(&dir.join("adapter_model.safetensors"), &tensors)?;
     let json = serde_json::to_string_pretty(&config.to_json()).unwrap_or_default();
-    write_atomic(&dir.join("adapter_config.json"), json.as_bytes())
+    Ok(crate::fsio::write_bytes_atomic(
+        &dir.join("adapter_config.json"),
+        json.as_bytes(),
+    )?)
 }
 
 /// An adapter read from disk.

@@ -178,11 +178,11 @@ impl Dataset {
     }
 
     /// Writes the records to `path` atomically without touching the dataset's state: a
-    /// temporary file in the same folder renamed into place; an existing file is copied to
-    /// `<path>.bak` first. `format` `None` keeps the loaded format.
+    /// temporary file in the same folder, flushed and renamed into place; an existing file
+    /// is kept as `<path>.bak` first. `format` `None` keeps the loaded format.
     pub fn write(&self, path: &Path, format: Option<Format>) -> Result<(), DataError> {
         let bytes = self.to_bytes(format, path)?;
-        write_atomic(path, &bytes, true)
+        write_keeping_backup(path, &bytes)
     }
 
     /// Saves (like [`Dataset::write`]), then marks the dataset clean, makes `path` its file
@@ -228,37 +228,20 @@ impl Dataset {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place.
-/// With `backup`, an existing file is first copied to `<path>.bak`.
-pub fn write_atomic(path: &Path, bytes: &[u8], backup: bool) -> Result<(), DataError> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-        if backup && path.exists() {
-            let bak = backup_path(path);
-            std::fs::copy(path, &bak).map_err(|e| DataError::io(&bak, e))?;
+/// Writes `bytes` to `path` atomically ([`crate::fsio`]); an existing file is first kept
+/// as `<path>.bak` (itself written atomically, so a crash leaves a whole backup or the
+/// previous one).
+fn write_keeping_backup(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    match std::fs::File::open(path) {
+        Ok(mut old) => {
+            crate::fsio::write_file_atomic(&backup_path(path), |w| {
+                std::io::copy(&mut old, w).map(|_| ())
+            })?;
         }
-        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DataError::io(path, e)),
     }
-    result
+    Ok(crate::fsio::write_bytes_atomic(path, bytes)?)
 }
 
 /// `<path>.bak`.

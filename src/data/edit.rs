@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::dataset::{write_atomic, Dataset};
+use super::dataset::Dataset;
 use super::error::{DataError, Problem};
 use super::formats::{Format, Mapping};
 use super::record::{Conversation, Message, Role};
@@ -442,7 +442,7 @@ impl Dataset {
             serde_json::to_writer(&mut out, &rec).map_err(|e| DataError::Other(e.to_string()))?;
             out.push(b'\n');
         }
-        write_atomic(&rp, &out, false)?;
+        crate::fsio::write_bytes_atomic(&rp, &out)?;
         Ok(Some(rp))
     }
 

@@ -56,6 +56,15 @@ pub enum DataError {
     Other(String),
 }
 
+impl From<crate::fsio::WriteError> for DataError {
+    fn from(e: crate::fsio::WriteError) -> Self {
+        DataError::Io {
+            path: e.path,
+            error: e.error,
+        }
+    }
+}
+
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {

@@ -339,14 +339,42 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
             QTensor::quantize(&t, GgmlDType::F32)?,
         ));
     }
-    let tmp = path.with_extension("gguf.partial");
-    let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let mut w = std::io::BufWriter::new(file);
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    gguf_file::write(&mut w, &md_refs, &t_refs).map_err(|e| ModelError::weights(&tmp, e))?;
-    std::io::Write::flush(&mut w).map_err(|e| ModelError::io(&tmp, e))?;
-    drop(w);
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+    // Streamed to a temporary file and renamed into place (crate::fsio).
+    crate::fsio::write_file_atomic(path, |w| {
+        let mut w = Positioned { inner: w, pos: 0 };
+        gguf_file::write(&mut w, &md_refs, &t_refs).map_err(std::io::Error::other)
+    })?;
     Ok(())
+}
+
+/// A writer that knows how far it has written: `gguf_file::write` asks for its position
+/// (`stream_position`) to place the tensor data, and seeks nowhere else.
+struct Positioned<'a> {
+    inner: &'a mut dyn std::io::Write,
+    pos: u64,
+}
+
+impl std::io::Write for Positioned<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl std::io::Seek for Positioned<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        match to {
+            std::io::SeekFrom::Current(0) => Ok(self.pos),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the GGUF writer streams; it only reports its position",
+            )),
+        }
+    }
 }

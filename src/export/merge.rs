@@ -29,7 +29,7 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     let write = |name: &str, value: &serde_json::Value| -> Result<(), ModelError> {
         let path = out.join(name);
         let text = serde_json::to_string_pretty(value).unwrap_or_default();
-        crate::adapter::write_atomic(&path, text.as_bytes())
+        Ok(crate::fsio::write_bytes_atomic(&path, text.as_bytes())?)
     };
     let cfg = model.config();
     write("config.json", &cfg.to_hf_json())?;

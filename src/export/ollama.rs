@@ -23,5 +23,8 @@ pub fn write_modelfile(model: &Model, dir: &Path, gguf_name: &str) -> Result<(),
             text.push_str(&format!("PARAMETER stop \"{tok}\"\n"));
         }
     }
-    crate::adapter::write_atomic(&dir.join("Modelfile"), text.as_bytes())
+    Ok(crate::fsio::write_bytes_atomic(
+        &dir.join("Modelfile"),
+        text.as_bytes(),
+    )?)
 }

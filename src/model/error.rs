@@ -40,6 +40,15 @@ pub enum ModelError {
     },
 }
 
+impl From<crate::fsio::WriteError> for ModelError {
+    fn from(e: crate::fsio::WriteError) -> Self {
+        ModelError::Io {
+            path: e.path,
+            error: e.error,
+        }
+    }
+}
+
 impl ModelError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {

@@ -127,6 +127,8 @@ pub fn resume(
     waker: Waker,
 ) -> anyhow::Result<TrainHandle> {
     let (run, config) = RunDir::open(run_dir)?;
+    // Before choosing: a checkpoint caught between the renames that replace it comes back.
+    run.remove_leftovers()?;
     let steps = run_dir::checkpoint_steps(run_dir);
     let Some(&last) = steps.last() else {
         anyhow::bail!(

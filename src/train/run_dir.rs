@@ -1,6 +1,8 @@
 //! The run directory (DESIGN.md, On-disk layout): `run.toml`, `metrics.jsonl`,
-//! `checkpoints/step-N/` (PEFT adapter + optimizer state + trainer state, written to a
-//! temporary folder and renamed into place) and the final `adapter/`. Also lists runs.
+//! `checkpoints/step-N/` (PEFT adapter + optimizer state + trainer state) and the final
+//! `adapter/`. Every file is written atomically and every folder built beside its name and
+//! renamed into place ([`crate::fsio`]); a resumed run first clears what a killed one left
+//! ([`RunDir::remove_leftovers`]). Also lists runs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::config::RunConfig;
 use super::events::StepMetrics;
 use crate::adapter::{self, AdapterConfig};
+use crate::fsio;
 use crate::model::lora::LoraTarget;
 
 /// Where a run resumes: everything beyond the weights and optimizer moments.
@@ -61,11 +64,13 @@ fn io_err(path: &Path, e: std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("{}: {e}", path.display())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+/// The temporaries of earlier versions, which wrote `<name>.partial` files and
+/// `.step-N.partial` / `.adapter.partial` folders; a resume clears them too.
+fn is_legacy_temp(name: &str) -> bool {
+    matches!(
+        name,
+        "run.partial" | "metrics.partial" | "failed.partial" | ".adapter.partial"
+    ) || (name.starts_with(".step-") && name.ends_with(".partial"))
 }
 
 impl RunDir {
@@ -98,7 +103,7 @@ impl RunDir {
         std::fs::create_dir_all(path.join("checkpoints")).map_err(|e| io_err(&path, e))?;
         let mut text = cfg.to_toml();
         text.push_str(&format!("\n# dataset sha256: {dataset_sha256}\n"));
-        write_atomic(&path.join("run.toml"), text.as_bytes())?;
+        fsio::write_bytes_atomic(&path.join("run.toml"), text.as_bytes())?;
         Ok(Self { path })
     }
 
@@ -113,7 +118,7 @@ impl RunDir {
     /// reaches the user through the run's events even when this write fails too.
     pub fn mark_failed(&self, error: &str) {
         let path = self.path.join(FAILED_FILE);
-        if let Err(e) = write_atomic(&path, format!("{error}\n").as_bytes()) {
+        if let Err(e) = fsio::write_bytes_atomic(&path, format!("{error}\n").as_bytes()) {
             tracing::warn!("could not mark the run failed: {e:#}");
         }
     }
@@ -138,7 +143,9 @@ impl RunDir {
         ))
     }
 
-    /// Appends one line to `metrics.jsonl`.
+    /// Appends one line to `metrics.jsonl`. An append, not an atomic rewrite: the file grows
+    /// a line at a time, and a line cut short by a crash is skipped by [`read_metrics`] and
+    /// dropped by the resume's [`RunDir::truncate_metrics_after`].
     pub fn log_metric(&self, line: &MetricLine) -> anyhow::Result<()> {
         let path = self.path.join("metrics.jsonl");
         let mut f = std::fs::OpenOptions::new()
@@ -150,29 +157,60 @@ impl RunDir {
         writeln!(f, "{text}").map_err(|e| io_err(&path, e))
     }
 
-    /// Drops metric lines after `step` (a resumed run rewrites what followed its checkpoint).
+    /// Drops metric lines after `step` (a resumed run rewrites what followed its checkpoint),
+    /// and any line that does not parse; the file is rewritten atomically.
     pub fn truncate_metrics_after(&self, step: usize) -> anyhow::Result<()> {
         let lines = read_metrics(&self.path);
-        let kept: Vec<String> = lines
-            .iter()
-            .filter(|l| match l {
-                MetricLine::Step(s) => s.step <= step,
-                MetricLine::Eval { step: s, .. } => *s <= step,
-            })
-            .filter_map(|l| serde_json::to_string(l).ok())
-            .collect();
-        let mut text = kept.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
+        let kept = lines.iter().filter(|l| match l {
+            MetricLine::Step(s) => s.step <= step,
+            MetricLine::Eval { step: s, .. } => *s <= step,
+        });
+        fsio::write_file_atomic(&self.path.join("metrics.jsonl"), |w| {
+            for line in kept {
+                serde_json::to_writer(&mut *w, line)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Clears what a killed or crashed write left in the run folder and its `checkpoints/`
+    /// ([`fsio::remove_leftovers`], and the temporaries of earlier versions), putting back a
+    /// checkpoint caught between the renames that replace it. For a resume, before it picks
+    /// its checkpoint; never while the run trains.
+    pub fn remove_leftovers(&self) -> anyhow::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for dir in [self.path.clone(), self.path.join("checkpoints")] {
+            if !dir.is_dir() {
+                continue;
+            }
+            removed.extend(fsio::remove_leftovers(&dir)?);
+            let rd = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_legacy_temp(&name) {
+                    continue;
+                }
+                let path = entry.path();
+                let gone = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                gone.map_err(|e| io_err(&path, e))?;
+                removed.push(name);
+            }
         }
-        write_atomic(&self.path.join("metrics.jsonl"), text.as_bytes())
+        Ok(removed)
     }
 
     pub fn checkpoint_dir(&self, step: usize) -> PathBuf {
         self.path.join("checkpoints").join(format!("step-{step}"))
     }
 
-    /// Writes `checkpoints/step-N/` atomically: adapter, optimizer moments, trainer state.
+    /// Writes `checkpoints/step-N/` atomically ([`fsio::replace_dir_atomic`]): adapter,
+    /// optimizer moments, trainer state. The folder appears complete or not at all.
     pub fn save_checkpoint(
         &self,
         adapter_cfg: &AdapterConfig,
@@ -181,51 +219,40 @@ impl RunDir {
         state: &TrainerState,
     ) -> anyhow::Result<PathBuf> {
         let dest = self.checkpoint_dir(state.step);
-        let tmp = self
-            .path
-            .join("checkpoints")
-            .join(format!(".step-{}.partial", state.step));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-        }
-        adapter::write_adapter(&tmp, adapter_cfg, pairs)?;
-        adapter::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
-        write_atomic(
-            &tmp.join("trainer_state.json"),
-            serde_json::to_string_pretty(state)?.as_bytes(),
-        )?;
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
-        }
-        std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
+        fsio::replace_dir_atomic(&dest, |tmp: &Path| -> anyhow::Result<()> {
+            adapter::write_adapter(tmp, adapter_cfg, pairs)?;
+            adapter::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
+            fsio::write_bytes_atomic(
+                &tmp.join("trainer_state.json"),
+                serde_json::to_string_pretty(state)?.as_bytes(),
+            )?;
+            Ok(())
+        })?;
         Ok(dest)
     }
 
-    /// Writes the final adapter to `adapter/`.
+    /// Writes the final adapter to `adapter/`, atomically as a folder.
     pub fn save_adapter(
         &self,
         adapter_cfg: &AdapterConfig,
         pairs: &BTreeMap<(usize, LoraTarget), (Tensor, Tensor)>,
     ) -> anyhow::Result<PathBuf> {
         let dir = self.path.join("adapter");
-        let tmp = self.path.join(".adapter.partial");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-        }
-        adapter::write_adapter(&tmp, adapter_cfg, pairs)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
+        fsio::replace_dir_atomic(&dir, |tmp: &Path| -> anyhow::Result<()> {
+            Ok(adapter::write_adapter(tmp, adapter_cfg, pairs)?)
+        })?;
         Ok(dir)
     }
 }
 
-/// Steps of the checkpoints in a run, ascending.
+/// Steps of the checkpoints in a run, ascending: the `step-N` folders, which are complete
+/// (each is renamed into place whole). Temporaries (`.step-N.XXXXXX.tmp`, being written
+/// or left by a killed run) and anything else are not listed.
 pub fn checkpoint_steps(run: &Path) -> Vec<usize> {
     let mut steps: Vec<usize> = std::fs::read_dir(run.join("checkpoints"))
         .map(|rd| {
             rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
                 .collect()
         })
@@ -335,5 +362,51 @@ pub fn read_run(path: &Path) -> RunInfo {
         failure: std::fs::read_to_string(path.join(FAILED_FILE))
             .ok()
             .map(|t| t.trim().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_are_not_checkpoints_and_a_resume_clears_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::at(dir.path());
+        let ck = dir.path().join("checkpoints");
+        for d in [
+            "step-1",
+            "step-2",
+            ".step-3.aB3dE9.tmp",
+            ".step-4.partial",
+            ".step-2.Qw3rTy.old",
+        ] {
+            std::fs::create_dir_all(ck.join(d)).unwrap();
+        }
+        std::fs::write(ck.join("step-9"), b"a file, not a checkpoint").unwrap();
+        std::fs::write(dir.path().join(".metrics.jsonl.Zz9Yy8.tmp"), b"{").unwrap();
+        std::fs::write(dir.path().join("metrics.partial"), b"{").unwrap();
+        std::fs::write(dir.path().join("metrics.jsonl"), b"").unwrap();
+        assert_eq!(checkpoint_steps(dir.path()), [1, 2]);
+
+        let mut removed = run.remove_leftovers().unwrap();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                ".metrics.jsonl.Zz9Yy8.tmp",
+                ".step-2.Qw3rTy.old",
+                ".step-3.aB3dE9.tmp",
+                ".step-4.partial",
+                "metrics.partial"
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&ck)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["step-1", "step-2", "step-9"]);
+        assert_eq!(checkpoint_steps(dir.path()), [1, 2]);
     }
 }

@@ -230,7 +230,20 @@ impl<'c> Trainer<'c> {
                 RunDir::create(&cfg, &plan.prepared.dataset_sha256)?,
                 TrainerState::new(plan.total_steps),
             ),
-            Start::Resume { run, .. } => (RunDir::at(&run.path), TrainerState::new(0)),
+            Start::Resume { run, .. } => {
+                let run = RunDir::at(&run.path);
+                // What a killed run left half-written goes before anything is read or written.
+                let removed = run.remove_leftovers()?;
+                if !removed.is_empty() {
+                    control.send(TrainEvent::Log {
+                        message: format!(
+                            "removed what an interrupted write left: {}",
+                            removed.join(", ")
+                        ),
+                    });
+                }
+                (run, TrainerState::new(0))
+            }
         };
         let mut trainer = Trainer {
             start_step: state.step,

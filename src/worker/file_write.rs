@@ -42,6 +42,6 @@ fn write(path: PathBuf, make: impl FnOnce() -> Result<Vec<u8>, String>) -> Write
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    crate::data::dataset::write_atomic(&path, &bytes, false).map_err(|e| e.to_string())?;
+    crate::fsio::write_bytes_atomic(&path, &bytes).map_err(|e| e.to_string())?;
     Ok(path)
 }
