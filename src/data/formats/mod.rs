@@ -10,6 +10,7 @@ pub mod json;
 mod json_blocks;
 pub mod openai;
 pub mod parquet;
+mod parquet_check;
 pub mod sharegpt;
 
 use std::fmt;
