@@ -14,6 +14,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Cli::parse();
+    if let Err(e) = args.check() {
+        e.exit();
+    }
     let code = match args.command {
         Some(command) => match cli::run(command) {
             Ok(code) => code,
@@ -22,7 +25,7 @@ fn main() {
                 1
             }
         },
-        None => match finetune_studio::app::run(args.model) {
+        None => match finetune_studio::app::run(args.model, args.dataset.map(absolute)) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -31,4 +34,10 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// The path made absolute against the working directory, so that Recent files and the
+/// reopened last dataset still find it when the studio starts elsewhere.
+fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }

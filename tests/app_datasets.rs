@@ -1,14 +1,15 @@
-//! GUI tests of the Datasets tab, driving the real app: open a file (path injected),
-//! select a row, edit a turn in the editor, undo and redo it, search, and see statistics.
+//! GUI tests of the Datasets tab, driving the real app: open a file (path injected, or
+//! given at start as `finetune-studio FILE` does), select a row, edit a turn in the editor, undo and redo it, search, and see statistics.
 
 mod app_common;
 
 use std::time::Duration;
 
-use app_common::{fixture, harness, open_dataset, step_until};
+use app_common::{fixture, harness, harness_with, open_dataset, step_until, studio_home};
 use eframe::egui;
 use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
+use finetune_studio::app::{AppOptions, Level, Tab};
 
 #[test]
 fn open_edit_undo_redo() {
@@ -222,4 +223,55 @@ fn unsaved_edits_are_autosaved_and_offered_back_after_a_crash() {
     h.run_steps(2);
     h.get_by_label("Discard them").click();
     assert!(step_until(&mut h, Duration::from_secs(20), |_| !recovery.exists()));
+}
+
+/// `finetune-studio FILE`: the app starts with FILE opening in the Datasets tab.
+#[test]
+fn a_dataset_given_at_start_opens_in_the_datasets_tab() {
+    let path = fixture("llamafactory_identity.json");
+    let mut h = harness_with(AppOptions {
+        open_dataset: Some(path.clone()),
+        ..AppOptions::headless()
+    });
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .doc
+            .is_some()),
+        "the dataset did not load; notices: {:?}",
+        h.state().notices.items()
+    );
+    assert_eq!(h.state().state.tab, Tab::Datasets);
+    let doc = h.state().datasets.doc.as_ref().unwrap();
+    assert_eq!(doc.data().len(), 91);
+    assert_eq!(doc.data().path(), Some(path.as_path()));
+    h.run_steps(2);
+    assert!(h.query_by_label("Row 3").is_some());
+}
+
+/// A FILE that does not exist starts the app with the usual error notice, naming it.
+#[test]
+fn a_missing_dataset_given_at_start_is_an_error_notice() {
+    let path = studio_home().join("no-such-dataset.json");
+    let mut h = harness_with(AppOptions {
+        open_dataset: Some(path.clone()),
+        ..AppOptions::headless()
+    });
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .notices
+            .items()
+            .iter()
+            .any(|n| n.level == Level::Error)),
+        "no error notice; notices: {:?}",
+        h.state().notices.items()
+    );
+    let notice = h.state().notices.items()[0].clone();
+    assert!(
+        format!("{} {}", notice.title, notice.details).contains(&path.display().to_string()),
+        "{notice:?}"
+    );
+    assert!(h.state().datasets.doc.is_none());
+    h.run_steps(2);
+    assert_eq!(h.state().state.tab, Tab::Datasets);
 }

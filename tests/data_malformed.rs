@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use finetune_studio::data::{self, DataError, Dataset, Problem, ProblemKind};
+use finetune_studio::data::{self, DataError, Dataset, Format, Problem, ProblemKind};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -216,8 +216,65 @@ fn whole_file_errors() {
         data::load(&p, None),
         Err(DataError::Parquet { .. })
     ));
-    let p = write(dir.path(), "e.json", b"  ");
-    assert_eq!(data::load(&p, None).unwrap().len(), 0);
+}
+
+/// A file without records is an error naming it, whatever its format, also through a
+/// dataset_info.json entry.
+#[test]
+fn files_without_records_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_parquet = Dataset::from_records(Vec::new(), Format::PARQUET)
+        .to_bytes(None, Path::new("e.parquet"))
+        .unwrap();
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("none.json", b"", "the file is empty"),
+        ("none.csv", b"", "the file is empty"),
+        (
+            "blank.json",
+            b"  \n\t\n",
+            "only whitespace or an empty JSON array",
+        ),
+        (
+            "array.json",
+            b"[]",
+            "only whitespace or an empty JSON array",
+        ),
+        (
+            "spaced.json",
+            b"\xEF\xBB\xBF [\n ]\n",
+            "only whitespace or an empty JSON array",
+        ),
+        ("blank.jsonl", b"\n  \n\n", "only blank lines"),
+        (
+            "header.csv",
+            b"instruction,input,output\n",
+            "a header and no rows",
+        ),
+        ("rows.parquet", &empty_parquet, "no rows"),
+    ];
+    for (name, bytes, what) in cases {
+        let p = write(dir.path(), name, bytes);
+        let err = data::load(&p, None).unwrap_err();
+        assert!(
+            matches!(&err, DataError::Empty { path, .. } if *path == p),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("{}: contains no records ({what})", p.display())
+        );
+    }
+    write(
+        dir.path(),
+        "dataset_info.json",
+        br#"{"blank": {"file_name": "array.json"}}"#,
+    );
+    let err =
+        data::load_dataset_info_entry(&dir.path().join("dataset_info.json"), "blank").unwrap_err();
+    assert!(
+        matches!(&err, DataError::Empty { path, .. } if *path == dir.path().join("array.json")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use finetune_studio::fsio;
 use finetune_studio::model::config::Architecture;
-use finetune_studio::model::tiny::write_tiny_model;
+use finetune_studio::testkit::write_tiny_model;
 use finetune_studio::model::{self, Model};
 use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
 use finetune_studio::train::run_dir::{self, RunDir, TrainerState};

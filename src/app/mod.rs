@@ -50,8 +50,9 @@ pub use state::{Layout, Persisted, ThemeChoice};
 pub use tab::Tab;
 pub use train::{RunStatus, RunView, TrainTab};
 
-/// Opens the studio window. `model` is the model to load (`default` when `None`).
-pub fn run(model: Option<String>) -> anyhow::Result<()> {
+/// Opens the studio window. `model` is the model to load (`default` when `None`);
+/// `open_dataset` is a dataset file to open in the Datasets tab (the last one when `None`).
+pub fn run(model: Option<String>, open_dataset: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("finetune-studio")
@@ -64,7 +65,7 @@ pub fn run(model: Option<String>) -> anyhow::Result<()> {
     eframe::run_native(
         "finetune-studio",
         options,
-        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, model)))),
+        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, model, open_dataset)))),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }

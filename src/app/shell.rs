@@ -2,6 +2,7 @@
 //! guard and persistence around the five tabs. Worker events are drained in `logic()`
 //! with a time budget, so a burst of events never stretches a frame.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use eframe::egui;
@@ -46,6 +47,9 @@ pub struct AppOptions {
     pub load_model: bool,
     /// Read the persisted UI state and reopen the last dataset.
     pub restore: bool,
+    /// A dataset file to open at start, in place of the last one
+    /// (`finetune-studio FILE`).
+    pub open_dataset: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -54,6 +58,7 @@ impl Default for AppOptions {
             model: None,
             load_model: true,
             restore: true,
+            open_dataset: None,
         }
     }
 }
@@ -65,6 +70,7 @@ impl AppOptions {
             model: None,
             load_model: false,
             restore: false,
+            open_dataset: None,
         }
     }
 }
@@ -101,12 +107,18 @@ pub struct StudioApp {
 }
 
 impl StudioApp {
-    /// The app as `finetune-studio` starts it: persisted state, the model loading.
-    pub fn new(cc: &eframe::CreationContext<'_>, model: Option<String>) -> Self {
+    /// The app as `finetune-studio [FILE]` starts it: persisted state, the model loading,
+    /// `open_dataset` (or else the last dataset) opening.
+    pub fn new(
+        cc: &eframe::CreationContext<'_>,
+        model: Option<String>,
+        open_dataset: Option<PathBuf>,
+    ) -> Self {
         Self::with_options(
             cc,
             AppOptions {
                 model,
+                open_dataset,
                 ..AppOptions::default()
             },
         )
@@ -149,10 +161,12 @@ impl StudioApp {
             frame_times: FrameTimes::default(),
             memory: Default::default(),
         };
-        if options.restore {
-            if let Some(p) = app.state.last_dataset.clone().filter(|p| p.exists()) {
-                app.open_dataset(&p, 0.0);
-            }
+        // A file that cannot be read shows the usual error notice once the worker replies.
+        let last = options.restore.then(|| app.state.last_dataset.clone());
+        match (options.open_dataset, last.flatten()) {
+            (Some(p), _) => app.open_dataset(&p, 0.0),
+            (None, Some(p)) if p.exists() => app.open_dataset(&p, 0.0),
+            _ => {}
         }
         app
     }

@@ -1,5 +1,5 @@
-//! The command line: `finetune-studio` with no subcommand starts the studio; the
-//! subcommands run the same library code headless.
+//! The command line: `finetune-studio [FILE]` with no subcommand starts the studio (with
+//! FILE open in the Datasets tab); the subcommands run the same library code headless.
 
 pub mod chat;
 pub mod dataset;
@@ -7,6 +7,8 @@ pub mod eval;
 pub mod export;
 pub mod fetch;
 pub mod train;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,28 @@ pub struct Cli {
     /// Model to open in the studio (default, a folder, a .gguf file or a hub repo id).
     #[arg(long, global = false)]
     pub model: Option<String>,
+    /// Dataset file to open in the studio's Datasets tab (JSON, JSONL, CSV, Parquet, or
+    /// `dataset_info.json#entry`).
+    #[arg(value_name = "FILE")]
+    pub dataset: Option<PathBuf>,
+}
+
+impl Cli {
+    /// What clap's derive cannot say: FILE opens the studio, so it cannot come with a
+    /// subcommand (`finetune-studio x.json train ...`).
+    pub fn check(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory;
+        match (&self.command, &self.dataset) {
+            (Some(_), Some(file)) => Err(Cli::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "`{}` opens a dataset in the studio and cannot come with a subcommand",
+                    file.display()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,4 +93,45 @@ pub fn load_model(spec: &str) -> anyhow::Result<crate::model::Model> {
         t0.elapsed().as_secs_f64()
     );
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("finetune-studio").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_bare_path_opens_a_dataset() {
+        let cli = parse(&["x.json"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.dataset, Some(PathBuf::from("x.json")));
+        let cli = parse(&["--model", "m.gguf", "data/dataset_info.json#identity"]).unwrap();
+        assert_eq!(cli.model.as_deref(), Some("m.gguf"));
+        assert_eq!(
+            cli.dataset,
+            Some(PathBuf::from("data/dataset_info.json#identity"))
+        );
+        let cli = parse(&[]).unwrap();
+        assert!(cli.command.is_none() && cli.dataset.is_none());
+        cli.check().unwrap();
+    }
+
+    #[test]
+    fn subcommands_are_not_paths() {
+        let cli = parse(&["fetch-model"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::FetchModel)));
+        assert!(cli.dataset.is_none());
+        let cli = parse(&["dataset", "stats", "x.json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Dataset(_))));
+        assert!(cli.dataset.is_none());
+        cli.check().unwrap();
+        // A path before a subcommand would be ignored: it is an error instead.
+        let cli = parse(&["x.json", "fetch-model"]).unwrap();
+        let e = cli.check().unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(e.to_string().contains("x.json"), "{e}");
+    }
 }

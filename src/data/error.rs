@@ -46,6 +46,10 @@ pub enum DataError {
         field: Option<String>,
         message: String,
     },
+    /// A file that holds no records: no bytes, only whitespace, an empty array, a CSV
+    /// header with no rows, a Parquet file with no rows.
+    #[error("{path}: contains no records ({what})")]
+    Empty { path: PathBuf, what: &'static str },
     #[error("{path}: CSV: {message}")]
     Csv { path: PathBuf, message: String },
     #[error("{path}: Parquet: {message}")]

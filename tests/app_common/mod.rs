@@ -35,11 +35,16 @@ pub fn fixture(name: &str) -> PathBuf {
 /// has Chinese), which the bundled fonts cannot all draw, so missing glyphs are boxes here
 /// as in the app rather than a panic.
 pub fn harness() -> Harness<'static, StudioApp> {
+    harness_with(AppOptions::headless())
+}
+
+/// The studio app in a 1280×800 harness, started with `options`.
+pub fn harness_with(options: AppOptions) -> Harness<'static, StudioApp> {
     studio_home();
     Harness::builder()
         .with_size([1280.0, 800.0])
         .allow_missing_glyphs()
-        .build_eframe(|cc| StudioApp::with_options(cc, AppOptions::headless()))
+        .build_eframe(move |cc| StudioApp::with_options(cc, options))
 }
 
 /// Steps the UI (sleeping a little between frames, as a real window would) until `done`

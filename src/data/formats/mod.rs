@@ -10,6 +10,7 @@ pub mod json;
 mod json_blocks;
 pub mod openai;
 pub mod parquet;
+mod parquet_check;
 pub mod sharegpt;
 
 use std::fmt;
@@ -350,6 +351,9 @@ pub(crate) fn read_path(
         Encoding::Csv => csv::read(path, schema, mapping)?,
         Encoding::Parquet => parquet::read(path, schema, mapping)?,
     };
+    if out.records.is_empty() {
+        return Err(empty(path, out.format.encoding));
+    }
     for (i, ps) in out.problems.iter_mut().enumerate() {
         for p in ps {
             p.file = path.to_path_buf();
@@ -360,6 +364,22 @@ pub(crate) fn read_path(
         }
     }
     Ok(out)
+}
+
+/// The error for a file that gave no records, with what it held instead.
+fn empty(path: &Path, encoding: Encoding) -> DataError {
+    let no_bytes = std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+    let what = match encoding {
+        _ if no_bytes => "the file is empty",
+        Encoding::Json => "only whitespace or an empty JSON array",
+        Encoding::JsonLines => "only blank lines",
+        Encoding::Csv => "a header and no rows",
+        Encoding::Parquet => "no rows",
+    };
+    DataError::Empty {
+        path: path.to_path_buf(),
+        what,
+    }
 }
 
 /// Serializes records into the bytes of a file of the given format.

@@ -96,6 +96,8 @@ pub(crate) fn read(
     mapping: Option<&Mapping>,
 ) -> Result<ReadOutput, DataError> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    super::parquet_check::check(&file, len).map_err(|e| perr(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| perr(path, e))?
         .build()
