@@ -28,7 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "export",
         &[
-            "model", "text", "adapter", "infer", "ops", "hub", "paths", "sys",
+            "model", "text", "adapter", "infer", "ops", "hub", "paths", "sys", "fsio",
         ],
     ),
     (
@@ -55,7 +55,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Test fixtures (the `test-support` feature): they build whatever a test needs.
     (
         "testkit",
-        &["data", "model", "text", "ops", "adapter", "hub", "paths", "fsio"],
+        &[
+            "data", "model", "text", "ops", "adapter", "hub", "paths", "fsio",
+        ],
     ),
 ];
 
