@@ -55,10 +55,8 @@ fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
 fn matvec(y: &mut [f32], x: &[f32], w: &[f32]) {
     let in_f = x.len();
     y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
-        for (k, yk) in ys.iter_mut().enumerate() {
-            let row = c * 256 + k;
-            *yk = vec_math::dot(&w[row * in_f..(row + 1) * in_f], x);
-        }
+        let first = c * 256 * in_f;
+        vec_math::dot_rows(ys, &w[first..first + ys.len() * in_f], x);
     });
 }
 

@@ -223,6 +223,18 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+avx2_or_baseline! {
+    /// `ys[k] = w_k · x` for the rows `w_k` of `w` (`ys.len()` rows of `x.len()`), the
+    /// decode step's matrix-vector product: [`dot`] compiled with eight FMA lanes where the
+    /// CPU has them, instead of as whatever the caller's inlining makes of it.
+    pub fn dot_rows(ys: &mut [f32], w: &[f32], x: &[f32]) {
+        let n = x.len();
+        for (yk, row) in ys.iter_mut().zip(w.chunks_exact(n.max(1))) {
+            *yk = dot(row, x);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
