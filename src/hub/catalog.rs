@@ -121,11 +121,14 @@ fn describe_hf_folder(dir: &Path) -> Result<ModelInfo, ModelError> {
 
 /// The dtype of the first tensor in a safetensors header (lowercase, e.g. `bf16`).
 fn safetensors_dtype(path: &Path) -> Option<String> {
-    let mut f = BufReader::new(File::open(path).ok()?);
+    let file = File::open(path).ok()?;
+    let file_len = file.metadata().ok()?.len();
+    let mut f = BufReader::new(file);
     let mut len = [0u8; 8];
     f.read_exact(&mut len).ok()?;
     let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
+    // Never more than the file holds (nor than the safetensors crate's own cap).
+    if len > 100 << 20 || len > file_len.saturating_sub(8) {
         return None;
     }
     let mut header = vec![0u8; len as usize];
@@ -141,16 +144,19 @@ fn safetensors_dtype(path: &Path) -> Option<String> {
 
 fn describe_gguf(path: &Path) -> Result<ModelInfo, ModelError> {
     let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let file_bytes = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
     let mut reader = BufReader::new(file);
     let content =
         gguf_file::Content::read(&mut reader).map_err(|e| ModelError::weights(path, e))?;
+    crate::model::weights::check_gguf_tensors(&content, file_bytes, path)?;
     let has_output = content.tensor_infos.contains_key("output.weight");
     let config = crate::model::gguf::config_from_metadata(&content.metadata, has_output, path)?;
     // The type that holds the most weights names the file's quantization (norms stay f32).
-    let mut by_type = std::collections::BTreeMap::<String, usize>::new();
+    // Each tensor lies inside the file, so the counts are bounded by its size.
+    let mut by_type = std::collections::BTreeMap::<String, u64>::new();
     for t in content.tensor_infos.values() {
-        *by_type.entry(format!("{:?}", t.ggml_dtype)).or_default() += t.shape.elem_count();
+        let n = by_type.entry(format!("{:?}", t.ggml_dtype)).or_default();
+        *n = n.saturating_add(t.shape.elem_count() as u64);
     }
     let quantization = by_type
         .into_iter()

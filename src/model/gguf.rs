@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 
-use super::config::{Architecture, ModelConfig};
+use super::config::{Architecture, ConfigKeys, ModelConfig};
 use super::ModelError;
 use crate::text::tokenizer::GgufTokenizerSpec;
 
@@ -16,22 +16,6 @@ fn get_str<'a>(md: &'a Metadata, key: &str) -> Option<&'a str> {
     md.get(key)
         .and_then(|v| v.to_string().ok())
         .map(|s| s.as_str())
-}
-
-fn get_u64(md: &Metadata, key: &str) -> Option<u64> {
-    let v = md.get(key)?;
-    v.to_u64()
-        .ok()
-        .or_else(|| v.to_u32().ok().map(u64::from))
-        .or_else(|| v.to_i32().ok().map(|x| x.max(0) as u64))
-        .or_else(|| v.to_i64().ok().map(|x| x.max(0) as u64))
-}
-
-fn get_f32(md: &Metadata, key: &str) -> Option<f32> {
-    let v = md.get(key)?;
-    v.to_f32()
-        .ok()
-        .or_else(|| v.to_f64().ok().map(|x| x as f32))
 }
 
 fn get_bool(md: &Metadata, key: &str) -> Option<bool> {
@@ -70,13 +54,83 @@ pub fn architecture_name(md: &Metadata) -> Option<&str> {
     get_str(md, "general.architecture")
 }
 
-/// Builds the model config from GGUF metadata. `has_output` says whether an untied
-/// `output.weight` tensor exists.
+/// A metadata value's type, for messages.
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::U8(_) => "u8",
+        Value::I8(_) => "i8",
+        Value::U16(_) => "u16",
+        Value::I16(_) => "i16",
+        Value::U32(_) => "u32",
+        Value::I32(_) => "i32",
+        Value::U64(_) => "u64",
+        Value::I64(_) => "i64",
+        Value::F32(_) => "f32",
+        Value::F64(_) => "f64",
+        Value::Bool(_) => "bool",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+    }
+}
+
+/// An integer metadata value that must be non-negative; `Ok(None)` when absent.
+fn count(md: &Metadata, key: &str) -> Result<Option<u64>, String> {
+    let Some(v) = md.get(key) else {
+        return Ok(None);
+    };
+    let n: Option<i128> = match v {
+        Value::U8(x) => Some((*x).into()),
+        Value::I8(x) => Some((*x).into()),
+        Value::U16(x) => Some((*x).into()),
+        Value::I16(x) => Some((*x).into()),
+        Value::U32(x) => Some((*x).into()),
+        Value::I32(x) => Some((*x).into()),
+        Value::U64(x) => Some((*x).into()),
+        Value::I64(x) => Some((*x).into()),
+        _ => None,
+    };
+    match n {
+        Some(n) => u64::try_from(n)
+            .map(Some)
+            .map_err(|_| format!("{key} is {n}, expected a non-negative integer")),
+        None => Err(format!("{key} is a {}, expected an integer", type_name(v))),
+    }
+}
+
+/// A floating-point metadata value; `Ok(None)` when absent.
+fn float(md: &Metadata, key: &str) -> Result<Option<f64>, String> {
+    match md.get(key) {
+        None => Ok(None),
+        Some(Value::F32(x)) => Ok(Some(f64::from(*x))),
+        Some(Value::F64(x)) => Ok(Some(*x)),
+        Some(v) => Err(format!("{key} is a {}, expected a number", type_name(v))),
+    }
+}
+
+/// A size as `usize` (the limits in [`ModelConfig::validate`] are far below `u32::MAX`,
+/// so anything beyond is cut to a value that fails them).
+fn size(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A token id, refused beyond `u32`.
+fn token_id(md: &Metadata, key: &str) -> Result<Option<u32>, String> {
+    count(md, key)?
+        .map(|n| u32::try_from(n).map_err(|_| format!("{key} is {n}, beyond any vocabulary")))
+        .transpose()
+}
+
+/// Builds the model config from GGUF metadata and validates it. `has_output` says whether
+/// an untied `output.weight` tensor exists. Errors name the metadata key.
 pub fn config_from_metadata(
     md: &Metadata,
     has_output: bool,
     path: &Path,
 ) -> Result<ModelConfig, ModelError> {
+    let bad = |message: String| ModelError::Config {
+        path: path.into(),
+        message,
+    };
     let arch_name = architecture_name(md).unwrap_or("");
     let architecture = Architecture::from_model_type(arch_name).ok_or_else(|| {
         ModelError::UnsupportedArchitecture {
@@ -84,58 +138,75 @@ pub fn config_from_metadata(
             found: arch_name.to_string(),
         }
     })?;
-    let need = |key: &str| -> Result<u64, ModelError> {
-        get_u64(md, &format!("{arch_name}.{key}")).ok_or_else(|| ModelError::Config {
-            path: path.into(),
-            message: format!("metadata key `{arch_name}.{key}` is missing"),
-        })
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let opt = |k: &str| count(md, &key(k)).map_err(bad);
+    let need = |k: &str| -> Result<usize, ModelError> {
+        opt(k)?
+            .map(size)
+            .ok_or_else(|| bad(format!("metadata key `{}` is missing", key(k))))
     };
-    let hidden = need("embedding_length")? as usize;
-    let heads = need("attention.head_count")? as usize;
-    if heads == 0 {
-        return Err(ModelError::Config {
-            path: path.into(),
-            message: "attention.head_count is 0".into(),
-        });
+    let hidden = need("embedding_length")?;
+    let heads = need("attention.head_count")?;
+    let kv_heads = opt("attention.head_count_kv")?.map(size).unwrap_or(heads);
+    let stated_vocab = opt("vocab_size")?;
+    let vocab = match stated_vocab {
+        Some(n) => size(n),
+        None => match md.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(tokens)) => tokens.len(),
+            _ => return Err(bad("cannot tell the vocabulary size".into())),
+        },
+    };
+    let stated_head_dim = opt("attention.key_length")?;
+    let head_dim = match stated_head_dim {
+        Some(n) => size(n),
+        // Checked here only to compute the default; `validate` says what is wrong.
+        None => hidden.checked_div(heads).unwrap_or(0),
+    };
+    let mut keys = ConfigKeys::gguf(arch_name, stated_head_dim.is_some());
+    if stated_vocab.is_none() {
+        keys.vocab_size = "the length of tokenizer.ggml.tokens".into();
     }
-    let kv_heads = get_u64(md, &format!("{arch_name}.attention.head_count_kv"))
-        .map(|x| x as usize)
-        .unwrap_or(heads);
-    let vocab = get_u64(md, &format!("{arch_name}.vocab_size"))
-        .map(|x| x as usize)
-        .or_else(|| {
-            md.get("tokenizer.ggml.tokens")
-                .and_then(|v| v.to_vec().ok())
-                .map(|v| v.len())
-        })
-        .ok_or_else(|| ModelError::Config {
-            path: path.into(),
-            message: "cannot tell the vocabulary size".into(),
-        })?;
-    let head_dim = get_u64(md, &format!("{arch_name}.attention.key_length"))
-        .map(|x| x as usize)
-        .unwrap_or(hidden / heads);
-    let eos = get_u64(md, "tokenizer.ggml.eos_token_id").map(|x| x as u32);
-    Ok(ModelConfig {
+    let eos = token_id(md, "tokenizer.ggml.eos_token_id").map_err(bad)?;
+    let config = ModelConfig {
         architecture,
         vocab_size: vocab,
         hidden_size: hidden,
-        intermediate_size: need("feed_forward_length")? as usize,
-        num_hidden_layers: need("block_count")? as usize,
+        intermediate_size: need("feed_forward_length")?,
+        num_hidden_layers: need("block_count")?,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
-        rms_norm_eps: get_f32(md, &format!("{arch_name}.attention.layer_norm_rms_epsilon"))
-            .unwrap_or(1e-5) as f64,
-        rope_theta: get_f32(md, &format!("{arch_name}.rope.freq_base")).unwrap_or(10_000.0),
+        rms_norm_eps: float(md, &key("attention.layer_norm_rms_epsilon"))
+            .map_err(bad)?
+            .unwrap_or(1e-5),
+        rope_theta: float(md, &key("rope.freq_base"))
+            .map_err(bad)?
+            .unwrap_or(10_000.0) as f32,
         rope_scaling: None,
-        max_position_embeddings: get_u64(md, &format!("{arch_name}.context_length")).unwrap_or(4096)
-            as usize,
+        max_position_embeddings: opt("context_length")?.map(size).unwrap_or(4096),
         tie_word_embeddings: !has_output,
         attention_bias: architecture.default_qkv_bias(),
-        bos_token_id: get_u64(md, "tokenizer.ggml.bos_token_id").map(|x| x as u32),
+        bos_token_id: token_id(md, "tokenizer.ggml.bos_token_id").map_err(bad)?,
         eos_token_ids: eos.into_iter().collect(),
-    })
+    };
+    config.validate(path, &keys)?;
+    // The transformer gives keys and values the same head dim and rotates all of it.
+    for k in ["attention.value_length", "rope.dimension_count"] {
+        if let Some(n) = opt(k)? {
+            if n != head_dim as u64 {
+                return Err(bad(format!(
+                    "{} is {n}, but the head dim is {head_dim} ({}); only models whose values and rotary embeddings span the whole head are supported",
+                    key(k),
+                    if stated_head_dim.is_some() {
+                        keys.head_dim.clone()
+                    } else {
+                        format!("{} / {}", keys.hidden_size, keys.num_attention_heads)
+                    }
+                )));
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// Reads the tokenizer description. A SentencePiece-style vocabulary (`llama`) adds BOS
@@ -145,8 +216,11 @@ pub fn tokenizer_spec(md: &Metadata, path: &Path) -> Result<GgufTokenizerSpec, M
         path: path.into(),
         message: m,
     };
-    let tokens = get_strings(md, "tokenizer.ggml.tokens")
-        .ok_or_else(|| bad("metadata has no `tokenizer.ggml.tokens`".into()))?;
+    let tokens = match md.get("tokenizer.ggml.tokens") {
+        None => return Err(bad("metadata has no `tokenizer.ggml.tokens`".into()).into()),
+        Some(_) => get_strings(md, "tokenizer.ggml.tokens")
+            .ok_or_else(|| bad("`tokenizer.ggml.tokens` is not an array of strings".into()))?,
+    };
     let model = get_str(md, "tokenizer.ggml.model")
         .unwrap_or("gpt2")
         .to_string();
@@ -162,10 +236,10 @@ pub fn tokenizer_spec(md: &Metadata, path: &Path) -> Result<GgufTokenizerSpec, M
             .unwrap_or_else(|| vec![1; tokens.len()]),
         merges: get_strings(md, "tokenizer.ggml.merges").unwrap_or_default(),
         scores,
-        bos_id: get_u64(md, "tokenizer.ggml.bos_token_id").map(|x| x as u32),
-        eos_id: get_u64(md, "tokenizer.ggml.eos_token_id").map(|x| x as u32),
-        pad_id: get_u64(md, "tokenizer.ggml.padding_token_id").map(|x| x as u32),
-        unk_id: get_u64(md, "tokenizer.ggml.unknown_token_id").map(|x| x as u32),
+        bos_id: token_id(md, "tokenizer.ggml.bos_token_id").map_err(bad)?,
+        eos_id: token_id(md, "tokenizer.ggml.eos_token_id").map_err(bad)?,
+        pad_id: token_id(md, "tokenizer.ggml.padding_token_id").map_err(bad)?,
+        unk_id: token_id(md, "tokenizer.ggml.unknown_token_id").map_err(bad)?,
         add_bos: get_bool(md, "tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default),
         add_eos: get_bool(md, "tokenizer.ggml.add_eos_token").unwrap_or(false),
         add_space_prefix: get_bool(md, "tokenizer.ggml.add_space_prefix"),

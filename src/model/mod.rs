@@ -215,13 +215,15 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     let extra_eos = if gen_cfg.exists() {
         let g = read_json(&gen_cfg)?;
         match g.get("eos_token_id") {
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
-            }
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .into_iter()
+                .collect(),
             Some(serde_json::Value::Array(a)) => a
                 .iter()
                 .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
+                .filter_map(|x| u32::try_from(x).ok())
                 .collect(),
             _ => Vec::new(),
         }
@@ -251,8 +253,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     }
     if src.content.tensor_infos.contains_key("rope_freqs.weight") {
         let factors: Vec<f32> = src
-            .gguf_tensor("rope_freqs.weight")?
-            .flatten_all()?
+            .gguf_tensor("rope_freqs.weight", &[config.head_dim / 2])?
             .to_vec1()?;
         match rope::llama3_scaling_from_factors(&config, &factors) {
             Some(s) => config.rope_scaling = Some(s),
@@ -264,6 +265,16 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
         }
     }
     let spec = gguf::tokenizer_spec(src.metadata(), path)?;
+    if spec.tokens.len() > config.vocab_size {
+        return Err(ModelError::Config {
+            path: path.into(),
+            message: format!(
+                "tokenizer.ggml.tokens holds {} tokens, more than the model's vocabulary of {}",
+                spec.tokens.len(),
+                config.vocab_size
+            ),
+        });
+    }
     let tokenizer = crate::text::tokenizer::from_gguf(&spec, path)?;
     let template_src = gguf::chat_template(src.metadata());
     let transformer = Transformer::load(config, &mut src, device)?;

@@ -21,16 +21,20 @@ pub trait WeightSource {
     fn path(&self) -> &Path;
 }
 
-fn check_shape(t: Tensor, name: &str, shape: &[usize], path: &Path) -> Result<Tensor, ModelError> {
-    if t.dims() != shape {
+fn check_dims(found: &[usize], name: &str, shape: &[usize], path: &Path) -> Result<(), ModelError> {
+    if found != shape {
         return Err(ModelError::weights(
             path,
             format!(
-                "tensor `{name}` has shape {:?} but the config implies {shape:?}: the config does not match the weights",
-                t.dims()
+                "tensor `{name}` has shape {found:?} but the config implies {shape:?}: the config does not match the weights"
             ),
         ));
     }
+    Ok(())
+}
+
+fn check_shape(t: Tensor, name: &str, shape: &[usize], path: &Path) -> Result<Tensor, ModelError> {
+    check_dims(t.dims(), name, shape, path)?;
     Ok(t)
 }
 
@@ -63,11 +67,21 @@ impl SafetensorsSource {
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| ModelError::weights(path, "index has no `weight_map` object"))?;
             let dir = path.parent().unwrap_or(Path::new("."));
-            let mut files: Vec<PathBuf> = map
-                .values()
-                .filter_map(|v| v.as_str())
-                .map(|f| dir.join(f))
-                .collect();
+            let mut files = Vec::new();
+            for v in map.values() {
+                let name = v.as_str().ok_or_else(|| {
+                    ModelError::weights(path, format!("`weight_map` value {v} is not a file name"))
+                })?;
+                // Shards sit next to the index: no absolute paths, no `..`.
+                let plain = Path::new(name).file_name().is_some_and(|f| f == name);
+                if !plain {
+                    return Err(ModelError::weights(
+                        path,
+                        format!("`weight_map` names `{name}`, which is not a file in the model's folder"),
+                    ));
+                }
+                files.push(dir.join(name));
+            }
             files.sort();
             files.dedup();
             files
@@ -107,11 +121,40 @@ impl WeightSource for SafetensorsSource {
                 format!("tensor `{name}` is missing"),
             ));
         }
+        let err = |e: &dyn std::fmt::Display| {
+            ModelError::weights(&self.path, format!("tensor `{name}`: {e}"))
+        };
+        let view = self.files.get(name).map_err(|e| err(&e))?;
+        // The header's shapes, dtypes and offsets are checked against each other and the
+        // file by the safetensors crate when the file is opened; what is left is whether
+        // they are what the config expects.
+        check_dims(view.shape(), name, shape, &self.path)?;
+        use safetensors::Dtype;
+        let bytes_per_element = match view.dtype() {
+            Dtype::F32 => 4usize,
+            Dtype::F16 | Dtype::BF16 => 2,
+            other => {
+                return Err(err(&format!(
+                    "dtype {other:?} is not a floating-point weight type this studio reads (F32, F16, BF16)"
+                )))
+            }
+        };
+        let expected_bytes = shape
+            .iter()
+            .try_fold(bytes_per_element, |n, &d| n.checked_mul(d));
+        if expected_bytes != Some(view.data().len()) {
+            return Err(err(&format!(
+                "holds {} bytes, not the {} its shape {shape:?} and dtype {:?} take",
+                view.data().len(),
+                expected_bytes.map_or("(overflowing)".to_string(), |n| n.to_string()),
+                view.dtype()
+            )));
+        }
         let t = self
             .files
             .load(name, &self.device)
             .and_then(|t| t.to_dtype(DType::F32))
-            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{name}`: {e}")))?;
+            .map_err(|e| err(&e))?;
         check_shape(t, name, shape, &self.path)
     }
     fn contains(&self, name: &str) -> bool {
@@ -150,13 +193,23 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
     Some(format!("blk.{layer}.{mapped}.{suffix}"))
 }
 
+/// The `[heads, half, 2, ..]`-style split of a Q or K weight's rows, or an error when
+/// the rows are not `heads` whole heads of even size.
+fn qk_split(dims: &[usize], heads: usize) -> candle_core::Result<(usize, Vec<usize>)> {
+    let Some((&rows, rest)) = dims.split_first() else {
+        candle_core::bail!("cannot split a scalar into heads")
+    };
+    if heads == 0 || rows % (2 * heads) != 0 {
+        candle_core::bail!("{rows} rows do not split into {heads} heads of even size")
+    }
+    Ok((rows / heads / 2, rest.to_vec()))
+}
+
 /// llama.cpp's row permutation of Q and K for its rotary layout, undone:
 /// `[heads, 2, d/2, ...] <- [heads, d/2, 2, ...]`.
 pub fn unpermute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let dims = t.dims().to_vec();
-    let rows = dims[0];
-    let half = rows / heads / 2;
-    let rest: Vec<usize> = dims[1..].to_vec();
+    let (half, rest) = qk_split(&dims, heads)?;
     let mut shape = vec![heads, half, 2];
     shape.extend(&rest);
     t.reshape(shape)?
@@ -168,15 +221,66 @@ pub fn unpermute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 /// The inverse of [`unpermute_qk`], applied when writing GGUF.
 pub fn permute_qk(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let dims = t.dims().to_vec();
-    let rows = dims[0];
-    let half = rows / heads / 2;
-    let rest: Vec<usize> = dims[1..].to_vec();
+    let (half, rest) = qk_split(&dims, heads)?;
     let mut shape = vec![heads, 2, half];
     shape.extend(&rest);
     t.reshape(shape)?
         .transpose(1, 2)?
         .contiguous()?
         .reshape(dims)
+}
+
+/// Checks every tensor a GGUF header lists against the file before any is read: at most
+/// four dimensions, an element count that does not overflow, a last dimension (ggml's
+/// rows) that is a whole number of its type's blocks, and a byte range (data offset +
+/// tensor offset + its size) that lies inside the file. Tensors are refused by name.
+pub fn check_gguf_tensors(
+    content: &gguf_file::Content,
+    file_len: u64,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let info = &content.tensor_infos[name];
+        let bad = |m: String| ModelError::weights(path, format!("tensor `{name}`: {m}"));
+        let dims = info.shape.dims();
+        let dtype = info.ggml_dtype;
+        let block = dtype.block_size();
+        if dims.len() > 4 {
+            return Err(bad(format!(
+                "{} dimensions, at most 4 are allowed",
+                dims.len()
+            )));
+        }
+        let elems = dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| bad(format!("shape {dims:?} has more elements than any file")))?;
+        if let Some(&row) = dims.last() {
+            if row % block != 0 {
+                return Err(bad(format!(
+                    "rows of {row} elements are not whole {dtype:?} blocks of {block}"
+                )));
+            }
+        }
+        let bytes = (elems / block as u64)
+            .checked_mul(dtype.type_size() as u64)
+            .ok_or_else(|| bad(format!("shape {dims:?} needs more bytes than any file")))?;
+        let start = content.tensor_data_offset.checked_add(info.offset);
+        let end = start.and_then(|s| s.checked_add(bytes));
+        match end {
+            Some(end) if end <= file_len => {}
+            _ => {
+                let remaining = start.map_or(0, |s| file_len.saturating_sub(s));
+                return Err(bad(format!(
+                    "{dtype:?} {dims:?} needs {bytes} bytes at offset {} + {}, only {remaining} remaining in the {file_len}-byte file (truncated or corrupt)",
+                    content.tensor_data_offset, info.offset
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An opened GGUF file.
@@ -195,6 +299,12 @@ impl GgufSource {
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader)
             .map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
+        let file_len = reader
+            .get_ref()
+            .metadata()
+            .map_err(|e| ModelError::io(path, e))?
+            .len();
+        check_gguf_tensors(&content, file_len, path)?;
         Ok(Self {
             content,
             reader,
@@ -208,14 +318,35 @@ impl GgufSource {
         &self.content.metadata
     }
 
-    /// A tensor by its GGUF name, dequantized, as stored (no un-permutation).
-    pub fn gguf_tensor(&mut self, gname: &str) -> Result<Tensor, ModelError> {
+    /// A tensor by its GGUF name, dequantized, as stored (no un-permutation), checked
+    /// against `shape` before it is read.
+    pub fn gguf_tensor(&mut self, gname: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
+        self.read_checked(gname, gname, shape)
+    }
+
+    /// [`Self::gguf_tensor`], with `label` naming the tensor in errors.
+    fn read_checked(
+        &mut self,
+        gname: &str,
+        label: &str,
+        shape: &[usize],
+    ) -> Result<Tensor, ModelError> {
+        let Some(info) = self.content.tensor_infos.get(gname) else {
+            return Err(ModelError::weights(
+                &self.path,
+                format!("tensor `{label}` is missing"),
+            ));
+        };
+        check_dims(info.shape.dims(), label, shape, &self.path)?;
+        let err = |e: candle_core::Error| {
+            ModelError::weights(&self.path, format!("tensor `{label}`: {e}"))
+        };
         let q = self
             .content
             .tensor(&mut self.reader, gname, &self.device)
-            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{gname}`: {e}")))?;
-        q.dequantize(&self.device)
-            .map_err(|e| ModelError::weights(&self.path, format!("tensor `{gname}`: {e}")))
+            .map_err(err)?;
+        let t = q.dequantize(&self.device).map_err(err)?;
+        check_shape(t, label, shape, &self.path)
     }
 }
 
@@ -223,28 +354,20 @@ impl WeightSource for GgufSource {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
         let gname = hf_to_gguf_name(name)
             .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
-        if !self.content.tensor_infos.contains_key(&gname) {
-            return Err(ModelError::weights(
-                &self.path,
-                format!("tensor `{gname}` is missing"),
-            ));
-        }
-        let err = |e: candle_core::Error| {
-            ModelError::weights(&self.path, format!("tensor `{gname}`: {e}"))
-        };
-        let q = self
-            .content
-            .tensor(&mut self.reader, &gname, &self.device)
-            .map_err(err)?;
-        let mut t = q.dequantize(&self.device).map_err(err)?;
+        // Un-permuting keeps the shape, so the check before reading is the whole check.
+        let label = format!("{gname}` (`{name}");
+        let mut t = self.read_checked(&gname, &label, shape)?;
         if let Some((q_heads, kv_heads)) = self.qk_heads {
+            let err = |e: candle_core::Error| {
+                ModelError::weights(&self.path, format!("tensor `{gname}`: {e}"))
+            };
             if gname.contains(".attn_q.") {
                 t = unpermute_qk(&t, q_heads).map_err(err)?;
             } else if gname.contains(".attn_k.") {
                 t = unpermute_qk(&t, kv_heads).map_err(err)?;
             }
         }
-        check_shape(t, name, shape, &self.path)
+        Ok(t)
     }
     fn contains(&self, name: &str) -> bool {
         hf_to_gguf_name(name).is_some_and(|g| self.content.tensor_infos.contains_key(&g))

@@ -47,10 +47,72 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Refuses BPE merges the tokenizers crate cannot build, before it sees them: it joins
+/// each merge's parts in a buffer as long as the longest vocabulary entry and slices it
+/// (tokenizers 0.23 `BpeBuilder::build`), so a merge of two vocabulary tokens whose join
+/// is longer than any entry, or whose second part is shorter than
+/// `continuing_subword_prefix`, panics there instead of failing. Every merge's parts and
+/// its result must be in the vocabulary.
+fn check_bpe_merges(json: &Value, source: &Path) -> Result<(), TextError> {
+    let Some(model) = json.get("model") else {
+        return Ok(());
+    };
+    if model.get("type").is_some_and(|t| t.as_str() != Some("BPE")) {
+        return Ok(());
+    }
+    let (Some(vocab), Some(merges)) = (
+        model.get("vocab").and_then(|v| v.as_object()),
+        model.get("merges").and_then(|m| m.as_array()),
+    ) else {
+        return Ok(());
+    };
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    for (i, merge) in merges.iter().enumerate() {
+        let (a, b) = match merge {
+            Value::String(s) => match s.split_once(' ') {
+                Some(pair) => pair,
+                None => continue,
+            },
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(a), Value::String(b)] => (a.as_str(), b.as_str()),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let bad = |what: String| TextError::Tokenizer {
+            path: source.into(),
+            message: format!("merge {i} (`{a}` + `{b}`) {what}"),
+        };
+        let Some(rest) = b.strip_prefix(prefix) else {
+            return Err(bad(format!(
+                "has a second part without the continuing-subword prefix `{prefix}`"
+            )));
+        };
+        for part in [a, b] {
+            if !vocab.contains_key(part) {
+                return Err(bad(format!(
+                    "uses `{part}`, which is not in the vocabulary"
+                )));
+            }
+        }
+        let joined = format!("{a}{rest}");
+        if !vocab.contains_key(&joined) {
+            return Err(bad(format!(
+                "makes `{joined}`, which is not in the vocabulary"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.json` text; special tokens come from the caller
     /// (usually `tokenizer_config.json`).
     pub fn from_json(json: Value, source: &Path) -> Result<Self, TextError> {
+        check_bpe_merges(&json, source)?;
         let text = json.to_string();
         let inner: tokenizers::Tokenizer = text.parse().map_err(|e| TextError::Tokenizer {
             path: source.into(),

@@ -91,14 +91,28 @@ impl TensorInfo {
         tensor_data_offset: u64,
         device: &Device,
     ) -> Result<QTensor> {
-        let tensor_elems = self.shape.elem_count();
+        // The dims come from the file: their product and the byte size are checked so
+        // that a crafted shape cannot wrap around to a small allocation.
+        let tensor_elems = match self
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+        {
+            Some(n) => n,
+            None => crate::bail!("tensor shape {:?} overflows the element count", self.shape),
+        };
         let block_size = self.ggml_dtype.block_size();
         if !tensor_elems.is_multiple_of(block_size) {
             crate::bail!(
             "the number of elements {tensor_elems} is not divisible by the block size {block_size}"
         )
         }
-        let size_in_bytes = tensor_elems / block_size * self.ggml_dtype.type_size();
+        let size_in_bytes =
+            match (tensor_elems / block_size).checked_mul(self.ggml_dtype.type_size()) {
+                Some(n) => n,
+                None => crate::bail!("tensor shape {:?} overflows the byte size", self.shape),
+            };
         let tensor_start = tensor_data_offset.saturating_add(self.offset);
         let file_size = reader.seek(std::io::SeekFrom::End(0))?;
         let remaining = file_size.saturating_sub(tensor_start);
@@ -557,7 +571,14 @@ impl Content {
             Some(Value::I32(v)) if *v >= 0 => *v as u64,
             _ => DEFAULT_ALIGNMENT,
         };
-        let tensor_data_offset = position.div_ceil(alignment) * alignment;
+        // A zero alignment would divide by zero below; ggml requires a power of two.
+        if !alignment.is_power_of_two() {
+            crate::bail!("gguf: general.alignment {alignment} is not a power of two")
+        }
+        let tensor_data_offset = match position.div_ceil(alignment).checked_mul(alignment) {
+            Some(offset) => offset,
+            None => crate::bail!("gguf: general.alignment {alignment} overflows the data offset"),
+        };
         Ok(Self {
             magic,
             metadata,
