@@ -155,6 +155,21 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(non-string panic)".into())
 }
 
+/// One test at a time in this process: the allocation peak a load records is the whole
+/// process's, so another test's thread building its mutants meanwhile would count too.
+static ONE_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    let guard = ONE_TEST.lock().unwrap_or_else(|p| p.into_inner());
+    // Errors capture a backtrace when RUST_BACKTRACE is set (as in many shells), and
+    // symbolizing it reads this binary's debug info: a quarter of a gigabyte that no file
+    // asked for. The allocation checks are about what the files claim, so backtraces of
+    // errors (not of panics) stay off here; std reads this once, before the first error.
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| std::env::set_var("RUST_LIB_BACKTRACE", "0"));
+    guard
+}
+
 /// Describes and loads `location` (as the Models tab and `--model` would), catching panics.
 fn load(location: &ModelLocation) -> Outcome {
     let start = Instant::now();
@@ -1146,6 +1161,7 @@ fn config_mutant(base: &Json, rng: &mut StdRng) -> (Vec<u8>, String) {
 
 #[test]
 fn gguf_byte_mutants_never_panic_hang_or_overallocate() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let bases = gguf_bases(dir.path());
     let layouts: Vec<GgufLayout> = bases.iter().map(|b| gguf_layout(b)).collect();
@@ -1170,6 +1186,7 @@ fn gguf_byte_mutants_never_panic_hang_or_overallocate() {
 
 #[test]
 fn gguf_value_mutants_never_panic_hang_or_overallocate() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let bases: Vec<GgufParts> = gguf_bases(dir.path())
         .iter()
@@ -1191,6 +1208,7 @@ fn gguf_value_mutants_never_panic_hang_or_overallocate() {
 
 #[test]
 fn safetensors_mutants_never_panic_hang_or_overallocate() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_folder(&dir.path().join("m"));
     let st = folder.join("model.safetensors");
@@ -1205,6 +1223,7 @@ fn safetensors_mutants_never_panic_hang_or_overallocate() {
 
 #[test]
 fn config_mutants_never_panic_hang_or_overallocate() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_folder(&dir.path().join("m"));
     let cfg_path = folder.join("config.json");
@@ -1237,6 +1256,7 @@ fn changed_gguf(dir: &Path, name: &str, change: impl FnOnce(&mut GgufParts)) -> 
 
 #[test]
 fn gguf_with_zero_kv_heads_is_refused_naming_file_and_key() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let loc = changed_gguf(dir.path(), "model.gguf", |p| {
         set_md(
@@ -1259,6 +1279,7 @@ fn gguf_with_zero_kv_heads_is_refused_naming_file_and_key() {
 
 #[test]
 fn heads_not_a_multiple_of_kv_heads_are_refused() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let loc = changed_gguf(dir.path(), "m.gguf", |p| {
         set_md(
@@ -1289,6 +1310,7 @@ fn heads_not_a_multiple_of_kv_heads_are_refused() {
 
 #[test]
 fn config_errors_name_the_field() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_folder(&dir.path().join("hf"));
     let cfg_path = folder.join("config.json");
@@ -1339,6 +1361,7 @@ fn config_errors_name_the_field() {
 
 #[test]
 fn a_gguf_tensor_whose_shape_disagrees_with_the_config_is_named() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let loc = changed_gguf(dir.path(), "m.gguf", |p| {
         let t = p
@@ -1361,6 +1384,7 @@ fn a_gguf_tensor_whose_shape_disagrees_with_the_config_is_named() {
 
 #[test]
 fn a_safetensors_tensor_whose_shape_disagrees_with_the_config_is_named() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_folder(&dir.path().join("hf"));
     let st = folder.join("model.safetensors");
@@ -1398,8 +1422,10 @@ fn refused_quickly(dir: &Path, name: &str, bytes: &[u8]) -> String {
         Ok(Err(e)) => e,
         other => panic!("{name}: {:?}", other.map(|r| r.is_ok())),
     };
+    // A guard against reading or looping over what the file claims, not a speed figure:
+    // a refusal reads a few bytes, so even a loaded machine is far inside this.
     assert!(
-        out.elapsed < Duration::from_secs(2),
+        out.elapsed < Duration::from_secs(30),
         "{name}: {:?}",
         out.elapsed
     );
@@ -1413,6 +1439,7 @@ fn refused_quickly(dir: &Path, name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn absurd_gguf_lengths_and_counts_are_refused_quickly() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let spm = dir.path().join("base.gguf");
     write_tiny_gguf_with_tokenizer(&spm, &tiny_spm_spec(), 3).unwrap();
@@ -1448,6 +1475,7 @@ fn absurd_gguf_lengths_and_counts_are_refused_quickly() {
 
 #[test]
 fn gguf_alignments_that_are_not_powers_of_two_are_refused() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     for a in [0u32, 3, 48] {
         let loc = changed_gguf(dir.path(), &format!("a{a}.gguf"), |p| {
@@ -1463,6 +1491,7 @@ fn gguf_alignments_that_are_not_powers_of_two_are_refused() {
 
 #[test]
 fn safetensors_header_lengths_beyond_the_file_are_refused() {
+    let _serial = one_test_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_folder(&dir.path().join("hf"));
     let st = folder.join("model.safetensors");

@@ -7,8 +7,6 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
-
 use crate::model::{ModelConfig, ModelError};
 
 /// Where a model was found.
@@ -146,8 +144,7 @@ fn describe_gguf(path: &Path) -> Result<ModelInfo, ModelError> {
     let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
     let file_bytes = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
     let mut reader = BufReader::new(file);
-    let content =
-        gguf_file::Content::read(&mut reader).map_err(|e| ModelError::weights(path, e))?;
+    let content = crate::model::weights::read_gguf_content(&mut reader, path)?;
     crate::model::weights::check_gguf_tensors(&content, file_bytes, path)?;
     let has_output = content.tensor_infos.contains_key("output.weight");
     let config = crate::model::gguf::config_from_metadata(&content.metadata, has_output, path)?;

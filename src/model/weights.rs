@@ -293,12 +293,38 @@ pub struct GgufSource {
     pub qk_heads: Option<(usize, usize)>,
 }
 
+/// Reads a GGUF file's header (metadata and tensor infos) after checking its magic and
+/// version: versions 2 and 3 only. Version 1 (32-bit lengths, dropped by llama.cpp in
+/// 2023) is refused before candle's reader, which would read its lengths as given.
+pub fn read_gguf_content(
+    reader: &mut BufReader<File>,
+    path: &Path,
+) -> Result<gguf_file::Content, ModelError> {
+    use std::io::{Read, Seek};
+    let mut head = [0u8; 8];
+    reader
+        .read_exact(&mut head)
+        .map_err(|e| ModelError::weights(path, format!("not a GGUF file: {e}")))?;
+    if &head[..4] != b"GGUF" {
+        return Err(ModelError::weights(path, "not a GGUF file (no GGUF magic)"));
+    }
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(2..=3).contains(&version) {
+        return Err(ModelError::weights(
+            path,
+            format!("GGUF version {version} is not supported (versions 2 and 3 are)"),
+        ));
+    }
+    reader.rewind().map_err(|e| ModelError::io(path, e))?;
+    gguf_file::Content::read(reader)
+        .map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))
+}
+
 impl GgufSource {
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| ModelError::weights(path, format!("not a readable GGUF file: {e}")))?;
+        let content = read_gguf_content(&mut reader, path)?;
         let file_len = reader
             .get_ref()
             .metadata()
