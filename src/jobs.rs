@@ -178,18 +178,9 @@ impl<E: JobEvent> JobEvents<E> {
             return None;
         }
         match self.rx.try_recv() {
-            Ok(event) => {
-                self.ended = event.is_final();
-                Some(event)
-            }
+            Ok(event) => Some(self.took(event)),
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => {
-                self.ended = true;
-                Some(E::failed(
-                    self.kind,
-                    "its background thread ended without reporting a result".into(),
-                ))
-            }
+            Err(TryRecvError::Disconnected) => Some(self.vanished()),
         }
     }
 
@@ -199,19 +190,24 @@ impl<E: JobEvent> JobEvents<E> {
         if self.ended {
             return None;
         }
-        match self.rx.recv() {
-            Ok(event) => {
-                self.ended = event.is_final();
-                Some(event)
-            }
-            Err(_) => {
-                self.ended = true;
-                Some(E::failed(
-                    self.kind,
-                    "its background thread ended without reporting a result".into(),
-                ))
-            }
-        }
+        Some(match self.rx.recv() {
+            Ok(event) => self.took(event),
+            Err(_) => self.vanished(),
+        })
+    }
+
+    fn took(&mut self, event: E) -> E {
+        self.ended = event.is_final();
+        event
+    }
+
+    /// The failure that stands in for the final event of a job whose thread is gone.
+    fn vanished(&mut self) -> E {
+        self.ended = true;
+        E::failed(
+            self.kind,
+            "its background thread ended without reporting a result".into(),
+        )
     }
 
     /// Whether the final event has been taken.
