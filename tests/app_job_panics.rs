@@ -229,11 +229,15 @@ fn a_plan_or_a_training_run_that_panics_ends_the_wait() {
     fault::panic_next(JobKind::PlanRun);
     h.state_mut().state.tab = Tab::Train;
     armed_and_struck(&mut h, JobKind::PlanRun);
-    h.run_steps(3);
-    assert!(
-        h.query_by_label_contains("fault injected").is_some(),
-        "the estimate does not show the failure"
-    );
+    let start = std::time::Instant::now();
+    while h.query_by_label_contains("fault injected").is_none() {
+        assert!(
+            start.elapsed() < WAIT,
+            "the estimate does not show the failure"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     // The run: it ends failed, with the error in the tab's log and a notice.
     fault::panic_next(JobKind::Train);
@@ -294,4 +298,17 @@ fn an_export_that_panics_ends_in_the_dialog_and_the_next_export_works() {
     );
     h.run_steps(2);
     assert!(h.query_by_label_contains("fault injected").is_some());
+}
+
+#[test]
+fn a_file_dialog_that_panics_is_a_notice_and_the_path_field_still_opens() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = harness();
+    h.run_steps(2);
+    // The fault strikes as the dialog's job starts, before any dialog is shown.
+    fault::panic_next(JobKind::FileDialog);
+    h.get_by_label("Open…").click();
+    armed_and_struck(&mut h, JobKind::FileDialog);
+    assert!(step_until(&mut h, WAIT, fault_shown), "no notice");
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
 }
