@@ -393,3 +393,23 @@ pub fn write_tiny_gguf_with_tokenizer(
     let t_refs: Vec<_> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut file, &md_refs, &t_refs).map_err(|e| ModelError::weights(path, e))
 }
+
+/// `dir/data.jsonl`: 24 short chats a tiny model can learn, each answer the question's
+/// word three times.
+pub fn write_echo_dataset(dir: &Path) -> std::io::Result<PathBuf> {
+    let words = [
+        "alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa",
+    ];
+    let mut text = String::new();
+    for (i, w) in words.iter().cycle().take(24).enumerate() {
+        let line = json!({"messages": [
+            {"role": "user", "content": format!("say {w} {i}")},
+            {"role": "assistant", "content": format!("{w} {w} {w}")}
+        ]});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let path = dir.join("data.jsonl");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}

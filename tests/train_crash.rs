@@ -19,7 +19,7 @@ use candle_core::Device;
 use finetune_studio::fsio;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Model};
-use finetune_studio::testkit::write_tiny_model;
+use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
 use finetune_studio::train::run_dir::{self, RunDir, TrainerState};
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -35,24 +35,6 @@ const CHILD_BASE: &str = "CRASH_CHILD_BASE";
 const MARKER: &str = "step-1-written";
 const CHILDREN: usize = 6;
 const MAX_STEPS: usize = 40;
-
-fn write_dataset(dir: &Path) -> PathBuf {
-    let words = [
-        "alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa",
-    ];
-    let mut text = String::new();
-    for (i, w) in words.iter().cycle().take(24).enumerate() {
-        let line = serde_json::json!({"messages": [
-            {"role": "user", "content": format!("say {w} {i}")},
-            {"role": "assistant", "content": format!("{w} {w} {w}")}
-        ]});
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    let path = dir.join("data.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// The run both processes use: a checkpoint after every step, rank 256 on every target
 /// (a checkpoint of about 7 MB: adapter plus twice that in optimizer moments).
@@ -204,7 +186,7 @@ fn a_run_killed_while_writing_checkpoints_resumes_from_a_complete_one() {
     }
     let base = tempfile::tempdir().unwrap();
     write_tiny_model(&base.path().join("model"), Architecture::Llama, 11).unwrap();
-    write_dataset(base.path());
+    write_echo_dataset(base.path()).unwrap();
     let model = load(base.path());
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(20240611);

@@ -14,7 +14,7 @@ use finetune_studio::adapter as peft;
 use finetune_studio::export::merge;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Model};
-use finetune_studio::testkit::write_tiny_model;
+use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -63,32 +63,13 @@ impl Control for Recorder {
     }
 }
 
-/// A small chat dataset the tiny model can learn: each answer repeats the question's word.
-fn write_dataset(dir: &Path) -> std::path::PathBuf {
-    let words = [
-        "alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa",
-    ];
-    let mut text = String::new();
-    for (i, w) in words.iter().cycle().take(24).enumerate() {
-        let line = serde_json::json!({"messages": [
-            {"role": "user", "content": format!("say {w} {i}")},
-            {"role": "assistant", "content": format!("{w} {w} {w}")}
-        ]});
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    let path = dir.join("data.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     let dir = tempfile::tempdir().unwrap();
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
     let mut cfg = RunConfig::default();
     cfg.model.base = mdir.display().to_string();
-    cfg.data.path = write_dataset(dir.path());
+    cfg.data.path = write_echo_dataset(dir.path()).unwrap();
     cfg.data.max_seq_len = 64;
     cfg.data.eval_split = EvalSplit::Count(4);
     cfg.lora.rank = 4;
