@@ -151,15 +151,6 @@ impl<E: JobEvent> Reporter<E> {
     pub fn cancel_flag(&self) -> &AtomicBool {
         &self.cancel
     }
-
-    pub fn kind(&self) -> JobKind {
-        self.kind
-    }
-
-    /// The waker, for work that wakes the UI without sending (a finished measurement).
-    pub fn waker(&self) -> &Waker {
-        &self.waker
-    }
 }
 
 /// The UI's side of a job started with [`spawn`].
@@ -222,10 +213,6 @@ impl<E: JobEvent> JobEvents<E> {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
-    }
-
-    pub fn kind(&self) -> JobKind {
-        self.kind
     }
 }
 
