@@ -1,10 +1,11 @@
-//! Generation speed of the default model, the same measurement as
-//! `../shared/anchors/peft/bench_generate.py`: the same chat prompt, 128 greedy tokens
-//! (EOS ignored), one warm-up run then the median of `--runs`. Prints prompt tokens/s,
-//! decode tokens/s and time to first token for f32 weights and for the Q8_0 decode path,
-//! then one JSON line (f32 figures at the top level, as the issue asks).
+//! Generation speed, the same measurement as `../shared/anchors/peft/bench_generate.py` and
+//! `../shared/anchors/llamacpp/bench_generate.py`: the same chat prompt, 128 greedy tokens
+//! (EOS ignored), one warm-up run then the median of `--runs`. For the weights as the file
+//! stores them (the default path) and, unless `--no-f32`, for the f32 copy (the exact
+//! reference): load time, time to first token, prompt and decode tokens/s, peak RSS.
+//! The last line is one JSON object.
 //!
-//! `cargo run --release --example bench_generate -- [--model default] [--new 128] [--runs 3]`
+//! `cargo run --release --example bench_generate -- [--model default] [--new 128] [--runs 3] [--no-f32]`
 
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ struct Run {
     decode_tps: f64,
 }
 
-fn one_run(m: &Model, prompt: &[u32], new: usize, quantized: bool) -> anyhow::Result<Run> {
+fn one_run(m: &Model, prompt: &[u32], new: usize) -> anyhow::Result<Run> {
     let dev = m.transformer.device();
     let mut cache = Cache::new(m.config());
     let t0 = Instant::now();
@@ -30,12 +31,7 @@ fn one_run(m: &Model, prompt: &[u32], new: usize, quantized: bool) -> anyhow::Re
             ..Default::default()
         },
     )?;
-    let mut next = argmax(
-        &m.transformer
-            .last_logits(&h, false)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?,
-    );
+    let mut next = argmax(&m.transformer.last_logits(&h)?.squeeze(0)?.to_vec1::<f32>()?);
     let ttft = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..new - 1 {
@@ -44,16 +40,10 @@ fn one_run(m: &Model, prompt: &[u32], new: usize, quantized: bool) -> anyhow::Re
             &x,
             Forward {
                 cache: Some(&mut cache),
-                quantized,
                 ..Default::default()
             },
         )?;
-        next = argmax(
-            &m.transformer
-                .last_logits(&h, quantized)?
-                .squeeze(0)?
-                .to_vec1::<f32>()?,
-        );
+        next = argmax(&m.transformer.last_logits(&h)?.squeeze(0)?.to_vec1::<f32>()?);
     }
     let decode = t1.elapsed().as_secs_f64();
     Ok(Run {
@@ -66,6 +56,27 @@ fn one_run(m: &Model, prompt: &[u32], new: usize, quantized: bool) -> anyhow::Re
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Median time to first token, prompt tokens/s and decode tokens/s over `runs` runs after
+/// a warm-up.
+fn measure(m: &Model, prompt: &[u32], new: usize, runs: usize, label: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let mut all = Vec::new();
+    for i in 0..=runs {
+        let r = finetune_studio::infer::on_compute_pool(|| one_run(m, prompt, new))?;
+        if i > 0 {
+            all.push(r);
+        }
+    }
+    let ttft = median(all.iter().map(|r| r.ttft_s).collect());
+    let ptps = median(all.iter().map(|r| r.prompt_tps).collect());
+    let dtps = median(all.iter().map(|r| r.decode_tps).collect());
+    let rss = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+    println!(
+        "{label:>22}: first token {:.1} ms, prompt {ptps:.0} tokens/s, decode {dtps:.1} tokens/s (peak RSS so far {rss:.0} MiB)",
+        ttft * 1000.0
+    );
+    Ok((ttft, ptps, dtps))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,60 +92,47 @@ fn main() -> anyhow::Result<()> {
     let spec = arg("--model", "default");
     let new: usize = arg("--new", "128").parse()?;
     let runs: usize = arg("--runs", "3").parse()?;
+    let with_f32 = !args.iter().any(|a| a == "--no-f32");
     let t_load = Instant::now();
-    let mut m = finetune_studio::hub::load(&spec)?;
+    let m = finetune_studio::hub::load(&spec)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let msgs = [ChatMessage::new(
         "user",
         "Write a short story about a lighthouse keeper who finds a message in a bottle.",
     )];
     let prompt = m.encode_chat(&msgs, true)?;
+    let kernels = finetune_studio::ops::quant::isa::active().label();
     println!(
-        "model {} loaded in {load_s:.2} s; prompt {} tokens; {new} new tokens; {runs} runs",
+        "model {} ({}, {:.0} MiB of weights) loaded in {load_s:.2} s; kernels {kernels}; prompt {} tokens; {new} new tokens; {runs} runs",
         m.name,
+        m.storage_label(),
+        m.weight_bytes() as f64 / (1 << 20) as f64,
         prompt.len()
     );
-
-    let mut results = Vec::new();
-    for quantized in [false, true] {
-        if quantized {
-            let t = Instant::now();
-            m.transformer.quantize_for_decode()?;
-            println!("Q8_0 copies made in {:.2} s", t.elapsed().as_secs_f64());
-        }
-        let label = if quantized { "q8_0 decode" } else { "f32" };
-        let mut all = Vec::new();
-        for i in 0..=runs {
-            let r = one_run(&m, &prompt, new, quantized)?;
-            if i > 0 {
-                all.push(r);
-            }
-        }
-        let ttft = median(all.iter().map(|r| r.ttft_s).collect());
-        let ttft_min = all.iter().map(|r| r.ttft_s).fold(f64::INFINITY, f64::min);
-        let ptps = median(all.iter().map(|r| r.prompt_tps).collect());
-        let dtps = median(all.iter().map(|r| r.decode_tps).collect());
-        println!(
-            "{label:>12}: time to first token {:.1} ms (best {:.1}), prompt {ptps:.0} tokens/s, decode {dtps:.1} tokens/s",
-            ttft * 1000.0,
-            ttft_min * 1000.0
-        );
-        results.push((ttft, ptps, dtps, ttft_min));
-    }
-    let peak = finetune_studio::sys::peak_rss_bytes()
-        .map(finetune_studio::sys::mib)
-        .unwrap_or(0.0);
-    println!("peak RSS {peak:.0} MiB");
+    let stored = measure(&m, &prompt, new, runs, &format!("stored ({})", m.storage_label()))?;
+    let stored_rss = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+    let f32_run = if with_f32 {
+        let f = m.with_f32_weights()?;
+        drop(m);
+        Some(measure(&f, &prompt, new, runs, "f32")?)
+    } else {
+        None
+    };
+    let peak = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
     let json = serde_json::json!({
         "impl": "finetune-studio",
+        "model": spec,
+        "kernels": kernels,
         "prompt_tokens": prompt.len(),
         "new_tokens": new,
-        "ttft_s": results[0].0,
-        "ttft_min_s": results[0].3,
-        "prompt_tokens_per_s": results[0].1,
-        "decode_tokens_per_s": results[0].2,
-        "q8_ttft_s": results[1].0,
-        "q8_decode_tokens_per_s": results[1].2,
+        "load_s": load_s,
+        "quantized_ttft_s": stored.0,
+        "quantized_prompt_tokens_per_s": stored.1,
+        "quantized_decode_tokens_per_s": stored.2,
+        "quantized_peak_rss_mib": stored_rss,
+        "ttft_s": f32_run.map(|r| r.0),
+        "prompt_tokens_per_s": f32_run.map(|r| r.1),
+        "decode_tokens_per_s": f32_run.map(|r| r.2),
         "peak_rss_mib": peak,
     });
     println!("{json}");

@@ -17,7 +17,7 @@ fn last_logits(m: &Model, ids: &[u32], lora: Option<&LoraSet>) -> anyhow::Result
         },
     )?;
     Ok(m.transformer
-        .last_logits(&h, false)?
+        .last_logits(&h)?
         .squeeze(0)?
         .to_vec1()?)
 }

@@ -30,7 +30,7 @@ fn shapes_for_every_architecture() {
         let input = Tensor::new(&[[1u32, 2, 3, 4, 5], [6, 7, 8, 9, 10]], &Device::Cpu).unwrap();
         let h = m.transformer.forward(&input, Forward::default()).unwrap();
         assert_eq!(h.dims(), &[2, 5, 64], "{arch:?}");
-        let logits = m.transformer.last_logits(&h, false).unwrap();
+        let logits = m.transformer.last_logits(&h).unwrap();
         assert_eq!(logits.dims(), &[2, m.config().vocab_size], "{arch:?}");
         assert_eq!(m.config().architecture, arch);
     }
@@ -81,7 +81,7 @@ fn packed_rows_match_separate_sequences() {
             },
         )
         .unwrap();
-    let packed = m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap();
+    let packed = m.transformer.logits(&h.squeeze(0).unwrap()).unwrap();
     assert!(common::max_abs_diff(&packed.narrow(0, 0, 4).unwrap(), &sep_a) < 1e-4);
     assert!(common::max_abs_diff(&packed.narrow(0, 4, 3).unwrap(), &sep_b) < 1e-4);
 }

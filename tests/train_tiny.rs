@@ -94,6 +94,8 @@ fn loss_falls_and_only_the_adapter_changes() {
     let before: Vec<f32> = model.transformer.layers[0]
         .q_proj
         .weight
+        .to_f32(&candle_core::Device::Cpu)
+        .unwrap()
         .flatten_all()
         .unwrap()
         .to_vec1()
@@ -111,6 +113,8 @@ fn loss_falls_and_only_the_adapter_changes() {
     let after: Vec<f32> = model.transformer.layers[0]
         .q_proj
         .weight
+        .to_f32(&candle_core::Device::Cpu)
+        .unwrap()
         .flatten_all()
         .unwrap()
         .to_vec1()

@@ -40,8 +40,9 @@ pub struct ChatArgs {
     /// Extra stop string (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
-    /// Weights used for decoding: q8 (fast, Q8_0 copies) or f32 (exact reference).
-    #[arg(long, default_value = "q8", value_parser = ["q8", "f32"])]
+    /// Weights: `stored` (the file's own quantization, the fast default) or `f32` (every
+    /// matrix dequantized to f32 first: the exact reference, matching transformers).
+    #[arg(long, default_value = "stored", value_parser = ["stored", "f32"])]
     pub precision: String,
     /// Print one JSON object (ids, text and timings) instead of streaming text.
     #[arg(long)]
@@ -56,9 +57,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let quantized = args.precision == "q8";
-    if quantized {
-        model.transformer.quantize_for_decode()?;
+    if args.precision == "f32" {
+        model.transformer = model.transformer.to_f32()?;
     }
     let sampling = Sampling {
         temperature: args.temperature,
@@ -78,7 +78,6 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
         sampling: sampling.clone(),
         max_new_tokens: args.max_tokens,
         stop_strings: args.stop.clone(),
-        quantized,
     };
 
     if let Some(prompt) = &args.prompt {

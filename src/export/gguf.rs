@@ -42,12 +42,14 @@ fn gguf_arch(a: Architecture) -> &'static str {
     }
 }
 
-/// Every weight of `model` under its Hugging Face name.
-pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
+/// Every weight of `model` under its Hugging Face name, as f32 (matrices stored
+/// quantized are dequantized).
+pub fn named_weights(model: &Model) -> candle_core::Result<Vec<(String, Tensor)>> {
     let t = &model.transformer;
+    let dev = t.device();
     let mut out = vec![(
         "model.embed_tokens.weight".to_string(),
-        t.embed_tokens.clone(),
+        t.embed_tokens.to_f32(dev)?,
     )];
     for (i, l) in t.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
@@ -62,7 +64,7 @@ pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
         for target in crate::model::lora::LoraTarget::ALL {
             let lin = l.linear(target);
             let base = format!("{p}.{}.{}", target.parent(), target.module_name());
-            out.push((format!("{base}.weight"), lin.weight.clone()));
+            out.push((format!("{base}.weight"), lin.weight.to_f32(dev)?));
             if let Some(b) = &lin.bias {
                 out.push((format!("{base}.bias"), b.clone()));
             }
@@ -76,9 +78,9 @@ pub fn named_weights(model: &Model) -> Vec<(String, Tensor)> {
     }
     out.push(("model.norm.weight".to_string(), t.norm.weight.clone()));
     if !t.ties_embeddings() {
-        out.push(("lm_head.weight".to_string(), t.lm_head.weight.clone()));
+        out.push(("lm_head.weight".to_string(), t.lm_head.weight.to_f32(dev)?));
     }
-    out
+    Ok(out)
 }
 
 /// `tokenizer.ggml.pre`: the source GGUF's own, else the one llama.cpp knows for the
@@ -307,7 +309,7 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
     md.extend(tokenizer_metadata(model)?);
     let permute = arch == "llama";
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    for (name, t) in named_weights(model) {
+    for (name, t) in named_weights(model)? {
         let Some(gname) = hf_to_gguf_name(&name) else {
             continue;
         };

@@ -357,7 +357,7 @@ pub fn compare_models(
 fn probe_logits(model: &Model, ids: &[u32]) -> Result<Tensor, ModelError> {
     let x = Tensor::new(ids, model.transformer.device())?.unsqueeze(0)?;
     let h = model.transformer.forward(&x, Forward::default())?;
-    Ok(model.transformer.logits(&h.squeeze(0)?, false)?)
+    Ok(model.transformer.logits(&h.squeeze(0)?)?)
 }
 
 /// Mean over rows of KL(softmax(a) ‖ softmax(b)), in nats.

@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::model::lora::LoraSet;
 use crate::model::{Model, ModelError};
 
-/// Adds every adapter's delta to the base weights in place. The Q8_0 decode copies, if
-/// any, are stale afterwards; call `quantize_for_decode` again.
+/// Adds every adapter's delta to the base weights in place; a layer stored quantized
+/// becomes f32 (dequantized, then the delta added).
 pub fn merge_into(model: &mut Model, lora: &LoraSet) -> Result<(), ModelError> {
     for (&(layer, target), pair) in &lora.pairs {
         let Some(l) = model.transformer.layers.get_mut(layer) else {
@@ -18,7 +18,8 @@ pub fn merge_into(model: &mut Model, lora: &LoraSet) -> Result<(), ModelError> {
         };
         let lin = l.linear_mut(target);
         let delta = (pair.b.matmul(&pair.a)? * pair.scale)?;
-        lin.weight = (&lin.weight + delta)?;
+        let dev = delta.device().clone();
+        lin.weight = crate::model::FrozenWeight::F32((lin.weight.to_f32(&dev)? + delta)?);
     }
     Ok(())
 }
@@ -33,7 +34,7 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     };
     let cfg = model.config();
     write("config.json", &cfg.to_hf_json())?;
-    let tensors = super::gguf::named_weights(model);
+    let tensors = super::gguf::named_weights(model)?;
     crate::adapter::write_safetensors(&out.join("model.safetensors"), &tensors)?;
     write("tokenizer.json", model.tokenizer.to_json())?;
     let mut tok_cfg = model.tokenizer_config.clone();

@@ -56,9 +56,9 @@ pub struct ModelInfo {
     pub quantization: String,
     /// Bytes of weights on disk.
     pub file_bytes: u64,
-    /// Bytes the studio needs to hold the weights: it computes in f32, so every weight
-    /// takes four bytes whatever the file's precision (the KV cache and activations come
-    /// on top, and training adds its own, which the Train tab estimates).
+    /// Bytes the studio needs to hold the weights for chat: they stay as stored (GGUF blocks
+    /// mapped, safetensors in their own precision), so about the file size; the KV cache
+    /// comes on top. Training makes an f32 copy, which the Train tab estimates.
     pub memory_bytes: u64,
 }
 
@@ -81,7 +81,7 @@ fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInf
         context_length: config.max_position_embeddings,
         quantization,
         file_bytes,
-        memory_bytes: config.f32_weight_bytes() as u64,
+        memory_bytes: file_bytes.max(1).min(config.f32_weight_bytes() as u64),
     }
 }
 

@@ -21,8 +21,6 @@ pub struct GenerateRequest {
     pub max_new_tokens: usize,
     /// Extra stop strings; the model's end-of-turn tokens always stop.
     pub stop_strings: Vec<String>,
-    /// Decode with the Q8_0 copies of the weights when the model has them.
-    pub quantized: bool,
 }
 
 /// Why generation ended.
@@ -116,7 +114,7 @@ pub fn generate(
     )?;
     let mut logits: Vec<f32> = model
         .transformer
-        .last_logits(&hidden, false)?
+        .last_logits(&hidden)?
         .squeeze(0)?
         .to_vec1()?;
     let mut next = sampler.sample(&mut logits, &history);
@@ -169,13 +167,12 @@ pub fn generate(
             Forward {
                 cache: Some(&mut cache),
                 lora,
-                quantized: req.quantized,
                 ..Default::default()
             },
         )?;
         logits = model
             .transformer
-            .last_logits(&hidden, req.quantized)?
+            .last_logits(&hidden)?
             .squeeze(0)?
             .to_vec1()?;
         next = sampler.sample(&mut logits, &history);

@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 pub mod gguf;
 mod location;
+pub mod linear;
 pub mod lora;
 pub mod rope;
 pub mod transformer;
@@ -23,7 +24,7 @@ pub use error::ModelError;
 pub use location::{ModelLocation, ResolvedModel};
 // The text half of a `Model`, re-exported because every user of a model needs them.
 pub use crate::text::{ChatMessage, ChatTemplate, Tokenizer};
-pub use transformer::{Cache, Forward, Layout, MatmulMode, Transformer};
+pub use transformer::{Cache, Forward, FrozenWeight, Layout, MatmulMode, Transformer};
 
 /// A loaded model: weights, tokenizer, chat template, and where it came from. Cloning
 /// shares the weight tensors (they are reference-counted), so a clone is cheap and an
@@ -68,9 +69,28 @@ impl Model {
         Ok(self.tokenizer.encode(&text, false)?)
     }
 
-    /// Bytes of f32 weights held.
+    /// Bytes the weights hold as loaded (quantized matrices at their stored size).
     pub fn weight_bytes(&self) -> usize {
-        self.config().f32_weight_bytes()
+        let cfg = self.config();
+        let norms = (2 * cfg.num_hidden_layers + 1) * cfg.hidden_size * 4;
+        self.transformer.matrix_bytes() + norms
+    }
+
+    /// The same model with every matrix in f32 (a dequantized copy where the file stores
+    /// them quantized): the exact reference path, and what training runs on.
+    pub fn with_f32_weights(&self) -> Result<Model, ModelError> {
+        let mut m = self.clone();
+        if !m.transformer.is_f32() {
+            m.transformer = m.transformer.to_f32()?;
+        }
+        Ok(m)
+    }
+
+    /// How the weights are stored, for display: "Q4_1" or "Q4_1 + Q8_0", "F32".
+    pub fn storage_label(&self) -> String {
+        let mix = self.transformer.storage_mix();
+        let main: Vec<&str> = mix.iter().filter(|(_, s)| *s >= 0.02).map(|(t, _)| *t).collect();
+        main.join(" + ")
     }
 }
 
@@ -243,7 +263,8 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     })
 }
 
-/// Loads a GGUF file: dequantized weights, tokenizer and template from its metadata.
+/// Loads a GGUF file: its matrices in their own blocks (mapped), the rest as f32, the
+/// tokenizer and template from its metadata.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     let mut src = weights::GgufSource::open(path, device)?;
     let has_output = src.content.tensor_infos.contains_key("output.weight");

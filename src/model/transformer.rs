@@ -1,106 +1,18 @@
-//! The one Llama-family transformer (Llama, SmolLM2, Mistral, Qwen2/2.5, Qwen3): frozen f32
-//! base weights, optional LoRA adapters passed per call, an external KV cache, and packed
-//! sequences for training. Generation and training both run through `Transformer::forward`.
+//! The one Llama-family transformer (Llama, SmolLM2, Mistral, Qwen2/2.5, Qwen3): frozen
+//! base weights (as the file stores them, or f32), optional LoRA adapters passed per call,
+//! an external KV cache, and packed sequences for training. Generation and training both
+//! run through `Transformer::forward`.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 use super::config::{Architecture, ModelConfig};
-use super::lora::{LoraPair, LoraSet, LoraTarget};
+pub use super::linear::{FrozenWeight, Linear, MatmulMode};
+use super::lora::{LoraSet, LoraTarget};
 use super::rope::{self, Rope};
 use super::weights::WeightSource;
 use super::ModelError;
 use crate::ops::segment_attention;
-
-/// A frozen linear layer `y = x Wᵀ (+ b)`, with an optional Q8_0 copy for fast decoding.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    /// `[out, in]`, as in HF checkpoints.
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-    quantized: Option<std::sync::Arc<QMatMul>>,
-}
-
-impl Linear {
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            weight,
-            bias,
-            quantized: None,
-        }
-    }
-
-    /// Applies the layer to `x` `[.., in]`, adding the adapter's contribution when given.
-    /// `mode` picks the Q8_0 copy (decode) or the frozen-weight op autograd runs through.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        lora: Option<&LoraPair>,
-        dropout_mask: Option<&Tensor>,
-        mode: MatmulMode,
-    ) -> Result<Tensor> {
-        if mode == MatmulMode::Training {
-            let y = match lora {
-                Some(p) => crate::ops::train_linear::lora_linear(
-                    x,
-                    &self.weight,
-                    &p.a,
-                    &p.b,
-                    p.scale,
-                    dropout_mask,
-                )?,
-                None => crate::ops::train_linear::frozen_linear(x, &self.weight)?,
-            };
-            return match &self.bias {
-                Some(b) => y.broadcast_add(b),
-                None => Ok(y),
-            };
-        }
-        let mut y = match (&self.quantized, mode) {
-            (Some(q), MatmulMode::Quantized) => q.forward(x)?,
-            _ => crate::ops::frozen_matmul::x_wt(x, &self.weight)?,
-        };
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        if let Some(p) = lora {
-            let xin = match dropout_mask {
-                Some(m) => (x * m)?,
-                None => x.clone(),
-            };
-            let delta = xin
-                .broadcast_matmul(&p.a.t()?)?
-                .broadcast_matmul(&p.b.t()?)?;
-            y = (y + (delta * p.scale)?)?;
-        }
-        Ok(y)
-    }
-
-    fn quantize(&mut self) -> Result<()> {
-        let q = QTensor::quantize(&self.weight, GgmlDType::Q8_0)?;
-        self.quantized = Some(std::sync::Arc::new(QMatMul::from_qtensor(q)?));
-        Ok(())
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.weight.dims()[0]
-    }
-    pub fn in_features(&self) -> usize {
-        self.weight.dims()[1]
-    }
-}
-
-/// How a linear layer multiplies by its frozen weight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatmulMode {
-    /// f32 gemm, no autograd through the weight.
-    Plain,
-    /// The Q8_0 copy, when there is one (single-token decode).
-    Quantized,
-    /// The training op: frozen weight, LoRA pair fused, backward written by hand.
-    Training,
-}
 
 /// RMSNorm weights.
 #[derive(Debug, Clone)]
@@ -217,15 +129,13 @@ pub struct Forward<'a> {
     /// Apply adapter dropout (training), with masks drawn from this seed so that a run
     /// and its resumption see the same masks.
     pub dropout_seed: Option<u64>,
-    /// Use the Q8_0 copies of the weights where they exist, for single-token decode steps.
-    pub quantized: bool,
 }
 
 /// The Llama-family decoder.
 #[derive(Debug, Clone)]
 pub struct Transformer {
     pub config: ModelConfig,
-    pub embed_tokens: Tensor,
+    pub embed_tokens: FrozenWeight,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub lm_head: Linear,
@@ -242,17 +152,18 @@ fn load_linear(
     inp: usize,
     bias: bool,
 ) -> std::result::Result<Linear, ModelError> {
-    let weight = src.get(&format!("{prefix}.weight"), &[out, inp])?;
+    let weight = src.get_frozen(&format!("{prefix}.weight"), &[out, inp])?;
     let bias = if bias {
         Some(src.get(&format!("{prefix}.bias"), &[out])?)
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Ok(Linear { weight, bias })
 }
 
 impl Transformer {
-    /// Loads every weight from `src` (HF names, f32), checking shapes against `config`.
+    /// Loads every weight from `src` (HF names; matrices as the source stores them, the
+    /// rest as f32), checking shapes against `config`.
     pub fn load(
         config: ModelConfig,
         src: &mut dyn WeightSource,
@@ -272,7 +183,7 @@ impl Transformer {
                 eps,
             })
         };
-        let embed_tokens = src.get("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let embed_tokens = src.get_frozen("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -346,9 +257,15 @@ impl Transformer {
         let norm_w = norm(src, "model.norm.weight", h)?;
         let tied = c.tie_word_embeddings || !src.contains("lm_head.weight");
         let lm_head = if tied {
-            Linear::new(embed_tokens.clone(), None)
+            Linear {
+                weight: embed_tokens.clone(),
+                bias: None,
+            }
         } else {
-            Linear::new(src.get("lm_head.weight", &[c.vocab_size, h])?, None)
+            Linear {
+                weight: src.get_frozen("lm_head.weight", &[c.vocab_size, h])?,
+                bias: None,
+            }
         };
         let max_pos = c.max_position_embeddings.clamp(2048, 32_768);
         let rope = Rope::new(c, max_pos, device)?;
@@ -373,18 +290,74 @@ impl Transformer {
         self.tied
     }
 
-    /// Makes Q8_0 copies of every matmul weight for fast decoding (≈ 4× fewer bytes per token).
-    pub fn quantize_for_decode(&mut self) -> Result<()> {
-        for l in &mut self.layers {
+    /// The same model with every matrix as f32 (dequantized where stored otherwise): the
+    /// exact reference path, and what training runs on. Norms, biases and the rotary
+    /// tables are shared.
+    pub fn to_f32(&self) -> Result<Self> {
+        let dev = &self.device;
+        let mut out = self.clone();
+        out.embed_tokens = FrozenWeight::F32(self.embed_tokens.to_f32(dev)?);
+        for l in &mut out.layers {
             for t in LoraTarget::ALL {
-                l.linear_mut(t).quantize()?;
+                let f = l.linear(t).to_f32(dev)?;
+                *l.linear_mut(t) = f;
             }
         }
-        self.lm_head.quantize()
+        out.lm_head = if self.tied {
+            Linear {
+                weight: out.embed_tokens.clone(),
+                bias: None,
+            }
+        } else {
+            self.lm_head.to_f32(dev)?
+        };
+        Ok(out)
     }
 
-    pub fn has_quantized_copy(&self) -> bool {
-        self.lm_head.quantized.is_some()
+    /// Whether every matrix is held as f32.
+    pub fn is_f32(&self) -> bool {
+        let layers = self
+            .layers
+            .iter()
+            .all(|l| LoraTarget::ALL.iter().all(|&t| l.linear(t).weight.as_f32().is_some()));
+        layers
+            && self.embed_tokens.as_f32().is_some()
+            && self.lm_head.weight.as_f32().is_some()
+    }
+
+    /// Bytes held by the weight matrices (the embedding once when tied).
+    pub fn matrix_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| LoraTarget::ALL.map(|t| l.linear(t).weight.byte_len()))
+            .sum();
+        let head = if self.tied { 0 } else { self.lm_head.weight.byte_len() };
+        layers + self.embed_tokens.byte_len() + head
+    }
+
+    /// The storage types of the matrices, with their share of the bytes, largest first:
+    /// e.g. `[("Q4_1", 0.69), ("Q8_0", 0.31)]`; f32 is "F32".
+    pub fn storage_mix(&self) -> Vec<(&'static str, f64)> {
+        let mut by_type: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        let mut add = |w: &FrozenWeight| {
+            let name = w.stored_type().map_or("F32", |t| t.name());
+            *by_type.entry(name).or_default() += w.byte_len();
+        };
+        for l in &self.layers {
+            for t in LoraTarget::ALL {
+                add(&l.linear(t).weight);
+            }
+        }
+        add(&self.embed_tokens);
+        if !self.tied {
+            add(&self.lm_head.weight);
+        }
+        let total = by_type.values().sum::<usize>().max(1) as f64;
+        let mut mix: Vec<(&'static str, f64)> =
+            by_type.into_iter().map(|(k, v)| (k, v as f64 / total)).collect();
+        mix.sort_by(|a, b| b.1.total_cmp(&a.1));
+        mix
     }
 
     /// Runs the decoder on `ids` `[b, t]` and returns the final hidden states `[b, t, hidden]`
@@ -395,7 +368,7 @@ impl Transformer {
         let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let mut x = self
             .embed_tokens
-            .index_select(&ids.flatten_all()?, 0)?
+            .rows(&ids.flatten_all()?)?
             .reshape((b, t, cfg.hidden_size))?;
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
@@ -444,8 +417,6 @@ impl Transformer {
         };
         let mode = if opts.training_ops {
             MatmulMode::Training
-        } else if opts.quantized && t == 1 && b == 1 {
-            MatmulMode::Quantized
         } else {
             MatmulMode::Plain
         };
@@ -467,13 +438,8 @@ impl Transformer {
     }
 
     /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
-    pub fn logits(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
-        let mode = if quantized && hidden.dims()[0] == 1 {
-            MatmulMode::Quantized
-        } else {
-            MatmulMode::Plain
-        };
-        self.lm_head.forward(hidden, None, None, mode)
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden, None, None, MatmulMode::Plain)
     }
 
     /// Logits that autograd differentiates with respect to `hidden` only (training).
@@ -483,10 +449,10 @@ impl Transformer {
     }
 
     /// Logits of the last position of each row: `[b, vocab]`.
-    pub fn last_logits(&self, hidden: &Tensor, quantized: bool) -> Result<Tensor> {
+    pub fn last_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (_, t, _) = hidden.dims3()?;
         let last = hidden.narrow(1, t - 1, 1)?.squeeze(1)?;
-        self.logits(&last, quantized)
+        self.logits(&last)
     }
 
     fn layer_forward(

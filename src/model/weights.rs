@@ -10,12 +10,18 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 
+use super::linear::FrozenWeight;
 use super::ModelError;
 
 /// Something that hands out the model's tensors by their Hugging Face names.
 pub trait WeightSource {
     /// The tensor `name` as f32, checked against `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError>;
+    /// The matrix `name` as the source stores it (quantized blocks stay blocks), checked
+    /// against `shape`; f32 where the source has nothing better.
+    fn get_frozen(&mut self, name: &str, shape: &[usize]) -> Result<FrozenWeight, ModelError> {
+        Ok(FrozenWeight::F32(self.get(name, shape)?))
+    }
     fn contains(&self, name: &str) -> bool;
     /// The file, for messages.
     fn path(&self) -> &Path;
@@ -114,6 +120,27 @@ impl SafetensorsSource {
 }
 
 impl WeightSource for SafetensorsSource {
+    /// f16 and bf16 matrices stay 16-bit (copied out of the mapping, which closes after
+    /// loading); f32 ones are tensors.
+    fn get_frozen(&mut self, name: &str, shape: &[usize]) -> Result<FrozenWeight, ModelError> {
+        use crate::ops::quant::{QuantMatrix, StoredType};
+        let view = self.names.contains(name).then(|| self.files.get(name).ok()).flatten();
+        let ty = view.as_ref().and_then(|v| match v.dtype() {
+            safetensors::Dtype::F16 => Some(StoredType::F16),
+            safetensors::Dtype::BF16 => Some(StoredType::BF16),
+            _ => None,
+        });
+        match (view, ty, shape) {
+            (Some(view), Some(ty), [rows, cols]) => {
+                check_dims(view.shape(), name, shape, &self.path)?;
+                let m = QuantMatrix::owned(view.data().to_vec(), ty, *rows, *cols).map_err(|e| {
+                    ModelError::weights(&self.path, format!("tensor `{name}`: {e}"))
+                })?;
+                Ok(FrozenWeight::Stored(std::sync::Arc::new(m)))
+            }
+            _ => Ok(FrozenWeight::F32(self.get(name, shape)?)),
+        }
+    }
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
         if !self.names.contains(name) {
             return Err(ModelError::weights(
@@ -287,6 +314,8 @@ pub fn check_gguf_tensors(
 pub struct GgufSource {
     pub content: gguf_file::Content,
     reader: BufReader<File>,
+    /// The whole file, mapped: quantized matrices are read from it in place.
+    map: std::sync::Arc<memmap2::Mmap>,
     path: PathBuf,
     device: Device,
     /// Heads for un-permuting Q and K (llama-architecture files only).
@@ -331,9 +360,14 @@ impl GgufSource {
             .map_err(|e| ModelError::io(path, e))?
             .len();
         check_gguf_tensors(&content, file_len, path)?;
+        let map = crate::ops::mmap::map_file(path).map_err(|e| ModelError::io(path, e))?;
+        if map.len() as u64 != file_len {
+            return Err(ModelError::weights(path, "the file changed while it was opened"));
+        }
         Ok(Self {
             content,
             reader,
+            map,
             path: path.to_path_buf(),
             device: device.clone(),
             qk_heads: None,
@@ -376,7 +410,58 @@ impl GgufSource {
     }
 }
 
+impl GgufSource {
+    /// A matrix by its GGUF name as stored: quantized and 16-bit types stay in their
+    /// blocks in the mapped file (rows reordered into a copy for llama's Q and K), F32
+    /// ones are read as tensors.
+    fn frozen(&mut self, name: &str, shape: &[usize]) -> Result<FrozenWeight, ModelError> {
+        use crate::ops::quant::{QuantMatrix, StoredType};
+        let gname = hf_to_gguf_name(name)
+            .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
+        let label = format!("{gname}` (`{name}");
+        let Some(info) = self.content.tensor_infos.get(&gname) else {
+            return Err(ModelError::weights(&self.path, format!("tensor `{label}` is missing")));
+        };
+        check_dims(info.shape.dims(), &label, shape, &self.path)?;
+        let (Some(ty), [rows, cols]) = (StoredType::from_ggml(info.ggml_dtype), shape) else {
+            return Ok(FrozenWeight::F32(self.get(name, shape)?));
+        };
+        let bad = |m: String| ModelError::weights(&self.path, format!("tensor `{label}`: {m}"));
+        // In the file by check_gguf_tensors; usize because the file is mapped.
+        let start = usize::try_from(self.content.tensor_data_offset + info.offset)
+            .map_err(|_| bad("offset beyond the address space".into()))?;
+        let mut m = QuantMatrix::mapped(self.map.clone(), start, ty, *rows, *cols).map_err(bad)?;
+        if let Some((q_heads, kv_heads)) = self.qk_heads {
+            let heads = if gname.contains(".attn_q.") {
+                Some(q_heads)
+            } else if gname.contains(".attn_k.") {
+                Some(kv_heads)
+            } else {
+                None
+            };
+            if let Some(heads) = heads {
+                let d = rows / heads.max(1);
+                if heads == 0 || rows % heads != 0 || d % 2 != 0 {
+                    return Err(bad(format!("{rows} rows do not split into {heads} heads of even size")));
+                }
+                let half = d / 2;
+                // Row (h, j, i) of the Hugging Face layout is row (h, i, j) of llama.cpp's.
+                m = m
+                    .with_rows_from(|r| {
+                        let (h, rem) = (r / d, r % d);
+                        h * d + (rem % half) * 2 + rem / half
+                    })
+                    .map_err(bad)?;
+            }
+        }
+        Ok(FrozenWeight::Stored(std::sync::Arc::new(m)))
+    }
+}
+
 impl WeightSource for GgufSource {
+    fn get_frozen(&mut self, name: &str, shape: &[usize]) -> Result<FrozenWeight, ModelError> {
+        self.frozen(name, shape)
+    }
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
         let gname = hf_to_gguf_name(name)
             .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;

@@ -14,6 +14,7 @@ pub mod mmap;
 #[cfg(test)]
 pub(crate) mod op_test_util;
 pub mod par_fill;
+pub mod quant;
 pub mod runtime;
 pub mod segment_attention;
 pub(crate) mod slice_gemm;

@@ -41,7 +41,10 @@ pub fn cross_entropy_sum_differentiable(
     {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
         let losses = match &model.lm_head.bias {
-            None => lm_head_cross_entropy(&h, &model.lm_head.weight, chunk_labels)?,
+            None => match model.lm_head.weight.as_f32() {
+                Some(w) => lm_head_cross_entropy(&h, w, chunk_labels)?,
+                None => cross_entropy(&model.logits_differentiable(&h)?, chunk_labels)?,
+            },
             Some(_) => cross_entropy(&model.logits_differentiable(&h)?, chunk_labels)?,
         };
         total = (total + losses.sum_all()?)?;
@@ -64,7 +67,7 @@ pub fn token_losses(
         .zip(labels.chunks(LOSS_CHUNK_ROWS))
     {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
-        let logits = model.logits(&h, false)?;
+        let logits = model.logits(&h)?;
         out.extend(cross_entropy(&logits, chunk_labels)?.to_vec1::<f32>()?);
     }
     Ok(out)

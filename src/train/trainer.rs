@@ -54,6 +54,12 @@ pub fn run(
     crate::ops::runtime::on_own_pool(move || {
         // Declared first, dropped last: the heap the steps grew goes back when the run ends.
         let _release = crate::ops::runtime::ReleaseFreeMemoryOnDrop;
+        // The training ops run on f32 weights: a base stored quantized gets its f32 copy.
+        let model = if model.transformer.is_f32() {
+            model
+        } else {
+            Arc::new(model.with_f32_weights()?)
+        };
         let mut trainer = Trainer::new(cfg, model, start, plan, control)?;
         match trainer.train() {
             Ok(summary) => Ok(summary),

@@ -134,7 +134,6 @@ pub fn generate_reply(
         sampling: sampling.clone(),
         max_new_tokens,
         stop_strings: Vec::new(),
-        quantized: model.transformer.has_quantized_copy(),
     };
     crate::infer::generate(model, lora, &gen_req, cancel, on_text)
         .map_err(|e| format!("generating: {e}"))

@@ -78,5 +78,5 @@ pub fn logits(
             },
         )
         .unwrap();
-    m.transformer.logits(&h.squeeze(0).unwrap(), false).unwrap()
+    m.transformer.logits(&h.squeeze(0).unwrap()).unwrap()
 }

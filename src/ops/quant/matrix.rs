@@ -1,0 +1,346 @@
+//! [`QuantMatrix`]: a weight matrix `[rows, cols]` kept in its file's own blocks (mapped
+//! from the file, or owned when its rows had to be reordered), multiplied as `y = x Wᵀ`
+//! with the activations quantized once per product and integer dot products per row,
+//! split over the threads by weight rows.
+
+use std::sync::Arc;
+
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, GgmlType,
+};
+use rayon::prelude::*;
+
+use super::activation::{Activations, Q8Block};
+use super::format::{blocks, ActivationFormat, StoredType};
+use super::isa::{self, Isa};
+use super::{dot_scalar, kernel_choice};
+
+/// Where a matrix's bytes live.
+enum Bytes {
+    /// A range of a memory-mapped model file.
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+    /// A copy (rows reordered at load); `u64`s keep it aligned for every block type.
+    Owned { words: Vec<u64>, len: usize },
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
+            Bytes::Owned { words, len } => {
+                // SAFETY: `words` holds at least `len` initialized bytes (built that way
+                // in `QuantMatrix::owned`); u8 has no alignment or validity requirement.
+                unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), *len) }
+            }
+        }
+    }
+}
+
+/// A frozen weight matrix in a quantized (or 16-bit float) storage type.
+pub struct QuantMatrix {
+    ty: StoredType,
+    rows: usize,
+    cols: usize,
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantMatrix({} [{}, {}])", self.ty.name(), self.rows, self.cols)
+    }
+}
+
+/// Why a matrix cannot be read as its type claims.
+fn shape_error(ty: StoredType, rows: usize, cols: usize, len: usize) -> String {
+    format!(
+        "{} [{rows}, {cols}] does not fit its {len} bytes (rows must be whole {}-value blocks of {} bytes)",
+        ty.name(),
+        ty.block_elems(),
+        ty.block_bytes()
+    )
+}
+
+fn expected_len(ty: StoredType, rows: usize, cols: usize) -> Option<usize> {
+    if cols % ty.block_elems() != 0 {
+        return None;
+    }
+    (cols / ty.block_elems())
+        .checked_mul(ty.block_bytes())?
+        .checked_mul(rows)
+}
+
+impl QuantMatrix {
+    /// The matrix at `start..` of a mapped file. A range that is not aligned for the
+    /// type's blocks is copied (GGUF aligns tensor data, so this is the exception).
+    pub fn mapped(
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        ty: StoredType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, String> {
+        let len = expected_len(ty, rows, cols)
+            .filter(|&l| start.checked_add(l).is_some_and(|end| end <= map.len()))
+            .ok_or_else(|| shape_error(ty, rows, cols, map.len().saturating_sub(start)))?;
+        if (map.as_ptr() as usize + start) % ty.alignment() != 0 {
+            return Self::owned(map[start..start + len].to_vec(), ty, rows, cols);
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            bytes: Bytes::Mapped { map, start, len },
+        })
+    }
+
+    /// A matrix from bytes in memory.
+    pub fn owned(bytes: Vec<u8>, ty: StoredType, rows: usize, cols: usize) -> Result<Self, String> {
+        let len = bytes.len();
+        if expected_len(ty, rows, cols) != Some(len) {
+            return Err(shape_error(ty, rows, cols, len));
+        }
+        let mut words = vec![0u64; len.div_ceil(8)];
+        for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_ne_bytes(b);
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            bytes: Bytes::Owned { words, len },
+        })
+    }
+
+    /// The same matrix with row `i` of the result taken from row `source(i)` of this one
+    /// (llama.cpp's Q/K row order undone); a copy.
+    pub fn with_rows_from(&self, source: impl Fn(usize) -> usize) -> Result<Self, String> {
+        let rb = self.row_bytes();
+        let mut out = Vec::with_capacity(self.rows * rb);
+        for i in 0..self.rows {
+            let s = source(i);
+            if s >= self.rows {
+                return Err(format!("row {s} of {} requested", self.rows));
+            }
+            out.extend_from_slice(self.row(s));
+        }
+        Self::owned(out, self.ty, self.rows, self.cols)
+    }
+
+    pub fn stored_type(&self) -> StoredType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Bytes held (as stored).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.as_slice().len()
+    }
+    fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_elems() * self.ty.block_bytes()
+    }
+    fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.bytes.as_slice()[r * rb..(r + 1) * rb]
+    }
+
+    /// Rows `first..first + out.len() / cols` as f32.
+    pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) {
+        let n = out.len() / self.cols.max(1);
+        let rb = self.row_bytes();
+        let bytes = &self.bytes.as_slice()[first * rb..(first + n) * rb];
+        self.ty.dequantize(bytes, out);
+    }
+
+    /// The whole matrix as f32, row-major, dequantized on every thread.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        let rows_per_task = (1 << 16) / self.cols.max(1) + 1;
+        out.par_chunks_mut(rows_per_task * self.cols.max(1))
+            .enumerate()
+            .for_each(|(t, chunk)| self.dequantize_rows(t * rows_per_task, chunk));
+        out
+    }
+
+    /// `y [m, rows] = x [m, cols] · Wᵀ`.
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), String> {
+        self.matmul_on(isa::active(), x, m, y)
+    }
+
+    /// [`Self::matmul`] with the kernels of `level` (tests and benchmarks compare them).
+    pub fn matmul_on(&self, level: Isa, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), String> {
+        if x.len() != m * self.cols || y.len() != m * self.rows {
+            return Err(format!(
+                "{:?}: input of {} values for {m} rows, output of {}",
+                self,
+                x.len(),
+                y.len()
+            ));
+        }
+        if m == 0 || self.rows == 0 {
+            return Ok(());
+        }
+        let acts = Activations::quantize(self.ty.activation_format(), x, self.cols);
+        let level = kernel_choice::choose(self.ty, self.cols, level);
+        let out = SharedOut(y.as_mut_ptr());
+        match (&acts, self.ty.activation_format()) {
+            (Activations::Q8(a), ActivationFormat::Q8) => {
+                let dot = q8_kernel(self.ty, level);
+                self.rows_parallel(a, m, out, |w, a| dot(w, a));
+            }
+            (Activations::Q8K(a), ActivationFormat::Q8K) => {
+                let dot = q8k_kernel(self.ty, level);
+                self.rows_parallel(a, m, out, dot);
+            }
+            (Activations::F32(a), ActivationFormat::F32) => {
+                let dot = f32_kernel(self.ty, level);
+                self.rows_parallel(a, m, out, dot);
+            }
+            _ => return Err(format!("{self:?}: activations in the wrong format")),
+        }
+        Ok(())
+    }
+
+    /// Runs `dot(weight row, activation row)` for every pair, weight rows split over the
+    /// threads in chunks, input rows in tiles so a chunk of weight rows stays in cache.
+    fn rows_parallel<A: Sync>(
+        &self,
+        acts: &[A],
+        m: usize,
+        out: SharedOut,
+        dot: impl Fn(&[u8], &[A]) -> f32 + Sync,
+    ) {
+        let per_row = acts.len() / m;
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = (self.rows / (threads * 4)).clamp(4, 256);
+        let tasks = self.rows.div_ceil(chunk);
+        const INPUT_TILE: usize = 8;
+        let work = |t: usize| {
+            let first = t * chunk;
+            let last = (first + chunk).min(self.rows);
+            for i0 in (0..m).step_by(INPUT_TILE) {
+                let i1 = (i0 + INPUT_TILE).min(m);
+                for r in first..last {
+                    let w = self.row(r);
+                    for i in i0..i1 {
+                        let v = dot(w, &acts[i * per_row..(i + 1) * per_row]);
+                        // SAFETY: y holds m · rows values (checked by the caller); task t
+                        // writes only columns first..last, which no other task writes.
+                        unsafe { *out.ptr().add(i * self.rows + r) = v };
+                    }
+                }
+            }
+        };
+        if tasks == 1 || m * self.rows < 4096 {
+            (0..tasks).for_each(work);
+        } else {
+            (0..tasks).into_par_iter().for_each(work);
+        }
+    }
+}
+
+/// The output pointer the row tasks share.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every task writes a set of output columns no other task writes, and the pointer
+// outlives the parallel loop (it borrows `y` mutably for the whole product).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+type Q8Dot = fn(&[u8], &[Q8Block]) -> f32;
+
+/// The 32-value block kernel of `ty` at `level`.
+pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Box<dyn Fn(&[u8], &[Q8Block]) -> f32 + Sync> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::dot_x86 as x;
+        let simd: Option<(Q8Dot, Q8Dot)> = match ty {
+            // (AVX2, AVX-512 VNNI), each a safe wrapper around the unsafe kernel.
+            StoredType::Q4_0 => Some((
+                |w, a| unsafe { x::q4_0_avx2(w, a) },
+                |w, a| unsafe { x::q4_0_vnni(w, a) },
+            )),
+            StoredType::Q4_1 => Some((
+                |w, a| unsafe { x::q4_1_avx2(w, a) },
+                |w, a| unsafe { x::q4_1_vnni(w, a) },
+            )),
+            StoredType::Q5_0 => Some((
+                |w, a| unsafe { x::q5_0_avx2(w, a) },
+                |w, a| unsafe { x::q5_0_vnni(w, a) },
+            )),
+            StoredType::Q5_1 => Some((
+                |w, a| unsafe { x::q5_1_avx2(w, a) },
+                |w, a| unsafe { x::q5_1_vnni(w, a) },
+            )),
+            StoredType::Q8_0 => Some((
+                |w, a| unsafe { x::q8_0_avx2(w, a) },
+                |w, a| unsafe { x::q8_0_vnni(w, a) },
+            )),
+            _ => None,
+        };
+        // SAFETY (of the closures above): `level` is at most `isa::detected()` (callers
+        // pass `isa::active()` or a member of `Isa::available()`), so the CPU has the
+        // kernel's features; rows and activations are whole blocks of the same count.
+        if let Some((avx2, vnni)) = simd {
+            match level.min(isa::detected()) {
+                Isa::Avx512Vnni => return Box::new(vnni),
+                Isa::Avx2 => return Box::new(avx2),
+                Isa::Scalar => {}
+            }
+        }
+    }
+    let _ = level;
+    Box::new(move |w, a| dot_scalar::dot_q8(ty, w, a))
+}
+
+/// The K-quant kernel of `ty`: candle's (AVX2 where the CPU has it, else scalar).
+fn q8k_kernel(ty: StoredType, level: Isa) -> fn(&[u8], &[BlockQ8K]) -> f32 {
+    fn with<B: GgmlType<VecDotType = BlockQ8K>>(w: &[u8], a: &[BlockQ8K]) -> f32 {
+        B::vec_dot(a.len() * BlockQ8K::BLCK_SIZE, blocks::<B>(w), a)
+    }
+    fn with_unopt<B: GgmlType<VecDotType = BlockQ8K>>(w: &[u8], a: &[BlockQ8K]) -> f32 {
+        B::vec_dot_unopt(a.len() * BlockQ8K::BLCK_SIZE, blocks::<B>(w), a)
+    }
+    let scalar = level == Isa::Scalar;
+    match (ty, scalar) {
+        (StoredType::Q2K, false) => with::<BlockQ2K>,
+        (StoredType::Q3K, false) => with::<BlockQ3K>,
+        (StoredType::Q4K, false) => with::<BlockQ4K>,
+        (StoredType::Q5K, false) => with::<BlockQ5K>,
+        (StoredType::Q2K, true) => with_unopt::<BlockQ2K>,
+        (StoredType::Q3K, true) => with_unopt::<BlockQ3K>,
+        (StoredType::Q4K, true) => with_unopt::<BlockQ4K>,
+        (StoredType::Q5K, true) => with_unopt::<BlockQ5K>,
+        (_, false) => with::<BlockQ6K>,
+        (_, true) => with_unopt::<BlockQ6K>,
+    }
+}
+
+/// The 16-bit float kernel of `ty`.
+fn f32_kernel(ty: StoredType, level: Isa) -> Box<dyn Fn(&[u8], &[f32]) -> f32 + Sync> {
+    #[cfg(target_arch = "x86_64")]
+    if level.min(isa::detected()) >= Isa::Avx2 {
+        use super::dot_x86 as x;
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); a row holds
+        // `x.len()` 16-bit values.
+        return match ty {
+            StoredType::BF16 => Box::new(|w, a| unsafe { x::bf16_avx2(w, a) }),
+            _ => Box::new(|w, a| unsafe { x::f16_avx2(w, a) }),
+        };
+    }
+    Box::new(move |w, a| dot_scalar::dot_f32(ty, w, a))
+}

@@ -1,0 +1,116 @@
+//! Every storage type against dequantize-then-f32: each kernel level this CPU has, one
+//! input row and several, against the bound that 8-bit activations allow.
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+
+use super::*;
+
+fn values(n: usize, seed: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 * 0.731 + seed).sin() * 1.7 + (i as f32 * 0.05).cos()) * 0.3)
+        .collect()
+}
+
+/// A `rows × cols` matrix of `ty` quantized by candle from smooth random values.
+fn matrix(ty: StoredType, rows: usize, cols: usize) -> QuantMatrix {
+    let w = Tensor::from_vec(values(rows * cols, 0.3), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&w, ty.ggml()).unwrap();
+    let bytes = q.data().unwrap().to_vec();
+    QuantMatrix::owned(bytes, ty, rows, cols).unwrap()
+}
+
+fn cols_for(ty: StoredType) -> usize {
+    // Three blocks (an odd count, for the two-block kernels' tail), and two for K-quants.
+    match ty.block_elems() {
+        1 => 83,
+        32 => 96,
+        _ => 512,
+    }
+}
+
+#[test]
+fn dequantizing_matches_candle() {
+    for ty in StoredType::ALL {
+        let (rows, cols) = (5, cols_for(ty));
+        let w = Tensor::from_vec(values(rows * cols, 0.9), (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, ty.ggml()).unwrap();
+        let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+        let m = QuantMatrix::owned(q.data().unwrap().to_vec(), ty, rows, cols).unwrap();
+        assert_eq!(m.to_f32(), want.to_vec1::<f32>().unwrap(), "{}", ty.name());
+    }
+}
+
+#[test]
+fn every_kernel_is_within_the_rounding_of_its_activations() {
+    for ty in StoredType::ALL {
+        let (rows, cols) = (37, cols_for(ty));
+        let m = matrix(ty, rows, cols);
+        let w = m.to_f32();
+        for inputs in [1, 3, 11] {
+            let x = values(inputs * cols, 2.0 + inputs as f32);
+            // The exact product of the dequantized weights, and the most 8-bit activations
+            // can move it: each value rounds by at most half its block's step.
+            let block = match ty.block_elems() {
+                1 => cols,
+                32 => 32,
+                _ => 256,
+            };
+            let mut want = vec![0f64; inputs * rows];
+            let mut bound = vec![0f64; inputs * rows];
+            for i in 0..inputs {
+                let xi = &x[i * cols..(i + 1) * cols];
+                for r in 0..rows {
+                    let wr = &w[r * cols..(r + 1) * cols];
+                    let mut s = 0f64;
+                    let mut b = 0f64;
+                    for (xb, wb) in xi.chunks(block).zip(wr.chunks(block)) {
+                        let step = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
+                        for (&xv, &wv) in xb.iter().zip(wb) {
+                            s += xv as f64 * wv as f64;
+                            b += wv.abs() as f64 * step * 0.5;
+                        }
+                    }
+                    want[i * rows + r] = s;
+                    // 16-bit float rows take f32 activations: only f32 rounding is left.
+                    bound[i * rows + r] = if block == cols { 1e-4 } else { b * 1.001 + 1e-5 };
+                }
+            }
+            let mut reference = vec![0f32; inputs * rows];
+            m.matmul_on(Isa::Scalar, &x, inputs, &mut reference).unwrap();
+            for level in Isa::available() {
+                let mut y = vec![0f32; inputs * rows];
+                m.matmul_on(level, &x, inputs, &mut y).unwrap();
+                for k in 0..y.len() {
+                    let err = (y[k] as f64 - want[k]).abs();
+                    assert!(
+                        err <= bound[k],
+                        "{} {level:?} {inputs} rows, output {k}: {} vs {} (bound {})",
+                        ty.name(),
+                        y[k],
+                        want[k],
+                        bound[k]
+                    );
+                    // Every level computes the same integer sums as the scalar kernel.
+                    let same = (y[k] - reference[k]).abs() <= 1e-5 * (1.0 + reference[k].abs());
+                    assert!(same, "{} {level:?}: {} vs scalar {}", ty.name(), y[k], reference[k]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reordered_rows_and_wrong_sizes() {
+    let m = matrix(StoredType::Q4_1, 6, 64);
+    let r = m.with_rows_from(|i| 5 - i).unwrap();
+    let (a, b) = (m.to_f32(), r.to_f32());
+    assert_eq!(&a[..64], &b[5 * 64..]);
+    assert!(m.with_rows_from(|i| i + 1).is_err());
+    let err = QuantMatrix::owned(vec![0; 39], StoredType::Q4_1, 2, 32).unwrap_err();
+    assert!(err.contains("Q4_1 [2, 32]"), "{err}");
+    let err = QuantMatrix::owned(vec![0; 20], StoredType::Q4_1, 1, 20).unwrap_err();
+    assert!(err.contains("whole 32-value blocks"), "{err}");
+    let mut y = vec![0f32; 5];
+    assert!(m.matmul(&[0.0; 64], 1, &mut y).is_err());
+}
