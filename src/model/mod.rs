@@ -7,7 +7,9 @@
 
 pub mod config;
 mod error;
+pub mod decode;
 pub mod gguf;
+mod kv_cache;
 mod location;
 pub mod linear;
 pub mod lora;

@@ -4,9 +4,10 @@
 //! run through `Transformer::forward`.
 
 use candle_core::{Device, Result, Tensor};
-use candle_nn::kv_cache::KvCache;
 
 use super::config::{Architecture, ModelConfig};
+pub use super::kv_cache::Cache;
+use super::kv_cache::LayerKv;
 pub use super::linear::{FrozenWeight, Linear, MatmulMode};
 use super::lora::{LoraSet, LoraTarget};
 use super::rope::{self, Rope};
@@ -71,40 +72,6 @@ impl DecoderLayer {
     }
 }
 
-/// Per-layer key/value cache for generation.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    layers: Vec<KvCache>,
-}
-
-impl Cache {
-    pub fn new(cfg: &ModelConfig) -> Self {
-        Self {
-            layers: (0..cfg.num_hidden_layers)
-                .map(|_| KvCache::new(2, 512))
-                .collect(),
-        }
-    }
-
-    /// Tokens held.
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .map(|c| c.current_seq_len())
-            .unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn clear(&mut self) {
-        for c in &mut self.layers {
-            c.reset();
-        }
-    }
-}
-
 /// How positions and attention are laid out in a call.
 #[derive(Debug, Clone, Default)]
 pub enum Layout {
@@ -141,7 +108,7 @@ pub struct Transformer {
     pub lm_head: Linear,
     /// Whether `lm_head` is the embedding matrix (tied embeddings).
     tied: bool,
-    rope: Rope,
+    pub(super) rope: Rope,
     device: Device,
 }
 
@@ -365,6 +332,14 @@ impl Transformer {
     pub fn forward(&self, ids: &Tensor, mut opts: Forward<'_>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.config;
+        if !opts.training_ops && b == 1 && t == 1 && matches!(opts.layout, Layout::Causal) {
+            if let Some(cache) = opts.cache.as_deref_mut() {
+                // One token continuing a cache: the decode step on plain buffers.
+                let id = ids.flatten_all()?.to_vec1::<u32>()?[0];
+                let h = super::decode::step(self, id, cache, opts.lora)?;
+                return Tensor::from_vec(h, (1, 1, cfg.hidden_size), &self.device);
+            }
+        }
         let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let mut x = self
             .embed_tokens
@@ -459,7 +434,7 @@ impl Transformer {
         &self,
         l: &DecoderLayer,
         x: &Tensor,
-        cache: Option<&mut KvCache>,
+        cache: Option<&mut LayerKv>,
         ctx: &LayerCtx<'_>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
@@ -506,8 +481,11 @@ impl Transformer {
                 let q = rope::apply_token_major(&q, ctx.cos, ctx.sin, nh)?;
                 let k = rope::apply_token_major(&k, ctx.cos, ctx.sin, nkv)?;
                 if let Some(c) = cache {
-                    // A prefill: the cache keeps K and V head-major for the decode steps.
-                    c.append(&head_major(&k, nkv)?, &head_major(&v, nkv)?)?;
+                    // A prefill: the cache keeps K and V for the decode steps.
+                    if b != 1 {
+                        candle_core::bail!("a KV cache holds one sequence, not {b}");
+                    }
+                    c.append(&k.flatten_all()?.to_vec1()?, &v.flatten_all()?.to_vec1()?);
                 }
                 segment_attention::attention(&q, &k, &v, spans, (nh, nkv), scale)?
             }
@@ -516,7 +494,17 @@ impl Transformer {
                 let k = rope::apply(&head_major(&k, nkv)?, ctx.cos, ctx.sin)?;
                 let v = head_major(&v, nkv)?;
                 let (k, v) = match cache {
-                    Some(c) => c.append(&k, &v)?,
+                    Some(c) => {
+                        if b != 1 {
+                            candle_core::bail!("a KV cache holds one sequence, not {b}");
+                        }
+                        // Back to token-major for the cache, then all of it head-major.
+                        let token_major = |x: &Tensor| -> Result<Vec<f32>> {
+                            x.transpose(1, 2)?.flatten_all()?.to_vec1()
+                        };
+                        c.append(&token_major(&k)?, &token_major(&v)?);
+                        c.tensors(&self.device)?
+                    }
                     None => (k, v),
                 };
                 // Group queries by their KV head instead of copying K and V per query

@@ -52,7 +52,7 @@ fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
 }
 
 /// `y = W x` for one input row `x [in]` and `W [y.len(), in]`, 256 weight rows per task.
-fn matvec(y: &mut [f32], x: &[f32], w: &[f32]) {
+pub fn matvec(y: &mut [f32], x: &[f32], w: &[f32]) {
     let in_f = x.len();
     y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
         let first = c * 256 * in_f;

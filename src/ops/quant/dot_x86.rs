@@ -1,24 +1,26 @@
 //! The integer dot products of a weight row with Q8 activations in SIMD: an AVX2 kernel
 //! per 32-value block type (`vpmaddubsw`, one block per step, as llama.cpp's) and an
-//! AVX-512 VNNI one (`vpdpbusd` over two blocks per 512-bit step, the fifth bits of Q5
-//! types expanded from a mask register), plus 16-bit float rows against f32 activations.
+//! AVX-512 VNNI one (`vpdpbusd` over two blocks per 512-bit step, the two blocks' scales
+//! and offsets converted and multiplied as one vector, the fifth bits of the Q5 types
+//! expanded from a mask register), plus 16-bit float rows against f32 activations.
 //!
 //! Written here because candle's CPU kernels for Q4_1, Q5_0 and Q5_1 are scalar and none
-//! of them uses AVX-512. Every kernel computes the same integer sums as
-//! [`super::dot_scalar`]: the unsigned weight codes times the int8 activations, with a
-//! block's offset (−8, −16, a minimum, or Q8_0's +128 bias) applied once per block through
-//! the activation block's exact sum.
+//! of them uses AVX-512. Every kernel computes the sums of [`super::dot_scalar`]: unsigned
+//! weight codes times int8 activations per block, scaled by `d_w · d_a`, plus the block's
+//! offset (a minimum, or −8, −16, or Q8_0's +128 bias) times `d_a · Σ q`.
 //!
 //! # Safety
 //! Each function requires the CPU features of its `target_feature` attribute (the
-//! dispatcher checks them once, [`super::isa`]) and a weight row `w` of exactly
-//! `a.len()` blocks of its type (or `x.len()` values).
+//! dispatcher checks them once, [`super::isa`]), a weight row `w` of whole blocks, and
+//! activation codes `qs` and `[d, d · Σ q]` pairs `meta` for the same number of blocks
+//! (or `x.len()` values for the float rows).
 
 #![allow(clippy::missing_safety_doc)]
 
 use std::arch::x86_64::*;
 
-use super::activation::Q8Block;
+use super::dot_scalar;
+use super::format::StoredType;
 
 #[inline]
 #[target_feature(enable = "f16c")]
@@ -26,6 +28,16 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         p.cast::<u16>().read_unaligned() as i32,
     )))
+}
+
+#[inline]
+unsafe fn u16_at(p: *const u8) -> u32 {
+    p.cast::<u16>().read_unaligned() as u32
+}
+
+#[inline]
+unsafe fn u32_at(p: *const u8) -> u32 {
+    p.cast::<u32>().read_unaligned()
 }
 
 #[inline]
@@ -64,200 +76,150 @@ unsafe fn fifth_bits256(qh: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
-/// `Σ q · y` of 32 unsigned codes and 32 int8 activations, as eight i32 lanes in f32.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn udot256(q: __m256i, y: *const i8) -> __m256 {
-    let y = _mm256_loadu_si256(y.cast());
-    let pairs = _mm256_maddubs_epi16(q, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+/// Byte offsets of a type's block layout: block size, codes, fifth bits, and whether the
+/// second f16 is a minimum (else the offset is `coefficient · d`).
+struct Layout {
+    size: usize,
+    codes: usize,
+    qh: Option<usize>,
+    has_min: bool,
+    coefficient: f32,
 }
 
-/// The AVX2 kernel of a block type: `$codes(block pointer)` gives its 32 unsigned codes,
-/// `$extra(d_w · d_a, m_w · d_a, Σ q_a)` the block's offset term.
-macro_rules! avx2_kernel {
-    ($name:ident, $size:expr, |$b:ident| $codes:expr, $scales:expr) => {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $name(w: &[u8], a: &[Q8Block]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut extra = 0f32;
-            let wp = w.as_ptr();
-            for (i, ab) in a.iter().enumerate() {
-                let $b = wp.add(i * $size);
-                let (d, offset) = $scales($b, ab);
-                extra += offset;
-                let q = $codes;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), udot256(q, ab.qs.as_ptr()), acc);
-            }
-            hsum256(acc) + extra
-        }
-    };
-}
-
-// Scales of each type: `(d_w · d_a, offset term of the block)`.
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn scales_q4_0(b: *const u8, a: &Q8Block) -> (f32, f32) {
-    let d = f16_at(b) * a.d;
-    (d, -8.0 * d * a.sum as f32)
-}
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn scales_q4_1(b: *const u8, a: &Q8Block) -> (f32, f32) {
-    (f16_at(b) * a.d, f16_at(b.add(2)) * a.d * a.sum as f32)
-}
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn scales_q5_0(b: *const u8, a: &Q8Block) -> (f32, f32) {
-    let d = f16_at(b) * a.d;
-    (d, -16.0 * d * a.sum as f32)
-}
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn scales_q8_0(b: *const u8, a: &Q8Block) -> (f32, f32) {
-    let d = f16_at(b) * a.d;
-    (d, -128.0 * d * a.sum as f32)
-}
-#[inline]
-unsafe fn qh_at(b: *const u8) -> u32 {
-    b.cast::<u32>().read_unaligned()
-}
-
-avx2_kernel!(q4_0_avx2, 18, |b| nibbles256(b.add(2)), scales_q4_0);
-avx2_kernel!(q4_1_avx2, 20, |b| nibbles256(b.add(4)), scales_q4_1);
-avx2_kernel!(
-    q5_0_avx2,
-    22,
-    |b| _mm256_or_si256(nibbles256(b.add(6)), fifth_bits256(qh_at(b.add(2)))),
-    scales_q5_0
-);
-avx2_kernel!(
-    q5_1_avx2,
-    24,
-    |b| _mm256_or_si256(nibbles256(b.add(8)), fifth_bits256(qh_at(b.add(4)))),
-    scales_q4_1
-);
-// Q8_0's signed codes, biased by +128 into unsigned ones. `vpmaddubsw` would saturate on
-// pairs of 255 · 127, so the AVX2 kernel takes the sign trick instead.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q8_0_avx2(w: &[u8], a: &[Q8Block]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let wp = w.as_ptr();
-    for (i, ab) in a.iter().enumerate() {
-        let b = wp.add(i * 34);
-        let d = f16_at(b) * ab.d;
-        let q = _mm256_loadu_si256(b.add(2).cast());
-        let y = _mm256_loadu_si256(ab.qs.as_ptr().cast());
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-        let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), dot, acc);
+const fn layout(ty: StoredType) -> Layout {
+    match ty {
+        StoredType::Q4_0 => Layout { size: 18, codes: 2, qh: None, has_min: false, coefficient: -8.0 },
+        StoredType::Q4_1 => Layout { size: 20, codes: 4, qh: None, has_min: true, coefficient: 0.0 },
+        StoredType::Q5_0 => Layout { size: 22, codes: 6, qh: Some(2), has_min: false, coefficient: -16.0 },
+        StoredType::Q5_1 => Layout { size: 24, codes: 8, qh: Some(4), has_min: true, coefficient: 0.0 },
+        // Q8_0's signed codes: the AVX2 kernel multiplies them with the sign trick (no
+        // offset); the VNNI one biases them by +128, undone by −128 · d_a · Σ q.
+        _ => Layout { size: 34, codes: 2, qh: None, has_min: false, coefficient: -128.0 },
     }
-    hsum256(acc)
 }
 
-/// Two 256-bit halves as one 512-bit vector.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
-    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-}
-
-/// The AVX-512 VNNI kernel of a block type, two blocks per step; an odd last block goes
-/// through the type's AVX2 kernel.
-macro_rules! vnni_kernel {
-    ($name:ident, $avx2:ident, $size:expr, |$b0:ident, $b1:ident| $codes:expr, $scales:expr) => {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub unsafe fn $name(w: &[u8], a: &[Q8Block]) -> f32 {
-            let mut acc = _mm512_setzero_ps();
-            let mut extra = 0f32;
-            let wp = w.as_ptr();
-            let pairs = a.len() / 2;
-            for p in 0..pairs {
-                let (a0, a1) = (&a[2 * p], &a[2 * p + 1]);
-                let $b0 = wp.add(2 * p * $size);
-                let $b1 = $b0.add($size);
-                let (d0, e0) = $scales($b0, a0);
-                let (d1, e1) = $scales($b1, a1);
-                extra += e0 + e1;
-                let q: __m512i = $codes;
-                let y = join(
-                    _mm256_loadu_si256(a0.qs.as_ptr().cast()),
-                    _mm256_loadu_si256(a1.qs.as_ptr().cast()),
-                );
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
-                let scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+/// The AVX2 kernel of a 32-value type, one block per step.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_avx2<const TY: u8>(w: &[u8], qs: &[i8], meta: &[f32]) -> f32 {
+    let ty = type_of(TY);
+    let l = layout(ty);
+    let mut acc = _mm256_setzero_ps();
+    let mut extra = 0f32;
+    let (wp, qp) = (w.as_ptr(), qs.as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    for i in 0..meta.len() / 2 {
+        let b = wp.add(i * l.size);
+        let y = _mm256_loadu_si256(qp.add(32 * i).cast());
+        let d = f16_at(b);
+        let pairs = if ty == StoredType::Q8_0 {
+            let q = _mm256_loadu_si256(b.add(2).cast());
+            _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
+        } else {
+            let mut q = nibbles256(b.add(l.codes));
+            if let Some(h) = l.qh {
+                q = _mm256_or_si256(q, fifth_bits256(u32_at(b.add(h))));
             }
-            let mut total = _mm512_reduce_add_ps(acc) + extra;
-            if a.len() % 2 == 1 {
-                let last = a.len() - 1;
-                total += $avx2(&w[last * $size..], &a[last..]);
+            let coef = if l.has_min { f16_at(b.add(2)) } else { l.coefficient * d };
+            extra += coef * meta[2 * i + 1];
+            _mm256_maddubs_epi16(q, y)
+        };
+        let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * meta[2 * i]), dot, acc);
+    }
+    hsum256(acc) + extra
+}
+
+/// The AVX-512 VNNI kernel of a 32-value type, two blocks per step; an odd last block
+/// goes through the scalar reference.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_vnni<const TY: u8>(w: &[u8], qs: &[i8], meta: &[f32]) -> f32 {
+    let ty = type_of(TY);
+    let l = layout(ty);
+    let blocks = meta.len() / 2;
+    let (wp, qp, mp) = (w.as_ptr(), qs.as_ptr(), meta.as_ptr());
+    let mut acc = _mm512_setzero_ps();
+    // Lanes 1 and 3 gather the blocks' offset terms.
+    let mut extra = _mm_setzero_ps();
+    // Lanes 0..8 take the first block's scale, 8..16 the second's.
+    let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    let with_coefficient = _mm_set_ps(l.coefficient, 1.0, l.coefficient, 1.0);
+    let low = _mm512_set1_epi8(0x0F);
+    for p in 0..blocks / 2 {
+        let b0 = wp.add(2 * p * l.size);
+        let b1 = b0.add(l.size);
+        // [d0, m0, d1, m1] (or [d0, c·d0, d1, c·d1]) times [da0, ds0, da1, ds1].
+        let wmeta = if l.has_min {
+            _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
+        } else {
+            let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
+            _mm_mul_ps(
+                _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
+                with_coefficient,
+            )
+        };
+        let t = _mm_mul_ps(wmeta, _mm_loadu_ps(mp.add(4 * p)));
+        extra = _mm_add_ps(extra, t);
+        let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
+        let q = if ty == StoredType::Q8_0 {
+            let lo = _mm256_loadu_si256(b0.add(2).cast());
+            let hi = _mm256_loadu_si256(b1.add(2).cast());
+            _mm512_xor_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                _mm512_set1_epi8(-128),
+            )
+        } else {
+            let v0 = _mm_loadu_si128(b0.add(l.codes).cast());
+            let v1 = _mm_loadu_si128(b1.add(l.codes).cast());
+            let lo = _mm256_set_m128i(_mm_srli_epi16(v0, 4), v0);
+            let hi = _mm256_set_m128i(_mm_srli_epi16(v1, 4), v1);
+            let mut q = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                low,
+            );
+            if let Some(h) = l.qh {
+                let bits = u32_at(b0.add(h)) as u64 | (u32_at(b1.add(h)) as u64) << 32;
+                q = _mm512_or_si512(q, _mm512_maskz_set1_epi8(bits, 0x10));
             }
-            total
-        }
-    };
+            q
+        };
+        let y = _mm512_loadu_si512(qp.add(64 * p).cast());
+        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+    }
+    let mut e = [0f32; 4];
+    _mm_storeu_ps(e.as_mut_ptr(), extra);
+    let mut total = _mm512_reduce_add_ps(acc) + e[1] + e[3];
+    if blocks % 2 == 1 {
+        let last = blocks - 1;
+        total += dot_scalar::dot_q8(ty, &w[last * l.size..], &qs[32 * last..], &meta[2 * last..]);
+    }
+    total
 }
 
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn nibbles512(p0: *const u8, p1: *const u8) -> __m512i {
-    join(nibbles256(p0), nibbles256(p1))
+const fn type_of(tag: u8) -> StoredType {
+    match tag {
+        0 => StoredType::Q4_0,
+        1 => StoredType::Q4_1,
+        2 => StoredType::Q5_0,
+        3 => StoredType::Q5_1,
+        _ => StoredType::Q8_0,
+    }
 }
 
-/// The fifth bits of two blocks as 0x10 bytes, straight from a mask register.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn fifth_bits512(qh0: u32, qh1: u32) -> __m512i {
-    _mm512_maskz_set1_epi8(qh0 as u64 | (qh1 as u64) << 32, 0x10)
-}
+/// A kernel of the 32-value types: `(weight row, codes, meta) -> dot`.
+pub type Q8Dot = unsafe fn(&[u8], &[i8], &[f32]) -> f32;
 
-vnni_kernel!(
-    q4_0_vnni,
-    q4_0_avx2,
-    18,
-    |b0, b1| nibbles512(b0.add(2), b1.add(2)),
-    scales_q4_0
-);
-vnni_kernel!(
-    q4_1_vnni,
-    q4_1_avx2,
-    20,
-    |b0, b1| nibbles512(b0.add(4), b1.add(4)),
-    scales_q4_1
-);
-vnni_kernel!(
-    q5_0_vnni,
-    q5_0_avx2,
-    22,
-    |b0, b1| _mm512_or_si512(
-        nibbles512(b0.add(6), b1.add(6)),
-        fifth_bits512(qh_at(b0.add(2)), qh_at(b1.add(2)))
-    ),
-    scales_q5_0
-);
-vnni_kernel!(
-    q5_1_vnni,
-    q5_1_avx2,
-    24,
-    |b0, b1| _mm512_or_si512(
-        nibbles512(b0.add(8), b1.add(8)),
-        fifth_bits512(qh_at(b0.add(4)), qh_at(b1.add(4)))
-    ),
-    scales_q4_1
-);
-vnni_kernel!(
-    q8_0_vnni,
-    q8_0_avx2,
-    34,
-    |b0, b1| _mm512_xor_si512(
-        join(
-            _mm256_loadu_si256(b0.add(2).cast()),
-            _mm256_loadu_si256(b1.add(2).cast())
-        ),
-        _mm512_set1_epi8(-128)
-    ),
-    scales_q8_0
-);
+/// The AVX2 and AVX-512 VNNI kernels of `ty`, if it is a 32-value type.
+pub fn q8_kernels(ty: StoredType) -> Option<(Q8Dot, Q8Dot)> {
+    Some(match ty {
+        StoredType::Q4_0 => (dot_avx2::<0>, dot_vnni::<0>),
+        StoredType::Q4_1 => (dot_avx2::<1>, dot_vnni::<1>),
+        StoredType::Q5_0 => (dot_avx2::<2>, dot_vnni::<2>),
+        StoredType::Q5_1 => (dot_avx2::<3>, dot_vnni::<3>),
+        StoredType::Q8_0 => (dot_avx2::<4>, dot_vnni::<4>),
+        _ => return None,
+    })
+}
 
 /// `w · x` for a row of f16 (`w` holds `x.len()` values).
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::activation::{Activations, Q8Block};
+use super::activation::Activations;
 use super::format::{ActivationFormat, StoredType};
 use super::isa::{self, Isa};
 
@@ -49,14 +49,15 @@ fn time_kernel(ty: StoredType, cols: usize, level: Isa) -> f64 {
     let Activations::Q8(acts) = Activations::quantize(ActivationFormat::Q8, &x, cols) else {
         return f64::INFINITY;
     };
-    let dot = kernel_for(ty, level.min(isa::detected()));
+    let (qs, meta) = acts.row(0);
+    let dot = super::matrix::q8_kernel(ty, level.min(isa::detected()));
     let rb = bytes.len() / ROWS;
     let mut best = f64::INFINITY;
     let mut sink = 0f32;
     for _ in 0..5 {
         let t = Instant::now();
         for r in 0..ROWS {
-            sink += dot(&bytes[r * rb..(r + 1) * rb], &acts);
+            sink += dot(&bytes[r * rb..(r + 1) * rb], qs, meta);
         }
         best = best.min(t.elapsed().as_secs_f64());
     }
@@ -64,6 +65,3 @@ fn time_kernel(ty: StoredType, cols: usize, level: Isa) -> f64 {
     best
 }
 
-fn kernel_for(ty: StoredType, level: Isa) -> Box<dyn Fn(&[u8], &[Q8Block]) -> f32 + Sync> {
-    super::matrix::q8_kernel(ty, level)
-}

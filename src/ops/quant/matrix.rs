@@ -10,8 +10,8 @@ use candle_core::quantized::k_quants::{
 };
 use rayon::prelude::*;
 
-use super::activation::{Activations, Q8Block};
-use super::format::{blocks, ActivationFormat, StoredType};
+use super::activation::Activations;
+use super::format::{blocks, StoredType};
 use super::isa::{self, Isa};
 use super::{dot_scalar, kernel_choice};
 
@@ -148,7 +148,7 @@ impl QuantMatrix {
     fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_elems() * self.ty.block_bytes()
     }
-    fn row(&self, r: usize) -> &[u8] {
+    pub(super) fn row(&self, r: usize) -> &[u8] {
         let rb = self.row_bytes();
         &self.bytes.as_slice()[r * rb..(r + 1) * rb]
     }
@@ -192,47 +192,47 @@ impl QuantMatrix {
         let acts = Activations::quantize(self.ty.activation_format(), x, self.cols);
         let level = kernel_choice::choose(self.ty, self.cols, level);
         let out = SharedOut(y.as_mut_ptr());
-        match (&acts, self.ty.activation_format()) {
-            (Activations::Q8(a), ActivationFormat::Q8) => {
-                let dot = q8_kernel(self.ty, level);
-                self.rows_parallel(a, m, out, |w, a| dot(w, a));
+        let ty = self.ty;
+        match &acts {
+            Activations::Q8(a) => {
+                let dot = q8_kernel(ty, level);
+                self.rows_parallel(m, out, |w, i| {
+                    let (qs, meta) = a.row(i);
+                    dot(w, qs, meta)
+                });
             }
-            (Activations::Q8K(a), ActivationFormat::Q8K) => {
-                let dot = q8k_kernel(self.ty, level);
-                self.rows_parallel(a, m, out, dot);
+            Activations::Q8K(a) => {
+                let dot = q8k_kernel(ty, level);
+                let per_row = a.len() / m;
+                self.rows_parallel(m, out, |w, i| dot(w, &a[i * per_row..(i + 1) * per_row]));
             }
-            (Activations::F32(a), ActivationFormat::F32) => {
-                let dot = f32_kernel(self.ty, level);
-                self.rows_parallel(a, m, out, dot);
+            Activations::F32(a) => {
+                let dot = f32_kernel(ty, level);
+                let cols = self.cols;
+                self.rows_parallel(m, out, |w, i| dot(w, &a[i * cols..(i + 1) * cols]));
             }
-            _ => return Err(format!("{self:?}: activations in the wrong format")),
         }
         Ok(())
     }
 
-    /// Runs `dot(weight row, activation row)` for every pair, weight rows split over the
+    /// Runs `dot(weight row, input row index)` for every pair, weight rows split over the
     /// threads in chunks, input rows in tiles so a chunk of weight rows stays in cache.
-    fn rows_parallel<A: Sync>(
-        &self,
-        acts: &[A],
-        m: usize,
-        out: SharedOut,
-        dot: impl Fn(&[u8], &[A]) -> f32 + Sync,
-    ) {
-        let per_row = acts.len() / m;
+    fn rows_parallel(&self, m: usize, out: SharedOut, dot: impl Fn(&[u8], usize) -> f32 + Sync) {
         let threads = rayon::current_num_threads().max(1);
         let chunk = (self.rows / (threads * 4)).clamp(4, 256);
         let tasks = self.rows.div_ceil(chunk);
+        let bytes = self.bytes.as_slice();
+        let rb = self.row_bytes();
         const INPUT_TILE: usize = 8;
         let work = |t: usize| {
             let first = t * chunk;
             let last = (first + chunk).min(self.rows);
+            let rows = &bytes[first * rb..last * rb];
             for i0 in (0..m).step_by(INPUT_TILE) {
                 let i1 = (i0 + INPUT_TILE).min(m);
-                for r in first..last {
-                    let w = self.row(r);
+                for (r, w) in (first..last).zip(rows.chunks_exact(rb)) {
                     for i in i0..i1 {
-                        let v = dot(w, &acts[i * per_row..(i + 1) * per_row]);
+                        let v = dot(w, i);
                         // SAFETY: y holds m · rows values (checked by the caller); task t
                         // writes only columns first..last, which no other task writes.
                         unsafe { *out.ptr().add(i * self.rows + r) = v };
@@ -240,7 +240,7 @@ impl QuantMatrix {
                 }
             }
         };
-        if tasks == 1 || m * self.rows < 4096 {
+        if tasks == 1 || m * self.rows * self.cols < 1 << 16 {
             (0..tasks).for_each(work);
         } else {
             (0..tasks).into_par_iter().for_each(work);
@@ -261,50 +261,26 @@ impl SharedOut {
     }
 }
 
-type Q8Dot = fn(&[u8], &[Q8Block]) -> f32;
+/// A safe kernel of the 32-value types: `(weight row, codes, meta) -> dot`.
+pub(super) type Q8Kernel = Box<dyn Fn(&[u8], &[i8], &[f32]) -> f32 + Sync>;
 
-/// The 32-value block kernel of `ty` at `level`.
-pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Box<dyn Fn(&[u8], &[Q8Block]) -> f32 + Sync> {
+/// The 32-value block kernel of `ty` at `level` (capped at what the CPU has).
+pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
     #[cfg(target_arch = "x86_64")]
-    {
-        use super::dot_x86 as x;
-        let simd: Option<(Q8Dot, Q8Dot)> = match ty {
-            // (AVX2, AVX-512 VNNI), each a safe wrapper around the unsafe kernel.
-            StoredType::Q4_0 => Some((
-                |w, a| unsafe { x::q4_0_avx2(w, a) },
-                |w, a| unsafe { x::q4_0_vnni(w, a) },
-            )),
-            StoredType::Q4_1 => Some((
-                |w, a| unsafe { x::q4_1_avx2(w, a) },
-                |w, a| unsafe { x::q4_1_vnni(w, a) },
-            )),
-            StoredType::Q5_0 => Some((
-                |w, a| unsafe { x::q5_0_avx2(w, a) },
-                |w, a| unsafe { x::q5_0_vnni(w, a) },
-            )),
-            StoredType::Q5_1 => Some((
-                |w, a| unsafe { x::q5_1_avx2(w, a) },
-                |w, a| unsafe { x::q5_1_vnni(w, a) },
-            )),
-            StoredType::Q8_0 => Some((
-                |w, a| unsafe { x::q8_0_avx2(w, a) },
-                |w, a| unsafe { x::q8_0_vnni(w, a) },
-            )),
-            _ => None,
+    if let Some((avx2, vnni)) = super::dot_x86::q8_kernels(ty) {
+        let kernel = match level.min(isa::detected()) {
+            Isa::Avx512Vnni => Some(vnni),
+            Isa::Avx2 => Some(avx2),
+            Isa::Scalar => None,
         };
-        // SAFETY (of the closures above): `level` is at most `isa::detected()` (callers
-        // pass `isa::active()` or a member of `Isa::available()`), so the CPU has the
-        // kernel's features; rows and activations are whole blocks of the same count.
-        if let Some((avx2, vnni)) = simd {
-            match level.min(isa::detected()) {
-                Isa::Avx512Vnni => return Box::new(vnni),
-                Isa::Avx2 => return Box::new(avx2),
-                Isa::Scalar => {}
-            }
+        if let Some(k) = kernel {
+            // SAFETY: the CPU has the kernel's features (the level is capped at the
+            // detected one); rows, codes and meta are whole blocks of the same count,
+            // as `QuantMatrix::matmul_on` builds them.
+            return Box::new(move |w, qs, meta| unsafe { k(w, qs, meta) });
         }
     }
-    let _ = level;
-    Box::new(move |w, a| dot_scalar::dot_q8(ty, w, a))
+    Box::new(move |w, qs, meta| dot_scalar::dot_q8(ty, w, qs, meta))
 }
 
 /// The K-quant kernel of `ty`: candle's (AVX2 where the CPU has it, else scalar).
