@@ -2,6 +2,8 @@
 //! folders, and tiny Llama GGUF files with a given tokenizer (a SentencePiece-style one in
 //! [`tiny_spm_spec`]), for tests, examples and benchmarks that must not depend on a download.
 
+pub mod shaped;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
