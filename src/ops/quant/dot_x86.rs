@@ -196,6 +196,99 @@ unsafe fn dot_vnni<const TY: u8>(w: &[u8], qs: &[i8], meta: &[f32]) -> f32 {
     total
 }
 
+/// [`dot_vnni`] for one weight row against `N` activation rows at once: each pair of
+/// weight blocks is decoded once and multiplied with every row (a prompt's prefill).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_vnni_rows<const TY: u8, const N: usize>(
+    w: &[u8],
+    qs: [&[i8]; N],
+    meta: [&[f32]; N],
+) -> [f32; N] {
+    let ty = type_of(TY);
+    let l = layout(ty);
+    let blocks = meta[0].len() / 2;
+    let wp = w.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut extra = [_mm_setzero_ps(); N];
+    let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    let with_coefficient = _mm_set_ps(l.coefficient, 1.0, l.coefficient, 1.0);
+    let low = _mm512_set1_epi8(0x0F);
+    for p in 0..blocks / 2 {
+        let b0 = wp.add(2 * p * l.size);
+        let b1 = b0.add(l.size);
+        let wmeta = if l.has_min {
+            _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
+        } else {
+            let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
+            _mm_mul_ps(
+                _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
+                with_coefficient,
+            )
+        };
+        let q = if ty == StoredType::Q8_0 {
+            let lo = _mm256_loadu_si256(b0.add(2).cast());
+            let hi = _mm256_loadu_si256(b1.add(2).cast());
+            _mm512_xor_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                _mm512_set1_epi8(-128),
+            )
+        } else {
+            let v0 = _mm_loadu_si128(b0.add(l.codes).cast());
+            let v1 = _mm_loadu_si128(b1.add(l.codes).cast());
+            let lo = _mm256_set_m128i(_mm_srli_epi16(v0, 4), v0);
+            let hi = _mm256_set_m128i(_mm_srli_epi16(v1, 4), v1);
+            let mut q = _mm512_and_si512(
+                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+                low,
+            );
+            if let Some(h) = l.qh {
+                let bits = u32_at(b0.add(h)) as u64 | (u32_at(b1.add(h)) as u64) << 32;
+                q = _mm512_or_si512(q, _mm512_maskz_set1_epi8(bits, 0x10));
+            }
+            q
+        };
+        for n in 0..N {
+            let t = _mm_mul_ps(wmeta, _mm_loadu_ps(meta[n].as_ptr().add(4 * p)));
+            extra[n] = _mm_add_ps(extra[n], t);
+            let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
+            let y = _mm512_loadu_si512(qs[n].as_ptr().add(64 * p).cast());
+            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+            acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
+        }
+    }
+    let mut out = [0f32; N];
+    for n in 0..N {
+        let mut e = [0f32; 4];
+        _mm_storeu_ps(e.as_mut_ptr(), extra[n]);
+        out[n] = _mm512_reduce_add_ps(acc[n]) + e[1] + e[3];
+        if blocks % 2 == 1 {
+            let last = blocks - 1;
+            out[n] += dot_scalar::dot_q8(
+                ty,
+                &w[last * l.size..],
+                &qs[n][32 * last..],
+                &meta[n][2 * last..],
+            );
+        }
+    }
+    out
+}
+
+/// A kernel of one weight row against four activation rows.
+pub type Q8Dot4 = unsafe fn(&[u8], [&[i8]; 4], [&[f32]; 4]) -> [f32; 4];
+
+/// The four-row VNNI kernel of `ty`, if it is a 32-value type.
+pub fn q8_kernel4(ty: StoredType) -> Option<Q8Dot4> {
+    Some(match ty {
+        StoredType::Q4_0 => dot_vnni_rows::<0, 4>,
+        StoredType::Q4_1 => dot_vnni_rows::<1, 4>,
+        StoredType::Q5_0 => dot_vnni_rows::<2, 4>,
+        StoredType::Q5_1 => dot_vnni_rows::<3, 4>,
+        StoredType::Q8_0 => dot_vnni_rows::<4, 4>,
+        _ => return None,
+    })
+}
+
 const fn type_of(tag: u8) -> StoredType {
     match tag {
         0 => StoredType::Q4_0,

@@ -196,46 +196,70 @@ impl QuantMatrix {
         match &acts {
             Activations::Q8(a) => {
                 let dot = q8_kernel(ty, level);
-                self.rows_parallel(m, out, |w, i| {
-                    let (qs, meta) = a.row(i);
-                    dot(w, qs, meta)
+                let dot4 = q8_kernel4(ty, level);
+                self.rows_parallel(m, out, |w, i, y: &mut [f32]| {
+                    if let (Some(dot4), 4) = (&dot4, y.len()) {
+                        let rows = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
+                        let r = dot4(w, rows.map(|r| r.0), rows.map(|r| r.1));
+                        y.copy_from_slice(&r);
+                    } else {
+                        for (k, y) in y.iter_mut().enumerate() {
+                            let (qs, meta) = a.row(i + k);
+                            *y = dot(w, qs, meta);
+                        }
+                    }
                 });
             }
             Activations::Q8K(a) => {
                 let dot = q8k_kernel(ty, level);
                 let per_row = a.len() / m;
-                self.rows_parallel(m, out, |w, i| dot(w, &a[i * per_row..(i + 1) * per_row]));
+                self.rows_parallel(m, out, |w, i, y: &mut [f32]| {
+                    for (k, y) in y.iter_mut().enumerate() {
+                        *y = dot(w, &a[(i + k) * per_row..(i + k + 1) * per_row]);
+                    }
+                });
             }
             Activations::F32(a) => {
                 let dot = f32_kernel(ty, level);
                 let cols = self.cols;
-                self.rows_parallel(m, out, |w, i| dot(w, &a[i * cols..(i + 1) * cols]));
+                self.rows_parallel(m, out, |w, i, y: &mut [f32]| {
+                    for (k, y) in y.iter_mut().enumerate() {
+                        *y = dot(w, &a[(i + k) * cols..(i + k + 1) * cols]);
+                    }
+                });
             }
         }
         Ok(())
     }
 
-    /// Runs `dot(weight row, input row index)` for every pair, weight rows split over the
-    /// threads in chunks, input rows in tiles so a chunk of weight rows stays in cache.
-    fn rows_parallel(&self, m: usize, out: SharedOut, dot: impl Fn(&[u8], usize) -> f32 + Sync) {
+    /// Runs `dot(weight row, first input row, outputs)` over every weight row and groups
+    /// of up to four input rows (`outputs` holds one value per input row of the group),
+    /// weight rows split over the threads in chunks.
+    fn rows_parallel(
+        &self,
+        m: usize,
+        out: SharedOut,
+        dot: impl Fn(&[u8], usize, &mut [f32]) + Sync,
+    ) {
         let threads = rayon::current_num_threads().max(1);
         let chunk = (self.rows / (threads * 4)).clamp(4, 256);
         let tasks = self.rows.div_ceil(chunk);
         let bytes = self.bytes.as_slice();
         let rb = self.row_bytes();
-        const INPUT_TILE: usize = 8;
+        const GROUP: usize = 4;
         let work = |t: usize| {
             let first = t * chunk;
             let last = (first + chunk).min(self.rows);
             let rows = &bytes[first * rb..last * rb];
-            for i0 in (0..m).step_by(INPUT_TILE) {
-                let i1 = (i0 + INPUT_TILE).min(m);
+            let mut group = [0f32; GROUP];
+            for i0 in (0..m).step_by(GROUP) {
+                let n = GROUP.min(m - i0);
                 for (r, w) in (first..last).zip(rows.chunks_exact(rb)) {
-                    for i in i0..i1 {
-                        let v = dot(w, i);
+                    dot(w, i0, &mut group[..n]);
+                    for (k, &v) in group[..n].iter().enumerate() {
                         // SAFETY: y holds m · rows values (checked by the caller); task t
                         // writes only columns first..last, which no other task writes.
-                        unsafe { *out.ptr().add(i * self.rows + r) = v };
+                        unsafe { *out.ptr().add((i0 + k) * self.rows + r) = v };
                     }
                 }
             }
@@ -281,6 +305,22 @@ pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
         }
     }
     Box::new(move |w, qs, meta| dot_scalar::dot_q8(ty, w, qs, meta))
+}
+
+/// A safe kernel of one weight row against four activation rows.
+type Q8Kernel4 = Box<dyn Fn(&[u8], [&[i8]; 4], [&[f32]; 4]) -> [f32; 4] + Sync>;
+
+/// The four-row kernel of `ty` at `level`, where there is one (AVX-512 VNNI).
+fn q8_kernel4(ty: StoredType, level: Isa) -> Option<Q8Kernel4> {
+    #[cfg(target_arch = "x86_64")]
+    if level.min(isa::detected()) == Isa::Avx512Vnni {
+        let k = super::dot_x86::q8_kernel4(ty)?;
+        // SAFETY: as in `q8_kernel`: the CPU has AVX-512 VNNI, and every row holds the
+        // same whole number of blocks.
+        return Some(Box::new(move |w, qs, meta| unsafe { k(w, qs, meta) }));
+    }
+    let _ = (ty, level);
+    None
 }
 
 /// The K-quant kernel of `ty`: candle's (AVX2 where the CPU has it, else scalar).
