@@ -140,15 +140,18 @@ fn gguf_written_by_export_loads_back_with_same_logits_and_tokens() {
     }
 }
 
+/// A Q8_0 export: dequantized, it is within the rounding of its weights of the f32
+/// model; as stored (8-bit activations on top, as llama.cpp computes), within as much
+/// again of the dequantized one.
 #[test]
 fn quantized_gguf_stays_close() {
     let (dir, m) = tiny(Architecture::Llama);
     let path = dir.path().join("q8.gguf");
     write_gguf(&m, &path, GgufType::Q8_0).unwrap();
     let g = model::load_gguf(&path, &Device::Cpu).unwrap();
+    assert_eq!(g.storage_label(), "Q8_0");
     let ids = [257u32, 40, 41, 42, 43];
     let reference = common::logits(&m, None, None, &ids);
-    let diff = common::max_abs_diff(&reference, &common::logits(&g, None, None, &ids));
     let scale = reference
         .abs()
         .unwrap()
@@ -158,9 +161,16 @@ fn quantized_gguf_stays_close() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
+    let dequantized = common::logits(&g.with_f32_weights().unwrap(), None, None, &ids);
+    let of_weights = common::max_abs_diff(&reference, &dequantized);
     assert!(
-        diff < 0.02 * scale,
-        "q8_0 logits differ by {diff} (largest logit {scale})"
+        of_weights < 0.02 * scale,
+        "dequantized q8_0 logits differ by {of_weights} (largest logit {scale})"
+    );
+    let of_activations = common::max_abs_diff(&dequantized, &common::logits(&g, None, None, &ids));
+    assert!(
+        of_activations > 0.0 && of_activations < 0.02 * scale,
+        "stored q8_0 logits differ from dequantized ones by {of_activations} (largest logit {scale})"
     );
 }
 

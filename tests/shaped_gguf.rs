@@ -282,7 +282,7 @@ fn check_load_and_forward(path: &Path, spec: &ShapeSpec) {
         .unsqueeze(0)
         .unwrap();
     let h = m.transformer.forward(&x, Forward::default()).unwrap();
-    let logits = m.transformer.last_logits(&h, false).unwrap();
+    let logits = m.transformer.last_logits(&h).unwrap();
     assert_eq!(logits.dims(), &[1, spec.vocab_size]);
     let v: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|x| x.is_finite()), "logits are finite");

@@ -1,7 +1,7 @@
 //! The dot products of a weight row with quantized activations in plain Rust: the
 //! reference every SIMD kernel is tested against, and the kernels of a CPU without AVX2.
 
-use super::activation::Q8_ELEMS;
+use super::activation::{Q8Row, Q8_ELEMS};
 use super::format::StoredType;
 
 #[inline(always)]
@@ -52,18 +52,19 @@ fn block(ty: StoredType, b: &[u8], a: &[i8]) -> (f32, f32, i32) {
     }
 }
 
-/// `w · x` for one row of a 32-value block type against activation codes `qs` and their
-/// `[d, d · Σ q]` pairs `meta`.
-pub fn dot_q8(ty: StoredType, w: &[u8], qs: &[i8], meta: &[f32]) -> f32 {
+/// `w · x` for one row of a 32-value block type against both levels of an activation row.
+pub fn dot_q8(ty: StoredType, w: &[u8], a: Q8Row<'_>) -> f32 {
     let size = ty.block_bytes();
     let mut total = 0f32;
-    for ((b, a), m) in w
+    for (((b, q1), q2), m) in w
         .chunks_exact(size)
-        .zip(qs.chunks_exact(Q8_ELEMS))
-        .zip(meta.chunks_exact(2))
+        .zip(a.qs.chunks_exact(Q8_ELEMS))
+        .zip(a.qs2.chunks_exact(Q8_ELEMS))
+        .zip(a.meta.chunks_exact(2))
     {
-        let (d, coef, s) = block(ty, b, a);
-        total += d * m[0] * s as f32 + coef * m[1];
+        let (d, coef, s1) = block(ty, b, q1);
+        let (_, _, s2) = block(ty, b, q2);
+        total += d * m[0] * (256 * s1 + s2) as f32 + coef * m[1];
     }
     total
 }

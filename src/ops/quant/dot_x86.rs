@@ -19,6 +19,7 @@
 
 use std::arch::x86_64::*;
 
+use super::activation::Q8Row;
 use super::dot_scalar;
 use super::format::StoredType;
 
@@ -98,195 +99,168 @@ const fn layout(ty: StoredType) -> Layout {
     }
 }
 
-/// The AVX2 kernel of a 32-value type, one block per step.
+/// The AVX2 kernel of a 32-value type, one block per step, both activation levels.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2<const TY: u8>(w: &[u8], qs: &[i8], meta: &[f32]) -> f32 {
+unsafe fn dot_avx2<const TY: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
     let ty = type_of(TY);
     let l = layout(ty);
     let mut acc = _mm256_setzero_ps();
     let mut extra = 0f32;
-    let (wp, qp) = (w.as_ptr(), qs.as_ptr());
+    let (wp, q1p, q2p) = (w.as_ptr(), a.qs.as_ptr(), a.qs2.as_ptr());
     let ones = _mm256_set1_epi16(1);
-    for i in 0..meta.len() / 2 {
+    for i in 0..a.meta.len() / 2 {
         let b = wp.add(i * l.size);
-        let y = _mm256_loadu_si256(qp.add(32 * i).cast());
+        let m = &a.meta[2 * i..2 * i + 2];
+        let y1 = _mm256_loadu_si256(q1p.add(32 * i).cast());
+        let y2 = _mm256_loadu_si256(q2p.add(32 * i).cast());
         let d = f16_at(b);
-        let pairs = if ty == StoredType::Q8_0 {
+        let (p1, p2) = if ty == StoredType::Q8_0 {
             let q = _mm256_loadu_si256(b.add(2).cast());
-            _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
+            let aq = _mm256_sign_epi8(q, q);
+            (
+                _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y1, q)),
+                _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y2, q)),
+            )
         } else {
             let mut q = nibbles256(b.add(l.codes));
             if let Some(h) = l.qh {
                 q = _mm256_or_si256(q, fifth_bits256(u32_at(b.add(h))));
             }
             let coef = if l.has_min { f16_at(b.add(2)) } else { l.coefficient * d };
-            extra += coef * meta[2 * i + 1];
-            _mm256_maddubs_epi16(q, y)
+            extra += coef * m[1];
+            (_mm256_maddubs_epi16(q, y1), _mm256_maddubs_epi16(q, y2))
         };
-        let dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * meta[2 * i]), dot, acc);
+        // 256 · (w · q₁) + w · q₂, exact in i32.
+        let dot = _mm256_add_epi32(
+            _mm256_slli_epi32(_mm256_madd_epi16(p1, ones), 8),
+            _mm256_madd_epi16(p2, ones),
+        );
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * m[0]), _mm256_cvtepi32_ps(dot), acc);
     }
     hsum256(acc) + extra
 }
 
-/// The AVX-512 VNNI kernel of a 32-value type, two blocks per step; an odd last block
-/// goes through the scalar reference.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_vnni<const TY: u8>(w: &[u8], qs: &[i8], meta: &[f32]) -> f32 {
-    let ty = type_of(TY);
-    let l = layout(ty);
-    let blocks = meta.len() / 2;
-    let (wp, qp, mp) = (w.as_ptr(), qs.as_ptr(), meta.as_ptr());
-    let mut acc = _mm512_setzero_ps();
-    // Lanes 1 and 3 gather the blocks' offset terms.
-    let mut extra = _mm_setzero_ps();
-    // Lanes 0..8 take the first block's scale, 8..16 the second's.
+/// A pair of weight blocks decoded for the VNNI kernels: the 64 unsigned codes and the
+/// `[d0, m0, d1, m1]` that multiply the activation meta (the offset coefficient times `d`
+/// standing in for `m` where the type has no minimum).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+unsafe fn decode_pair(b0: *const u8, l: &Layout, q8_0: bool) -> (__m512i, __m128) {
+    let b1 = b0.add(l.size);
+    let wmeta = if l.has_min {
+        _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
+    } else {
+        let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
+        _mm_mul_ps(
+            _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
+            _mm_set_ps(l.coefficient, 1.0, l.coefficient, 1.0),
+        )
+    };
+    let q = if q8_0 {
+        let lo = _mm256_loadu_si256(b0.add(2).cast());
+        let hi = _mm256_loadu_si256(b1.add(2).cast());
+        _mm512_xor_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+            _mm512_set1_epi8(-128),
+        )
+    } else {
+        let v0 = _mm_loadu_si128(b0.add(l.codes).cast());
+        let v1 = _mm_loadu_si128(b1.add(l.codes).cast());
+        let lo = _mm256_set_m128i(_mm_srli_epi16(v0, 4), v0);
+        let hi = _mm256_set_m128i(_mm_srli_epi16(v1, 4), v1);
+        let mut q = _mm512_and_si512(
+            _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
+            _mm512_set1_epi8(0x0F),
+        );
+        if let Some(h) = l.qh {
+            let bits = u32_at(b0.add(h)) as u64 | (u32_at(b1.add(h)) as u64) << 32;
+            q = _mm512_or_si512(q, _mm512_maskz_set1_epi8(bits, 0x10));
+        }
+        q
+    };
+    (q, wmeta)
+}
+
+/// Accumulates one activation row's product with a decoded weight pair `p` into `acc`:
+/// `256 · (w · q₁) + w · q₂` per block in i32 (two `vpdpbusd`), scaled per block, and the
+/// blocks' offset terms into lanes 1 and 3 of `extra`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn accumulate_pair(
+    q: __m512i,
+    wmeta: __m128,
+    a: Q8Row<'_>,
+    p: usize,
+    acc: &mut __m512,
+    extra: &mut __m128,
+) {
+    // [s0, e0, s1, e1]: each block's scale and offset term.
+    let t = _mm_mul_ps(wmeta, _mm_loadu_ps(a.meta.as_ptr().add(4 * p)));
+    *extra = _mm_add_ps(*extra, t);
     let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
-    let with_coefficient = _mm_set_ps(l.coefficient, 1.0, l.coefficient, 1.0);
-    let low = _mm512_set1_epi8(0x0F);
-    for p in 0..blocks / 2 {
-        let b0 = wp.add(2 * p * l.size);
-        let b1 = b0.add(l.size);
-        // [d0, m0, d1, m1] (or [d0, c·d0, d1, c·d1]) times [da0, ds0, da1, ds1].
-        let wmeta = if l.has_min {
-            _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
-        } else {
-            let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
-            _mm_mul_ps(
-                _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
-                with_coefficient,
-            )
-        };
-        let t = _mm_mul_ps(wmeta, _mm_loadu_ps(mp.add(4 * p)));
-        extra = _mm_add_ps(extra, t);
-        let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
-        let q = if ty == StoredType::Q8_0 {
-            let lo = _mm256_loadu_si256(b0.add(2).cast());
-            let hi = _mm256_loadu_si256(b1.add(2).cast());
-            _mm512_xor_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
-                _mm512_set1_epi8(-128),
-            )
-        } else {
-            let v0 = _mm_loadu_si128(b0.add(l.codes).cast());
-            let v1 = _mm_loadu_si128(b1.add(l.codes).cast());
-            let lo = _mm256_set_m128i(_mm_srli_epi16(v0, 4), v0);
-            let hi = _mm256_set_m128i(_mm_srli_epi16(v1, 4), v1);
-            let mut q = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
-                low,
-            );
-            if let Some(h) = l.qh {
-                let bits = u32_at(b0.add(h)) as u64 | (u32_at(b1.add(h)) as u64) << 32;
-                q = _mm512_or_si512(q, _mm512_maskz_set1_epi8(bits, 0x10));
-            }
-            q
-        };
-        let y = _mm512_loadu_si512(qp.add(64 * p).cast());
-        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
-    }
+    let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
+    let y1 = _mm512_loadu_si512(a.qs.as_ptr().add(64 * p).cast());
+    let y2 = _mm512_loadu_si512(a.qs2.as_ptr().add(64 * p).cast());
+    let dot = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y1), 8);
+    let dot = _mm512_dpbusd_epi32(dot, q, y2);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *acc);
+}
+
+/// The total of [`accumulate_pair`]'s sums, plus an odd last block through the scalar
+/// reference.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn finish(ty: StoredType, acc: __m512, extra: __m128, w: &[u8], a: Q8Row<'_>) -> f32 {
     let mut e = [0f32; 4];
     _mm_storeu_ps(e.as_mut_ptr(), extra);
     let mut total = _mm512_reduce_add_ps(acc) + e[1] + e[3];
+    let blocks = a.meta.len() / 2;
     if blocks % 2 == 1 {
         let last = blocks - 1;
-        total += dot_scalar::dot_q8(ty, &w[last * l.size..], &qs[32 * last..], &meta[2 * last..]);
+        let size = layout(ty).size;
+        let tail = Q8Row {
+            qs: &a.qs[32 * last..],
+            qs2: &a.qs2[32 * last..],
+            meta: &a.meta[2 * last..],
+        };
+        total += dot_scalar::dot_q8(ty, &w[last * size..], tail);
     }
     total
+}
+
+/// The AVX-512 VNNI kernel of a 32-value type, two blocks per step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn dot_vnni<const TY: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
+    let ty = type_of(TY);
+    let l = layout(ty);
+    let mut acc = _mm512_setzero_ps();
+    let mut extra = _mm_setzero_ps();
+    for p in 0..a.meta.len() / 4 {
+        let (q, wmeta) = decode_pair(w.as_ptr().add(2 * p * l.size), &l, ty == StoredType::Q8_0);
+        accumulate_pair(q, wmeta, a, p, &mut acc, &mut extra);
+    }
+    finish(ty, acc, extra, w, a)
 }
 
 /// [`dot_vnni`] for one weight row against `N` activation rows at once: each pair of
 /// weight blocks is decoded once and multiplied with every row (a prompt's prefill).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot_vnni_rows<const TY: u8, const N: usize>(
-    w: &[u8],
-    qs: [&[i8]; N],
-    meta: [&[f32]; N],
-) -> [f32; N] {
+unsafe fn dot_vnni_rows<const TY: u8, const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
     let ty = type_of(TY);
     let l = layout(ty);
-    let blocks = meta[0].len() / 2;
-    let wp = w.as_ptr();
     let mut acc = [_mm512_setzero_ps(); N];
     let mut extra = [_mm_setzero_ps(); N];
-    let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
-    let with_coefficient = _mm_set_ps(l.coefficient, 1.0, l.coefficient, 1.0);
-    let low = _mm512_set1_epi8(0x0F);
-    for p in 0..blocks / 2 {
-        let b0 = wp.add(2 * p * l.size);
-        let b1 = b0.add(l.size);
-        let wmeta = if l.has_min {
-            _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
-        } else {
-            let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
-            _mm_mul_ps(
-                _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
-                with_coefficient,
-            )
-        };
-        let q = if ty == StoredType::Q8_0 {
-            let lo = _mm256_loadu_si256(b0.add(2).cast());
-            let hi = _mm256_loadu_si256(b1.add(2).cast());
-            _mm512_xor_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
-                _mm512_set1_epi8(-128),
-            )
-        } else {
-            let v0 = _mm_loadu_si128(b0.add(l.codes).cast());
-            let v1 = _mm_loadu_si128(b1.add(l.codes).cast());
-            let lo = _mm256_set_m128i(_mm_srli_epi16(v0, 4), v0);
-            let hi = _mm256_set_m128i(_mm_srli_epi16(v1, 4), v1);
-            let mut q = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
-                low,
-            );
-            if let Some(h) = l.qh {
-                let bits = u32_at(b0.add(h)) as u64 | (u32_at(b1.add(h)) as u64) << 32;
-                q = _mm512_or_si512(q, _mm512_maskz_set1_epi8(bits, 0x10));
-            }
-            q
-        };
+    for p in 0..a[0].meta.len() / 4 {
+        let (q, wmeta) = decode_pair(w.as_ptr().add(2 * p * l.size), &l, ty == StoredType::Q8_0);
         for n in 0..N {
-            let t = _mm_mul_ps(wmeta, _mm_loadu_ps(meta[n].as_ptr().add(4 * p)));
-            extra[n] = _mm_add_ps(extra[n], t);
-            let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
-            let y = _mm512_loadu_si512(qs[n].as_ptr().add(64 * p).cast());
-            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
-            acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
+            accumulate_pair(q, wmeta, a[n], p, &mut acc[n], &mut extra[n]);
         }
     }
     let mut out = [0f32; N];
     for n in 0..N {
-        let mut e = [0f32; 4];
-        _mm_storeu_ps(e.as_mut_ptr(), extra[n]);
-        out[n] = _mm512_reduce_add_ps(acc[n]) + e[1] + e[3];
-        if blocks % 2 == 1 {
-            let last = blocks - 1;
-            out[n] += dot_scalar::dot_q8(
-                ty,
-                &w[last * l.size..],
-                &qs[n][32 * last..],
-                &meta[n][2 * last..],
-            );
-        }
+        out[n] = finish(ty, acc[n], extra[n], w, a[n]);
     }
     out
-}
-
-/// A kernel of one weight row against four activation rows.
-pub type Q8Dot4 = unsafe fn(&[u8], [&[i8]; 4], [&[f32]; 4]) -> [f32; 4];
-
-/// The four-row VNNI kernel of `ty`, if it is a 32-value type.
-pub fn q8_kernel4(ty: StoredType) -> Option<Q8Dot4> {
-    Some(match ty {
-        StoredType::Q4_0 => dot_vnni_rows::<0, 4>,
-        StoredType::Q4_1 => dot_vnni_rows::<1, 4>,
-        StoredType::Q5_0 => dot_vnni_rows::<2, 4>,
-        StoredType::Q5_1 => dot_vnni_rows::<3, 4>,
-        StoredType::Q8_0 => dot_vnni_rows::<4, 4>,
-        _ => return None,
-    })
 }
 
 const fn type_of(tag: u8) -> StoredType {
@@ -299,8 +273,8 @@ const fn type_of(tag: u8) -> StoredType {
     }
 }
 
-/// A kernel of the 32-value types: `(weight row, codes, meta) -> dot`.
-pub type Q8Dot = unsafe fn(&[u8], &[i8], &[f32]) -> f32;
+/// A kernel of the 32-value types: `(weight row, activation row) -> dot`.
+pub type Q8Dot = unsafe fn(&[u8], Q8Row<'_>) -> f32;
 
 /// The AVX2 and AVX-512 VNNI kernels of `ty`, if it is a 32-value type.
 pub fn q8_kernels(ty: StoredType) -> Option<(Q8Dot, Q8Dot)> {
@@ -310,6 +284,21 @@ pub fn q8_kernels(ty: StoredType) -> Option<(Q8Dot, Q8Dot)> {
         StoredType::Q5_0 => (dot_avx2::<2>, dot_vnni::<2>),
         StoredType::Q5_1 => (dot_avx2::<3>, dot_vnni::<3>),
         StoredType::Q8_0 => (dot_avx2::<4>, dot_vnni::<4>),
+        _ => return None,
+    })
+}
+
+/// A kernel of one weight row against four activation rows.
+pub type Q8Dot4 = unsafe fn(&[u8], [Q8Row<'_>; 4]) -> [f32; 4];
+
+/// The four-row VNNI kernel of `ty`, if it is a 32-value type.
+pub fn q8_kernel4(ty: StoredType) -> Option<Q8Dot4> {
+    Some(match ty {
+        StoredType::Q4_0 => dot_vnni_rows::<0, 4>,
+        StoredType::Q4_1 => dot_vnni_rows::<1, 4>,
+        StoredType::Q5_0 => dot_vnni_rows::<2, 4>,
+        StoredType::Q5_1 => dot_vnni_rows::<3, 4>,
+        StoredType::Q8_0 => dot_vnni_rows::<4, 4>,
         _ => return None,
     })
 }

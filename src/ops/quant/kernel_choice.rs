@@ -49,7 +49,7 @@ fn time_kernel(ty: StoredType, cols: usize, level: Isa) -> f64 {
     let Activations::Q8(acts) = Activations::quantize(ActivationFormat::Q8, &x, cols) else {
         return f64::INFINITY;
     };
-    let (qs, meta) = acts.row(0);
+    let row = acts.row(0);
     let dot = super::matrix::q8_kernel(ty, level.min(isa::detected()));
     let rb = bytes.len() / ROWS;
     let mut best = f64::INFINITY;
@@ -57,7 +57,7 @@ fn time_kernel(ty: StoredType, cols: usize, level: Isa) -> f64 {
     for _ in 0..5 {
         let t = Instant::now();
         for r in 0..ROWS {
-            sink += dot(&bytes[r * rb..(r + 1) * rb], qs, meta);
+            sink += dot(&bytes[r * rb..(r + 1) * rb], row);
         }
         best = best.min(t.elapsed().as_secs_f64());
     }

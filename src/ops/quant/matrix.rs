@@ -10,7 +10,7 @@ use candle_core::quantized::k_quants::{
 };
 use rayon::prelude::*;
 
-use super::activation::Activations;
+use super::activation::{Activations, Q8Row};
 use super::format::{blocks, StoredType};
 use super::isa::{self, Isa};
 use super::{dot_scalar, kernel_choice};
@@ -200,12 +200,10 @@ impl QuantMatrix {
                 self.rows_parallel(m, out, |w, i, y: &mut [f32]| {
                     if let (Some(dot4), 4) = (&dot4, y.len()) {
                         let rows = [a.row(i), a.row(i + 1), a.row(i + 2), a.row(i + 3)];
-                        let r = dot4(w, rows.map(|r| r.0), rows.map(|r| r.1));
-                        y.copy_from_slice(&r);
+                        y.copy_from_slice(&dot4(w, rows));
                     } else {
                         for (k, y) in y.iter_mut().enumerate() {
-                            let (qs, meta) = a.row(i + k);
-                            *y = dot(w, qs, meta);
+                            *y = dot(w, a.row(i + k));
                         }
                     }
                 });
@@ -285,8 +283,8 @@ impl SharedOut {
     }
 }
 
-/// A safe kernel of the 32-value types: `(weight row, codes, meta) -> dot`.
-pub(super) type Q8Kernel = Box<dyn Fn(&[u8], &[i8], &[f32]) -> f32 + Sync>;
+/// A safe kernel of the 32-value types: `(weight row, activation row) -> dot`.
+pub(super) type Q8Kernel = Box<dyn Fn(&[u8], Q8Row<'_>) -> f32 + Sync>;
 
 /// The 32-value block kernel of `ty` at `level` (capped at what the CPU has).
 pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
@@ -301,14 +299,14 @@ pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
             // SAFETY: the CPU has the kernel's features (the level is capped at the
             // detected one); rows, codes and meta are whole blocks of the same count,
             // as `QuantMatrix::matmul_on` builds them.
-            return Box::new(move |w, qs, meta| unsafe { k(w, qs, meta) });
+            return Box::new(move |w, a| unsafe { k(w, a) });
         }
     }
-    Box::new(move |w, qs, meta| dot_scalar::dot_q8(ty, w, qs, meta))
+    Box::new(move |w, a| dot_scalar::dot_q8(ty, w, a))
 }
 
 /// A safe kernel of one weight row against four activation rows.
-type Q8Kernel4 = Box<dyn Fn(&[u8], [&[i8]; 4], [&[f32]; 4]) -> [f32; 4] + Sync>;
+type Q8Kernel4 = Box<dyn Fn(&[u8], [Q8Row<'_>; 4]) -> [f32; 4] + Sync>;
 
 /// The four-row kernel of `ty` at `level`, where there is one (AVX-512 VNNI).
 fn q8_kernel4(ty: StoredType, level: Isa) -> Option<Q8Kernel4> {
@@ -317,7 +315,7 @@ fn q8_kernel4(ty: StoredType, level: Isa) -> Option<Q8Kernel4> {
         let k = super::dot_x86::q8_kernel4(ty)?;
         // SAFETY: as in `q8_kernel`: the CPU has AVX-512 VNNI, and every row holds the
         // same whole number of blocks.
-        return Some(Box::new(move |w, qs, meta| unsafe { k(w, qs, meta) }));
+        return Some(Box::new(move |w, a| unsafe { k(w, a) }));
     }
     let _ = (ty, level);
     None
