@@ -203,7 +203,8 @@ fn log_probs(logits: &Tensor) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The file's own Q4_1 blocks (with 8-bit activations) against the same weights in f32:
+/// The file's own Q4_1 blocks (with two-level 8-bit activations) against the same weights
+/// in f32:
 /// the mean KL divergence of the next-token distributions, at every position of every
 /// parity prompt, stays under 1e-3, and the stored path keeps the Q4_1 and Q8_0 blocks.
 #[test]
@@ -213,19 +214,6 @@ fn the_stored_q4_1_path_stays_within_1e_3_kl_of_f32() {
     assert_eq!(mix[0].0, "Q4_1", "{mix:?}");
     assert!(mix.iter().any(|(t, _)| *t == "Q8_0"), "{mix:?}");
     let f32_model = stored.transformer.to_f32().unwrap();
-    let mut stored = stored;
-    if std::env::var("EXP").is_ok() {
-        let dev = candle_core::Device::Cpu;
-        let which = std::env::var("EXP").unwrap();
-        for l in &mut stored.transformer.layers {
-            for t in finetune_studio::model::lora::LoraTarget::ALL {
-                if which.contains(t.module_name()) {
-                    let f = l.linear(t).to_f32(&dev).unwrap();
-                    *l.linear_mut(t) = f;
-                }
-            }
-        }
-    }
     let fx = common::read_json("peft/logits.json");
     let (mut kl_sum, mut positions) = (0f64, 0usize);
     let mut worst = 0f64;

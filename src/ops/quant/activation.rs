@@ -21,6 +21,8 @@ pub struct Q8Rows {
     pub qs: Vec<i8>,
     pub qs2: Vec<i8>,
     pub meta: Vec<f32>,
+    /// `256 · Σ q₁ + Σ q₂` over each four values (a `vpdpbusd` lane): Q6_K's −32 offset.
+    pub lane_sums: Vec<i32>,
     pub cols: usize,
 }
 
@@ -30,6 +32,7 @@ pub struct Q8Row<'a> {
     pub qs: &'a [i8],
     pub qs2: &'a [i8],
     pub meta: &'a [f32],
+    pub lane_sums: &'a [i32],
 }
 
 impl Q8Rows {
@@ -39,6 +42,7 @@ impl Q8Rows {
             qs: &self.qs[i * self.cols..(i + 1) * self.cols],
             qs2: &self.qs2[i * self.cols..(i + 1) * self.cols],
             meta: &self.meta[2 * i * blocks..2 * (i + 1) * blocks],
+            lane_sums: &self.lane_sums[i * self.cols / 4..(i + 1) * self.cols / 4],
         }
     }
 }
@@ -69,7 +73,20 @@ impl Activations {
                     let (d, sum) = quantize_two_levels(xb, qb, qb2);
                     mb.copy_from_slice(&[d, d * sum as f32]);
                 }
-                Activations::Q8(Q8Rows { qs, qs2, meta, cols })
+                let lane_sums = qs
+                    .chunks_exact(4)
+                    .zip(qs2.chunks_exact(4))
+                    .map(|(a, b)| {
+                        a.iter().zip(b).map(|(&a, &b)| 256 * a as i32 + b as i32).sum()
+                    })
+                    .collect();
+                Activations::Q8(Q8Rows {
+                    qs,
+                    qs2,
+                    meta,
+                    lane_sums,
+                    cols,
+                })
             }
             ActivationFormat::Q8K => {
                 let per_row = cols / BlockQ8K::BLCK_SIZE;

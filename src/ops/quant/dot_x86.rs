@@ -222,6 +222,7 @@ unsafe fn finish(ty: StoredType, acc: __m512, extra: __m128, w: &[u8], a: Q8Row<
             qs: &a.qs[32 * last..],
             qs2: &a.qs2[32 * last..],
             meta: &a.meta[2 * last..],
+            lane_sums: &a.lane_sums[8 * last..],
         };
         total += dot_scalar::dot_q8(ty, &w[last * size..], tail);
     }
@@ -276,6 +277,26 @@ const fn type_of(tag: u8) -> StoredType {
 /// A kernel of the 32-value types: `(weight row, activation row) -> dot`.
 pub type Q8Dot = unsafe fn(&[u8], Q8Row<'_>) -> f32;
 
+/// The AVX-512 VNNI kernel of a K-quant against Q8 activations, if it has one.
+pub fn kquant_kernel(ty: StoredType) -> Option<Q8Dot> {
+    use super::dot_kquant_x86::{q4k_rows, q6k_rows};
+    unsafe fn one<const T: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
+        // SAFETY: forwarded from the caller's promise (AVX-512 VNNI present, whole blocks).
+        unsafe {
+            if T == 0 {
+                q4k_rows::<1>(w, [a])[0]
+            } else {
+                q6k_rows::<1>(w, [a])[0]
+            }
+        }
+    }
+    Some(match ty {
+        StoredType::Q4K => one::<0>,
+        StoredType::Q6K => one::<1>,
+        _ => return None,
+    })
+}
+
 /// The AVX2 and AVX-512 VNNI kernels of `ty`, if it is a 32-value type.
 pub fn q8_kernels(ty: StoredType) -> Option<(Q8Dot, Q8Dot)> {
     Some(match ty {
@@ -291,9 +312,12 @@ pub fn q8_kernels(ty: StoredType) -> Option<(Q8Dot, Q8Dot)> {
 /// A kernel of one weight row against four activation rows.
 pub type Q8Dot4 = unsafe fn(&[u8], [Q8Row<'_>; 4]) -> [f32; 4];
 
-/// The four-row VNNI kernel of `ty`, if it is a 32-value type.
+/// The four-row VNNI kernel of `ty`, if it has one (the 32-value types, Q4_K, Q6_K).
 pub fn q8_kernel4(ty: StoredType) -> Option<Q8Dot4> {
+    use super::dot_kquant_x86::{q4k_rows, q6k_rows};
     Some(match ty {
+        StoredType::Q4K => q4k_rows::<4>,
+        StoredType::Q6K => q6k_rows::<4>,
         StoredType::Q4_0 => dot_vnni_rows::<0, 4>,
         StoredType::Q4_1 => dot_vnni_rows::<1, 4>,
         StoredType::Q5_0 => dot_vnni_rows::<2, 4>,

@@ -123,8 +123,13 @@ impl StoredType {
         self.block_bytes() as f64 * 8.0 / self.block_elems() as f64
     }
 
-    pub fn activation_format(self) -> ActivationFormat {
+    /// The activations this type's kernels at `level` take: Q4_K and Q6_K have kernels of
+    /// their own on two-level Q8 activations with AVX-512 VNNI, candle's on Q8_K otherwise.
+    pub fn activation_format(self, level: super::Isa) -> ActivationFormat {
         match self {
+            StoredType::Q4K | StoredType::Q6K if level == super::Isa::Avx512Vnni => {
+                ActivationFormat::Q8
+            }
             StoredType::F16 | StoredType::BF16 => ActivationFormat::F32,
             StoredType::Q4_0
             | StoredType::Q4_1

@@ -13,7 +13,12 @@ use super::isa::{self, Isa};
 
 /// The level to run `ty` rows of `cols` values at, given the level asked for.
 pub fn choose(ty: StoredType, cols: usize, asked: Isa) -> Isa {
-    if asked < Isa::Avx512Vnni || ty.activation_format() != ActivationFormat::Q8 {
+    // Only the 32-value types have both an AVX2 and a VNNI kernel on the same activations.
+    let both = matches!(
+        ty,
+        StoredType::Q4_0 | StoredType::Q4_1 | StoredType::Q5_0 | StoredType::Q5_1 | StoredType::Q8_0
+    );
+    if asked < Isa::Avx512Vnni || !both {
         return asked;
     }
     static CHOSEN: Mutex<Option<HashMap<(StoredType, usize), Isa>>> = Mutex::new(None);

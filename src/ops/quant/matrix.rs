@@ -189,8 +189,8 @@ impl QuantMatrix {
         if m == 0 || self.rows == 0 {
             return Ok(());
         }
-        let acts = Activations::quantize(self.ty.activation_format(), x, self.cols);
-        let level = kernel_choice::choose(self.ty, self.cols, level);
+        let level = kernel_choice::choose(self.ty, self.cols, level.min(isa::detected()));
+        let acts = Activations::quantize(self.ty.activation_format(level), x, self.cols);
         let out = SharedOut(y.as_mut_ptr());
         let ty = self.ty;
         match &acts {
@@ -288,6 +288,11 @@ pub(super) type Q8Kernel = Box<dyn Fn(&[u8], Q8Row<'_>) -> f32 + Sync>;
 
 /// The 32-value block kernel of `ty` at `level` (capped at what the CPU has).
 pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(k), Isa::Avx512Vnni) = (super::dot_x86::kquant_kernel(ty), level.min(isa::detected())) {
+        // SAFETY: as below.
+        return Box::new(move |w, a| unsafe { k(w, a) });
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some((avx2, vnni)) = super::dot_x86::q8_kernels(ty) {
         let kernel = match level.min(isa::detected()) {

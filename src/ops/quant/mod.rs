@@ -7,6 +7,8 @@
 mod activation;
 mod dot_scalar;
 #[cfg(target_arch = "x86_64")]
+mod dot_kquant_x86;
+#[cfg(target_arch = "x86_64")]
 mod dot_x86;
 mod format;
 pub mod isa;

@@ -1,9 +1,10 @@
 //! Every storage type against dequantize-then-f32: each kernel level this CPU has, one
-//! input row and several, against the bound that 8-bit activations allow.
+//! input row and several, against the bound that the activations' rounding allows.
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
+use super::format::ActivationFormat;
 use super::*;
 
 fn values(n: usize, seed: f32) -> Vec<f32> {
@@ -41,6 +42,42 @@ fn dequantizing_matches_candle() {
     }
 }
 
+/// The exact products of the dequantized weights `w` with `x`, and how far the
+/// activations' rounding in `format` can move each: f32 ones only by f32 sums; two-level
+/// Q8 ones hold each value within half of 1/256 of its 32-value block's step
+/// (`max|x| / 127`); one-level Q8_K ones within half of its 256-value block's step.
+fn exact_and_bound(
+    w: &[f32],
+    x: &[f32],
+    (rows, cols, inputs): (usize, usize, usize),
+    format: ActivationFormat,
+) -> (Vec<f64>, Vec<f64>) {
+    let (block, fine) = match format {
+        ActivationFormat::F32 => (cols, 0.0),
+        ActivationFormat::Q8 => (32, 1.0 / 256.0),
+        ActivationFormat::Q8K => (256, 1.0),
+    };
+    let mut want = vec![0f64; inputs * rows];
+    let mut bound = vec![0f64; inputs * rows];
+    for i in 0..inputs {
+        let xi = &x[i * cols..(i + 1) * cols];
+        for r in 0..rows {
+            let wr = &w[r * cols..(r + 1) * cols];
+            let (mut s, mut b) = (0f64, 0f64);
+            for (xb, wb) in xi.chunks(block).zip(wr.chunks(block)) {
+                let step = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0 * fine;
+                for (&xv, &wv) in xb.iter().zip(wb) {
+                    s += xv as f64 * wv as f64;
+                    b += wv.abs() as f64 * step * 0.5;
+                }
+            }
+            want[i * rows + r] = s;
+            bound[i * rows + r] = b * 1.01 + 1e-4 * (1.0 + s.abs());
+        }
+    }
+    (want, bound)
+}
+
 #[test]
 fn every_kernel_is_within_the_rounding_of_its_activations() {
     for ty in StoredType::ALL {
@@ -49,41 +86,11 @@ fn every_kernel_is_within_the_rounding_of_its_activations() {
         let w = m.to_f32();
         for inputs in [1, 3, 11] {
             let x = values(inputs * cols, 2.0 + inputs as f32);
-            // The exact product of the dequantized weights, and the most the activations'
-            // rounding can move it. Q8 activations have two levels: the second quantizes
-            // the first's error at 1/256 of its step, so each value ends within half of
-            // that finer step; Q8_K ones have one level.
-            let block = match ty.block_elems() {
-                1 => cols,
-                32 => 32,
-                _ => 256,
-            };
-            let mut want = vec![0f64; inputs * rows];
-            let mut bound = vec![0f64; inputs * rows];
-            for i in 0..inputs {
-                let xi = &x[i * cols..(i + 1) * cols];
-                for r in 0..rows {
-                    let wr = &w[r * cols..(r + 1) * cols];
-                    let mut s = 0f64;
-                    let mut b = 0f64;
-                    for (xb, wb) in xi.chunks(block).zip(wr.chunks(block)) {
-                        let mut step = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
-                        if block == 32 {
-                            step /= 256.0;
-                        }
-                        for (&xv, &wv) in xb.iter().zip(wb) {
-                            s += xv as f64 * wv as f64;
-                            b += wv.abs() as f64 * step * 0.5;
-                        }
-                    }
-                    want[i * rows + r] = s;
-                    // 16-bit float rows take f32 activations: only f32 rounding is left.
-                    bound[i * rows + r] = if block == cols { 1e-4 } else { b * 1.01 + 1e-5 };
-                }
-            }
             let mut reference = vec![0f32; inputs * rows];
             m.matmul_on(Isa::Scalar, &x, inputs, &mut reference).unwrap();
             for level in Isa::available() {
+                let format = ty.activation_format(level);
+                let (want, bound) = exact_and_bound(&w, &x, (rows, cols, inputs), format);
                 let mut y = vec![0f32; inputs * rows];
                 m.matmul_on(level, &x, inputs, &mut y).unwrap();
                 for k in 0..y.len() {
@@ -96,9 +103,11 @@ fn every_kernel_is_within_the_rounding_of_its_activations() {
                         want[k],
                         bound[k]
                     );
-                    // Every level computes the same integer sums as the scalar kernel.
-                    let same = (y[k] - reference[k]).abs() <= 1e-5 * (1.0 + reference[k].abs());
-                    assert!(same, "{} {level:?}: {} vs scalar {}", ty.name(), y[k], reference[k]);
+                    // Kernels on the scalar kernel's activations compute its integer sums.
+                    if format == ty.activation_format(Isa::Scalar) {
+                        let same = (y[k] - reference[k]).abs() <= 1e-5 * (1.0 + reference[k].abs());
+                        assert!(same, "{} {level:?}: {} vs scalar {}", ty.name(), y[k], reference[k]);
+                    }
                 }
             }
         }

@@ -1,0 +1,153 @@
+//! AVX-512 VNNI dot products of the K-quants that Q4_K_M files are made of (Q4_K, Q6_K)
+//! against the two-level Q8 activations of [`super::activation`]. A K-quant's 32- or
+//! 16-value sub-blocks line up with the activations' 32-value blocks, so each pair of
+//! sub-blocks is one 512-bit `vpdpbusd` step, as for the 32-value types.
+//!
+//! Written here because candle's K-quant kernels are AVX2 only and take one 8-bit level
+//! of activations (10⁻³-scale KL divergence from f32); a weight row is decoded once for
+//! up to four activation rows.
+//!
+//! # Safety
+//! The functions need AVX-512 F/BW/VL and VNNI, a weight row of whole super-blocks and
+//! activation rows of as many values.
+
+#![allow(clippy::missing_safety_doc)]
+
+use std::arch::x86_64::*;
+
+use super::activation::Q8Row;
+
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+        p.cast::<u16>().read_unaligned() as i32,
+    )))
+}
+
+/// ggml's 6-bit scale and minimum of sub-block `j` of a Q4_K/Q5_K super-block.
+#[inline(always)]
+fn scale_min(j: usize, s: &[u8]) -> (f32, f32) {
+    if j < 4 {
+        ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
+    } else {
+        (
+            ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4)) as f32,
+            ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as f32,
+        )
+    }
+}
+
+/// `256 · (q · y₁) + q · y₂` per lane for activation pair `p` of `a`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn two_level_dot(q: __m512i, a: &Q8Row<'_>, p: usize) -> __m512i {
+    let y1 = _mm512_loadu_si512(a.qs.as_ptr().add(64 * p).cast());
+    let y2 = _mm512_loadu_si512(a.qs2.as_ptr().add(64 * p).cast());
+    let dot = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y1), 8);
+    _mm512_dpbusd_epi32(dot, q, y2)
+}
+
+/// One Q4_K row against `N` activation rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut extra = [_mm_setzero_ps(); N];
+    let low = _mm256_set1_epi8(0x0F);
+    let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    for s in 0..w.len() / 144 {
+        let b = w.as_ptr().add(144 * s);
+        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+        let scales = std::slice::from_raw_parts(b.add(4), 12);
+        // [d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]: what each sub-block's integer dot and
+        // activation sum are multiplied by.
+        let mut wm = [0f32; 16];
+        for j in 0..8 {
+            let (sc, m) = scale_min(j, scales);
+            wm[2 * j] = d * sc;
+            wm[2 * j + 1] = -dmin * m;
+        }
+        for pair in 0..4 {
+            let v = _mm256_loadu_si256(b.add(16 + 32 * pair).cast());
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            let q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            let wmeta = _mm_loadu_ps(wm.as_ptr().add(4 * pair));
+            let p = 4 * s + pair;
+            for n in 0..N {
+                let t = _mm_mul_ps(wmeta, _mm_loadu_ps(a[n].meta.as_ptr().add(4 * p)));
+                extra[n] = _mm_add_ps(extra[n], t);
+                let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
+                let dot = two_level_dot(q, &a[n], p);
+                acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
+            }
+        }
+    }
+    finish(acc, extra)
+}
+
+/// One Q6_K row against `N` activation rows. Q6_K's codes are `q − 32` with a scale per
+/// 16 values; the −32 is applied per lane through the activations' lane sums.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x03);
+    let blocks = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    for s in 0..w.len() / 210 {
+        let b = w.as_ptr().add(210 * s);
+        let d = f16_at(b.add(208));
+        let sc = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(192).cast()))),
+            _mm512_set1_ps(d),
+        );
+        for half in 0..2 {
+            let ql = b.add(64 * half);
+            let qh = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
+            let l0 = _mm256_loadu_si256(ql.cast());
+            let l1 = _mm256_loadu_si256(ql.add(32).cast());
+            let high = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, two), 4);
+            let q1 = _mm256_or_si256(_mm256_and_si256(l0, low), high(qh));
+            let q2 = _mm256_or_si256(_mm256_and_si256(l1, low), high(_mm256_srli_epi16(qh, 2)));
+            let l0h = _mm256_and_si256(_mm256_srli_epi16(l0, 4), low);
+            let l1h = _mm256_and_si256(_mm256_srli_epi16(l1, 4), low);
+            let q3 = _mm256_or_si256(l0h, high(_mm256_srli_epi16(qh, 4)));
+            let q4 = _mm256_or_si256(l1h, high(_mm256_srli_epi16(qh, 6)));
+            let pairs = [
+                _mm512_inserti64x4(_mm512_castsi256_si512(q1), q2, 1),
+                _mm512_inserti64x4(_mm512_castsi256_si512(q3), q4, 1),
+            ];
+            for (k, q) in pairs.into_iter().enumerate() {
+                // Scales 8·half + 4k .. +4, each over four lanes (16 values).
+                let first = (8 * half + 4 * k) as i32;
+                let idx = _mm512_set_epi32(
+                    first + 3, first + 3, first + 3, first + 3, first + 2, first + 2, first + 2,
+                    first + 2, first + 1, first + 1, first + 1, first + 1, first, first, first,
+                    first,
+                );
+                let wscale = _mm512_permutexvar_ps(idx, sc);
+                let p = 4 * s + 2 * half + k;
+                for n in 0..N {
+                    let meta = _mm512_castps128_ps512(_mm_loadu_ps(a[n].meta.as_ptr().add(4 * p)));
+                    let scale = _mm512_mul_ps(wscale, _mm512_permutexvar_ps(blocks, meta));
+                    let sums = _mm512_loadu_si512(a[n].lane_sums.as_ptr().add(16 * p).cast());
+                    let dot = _mm512_sub_epi32(two_level_dot(q, &a[n], p), _mm512_slli_epi32(sums, 5));
+                    acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
+                }
+            }
+        }
+    }
+    finish(acc, [_mm_setzero_ps(); N])
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish<const N: usize>(acc: [__m512; N], extra: [__m128; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for n in 0..N {
+        let mut e = [0f32; 4];
+        _mm_storeu_ps(e.as_mut_ptr(), extra[n]);
+        out[n] = _mm512_reduce_add_ps(acc[n]) + e[1] + e[3];
+    }
+    out
+}
