@@ -96,11 +96,18 @@ fn main() -> anyhow::Result<()> {
     let t_load = Instant::now();
     let m = finetune_studio::hub::load(&spec)?;
     let load_s = t_load.elapsed().as_secs_f64();
-    let msgs = [ChatMessage::new(
-        "user",
-        "Write a short story about a lighthouse keeper who finds a message in a bottle.",
-    )];
-    let prompt = m.encode_chat(&msgs, true)?;
+    // The string `../shared/anchors/llamacpp/bench_generate.py` feeds llama.cpp: SmolLM2's
+    // template with its default system prompt, used for every model so both programs
+    // tokenize the same text (for the default model it is what `encode_chat` renders).
+    let text = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a bottle.<|im_end|>\n<|im_start|>assistant\n";
+    let prompt = m.tokenizer.encode(text, false)?;
+    if spec == "default" {
+        let msgs = [ChatMessage::new(
+            "user",
+            "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+        )];
+        anyhow::ensure!(m.encode_chat(&msgs, true)? == prompt, "the default model's chat template no longer renders the benchmark's prompt");
+    }
     let kernels = finetune_studio::ops::quant::isa::active().label();
     println!(
         "model {} ({}, {:.0} MiB of weights) loaded in {load_s:.2} s; kernels {kernels}; prompt {} tokens; {new} new tokens; {runs} runs",

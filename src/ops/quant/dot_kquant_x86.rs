@@ -25,17 +25,31 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     )))
 }
 
-/// ggml's 6-bit scale and minimum of sub-block `j` of a Q4_K/Q5_K super-block.
-#[inline(always)]
-fn scale_min(j: usize, s: &[u8]) -> (f32, f32) {
-    if j < 4 {
-        ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
-    } else {
-        (
-            ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4)) as f32,
-            ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as f32,
-        )
-    }
+/// The eight 6-bit scales and minimums of a Q4_K super-block (12 bytes at `p`, unpacked
+/// with llama.cpp's masks), as `[d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn scales_and_mins(p: *const u8, d: f32, dmin: f32) -> __m512 {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let u = |i: usize| p.add(4 * i).cast::<u32>().read_unaligned();
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let scales_lo = u0 & KMASK1;
+    let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+    let mins_lo = u1 & KMASK1;
+    let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+    let bytes = _mm_set_epi32(mins_hi as i32, mins_lo as i32, scales_hi as i32, scales_lo as i32);
+    // [sc₀ … sc₇, m₀ … m₇] as floats, scaled, then interleaved.
+    let v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+    let v = _mm512_mul_ps(
+        v,
+        _mm512_set_ps(
+            -dmin, -dmin, -dmin, -dmin, -dmin, -dmin, -dmin, -dmin, d, d, d, d, d, d, d, d,
+        ),
+    );
+    let interleave = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    _mm512_permutexvar_ps(interleave, v)
 }
 
 /// `256 · (q · y₁) + q · y₂` per lane for activation pair `p` of `a`.
@@ -58,21 +72,20 @@ pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
     for s in 0..w.len() / 144 {
         let b = w.as_ptr().add(144 * s);
         let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-        let scales = std::slice::from_raw_parts(b.add(4), 12);
         // [d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]: what each sub-block's integer dot and
         // activation sum are multiplied by.
-        let mut wm = [0f32; 16];
-        for j in 0..8 {
-            let (sc, m) = scale_min(j, scales);
-            wm[2 * j] = d * sc;
-            wm[2 * j + 1] = -dmin * m;
-        }
+        let wm = scales_and_mins(b.add(4), d, dmin);
         for pair in 0..4 {
             let v = _mm256_loadu_si256(b.add(16 + 32 * pair).cast());
             let lo = _mm256_and_si256(v, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
             let q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            let wmeta = _mm_loadu_ps(wm.as_ptr().add(4 * pair));
+            let wmeta = match pair {
+                0 => _mm512_extractf32x4_ps(wm, 0),
+                1 => _mm512_extractf32x4_ps(wm, 1),
+                2 => _mm512_extractf32x4_ps(wm, 2),
+                _ => _mm512_extractf32x4_ps(wm, 3),
+            };
             let p = 4 * s + pair;
             for n in 0..N {
                 let t = _mm_mul_ps(wmeta, _mm_loadu_ps(a[n].meta.as_ptr().add(4 * p)));
