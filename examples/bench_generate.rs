@@ -31,7 +31,12 @@ fn one_run(m: &Model, prompt: &[u32], new: usize) -> anyhow::Result<Run> {
             ..Default::default()
         },
     )?;
-    let mut next = argmax(&m.transformer.last_logits(&h)?.squeeze(0)?.to_vec1::<f32>()?);
+    let mut next = argmax(
+        &m.transformer
+            .last_logits(&h)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?,
+    );
     let ttft = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..new - 1 {
@@ -43,7 +48,12 @@ fn one_run(m: &Model, prompt: &[u32], new: usize) -> anyhow::Result<Run> {
                 ..Default::default()
             },
         )?;
-        next = argmax(&m.transformer.last_logits(&h)?.squeeze(0)?.to_vec1::<f32>()?);
+        next = argmax(
+            &m.transformer
+                .last_logits(&h)?
+                .squeeze(0)?
+                .to_vec1::<f32>()?,
+        );
     }
     let decode = t1.elapsed().as_secs_f64();
     Ok(Run {
@@ -60,7 +70,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Median time to first token, prompt tokens/s and decode tokens/s over `runs` runs after
 /// a warm-up.
-fn measure(m: &Model, prompt: &[u32], new: usize, runs: usize, label: &str) -> anyhow::Result<(f64, f64, f64)> {
+fn measure(
+    m: &Model,
+    prompt: &[u32],
+    new: usize,
+    runs: usize,
+    label: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
     let mut all = Vec::new();
     for i in 0..=runs {
         let r = finetune_studio::infer::on_compute_pool(|| one_run(m, prompt, new))?;
@@ -71,7 +87,9 @@ fn measure(m: &Model, prompt: &[u32], new: usize, runs: usize, label: &str) -> a
     let ttft = median(all.iter().map(|r| r.ttft_s).collect());
     let ptps = median(all.iter().map(|r| r.prompt_tps).collect());
     let dtps = median(all.iter().map(|r| r.decode_tps).collect());
-    let rss = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+    let rss = finetune_studio::sys::peak_rss_bytes()
+        .map(finetune_studio::sys::mib)
+        .unwrap_or(0.0);
     println!(
         "{label:>22}: first token {:.1} ms, prompt {ptps:.0} tokens/s, decode {dtps:.1} tokens/s (peak RSS so far {rss:.0} MiB)",
         ttft * 1000.0
@@ -106,7 +124,10 @@ fn main() -> anyhow::Result<()> {
             "user",
             "Write a short story about a lighthouse keeper who finds a message in a bottle.",
         )];
-        anyhow::ensure!(m.encode_chat(&msgs, true)? == prompt, "the default model's chat template no longer renders the benchmark's prompt");
+        anyhow::ensure!(
+            m.encode_chat(&msgs, true)? == prompt,
+            "the default model's chat template no longer renders the benchmark's prompt"
+        );
     }
     let kernels = finetune_studio::ops::quant::isa::active().label();
     println!(
@@ -116,8 +137,16 @@ fn main() -> anyhow::Result<()> {
         m.weight_bytes() as f64 / (1 << 20) as f64,
         prompt.len()
     );
-    let stored = measure(&m, &prompt, new, runs, &format!("stored ({})", m.storage_label()))?;
-    let stored_rss = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+    let stored = measure(
+        &m,
+        &prompt,
+        new,
+        runs,
+        &format!("stored ({})", m.storage_label()),
+    )?;
+    let stored_rss = finetune_studio::sys::peak_rss_bytes()
+        .map(finetune_studio::sys::mib)
+        .unwrap_or(0.0);
     let f32_run = if with_f32 {
         let f = m.with_f32_weights()?;
         drop(m);
@@ -125,7 +154,9 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let peak = finetune_studio::sys::peak_rss_bytes().map(finetune_studio::sys::mib).unwrap_or(0.0);
+    let peak = finetune_studio::sys::peak_rss_bytes()
+        .map(finetune_studio::sys::mib)
+        .unwrap_or(0.0);
     let json = serde_json::json!({
         "impl": "finetune-studio",
         "model": spec,

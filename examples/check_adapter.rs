@@ -16,10 +16,7 @@ fn last_logits(m: &Model, ids: &[u32], lora: Option<&LoraSet>) -> anyhow::Result
             ..Default::default()
         },
     )?;
-    Ok(m.transformer
-        .last_logits(&h)?
-        .squeeze(0)?
-        .to_vec1()?)
+    Ok(m.transformer.last_logits(&h)?.squeeze(0)?.to_vec1()?)
 }
 
 fn top10(v: &[f32]) -> (Vec<usize>, Vec<f32>) {

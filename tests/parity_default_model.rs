@@ -197,7 +197,12 @@ fn log_probs(logits: &Tensor) -> Vec<Vec<f64>> {
         .into_iter()
         .map(|row| {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
             row.iter().map(|&v| v as f64 - lse).collect()
         })
         .collect()

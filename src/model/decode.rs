@@ -35,8 +35,13 @@ pub fn step(
     let ids = Tensor::new(&[token], model.device())?;
     let mut x: Vec<f32> = model.embed_tokens.rows(&ids)?.flatten_all()?.to_vec1()?;
     let (cos, sin) = model.rope.range(pos, 1)?;
-    let (cos, sin): (Vec<f32>, Vec<f32>) = (cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?);
-    let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let (cos, sin): (Vec<f32>, Vec<f32>) =
+        (cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?);
+    let (nh, nkv, hd) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+    );
     let scale = 1.0 / (hd as f32).sqrt();
     let mut xn = vec![0f32; cfg.hidden_size];
     for (i, l) in model.layers.iter().enumerate() {
@@ -138,7 +143,12 @@ fn rotate(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
 
 /// Attention of one query token over every cached position, each query head against its
 /// KV head; heads split over the threads when the history is long enough to pay for it.
-fn attend(q: &[f32], cache: &LayerKv, (nh, nkv, hd): (usize, usize, usize), scale: f32) -> Vec<f32> {
+fn attend(
+    q: &[f32],
+    cache: &LayerKv,
+    (nh, nkv, hd): (usize, usize, usize),
+    scale: f32,
+) -> Vec<f32> {
     let n_rep = nh / nkv.max(1);
     let len = cache.len();
     let mut out = vec![0f32; nh * hd];
@@ -153,9 +163,13 @@ fn attend(q: &[f32], cache: &LayerKv, (nh, nkv, hd): (usize, usize, usize), scal
         }
     };
     if len * nh * hd < 1 << 16 {
-        out.chunks_exact_mut(hd).enumerate().for_each(|(h, o)| one_head(h, o));
+        out.chunks_exact_mut(hd)
+            .enumerate()
+            .for_each(|(h, o)| one_head(h, o));
     } else {
-        out.par_chunks_exact_mut(hd).enumerate().for_each(|(h, o)| one_head(h, o));
+        out.par_chunks_exact_mut(hd)
+            .enumerate()
+            .for_each(|(h, o)| one_head(h, o));
     }
     out
 }

@@ -75,8 +75,7 @@ impl FrozenWeight {
                 let rows = x.elem_count() / inp.max(1);
                 let mut y = vec![0f32; rows * out];
                 with_slice(&x, |xs| {
-                    q.matmul(xs, rows, &mut y)
-                        .map_err(candle_core::Error::Msg)
+                    q.matmul(xs, rows, &mut y).map_err(candle_core::Error::Msg)
                 })?;
                 let mut dims = x.dims().to_vec();
                 if let Some(last) = dims.last_mut() {
@@ -99,7 +98,10 @@ impl FrozenWeight {
                 for (&id, row) in ids.iter().zip(out.chunks_exact_mut(cols.max(1))) {
                     let id = id as usize;
                     if id >= q.rows() {
-                        candle_core::bail!("token id {id} is outside the vocabulary of {}", q.rows());
+                        candle_core::bail!(
+                            "token id {id} is outside the vocabulary of {}",
+                            q.rows()
+                        );
                     }
                     q.dequantize_rows(id, row);
                 }
@@ -150,14 +152,9 @@ impl Linear {
                 )
             };
             let y = match lora {
-                Some(p) => crate::ops::train_linear::lora_linear(
-                    x,
-                    w,
-                    &p.a,
-                    &p.b,
-                    p.scale,
-                    dropout_mask,
-                )?,
+                Some(p) => {
+                    crate::ops::train_linear::lora_linear(x, w, &p.a, &p.b, p.scale, dropout_mask)?
+                }
                 None => crate::ops::train_linear::frozen_linear(x, w)?,
             };
             return match &self.bias {

@@ -6,12 +6,12 @@
 //! `--model` argument first.
 
 pub mod config;
-mod error;
 pub mod decode;
+mod error;
 pub mod gguf;
 mod kv_cache;
-mod location;
 pub mod linear;
+mod location;
 pub mod lora;
 pub mod rope;
 pub mod transformer;
@@ -91,7 +91,11 @@ impl Model {
     /// How the weights are stored, for display: "Q4_1" or "Q4_1 + Q8_0", "F32".
     pub fn storage_label(&self) -> String {
         let mix = self.transformer.storage_mix();
-        let main: Vec<&str> = mix.iter().filter(|(_, s)| *s >= 0.02).map(|(t, _)| *t).collect();
+        let main: Vec<&str> = mix
+            .iter()
+            .filter(|(_, s)| *s >= 0.02)
+            .map(|(t, _)| *t)
+            .collect();
         main.join(" + ")
     }
 }

@@ -283,13 +283,12 @@ impl Transformer {
 
     /// Whether every matrix is held as f32.
     pub fn is_f32(&self) -> bool {
-        let layers = self
-            .layers
-            .iter()
-            .all(|l| LoraTarget::ALL.iter().all(|&t| l.linear(t).weight.as_f32().is_some()));
-        layers
-            && self.embed_tokens.as_f32().is_some()
-            && self.lm_head.weight.as_f32().is_some()
+        let layers = self.layers.iter().all(|l| {
+            LoraTarget::ALL
+                .iter()
+                .all(|&t| l.linear(t).weight.as_f32().is_some())
+        });
+        layers && self.embed_tokens.as_f32().is_some() && self.lm_head.weight.as_f32().is_some()
     }
 
     /// Bytes held by the weight matrices (the embedding once when tied).
@@ -299,7 +298,11 @@ impl Transformer {
             .iter()
             .flat_map(|l| LoraTarget::ALL.map(|t| l.linear(t).weight.byte_len()))
             .sum();
-        let head = if self.tied { 0 } else { self.lm_head.weight.byte_len() };
+        let head = if self.tied {
+            0
+        } else {
+            self.lm_head.weight.byte_len()
+        };
         layers + self.embed_tokens.byte_len() + head
     }
 
@@ -321,8 +324,10 @@ impl Transformer {
             add(&self.lm_head.weight);
         }
         let total = by_type.values().sum::<usize>().max(1) as f64;
-        let mut mix: Vec<(&'static str, f64)> =
-            by_type.into_iter().map(|(k, v)| (k, v as f64 / total)).collect();
+        let mut mix: Vec<(&'static str, f64)> = by_type
+            .into_iter()
+            .map(|(k, v)| (k, v as f64 / total))
+            .collect();
         mix.sort_by(|a, b| b.1.total_cmp(&a.1));
         mix
     }
@@ -341,10 +346,10 @@ impl Transformer {
             }
         }
         let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let mut x = self
-            .embed_tokens
-            .rows(&ids.flatten_all()?)?
-            .reshape((b, t, cfg.hidden_size))?;
+        let mut x =
+            self.embed_tokens
+                .rows(&ids.flatten_all()?)?
+                .reshape((b, t, cfg.hidden_size))?;
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
         // Whole sequences and packed rows attend within segments through their own op; the

@@ -124,7 +124,11 @@ impl WeightSource for SafetensorsSource {
     /// loading); f32 ones are tensors.
     fn get_frozen(&mut self, name: &str, shape: &[usize]) -> Result<FrozenWeight, ModelError> {
         use crate::ops::quant::{QuantMatrix, StoredType};
-        let view = self.names.contains(name).then(|| self.files.get(name).ok()).flatten();
+        let view = self
+            .names
+            .contains(name)
+            .then(|| self.files.get(name).ok())
+            .flatten();
         let ty = view.as_ref().and_then(|v| match v.dtype() {
             safetensors::Dtype::F16 => Some(StoredType::F16),
             safetensors::Dtype::BF16 => Some(StoredType::BF16),
@@ -133,9 +137,10 @@ impl WeightSource for SafetensorsSource {
         match (view, ty, shape) {
             (Some(view), Some(ty), [rows, cols]) => {
                 check_dims(view.shape(), name, shape, &self.path)?;
-                let m = QuantMatrix::owned(view.data().to_vec(), ty, *rows, *cols).map_err(|e| {
-                    ModelError::weights(&self.path, format!("tensor `{name}`: {e}"))
-                })?;
+                let m =
+                    QuantMatrix::owned(view.data().to_vec(), ty, *rows, *cols).map_err(|e| {
+                        ModelError::weights(&self.path, format!("tensor `{name}`: {e}"))
+                    })?;
                 Ok(FrozenWeight::Stored(std::sync::Arc::new(m)))
             }
             _ => Ok(FrozenWeight::F32(self.get(name, shape)?)),
@@ -362,7 +367,10 @@ impl GgufSource {
         check_gguf_tensors(&content, file_len, path)?;
         let map = crate::ops::mmap::map_file(path).map_err(|e| ModelError::io(path, e))?;
         if map.len() as u64 != file_len {
-            return Err(ModelError::weights(path, "the file changed while it was opened"));
+            return Err(ModelError::weights(
+                path,
+                "the file changed while it was opened",
+            ));
         }
         Ok(Self {
             content,
@@ -420,7 +428,10 @@ impl GgufSource {
             .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
         let label = format!("{gname}` (`{name}");
         let Some(info) = self.content.tensor_infos.get(&gname) else {
-            return Err(ModelError::weights(&self.path, format!("tensor `{label}` is missing")));
+            return Err(ModelError::weights(
+                &self.path,
+                format!("tensor `{label}` is missing"),
+            ));
         };
         check_dims(info.shape.dims(), &label, shape, &self.path)?;
         let (Some(ty), [rows, cols]) = (StoredType::from_ggml(info.ggml_dtype), shape) else {
@@ -442,7 +453,9 @@ impl GgufSource {
             if let Some(heads) = heads {
                 let d = rows / heads.max(1);
                 if heads == 0 || rows % heads != 0 || d % 2 != 0 {
-                    return Err(bad(format!("{rows} rows do not split into {heads} heads of even size")));
+                    return Err(bad(format!(
+                        "{rows} rows do not split into {heads} heads of even size"
+                    )));
                 }
                 let half = d / 2;
                 // Row (h, j, i) of the Hugging Face layout is row (h, i, j) of llama.cpp's.

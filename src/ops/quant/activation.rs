@@ -77,7 +77,10 @@ impl Activations {
                     .chunks_exact(4)
                     .zip(qs2.chunks_exact(4))
                     .map(|(a, b)| {
-                        a.iter().zip(b).map(|(&a, &b)| 256 * a as i32 + b as i32).sum()
+                        a.iter()
+                            .zip(b)
+                            .map(|(&a, &b)| 256 * a as i32 + b as i32)
+                            .sum()
                     })
                     .collect();
                 Activations::Q8(Q8Rows {
@@ -109,7 +112,11 @@ fn quantize_two_levels(x: &[f32], q1: &mut [i8], q2: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d1 = amax / 127.0;
     let d = d1 / 256.0;
-    let (id1, id) = if d1 > 0.0 { (1.0 / d1, 256.0 / d1) } else { (0.0, 0.0) };
+    let (id1, id) = if d1 > 0.0 {
+        (1.0 / d1, 256.0 / d1)
+    } else {
+        (0.0, 0.0)
+    };
     let mut sum = 0i32;
     for ((a, b), &v) in q1.iter_mut().zip(q2.iter_mut()).zip(x) {
         let r = v * id1;
@@ -131,11 +138,18 @@ mod tests {
         let x: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.7).sin() * 3.0).collect();
         let (mut q1, mut q2) = ([0i8; 32], [0i8; 32]);
         let (d, sum) = quantize_two_levels(&x, &mut q1, &mut q2);
-        let codes: Vec<i32> = q1.iter().zip(&q2).map(|(&a, &b)| 256 * a as i32 + b as i32).collect();
+        let codes: Vec<i32> = q1
+            .iter()
+            .zip(&q2)
+            .map(|(&a, &b)| 256 * a as i32 + b as i32)
+            .collect();
         assert_eq!(sum, codes.iter().sum::<i32>());
         assert!(q1.iter().any(|&v| v.abs() == 127));
         for (c, v) in codes.iter().zip(&x) {
-            assert!((*c as f32 * d - v).abs() <= d * 0.5 + 1e-6, "{c} · {d} vs {v}");
+            assert!(
+                (*c as f32 * d - v).abs() <= d * 0.5 + 1e-6,
+                "{c} · {d} vs {v}"
+            );
         }
         let (d, sum) = quantize_two_levels(&[0.0; 32], &mut q1, &mut q2);
         assert_eq!((d, sum), (0.0, 0));

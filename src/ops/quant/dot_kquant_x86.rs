@@ -39,7 +39,12 @@ unsafe fn scales_and_mins(p: *const u8, d: f32, dmin: f32) -> __m512 {
     let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
     let mins_lo = u1 & KMASK1;
     let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
-    let bytes = _mm_set_epi32(mins_hi as i32, mins_lo as i32, scales_hi as i32, scales_lo as i32);
+    let bytes = _mm_set_epi32(
+        mins_hi as i32,
+        mins_lo as i32,
+        scales_hi as i32,
+        scales_lo as i32,
+    );
     // [sc₀ … sc₇, m₀ … m₇] as floats, scaled, then interleaved.
     let v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
     let v = _mm512_mul_ps(
@@ -134,8 +139,21 @@ pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
                 // Scales 8·half + 4k .. +4, each over four lanes (16 values).
                 let first = (8 * half + 4 * k) as i32;
                 let idx = _mm512_set_epi32(
-                    first + 3, first + 3, first + 3, first + 3, first + 2, first + 2, first + 2,
-                    first + 2, first + 1, first + 1, first + 1, first + 1, first, first, first,
+                    first + 3,
+                    first + 3,
+                    first + 3,
+                    first + 3,
+                    first + 2,
+                    first + 2,
+                    first + 2,
+                    first + 2,
+                    first + 1,
+                    first + 1,
+                    first + 1,
+                    first + 1,
+                    first,
+                    first,
+                    first,
                     first,
                 );
                 let wscale = _mm512_permutexvar_ps(idx, sc);
@@ -144,7 +162,8 @@ pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
                     let meta = _mm512_castps128_ps512(_mm_loadu_ps(a[n].meta.as_ptr().add(4 * p)));
                     let scale = _mm512_mul_ps(wscale, _mm512_permutexvar_ps(blocks, meta));
                     let sums = _mm512_loadu_si512(a[n].lane_sums.as_ptr().add(16 * p).cast());
-                    let dot = _mm512_sub_epi32(two_level_dot(q, &a[n], p), _mm512_slli_epi32(sums, 5));
+                    let dot =
+                        _mm512_sub_epi32(two_level_dot(q, &a[n], p), _mm512_slli_epi32(sums, 5));
                     acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
                 }
             }

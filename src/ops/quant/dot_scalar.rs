@@ -39,7 +39,11 @@ fn block(ty: StoredType, b: &[u8], a: &[i8]) -> (f32, f32, i32) {
         StoredType::Q4_0 => (d, -8.0 * d, nibble_dot(&b[2..18], None, a)),
         StoredType::Q4_1 => (d, f16_at(b, 2), nibble_dot(&b[4..20], None, a)),
         StoredType::Q5_0 => (d, -16.0 * d, nibble_dot(&b[6..22], Some(u32_at(b, 2)), a)),
-        StoredType::Q5_1 => (d, f16_at(b, 2), nibble_dot(&b[8..24], Some(u32_at(b, 4)), a)),
+        StoredType::Q5_1 => (
+            d,
+            f16_at(b, 2),
+            nibble_dot(&b[8..24], Some(u32_at(b, 4)), a),
+        ),
         StoredType::Q8_0 => {
             let s = b[2..34]
                 .iter()

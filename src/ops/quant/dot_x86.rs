@@ -73,7 +73,10 @@ unsafe fn fifth_bits256(qh: u32) -> __m256i {
     );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuffle);
     let all_but_own_bit = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, all_but_own_bit), _mm256_set1_epi8(-1));
+    let set = _mm256_cmpeq_epi8(
+        _mm256_or_si256(bytes, all_but_own_bit),
+        _mm256_set1_epi8(-1),
+    );
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
@@ -89,13 +92,43 @@ struct Layout {
 
 const fn layout(ty: StoredType) -> Layout {
     match ty {
-        StoredType::Q4_0 => Layout { size: 18, codes: 2, qh: None, has_min: false, coefficient: -8.0 },
-        StoredType::Q4_1 => Layout { size: 20, codes: 4, qh: None, has_min: true, coefficient: 0.0 },
-        StoredType::Q5_0 => Layout { size: 22, codes: 6, qh: Some(2), has_min: false, coefficient: -16.0 },
-        StoredType::Q5_1 => Layout { size: 24, codes: 8, qh: Some(4), has_min: true, coefficient: 0.0 },
+        StoredType::Q4_0 => Layout {
+            size: 18,
+            codes: 2,
+            qh: None,
+            has_min: false,
+            coefficient: -8.0,
+        },
+        StoredType::Q4_1 => Layout {
+            size: 20,
+            codes: 4,
+            qh: None,
+            has_min: true,
+            coefficient: 0.0,
+        },
+        StoredType::Q5_0 => Layout {
+            size: 22,
+            codes: 6,
+            qh: Some(2),
+            has_min: false,
+            coefficient: -16.0,
+        },
+        StoredType::Q5_1 => Layout {
+            size: 24,
+            codes: 8,
+            qh: Some(4),
+            has_min: true,
+            coefficient: 0.0,
+        },
         // Q8_0's signed codes: the AVX2 kernel multiplies them with the sign trick (no
         // offset); the VNNI one biases them by +128, undone by −128 · d_a · Σ q.
-        _ => Layout { size: 34, codes: 2, qh: None, has_min: false, coefficient: -128.0 },
+        _ => Layout {
+            size: 34,
+            codes: 2,
+            qh: None,
+            has_min: false,
+            coefficient: -128.0,
+        },
     }
 }
 
@@ -126,7 +159,11 @@ unsafe fn dot_avx2<const TY: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
             if let Some(h) = l.qh {
                 q = _mm256_or_si256(q, fifth_bits256(u32_at(b.add(h))));
             }
-            let coef = if l.has_min { f16_at(b.add(2)) } else { l.coefficient * d };
+            let coef = if l.has_min {
+                f16_at(b.add(2))
+            } else {
+                l.coefficient * d
+            };
             extra += coef * m[1];
             (_mm256_maddubs_epi16(q, y1), _mm256_maddubs_epi16(q, y2))
         };
@@ -368,7 +405,11 @@ pub unsafe fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         acc0 = _mm256_fmadd_ps(widen(wp.add(2 * i)), _mm256_loadu_ps(xp.add(i)), acc0);
-        acc1 = _mm256_fmadd_ps(widen(wp.add(2 * i + 16)), _mm256_loadu_ps(xp.add(i + 8)), acc1);
+        acc1 = _mm256_fmadd_ps(
+            widen(wp.add(2 * i + 16)),
+            _mm256_loadu_ps(xp.add(i + 8)),
+            acc1,
+        );
         i += 16;
     }
     let mut total = hsum256(_mm256_add_ps(acc0, acc1));

@@ -16,7 +16,11 @@ pub fn choose(ty: StoredType, cols: usize, asked: Isa) -> Isa {
     // Only the 32-value types have both an AVX2 and a VNNI kernel on the same activations.
     let both = matches!(
         ty,
-        StoredType::Q4_0 | StoredType::Q4_1 | StoredType::Q5_0 | StoredType::Q5_1 | StoredType::Q8_0
+        StoredType::Q4_0
+            | StoredType::Q4_1
+            | StoredType::Q5_0
+            | StoredType::Q5_1
+            | StoredType::Q8_0
     );
     if asked < Isa::Avx512Vnni || !both {
         return asked;
@@ -30,15 +34,26 @@ pub fn choose(ty: StoredType, cols: usize, asked: Isa) -> Isa {
     {
         return hit;
     }
-    let (avx2, vnni) = (time_kernel(ty, cols, Isa::Avx2), time_kernel(ty, cols, Isa::Avx512Vnni));
-    let pick = if vnni <= avx2 { Isa::Avx512Vnni } else { Isa::Avx2 };
+    let (avx2, vnni) = (
+        time_kernel(ty, cols, Isa::Avx2),
+        time_kernel(ty, cols, Isa::Avx512Vnni),
+    );
+    let pick = if vnni <= avx2 {
+        Isa::Avx512Vnni
+    } else {
+        Isa::Avx2
+    };
     tracing::info!(
         "{} rows of {cols}: {} ({:.1} µs against {:.1} µs for {})",
         ty.name(),
         pick.label(),
         avx2.min(vnni) * 1e6,
         avx2.max(vnni) * 1e6,
-        if pick == Isa::Avx2 { Isa::Avx512Vnni.label() } else { Isa::Avx2.label() }
+        if pick == Isa::Avx2 {
+            Isa::Avx512Vnni.label()
+        } else {
+            Isa::Avx2.label()
+        }
     );
     if let Ok(mut g) = CHOSEN.lock() {
         g.get_or_insert_with(HashMap::new).insert(key, pick);
@@ -69,4 +84,3 @@ fn time_kernel(ty: StoredType, cols: usize, level: Isa) -> f64 {
     std::hint::black_box(sink);
     best
 }
-

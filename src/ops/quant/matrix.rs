@@ -50,7 +50,13 @@ pub struct QuantMatrix {
 
 impl std::fmt::Debug for QuantMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QuantMatrix({} [{}, {}])", self.ty.name(), self.rows, self.cols)
+        write!(
+            f,
+            "QuantMatrix({} [{}, {}])",
+            self.ty.name(),
+            self.rows,
+            self.cols
+        )
     }
 }
 
@@ -289,7 +295,10 @@ pub(super) type Q8Kernel = Box<dyn Fn(&[u8], Q8Row<'_>) -> f32 + Sync>;
 /// The 32-value block kernel of `ty` at `level` (capped at what the CPU has).
 pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(k), Isa::Avx512Vnni) = (super::dot_x86::kquant_kernel(ty), level.min(isa::detected())) {
+    if let (Some(k), Isa::Avx512Vnni) = (
+        super::dot_x86::kquant_kernel(ty),
+        level.min(isa::detected()),
+    ) {
         // SAFETY: as below.
         return Box::new(move |w, a| unsafe { k(w, a) });
     }

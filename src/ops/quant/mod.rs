@@ -5,9 +5,9 @@
 //! rows split over the threads.
 
 mod activation;
-mod dot_scalar;
 #[cfg(target_arch = "x86_64")]
 mod dot_kquant_x86;
+mod dot_scalar;
 #[cfg(target_arch = "x86_64")]
 mod dot_x86;
 mod format;

@@ -87,7 +87,8 @@ fn every_kernel_is_within_the_rounding_of_its_activations() {
         for inputs in [1, 3, 11] {
             let x = values(inputs * cols, 2.0 + inputs as f32);
             let mut reference = vec![0f32; inputs * rows];
-            m.matmul_on(Isa::Scalar, &x, inputs, &mut reference).unwrap();
+            m.matmul_on(Isa::Scalar, &x, inputs, &mut reference)
+                .unwrap();
             for level in Isa::available() {
                 let format = ty.activation_format(level);
                 let (want, bound) = exact_and_bound(&w, &x, (rows, cols, inputs), format);
@@ -106,7 +107,13 @@ fn every_kernel_is_within_the_rounding_of_its_activations() {
                     // Kernels on the scalar kernel's activations compute its integer sums.
                     if format == ty.activation_format(Isa::Scalar) {
                         let same = (y[k] - reference[k]).abs() <= 1e-5 * (1.0 + reference[k].abs());
-                        assert!(same, "{} {level:?}: {} vs scalar {}", ty.name(), y[k], reference[k]);
+                        assert!(
+                            same,
+                            "{} {level:?}: {} vs scalar {}",
+                            ty.name(),
+                            y[k],
+                            reference[k]
+                        );
                     }
                 }
             }
