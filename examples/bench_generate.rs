@@ -12,6 +12,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use finetune_studio::infer::sampler::argmax;
 use finetune_studio::model::{Cache, ChatMessage, Forward, Model};
+use finetune_studio::ops::runtime::on_compute_pool;
 
 struct Run {
     ttft_s: f64,
@@ -19,41 +20,30 @@ struct Run {
     decode_tps: f64,
 }
 
-fn one_run(m: &Model, prompt: &[u32], new: usize) -> anyhow::Result<Run> {
-    let dev = m.transformer.device();
-    let mut cache = Cache::new(m.config());
-    let t0 = Instant::now();
-    let input = Tensor::new(prompt, dev)?.unsqueeze(0)?;
-    let h = m.transformer.forward(
-        &input,
-        Forward {
-            cache: Some(&mut cache),
-            ..Default::default()
-        },
-    )?;
-    let mut next = argmax(
-        &m.transformer
-            .last_logits(&h)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?,
-    );
-    let ttft = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    for _ in 0..new - 1 {
-        let x = Tensor::new(&[next], dev)?.unsqueeze(0)?;
+/// Next-token logits after `ids`, on the compute pool, as `infer::generate` runs a step.
+fn step(m: &Model, ids: &[u32], cache: &mut Cache) -> anyhow::Result<Vec<f32>> {
+    let logits = on_compute_pool(|| {
+        let x = Tensor::new(ids, m.transformer.device())?.unsqueeze(0)?;
         let h = m.transformer.forward(
             &x,
             Forward {
-                cache: Some(&mut cache),
+                cache: Some(cache),
                 ..Default::default()
             },
         )?;
-        next = argmax(
-            &m.transformer
-                .last_logits(&h)?
-                .squeeze(0)?
-                .to_vec1::<f32>()?,
-        );
+        m.transformer.last_logits(&h)?.squeeze(0)?.to_vec1::<f32>()
+    })?;
+    Ok(logits)
+}
+
+fn one_run(m: &Model, prompt: &[u32], new: usize) -> anyhow::Result<Run> {
+    let mut cache = Cache::new(m.config());
+    let t0 = Instant::now();
+    let mut next = argmax(&step(m, prompt, &mut cache)?);
+    let ttft = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..new - 1 {
+        next = argmax(&step(m, &[next], &mut cache)?);
     }
     let decode = t1.elapsed().as_secs_f64();
     Ok(Run {
@@ -79,7 +69,7 @@ fn measure(
 ) -> anyhow::Result<(f64, f64, f64)> {
     let mut all = Vec::new();
     for i in 0..=runs {
-        let r = finetune_studio::infer::on_compute_pool(|| one_run(m, prompt, new))?;
+        let r = one_run(m, prompt, new)?;
         if i > 0 {
             all.push(r);
         }

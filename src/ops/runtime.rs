@@ -45,6 +45,28 @@ pub fn on_own_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Runs `f` on the process's compute pool (one, started on first use, as many threads as
+/// the global pool) with the pool kept awake ([`with_pool_awake`]): for inference, whose
+/// steps are many small parallel products from a caller outside any pool. Falls back to
+/// the calling thread if the pool cannot start.
+pub fn on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("infer-{i}"))
+            .build()
+            .map_err(|e| {
+                tracing::warn!("no inference thread pool ({e}); running on the caller's thread")
+            })
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(|| with_pool_awake(f)),
+        None => f(),
+    }
+}
+
 /// Runs `f` (on a thread of a rayon pool) while the pool's other threads poll for work
 /// instead of going to sleep between parallel ops.
 ///
