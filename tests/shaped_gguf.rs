@@ -74,7 +74,7 @@ fn expected_type(name: &str, dims: &[usize], layers: usize, tied: bool) -> GgmlD
         return GgmlDType::F32;
     }
     let row = dims[dims.len() - 1];
-    let whole = row % 256 == 0;
+    let whole = row.is_multiple_of(256);
     if name == "output.weight" || (tied && name == "token_embd.weight") {
         return if whole {
             GgmlDType::Q6K

@@ -139,7 +139,7 @@ pub fn bands_for(num_perm: usize, t: f64) -> (usize, usize) {
     let mut best = (num_perm.max(1), 1);
     let mut best_err = f64::MAX;
     for r in 1..=num_perm.max(1) {
-        if num_perm % r != 0 {
+        if !num_perm.is_multiple_of(r) {
             continue;
         }
         let b = num_perm / r;

@@ -11,7 +11,7 @@ use crate::data::record::{Conversation, Role};
 fn turn_field(c: &Conversation, i: usize, schema: Schema, m: &Mapping) -> String {
     let n = c.messages.len();
     if schema == Schema::Alpaca {
-        let last_user = if n % 2 == 0 {
+        let last_user = if n.is_multiple_of(2) {
             n.saturating_sub(2)
         } else {
             n - 1
@@ -64,7 +64,7 @@ pub fn check(c: &Conversation, schema: Schema, m: &Mapping) -> Vec<Problem> {
         if msg.role == Role::System {
             continue;
         }
-        let prompt_side = side % 2 == 0;
+        let prompt_side = side.is_multiple_of(2);
         let ok = if prompt_side {
             matches!(msg.role, Role::User | Role::Tool)
         } else {

@@ -81,7 +81,7 @@ fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInf
         context_length: config.max_position_embeddings,
         quantization,
         file_bytes,
-        memory_bytes: file_bytes.max(1).min(config.f32_weight_bytes() as u64),
+        memory_bytes: file_bytes,
     }
 }
 

@@ -464,7 +464,7 @@ impl ModelConfig {
                 keys.num_attention_heads, keys.num_key_value_heads
             )));
         }
-        if !keys.head_dim_stated && self.hidden_size % heads != 0 {
+        if !keys.head_dim_stated && !self.hidden_size.is_multiple_of(heads) {
             return Err(bad(format!(
                 "{} ({}) is not divisible by {} ({heads}), and the file gives no {}",
                 keys.hidden_size, self.hidden_size, keys.num_attention_heads, keys.head_dim
@@ -481,7 +481,7 @@ impl ModelConfig {
                 limits::HEAD_DIM
             )));
         }
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(bad(format!(
                 "{} is {head_dim}, but rotary embeddings need an even head dim",
                 keys.head_dim

@@ -77,11 +77,7 @@ impl FrozenWeight {
                 with_slice(&x, |xs| {
                     q.matmul(xs, rows, &mut y).map_err(candle_core::Error::Msg)
                 })?;
-                let mut dims = x.dims().to_vec();
-                if let Some(last) = dims.last_mut() {
-                    *last = out;
-                }
-                Tensor::from_vec(y, dims, x.device())
+                Tensor::from_vec(y, crate::ops::frozen_matmul::out_shape(&x, out), x.device())
             }
         }
     }

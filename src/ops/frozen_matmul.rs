@@ -43,7 +43,8 @@ pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(y, out_shape(&x, out_f), x.device())
 }
 
-fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
+/// `x`'s shape with its last dimension replaced by `out`.
+pub fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
         *last = out;

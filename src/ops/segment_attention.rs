@@ -102,7 +102,7 @@ impl SegmentAttention {
         let (kb, kt, kv_width) = k.dims3()?;
         let fits = self.kv_heads > 0
             && self.heads >= self.kv_heads
-            && self.heads % self.kv_heads == 0
+            && self.heads.is_multiple_of(self.kv_heads)
             && q_width % self.heads == 0
             && kv_width * self.heads == q_width * self.kv_heads;
         if (kb, kt) != (b, t) || v.dims() != k.dims() || t == 0 || !fits {

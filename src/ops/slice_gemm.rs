@@ -179,17 +179,19 @@ pub fn gemm_new(
 /// 16-row f32 micro-tiles. 16, 24, 48 and 64 measured slower (BENCHMARKS.md, first token).
 const PANEL_ROWS: usize = 32;
 
-/// A raw output pointer that the panel products share across threads.
+/// A raw output pointer that parallel tasks share, each writing a set of elements no
+/// other task writes (the panel products here, the quantized row tasks).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: `gemm_xwt_panels` hands each thread a set of output columns no other thread
-// writes; the pointer outlives the parallel loop, which borrows `y` mutably.
+pub(crate) struct SharedOut(pub(crate) *mut f32);
+// SAFETY: every user hands each thread a set of output elements no other thread writes
+// (`gemm_xwt_panels`: columns per panel; `QuantMatrix`: columns per row chunk), and the
+// pointer outlives the parallel loop, which borrows the output mutably.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// The pointer, through a method so that closures capture the whole (`Send`) wrapper.
-    fn ptr(self) -> *mut f32 {
+    pub(crate) fn ptr(self) -> *mut f32 {
         self.0
     }
 }

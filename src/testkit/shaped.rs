@@ -206,15 +206,15 @@ pub fn use_more_bits(layer: usize, layers: usize) -> bool {
 fn q4_k_m_type(role: Role, row_len: usize, layer: usize, layers: usize) -> GgmlDType {
     let wanted = match role {
         // The K-quant's block, not Q6_K's, decides: llama.cpp tests the default type's.
-        Role::Output if row_len % QK_K != 0 => GgmlDType::Q8_0,
+        Role::Output if !row_len.is_multiple_of(QK_K) => GgmlDType::Q8_0,
         Role::Output => GgmlDType::Q6K,
         Role::AttnV | Role::FfnDown if use_more_bits(layer, layers) => GgmlDType::Q6K,
         _ => GgmlDType::Q4K,
     };
     // Rows that are not whole super-blocks cannot be K-quantized: llama.cpp's fallbacks.
     match wanted {
-        GgmlDType::Q4K if row_len % QK_K != 0 => GgmlDType::Q5_0,
-        GgmlDType::Q6K if row_len % QK_K != 0 => GgmlDType::Q8_0,
+        GgmlDType::Q4K if !row_len.is_multiple_of(QK_K) => GgmlDType::Q5_0,
+        GgmlDType::Q6K if !row_len.is_multiple_of(QK_K) => GgmlDType::Q8_0,
         t => t,
     }
 }
@@ -514,7 +514,7 @@ const GGML_QNT_VERSION: u32 = 2;
 /// in English text: space, lower-case letters by frequency, capitals, digits, punctuation,
 /// newline and tab, then every other byte in byte order.
 fn common_first_alphabet() -> Vec<char> {
-    let alphabet = byte_alphabet();
+    let alphabet = crate::text::tokenizer::byte_alphabet();
     let common: &[u8] = b" etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,'\"-:;!?()[]{}<>/\\|_=+*&^%$#@~`\n\t";
     let mut seen = [false; 256];
     let mut order = Vec::with_capacity(256);
@@ -525,24 +525,6 @@ fn common_first_alphabet() -> Vec<char> {
         }
     }
     order
-}
-
-/// GPT-2's printable spelling of each byte (`bytes_to_unicode`).
-fn byte_alphabet() -> [char; 256] {
-    let mut table = ['\0'; 256];
-    let mut n = 0u32;
-    for b in 0..=255u32 {
-        let printable =
-            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-        table[b as usize] = if printable {
-            char::from_u32(b).unwrap_or('\0')
-        } else {
-            let c = char::from_u32(256 + n).unwrap_or('\0');
-            n += 1;
-            c
-        };
-    }
-    table
 }
 
 /// Calls `each(a, b)` for every pair of ranks below `level + 1` whose larger one is
@@ -571,7 +553,7 @@ fn pairs_at_level(level: usize, each: &mut impl FnMut(usize, usize) -> bool) -> 
 /// `vocab_size` must lie between 259 and 256 + 256² + 256³ + 3 ([`ShapeSpec::check`]);
 /// outside that the vocabulary is cut or padded with fewer merges.
 pub fn shaped_tokenizer_spec(vocab_size: usize, pre: &str) -> GgufTokenizerSpec {
-    let alphabet = byte_alphabet();
+    let alphabet = crate::text::tokenizer::byte_alphabet();
     let order = common_first_alphabet();
     let n_merges = vocab_size
         .saturating_sub(256 + SHAPED_SPECIALS.len())

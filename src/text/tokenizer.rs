@@ -200,7 +200,7 @@ impl Tokenizer {
 
 /// GPT-2's reversible map from bytes to printable characters (`bytes_to_unicode`). The
 /// tokenizers crate keeps its copy private, so it is spelt out here.
-fn byte_alphabet() -> [char; 256] {
+pub(crate) fn byte_alphabet() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u32 {

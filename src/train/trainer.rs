@@ -432,7 +432,12 @@ impl<'c> Trainer<'c> {
             eta_s: rate * (self.state.total_steps - self.state.step) as f64,
         };
         let last = self.state.step == self.state.total_steps;
-        if self.state.step % self.cfg.training.log_every.max(1) == 0 || last {
+        if self
+            .state
+            .step
+            .is_multiple_of(self.cfg.training.log_every.max(1))
+            || last
+        {
             self.run.log_metric(&MetricLine::Step(metrics.clone()))?;
             self.control.send(TrainEvent::Step(metrics));
         }
@@ -477,7 +482,7 @@ impl<'c> Trainer<'c> {
     fn after_step(&mut self) -> anyhow::Result<()> {
         let step = self.state.step;
         let before_end = step < self.state.total_steps;
-        let every = |n: usize| n > 0 && step % n == 0;
+        let every = |n: usize| n > 0 && step.is_multiple_of(n);
         if every(self.cfg.training.eval_every) && before_end {
             self.eval()?;
         }

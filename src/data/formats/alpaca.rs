@@ -166,7 +166,7 @@ pub(crate) fn write(c: &Conversation, m: &Mapping) -> Result<Map<String, Value>,
     // The last user turn (and its answer, if any) is the instruction/output pair.
     let (last_user, last_asst) = if n == 0 {
         (None, None)
-    } else if n % 2 == 0 {
+    } else if n.is_multiple_of(2) {
         (Some(n - 2), Some(n - 1))
     } else {
         (Some(n - 1), None)

@@ -16,14 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::activation::Q8Row;
-
-#[inline]
-#[target_feature(enable = "f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        p.cast::<u16>().read_unaligned() as i32,
-    )))
-}
+use super::dot_x86::f16_at;
 
 /// The eight 6-bit scales and minimums of a Q4_K super-block (12 bytes at `p`, unpacked
 /// with llama.cpp's masks), as `[d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]`.

@@ -23,9 +23,10 @@ use super::activation::Q8Row;
 use super::dot_scalar;
 use super::format::StoredType;
 
+/// The f16 at `p` as f32.
 #[inline]
 #[target_feature(enable = "f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         p.cast::<u16>().read_unaligned() as i32,
     )))

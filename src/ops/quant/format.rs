@@ -179,7 +179,8 @@ impl StoredType {
 pub(super) fn blocks<B: GgmlType>(bytes: &[u8]) -> &[B] {
     let size = std::mem::size_of::<B>();
     assert!(
-        bytes.len() % size == 0 && bytes.as_ptr() as usize % std::mem::align_of::<B>() == 0,
+        bytes.len().is_multiple_of(size)
+            && (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()),
         "quantized storage of {} bytes is not whole aligned {:?} blocks",
         bytes.len(),
         B::DTYPE

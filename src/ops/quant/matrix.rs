@@ -14,6 +14,7 @@ use super::activation::{Activations, Q8Row};
 use super::format::{blocks, StoredType};
 use super::isa::{self, Isa};
 use super::{dot_scalar, kernel_choice};
+use crate::ops::slice_gemm::SharedOut;
 
 /// Where a matrix's bytes live.
 enum Bytes {
@@ -71,7 +72,7 @@ fn shape_error(ty: StoredType, rows: usize, cols: usize, len: usize) -> String {
 }
 
 fn expected_len(ty: StoredType, rows: usize, cols: usize) -> Option<usize> {
-    if cols % ty.block_elems() != 0 {
+    if !cols.is_multiple_of(ty.block_elems()) {
         return None;
     }
     (cols / ty.block_elems())
@@ -92,7 +93,7 @@ impl QuantMatrix {
         let len = expected_len(ty, rows, cols)
             .filter(|&l| start.checked_add(l).is_some_and(|end| end <= map.len()))
             .ok_or_else(|| shape_error(ty, rows, cols, map.len().saturating_sub(start)))?;
-        if (map.as_ptr() as usize + start) % ty.alignment() != 0 {
+        if !(map.as_ptr() as usize + start).is_multiple_of(ty.alignment()) {
             return Self::owned(map[start..start + len].to_vec(), ty, rows, cols);
         }
         Ok(Self {
@@ -276,19 +277,6 @@ impl QuantMatrix {
     }
 }
 
-/// The output pointer the row tasks share.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes a set of output columns no other task writes, and the pointer
-// outlives the parallel loop (it borrows `y` mutably for the whole product).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// A safe kernel of the 32-value types: `(weight row, activation row) -> dot`.
 pub(super) type Q8Kernel = Box<dyn Fn(&[u8], Q8Row<'_>) -> f32 + Sync>;
 
@@ -359,7 +347,10 @@ fn q8k_kernel(ty: StoredType, level: Isa) -> fn(&[u8], &[BlockQ8K]) -> f32 {
 }
 
 /// The 16-bit float kernel of `ty`.
-fn f32_kernel(ty: StoredType, level: Isa) -> Box<dyn Fn(&[u8], &[f32]) -> f32 + Sync> {
+/// A safe kernel of the 16-bit float types: `(weight row, f32 activations) -> dot`.
+type F32Kernel = Box<dyn Fn(&[u8], &[f32]) -> f32 + Sync>;
+
+fn f32_kernel(ty: StoredType, level: Isa) -> F32Kernel {
     #[cfg(target_arch = "x86_64")]
     if level.min(isa::detected()) >= Isa::Avx2 {
         use super::dot_x86 as x;
