@@ -81,7 +81,8 @@ fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInf
         context_length: config.max_position_embeddings,
         quantization,
         file_bytes,
-        memory_bytes: file_bytes,
+        // The weights' bytes: the file's, less its header, so never more than in f32.
+        memory_bytes: file_bytes.min(config.f32_weight_bytes() as u64),
     }
 }
 
