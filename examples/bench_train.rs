@@ -1,5 +1,5 @@
 //! Training throughput, the same measurement as `../shared/anchors/peft/bench_train.py`:
-//! the default model, LoRA on all seven linear layers, f32, random token rows of
+//! the default model, LoRA on all seven linear layers, random token rows of
 //! `--batch` × `--seq` with every token trained, AdamW; one step = forward, backward,
 //! optimizer. Prints trained tokens/s (median over `--steps` after `--warmup`) and peak RSS.
 //!
@@ -7,7 +7,11 @@
 //! (chat template, assistant-only loss, packing at `--seq`), optionally on the first
 //! `--records N`, and reports tokens/s over the whole epoch.
 //!
-//! `cargo run --release --example bench_train -- [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
+//! The base is trained as the file stores it (`--base stored`, the default: a GGUF's
+//! quantized blocks) or as a dequantized f32 copy (`--base f32`); `--model` takes what
+//! the studio opens (a GGUF file, an HF folder, `default`).
+//!
+//! `cargo run --release --example bench_train -- [--model M] [--base stored|f32] [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,7 +102,20 @@ fn main() -> anyhow::Result<()> {
     let warmup: usize = arg(&args, "--warmup", "2").parse()?;
     let rank: usize = arg(&args, "--rank", "16").parse()?;
     let spec = arg(&args, "--model", "default");
-    let model = Arc::new(finetune_studio::hub::load(&spec)?);
+    let loaded = finetune_studio::hub::load(&spec)?;
+    // `--base f32` trains on a dequantized f32 copy instead of the file's own blocks.
+    let base = arg(&args, "--base", "stored");
+    let model = Arc::new(match base.as_str() {
+        "stored" => loaded,
+        "f32" => loaded.with_f32_weights()?,
+        other => anyhow::bail!("--base {other}: expected `stored` or `f32`"),
+    });
+    let storage = model.storage_label();
+    eprintln!(
+        "{}: {storage}, {:.0} MiB of weights",
+        model.name,
+        model.weight_bytes() as f64 / (1024.0 * 1024.0)
+    );
     let device = model.transformer.device().clone();
 
     if let Some(file) = args
@@ -221,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        serde_json::json!({"impl": "finetune-studio", "batch": batch, "seq": seq, "rank": rank,
+        serde_json::json!({"impl": "finetune-studio", "model": model.name, "base": storage, "batch": batch, "seq": seq, "rank": rank,
         "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
         "trainable_params": adapter.parameter_count()})

@@ -196,8 +196,17 @@ pub fn write_tiny_model(
     architecture: Architecture,
     seed: u64,
 ) -> Result<PathBuf, ModelError> {
+    write_tiny_model_with(dir, &tiny_config(architecture), seed)
+}
+
+/// Writes a random model of `cfg` with the tiny tokenizer (`cfg.vocab_size` must cover
+/// it) as an HF folder in `dir` and returns it.
+pub fn write_tiny_model_with(
+    dir: &Path,
+    cfg: &ModelConfig,
+    seed: u64,
+) -> Result<PathBuf, ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let cfg = tiny_config(architecture);
     write(&dir.join("config.json"), &cfg.to_hf_json().to_string())?;
     write(
         &dir.join("tokenizer.json"),
@@ -206,7 +215,7 @@ pub fn write_tiny_model(
     let tok_cfg = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
         "chat_template": FALLBACK_TEMPLATE});
     write(&dir.join("tokenizer_config.json"), &tok_cfg.to_string())?;
-    let weights = random_weights(&cfg, seed)?;
+    let weights = random_weights(cfg, seed)?;
     let map: std::collections::HashMap<String, Tensor> = weights
         .into_iter()
         .map(|(n, t)| t.to_dtype(DType::F32).map(|t| (n, t)))
@@ -214,6 +223,41 @@ pub fn write_tiny_model(
     let path = dir.join("model.safetensors");
     candle_core::safetensors::save(&map, &path).map_err(|e| ModelError::weights(&path, e))?;
     Ok(dir.to_path_buf())
+}
+
+/// `model` with its embedding and every projection (and an untied LM head) quantized to
+/// `ty` and held as stored blocks, as a GGUF of that type loads; norms and biases stay f32.
+/// Every matrix's row length must be a whole number of `ty`'s blocks.
+pub fn with_stored_matrices(
+    model: &crate::model::Model,
+    ty: crate::ops::quant::StoredType,
+) -> Result<crate::model::Model, ModelError> {
+    use crate::model::lora::LoraTarget;
+    use crate::model::FrozenWeight;
+    use crate::ops::quant::QuantMatrix;
+    let store = |w: &FrozenWeight| -> Result<FrozenWeight, ModelError> {
+        let t = w.to_f32(&Device::Cpu)?;
+        let (rows, cols) = t.dims2()?;
+        let q = candle_core::quantized::QTensor::quantize(&t, ty.ggml())?;
+        let m = QuantMatrix::owned(q.data()?.to_vec(), ty, rows, cols)
+            .map_err(|e| ModelError::weights(&model.name, format!("{} storage: {e}", ty.name())))?;
+        Ok(FrozenWeight::Stored(std::sync::Arc::new(m)))
+    };
+    let mut out = model.clone();
+    let tr = &mut out.transformer;
+    tr.embed_tokens = store(&tr.embed_tokens)?;
+    for layer in &mut tr.layers {
+        for t in LoraTarget::ALL {
+            let lin = layer.linear_mut(t);
+            lin.weight = store(&lin.weight)?;
+        }
+    }
+    tr.lm_head.weight = if tr.ties_embeddings() {
+        tr.embed_tokens.clone()
+    } else {
+        store(&tr.lm_head.weight)?
+    };
+    Ok(out)
 }
 
 /// Writes a random LoRA adapter (rank 4, alpha 8) on every layer's gate and value

@@ -17,7 +17,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::slice_gemm::{arg_slice, gemm_new, with_slice, Threads::All};
+use crate::ops::frozen_weight::FrozenWeight;
+use crate::ops::slice_gemm::arg_slice;
 use crate::ops::vec_math;
 
 struct CrossEntropy {
@@ -92,7 +93,7 @@ impl CustomOp1 for CrossEntropy {
 /// Cross-entropy of `h Wᵀ` per row of `h [rows, hidden]`, with the LM head `W [vocab, hidden]`
 /// frozen; see the module comment.
 struct LmHeadCrossEntropy {
-    weight: Tensor,
+    weight: FrozenWeight,
     labels: Vec<u32>,
     /// `(softmax(z) − onehot(label)) W` per row, from the forward pass.
     dh: OnceLock<Vec<f32>>,
@@ -105,7 +106,7 @@ impl CustomOp1 for LmHeadCrossEntropy {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, hidden) = layout.shape().dims2()?;
-        let (vocab, w_hidden) = self.weight.dims2()?;
+        let (vocab, w_hidden) = self.weight.dims();
         if w_hidden != hidden || rows != self.labels.len() {
             candle_core::bail!(
                 "lm-head cross-entropy: {rows} × {hidden} hidden states, an LM head of \
@@ -115,8 +116,8 @@ impl CustomOp1 for LmHeadCrossEntropy {
         }
         check_labels(&self.labels, vocab)?;
         let h = arg_slice(storage, layout, "lm-head cross-entropy")?;
-        let (loss, dh) = with_slice(&self.weight, |w| {
-            let mut z = gemm_new((rows, vocab, hidden), h, false, w, true, 1.0, All)?;
+        let (loss, dh) = {
+            let mut z = self.weight.x_wt_new(rows, h)?;
             // Loss per row, then the logits become softmax − onehot in place.
             let loss: Vec<f32> = z
                 .par_chunks_mut(vocab)
@@ -128,9 +129,9 @@ impl CustomOp1 for LmHeadCrossEntropy {
                     lse - picked
                 })
                 .collect();
-            let dh = gemm_new((rows, hidden, vocab), &z, false, w, false, 1.0, All)?;
-            Ok((loss, dh))
-        })?;
+            let dh = self.weight.dy_w_new(rows, &z)?;
+            (loss, dh)
+        };
         let _ = self.dh.set(dh);
         Ok((CpuStorage::F32(loss), Shape::from(rows)))
     }
@@ -150,9 +151,9 @@ impl CustomOp1 for LmHeadCrossEntropy {
 }
 
 /// `-log softmax(h Wᵀ)[label]` per row of `h [rows, hidden]`, with `W [vocab, hidden]`
-/// frozen: a `[rows]` tensor that autograd differentiates with respect to `h`. The logits
-/// never outlive the call.
-pub fn lm_head_cross_entropy(h: &Tensor, weight: &Tensor, labels: &[u32]) -> Result<Tensor> {
+/// frozen (f32 or quantized): a `[rows]` tensor that autograd differentiates with respect
+/// to `h`. The logits never outlive the call.
+pub fn lm_head_cross_entropy(h: &Tensor, weight: &FrozenWeight, labels: &[u32]) -> Result<Tensor> {
     h.contiguous()?.apply_op1(LmHeadCrossEntropy {
         weight: weight.contiguous()?,
         labels: labels.to_vec(),
@@ -239,7 +240,8 @@ mod tests {
         let labels = [1u32, 12, 0, 5, 5, 9];
         let weights = Tensor::new(&[1f32, -0.5, 2.0, 0.0, 0.25, 3.0], &Device::Cpu).unwrap();
 
-        let fast = lm_head_cross_entropy(h.as_tensor(), &w, &labels).unwrap();
+        let fast =
+            lm_head_cross_entropy(h.as_tensor(), &FrozenWeight::F32(w.clone()), &labels).unwrap();
         let logits = h.as_tensor().matmul(&w.t().unwrap()).unwrap();
         let slow = composed_loss(&logits, &labels);
         assert_same_loss_and_gradient(&fast, &slow, &weights, &h);

@@ -1,6 +1,6 @@
 //! The linear layer as training runs it: `y = x Wᵀ + s · ((x ⊙ m) Aᵀ) Bᵀ`, the base weight
-//! W frozen, the LoRA pair (A, B) trainable and `m` an optional dropout mask, as one op
-//! whose backward is written by hand.
+//! W frozen (f32 or quantized: [`FrozenWeight`]'s training products), the LoRA pair (A, B)
+//! trainable and `m` an optional dropout mask, as one op whose backward is written by hand.
 //!
 //! Composed from candle ops, autograd computes the gradient of every matmul operand (a
 //! frozen W costs a full dW matmul and a weight-sized gradient: PERF.md) and keeps four
@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::slice_gemm::{arg_slice, gemm_into, gemm_new, with_slice, Threads::All};
+use super::frozen_weight::FrozenWeight;
+use super::slice_gemm::{arg_slice, gemm_new, with_slice, Threads::All};
 
 /// `[.., in]` -> `[.., out]`.
 fn output_shape(x: &Shape, out: usize) -> Shape {
@@ -27,8 +28,8 @@ fn output_shape(x: &Shape, out: usize) -> Shape {
 }
 
 /// The frozen weight's `(out, in)`, checked against the input's last dimension.
-fn weight_dims(weight: &Tensor, x: &Shape) -> Result<(usize, usize)> {
-    let (out, inp) = weight.dims2()?;
+fn weight_dims(weight: &FrozenWeight, x: &Shape) -> Result<(usize, usize)> {
+    let (out, inp) = weight.dims();
     if x.dims().last() != Some(&inp) {
         candle_core::bail!("train-linear: input {x:?} does not match a weight of [{out}, {inp}]");
     }
@@ -48,7 +49,7 @@ fn tensor_of(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
 
 /// `x Wᵀ`, differentiated with respect to `x` only.
 struct FrozenLinear {
-    weight: Tensor,
+    weight: FrozenWeight,
 }
 
 impl CustomOp1 for FrozenLinear {
@@ -60,27 +61,21 @@ impl CustomOp1 for FrozenLinear {
         let (out, inp) = weight_dims(&self.weight, layout.shape())?;
         let x = arg_slice(storage, layout, "frozen-linear")?;
         let n = x.len() / inp.max(1);
-        let y = with_slice(&self.weight, |w| {
-            gemm_new((n, out, inp), x, false, w, true, 1.0, All)
-        })?;
+        let y = self.weight.x_wt_new(n, x)?;
         Ok((CpuStorage::F32(y), output_shape(layout.shape(), out)))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let (out, inp) = weight_dims(&self.weight, x.shape())?;
+        let (_, inp) = weight_dims(&self.weight, x.shape())?;
         let n = x.elem_count() / inp.max(1);
-        let dx = with_slice(&dy.contiguous()?, |dy| {
-            with_slice(&self.weight, |w| {
-                gemm_new((n, inp, out), dy, false, w, false, 1.0, All)
-            })
-        })?;
+        let dx = with_slice(&dy.contiguous()?, |dy| self.weight.dy_w_new(n, dy))?;
         Ok(Some(tensor_of(dx, x.shape())?))
     }
 }
 
 /// `x Wᵀ + scale · ((x ⊙ mask) Aᵀ) Bᵀ`, differentiated with respect to x, A and B.
 struct LoraLinear {
-    weight: Tensor,
+    weight: FrozenWeight,
     scale: f32,
     mask: Option<Tensor>,
     /// `h = (x ⊙ mask) Aᵀ` from the forward pass (`[n, r]`, a few kilobytes), for the
@@ -145,9 +140,7 @@ impl CustomOp3 for LoraLinear {
         // folds that addition into its final store, where the other order would walk all
         // of y once more for a product of inner size r.
         let mut y = gemm_new((n, out, r), &h, false, b, true, self.scale, All)?;
-        with_slice(&self.weight, |w| {
-            gemm_into(&mut y, true, (n, out, inp), x, false, w, true, 1.0, All)
-        })?;
+        self.weight.x_wt_into(&mut y, true, n, x)?;
         let _ = self.h.set(h);
         Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
     }
@@ -193,9 +186,7 @@ impl CustomOp3 for LoraLinear {
                                 Ok(())
                             })?;
                         }
-                        with_slice(&self.weight, |w| {
-                            gemm_into(&mut dx, true, (n, inp, out), dy, false, w, false, 1.0, All)
-                        })?;
+                        self.weight.dy_w_into(&mut dx, true, n, dy)?;
                         Ok((dx, da, db))
                     })
                 })
@@ -210,7 +201,7 @@ impl CustomOp3 for LoraLinear {
 }
 
 /// `x Wᵀ` that autograd differentiates with respect to `x` only (`W [out, in]` frozen).
-pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+pub fn frozen_linear(x: &Tensor, weight: &FrozenWeight) -> Result<Tensor> {
     x.contiguous()?.apply_op1(FrozenLinear {
         weight: weight.contiguous()?,
     })
@@ -220,7 +211,7 @@ pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// respect to x, A and B but not W.
 pub fn lora_linear(
     x: &Tensor,
-    weight: &Tensor,
+    weight: &FrozenWeight,
     a: &Tensor,
     b: &Tensor,
     scale: f64,
@@ -247,6 +238,10 @@ mod tests {
         uniform(shape, seed, 1.0)
     }
 
+    fn frozen(w: &Tensor) -> FrozenWeight {
+        FrozenWeight::F32(w.clone())
+    }
+
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}");
         let worst = max_abs_diff(a, b);
@@ -266,7 +261,7 @@ mod tests {
 
         let fused = lora_linear(
             x.as_tensor(),
-            &w,
+            &frozen(&w),
             a.as_tensor(),
             b.as_tensor(),
             scale,
@@ -328,7 +323,7 @@ mod tests {
         let x = randn(&[5, 4], 2);
         let a = Var::from_tensor(&randn(&[2, 4], 3)).unwrap();
         let b = Var::from_tensor(&randn(&[6, 2], 4)).unwrap();
-        let fused = lora_linear(&x, &w, a.as_tensor(), b.as_tensor(), 0.5, None).unwrap();
+        let fused = lora_linear(&x, &frozen(&w), a.as_tensor(), b.as_tensor(), 0.5, None).unwrap();
         let composed = (x.matmul(&w.t().unwrap()).unwrap()
             + (x.matmul(&a.as_tensor().t().unwrap())
                 .unwrap()
@@ -359,7 +354,7 @@ mod tests {
     fn frozen_linear_matches_autograd() {
         let w = randn(&[5, 4], 1);
         let x = Var::from_tensor(&randn(&[3, 4], 2)).unwrap();
-        let y1 = frozen_linear(x.as_tensor(), &w).unwrap();
+        let y1 = frozen_linear(x.as_tensor(), &frozen(&w)).unwrap();
         let y2 = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
         assert_close(&vec_of(&y1), &vec_of(&y2), "output");
         let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -377,7 +372,7 @@ mod tests {
         let x = randn(&[3, 4], 2);
         let a = randn(&[2, 3], 3);
         let b = randn(&[5, 2], 4);
-        let err = lora_linear(&x, &w, &a, &b, 1.0, None).unwrap_err();
+        let err = lora_linear(&x, &frozen(&w), &a, &b, 1.0, None).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");
     }
 }

@@ -41,10 +41,7 @@ pub fn cross_entropy_sum_differentiable(
     {
         let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
         let losses = match &model.lm_head.bias {
-            None => match model.lm_head.weight.as_f32() {
-                Some(w) => lm_head_cross_entropy(&h, w, chunk_labels)?,
-                None => cross_entropy(&model.logits_differentiable(&h)?, chunk_labels)?,
-            },
+            None => lm_head_cross_entropy(&h, &model.lm_head.weight, chunk_labels)?,
             Some(_) => cross_entropy(&model.logits_differentiable(&h)?, chunk_labels)?,
         };
         total = (total + losses.sum_all()?)?;

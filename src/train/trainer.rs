@@ -54,12 +54,8 @@ pub fn run(
     crate::ops::runtime::on_own_pool(move || {
         // Declared first, dropped last: the heap the steps grew goes back when the run ends.
         let _release = crate::ops::runtime::ReleaseFreeMemoryOnDrop;
-        // The training ops run on f32 weights: a base stored quantized gets its f32 copy.
-        let model = if model.transformer.is_f32() {
-            model
-        } else {
-            Arc::new(model.with_f32_weights()?)
-        };
+        // The base stays as stored: the training products dequantize it panel by panel
+        // (ops::frozen_weight), so a quantized base costs its file size.
         let mut trainer = Trainer::new(cfg, model, start, plan, control)?;
         match trainer.train() {
             Ok(summary) => Ok(summary),
