@@ -11,7 +11,7 @@
 //! quantized blocks) or as a dequantized f32 copy (`--base f32`); `--model` takes what
 //! the studio opens (a GGUF file, an HF folder, `default`).
 //!
-//! `cargo run --release --example bench_train -- [--model M] [--base stored|f32] [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
+//! `cargo run --release --example bench_train -- [--model M] [--base stored|f32] [--checkpointing] [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,7 +69,9 @@ fn report_estimate(
     batch: usize,
     seq: usize,
     lora: &LoraSection,
+    checkpointing: bool,
     step_s: f64,
+    peak_rss_mib: f64,
 ) {
     let Some(rate) = estimate::calibrate() else {
         return;
@@ -82,7 +84,12 @@ fn report_estimate(
         largest_micro_batch_samples: vec![vec![seq]; batch],
     };
     let trainable = finetune_studio::train::adapter::trainable_parameters(model.config(), lora);
-    let e = estimate::estimate(model.config(), trainable, 0, &workload);
+    let footprint = estimate::Footprint {
+        weight_bytes: model.weight_bytes(),
+        trainable,
+        checkpointing,
+    };
+    let e = estimate::estimate(model.config(), &footprint, 0, &workload);
     println!(
         "estimate {:.2} s/step at a measured matmul rate of {:.0} GFLOP/s; measured {step_s:.2} s/step, \
          {:.2} of the matmul rate (assumed {})",
@@ -90,6 +97,11 @@ fn report_estimate(
         rate / 1e9,
         e.seconds_per_step * estimate::STEP_EFFICIENCY / step_s,
         estimate::STEP_EFFICIENCY
+    );
+    let estimated_mib = e.peak_memory_bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "estimate {estimated_mib:.0} MiB at the peak; measured {peak_rss_mib:.0} MiB ({:+.1} %)",
+        100.0 * (estimated_mib - peak_rss_mib) / peak_rss_mib
     );
 }
 
@@ -111,6 +123,8 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("--base {other}: expected `stored` or `f32`"),
     });
     let storage = model.storage_label();
+    // `--checkpointing`: recompute each layer in the backward (gradient checkpointing).
+    let checkpointing = args.iter().any(|a| a == "--checkpointing");
     eprintln!(
         "{}: {storage}, {:.0} MiB of weights",
         model.name,
@@ -148,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         };
         cfg.training.epochs = 1.0;
+        cfg.training.gradient_checkpointing = checkpointing;
         cfg.training.batch_size = batch;
         cfg.training.eval_every = 0;
         cfg.training.save_every = 0;
@@ -211,9 +226,15 @@ fn main() -> anyhow::Result<()> {
             // As the trainer runs a step: gradients with the pool kept awake, then the
             // clipped AdamW update.
             let (grads, loss) = finetune_studio::ops::runtime::with_pool_awake(|| {
-                trainer::accumulated_gradients(&model, &adapter, &named, &[mb], trained, |_| {
-                    step as u64
-                })
+                trainer::accumulated_gradients(
+                    &model,
+                    &adapter,
+                    &named,
+                    &[mb],
+                    trained,
+                    |_| step as u64,
+                    checkpointing,
+                )
             })?;
             let grads = grads.ok_or_else(|| anyhow::anyhow!("a batch without targets"))?;
             let norm = optim::grad_norm(&grads)?;
@@ -228,17 +249,17 @@ fn main() -> anyhow::Result<()> {
         Ok(times)
     })?;
     let tps: Vec<f64> = times.iter().map(|t| (batch * seq) as f64 / t).collect();
-    report_estimate(&model, batch, seq, &lora, median(times.clone()));
     let peak = finetune_studio::sys::peak_rss_bytes()
         .map(finetune_studio::sys::mib)
         .unwrap_or(0.0);
+    report_estimate(&model, batch, seq, &lora, checkpointing, median(times.clone()), peak);
     println!(
         "trained {:.1} tokens/s (median of {steps}), peak RSS {peak:.0} MiB",
         median(tps.clone())
     );
     println!(
         "{}",
-        serde_json::json!({"impl": "finetune-studio", "model": model.name, "base": storage, "batch": batch, "seq": seq, "rank": rank,
+        serde_json::json!({"impl": "finetune-studio", "model": model.name, "base": storage, "checkpointing": checkpointing, "batch": batch, "seq": seq, "rank": rank,
         "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
         "trainable_params": adapter.parameter_count()})

@@ -255,7 +255,7 @@ fn entries_ui(
     let loaded_path = model.model().map(|m| m.location.path().to_path_buf());
     let mut action = None;
     egui::Grid::new("models-grid")
-        .num_columns(7)
+        .num_columns(8)
         .striped(true)
         .spacing([16.0, 6.0])
         .show(ui, |ui| {
@@ -266,6 +266,7 @@ fn entries_ui(
                 "Parameters",
                 "Weights on disk",
                 "Memory needed",
+                "Trains in",
                 "",
             ] {
                 ui.strong(h);
@@ -284,7 +285,7 @@ fn entries_ui(
                     Err(err) => {
                         ui.colored_label(ui.visuals().error_fg_color, "unreadable")
                             .on_hover_text(err);
-                        for _ in 0..3 {
+                        for _ in 0..4 {
                             ui.label("");
                         }
                     }
@@ -319,21 +320,40 @@ fn info_cells(ui: &mut egui::Ui, info: &ModelInfo, available: Option<u64>) {
         crate::sys::human_bytes(info.file_bytes)
     ));
     let need = crate::sys::human_bytes(info.memory_bytes);
+    let stored = "Weights stay as the file stores them (quantized blocks, 16-bit floats); the \
+                  KV cache comes on top";
     match available {
         Some(free) if info.memory_bytes > free => {
-            ui.colored_label(
-                ui.visuals().warn_fg_color,
-                format!("{need} (more than free)"),
-            )
-            .on_hover_text(format!(
-                "The studio holds weights in f32; {} is free now",
-                crate::sys::human_bytes(free)
-            ));
+            ui.colored_label(ui.visuals().warn_fg_color, format!("{need} (more than free)"))
+                .on_hover_text(format!("{stored}; {} is free now", crate::sys::human_bytes(free)));
         }
         _ => {
-            ui.label(need).on_hover_text(
-                "The studio holds weights in f32 (four bytes each), whatever the file's precision",
-            );
+            ui.label(need).on_hover_text(stored);
+        }
+    }
+    let (plain, ckpt) = info.train_bytes;
+    let text = format!("about {}", crate::sys::human_bytes(plain));
+    let hover = format!(
+        "A LoRA run at the default settings (4 rows of 512 tokens, rank 16 on every projection) \
+         peaks at about {}, or {} with gradient checkpointing; the Train tab estimates the run \
+         you configure",
+        crate::sys::human_bytes(plain),
+        crate::sys::human_bytes(ckpt)
+    );
+    match available {
+        Some(free) if plain > free && ckpt <= free => {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("{} with checkpointing", crate::sys::human_bytes(ckpt)),
+            )
+            .on_hover_text(hover);
+        }
+        Some(free) if ckpt > free => {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("{text} (more than free)"))
+                .on_hover_text(hover);
+        }
+        _ => {
+            ui.label(text).on_hover_text(hover);
         }
     }
 }

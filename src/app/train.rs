@@ -393,10 +393,15 @@ impl TrainTab {
             // (training runs in it), so it starts only when the user insists.
             let too_big = self.estimate.for_config(cfg).is_some_and(|e| !e.fits());
             if too_big {
+                let advice = if cfg.training.gradient_checkpointing {
+                    "lower the batch size or the maximum sequence length, or close other programs"
+                } else {
+                    "turn on gradient checkpointing, lower the batch size or the maximum sequence \
+                     length, or close other programs"
+                };
                 ui.colored_label(
                     ui.visuals().error_fg_color,
-                    "! This run needs more memory than is free: lower the batch size or the \
-                     maximum sequence length, or close other programs.",
+                    format!("! This run needs more memory than is free: {advice}."),
                 );
                 ui.checkbox(&mut self.start_anyway, "Start anyway");
             }

@@ -62,8 +62,13 @@ fn start(args: &TrainArgs) -> anyhow::Result<train::TrainHandle> {
     train::estimate::calibrate();
     let estimate = plan.estimate(&model);
     if !estimate.fits() && !args.force {
+        let advice = if cfg.training.gradient_checkpointing {
+            "lower batch_size or max_seq_len"
+        } else {
+            "set gradient_checkpointing = true under [training], lower batch_size or max_seq_len"
+        };
         anyhow::bail!(
-            "this run will not fit in memory: it {}; lower batch_size or max_seq_len, or pass --force",
+            "this run will not fit in memory: it {}; {advice}, or pass --force",
             estimate.describe()
         );
     }

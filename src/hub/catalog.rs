@@ -58,8 +58,11 @@ pub struct ModelInfo {
     pub file_bytes: u64,
     /// Bytes the studio needs to hold the weights for chat: they stay as stored (GGUF blocks
     /// mapped, safetensors in their own precision), so about the file size; the KV cache
-    /// comes on top. Training makes an f32 copy, which the Train tab estimates.
+    /// comes on top. Training also keeps the base as stored.
     pub memory_bytes: u64,
+    /// The peak memory of a LoRA run with the default settings, without and with gradient
+    /// checkpointing (the Train tab estimates the run actually configured).
+    pub train_bytes: (u64, u64),
 }
 
 /// Describes the model at `path` (a Hugging Face folder or a `.gguf` file).
@@ -73,6 +76,8 @@ pub fn describe(path: &Path) -> Result<ModelInfo, ModelError> {
 
 fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInfo {
     let parameters = config.parameter_count();
+    // The weights' bytes: the file's, less its header, so never more than in f32.
+    let memory_bytes = file_bytes.min(config.f32_weight_bytes() as u64);
     ModelInfo {
         architecture: config.architecture.model_type().to_string(),
         parameters,
@@ -81,8 +86,8 @@ fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInf
         context_length: config.max_position_embeddings,
         quantization,
         file_bytes,
-        // The weights' bytes: the file's, less its header, so never more than in f32.
-        memory_bytes: file_bytes.min(config.f32_weight_bytes() as u64),
+        memory_bytes,
+        train_bytes: crate::train::estimate::default_run_peak_bytes(config, memory_bytes),
     }
 }
 

@@ -345,11 +345,25 @@ impl Transformer {
                 return Tensor::from_vec(h, (1, 1, cfg.hidden_size), &self.device);
             }
         }
+        let (mut x, plan) = self.prepare(ids, &opts)?;
+        for i in 0..self.layers.len() {
+            let cache = opts.cache.as_mut().map(|c| &mut c.layers[i]);
+            x = self.run_layer(i, &x, cache, &plan)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// The embedded input `[b, t, hidden]` of `ids` and what its layers share, for a
+    /// caller that runs the layers one by one ([`Transformer::run_layer`]; training with
+    /// gradient checkpointing). `opts.cache` only sets where positions start.
+    pub fn prepare<'a>(&self, ids: &Tensor, opts: &Forward<'a>) -> Result<(Tensor, LayerPlan<'a>)> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.config;
         let offset = opts.cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let mut x =
-            self.embed_tokens
-                .rows(&ids.flatten_all()?)?
-                .reshape((b, t, cfg.hidden_size))?;
+        let x = self
+            .embed_tokens
+            .rows(&ids.flatten_all()?)?
+            .reshape((b, t, cfg.hidden_size))?;
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
         // Whole sequences and packed rows attend within segments through their own op; the
@@ -400,21 +414,45 @@ impl Transformer {
         } else {
             MatmulMode::Plain
         };
-        for (i, layer) in self.layers.iter().enumerate() {
-            let cache = opts.cache.as_mut().map(|c| &mut c.layers[i]);
-            let ctx = LayerCtx {
-                index: i,
-                lora: opts.lora,
-                dropout,
-                cos: &cos,
-                sin: &sin,
-                mask: mask.as_ref(),
-                spans: spans.as_ref(),
-                mode,
-            };
-            x = self.layer_forward(layer, &x, cache, &ctx)?;
-        }
-        self.norm.forward(&x)
+        let plan = LayerPlan {
+            lora: opts.lora,
+            dropout,
+            cos,
+            sin,
+            mask,
+            spans,
+            mode,
+        };
+        Ok((x, plan))
+    }
+
+    /// Layer `index` on `x` `[b, t, hidden]` (its input), appending to `cache` when given.
+    pub fn run_layer(
+        &self,
+        index: usize,
+        x: &Tensor,
+        cache: Option<&mut LayerKv>,
+        plan: &LayerPlan<'_>,
+    ) -> Result<Tensor> {
+        let Some(layer) = self.layers.get(index) else {
+            candle_core::bail!("layer {index} of a model with {}", self.layers.len());
+        };
+        let ctx = LayerCtx {
+            index,
+            lora: plan.lora,
+            dropout: plan.dropout,
+            cos: &plan.cos,
+            sin: &plan.sin,
+            mask: plan.mask.as_ref(),
+            spans: plan.spans.as_ref(),
+            mode: plan.mode,
+        };
+        self.layer_forward(layer, x, cache, &ctx)
+    }
+
+    /// The final norm on the last layer's output.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward(x)
     }
 
     /// Logits `[n, vocab]` for hidden states `[n, hidden]`.
@@ -537,6 +575,18 @@ impl Transformer {
         let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?;
         x + down
     }
+}
+
+/// What every layer of one forward call shares: the adapter, dropout, the rotary tables,
+/// how attention is laid out and how the linear layers multiply.
+pub struct LayerPlan<'a> {
+    lora: Option<&'a LoraSet>,
+    dropout: Option<(f32, u64)>,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    spans: Option<segment_attention::Spans>,
+    mode: MatmulMode,
 }
 
 struct LayerCtx<'a> {

@@ -32,6 +32,8 @@ pub enum FrozenWeight {
 /// at least 256 rows of the weight as its inner dimension in the backward, so that panels
 /// add no passes over the output beyond gemm's own blocking, and small beside the model.
 const PANEL_VALUES: usize = 1 << 22;
+/// Bytes of the dequantized panel buffer (the estimate counts it).
+pub const PANEL_BYTES: usize = PANEL_VALUES * 4;
 /// The fewest weight rows in a panel (see [`PANEL_VALUES`]).
 const PANEL_MIN_ROWS: usize = 256;
 

@@ -154,6 +154,9 @@ pub struct TrainingSection {
     pub eval_every: usize,
     /// Checkpoint every N optimizer steps (0: only at the end).
     pub save_every: usize,
+    /// Recompute each layer in the backward instead of keeping its activations: several
+    /// times less activation memory for about one more forward pass per step.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainingSection {
@@ -167,6 +170,7 @@ impl Default for TrainingSection {
             log_every: 1,
             eval_every: 50,
             save_every: 100,
+            gradient_checkpointing: false,
         }
     }
 }

@@ -14,10 +14,18 @@ use crate::ops::segment_attention;
 use crate::ops::slice_gemm::{gemm_into, Threads};
 
 /// f32 values kept for the backward pass per token and layer, in units of the hidden size
-/// and the MLP width (fit to the peak RSS of examples/bench_train on SmolLM2-135M: 2108 MiB
-/// at 4 × 256 tokens). Attention keeps no `[t, t]` scores and the loss no logits.
+/// and the MLP width (fit to the peak RSS of examples/bench_train on SmolLM2-135M at
+/// 4 × 256 tokens: 1798 MiB on its Q4_1 base, 452 MiB with checkpointing). Attention keeps
+/// no `[t, t]` scores and the loss no logits.
 const ACT_HIDDEN: f64 = 11.0;
 const ACT_MLP: f64 = 2.75;
+/// With gradient checkpointing, `[tokens, hidden]` tensors alive besides the layer inputs
+/// and the recomputed layer: the gradient at the layer's output, at its input, and the
+/// input's tracked copy.
+const CHECKPOINT_EXTRA_HIDDEN: f64 = 3.0;
+/// The process around the step: code, the allocator's slack, the thread stacks, the
+/// tokenizer and the data (fit with the coefficients above, on a Q4_1 base).
+const RUNTIME_BYTES: f64 = 100e6;
 /// The share of the machine's matmul rate ([`calibrate`]) that a whole training step
 /// reaches, counted as in [`estimate`]: the norms, attention, softmax, optimizer and
 /// autograd around the products. bench_train at 4 × 256 on SmolLM2-135M, 2-core machine
@@ -80,22 +88,45 @@ fn step_flops() -> f64 {
     }
 }
 
+/// What the estimate needs to know about the base and the run besides its data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    /// Bytes the base's weights hold as loaded (a quantized file's own size; `4 ×`
+    /// parameters for f32).
+    pub weight_bytes: usize,
+    /// LoRA parameters trained.
+    pub trainable: usize,
+    /// Whether each layer is recomputed in the backward (gradient checkpointing).
+    pub checkpointing: bool,
+}
+
+impl Footprint {
+    /// An f32 base of `model`'s shape.
+    pub fn f32_base(model: &ModelConfig, trainable: usize) -> Self {
+        Self {
+            weight_bytes: model.parameter_count().saturating_mul(4),
+            trainable,
+            checkpointing: false,
+        }
+    }
+}
+
 /// The memory at the peak and the time per step of a run of `total_steps` steps, each of
 /// `workload`'s size (from [`super::plan`], the trainer's own packing), at this machine's
 /// measured rate.
 pub fn estimate(
     model: &ModelConfig,
-    trainable: usize,
+    footprint: &Footprint,
     total_steps: usize,
     workload: &Workload,
 ) -> Estimate {
-    estimate_at(model, trainable, total_steps, workload, step_flops())
+    estimate_at(model, footprint, total_steps, workload, step_flops())
 }
 
 /// [`estimate`] at a given step rate (FLOP/s as counted here).
 fn estimate_at(
     model: &ModelConfig,
-    trainable: usize,
+    footprint: &Footprint,
     total_steps: usize,
     workload: &Workload,
     flops_per_s: f64,
@@ -103,13 +134,20 @@ fn estimate_at(
     let h = model.hidden_size as f64;
     let i = model.intermediate_size as f64;
     let layers = model.num_hidden_layers as f64;
-    let weights = model.parameter_count() as f64 * 4.0;
+    let tokens = workload.max_micro_batch_tokens as f64;
+    let weights = footprint.weight_bytes as f64;
     let per_token_layer = ACT_HIDDEN * h + ACT_MLP * i;
-    let activations = workload.max_micro_batch_tokens as f64 * layers * per_token_layer * 4.0;
+    // Every layer's saved tensors; with checkpointing, each layer's input, one layer's
+    // saved tensors while it is recomputed, and the gradient flowing between layers.
+    let activations = if footprint.checkpointing {
+        tokens * (layers * h + per_token_layer + CHECKPOINT_EXTRA_HIDDEN * h) * 4.0
+    } else {
+        tokens * layers * per_token_layer * 4.0
+    };
     // One chunk of logits at a time, during the forward pass only.
     let logits = crate::train::loss::LOSS_CHUNK_ROWS as f64 * model.vocab_size as f64 * 4.0 * 1.25;
     // AdamW's two moments, the gradients and the values of every adapter tensor.
-    let optimizer = trainable as f64 * 4.0 * 4.0;
+    let optimizer = footprint.trainable as f64 * 4.0 * 4.0;
     // Attention probabilities each layer keeps for its backward pass, up to the cap.
     let spans: segment_attention::Spans = std::sync::Arc::new(
         workload
@@ -130,20 +168,63 @@ fn estimate_at(
         &spans,
         (model.num_attention_heads, model.num_key_value_heads),
     );
-    let probabilities = layers * kept.min(segment_attention::KEEP_MAX_FLOATS) as f64 * 4.0;
-    let peak = weights + activations + logits + optimizer + probabilities + 300e6;
+    let layers_keeping = if footprint.checkpointing { 1.0 } else { layers };
+    let probabilities =
+        layers_keeping * kept.min(segment_attention::KEEP_MAX_FLOATS) as f64 * 4.0;
+    // The training products' dequantized panel, for a base not stored as f32.
+    let panel = if footprint.weight_bytes < model.parameter_count().saturating_mul(4) {
+        crate::ops::frozen_weight::PANEL_BYTES as f64
+    } else {
+        0.0
+    };
+    // Without checkpointing the loss runs while every layer's tensors are kept; with it,
+    // the loss runs before any layer is recomputed, so only the larger of the two counts.
+    let transient = if footprint.checkpointing {
+        logits.max(probabilities)
+    } else {
+        logits + probabilities
+    };
+    let peak = weights + activations + transient + optimizer + panel + RUNTIME_BYTES;
     let matmul_params = (model.parameter_count() - model.vocab_size * model.hidden_size) as f64
         + model.vocab_size as f64 * h;
-    let flops_per_step = 4.0 * matmul_params * workload.tokens_per_step
+    // Forward 2 and backward 2 FLOPs per weight and token (no weight gradient); a
+    // recomputed layer adds its forward again.
+    let passes = if footprint.checkpointing { 6.0 } else { 4.0 };
+    let attention_passes = if footprint.checkpointing { 8.0 } else { 6.0 };
+    let flops_per_step = passes * matmul_params * workload.tokens_per_step
         // Causal attention, forward and backward, within each packed sample.
-        + 6.0 * layers * workload.attention_pairs_per_step * h;
+        + attention_passes * layers * workload.attention_pairs_per_step * h;
     Estimate {
         peak_memory_bytes: peak as u64,
         available_memory_bytes: crate::sys::available_memory_bytes().unwrap_or(0),
         seconds_per_step: flops_per_step / flops_per_s,
         total_steps,
-        trainable_parameters: trainable,
+        trainable_parameters: footprint.trainable,
     }
+}
+
+/// The peak memory of a run with the default settings (batch, sequence length and LoRA
+/// of [`super::RunConfig::default`], every row full) on a base of `model`'s shape whose
+/// weights hold `weight_bytes`, without and with gradient checkpointing: what the Models
+/// tab shows before any dataset is chosen.
+pub fn default_run_peak_bytes(model: &ModelConfig, weight_bytes: u64) -> (u64, u64) {
+    let cfg = super::RunConfig::default();
+    let (rows, len) = (cfg.training.batch_size, cfg.data.max_seq_len);
+    let workload = Workload {
+        max_micro_batch_tokens: rows * len,
+        tokens_per_step: (rows * len) as f64,
+        attention_pairs_per_step: (rows * len * len) as f64,
+        largest_micro_batch_samples: vec![vec![len]; rows],
+    };
+    let mut footprint = Footprint {
+        weight_bytes: weight_bytes as usize,
+        trainable: super::adapter::trainable_parameters(model, &cfg.lora),
+        checkpointing: false,
+    };
+    let plain = estimate_at(model, &footprint, 0, &workload, FALLBACK_FLOPS).peak_memory_bytes;
+    footprint.checkpointing = true;
+    let ckpt = estimate_at(model, &footprint, 0, &workload, FALLBACK_FLOPS).peak_memory_bytes;
+    (plain, ckpt)
 }
 
 impl Estimate {
@@ -219,23 +300,43 @@ mod tests {
     // (2.27 GB); the packed 4 × 512 epoch: 3695 MiB (3.87 GB).
     #[test]
     fn estimate_is_near_the_measured_peak_and_grows_with_the_batch() {
-        let e = estimate(&smollm2(), 4_884_480, 100, &full_rows(4, 256));
+        let f32_base = Footprint::f32_base(&smollm2(), 4_884_480);
+        let e = estimate(&smollm2(), &f32_base, 100, &full_rows(4, 256));
         let gb = e.peak_memory_bytes as f64 / 1e9;
         assert!((2.0..2.6).contains(&gb), "{gb} GB");
         let gb =
-            estimate(&smollm2(), 4_884_480, 100, &full_rows(4, 512)).peak_memory_bytes as f64 / 1e9;
+            estimate(&smollm2(), &f32_base, 100, &full_rows(4, 512)).peak_memory_bytes as f64 / 1e9;
         assert!((3.5..4.3).contains(&gb), "{gb} GB");
-        let bigger = estimate(&smollm2(), 4_884_480, 100, &full_rows(8, 256));
+        let bigger = estimate(&smollm2(), &f32_base, 100, &full_rows(8, 256));
         assert!(bigger.peak_memory_bytes > e.peak_memory_bytes);
         assert!(bigger.seconds_per_step > e.seconds_per_step);
         assert_eq!(format_duration(3725.0), "1 h 02 min");
+    }
+
+    // examples/bench_train on the default model's Q4_1 file (92.1 MiB of weights) at
+    // 4 × 256, r = 16: peak RSS 1798 MiB, and 452 MiB with checkpointing (AMD EPYC Zen 5,
+    // 2026-12-03).
+    #[test]
+    fn a_quantized_base_and_checkpointing_are_estimated_within_15_percent() {
+        let mib = |e: &Estimate| e.peak_memory_bytes as f64 / (1024.0 * 1024.0);
+        let mut q4_1 = Footprint {
+            weight_bytes: (92.1 * 1024.0 * 1024.0) as usize,
+            trainable: 4_884_480,
+            checkpointing: false,
+        };
+        let plain = estimate(&smollm2(), &q4_1, 10, &full_rows(4, 256));
+        assert!((mib(&plain) / 1798.0 - 1.0).abs() < 0.15, "{} MiB", mib(&plain));
+        q4_1.checkpointing = true;
+        let ckpt = estimate(&smollm2(), &q4_1, 10, &full_rows(4, 256));
+        assert!((mib(&ckpt) / 452.0 - 1.0).abs() < 0.15, "{} MiB", mib(&ckpt));
+        assert!(ckpt.seconds_per_step > plain.seconds_per_step * 1.3);
     }
 
     /// The FLOPs a step is charged: counted here by hand for SmolLM2-135M at 4 × 256.
     #[test]
     fn step_time_is_the_steps_flops_at_the_given_rate() {
         let m = smollm2();
-        let e = estimate_at(&m, 0, 10, &full_rows(4, 256), 1e11);
+        let e = estimate_at(&m, &Footprint::f32_base(&m, 0), 10, &full_rows(4, 256), 1e11);
         // 134.5M weights (the tied LM head counted once as a product), 4 FLOPs per weight
         // and token, 1024 tokens; attention: 6 · 30 layers · 4 · 256² pairs · 576.
         let weights = 134_515_008.0;
@@ -248,7 +349,7 @@ mod tests {
         // Packing four 64-token samples into each row costs a quarter of the attention.
         let mut packed = full_rows(4, 256);
         packed.attention_pairs_per_step /= 4.0;
-        let p = estimate_at(&m, 0, 10, &packed, 1e11);
+        let p = estimate_at(&m, &Footprint::f32_base(&m, 0), 10, &packed, 1e11);
         assert!(p.seconds_per_step < e.seconds_per_step);
     }
 

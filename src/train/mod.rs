@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod estimate;

@@ -22,6 +22,8 @@ pub struct RunPlan {
     pub workload: Workload,
     /// Notes for the user from preparing the data (truncations, skipped records).
     pub notes: Vec<String>,
+    /// Whether the run recomputes each layer in the backward.
+    pub checkpointing: bool,
 }
 
 /// The size of a step's work, for the estimate.
@@ -82,18 +84,20 @@ pub fn plan(cfg: &RunConfig, model: &Model) -> anyhow::Result<RunPlan> {
         trainable_parameters,
         workload,
         notes,
+        checkpointing: cfg.training.gradient_checkpointing,
     })
 }
 
 impl RunPlan {
-    /// Memory at the peak and time per step for this plan on `model`.
+    /// Memory at the peak and time per step for this plan on `model` (as loaded: a
+    /// quantized base at its stored size).
     pub fn estimate(&self, model: &Model) -> Estimate {
-        super::estimate::estimate(
-            model.config(),
-            self.trainable_parameters,
-            self.total_steps,
-            &self.workload,
-        )
+        let footprint = super::estimate::Footprint {
+            weight_bytes: model.weight_bytes(),
+            trainable: self.trainable_parameters,
+            checkpointing: self.checkpointing,
+        };
+        super::estimate::estimate(model.config(), &footprint, self.total_steps, &self.workload)
     }
 }
 

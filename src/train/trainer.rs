@@ -106,6 +106,8 @@ pub fn micro_batch_loss(
 /// The loss of a group of micro-batches (one optimizer step's, averaged over its
 /// `trained` target tokens) and the gradient of every adapter tensor, in `named`'s order;
 /// `None` when no micro-batch has a target. `seed(j)` is micro-batch `j`'s dropout seed.
+/// With `checkpointing`, each layer is recomputed in the backward instead of keeping its
+/// activations ([`super::checkpoint`]); the result is the same.
 pub fn accumulated_gradients(
     model: &Model,
     adapter: &TrainableAdapter,
@@ -113,6 +115,7 @@ pub fn accumulated_gradients(
     group: &[MicroBatch],
     trained: usize,
     seed: impl Fn(usize) -> u64,
+    checkpointing: bool,
 ) -> candle_core::Result<(Option<Vec<Tensor>>, f64)> {
     let mut grads: Option<Vec<Tensor>> = None;
     let mut loss_sum = 0f64;
@@ -120,16 +123,21 @@ pub fn accumulated_gradients(
         if mb.trained_tokens == 0 {
             continue;
         }
-        let loss = (micro_batch_loss(model, adapter, mb, seed(j))? / trained as f64)?;
-        loss_sum += loss.to_scalar::<f32>()? as f64;
-        let store = loss.backward()?;
-        let g: Vec<Tensor> = named
-            .iter()
-            .map(|(_, v)| match store.get(v.as_tensor()) {
-                Some(g) => Ok(g.clone()),
-                None => v.as_tensor().zeros_like(),
-            })
-            .collect::<candle_core::Result<_>>()?;
+        let (loss, g) = if checkpointing {
+            super::checkpoint::micro_batch_gradients(model, adapter, named, mb, trained, seed(j))?
+        } else {
+            let loss = (micro_batch_loss(model, adapter, mb, seed(j))? / trained as f64)?;
+            let store = loss.backward()?;
+            let g: Vec<Tensor> = named
+                .iter()
+                .map(|(_, v)| match store.get(v.as_tensor()) {
+                    Some(g) => Ok(g.clone()),
+                    None => v.as_tensor().zeros_like(),
+                })
+                .collect::<candle_core::Result<_>>()?;
+            (loss.to_scalar::<f32>()? as f64, g)
+        };
+        loss_sum += loss;
         grads = Some(match grads {
             None => g,
             Some(acc) => acc
@@ -397,6 +405,7 @@ impl<'c> Trainer<'c> {
                 &group,
                 trained,
                 seed,
+                self.cfg.training.gradient_checkpointing,
             )
         })?;
         if !loss_sum.is_finite() {
