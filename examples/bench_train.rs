@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use finetune_studio::model;
+use finetune_studio::ops::gemm_choice::GemmKernel;
 use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::batch::PackedRow;
 use finetune_studio::train::config::{EvalSplit, LoraSection, RunConfig};
@@ -252,17 +253,34 @@ fn main() -> anyhow::Result<()> {
     let peak = finetune_studio::sys::peak_rss_bytes()
         .map(finetune_studio::sys::mib)
         .unwrap_or(0.0);
-    report_estimate(&model, batch, seq, &lora, checkpointing, median(times.clone()), peak);
+    report_estimate(
+        &model,
+        batch,
+        seq,
+        &lora,
+        checkpointing,
+        median(times.clone()),
+        peak,
+    );
     println!(
         "trained {:.1} tokens/s (median of {steps}), peak RSS {peak:.0} MiB",
         median(tps.clone())
+    );
+    let kernels = finetune_studio::ops::gemm_choice::chosen();
+    let on = |k: GemmKernel| kernels.iter().filter(|(_, c)| *c == k).count();
+    println!(
+        "gemm kernels ({}): AVX-512 on {} shapes, AVX2 on {}",
+        finetune_studio::sys::cpu_model(),
+        on(GemmKernel::Avx512),
+        on(GemmKernel::Avx2)
     );
     println!(
         "{}",
         serde_json::json!({"impl": "finetune-studio", "model": model.name, "base": storage, "checkpointing": checkpointing, "batch": batch, "seq": seq, "rank": rank,
         "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
-        "trainable_params": adapter.parameter_count()})
+        "trainable_params": adapter.parameter_count(), "cpu": finetune_studio::sys::cpu_model(),
+        "gemm_avx512_shapes": on(GemmKernel::Avx512), "gemm_avx2_shapes": on(GemmKernel::Avx2)})
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Facts about this process and machine read from `/proc` (resident memory now and at
-//! its peak, memory available for a new run; `None` where `/proc` is unavailable). The
+//! its peak, memory available for a new run, the CPU's name; `None` where `/proc` is
+//! unavailable). The
 //! process's runtime settings (allocator, thread pools) are in [`crate::ops::runtime`].
 
 fn proc_status_kib(key: &str) -> Option<u64> {
@@ -28,6 +29,29 @@ pub fn available_memory_bytes() -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u64>().ok())
         .map(|k| k * 1024)
+}
+
+/// This CPU as `/proc/cpuinfo` names it, with its family, model and stepping (a
+/// virtual machine's name can be as short as "AMD EPYC"), e.g.
+/// "AMD EPYC (family 26, model 2, stepping 1)"; "unknown CPU" where it cannot be read.
+pub fn cpu_model() -> String {
+    let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return "unknown CPU".into();
+    };
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{} (family {}, model {}, stepping {})",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        field("stepping")
+    )
 }
 
 /// A size in words: `812 B`, `3.4 KiB`, `512.0 MiB`, `1.25 GiB`.

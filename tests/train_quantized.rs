@@ -70,8 +70,7 @@ fn step_with(model: &Model, checkpointing: bool) -> (f64, Vec<Vec<f32>>) {
         })
         .collect();
     let trained = group.iter().map(|m| m.trained_tokens).sum();
-    let (grads, loss) =
-        trainer::accumulated_gradients(
+    let (grads, loss) = trainer::accumulated_gradients(
         model,
         &adapter,
         &named,
@@ -150,13 +149,22 @@ fn checkpointing_gives_the_plain_gradients() {
     for (what, m) in [("f32", &base), ("Q4_K", &stored)] {
         let (loss_p, grads_p) = step_with(m, false);
         let (loss_c, grads_c) = step_with(m, true);
-        assert!((loss_p - loss_c).abs() < 1e-5, "{what}: loss {loss_p} vs {loss_c}");
+        assert!(
+            (loss_p - loss_c).abs() < 1e-5,
+            "{what}: loss {loss_p} vs {loss_c}"
+        );
         assert_eq!(grads_p.len(), grads_c.len());
         for (p, c) in grads_p.iter().zip(&grads_c) {
             for (a, b) in p.iter().zip(c) {
-                assert!((a - b).abs() < 1e-5, "{what}: gradient {a} plain, {b} checkpointed");
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{what}: gradient {a} plain, {b} checkpointed"
+                );
             }
         }
-        assert!(grads_c.iter().flatten().any(|g| g.abs() > 1e-4), "{what}: all gradients ~0");
+        assert!(
+            grads_c.iter().flatten().any(|g| g.abs() > 1e-4),
+            "{what}: all gradients ~0"
+        );
     }
 }

@@ -324,8 +324,14 @@ fn info_cells(ui: &mut egui::Ui, info: &ModelInfo, available: Option<u64>) {
                   KV cache comes on top";
     match available {
         Some(free) if info.memory_bytes > free => {
-            ui.colored_label(ui.visuals().warn_fg_color, format!("{need} (more than free)"))
-                .on_hover_text(format!("{stored}; {} is free now", crate::sys::human_bytes(free)));
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("{need} (more than free)"),
+            )
+            .on_hover_text(format!(
+                "{stored}; {} is free now",
+                crate::sys::human_bytes(free)
+            ));
         }
         _ => {
             ui.label(need).on_hover_text(stored);
@@ -349,8 +355,11 @@ fn info_cells(ui: &mut egui::Ui, info: &ModelInfo, available: Option<u64>) {
             .on_hover_text(hover);
         }
         Some(free) if ckpt > free => {
-            ui.colored_label(ui.visuals().warn_fg_color, format!("{text} (more than free)"))
-                .on_hover_text(hover);
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("{text} (more than free)"),
+            )
+            .on_hover_text(hover);
         }
         _ => {
             ui.label(text).on_hover_text(hover);

@@ -238,7 +238,7 @@ fn stored_x_wt(
         // j < rows (offset `first + j + i·out < n·out`), reads x[i, p] and panel[j, p]
         // for p < inp; `y` aliases neither input.
         unsafe {
-            gemm::gemm(
+            super::gemm_choice::gemm(
                 n,
                 rows,
                 inp,
@@ -254,9 +254,6 @@ fn stored_x_wt(
                 1,
                 1.0,
                 1.0,
-                false,
-                false,
-                false,
                 parallelism(),
             );
         }
@@ -287,7 +284,7 @@ fn stored_dy_w(
         // reads dy[i, first + j] (offset `first + j + i·out < n·out`) and panel[j, p] for
         // j < rows; `dx` aliases neither input.
         unsafe {
-            gemm::gemm(
+            super::gemm_choice::gemm(
                 n,
                 inp,
                 rows,
@@ -303,9 +300,6 @@ fn stored_dy_w(
                 inp as isize,
                 1.0,
                 1.0,
-                false,
-                false,
-                false,
                 parallelism(),
             );
         }

@@ -11,6 +11,7 @@
 pub mod cross_entropy;
 pub mod frozen_matmul;
 pub mod frozen_weight;
+pub mod gemm_choice;
 pub mod mmap;
 #[cfg(test)]
 pub(crate) mod op_test_util;

@@ -107,7 +107,7 @@ unsafe fn gemm_raw(
     // SAFETY: the caller's promises on the lengths cover every index gemm reads or writes
     // for these dimensions and strides; `dst` aliases neither input.
     unsafe {
-        gemm::gemm(
+        super::gemm_choice::gemm(
             m,
             n,
             k,
@@ -123,9 +123,6 @@ unsafe fn gemm_raw(
             rhs_rs as isize,
             1.0,
             beta,
-            false,
-            false,
-            false,
             parallelism,
         );
     }
@@ -219,7 +216,7 @@ pub fn gemm_xwt_panels(
         // and all of x, and writes y[i, first + j] for i < m, j < rows: at offsets
         // `first + j + i·n < m·n`, a set of columns no other panel writes.
         unsafe {
-            gemm::gemm(
+            super::gemm_choice::gemm(
                 rows,
                 m,
                 k,
@@ -235,9 +232,6 @@ pub fn gemm_xwt_panels(
                 1,
                 1.0,
                 1.0,
-                false,
-                false,
-                false,
                 gemm::Parallelism::None,
             );
         }

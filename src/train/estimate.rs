@@ -169,8 +169,7 @@ fn estimate_at(
         (model.num_attention_heads, model.num_key_value_heads),
     );
     let layers_keeping = if footprint.checkpointing { 1.0 } else { layers };
-    let probabilities =
-        layers_keeping * kept.min(segment_attention::KEEP_MAX_FLOATS) as f64 * 4.0;
+    let probabilities = layers_keeping * kept.min(segment_attention::KEEP_MAX_FLOATS) as f64 * 4.0;
     // The training products' dequantized panel, for a base not stored as f32.
     let panel = if footprint.weight_bytes < model.parameter_count().saturating_mul(4) {
         crate::ops::frozen_weight::PANEL_BYTES as f64
@@ -325,10 +324,18 @@ mod tests {
             checkpointing: false,
         };
         let plain = estimate(&smollm2(), &q4_1, 10, &full_rows(4, 256));
-        assert!((mib(&plain) / 1798.0 - 1.0).abs() < 0.15, "{} MiB", mib(&plain));
+        assert!(
+            (mib(&plain) / 1798.0 - 1.0).abs() < 0.15,
+            "{} MiB",
+            mib(&plain)
+        );
         q4_1.checkpointing = true;
         let ckpt = estimate(&smollm2(), &q4_1, 10, &full_rows(4, 256));
-        assert!((mib(&ckpt) / 452.0 - 1.0).abs() < 0.15, "{} MiB", mib(&ckpt));
+        assert!(
+            (mib(&ckpt) / 452.0 - 1.0).abs() < 0.15,
+            "{} MiB",
+            mib(&ckpt)
+        );
         assert!(ckpt.seconds_per_step > plain.seconds_per_step * 1.3);
     }
 
@@ -336,7 +343,13 @@ mod tests {
     #[test]
     fn step_time_is_the_steps_flops_at_the_given_rate() {
         let m = smollm2();
-        let e = estimate_at(&m, &Footprint::f32_base(&m, 0), 10, &full_rows(4, 256), 1e11);
+        let e = estimate_at(
+            &m,
+            &Footprint::f32_base(&m, 0),
+            10,
+            &full_rows(4, 256),
+            1e11,
+        );
         // 134.5M weights (the tied LM head counted once as a product), 4 FLOPs per weight
         // and token, 1024 tokens; attention: 6 · 30 layers · 4 · 256² pairs · 576.
         let weights = 134_515_008.0;
