@@ -197,3 +197,90 @@ fn gguf_export_names_the_pre_tokenizer_llama_cpp_should_use() {
     finetune_studio::export::gguf::write_gguf(&loaded, &second, GgufType::F32).unwrap();
     assert_eq!(read_pre(&second), "smollm");
 }
+
+/// The GGUF tensor types of the file at `path`, by name.
+fn tensor_types(
+    path: &std::path::Path,
+) -> std::collections::HashMap<String, candle_core::quantized::GgmlDType> {
+    let mut f = std::fs::File::open(path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+    content
+        .tensor_infos
+        .iter()
+        .map(|(n, i)| (n.clone(), i.ggml_dtype))
+        .collect()
+}
+
+/// Merging into a quantized base and writing "the base's own types" keeps each matrix in
+/// its stored type, merged or not, and reads back to the merged model.
+#[test]
+fn a_quantized_base_merges_and_stays_in_its_own_types() {
+    use candle_core::quantized::GgmlDType;
+    use finetune_studio::ops::quant::StoredType;
+    let (dir, f32_base) = setup(Architecture::Llama);
+    let base = finetune_studio::testkit::with_stored_matrices(&f32_base, StoredType::Q8_0).unwrap();
+    let base_logits = last_logits(&base);
+    let out = dir.path().join("source");
+    let req = ExportRequest {
+        adapter: Some(dir.path().join("adapter")),
+        format: ExportFormat::Gguf(GgufType::Source),
+        out: out.clone(),
+        verify: true,
+    };
+    let report = job::export(&base, &req, &mut |_| {}).unwrap();
+    assert!(report.verification.unwrap().passed());
+    let types = tensor_types(&out.join("model.gguf"));
+    // The adapter is on v_proj and gate_proj: merged, and still Q8_0 like the rest.
+    for name in [
+        "blk.0.attn_v.weight",
+        "blk.0.ffn_gate.weight",
+        "blk.1.attn_q.weight",
+        "token_embd.weight",
+    ] {
+        assert_eq!(types.get(name), Some(&GgmlDType::Q8_0), "{name}: {types:?}");
+    }
+    assert_eq!(types.get("blk.0.attn_norm.weight"), Some(&GgmlDType::F32));
+    let back = model::load_gguf(&out.join("model.gguf"), &Device::Cpu).unwrap();
+    assert!(
+        !back.transformer.is_f32(),
+        "the written file loads as stored blocks"
+    );
+    let moved = common::max_abs_diff(&last_logits(&back), &base_logits);
+    assert!(moved > 1e-2, "adapter not merged (Δ {moved})");
+}
+
+/// q4_k_m writes llama.cpp's mix where rows are whole super-blocks: Q4_K, and Q6_K for the
+/// output and the `use_more_bits` layers' attn_v and ffn_down.
+#[test]
+fn q4_k_m_export_writes_llama_cpps_mix() {
+    use candle_core::quantized::GgmlDType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = finetune_studio::testkit::tiny_config(Architecture::Llama);
+    cfg.hidden_size = 256;
+    cfg.intermediate_size = 512;
+    cfg.head_dim = 64;
+    let path =
+        finetune_studio::testkit::write_tiny_model_with(&dir.path().join("m"), &cfg, 2).unwrap();
+    let base = model::load_hf_folder(&path, &Device::Cpu).unwrap();
+    let out = dir.path().join("q4");
+    let req = ExportRequest {
+        adapter: None,
+        format: ExportFormat::Gguf(GgufType::Q4KM),
+        out: out.clone(),
+        verify: true,
+    };
+    let report = job::export(&base, &req, &mut |_| {}).unwrap();
+    let v = report.verification.unwrap();
+    assert!(v.passed(), "{}", v.summary());
+    let types = tensor_types(&out.join("model.gguf"));
+    // Two layers: the first eighth is empty (2 / 8 = 0), the last eighth is layer 1, so
+    // only layer 1's attn_v and ffn_down get the extra bits.
+    assert_eq!(types.get("blk.0.attn_q.weight"), Some(&GgmlDType::Q4K));
+    assert_eq!(types.get("blk.1.ffn_up.weight"), Some(&GgmlDType::Q4K));
+    assert_eq!(types.get("blk.0.attn_v.weight"), Some(&GgmlDType::Q4K));
+    assert_eq!(types.get("blk.0.ffn_down.weight"), Some(&GgmlDType::Q4K));
+    assert_eq!(types.get("blk.1.attn_v.weight"), Some(&GgmlDType::Q6K));
+    assert_eq!(types.get("blk.1.ffn_down.weight"), Some(&GgmlDType::Q6K));
+    // Tied embeddings are the output.
+    assert_eq!(types.get("token_embd.weight"), Some(&GgmlDType::Q6K));
+}

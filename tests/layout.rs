@@ -11,7 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("paths", &[]),
     ("sys", &[]),
     ("fsio", &[]),
-    ("ops", &[]),
+    ("ops", &["paths", "sys", "fsio"]),
     ("data", &["paths", "fsio"]),
     ("text", &["data"]),
     ("model", &["ops", "text", "paths", "fsio"]),
@@ -56,7 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "testkit",
         &[
-            "data", "model", "text", "ops", "adapter", "hub", "paths", "fsio",
+            "data", "model", "text", "ops", "adapter", "hub", "export", "paths", "fsio",
         ],
     ),
 ];

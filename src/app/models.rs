@@ -337,7 +337,9 @@ fn info_cells(ui: &mut egui::Ui, info: &ModelInfo, available: Option<u64>) {
             ui.label(need).on_hover_text(stored);
         }
     }
-    let (plain, ckpt) = info.train_bytes;
+    // The peak of a LoRA run at the default settings, without and with checkpointing.
+    let (plain, ckpt) =
+        crate::train::estimate::default_run_peak_bytes(&info.config, info.memory_bytes);
     let text = format!("about {}", crate::sys::human_bytes(plain));
     let hover = format!(
         "A LoRA run at the default settings (4 rows of 512 tokens, rank 16 on every projection) \

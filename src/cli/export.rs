@@ -20,8 +20,9 @@ pub struct ExportArgs {
     /// Same as --format merged.
     #[arg(long)]
     pub merge: bool,
-    /// GGUF tensor type: f32, f16 or q8_0.
-    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "q8_0"])]
+    /// GGUF tensor type: f32, f16, q8_0, q4_k_m, or source (each matrix in the type the
+    /// base file stores it).
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "q8_0", "q4_k_m", "source"])]
     pub gguf_type: String,
     /// Skip reading the written files back and comparing them with the model in memory.
     #[arg(long)]

@@ -3,6 +3,7 @@
 //! the SentencePiece-style vocabulary a GGUF file brought), the chat template,
 //! and f32 / f16 / q8_0 tensors (norms and biases stay f32).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -21,15 +22,117 @@ pub enum GgufType {
     F32,
     F16,
     Q8_0,
+    /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the output and for half the layers'
+    /// `attn_v` and `ffn_down`.
+    #[serde(rename = "q4_k_m")]
+    Q4KM,
+    /// Each matrix in the type the base model stored it in (a quantized base stays in its
+    /// own quantization, the merged layers re-quantized to their type).
+    Source,
 }
 
 impl GgufType {
-    fn ggml(self) -> GgmlDType {
+    /// The name `finetune-studio export --gguf-type` takes.
+    pub fn name(self) -> &'static str {
         match self {
-            GgufType::F32 => GgmlDType::F32,
-            GgufType::F16 => GgmlDType::F16,
-            GgufType::Q8_0 => GgmlDType::Q8_0,
+            GgufType::F32 => "f32",
+            GgufType::F16 => "f16",
+            GgufType::Q8_0 => "q8_0",
+            GgufType::Q4KM => "q4_k_m",
+            GgufType::Source => "source",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            GgufType::F32,
+            GgufType::F16,
+            GgufType::Q8_0,
+            GgufType::Q4KM,
+            GgufType::Source,
+        ]
+        .into_iter()
+        .find(|t| t.name() == name)
+    }
+
+    /// llama.cpp's `general.file_type` for the file.
+    fn file_type(self) -> u32 {
+        match self {
+            GgufType::F32 => 0,
+            GgufType::F16 => 1,
+            GgufType::Q8_0 => 7,
+            GgufType::Q4KM => 15,
+            // The most common type of the file decides; written by the caller.
+            GgufType::Source => 1,
+        }
+    }
+}
+
+/// The type each matrix of `model` is stored in, by Hugging Face name (f32 for the ones
+/// held in f32): what [`GgufType::Source`] writes.
+pub fn stored_types(model: &Model) -> HashMap<String, GgmlDType> {
+    let t = &model.transformer;
+    let ty = |w: &crate::model::FrozenWeight| w.stored_type().map_or(GgmlDType::F32, |s| s.ggml());
+    let mut out = HashMap::from([("model.embed_tokens.weight".to_string(), ty(&t.embed_tokens))]);
+    for (i, l) in t.layers.iter().enumerate() {
+        for target in crate::model::lora::LoraTarget::ALL {
+            let name = format!(
+                "model.layers.{i}.{}.{}.weight",
+                target.parent(),
+                target.module_name()
+            );
+            out.insert(name, ty(&l.linear(target).weight));
+        }
+    }
+    if !t.ties_embeddings() {
+        out.insert("lm_head.weight".into(), ty(&t.lm_head.weight));
+    }
+    out
+}
+
+/// The type a matrix `gname` (GGUF name) with rows of `row_len` values is written in.
+fn matrix_type(
+    dtype: GgufType,
+    hf_name: &str,
+    gname: &str,
+    row_len: usize,
+    layers: usize,
+    tied: bool,
+    source: &HashMap<String, GgmlDType>,
+) -> GgmlDType {
+    let want = match dtype {
+        GgufType::F32 => GgmlDType::F32,
+        GgufType::F16 => GgmlDType::F16,
+        GgufType::Q8_0 => GgmlDType::Q8_0,
+        GgufType::Q4KM => {
+            let layer = gname
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let role = if gname == "output.weight" || (tied && gname == "token_embd.weight") {
+                super::quant_policy::Role::Output
+            } else if gname.ends_with("attn_v.weight") {
+                super::quant_policy::Role::AttnV
+            } else if gname.ends_with("ffn_down.weight") {
+                super::quant_policy::Role::FfnDown
+            } else {
+                super::quant_policy::Role::Other
+            };
+            super::quant_policy::q4_k_m_type(role, row_len, layer, layers)
+        }
+        GgufType::Source => source.get(hf_name).copied().unwrap_or(GgmlDType::F16),
+    };
+    // Rows that are not whole blocks of the type fall back as llama.cpp does.
+    let block = want.block_size();
+    if row_len.is_multiple_of(block) {
+        want
+    } else if row_len.is_multiple_of(32) && want != GgmlDType::F16 && want != GgmlDType::F32 {
+        GgmlDType::Q8_0
+    } else if want == GgmlDType::F32 {
+        want
+    } else {
+        GgmlDType::F16
     }
 }
 
@@ -270,8 +373,20 @@ fn byte_level_vocab_metadata(model: &Model) -> Result<Vec<(String, Value)>, Mode
     ])
 }
 
-/// Writes `model` (with any adapter already merged into its weights) to `path` as GGUF.
+/// Writes `model` (with any adapter already merged into its weights) to `path` as GGUF;
+/// [`GgufType::Source`] keeps the types `model` holds its matrices in.
 pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), ModelError> {
+    write_gguf_with(model, path, dtype, &stored_types(model))
+}
+
+/// [`write_gguf`] with the matrices' types for [`GgufType::Source`] given: [`stored_types`]
+/// of the base before an adapter was merged into it (merged layers are held in f32).
+pub fn write_gguf_with(
+    model: &Model,
+    path: &Path,
+    dtype: GgufType,
+    source: &HashMap<String, GgmlDType>,
+) -> Result<(), ModelError> {
     let c = model.config();
     let arch = gguf_arch(c.architecture);
     let u32_keys: [(&str, usize); 10] = [
@@ -287,9 +402,8 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
         ("vocab_size", c.vocab_size),
     ];
     let file_type = match dtype {
-        GgufType::F32 => 0,
-        GgufType::F16 => 1,
-        GgufType::Q8_0 => 7,
+        GgufType::Source => most_common_file_type(source),
+        other => other.file_type(),
     };
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
@@ -319,16 +433,20 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
         } else if permute && gname.ends_with("attn_k.weight") {
             t = permute_qk(&t, c.num_key_value_heads)?;
         }
-        let want = if t.rank() == 1 {
+        let ty = if t.rank() == 1 {
             GgmlDType::F32
         } else {
-            dtype.ggml()
-        };
-        // Q8_0 blocks are 32 wide; rows that do not divide fall back to f16, as llama.cpp does.
-        let ty = if want == GgmlDType::Q8_0 && t.dim(candle_core::D::Minus1)? % 32 != 0 {
-            GgmlDType::F16
-        } else {
-            want
+            let row_len = t.dim(candle_core::D::Minus1)?;
+            let tied = model.transformer.ties_embeddings();
+            matrix_type(
+                dtype,
+                &name,
+                &gname,
+                row_len,
+                c.num_hidden_layers,
+                tied,
+                source,
+            )
         };
         tensors.push((gname, QTensor::quantize(&t, ty)?));
     }
@@ -349,6 +467,34 @@ pub fn write_gguf(model: &Model, path: &Path, dtype: GgufType) -> Result<(), Mod
         gguf_file::write(&mut w, &md_refs, &t_refs).map_err(std::io::Error::other)
     })?;
     Ok(())
+}
+
+/// llama.cpp's `general.file_type` for the type most of `types`' matrices have.
+fn most_common_file_type(types: &HashMap<String, GgmlDType>) -> u32 {
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for t in types.values() {
+        let ft = match t {
+            GgmlDType::F32 => 0,
+            GgmlDType::F16 => 1,
+            GgmlDType::Q4_0 => 2,
+            GgmlDType::Q4_1 => 3,
+            GgmlDType::Q8_0 => 7,
+            GgmlDType::Q5_0 => 8,
+            GgmlDType::Q5_1 => 9,
+            GgmlDType::Q2K => 10,
+            GgmlDType::Q3K => 12,
+            GgmlDType::Q4K => 15,
+            GgmlDType::Q5K => 17,
+            GgmlDType::Q6K => 18,
+            GgmlDType::BF16 => 32,
+            _ => 1,
+        };
+        *counts.entry(ft).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(ft, n)| (n, std::cmp::Reverse(ft)))
+        .map_or(1, |(ft, _)| ft)
 }
 
 /// A writer that knows how far it has written: `gguf_file::write` asks for its position

@@ -5,3 +5,4 @@ pub mod gguf;
 pub mod job;
 pub mod merge;
 pub mod ollama;
+pub mod quant_policy;

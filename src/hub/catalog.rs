@@ -60,9 +60,9 @@ pub struct ModelInfo {
     /// mapped, safetensors in their own precision), so about the file size; the KV cache
     /// comes on top. Training also keeps the base as stored.
     pub memory_bytes: u64,
-    /// The peak memory of a LoRA run with the default settings, without and with gradient
-    /// checkpointing (the Train tab estimates the run actually configured).
-    pub train_bytes: (u64, u64),
+    /// The whole config, for what the tabs derive from it (the Models tab's training
+    /// estimate).
+    pub config: ModelConfig,
 }
 
 /// Describes the model at `path` (a Hugging Face folder or a `.gguf` file).
@@ -87,7 +87,7 @@ fn info(config: &ModelConfig, quantization: String, file_bytes: u64) -> ModelInf
         quantization,
         file_bytes,
         memory_bytes,
-        train_bytes: crate::train::estimate::default_run_peak_bytes(config, memory_bytes),
+        config: config.clone(),
     }
 }
 

@@ -150,8 +150,6 @@ pub const SHAPED_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_e
 /// Bytes a row length must be a multiple of for Q5_0 and Q8_0, the smallest blocks the
 /// Q4_K_M mix falls back to.
 const MIN_BLOCK: usize = 32;
-/// Elements in a K-quant super-block.
-const QK_K: usize = 256;
 
 /// One tensor of a shaped file: its llama.cpp name, shape and type.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,40 +182,8 @@ impl ShapedTensor {
     }
 }
 
-/// Where a tensor sits in a decoder, for the type rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// `output.weight`, or `token_embd.weight` when it is also the output.
-    Output,
-    AttnV,
-    FfnDown,
-    /// Every other matrix.
-    Other,
-}
-
-/// llama.cpp's `use_more_bits`: the layers whose `attn_v` and `ffn_down` get Q6_K in a
-/// Q4_K_M file (the first and last eighth, and every third in between).
-pub fn use_more_bits(layer: usize, layers: usize) -> bool {
-    layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
-}
-
-/// The type llama.cpp's `llama_tensor_get_type` gives a matrix in a Q4_K_M file, rows of
-/// `row_len` elements (a multiple of 32, which [`ShapeSpec::check`] ensures).
-fn q4_k_m_type(role: Role, row_len: usize, layer: usize, layers: usize) -> GgmlDType {
-    let wanted = match role {
-        // The K-quant's block, not Q6_K's, decides: llama.cpp tests the default type's.
-        Role::Output if !row_len.is_multiple_of(QK_K) => GgmlDType::Q8_0,
-        Role::Output => GgmlDType::Q6K,
-        Role::AttnV | Role::FfnDown if use_more_bits(layer, layers) => GgmlDType::Q6K,
-        _ => GgmlDType::Q4K,
-    };
-    // Rows that are not whole super-blocks cannot be K-quantized: llama.cpp's fallbacks.
-    match wanted {
-        GgmlDType::Q4K if !row_len.is_multiple_of(QK_K) => GgmlDType::Q5_0,
-        GgmlDType::Q6K if !row_len.is_multiple_of(QK_K) => GgmlDType::Q8_0,
-        t => t,
-    }
-}
+pub use crate::export::quant_policy::use_more_bits;
+use crate::export::quant_policy::{q4_k_m_type, Role};
 
 /// Tokens a vocabulary of byte-level BPE can have here: the 256 bytes, every pair of them,
 /// every pair followed by a byte, and the specials.
