@@ -30,7 +30,7 @@ fn top10(v: &[f32]) -> (Vec<usize>, Vec<f32>) {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(prompt)) = (args.get(1), args.get(2)) else {
-        anyhow::bail!("usage: check_adapter ADAPTER_DIR PROMPT [--model M]");
+        anyhow::bail!("usage: check_adapter ADAPTER_DIR PROMPT [--model M] [--f32]");
     };
     let spec = args
         .iter()
@@ -39,6 +39,12 @@ fn main() -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| "default".into());
     let m = finetune_studio::hub::load(&spec)?;
+    // `--f32`: the dequantized copy, the path that matches transformers' f32 arithmetic.
+    let m = if args.iter().any(|a| a == "--f32") {
+        m.with_f32_weights()?
+    } else {
+        m
+    };
     let adapter = finetune_studio::adapter::read_adapter(
         std::path::Path::new(dir),
         m.config(),

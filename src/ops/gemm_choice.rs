@@ -43,9 +43,9 @@ const TRIALS: usize = 2;
 /// they run on AVX2.
 const TIMED_MIN_MACS: usize = 1 << 20;
 
-/// A product's shape as the choice sees it: the row count rounded up to a power of two
-/// (packed micro-batches vary in length), the other sizes exact, the operands' layouts and
-/// the threads.
+/// A product's shape as the choice sees it: each size rounded up to a power of two (packed
+/// micro-batches vary in length, and attention's sizes with them: exact sizes would time
+/// and log a new shape for every row length), the operands' layouts and the threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ShapeKey {
     m: usize,
@@ -307,8 +307,8 @@ pub unsafe fn gemm(
         None => {
             let key = ShapeKey {
                 m: m.next_power_of_two(),
-                n,
-                k,
+                n: n.next_power_of_two(),
+                k: k.next_power_of_two(),
                 transposed: [dst_cs != 1, lhs_cs != 1, rhs_cs != 1],
                 threads: match parallelism {
                     gemm::Parallelism::Rayon(t) => t,
