@@ -9,6 +9,7 @@ pub mod cli;
 pub mod data;
 pub mod export;
 pub mod fsio;
+pub mod handoff;
 pub mod hub;
 pub mod infer;
 pub mod jobs;

@@ -32,24 +32,30 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "handoff",
+        &[
+            "data", "model", "text", "adapter", "hub", "train", "export", "paths", "sys", "fsio",
+        ],
+    ),
+    (
         "worker",
         &[
             "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "paths", "sys", "fsio",
+            "handoff", "paths", "sys", "fsio",
         ],
     ),
     (
         "cli",
         &[
             "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "worker", "paths", "sys", "fsio",
+            "handoff", "worker", "paths", "sys", "fsio",
         ],
     ),
     (
         "app",
         &[
             "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "worker", "paths", "sys", "fsio",
+            "handoff", "worker", "paths", "sys", "fsio",
         ],
     ),
     // Test fixtures (the `test-support` feature): they build whatever a test needs.

@@ -17,6 +17,7 @@ mod datasets;
 mod export_dialog;
 mod fonts;
 mod frame_times;
+mod handoff_dialog;
 mod live_plots;
 mod memory_gauge;
 mod model_slot;

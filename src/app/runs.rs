@@ -1,14 +1,15 @@
 //! The Runs tab: every run in the runs folder with its settings, final and best loss and
 //! progress; several selected runs overlay their loss curves; a run can be resumed from
-//! its last checkpoint, exported (`export_dialog`), deleted (after confirmation) or opened
-//! in the file manager.
+//! its last checkpoint, exported (`export_dialog`), handed off to LLaMA-Factory or axolotl
+//! (`handoff_dialog`), deleted (after confirmation) or opened in the file manager. Runs
+//! trained by an engine and imported are listed with the local ones, marked as such.
 //! Listing and deleting happen on the worker.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use eframe::egui;
-use egui_plot::{Legend, Line, Plot, PlotPoints};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use crate::train::RunInfo;
 use crate::worker::{Command, Event, JobKind};
@@ -23,6 +24,12 @@ pub enum RunsAction {
     Resume(PathBuf),
     /// Open the export dialog for this run.
     Export(PathBuf),
+    /// Open the hand-off dialog for this run.
+    Handoff(PathBuf),
+    /// Open the hand-off dialog for the Train tab's current settings.
+    HandoffSettings,
+    /// Open the dialog that imports an engine's output folder.
+    Import,
 }
 
 /// State of the Runs tab.
@@ -104,13 +111,33 @@ impl RunsTab {
                 ui.spinner();
             }
             ui.weak(format!("in {}", runs_dir(shared).display()));
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui
+                    .button("Import engine output…")
+                    .on_hover_text(
+                        "Bring back a run LLaMA-Factory or axolotl trained: its adapter and curves join this list",
+                    )
+                    .clicked()
+                {
+                    action = Some(RunsAction::Import);
+                }
+                if ui
+                    .button("Hand off the Train settings…")
+                    .on_hover_text(
+                        "Write the Train tab's current settings as a LLaMA-Factory or axolotl project for a GPU machine or cluster",
+                    )
+                    .clicked()
+                {
+                    action = Some(RunsAction::HandoffSettings);
+                }
+            });
         });
         if self.runs.is_empty() {
             ui.add_space(20.0);
             ui.vertical_centered(|ui| {
                 ui.weak("No run yet. Start one in the Train tab; it appears here with its curves.");
             });
-            return None;
+            return action;
         }
         egui::Panel::bottom("runs-overlay")
             .resizable(true)
@@ -159,7 +186,7 @@ impl RunsTab {
     }
 
     fn overlay_ui(&self, ui: &mut egui::Ui, smoothing: f32) {
-        ui.strong("Loss (smoothed), selected runs");
+        ui.strong("Loss (smoothed) and eval loss (dots), selected runs");
         Plot::new("runs-overlay-plot")
             .legend(Legend::default())
             .x_axis_label("step")
@@ -175,6 +202,18 @@ impl RunsTab {
                         .map(|(x, y)| [x, y])
                         .collect();
                     p.line(Line::new(r.name.clone(), PlotPoints::from(pts)).width(2.0));
+                    let evals: Vec<[f64; 2]> = r
+                        .evals
+                        .iter()
+                        .filter(|(_, l)| l.is_finite())
+                        .map(|&(s, l)| [s as f64, l])
+                        .collect();
+                    if !evals.is_empty() {
+                        p.points(
+                            Points::new(format!("{} eval", r.name), PlotPoints::from(evals))
+                                .radius(3.5),
+                        );
+                    }
                 }
             });
     }
@@ -254,8 +293,14 @@ fn run_row_ui(
             ui.label("");
         }
     }
+    let imported_status = r
+        .imported
+        .as_ref()
+        .map(|i| format!("imported ({})", i.engine));
     let status = if is_active {
         "training"
+    } else if let Some(s) = &imported_status {
+        s.as_str()
     } else if r.failure.is_some() {
         "failed"
     } else if r.has_adapter {
@@ -283,10 +328,16 @@ fn run_row_ui(
     ui.label(fmt_loss(r.final_loss));
     ui.label(fmt_loss(r.best_eval_loss));
     ui.horizontal(|ui| {
-        let can_resume = !r.checkpoints.is_empty() && !training;
+        let can_resume = !r.checkpoints.is_empty() && !training && r.imported.is_none();
         if ui
             .add_enabled(can_resume, egui::Button::new("▶ Resume"))
-            .on_hover_text(if r.checkpoints.is_empty() {
+            .on_hover_text(if let Some(i) = &r.imported {
+                format!(
+                    "Trained by {} and imported from {}: it has no optimizer state here, so resume it there",
+                    i.engine,
+                    i.source.display()
+                )
+            } else if r.checkpoints.is_empty() {
                 "This run has no checkpoint to resume from".to_string()
             } else {
                 format!(
@@ -311,6 +362,15 @@ fn run_row_ui(
             action = Some(RunsAction::Export(r.path.clone()));
         }
         if ui
+            .add_enabled(r.config.is_some(), egui::Button::new("Hand off…"))
+            .on_hover_text(
+                "Write this run's data and settings as a LLaMA-Factory or axolotl project for a GPU machine or cluster",
+            )
+            .clicked()
+        {
+            action = Some(RunsAction::Handoff(r.path.clone()));
+        }
+        if ui
             .button("Open folder")
             .on_hover_text("Open the run folder")
             .clicked()
@@ -328,8 +388,12 @@ fn run_row_ui(
     action
 }
 
-/// Seconds spent in optimizer steps: each step's tokens over its throughput.
+/// Seconds spent in optimizer steps: each step's tokens over its throughput (for an
+/// imported run, the engine's own figure).
 fn train_secs(r: &RunInfo) -> f64 {
+    if let Some(s) = r.imported.as_ref().and_then(|i| i.train_runtime_s) {
+        return s;
+    }
     r.steps
         .iter()
         .filter(|s| s.tokens_per_s > 0.0 && s.tokens_per_s.is_finite())

@@ -11,6 +11,7 @@ use super::chat::{ChatAction, ChatTab};
 use super::datasets::DatasetsTab;
 use super::export_dialog::ExportDialog;
 use super::frame_times::FrameTimes;
+use super::handoff_dialog::HandoffDialog;
 use super::model_slot::ModelSlot;
 use super::models::{ModelsAction, ModelsTab};
 use super::notify::Notifications;
@@ -97,6 +98,8 @@ pub struct StudioApp {
     pub models: ModelsTab,
     /// The export dialog of a run, while it shows or its export runs.
     pub export: Option<ExportDialog>,
+    /// The hand-off dialog (a run to LLaMA-Factory or axolotl, or their output back).
+    pub handoff: Option<HandoffDialog>,
     pub notices: Notifications,
     status: StatusBar,
     close: CloseGuard,
@@ -154,6 +157,7 @@ impl StudioApp {
             chat: ChatTab::default(),
             models: ModelsTab::default(),
             export: None,
+            handoff: None,
             notices: Notifications::default(),
             status: StatusBar,
             close: CloseGuard::default(),
@@ -200,6 +204,14 @@ impl StudioApp {
         match event {
             Event::Failed { kind, error } => {
                 self.notices.error(format!("{} failed", kind.describe()), error)
+            }
+            Event::Picked {
+                purpose: crate::worker::DialogPurpose::ImportRunFolder,
+                path: Some(path),
+            } => {
+                if let Some(d) = &mut self.handoff {
+                    d.picked(&path);
+                }
             }
             Event::Picked { path: None, .. } => self.notices.info(
                 "No file chosen. If no dialog appeared, type the path into the path field or drag the file onto the window.",
@@ -401,12 +413,31 @@ impl StudioApp {
             .and_then(ExportDialog::for_run);
     }
 
+    /// Opens the hand-off dialog, unless a hand-off is running.
+    fn open_handoff(&mut self, dialog: impl FnOnce() -> Option<HandoffDialog>) {
+        if let Some(d) = &mut self.handoff {
+            if d.is_running() {
+                d.open = true;
+                self.notices.push(
+                    super::notify::Level::Warning,
+                    "A hand-off is running",
+                    "Wait for it to end before starting another.",
+                );
+                return;
+            }
+        }
+        self.handoff = dialog();
+    }
+
     fn job_line(&self) -> Option<String> {
         if let Some(line) = self.train.status_line() {
             return Some(line);
         }
         if self.export.as_ref().is_some_and(ExportDialog::is_running) {
             return Some("exporting".into());
+        }
+        if self.handoff.as_ref().is_some_and(HandoffDialog::is_running) {
+            return Some("hand-off".into());
         }
         if let Some(p) = &self.datasets.loading {
             return Some(format!("reading {}", p.display()));
@@ -442,6 +473,15 @@ impl eframe::App for StudioApp {
         self.chat.logic(&mut shared);
         if let Some(d) = &mut self.export {
             d.poll(&mut self.notices);
+        }
+        let imported = self
+            .handoff
+            .as_mut()
+            .and_then(|d| d.poll(&mut self.notices));
+        if let Some(run) = imported {
+            self.runs.selected.insert(run);
+            let mut shared = shared!(self, now);
+            self.runs.refresh(&mut shared);
         }
         if self.datasets.is_busy() {
             ctx.request_repaint_after(Duration::from_millis(100));
@@ -487,6 +527,30 @@ impl eframe::App for StudioApp {
                             shared.state.tab = Tab::Train;
                         }
                         Some(RunsAction::Export(dir)) => self.open_export(&dir),
+                        Some(RunsAction::Handoff(dir)) => {
+                            let run = self.runs.runs.iter().find(|r| r.path == dir);
+                            let found = run.and_then(|r| Some((r.name.clone(), r.config.clone()?)));
+                            let runs_dir = super::runs::runs_dir(&shared);
+                            self.open_handoff(|| {
+                                let (name, cfg) = found?;
+                                Some(HandoffDialog::export(&name, cfg, runs_dir))
+                            });
+                        }
+                        Some(RunsAction::HandoffSettings) => {
+                            let cfg = shared.state.run_config.clone();
+                            let runs_dir = super::runs::runs_dir(&shared);
+                            self.open_handoff(|| {
+                                Some(HandoffDialog::export(
+                                    &cfg.output.name,
+                                    cfg.clone(),
+                                    runs_dir,
+                                ))
+                            });
+                        }
+                        Some(RunsAction::Import) => {
+                            let runs_dir = super::runs::runs_dir(&shared);
+                            self.open_handoff(|| Some(HandoffDialog::import(runs_dir)));
+                        }
                         None => {}
                     }
                 }
@@ -522,6 +586,11 @@ impl eframe::App for StudioApp {
         if let Some(d) = &mut self.export {
             if !d.ui(ui.ctx(), &self.model, &self.waker) {
                 self.export = None;
+            }
+        }
+        if let Some(d) = &mut self.handoff {
+            if !d.ui(ui.ctx(), &self.model, &self.worker, &self.waker) {
+                self.handoff = None;
             }
         }
         self.close_dialog_ui(ui, now);

@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod eval;
 pub mod export;
 pub mod fetch;
+pub mod handoff;
 pub mod train;
 
 use std::path::PathBuf;
@@ -62,6 +63,11 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Export an adapter (PEFT), a merged model, or GGUF.
     Export(export::ExportArgs),
+    /// Write a run (or a run config) as a LLaMA-Factory or axolotl project for a GPU
+    /// machine or cluster: data, config YAML, launch files, README.
+    ExportRun(handoff::ExportRunArgs),
+    /// Bring a LLaMA-Factory or axolotl output folder back as a run (adapter and curves).
+    ImportRun(handoff::ImportRunArgs),
 }
 
 /// Runs a subcommand and returns the process exit code.
@@ -76,6 +82,8 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         }),
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
+        Command::ExportRun(args) => handoff::export_run(args),
+        Command::ImportRun(args) => handoff::import_run(args),
     }
 }
 

@@ -15,19 +15,31 @@ pub struct Estimate {
     pub trainable_parameters: usize,
 }
 
-/// One logged optimizer step.
+/// One logged optimizer step. JSON has no NaN: a NaN figure (a diverged loss, a grad norm
+/// an imported log does not give) is written as `null` and read back as NaN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     pub step: usize,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub epoch: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub loss: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub lr: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub grad_norm: f64,
     /// Tokens in this step's batches (padding excluded).
     #[serde(default)]
     pub tokens: usize,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub tokens_per_s: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub eta_s: f64,
+}
+
+/// Reads a number, or `null` as NaN (serde_json writes non-finite floats as `null`).
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What happened at the end of a run.

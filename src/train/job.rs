@@ -127,6 +127,15 @@ pub fn resume(
     waker: Waker,
 ) -> anyhow::Result<TrainHandle> {
     let (run, config) = RunDir::open(run_dir)?;
+    if let Some(imported) = run_dir::read_run(run_dir).imported {
+        anyhow::bail!(
+            "{}: this run was trained by {} and imported; it has adapters but no optimizer \
+             state here, so resume it there ({})",
+            run_dir.display(),
+            imported.engine,
+            imported.source.display()
+        );
+    }
     // Before choosing: a checkpoint caught between the renames that replace it comes back.
     run.remove_leftovers()?;
     let steps = run_dir::checkpoint_steps(run_dir);

@@ -47,12 +47,34 @@ impl TrainerState {
 /// The file that marks a run as failed; it holds the error.
 pub const FAILED_FILE: &str = "failed.txt";
 
+/// The file that marks a run trained elsewhere and imported ([`Imported`]).
+pub const IMPORTED_FILE: &str = "imported.json";
+
+/// Where an imported run was trained (`crate::handoff::import`). Such a run has adapters
+/// but no optimizer state: it is resumed in the engine that trained it, not here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Imported {
+    /// The engine, in words (`LLaMA-Factory`, `axolotl`, `Hugging Face Trainer`).
+    pub engine: String,
+    /// The folder it was imported from.
+    pub source: PathBuf,
+    pub imported_at: String,
+    /// The engine's own training time, when its log says.
+    #[serde(default)]
+    pub train_runtime_s: Option<f64>,
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetricLine {
     Step(StepMetrics),
-    Eval { step: usize, loss: f64 },
+    Eval {
+        step: usize,
+        /// A NaN loss is written as `null` (JSON has no NaN) and read back as NaN.
+        #[serde(deserialize_with = "super::events::f64_or_nan")]
+        loss: f64,
+    },
 }
 
 /// An open run directory.
@@ -310,6 +332,8 @@ pub struct RunInfo {
     pub last_step: usize,
     /// Why the run failed, when it did (`failed.txt`).
     pub failure: Option<String>,
+    /// Where the run was trained, when it was imported (`imported.json`).
+    pub imported: Option<Imported>,
 }
 
 /// Reads every run folder under `dir`, newest first.
@@ -362,6 +386,9 @@ pub fn read_run(path: &Path) -> RunInfo {
         failure: std::fs::read_to_string(path.join(FAILED_FILE))
             .ok()
             .map(|t| t.trim().to_string()),
+        imported: std::fs::read_to_string(path.join(IMPORTED_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok()),
     }
 }
 

@@ -26,6 +26,8 @@ pub enum DialogPurpose {
     LoadModelFolder,
     /// A `.gguf` file to load in the Models tab.
     LoadModelGguf,
+    /// An engine's output folder to import as a run.
+    ImportRunFolder,
 }
 
 impl DialogPurpose {
@@ -33,7 +35,9 @@ impl DialogPurpose {
     pub fn picks_folder(self) -> bool {
         matches!(
             self,
-            DialogPurpose::ModelFolder | DialogPurpose::LoadModelFolder
+            DialogPurpose::ModelFolder
+                | DialogPurpose::LoadModelFolder
+                | DialogPurpose::ImportRunFolder
         )
     }
 }

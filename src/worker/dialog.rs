@@ -31,6 +31,7 @@ fn dialog_for(purpose: DialogPurpose, start: Option<PathBuf>) -> rfd::FileDialog
         DialogPurpose::ModelFolder | DialogPurpose::LoadModelFolder => {
             d.set_title("Choose a model folder")
         }
+        DialogPurpose::ImportRunFolder => d.set_title("Choose the engine's output folder"),
         DialogPurpose::ModelGguf | DialogPurpose::LoadModelGguf => d
             .set_title("Choose a GGUF model")
             .add_filter("GGUF", &["gguf"]),

@@ -8,6 +8,7 @@
 //! - [`model_loader`]: loads a model on its own thread, fetching the default one first.
 //! - [`chat_job`]: one chat reply per pane, streamed from its own thread.
 //! - [`export_job`]: one export (PEFT, merged, GGUF) with its read-back check.
+//! - [`handoff_job`]: a run written for LLaMA-Factory or axolotl, or their output imported.
 //! - [`batch_job`]: batch compare, a list of prompts through every pane, a thread per pane.
 
 pub mod batch_job;
@@ -17,6 +18,7 @@ mod dataset_jobs;
 mod dialog;
 pub mod export_job;
 pub mod file_write;
+pub mod handoff_job;
 pub mod model_loader;
 pub mod plan_job;
 pub mod train_job;
