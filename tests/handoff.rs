@@ -4,10 +4,11 @@
 //! folders it refuses, and the way back: an engine's output folder imported as a run with
 //! its curves, adapter and checkpoints, which cannot be resumed here.
 //!
-//! `tests/fixtures/handoff/` holds what the real engines define and write:
-//! `llamafactory_keys.txt` (every argument LLaMA-Factory 0.9.5's parser accepts) and
-//! `llamafactory_output/` (trainer_state.json and trainer_log.jsonl of a real
-//! LLaMA-Factory run of an exported project), both made by `tools/llamafactory-check`.
+//! `tests/fixtures/handoff/` holds what the real engines define and write, both made by
+//! `tools/handoff-check` (`UPDATE_FIXTURES=1`): `<engine>_keys.txt`, every key the
+//! engine's config schema accepts (LLaMA-Factory 0.9.5's argument dataclasses, axolotl
+//! 0.19.0's config and dataset models), and `<engine>_output/`, the `trainer_state.json`
+//! (and LLaMA-Factory's `trainer_log.jsonl`) of a real run of an exported project.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,15 @@ fn request(engine: Engine, out: &Path) -> HandoffRequest {
     }
 }
 
+/// The keys an engine's config schema accepts (`tests/fixtures/handoff/<engine>_keys.txt`).
+fn known_keys(engine: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(fixture(&format!("handoff/{engine}_keys.txt")))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 fn yaml(path: &Path) -> serde_yaml_ng::Mapping {
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
@@ -94,7 +104,7 @@ fn a_run_becomes_a_llamafactory_project_with_its_settings_and_split() {
         ("finetuning_type", "lora".into()),
         ("lora_rank", 16u64.into()),
         ("lora_alpha", 32.0.into()),
-        ("lora_dropout", f64::from(0.05f32).into()),
+        ("lora_dropout", 0.05.into()),
         (
             "lora_target",
             "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj".into(),
@@ -128,11 +138,7 @@ fn a_run_becomes_a_llamafactory_project_with_its_settings_and_split() {
         assert_eq!(get(&m, k), v, "train.yaml `{k}`");
     }
     // LLaMA-Factory refuses keys its parser does not know.
-    let known: BTreeSet<String> = std::fs::read_to_string(fixture("handoff/llamafactory_keys.txt"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let known = known_keys("llamafactory");
     for k in m.keys() {
         let k = k.as_str().unwrap();
         assert!(
@@ -262,6 +268,15 @@ fn a_run_becomes_an_axolotl_project_with_the_exact_template() {
         m.get("num_epochs").is_none(),
         "max_steps decides the length"
     );
+    let known = known_keys("axolotl");
+    for k in m.keys() {
+        let k = k.as_str().unwrap();
+        assert!(known.contains(k), "axolotl 0.19 has no config key `{k}`");
+    }
+    for k in ds.keys().chain(test.keys()) {
+        let k = format!("datasets.{}", k.as_str().unwrap());
+        assert!(known.contains(&k), "axolotl 0.19 has no dataset key `{k}`");
+    }
     let targets = get(&m, "lora_target_modules").as_sequence().unwrap();
     assert_eq!(targets.len(), 7);
 
@@ -365,6 +380,57 @@ fn engine_output(dir: &Path, with_project: Option<&RunConfig>) -> PathBuf {
         std::fs::write(project.join("train.yaml"), "stage: sft\n").unwrap();
     }
     output
+}
+
+#[test]
+fn an_axolotl_output_comes_back_from_its_last_checkpoints_state() {
+    // axolotl leaves trainer_state.json only in its checkpoints, and PEFT 0.20 writes
+    // `null` for defaulted adapter fields.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RunConfig::default();
+    cfg.output.name = "identity".into();
+    let project = dir.path().join("project");
+    let output = project.join("output");
+    write_tiny_adapter(&output, Architecture::Llama, 4).unwrap();
+    let acfg = output.join("adapter_config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&acfg).unwrap()).unwrap();
+    v["fan_in_fan_out"] = serde_json::Value::Null;
+    v["use_dora"] = serde_json::Value::Null;
+    std::fs::write(&acfg, v.to_string()).unwrap();
+    for step in [3, 6] {
+        let ck = output.join(format!("checkpoint-{step}"));
+        write_tiny_adapter(&ck, Architecture::Llama, 4).unwrap();
+        std::fs::copy(
+            fixture("handoff/axolotl_output/trainer_state.json"),
+            ck.join("trainer_state.json"),
+        )
+        .unwrap();
+    }
+    std::fs::write(project.join("studio-run.toml"), cfg.to_toml()).unwrap();
+    std::fs::write(project.join("config.yaml"), "adapter: lora\n").unwrap();
+    let r = handoff::import_output(&project, &dir.path().join("runs")).unwrap();
+    assert_eq!(r.engine, Some(Engine::Axolotl));
+    assert!(r
+        .log_source
+        .unwrap()
+        .ends_with("checkpoint-6/trainer_state.json"));
+    assert_eq!(r.checkpoints, [3, 6]);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("handoff/axolotl_output/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let history = state["log_history"].as_array().unwrap();
+    let steps = history.iter().filter(|e| e.get("loss").is_some()).count();
+    let evals = history
+        .iter()
+        .filter(|e| e.get("eval_loss").is_some())
+        .count();
+    assert!(steps > 0 && evals > 0);
+    assert_eq!((r.steps, r.evals), (steps, evals));
+    let info = finetune_studio::train::runs::read_run(&r.run_dir);
+    assert!(info.name.ends_with("identity-axolotl"), "{}", info.name);
+    assert_eq!(info.imported.unwrap().engine, "axolotl");
 }
 
 #[test]

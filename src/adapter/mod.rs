@@ -12,6 +12,8 @@ use crate::model::lora::{lora_scale, LoraPair, LoraSet, LoraTarget};
 use crate::model::{ModelConfig, ModelError};
 
 /// The fields of `adapter_config.json` that matter here; PEFT fills the rest with defaults.
+/// Recent PEFT versions write `null` for fields left at their default (`"fan_in_fan_out":
+/// null`), so every defaulted field reads `null` as its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterConfig {
     #[serde(default = "lora")]
@@ -22,18 +24,32 @@ pub struct AdapterConfig {
     pub base_model_name_or_path: Option<String>,
     pub r: usize,
     pub lora_alpha: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub lora_dropout: f32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub use_rslora: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub target_modules: TargetModules,
-    #[serde(default = "none")]
+    #[serde(default = "none", deserialize_with = "none_if_null")]
     pub bias: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub fan_in_fan_out: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub use_dora: bool,
+}
+
+/// A value, or its type's default where the file has `null`.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `bias`, with `null` read as `"none"`.
+fn none_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(none))
 }
 
 fn lora() -> String {
@@ -346,5 +362,19 @@ mod tests {
             ),
             Some((0, LoraTarget::QProj, 'A'))
         );
+    }
+
+    #[test]
+    fn nulls_of_recent_peft_read_as_defaults() {
+        // As PEFT 0.20 (axolotl 0.19) writes it: defaults as null.
+        let text = r#"{"base_model_name_or_path": "./base", "bias": null, "fan_in_fan_out": null,
+            "lora_alpha": 32, "lora_dropout": null, "peft_type": "LORA", "r": 16,
+            "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM",
+            "use_dora": null, "use_rslora": null}"#;
+        let cfg: AdapterConfig = serde_json::from_str(text).unwrap();
+        assert!(!cfg.fan_in_fan_out && !cfg.use_dora && !cfg.use_rslora);
+        assert_eq!(cfg.bias, "none");
+        assert_eq!(cfg.lora_dropout, 0.0);
+        assert_eq!(cfg.scale(), 2.0);
     }
 }

@@ -337,11 +337,13 @@ impl HandoffDialog {
              trainer_log.jsonl), or the hand-off project around it.",
         );
         ui.horizontal(|ui| {
+            let label = ui.label("Engine output folder");
             ui.add(
                 egui::TextEdit::singleline(&mut self.path)
                     .hint_text("…/output")
-                    .desired_width(420.0),
-            );
+                    .desired_width(380.0),
+            )
+            .labelled_by(label.id);
             if ui.button("Browse…").clicked() {
                 worker.send(Command::PickFile {
                     purpose: DialogPurpose::ImportRunFolder,

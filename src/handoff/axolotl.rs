@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::hyper::{put, strings, to_yaml, Hyper};
+use super::hyper::{f32_as_typed, put, strings, to_yaml, Hyper};
 use super::project::{BaseWeights, DataFiles};
 use crate::train::RunConfig;
 
@@ -72,7 +72,7 @@ pub fn config(
     put(&mut m, "adapter", "lora");
     put(&mut m, "lora_r", cfg.lora.rank as u64);
     put(&mut m, "lora_alpha", cfg.lora.alpha);
-    put(&mut m, "lora_dropout", f64::from(cfg.lora.dropout));
+    put(&mut m, "lora_dropout", f32_as_typed(cfg.lora.dropout));
     put(
         &mut m,
         "lora_target_modules",

@@ -118,6 +118,12 @@ pub fn put(m: &mut Mapping, key: &str, value: impl Into<Value>) {
     m.insert(Value::String(key.to_string()), value.into());
 }
 
+/// An f32 setting as its shortest decimal (0.05, not 0.05000000074505806 as widening
+/// gives), which is what the user typed.
+pub fn f32_as_typed(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
 /// A YAML sequence of strings.
 pub fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     Value::Sequence(items.into_iter().map(|s| Value::String(s.into())).collect())

@@ -5,14 +5,14 @@
 //! No `template:` is written. LLaMA-Factory's named templates are its own transcriptions
 //! (its `smollm2` ends the default system prompt with a period the model's template does
 //! not have); without one it derives the slots from the tokenizer's chat template, the one
-//! the studio renders. `tools/llamafactory-check` compares the token ids both produce.
+//! the studio renders. `tools/handoff-check` compares the token ids both produce.
 
 use std::path::Path;
 
 use serde_json::json;
 use serde_yaml_ng::Mapping;
 
-use super::hyper::{put, to_yaml, Hyper};
+use super::hyper::{f32_as_typed, put, to_yaml, Hyper};
 use super::project::{BaseWeights, DataFiles, DATA_DIR};
 use crate::train::RunConfig;
 
@@ -32,7 +32,7 @@ pub fn config(cfg: &RunConfig, h: &Hyper, base: &BaseWeights, data: &DataFiles) 
     put(&mut m, "finetuning_type", "lora");
     put(&mut m, "lora_rank", cfg.lora.rank as u64);
     put(&mut m, "lora_alpha", cfg.lora.alpha);
-    put(&mut m, "lora_dropout", f64::from(cfg.lora.dropout));
+    put(&mut m, "lora_dropout", f32_as_typed(cfg.lora.dropout));
     let targets: Vec<&str> = cfg.lora.targets.iter().map(|t| t.module_name()).collect();
     put(&mut m, "lora_target", targets.join(","));
     put(&mut m, "use_rslora", cfg.lora.use_rslora);
