@@ -370,20 +370,22 @@ fn run_row_ui(
         {
             action = Some(RunsAction::Handoff(r.path.clone()));
         }
-        if ui
-            .button("Open folder")
-            .on_hover_text("Open the run folder")
-            .clicked()
-        {
-            open_folder(&r.path);
-        }
-        if ui
-            .button("Delete")
-            .on_hover_text("Delete this run")
-            .clicked()
-        {
-            *confirm_delete = Some(r.path.clone());
-        }
+        ui.menu_button("⋯", |ui| {
+            if ui
+                .button("Open folder")
+                .on_hover_text("Open the run folder in the file manager")
+                .clicked()
+            {
+                open_folder(&r.path);
+                ui.close();
+            }
+            if ui.button("Delete…").on_hover_text("Delete this run").clicked() {
+                *confirm_delete = Some(r.path.clone());
+                ui.close();
+            }
+        })
+        .response
+        .on_hover_text("Open the run folder, or delete the run");
     });
     action
 }

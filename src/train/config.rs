@@ -210,19 +210,25 @@ impl RunConfig {
         toml::from_str(text)
     }
 
-    /// Reads a config file; relative dataset and output paths are taken relative to it.
+    /// Reads a config file; relative dataset and output paths are taken relative to it and
+    /// made absolute, so that the `run.toml` a run writes from it names the same files
+    /// wherever it is read from.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut cfg =
             Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            let joined = base.join(p);
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
         if cfg.data.path.is_relative() && !cfg.data.path.as_os_str().is_empty() {
-            cfg.data.path = base.join(&cfg.data.path);
+            cfg.data.path = resolve(&cfg.data.path);
         }
         if let Some(r) = &cfg.output.runs_dir {
             if r.is_relative() {
-                cfg.output.runs_dir = Some(base.join(r));
+                cfg.output.runs_dir = Some(resolve(r));
             }
         }
         Ok(cfg)
@@ -281,6 +287,27 @@ mod tests {
         assert!(cfg.validate().is_empty());
         let back = RunConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_file_and_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub").join("run.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            "[data]\npath = \"data/d.json\"\n[output]\nruns_dir = \"runs\"\n",
+        )
+        .unwrap();
+        let cfg = RunConfig::load(&file).unwrap();
+        assert!(cfg.data.path.is_absolute());
+        assert_eq!(cfg.data.path, dir.path().join("sub/data/d.json"));
+        assert_eq!(cfg.output.runs_dir, Some(dir.path().join("sub/runs")));
+        // Written back (as run.toml is) and read from elsewhere, it names the same file.
+        let moved = dir.path().join("elsewhere").join("run.toml");
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::write(&moved, cfg.to_toml()).unwrap();
+        assert_eq!(RunConfig::load(&moved).unwrap().data.path, cfg.data.path);
     }
 
     #[test]
