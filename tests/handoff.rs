@@ -444,7 +444,7 @@ fn an_engines_output_comes_back_as_a_run_with_its_curves() {
     let runs = dir.path().join("runs");
 
     // The project folder is accepted as well as its output/.
-    let r = handoff::import_output(&output.parent().unwrap().to_path_buf(), &runs).unwrap();
+    let r = handoff::import_output(output.parent().unwrap(), &runs).unwrap();
     assert_eq!(r.engine, Some(Engine::LlamaFactory));
     assert!(r.restored_config);
     assert_eq!(r.checkpoints, [20]);
