@@ -420,7 +420,10 @@ impl TrainTab {
                 }
             });
         }
-        self.estimate.ui(ui, &shared.state.run_config, model);
+        if let Some(base) = self.estimate.ui(ui, &shared.state.run_config, model) {
+            self.form.model_kind = train_form::ModelKind::of(&base);
+            shared.state.run_config.model.base = base;
+        }
         ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);

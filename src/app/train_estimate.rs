@@ -46,7 +46,10 @@ impl EstimateView {
                 self.planning = None;
             }
         }
-        let Some(m) = model.model() else { return };
+        // The run's own base, never another loaded model: its figures would be another's.
+        let Some(m) = super::train::model_for(model, &cfg.model.base) else {
+            return;
+        };
         let key = Key {
             cfg: cfg.clone(),
             model: m.name.clone(),
@@ -71,11 +74,13 @@ impl EstimateView {
         }
     }
 
-    pub fn ui(&self, ui: &mut egui::Ui, cfg: &RunConfig, model: &ModelSlot) {
+    /// Draws the estimate. Returns a base model spec when the user asks to train the
+    /// loaded model instead of the run's base.
+    #[must_use]
+    pub fn ui(&self, ui: &mut egui::Ui, cfg: &RunConfig, model: &ModelSlot) -> Option<String> {
         ui.strong("Estimate");
-        let Some(m) = model.model() else {
-            ui.weak("Load a model to see the memory and time estimate (the status bar shows it loading).");
-            return;
+        let Some(m) = super::train::model_for(model, &cfg.model.base) else {
+            return not_loaded_ui(ui, cfg, model);
         };
         match &self.shown {
             Some((_, Ok(e))) => {
@@ -107,6 +112,31 @@ impl EstimateView {
         }
         if self.planning.is_some() && self.shown.is_some() {
             ui.weak("updating…");
+        }
+        None
+    }
+}
+
+/// The estimate when the run's base is not the loaded model: says so, and offers to train
+/// the loaded one.
+fn not_loaded_ui(ui: &mut egui::Ui, cfg: &RunConfig, model: &ModelSlot) -> Option<String> {
+    match model {
+        ModelSlot::Ready { spec, model, .. } => {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!(
+                    "The run's base ({}) is not the loaded model ({}): the estimate is made with                      the run's base loaded (Models tab), and the run loads it when it starts.",
+                    cfg.model.base, model.name
+                ),
+            );
+            ui.button(format!("Train {} instead", model.name))
+                .on_hover_text("Make the loaded model the run's base")
+                .clicked()
+                .then(|| spec.clone())
+        }
+        _ => {
+            ui.weak("Load a model to see the memory and time estimate (the status bar shows it loading).");
+            None
         }
     }
 }
