@@ -93,11 +93,11 @@ fn report_estimate(
     let e = estimate::estimate(model.config(), &footprint, 0, &workload);
     println!(
         "estimate {:.2} s/step at a measured matmul rate of {:.0} GFLOP/s; measured {step_s:.2} s/step, \
-         {:.2} of the matmul rate (assumed {})",
+         {:.2} of the matmul rate (assumed {:.2}: this CPU's runs, else the default)",
         e.seconds_per_step,
         rate / 1e9,
-        e.seconds_per_step * estimate::STEP_EFFICIENCY / step_s,
-        estimate::STEP_EFFICIENCY
+        e.seconds_per_step * estimate::step_efficiency(checkpointing) / step_s,
+        estimate::step_efficiency(checkpointing)
     );
     let estimated_mib = e.peak_memory_bytes as f64 / (1024.0 * 1024.0);
     println!(

@@ -1,11 +1,18 @@
 //! Before a run starts: how much memory it will need at its peak and how long a step will
 //! take, from the model's shape, the run's batch and this machine's measured matmul rate.
-//! The memory coefficients and the step's share of the matmul rate come from measuring the
-//! trainer on SmolLM2-135M (examples/bench_train.rs); the ETA shown while training uses the
-//! measured step time instead.
+//! The memory coefficients come from measuring the trainer on SmolLM2-135M
+//! (examples/bench_train.rs). The step's share of the matmul rate differs between CPUs
+//! (0.65–0.87 on a Zen 5, 1.1–1.2 on a Zen 4), so each run on this CPU measures it and
+//! keeps it in `step-efficiency.json` in the data directory ([`learn_step_time`]); until a
+//! run has, a fixed share is assumed. The ETA shown while training uses the measured step
+//! time.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use super::events::Estimate;
 use super::plan::Workload;
@@ -81,10 +88,119 @@ fn probe_matmul_flops() -> Option<f64> {
 }
 
 /// FLOP/s a training step runs at on this machine, as counted in [`estimate`].
-fn step_flops() -> f64 {
+fn step_flops(checkpointing: bool) -> f64 {
     match MATMUL_FLOPS.get() {
-        Some(Some(matmul)) => matmul * STEP_EFFICIENCY,
+        Some(Some(matmul)) => matmul * step_efficiency(checkpointing),
         _ => FALLBACK_FLOPS,
+    }
+}
+
+/// The file that keeps the step efficiency measured by this machine's runs.
+pub const LEARNED_FILE: &str = "step-efficiency.json";
+/// Runs remembered per CPU and mode; the estimate takes their median.
+const LEARNED_RUNS: usize = 5;
+/// A measured share outside this range is a measurement gone wrong (a step paused, a
+/// machine under load), not the machine.
+const PLAUSIBLE_EFFICIENCY: std::ops::RangeInclusive<f64> = 0.05..=5.0;
+/// Steps shorter than this are mostly overhead (a tiny model's), not matmuls: they teach
+/// nothing about the steps of real models.
+const MIN_LEARNED_STEP_S: f64 = 0.25;
+
+/// Step efficiencies measured by runs, per CPU and mode (`"<cpu> / plain"`,
+/// `"<cpu> / checkpointing"`), newest last.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Learned {
+    runs: BTreeMap<String, Vec<f64>>,
+}
+
+impl Learned {
+    fn read(path: &Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    fn efficiency(&self, key: &str) -> Option<f64> {
+        let mut runs: Vec<f64> = self
+            .runs
+            .get(key)?
+            .iter()
+            .copied()
+            .filter(|e| PLAUSIBLE_EFFICIENCY.contains(e))
+            .collect();
+        if runs.is_empty() {
+            return None;
+        }
+        runs.sort_by(f64::total_cmp);
+        Some(runs[runs.len() / 2])
+    }
+
+    fn add(&mut self, key: &str, efficiency: f64) {
+        let runs = self.runs.entry(key.to_string()).or_default();
+        runs.push(efficiency);
+        let extra = runs.len().saturating_sub(LEARNED_RUNS);
+        runs.drain(..extra);
+    }
+}
+
+fn learned_key(checkpointing: bool) -> String {
+    let mode = if checkpointing {
+        "checkpointing"
+    } else {
+        "plain"
+    };
+    format!("{} / {mode}", crate::sys::cpu_model())
+}
+
+fn learned_path() -> PathBuf {
+    crate::paths::data_dir().join(LEARNED_FILE)
+}
+
+/// What this process knows of the learned efficiencies (read from disk once).
+fn learned() -> &'static Mutex<Learned> {
+    static LEARNED: OnceLock<Mutex<Learned>> = OnceLock::new();
+    LEARNED.get_or_init(|| Mutex::new(Learned::read(&learned_path())))
+}
+
+/// The share of the matmul rate a step reaches on this CPU: what its runs measured, else
+/// [`STEP_EFFICIENCY`].
+pub fn step_efficiency(checkpointing: bool) -> f64 {
+    let learned = learned().lock().unwrap_or_else(|p| p.into_inner());
+    learned
+        .efficiency(&learned_key(checkpointing))
+        .unwrap_or(STEP_EFFICIENCY)
+}
+
+/// The efficiency a run measured: the one its estimate assumed, scaled by how much faster
+/// or slower its steps were than estimated. `None` for figures that cannot be one.
+fn implied_efficiency(assumed: f64, estimated_s: f64, measured_s: f64) -> Option<f64> {
+    let e = assumed * estimated_s / measured_s;
+    (e.is_finite() && PLAUSIBLE_EFFICIENCY.contains(&e)).then_some(e)
+}
+
+/// Records what a run measured: its steps took `measured_s` (the median step) where the
+/// estimate made with `assumed` efficiency said `estimated_s`. Later estimates on this CPU
+/// use the median of the last runs. Only with the matmul probe measured (an estimate at
+/// the fallback rate says nothing of this machine); a failed write is logged, not fatal.
+pub fn learn_step_time(assumed: f64, estimated_s: f64, measured_s: f64, checkpointing: bool) {
+    if !calibrated() || estimated_s.min(measured_s) < MIN_LEARNED_STEP_S {
+        return;
+    }
+    let Some(e) = implied_efficiency(assumed, estimated_s, measured_s) else {
+        return;
+    };
+    let key = learned_key(checkpointing);
+    let mut learned = learned().lock().unwrap_or_else(|p| p.into_inner());
+    learned.add(&key, e);
+    tracing::info!(
+        "step time: estimated {estimated_s:.2} s, measured {measured_s:.2} s; this CPU's step efficiency is now {:.2} ({key})",
+        learned.efficiency(&key).unwrap_or(e)
+    );
+    let path = learned_path();
+    let text = serde_json::to_string_pretty(&*learned).unwrap_or_default();
+    if let Err(e) = crate::fsio::write_bytes_atomic(&path, text.as_bytes()) {
+        tracing::warn!("could not keep the measured step time: {e}");
     }
 }
 
@@ -120,7 +236,13 @@ pub fn estimate(
     total_steps: usize,
     workload: &Workload,
 ) -> Estimate {
-    estimate_at(model, footprint, total_steps, workload, step_flops())
+    estimate_at(
+        model,
+        footprint,
+        total_steps,
+        workload,
+        step_flops(footprint.checkpointing),
+    )
 }
 
 /// [`estimate`] at a given step rate (FLOP/s as counted here).
@@ -364,6 +486,36 @@ mod tests {
         packed.attention_pairs_per_step /= 4.0;
         let p = estimate_at(&m, &Footprint::f32_base(&m, 0), 10, &packed, 1e11);
         assert!(p.seconds_per_step < e.seconds_per_step);
+    }
+
+    #[test]
+    fn runs_teach_the_step_efficiency_of_their_cpu() {
+        // A run 1.7× faster than estimated at 0.7 ran at 1.19 of the matmul rate.
+        let e = implied_efficiency(0.7, 6.05, 3.54).unwrap();
+        assert!((e - 1.196).abs() < 1e-3, "{e}");
+        assert_eq!(implied_efficiency(0.7, 6.0, 0.0), None);
+        assert_eq!(
+            implied_efficiency(0.7, 6.0, 1e6),
+            None,
+            "a paused run teaches nothing"
+        );
+        let mut l = Learned::default();
+        assert_eq!(l.efficiency("cpu / plain"), None);
+        for e in [1.1, 1.2, 9.0, 1.3, 1.25, 1.15] {
+            l.add("cpu / plain", e);
+        }
+        // Only the last five are kept, and of those the implausible 9.0 is left out: the
+        // upper median of 1.15, 1.2, 1.25, 1.3.
+        assert_eq!(l.runs["cpu / plain"].len(), LEARNED_RUNS);
+        assert_eq!(l.efficiency("cpu / plain"), Some(1.25));
+        assert_eq!(l.efficiency("cpu / checkpointing"), None);
+        // The file round-trips, and a broken one reads as nothing learned.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEARNED_FILE);
+        std::fs::write(&path, serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(Learned::read(&path), l);
+        std::fs::write(&path, b"{not json").unwrap();
+        assert_eq!(Learned::read(&path), Learned::default());
     }
 
     #[test]

@@ -201,6 +201,10 @@ struct Trainer<'c> {
     start_step: usize,
     last_loss: Option<f64>,
     requests: Requests,
+    /// Seconds of each optimizer step of this session, and the step time and efficiency
+    /// the estimate assumed, so that the run teaches the estimate this CPU's speed.
+    step_seconds: Vec<f64>,
+    estimated: Option<(f64, f64)>,
 }
 
 impl<'c> Trainer<'c> {
@@ -271,6 +275,8 @@ impl<'c> Trainer<'c> {
             started: Instant::now(),
             last_loss: None,
             requests: Requests::default(),
+            step_seconds: Vec::new(),
+            estimated: None,
         };
         if let Start::Resume { checkpoint, .. } = start {
             trainer.restore(&checkpoint)?;
@@ -315,6 +321,11 @@ impl<'c> Trainer<'c> {
     fn train(&mut self) -> anyhow::Result<Summary> {
         super::estimate::calibrate();
         let estimate = self.plan.estimate(&self.model);
+        let checkpointing = self.cfg.training.gradient_checkpointing;
+        self.estimated = Some((
+            estimate.seconds_per_step,
+            super::estimate::step_efficiency(checkpointing),
+        ));
         self.control.send(TrainEvent::Started {
             run_dir: self.run.path.clone(),
             total_steps: self.state.total_steps,
@@ -331,6 +342,7 @@ impl<'c> Trainer<'c> {
             self.train_epoch(&batches)?;
         }
         let stopped_early = self.requests.stop;
+        self.learn_step_time();
         let adapter_dir = if stopped_early {
             None
         } else {
@@ -350,6 +362,26 @@ impl<'c> Trainer<'c> {
             adapter_dir,
             stopped_early,
         })
+    }
+
+    /// Tells the estimate how long this run's steps took (the median after the first,
+    /// which also times the kernels), once a few have run.
+    fn learn_step_time(&self) {
+        let Some((estimated_s, assumed)) = self.estimated else {
+            return;
+        };
+        let mut steps: Vec<f64> = self.step_seconds.iter().skip(1).copied().collect();
+        if steps.len() < 3 {
+            return;
+        }
+        steps.sort_by(f64::total_cmp);
+        let median = steps[steps.len() / 2];
+        super::estimate::learn_step_time(
+            assumed,
+            estimated_s,
+            median,
+            self.cfg.training.gradient_checkpointing,
+        );
     }
 
     /// The rest of the current epoch, from `state.micro_batch`, until its end, the run's
@@ -423,6 +455,8 @@ impl<'c> Trainer<'c> {
         self.opt.update(&grads, lr)?;
         self.state.step += 1;
         self.last_loss = Some(loss_sum);
+        let step_s = t_step.elapsed().as_secs_f64();
+        self.step_seconds.push(step_s);
         let done_here = (self.state.step - self.start_step) as f64;
         let rate = self.started.elapsed().as_secs_f64() / done_here.max(1.0);
         let micro_after = (self.state.micro_batch + rows.len()).min(n_micro);
@@ -433,7 +467,7 @@ impl<'c> Trainer<'c> {
             lr,
             grad_norm: norm,
             tokens,
-            tokens_per_s: tokens as f64 / t_step.elapsed().as_secs_f64().max(1e-9),
+            tokens_per_s: tokens as f64 / step_s.max(1e-9),
             eta_s: rate * (self.state.total_steps - self.state.step) as f64,
         };
         let last = self.state.step == self.state.total_steps;
