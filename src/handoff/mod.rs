@@ -122,6 +122,8 @@ pub fn export_project(
     if !problems.is_empty() {
         anyhow::bail!("the run config is not usable: {}", problems.join("; "));
     }
+    // The folder first: a refusal should not wait for the dataset to be tokenized.
+    project::check_out_dir(&req.out)?;
     progress("planning the run (tokenizing the dataset with the base model's tokenizer)");
     let plan = crate::train::plan::plan(cfg, model)?;
     let records = project::records(cfg)?;
@@ -131,7 +133,6 @@ pub fn export_project(
         // Nothing to evaluate on: the Trainer refuses an eval strategy without a dataset.
         hyper.eval_steps = None;
     }
-    project::check_out_dir(&req.out)?;
     let mut report = None;
     crate::fsio::replace_dir_atomic(&req.out, |tmp: &Path| -> anyhow::Result<()> {
         progress(&format!(
