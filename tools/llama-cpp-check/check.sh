@@ -10,7 +10,9 @@
 # more and every disagreement is a near-tie: the studio's token within $TIE (default 0.05)
 # of llama.cpp's top probability. Greedy paths part at such ties, so step 1 alone says
 # little. For q8_0 files use TIE=0.1: llama.cpp also rounds the activations to 8 bits
-# there, while the studio computes them in f32.
+# there, while the studio computes them in f32. The same holds for any quantized file
+# chatted on its stored blocks (the studio's default path): llama.cpp rounds the
+# activations to one 8-bit level per block, the studio to two, so use TIE=0.1 there too.
 #
 # llama.cpp comes from the npm package node-llama-cpp, whose prebuilt CPU binaries need
 # no compiler: the first run installs it here (npm install, about 20 s).
