@@ -243,12 +243,9 @@ pub struct LoadedAdapter {
     pub lora: LoraSet,
 }
 
-/// Reads a PEFT adapter folder (f32, f16 or bf16) and checks it against the base model.
-pub fn read_adapter(
-    dir: &Path,
-    base: &ModelConfig,
-    device: &Device,
-) -> Result<LoadedAdapter, ModelError> {
+/// Reads `dir/adapter_config.json` and checks that it describes an adapter the studio
+/// runs: LoRA, not DoRA.
+pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig, ModelError> {
     let cfg_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
     let config: AdapterConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
@@ -267,6 +264,16 @@ pub fn read_adapter(
             message: "DoRA adapters are not supported".into(),
         });
     }
+    Ok(config)
+}
+
+/// Reads a PEFT adapter folder (f32, f16 or bf16) and checks it against the base model.
+pub fn read_adapter(
+    dir: &Path,
+    base: &ModelConfig,
+    device: &Device,
+) -> Result<LoadedAdapter, ModelError> {
+    let config = read_adapter_config(dir)?;
     let st_path = dir.join("adapter_model.safetensors");
     if !st_path.exists() && dir.join("adapter_model.bin").exists() {
         return Err(ModelError::Pickle {

@@ -60,16 +60,7 @@ pub struct HandoffDialog {
 
 /// `<data dir>/handoff/<name>-<engine>`.
 fn default_out(name: &str, engine: Engine) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let name = crate::train::run_dir::folder_name(name);
     crate::paths::data_dir()
         .join("handoff")
         .join(format!("{name}-{}", engine.id()))
@@ -78,16 +69,11 @@ fn default_out(name: &str, engine: Engine) -> String {
 }
 
 impl HandoffDialog {
-    /// A dialog that writes `config` (the run `name`'s, or the Train tab's) as a project.
-    pub fn export(name: &str, config: RunConfig, runs_dir: PathBuf) -> Self {
-        let engine = Engine::LlamaFactory;
+    fn new(mode: Mode, path: String, runs_dir: PathBuf) -> Self {
         HandoffDialog {
-            path: default_out(name, engine),
-            mode: Mode::Export {
-                name: name.to_string(),
-                config: Box::new(config),
-            },
-            engine,
+            mode,
+            engine: Engine::LlamaFactory,
+            path,
             path_typed: false,
             base_model: String::new(),
             write_base: false,
@@ -98,20 +84,18 @@ impl HandoffDialog {
         }
     }
 
+    /// A dialog that writes `config` (the run `name`'s, or the Train tab's) as a project.
+    pub fn export(name: &str, config: RunConfig, runs_dir: PathBuf) -> Self {
+        let mode = Mode::Export {
+            name: name.to_string(),
+            config: Box::new(config),
+        };
+        Self::new(mode, default_out(name, Engine::LlamaFactory), runs_dir)
+    }
+
     /// A dialog that imports an engine's output folder into `runs_dir`.
     pub fn import(runs_dir: PathBuf) -> Self {
-        HandoffDialog {
-            mode: Mode::Import,
-            engine: Engine::LlamaFactory,
-            path: String::new(),
-            path_typed: false,
-            base_model: String::new(),
-            write_base: false,
-            cpu: false,
-            runs_dir,
-            stage: Stage::Choosing,
-            open: true,
-        }
+        Self::new(Mode::Import, String::new(), runs_dir)
     }
 
     pub fn is_running(&self) -> bool {

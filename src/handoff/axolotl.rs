@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::hyper::{f32_as_typed, put, strings, to_yaml, Hyper};
+use super::hyper::{f32_as_typed, put, strings, Hyper};
 use super::project::{BaseWeights, DataFiles};
 use crate::train::RunConfig;
 
@@ -101,23 +101,4 @@ pub fn config(
     }
     put(&mut m, "save_safetensors", true);
     m
-}
-
-/// Writes `config.yaml` into the project folder `dir`.
-pub fn write(
-    dir: &Path,
-    cfg: &RunConfig,
-    h: &Hyper,
-    base: &BaseWeights,
-    data: &DataFiles,
-    template: &str,
-) -> anyhow::Result<()> {
-    let header = format!(
-        "axolotl config of the studio run `{}`: axolotl train config.yaml\n\
-         README.md says which settings map one to one and which do not.",
-        cfg.output.name
-    );
-    let yaml = to_yaml(&header, &config(cfg, h, base, data, template))?;
-    crate::fsio::write_bytes_atomic(&dir.join("config.yaml"), yaml.as_bytes())?;
-    Ok(())
 }

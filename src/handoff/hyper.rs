@@ -129,17 +129,24 @@ pub fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     Value::Sequence(items.into_iter().map(|s| Value::String(s.into())).collect())
 }
 
-/// The YAML text of a mapping, after a comment header.
-pub fn to_yaml(header: &str, m: &Mapping) -> anyhow::Result<String> {
-    let body = serde_yaml_ng::to_string(m)?;
-    let mut out = String::new();
-    for line in header.lines() {
-        out.push_str("# ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str(&body);
-    Ok(out)
+/// Writes an engine's config file (`train.yaml`, `config.yaml`) into the project folder
+/// `dir`: a comment header saying what it is and how it is started, then `m`.
+pub fn write_config(
+    dir: &std::path::Path,
+    engine: super::Engine,
+    run_name: &str,
+    m: &Mapping,
+) -> anyhow::Result<()> {
+    let file = engine.config_file();
+    let mut text = format!(
+        "# {} config of the studio run `{run_name}`: {}\n\
+         # README.md says which settings map one to one and which do not.\n",
+        engine.label(),
+        super::launch::single_gpu_command(engine)
+    );
+    text.push_str(&serde_yaml_ng::to_string(m)?);
+    crate::fsio::write_bytes_atomic(&dir.join(file), text.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::project::STUDIO_CONFIG_FILE;
 use super::Engine;
 use crate::adapter::AdapterConfig;
-use crate::train::run_dir::{Imported, MetricLine, IMPORTED_FILE};
+use crate::train::run_dir::{folder_name, new_run_path, Imported, MetricLine, IMPORTED_FILE};
 use crate::train::{RunConfig, StepMetrics};
 
 pub use crate::train::run_dir::{Imported as Origin, IMPORTED_FILE as ORIGIN_FILE};
@@ -65,9 +65,12 @@ pub fn import_output(dir: &Path, runs_dir: &Path) -> anyhow::Result<ImportReport
     }
 
     let engine_id = found.engine.map_or("trainer", Engine::id);
-    let name = format!("{}-{engine_id}", sanitize(&cfg.output.name));
+    let run_name = match folder_name(&cfg.output.name) {
+        n if n.is_empty() => "imported".to_string(),
+        n => n,
+    };
     std::fs::create_dir_all(runs_dir).with_context(|| runs_dir.display().to_string())?;
-    let run_dir = new_run_path(runs_dir, &name);
+    let run_dir = new_run_path(runs_dir, &format!("{run_name}-{engine_id}"));
     let imported = Imported {
         engine: found
             .engine
@@ -204,25 +207,13 @@ fn detect_engine(output: &Path, project: Option<&Path>) -> Option<Engine> {
     None
 }
 
-/// Checks that `dir` holds a LoRA adapter the studio reads: its config parses, and the
-/// safetensors header names PEFT LoRA matrices in pairs. The shapes are checked against
+/// Checks that `dir` holds a LoRA adapter the studio reads: its config passes
+/// [`crate::adapter::read_adapter_config`] with a usable scale, and the safetensors header
+/// names PEFT LoRA matrices in pairs. The shapes are checked against
 /// the base when the adapter is loaded.
 fn check_adapter(dir: &Path) -> anyhow::Result<AdapterConfig> {
+    let cfg = crate::adapter::read_adapter_config(dir)?;
     let cfg_path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&cfg_path)
-        .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-    let cfg: AdapterConfig = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not a PEFT adapter config: {e}", cfg_path.display()))?;
-    if cfg.peft_type != "LORA" {
-        anyhow::bail!(
-            "{}: peft_type {} is not supported (LORA is)",
-            cfg_path.display(),
-            cfg.peft_type
-        );
-    }
-    if cfg.use_dora {
-        anyhow::bail!("{}: DoRA adapters are not supported", cfg_path.display());
-    }
     if cfg.r == 0 || !cfg.lora_alpha.is_finite() {
         anyhow::bail!(
             "{}: r {} and lora_alpha {} are not a usable LoRA scale",
@@ -454,35 +445,6 @@ fn copy_adapter(from: &Path, to: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     }
     Ok(())
-}
-
-fn sanitize(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if s.is_empty() {
-        "imported".into()
-    } else {
-        s
-    }
-}
-
-fn new_run_path(runs_dir: &Path, name: &str) -> PathBuf {
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-    let mut path = runs_dir.join(format!("{stamp}-{name}"));
-    let mut n = 1;
-    while path.exists() {
-        n += 1;
-        path = runs_dir.join(format!("{stamp}-{name}-{n}"));
-    }
-    path
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::json;
 use serde_yaml_ng::Mapping;
 
-use super::hyper::{f32_as_typed, put, to_yaml, Hyper};
+use super::hyper::{f32_as_typed, put, write_config, Hyper};
 use super::project::{BaseWeights, DataFiles, DATA_DIR};
 use crate::train::RunConfig;
 
@@ -124,13 +124,8 @@ pub fn write(
     base: &BaseWeights,
     data: &DataFiles,
 ) -> anyhow::Result<()> {
-    let header = format!(
-        "LLaMA-Factory config of the studio run `{}`: llamafactory-cli train train.yaml\n\
-         README.md says which settings map one to one and which do not.",
-        cfg.output.name
-    );
-    let yaml = to_yaml(&header, &config(cfg, h, base, data))?;
-    crate::fsio::write_bytes_atomic(&dir.join("train.yaml"), yaml.as_bytes())?;
+    let m = config(cfg, h, base, data);
+    write_config(dir, super::Engine::LlamaFactory, &cfg.output.name, &m)?;
     let info = serde_json::to_string_pretty(&dataset_info(data))?;
     crate::fsio::write_bytes_atomic(
         &dir.join(DATA_DIR).join("dataset_info.json"),

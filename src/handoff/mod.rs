@@ -144,7 +144,10 @@ pub fn export_project(
         let template = model.template.source();
         match req.engine {
             Engine::LlamaFactory => llamafactory::write(tmp, cfg, &hyper, &base, &data)?,
-            Engine::Axolotl => axolotl::write(tmp, cfg, &hyper, &base, &data, template)?,
+            Engine::Axolotl => {
+                let m = axolotl::config(cfg, &hyper, &base, &data, template);
+                hyper::write_config(tmp, Engine::Axolotl, &cfg.output.name, &m)?;
+            }
         }
         launch::write(tmp, req.engine)?;
         project::write_studio_config(tmp, cfg)?;

@@ -127,7 +127,7 @@ pub fn resume(
     waker: Waker,
 ) -> anyhow::Result<TrainHandle> {
     let (run, config) = RunDir::open(run_dir)?;
-    if let Some(imported) = run_dir::read_run(run_dir).imported {
+    if let Some(imported) = run_dir::read_imported(run_dir) {
         anyhow::bail!(
             "{}: this run was trained by {} and imported; it has adapters but no optimizer \
              state here, so resume it there ({})",

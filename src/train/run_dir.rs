@@ -77,6 +77,39 @@ pub enum MetricLine {
     },
 }
 
+/// `name` as a folder name: ASCII letters, digits, `-` and `_`, anything else as `-`.
+pub fn folder_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A run folder under `parent` that does not exist yet: `<YYYYmmdd-HHMMSS>-<name>`, with
+/// `-2`, `-3`, … when two runs start in the same second.
+pub fn new_run_path(parent: &Path, name: &str) -> PathBuf {
+    let name = folder_name(name);
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    let mut path = parent.join(format!("{stamp}-{name}"));
+    let mut n = 1;
+    while path.exists() {
+        n += 1;
+        path = parent.join(format!("{stamp}-{name}-{n}"));
+    }
+    path
+}
+
+/// Where an imported run was trained (`imported.json`), when it was.
+pub fn read_imported(run: &Path) -> Option<Imported> {
+    let text = std::fs::read_to_string(run.join(IMPORTED_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// An open run directory.
 pub struct RunDir {
     pub path: PathBuf,
@@ -103,25 +136,7 @@ impl RunDir {
             .runs_dir
             .clone()
             .unwrap_or_else(crate::paths::runs_dir);
-        let name: String = cfg
-            .output
-            .name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        let mut path = parent.join(format!("{stamp}-{name}"));
-        let mut n = 1;
-        while path.exists() {
-            n += 1;
-            path = parent.join(format!("{stamp}-{name}-{n}"));
-        }
+        let path = new_run_path(&parent, &cfg.output.name);
         std::fs::create_dir_all(path.join("checkpoints")).map_err(|e| io_err(&path, e))?;
         let mut text = cfg.to_toml();
         text.push_str(&format!("\n# dataset sha256: {dataset_sha256}\n"));
@@ -386,9 +401,7 @@ pub fn read_run(path: &Path) -> RunInfo {
         failure: std::fs::read_to_string(path.join(FAILED_FILE))
             .ok()
             .map(|t| t.trim().to_string()),
-        imported: std::fs::read_to_string(path.join(IMPORTED_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok()),
+        imported: read_imported(path),
     }
 }
 

@@ -24,6 +24,22 @@ pub enum Base {
     Spec(String),
 }
 
+impl Base {
+    /// The model: the one held, or `spec` loaded now (saying so through `progress`).
+    pub fn into_model(
+        self,
+        progress: &dyn Fn(&str),
+    ) -> Result<Arc<Model>, crate::model::ModelError> {
+        match self {
+            Base::Loaded(m) => Ok(m),
+            Base::Spec(spec) => {
+                progress(&format!("loading the base model {spec}"));
+                Ok(Arc::new(crate::hub::load(&spec)?))
+            }
+        }
+    }
+}
+
 impl JobEvent for ExportEvent {
     fn failed(_kind: JobKind, error: String) -> Self {
         ExportEvent::Failed(error)
@@ -37,13 +53,7 @@ impl JobEvent for ExportEvent {
 pub fn spawn(base: Base, req: ExportRequest, waker: Waker) -> JobEvents<ExportEvent> {
     jobs::spawn(JobKind::Export, "export", 256, waker, move |r| {
         let progress = |line: &str| r.send(ExportEvent::Progress(line.to_string()));
-        let model = match base {
-            Base::Loaded(m) => m,
-            Base::Spec(spec) => {
-                progress(&format!("loading the base model {spec}"));
-                Arc::new(crate::hub::load(&spec)?)
-            }
-        };
+        let model = base.into_model(&progress)?;
         let report = crate::export::job::export(&model, &req, &mut |line| progress(line))?;
         Ok(ExportEvent::Done(Box::new(report)))
     })

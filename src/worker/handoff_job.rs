@@ -4,7 +4,6 @@
 //! error.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::export_job::Base;
 use crate::handoff::import::ImportReport;
@@ -39,13 +38,7 @@ pub fn spawn_export(
 ) -> JobEvents<HandoffEvent> {
     jobs::spawn(JobKind::Handoff, "handoff-export", 256, waker, move |r| {
         let progress = |line: &str| r.send(HandoffEvent::Progress(line.to_string()));
-        let model = match base {
-            Base::Loaded(m) => m,
-            Base::Spec(spec) => {
-                progress(&format!("loading the base model {spec}"));
-                Arc::new(crate::hub::load(&spec)?)
-            }
-        };
+        let model = base.into_model(&progress)?;
         let report = crate::handoff::export_project(&cfg, &model, &req, &mut |l| progress(l))?;
         Ok(HandoffEvent::Exported(Box::new(report)))
     })
