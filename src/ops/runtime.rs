@@ -81,13 +81,19 @@ pub fn with_pool_awake<R>(f: impl FnOnce() -> R) -> R {
     with_pool_awake_counting(f, &Default::default())
 }
 
-/// [`with_pool_awake`], with `polling` counting the threads that poll at the moment.
-fn with_pool_awake_counting<R>(
-    f: impl FnOnce() -> R,
-    polling: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> R {
+/// How many polling jobs of [`with_pool_awake`] run now, and how many ever started (the
+/// tests watch them).
+#[derive(Default)]
+struct PollCounts {
+    now: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicUsize,
+}
+
+/// [`with_pool_awake`], counting its polling jobs in `polling`.
+fn with_pool_awake_counting<R>(f: impl FnOnce() -> R, polling: &std::sync::Arc<PollCounts>) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::time::Instant;
     let Some(caller) = rayon::current_thread_index() else {
         return f();
     };
@@ -105,21 +111,51 @@ fn with_pool_awake_counting<R>(
     let flag = Arc::clone(&stop.0);
     let polling = Arc::clone(polling);
     rayon::spawn_broadcast(move |ctx| {
-        if ctx.index() == caller {
+        if ctx.index() == caller || POLLING.get() {
             return;
         }
-        polling.fetch_add(1, Ordering::AcqRel);
+        POLLING.set(true);
+        polling.started.fetch_add(1, Ordering::AcqRel);
+        polling.now.fetch_add(1, Ordering::AcqRel);
+        let mut last_work = Instant::now();
         while !flag.load(Ordering::Acquire) {
-            if let Some(rayon::Yield::Idle) = rayon::yield_now() {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
+            match rayon::yield_now() {
+                Some(rayon::Yield::Idle) => {
+                    if last_work.elapsed() > POLL_IDLE_LIMIT {
+                        break;
+                    }
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
                 }
+                _ => last_work = Instant::now(),
             }
         }
-        polling.fetch_sub(1, Ordering::AcqRel);
+        polling.now.fetch_sub(1, Ordering::AcqRel);
+        POLLING.set(false);
     });
     f()
 }
+
+thread_local! {
+    /// Whether this thread runs a polling job of [`with_pool_awake`] (further down its
+    /// stack, when a job it took while polling picked up another poll).
+    static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How long a polling job of [`with_pool_awake`] waits for work before it returns and
+/// lets its thread sleep as rayon would.
+///
+/// A polling job is a job like any other: a thread waiting inside some other job (its
+/// half of a join, say) may pick it up, and while it polls, the job it sits on cannot
+/// finish. If the work it polls for waits for that job, nothing moves: a decode step hung
+/// so (its matrix-vector product's second half taken by the other thread while polling
+/// for the step before, that half waiting on a join, which picked up the next step's poll
+/// and polled for the step that waited on it). A poll nested in a poll returns at once
+/// (`POLLING`), and every poll ends after this long without work, which bounds what any
+/// other nesting can cost. Gaps between the parallel ops of a training step or a decode
+/// step are microseconds, far below it.
+const POLL_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Keeps freed memory in glibc's heap instead of returning every large block to the kernel.
 /// Training allocates and frees tensors of the same large sizes every step; with glibc's
@@ -168,14 +204,14 @@ impl Drop for ReleaseFreeMemoryOnDrop {
 mod tests {
     use super::*;
     use rayon::prelude::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     /// Waits up to two seconds for the polling jobs to end.
-    fn pollers_end(polling: &AtomicUsize) -> bool {
+    fn pollers_end(polling: &PollCounts) -> bool {
         let t0 = Instant::now();
-        while polling.load(Ordering::Acquire) > 0 {
+        while polling.now.load(Ordering::Acquire) > 0 {
             if t0.elapsed() > Duration::from_secs(2) {
                 return false;
             }
@@ -190,20 +226,21 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        let polling = Arc::new(AtomicUsize::new(0));
+        let polling = Arc::new(PollCounts::default());
         let (seen, sum) = pool.install(|| {
             with_pool_awake_counting(
                 || {
-                    // The other thread starts polling...
+                    // The other thread starts polling (and may stop again after
+                    // `POLL_IDLE_LIMIT` without work, if this one is descheduled)...
                     let t0 = Instant::now();
-                    while polling.load(Ordering::Acquire) == 0
-                        && t0.elapsed() < Duration::from_secs(2)
-                    {
+                    let mut seen = 0;
+                    while seen == 0 && t0.elapsed() < Duration::from_secs(2) {
+                        seen = polling.started.load(Ordering::Acquire);
                         std::hint::spin_loop();
                     }
                     // ...and parallel work inside still runs to completion.
                     let sum = (0..10_000u64).into_par_iter().map(|i| i * i).sum::<u64>();
-                    (polling.load(Ordering::Acquire), sum)
+                    (seen, sum)
                 },
                 &polling,
             )
@@ -218,6 +255,50 @@ mod tests {
         });
         assert!(caught.is_err());
         assert!(pollers_end(&polling), "a polling job outlived a panic");
+    }
+
+    /// Many short steps of nested parallel work, each with the pool kept awake, as decode
+    /// runs them: the other thread takes halves of joins while it polls and picks up the
+    /// next step's poll while it waits inside them. None may hang (a decode step once did:
+    /// see `POLL_IDLE_LIMIT`); a watchdog fails the test instead of letting it hang.
+    #[test]
+    fn back_to_back_awake_steps_with_nested_joins_never_hang() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let total: u64 = pool.install(|| {
+                (0..20_000u64)
+                    .map(|step| {
+                        with_pool_awake(|| {
+                            (0..8u64)
+                                .into_par_iter()
+                                .map(|i| {
+                                    (0..16u64)
+                                        .into_par_iter()
+                                        .map(|j| i * j + step)
+                                        .sum::<u64>()
+                                })
+                                .sum::<u64>()
+                        })
+                    })
+                    .sum()
+            });
+            let _ = done.send(total);
+        });
+        let expected: u64 = (0..20_000u64)
+            .map(|step| {
+                (0..8u64)
+                    .map(|i| (0..16u64).map(|j| i * j + step).sum::<u64>())
+                    .sum::<u64>()
+            })
+            .sum();
+        match finished.recv_timeout(Duration::from_secs(300)) {
+            Ok(total) => assert_eq!(total, expected),
+            Err(_) => panic!("20 000 awake steps did not finish in 300 s: the pool deadlocked"),
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! Composed from candle ops, autograd computes the gradient of every matmul operand (a
 //! frozen W costs a full dW matmul and a weight-sized gradient: PERF.md) and keeps four
 //! `[n, out]` tensors per layer alive until the backward (base output, adapter output,
-//! scaled, sum). This op keeps nothing but its inputs and the small `[n, r]` product
-//! `(x ⊙ m) Aᵀ`, and writes `dx = dy W + (s · dy B) A` into one buffer. It calls the gemm crate
+//! scaled, sum). This op keeps nothing but its inputs and the small `[r, n]` product
+//! `A (x ⊙ m)ᵀ`, and writes `dx = dy W + (s · dy B) A` into one buffer. It calls the gemm crate
 //! (candle's own matmul kernel) directly because candle's matmul cannot accumulate into an
 //! existing buffer or read a transposed operand without a copy.
 
@@ -78,9 +78,9 @@ struct LoraLinear {
     weight: FrozenWeight,
     scale: f32,
     mask: Option<Tensor>,
-    /// `h = (x ⊙ mask) Aᵀ` from the forward pass (`[n, r]`, a few kilobytes), for the
+    /// `hᵀ = A (x ⊙ mask)ᵀ` from the forward pass (`[r, n]`, a few kilobytes), for the
     /// backward.
-    h: OnceLock<Vec<f32>>,
+    h_t: OnceLock<Vec<f32>>,
 }
 
 impl LoraLinear {
@@ -135,13 +135,16 @@ impl CustomOp3 for LoraLinear {
         );
         let n = x.len() / inp.max(1);
         let xm = self.masked(x)?;
-        let h = gemm_new((n, r, inp), &xm, false, a, true, 1.0, All)?;
+        // hᵀ = A (x ⊙ m)ᵀ: kept `[r, n]`, so the token axis is the unit-stride one gemm
+        // tiles by 16 × 4 (stored `[n, r]`, the r = 16 axis made single-row micro-tiles,
+        // a third of the speed).
+        let ht = gemm_new((r, n, inp), a, false, &xm, true, 1.0, All)?;
         // The adapter's product first, then the base product adds itself on top: gemm
         // folds that addition into its final store, where the other order would walk all
         // of y once more for a product of inner size r.
-        let mut y = gemm_new((n, out, r), &h, false, b, true, self.scale, All)?;
+        let mut y = gemm_new((n, out, r), &ht, true, b, true, self.scale, All)?;
         self.weight.x_wt_into(&mut y, true, n, x)?;
-        let _ = self.h.set(h);
+        let _ = self.h_t.set(ht);
         Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
     }
 
@@ -162,24 +165,23 @@ impl CustomOp3 for LoraLinear {
                 with_slice(b, |b| {
                     with_slice(&dy, |dy| {
                         let xm = self.masked(x)?;
-                        let Some(h) = self.h.get() else {
+                        let Some(ht) = self.h_t.get() else {
                             candle_core::bail!("train-linear: backward before forward");
                         };
-                        // dh = s · dy B; dB = s · dyᵀ h; dA = dhᵀ (x ⊙ m).
-                        let dh = gemm_new((n, r, out), dy, false, b, false, self.scale, All)?;
-                        let db = gemm_new((out, r, n), dy, true, h, false, self.scale, All)?;
-                        // dAᵀ = (x ⊙ m)ᵀ dh, then transposed: gemm runs this long-and-thin
-                        // shape (inp × r) about 2.5 times as fast as dhᵀ (x ⊙ m) (r × inp),
-                        // whose 16 rows make a single row of its micro-tiles.
-                        let da_t = gemm_new((inp, r, n), &xm, true, &dh, false, 1.0, All)?;
-                        let da = transpose(&da_t, inp, r);
+                        // Every product is laid out so that its output's unit-stride axis
+                        // is a long one (tokens, in or out), never r (see the forward):
+                        // dhᵀ = s · Bᵀ dyᵀ; dBᵀ = s · hᵀ dy; dA = dhᵀ (x ⊙ m).
+                        let dht = gemm_new((r, n, out), b, true, dy, true, self.scale, All)?;
+                        let db_t = gemm_new((r, out, n), ht, false, dy, false, self.scale, All)?;
+                        let db = transpose(&db_t, r, out);
+                        let da = gemm_new((r, inp, n), &dht, false, &xm, false, 1.0, All)?;
                         // dx = dy W + (dh A) ⊙ m; not needed when x is not tracked
                         // (the first layer's input comes from the frozen embedding).
                         if !x_tracked {
                             return Ok((Vec::new(), da, db));
                         }
                         // (dh A) ⊙ m first, then dy W added on top (as in the forward pass).
-                        let mut dx = gemm_new((n, inp, r), &dh, false, a, false, 1.0, All)?;
+                        let mut dx = gemm_new((n, inp, r), &dht, true, a, false, 1.0, All)?;
                         if let Some(mask) = &self.mask {
                             with_slice(mask, |m| {
                                 dx.par_iter_mut().zip(m).for_each(|(d, m)| *d *= m);
@@ -221,7 +223,7 @@ pub fn lora_linear(
         weight: weight.contiguous()?,
         scale: scale as f32,
         mask: mask.map(|m| m.contiguous()).transpose()?,
-        h: OnceLock::new(),
+        h_t: OnceLock::new(),
     };
     x.contiguous()?
         .apply_op3(&a.contiguous()?, &b.contiguous()?, op)
