@@ -113,7 +113,10 @@ fn a_planted_record_is_flagged_and_unrelated_ones_are_not() {
     let part = &r.flagged[3];
     assert_eq!(part.overlaps.len(), 1);
     assert_eq!(part.overlaps[0].other_index, 1);
-    assert_eq!(part.overlaps[0].text, span, "the span as the training text has it");
+    assert_eq!(
+        part.overlaps[0].text, span,
+        "the span as the training text has it"
+    );
     assert_eq!(part.overlaps[0].words, 20);
 
     // An n longer than the quote does not find it.
@@ -171,9 +174,8 @@ fn run(args: &[&str]) -> anyhow::Result<i32> {
     let mut argv = vec!["finetune-studio", "dataset"];
     argv.extend_from_slice(args);
     let Command::Dataset(a) = Cli::try_parse_from(argv)?.command;
-    let counter = |m: &str| -> anyhow::Result<Box<dyn data::TokenCounter>> {
-        anyhow::bail!("no model {m}")
-    };
+    let counter =
+        |m: &str| -> anyhow::Result<Box<dyn data::TokenCounter>> { anyhow::bail!("no model {m}") };
     dataset::run(a, &counter)
 }
 
@@ -189,8 +191,14 @@ fn the_command_line_flags_against_a_file_a_suite_and_the_builtin_suite() {
     let train = train.to_str().unwrap();
     let other = fixture("fastchat_dummy_conversation.json");
     let other = other.to_str().unwrap();
-    assert_eq!(run(&["contamination", train, "--against", other]).unwrap(), 0);
-    assert_eq!(run(&["contamination", train, "--against", other, "--json"]).unwrap(), 0);
+    assert_eq!(
+        run(&["contamination", train, "--against", other]).unwrap(),
+        0
+    );
+    assert_eq!(
+        run(&["contamination", train, "--against", other, "--json"]).unwrap(),
+        0
+    );
 
     // A training file with the built-in suite's first prompt in it.
     let builtin = finetune_studio::eval::Suite::builtin().unwrap();
@@ -206,8 +214,14 @@ fn the_command_line_flags_against_a_file_a_suite_and_the_builtin_suite() {
         ],
     );
     let planted = planted.to_str().unwrap();
-    assert_eq!(run(&["contamination", planted, "--against", "builtin"]).unwrap(), 1);
-    assert_eq!(run(&["contamination", planted, "--against", "builtin", "--json"]).unwrap(), 1);
+    assert_eq!(
+        run(&["contamination", planted, "--against", "builtin"]).unwrap(),
+        1
+    );
+    assert_eq!(
+        run(&["contamination", planted, "--against", "builtin", "--json"]).unwrap(),
+        1
+    );
     let r = check(
         &finetune_studio::data::load(Path::new(planted), None)
             .unwrap()
@@ -223,21 +237,44 @@ fn the_command_line_flags_against_a_file_a_suite_and_the_builtin_suite() {
     let suite = dir.path().join("suite.jsonl");
     write_jsonl(
         &suite,
-        &[serde_json::json!({"id": "s1", "prompt": "Name a planet of the solar system other than the Earth please", "checks": [{"type": "no_commas"}]})],
+        &[
+            serde_json::json!({"id": "s1", "prompt": "Name a planet of the solar system other than the Earth please", "checks": [{"type": "no_commas"}]}),
+        ],
     );
     let suite = suite.to_str().unwrap();
-    assert_eq!(run(&["contamination", planted, "--against", suite]).unwrap(), 0);
-    assert_eq!(run(&["contamination", planted, "--against", planted]).unwrap(), 1);
+    assert_eq!(
+        run(&["contamination", planted, "--against", suite]).unwrap(),
+        0
+    );
+    assert_eq!(
+        run(&["contamination", planted, "--against", planted]).unwrap(),
+        1
+    );
 
     // Errors: a missing file, a malformed suite, a bad --n.
     assert!(run(&["contamination", planted, "--against", "/nonexistent.json"]).is_err());
-    std::fs::write(dir.path().join("bad.jsonl"), "{\"id\": 1, \"prompt\": \"x\", \"checks\": [{\"type\": \"zap\"}]}\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.jsonl"),
+        "{\"id\": 1, \"prompt\": \"x\", \"checks\": [{\"type\": \"zap\"}]}\n",
+    )
+    .unwrap();
     let bad = dir.path().join("bad.jsonl");
     let e = run(&["contamination", planted, "--against", bad.to_str().unwrap()]).unwrap_err();
     assert!(format!("{e:#}").contains("bad.jsonl:1:"), "{e:#}");
     assert!(run(&["contamination", planted, "--against", "builtin", "--n", "0"]).is_err());
-    assert!(run(&["contamination", planted]).is_err(), "--against or --eval-split is needed");
-    assert!(run(&["contamination", planted, "--against", "builtin", "--eval-split", "0.1"]).is_err());
+    assert!(
+        run(&["contamination", planted]).is_err(),
+        "--against or --eval-split is needed"
+    );
+    assert!(run(&[
+        "contamination",
+        planted,
+        "--against",
+        "builtin",
+        "--eval-split",
+        "0.1"
+    ])
+    .is_err());
 }
 
 #[test]
@@ -259,8 +296,14 @@ fn the_command_line_checks_a_file_against_its_own_eval_split() {
     let path = dir.path().join("d.jsonl");
     write_jsonl(&path, &records);
     let p = path.to_str().unwrap();
-    assert_eq!(run(&["contamination", p, "--eval-split", "0.25"]).unwrap(), 1);
-    assert_eq!(run(&["contamination", p, "--eval-split", "0.25", "--json"]).unwrap(), 1);
+    assert_eq!(
+        run(&["contamination", p, "--eval-split", "0.25"]).unwrap(),
+        1
+    );
+    assert_eq!(
+        run(&["contamination", p, "--eval-split", "0.25", "--json"]).unwrap(),
+        1
+    );
     // Another seed puts the two records elsewhere; one seed keeps them on one side.
     let same_side = (0..200u64)
         .find(|&s| {
@@ -269,7 +312,10 @@ fn the_command_line_checks_a_file_against_its_own_eval_split() {
         })
         .expect("a seed that keeps both records on one side");
     let seed = same_side.to_string();
-    assert_eq!(run(&["contamination", p, "--eval-split", "0.25", "--seed", &seed]).unwrap(), 0);
+    assert_eq!(
+        run(&["contamination", p, "--eval-split", "0.25", "--seed", &seed]).unwrap(),
+        0
+    );
     assert!(run(&["contamination", p, "--eval-split", "10"]).is_ok());
     assert!(run(&["contamination", p, "--eval-split", "2.5"]).is_err());
     assert!(run(&["contamination", p, "--eval-split", "-1"]).is_err());

@@ -21,25 +21,57 @@ fn check(json: &str) -> Check {
 
 /// (check, a reply that passes, a reply that fails), at least one per check type.
 const CASES: &[(&str, &str, &str)] = &[
-    (r#"{"type": "contains", "text": "Paris"}"#, "It is Paris.", "It is paris."),
+    (
+        r#"{"type": "contains", "text": "Paris"}"#,
+        "It is Paris.",
+        "It is paris.",
+    ),
     (
         r#"{"type": "contains", "text": "Paris", "case_sensitive": false}"#,
         "it is PARIS",
         "It is Lyon.",
     ),
-    (r#"{"type": "not_contains", "text": "rain"}"#, "Grey skies.", "Heavy rain."),
+    (
+        r#"{"type": "not_contains", "text": "rain"}"#,
+        "Grey skies.",
+        "Heavy rain.",
+    ),
     (
         r#"{"type": "not_contains", "text": "rain", "case_sensitive": false}"#,
         "Grey skies.",
         "RAIN all day.",
     ),
-    (r#"{"type": "regex", "pattern": "\\b12\\b"}"#, "The answer is 12.", "The answer is 120."),
+    (
+        r#"{"type": "regex", "pattern": "\\b12\\b"}"#,
+        "The answer is 12.",
+        "The answer is 120.",
+    ),
     (r#"{"type": "exact", "text": "OK"}"#, "  OK\n", "OK."),
-    (r#"{"type": "exact", "text": "OK", "case_sensitive": false}"#, "ok", "okay"),
-    (r#"{"type": "starts_with", "text": "Yes"}"#, "\n Yes, it is.", "Well, yes."),
-    (r#"{"type": "ends_with", "text": "Stay well."}"#, "Drink water. Stay well.  ", "Stay well. Bye."),
-    (r#"{"type": "valid_json"}"#, "```json\n{\"a\": [1, 2]}\n```", "{\"a\": [1, 2}"),
-    (r#"{"type": "valid_json"}"#, " [1, 2, 3] ", "Sure! Here it is: [1, 2, 3]"),
+    (
+        r#"{"type": "exact", "text": "OK", "case_sensitive": false}"#,
+        "ok",
+        "okay",
+    ),
+    (
+        r#"{"type": "starts_with", "text": "Yes"}"#,
+        "\n Yes, it is.",
+        "Well, yes.",
+    ),
+    (
+        r#"{"type": "ends_with", "text": "Stay well."}"#,
+        "Drink water. Stay well.  ",
+        "Stay well. Bye.",
+    ),
+    (
+        r#"{"type": "valid_json"}"#,
+        "```json\n{\"a\": [1, 2]}\n```",
+        "{\"a\": [1, 2}",
+    ),
+    (
+        r#"{"type": "valid_json"}"#,
+        " [1, 2, 3] ",
+        "Sure! Here it is: [1, 2, 3]",
+    ),
     (
         r#"{"type": "json_schema", "schema": {"type": "object", "required": ["name", "age"], "properties": {"name": {"type": "string"}, "age": {"type": "number"}}}}"#,
         r#"{"name": "Ada", "age": 36}"#,
@@ -55,12 +87,32 @@ const CASES: &[(&str, &str, &str)] = &[
         r#"{"answer": 1}"#,
         "not json at all",
     ),
-    (r#"{"type": "word_count", "min": 3, "max": 5}"#, "one two three four", "one two"),
+    (
+        r#"{"type": "word_count", "min": 3, "max": 5}"#,
+        "one two three four",
+        "one two",
+    ),
     (r#"{"type": "word_count", "max": 3}"#, "a b - c", "a b c d"),
-    (r#"{"type": "sentence_count", "min": 2, "max": 2}"#, "One. Two!", "Just one, really."),
-    (r#"{"type": "bullet_count", "min": 3}"#, "List:\n- a\n* b\n+ c", "1. a\n2. b\n3. c"),
-    (r#"{"type": "paragraph_count", "min": 2, "max": 2}"#, "First.\n\nSecond.", "First.\nStill first."),
-    (r#"{"type": "lowercase"}"#, "all lower, 123.", "Not all lower."),
+    (
+        r#"{"type": "sentence_count", "min": 2, "max": 2}"#,
+        "One. Two!",
+        "Just one, really.",
+    ),
+    (
+        r#"{"type": "bullet_count", "min": 3}"#,
+        "List:\n- a\n* b\n+ c",
+        "1. a\n2. b\n3. c",
+    ),
+    (
+        r#"{"type": "paragraph_count", "min": 2, "max": 2}"#,
+        "First.\n\nSecond.",
+        "First.\nStill first.",
+    ),
+    (
+        r#"{"type": "lowercase"}"#,
+        "all lower, 123.",
+        "Not all lower.",
+    ),
     (r#"{"type": "lowercase"}"#, "ok", "123 !!"),
     (r#"{"type": "uppercase"}"#, "HELLO THERE!", "HELLO There"),
     (r#"{"type": "no_commas"}"#, "No commas here.", "One, two."),
@@ -124,13 +176,22 @@ fn malformed_suites_name_the_file_line_and_cause() {
         ("{not json", "not a JSON object"),
         ("[1, 2]", "expected a JSON object"),
         (r#"{"id": "b", "prompt": "Hi"}"#, "missing field `checks`"),
-        (r#"{"id": "b", "prompt": "Hi", "checks": []}"#, "`checks` is empty"),
+        (
+            r#"{"id": "b", "prompt": "Hi", "checks": []}"#,
+            "`checks` is empty",
+        ),
         (
             r#"{"id": "b", "prompt": "Hi", "checks": [{"type": "sparkle"}]}"#,
             "unknown check type `sparkle`",
         ),
-        (r#"{"id": "b", "prompt": "Hi", "checks": [{"text": "x"}]}"#, "check 1: no `type`"),
-        (r#"{"id": "b", "prompt": "Hi", "checks": ["contains"]}"#, "expected an object"),
+        (
+            r#"{"id": "b", "prompt": "Hi", "checks": [{"text": "x"}]}"#,
+            "check 1: no `type`",
+        ),
+        (
+            r#"{"id": "b", "prompt": "Hi", "checks": ["contains"]}"#,
+            "expected an object",
+        ),
         (
             r#"{"id": "b", "prompt": "Hi", "checks": [{"type": "no_commas"}, {"type": "contains"}]}"#,
             "check 2: `contains`: missing field `text`",
@@ -163,13 +224,22 @@ fn malformed_suites_name_the_file_line_and_cause() {
             r#"{"id": "b", "prompt": "Hi", "checks": [{"type": "json_schema", "schema": {"type": "nonsense"}}]}"#,
             "the schema is not valid",
         ),
-        (r#"{"id": "b", "checks": [{"type": "no_commas"}]}"#, "no `prompt` or `messages`"),
+        (
+            r#"{"id": "b", "checks": [{"type": "no_commas"}]}"#,
+            "no `prompt` or `messages`",
+        ),
         (
             r#"{"id": "b", "prompt": "Hi", "messages": [{"role": "user", "content": "Hi"}], "checks": [{"type": "no_commas"}]}"#,
             "not both",
         ),
-        (r#"{"id": "b", "prompt": "  ", "checks": [{"type": "no_commas"}]}"#, "the prompt is empty"),
-        (r#"{"id": "b", "messages": [], "checks": [{"type": "no_commas"}]}"#, "`messages` is empty"),
+        (
+            r#"{"id": "b", "prompt": "  ", "checks": [{"type": "no_commas"}]}"#,
+            "the prompt is empty",
+        ),
+        (
+            r#"{"id": "b", "messages": [], "checks": [{"type": "no_commas"}]}"#,
+            "`messages` is empty",
+        ),
         (
             r#"{"id": "b", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "checks": [{"type": "no_commas"}]}"#,
             "the last message must be a user turn",
@@ -182,9 +252,18 @@ fn malformed_suites_name_the_file_line_and_cause() {
             r#"{"id": "b", "system": "S", "messages": [{"role": "system", "content": "T"}, {"role": "user", "content": "Hi"}], "checks": [{"type": "no_commas"}]}"#,
             "both given",
         ),
-        (r#"{"id": "", "prompt": "Hi", "checks": [{"type": "no_commas"}]}"#, "`id` must be"),
-        (r#"{"id": 1.5, "prompt": "Hi", "checks": [{"type": "no_commas"}]}"#, "`id` must be"),
-        (r#"{"prompt": "Hi", "checks": [{"type": "no_commas"}]}"#, "missing field `id`"),
+        (
+            r#"{"id": "", "prompt": "Hi", "checks": [{"type": "no_commas"}]}"#,
+            "`id` must be",
+        ),
+        (
+            r#"{"id": 1.5, "prompt": "Hi", "checks": [{"type": "no_commas"}]}"#,
+            "`id` must be",
+        ),
+        (
+            r#"{"prompt": "Hi", "checks": [{"type": "no_commas"}]}"#,
+            "missing field `id`",
+        ),
         (
             r#"{"id": "b", "prompt": "Hi", "chekcs": [], "checks": [{"type": "no_commas"}]}"#,
             "unknown field `chekcs`",
@@ -222,7 +301,12 @@ fn a_suite_file_reads_with_its_name() {
     assert!(matches!(it.input, SuiteInput::Messages(ref m) if m.len() == 3));
     assert_eq!(
         it.turns(),
-        [("system", "Be brief."), ("user", "A"), ("assistant", "B"), ("user", "C")]
+        [
+            ("system", "Be brief."),
+            ("user", "A"),
+            ("assistant", "B"),
+            ("user", "C")
+        ]
     );
     std::fs::write(&path, format!("{OK_LINE}\n{{\"id\": \"z\", \"prompt\": \"Hi\", \"checks\": [{{\"type\": \"glitter\"}}]}}\n")).unwrap();
     let e = Suite::load(path.to_str().unwrap()).unwrap_err().to_string();
@@ -237,12 +321,17 @@ fn the_builtin_suite_uses_every_check_type() {
     assert!((15..=30).contains(&s.items.len()), "{}", s.items.len());
     for kind in CHECK_TYPES {
         assert!(
-            s.items.iter().any(|it| it.checks.iter().any(|c| c.kind() == *kind)),
+            s.items
+                .iter()
+                .any(|it| it.checks.iter().any(|c| c.kind() == *kind)),
             "no `{kind}` check in the built-in suite"
         );
     }
     assert!(s.items.iter().any(|it| it.system.is_some()));
-    assert!(s.items.iter().any(|it| matches!(it.input, SuiteInput::Messages(_))));
+    assert!(s
+        .items
+        .iter()
+        .any(|it| matches!(it.input, SuiteInput::Messages(_))));
 }
 
 /// Checks whose outcome does not depend on what a random model writes.
@@ -262,7 +351,11 @@ const FIXED: &[(&str, usize, bool)] = &[
     ("p3", 1, true),
 ];
 
-fn tiny_model() -> (tempfile::TempDir, std::path::PathBuf, finetune_studio::model::Model) {
+fn tiny_model() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    finetune_studio::model::Model,
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_model(dir.path(), Architecture::Llama, 7).unwrap();
     let model = finetune_studio::model::load_hf_folder(&path, &candle_core::Device::Cpu).unwrap();
@@ -286,22 +379,41 @@ fn assert_structure(report: &eval::SuiteReport, suite: &Suite, max_new: usize) {
     }
     for (id, k, want) in FIXED {
         let p = report.prompts.iter().find(|p| p.id == *id).unwrap();
-        assert_eq!(p.checks[*k].passed, *want, "{id} check {k}: {}", p.checks[*k].reason);
+        assert_eq!(
+            p.checks[*k].passed, *want,
+            "{id} check {k}: {}",
+            p.checks[*k].reason
+        );
     }
     // Rates add up.
     let all: Vec<_> = report.prompts.iter().flat_map(|p| &p.checks).collect();
     assert_eq!(report.checks.total, all.len());
-    assert_eq!(report.checks.passed, all.iter().filter(|c| c.passed).count());
+    assert_eq!(
+        report.checks.passed,
+        all.iter().filter(|c| c.passed).count()
+    );
     assert_eq!(report.prompts_passed.total, suite.items.len());
     // Every prompt has an impossible check that fails.
     assert_eq!(report.prompts_passed.passed, 0);
     let kinds: Vec<&str> = report.by_check.iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds, ["contains", "not_contains", "regex", "exact", "word_count"]);
-    assert_eq!(report.by_check.iter().map(|c| c.rate.total).sum::<usize>(), all.len());
+    assert_eq!(
+        kinds,
+        ["contains", "not_contains", "regex", "exact", "word_count"]
+    );
+    assert_eq!(
+        report.by_check.iter().map(|c| c.rate.total).sum::<usize>(),
+        all.len()
+    );
     let contains = &report.by_check[0].rate;
-    assert_eq!((contains.passed, contains.total, contains.rate), (0, 1, 0.0));
+    assert_eq!(
+        (contains.passed, contains.total, contains.rate),
+        (0, 1, 0.0)
+    );
     let not_contains = &report.by_check[1].rate;
-    assert_eq!((not_contains.passed, not_contains.total, not_contains.rate), (2, 2, 1.0));
+    assert_eq!(
+        (not_contains.passed, not_contains.total, not_contains.rate),
+        (2, 2, 1.0)
+    );
     let words = &report.by_check[4].rate;
     assert_eq!((words.passed, words.total), (1, 2));
 }
@@ -317,9 +429,15 @@ fn a_suite_runs_end_to_end_on_a_tiny_model() {
     assert_eq!(opts.sampling.temperature, 0.0, "greedy by default");
     let cancel = AtomicBool::new(false);
     let mut seen: Vec<(usize, String)> = Vec::new();
-    let report = eval::run_suite(&model, None, None, &suite, &opts, &cancel, &mut |i, r: &PromptResult| {
-        seen.push((i, r.id.clone()))
-    })
+    let report = eval::run_suite(
+        &model,
+        None,
+        None,
+        &suite,
+        &opts,
+        &cancel,
+        &mut |i, r: &PromptResult| seen.push((i, r.id.clone())),
+    )
     .unwrap();
     assert_eq!(seen, [(0, "p1".into()), (1, "p2".into()), (2, "p3".into())]);
     assert_eq!(report.suite, "tiny.jsonl");
@@ -327,15 +445,26 @@ fn a_suite_runs_end_to_end_on_a_tiny_model() {
     assert_eq!(report.adapter, None);
     assert_eq!(report.max_new_tokens, 6);
     assert_structure(&report, &suite, 6);
-    assert!(report.prompts.iter().any(|p| p.generated_tokens > 0), "the model generated nothing");
+    assert!(
+        report.prompts.iter().any(|p| p.generated_tokens > 0),
+        "the model generated nothing"
+    );
 
     // Greedy: the same replies again.
-    let again = eval::run_suite(&model, None, None, &suite, &opts, &cancel, &mut |_, _| {}).unwrap();
+    let again =
+        eval::run_suite(&model, None, None, &suite, &opts, &cancel, &mut |_, _| {}).unwrap();
     assert_eq!(again, report);
 
     // The report round-trips through JSON, with the fields a script reads.
     let json = serde_json::to_value(&report).unwrap();
-    for key in ["suite", "model", "checks", "prompts_passed", "by_check", "prompts"] {
+    for key in [
+        "suite",
+        "model",
+        "checks",
+        "prompts_passed",
+        "by_check",
+        "prompts",
+    ] {
         assert!(json.get(key).is_some(), "no `{key}` in {json}");
     }
     assert_eq!(json["by_check"][0]["type"], "contains");
@@ -350,9 +479,13 @@ fn a_suite_runs_with_an_adapter_and_stops_when_cancelled() {
     let (dir, _path, model) = tiny_model();
     let adapter_dir = dir.path().join("adapter");
     write_tiny_adapter(&adapter_dir, Architecture::Llama, 3).unwrap();
-    let lora = finetune_studio::adapter::read_adapter(&adapter_dir, model.config(), model.transformer.device())
-        .unwrap()
-        .lora;
+    let lora = finetune_studio::adapter::read_adapter(
+        &adapter_dir,
+        model.config(),
+        model.transformer.device(),
+    )
+    .unwrap()
+    .lora;
     let suite = Suite::parse(TINY_SUITE, "tiny.jsonl").unwrap();
     let opts = RunOptions {
         max_new_tokens: 5,
@@ -399,13 +532,25 @@ fn eval_suite_from_the_command_line() {
         assert_eq!(cli::run(cmd).unwrap(), 0);
     }
     // --suite and --data exclude each other; one of them is needed.
-    let e = parse(&["eval", "--model", m, "--suite", s, "--data", "x.jsonl"]).err().unwrap();
+    let e = parse(&["eval", "--model", m, "--suite", s, "--data", "x.jsonl"])
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     let e = parse(&["eval", "--model", m]).err().unwrap();
     assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     // A malformed suite fails before any model is loaded, naming the file and line.
-    std::fs::write(&suite, "{\"id\": 1, \"prompt\": \"x\", \"checks\": [{\"type\": \"nope\"}]}\n").unwrap();
-    let cmd = parse(&["eval", "--model", "/nonexistent-model", "--suite", s]).unwrap().command.unwrap();
+    std::fs::write(
+        &suite,
+        "{\"id\": 1, \"prompt\": \"x\", \"checks\": [{\"type\": \"nope\"}]}\n",
+    )
+    .unwrap();
+    let cmd = parse(&["eval", "--model", "/nonexistent-model", "--suite", s])
+        .unwrap()
+        .command
+        .unwrap();
     let e = format!("{:#}", cli::run(cmd).unwrap_err());
-    assert!(e.contains(&format!("{s}:1:")) && e.contains("`nope`"), "{e}");
+    assert!(
+        e.contains(&format!("{s}:1:")) && e.contains("`nope`"),
+        "{e}"
+    );
 }

@@ -20,7 +20,11 @@ pub enum Other {
 }
 
 impl Other {
-    pub fn from_args(against: Option<String>, eval_split: Option<f64>, seed: u64) -> anyhow::Result<Other> {
+    pub fn from_args(
+        against: Option<String>,
+        eval_split: Option<f64>,
+        seed: u64,
+    ) -> anyhow::Result<Other> {
         match (against, eval_split) {
             (Some(a), None) => Ok(Other::Against(a)),
             (None, Some(f)) => {
@@ -88,7 +92,10 @@ pub fn run(
                 }
             }
             report.records = ds.len();
-            (report, format!("its eval split ({} records)", split.eval.len()))
+            (
+                report,
+                format!("its eval split ({} records)", split.eval.len()),
+            )
         }
     };
     if json {
@@ -112,7 +119,10 @@ fn print_report(r: &ContaminationReport, ds: &crate::data::Dataset, file: &Path,
             .unwrap_or_default();
         println!("record {}{line}:", f.record);
         for o in &f.overlaps {
-            println!("  {} words shared with {}: {:?}", o.words, o.other_id, o.text);
+            println!(
+                "  {} words shared with {}: {:?}",
+                o.words, o.other_id, o.text
+            );
         }
     }
     eprintln!(

@@ -291,7 +291,8 @@ mod tests {
 
     #[test]
     fn finds_a_span_and_reports_it_as_written() {
-        let shared = "the quick brown fox jumps over the lazy dog while the farmer sleeps under a tree";
+        let shared =
+            "the quick brown fox jumps over the lazy dog while the farmer sleeps under a tree";
         let refs = vec![Reference {
             id: "eval-7".into(),
             texts: vec![format!("Question: {shared}?")],
@@ -326,9 +327,23 @@ mod tests {
             "y one two three four five six seven eight nine ten eleven twelve",
             "",
         )];
-        let r = check(&records, &refs, ContaminationParams { n: 13, min_words: 13 });
+        let r = check(
+            &records,
+            &refs,
+            ContaminationParams {
+                n: 13,
+                min_words: 13,
+            },
+        );
         assert!(r.flagged.is_empty());
-        let r = check(&records, &refs, ContaminationParams { n: 12, min_words: 12 });
+        let r = check(
+            &records,
+            &refs,
+            ContaminationParams {
+                n: 12,
+                min_words: 12,
+            },
+        );
         assert_eq!(r.flagged.len(), 1);
     }
 

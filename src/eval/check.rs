@@ -300,7 +300,8 @@ impl Check {
                 text,
                 case_sensitive,
             } => {
-                let same = fold(reply.trim(), *case_sensitive) == fold(text.trim(), *case_sensitive);
+                let same =
+                    fold(reply.trim(), *case_sensitive) == fold(text.trim(), *case_sensitive);
                 if same {
                     Outcome::pass(format!("is {}", quote(text)))
                 } else {
@@ -311,7 +312,8 @@ impl Check {
                 text,
                 case_sensitive,
             } => {
-                let ok = fold(reply.trim(), *case_sensitive).starts_with(&*fold(text, *case_sensitive));
+                let ok =
+                    fold(reply.trim(), *case_sensitive).starts_with(&*fold(text, *case_sensitive));
                 Outcome::either(
                     ok,
                     if ok {
@@ -325,7 +327,8 @@ impl Check {
                 text,
                 case_sensitive,
             } => {
-                let ok = fold(reply.trim(), *case_sensitive).ends_with(&*fold(text, *case_sensitive));
+                let ok =
+                    fold(reply.trim(), *case_sensitive).ends_with(&*fold(text, *case_sensitive));
                 Outcome::either(
                     ok,
                     if ok {
@@ -362,22 +365,34 @@ impl Check {
             Check::WordCount { min, max } => count_outcome(
                 text_counts::words(reply),
                 ("word", "words"),
-                Bounds { min: *min, max: *max },
+                Bounds {
+                    min: *min,
+                    max: *max,
+                },
             ),
             Check::SentenceCount { min, max } => count_outcome(
                 text_counts::sentences(reply),
                 ("sentence", "sentences"),
-                Bounds { min: *min, max: *max },
+                Bounds {
+                    min: *min,
+                    max: *max,
+                },
             ),
             Check::BulletCount { min, max } => count_outcome(
                 text_counts::bullets(reply),
                 ("bullet", "bullets"),
-                Bounds { min: *min, max: *max },
+                Bounds {
+                    min: *min,
+                    max: *max,
+                },
             ),
             Check::ParagraphCount { min, max } => count_outcome(
                 text_counts::paragraphs(reply),
                 ("paragraph", "paragraphs"),
-                Bounds { min: *min, max: *max },
+                Bounds {
+                    min: *min,
+                    max: *max,
+                },
             ),
             Check::Lowercase => {
                 if !reply.chars().any(char::is_alphabetic) {

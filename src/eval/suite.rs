@@ -202,13 +202,19 @@ fn parse_line(text: &str, line: usize) -> Result<SuiteItem, String> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| format!("not a JSON object: {e} (column {})", e.column()))?;
     if !value.is_object() {
-        return Err("expected a JSON object with `id`, `prompt` or `messages`, and `checks`".into());
+        return Err(
+            "expected a JSON object with `id`, `prompt` or `messages`, and `checks`".into(),
+        );
     }
     let raw: RawItem = serde_json::from_value(value).map_err(|e| e.to_string())?;
     let id = match &raw.id {
         Value::String(s) if !s.trim().is_empty() => s.clone(),
         Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
-        other => return Err(format!("`id` must be a non-empty string or an integer, not {other}")),
+        other => {
+            return Err(format!(
+                "`id` must be a non-empty string or an integer, not {other}"
+            ))
+        }
     };
     let input = match (raw.prompt, raw.messages) {
         (Some(_), Some(_)) => return Err(format!("`{id}`: give `prompt` or `messages`, not both")),
