@@ -187,14 +187,17 @@ impl Suite {
 }
 
 /// Whether the JSONL file at `path` looks like a suite (its first non-blank line is an
-/// object with `checks`) rather than a dataset.
+/// object with `checks`) rather than a dataset. Reads no further than that line.
 pub fn looks_like_suite(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    text.lines()
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
         .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|l| serde_json::from_str::<Value>(l.trim_start_matches('\u{feff}')).ok())
         .is_some_and(|v| v.get("checks").is_some_and(Value::is_array))
 }
 
