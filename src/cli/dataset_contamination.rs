@@ -4,12 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-
 use super::dataset::{load_input, InputArgs};
 use crate::data::contamination::{self, ContaminationParams, ContaminationReport, Reference};
 use crate::data::split::{split_indices, EvalSize};
-use crate::eval::suite::{looks_like_suite, Suite, BUILTIN_NAME};
 
 /// What the records are checked against.
 pub enum Other {
@@ -44,21 +41,6 @@ impl Other {
     }
 }
 
-/// Reads the other set named by `spec`: the built-in suite, a suite file, or a dataset.
-fn read_against(spec: &str) -> anyhow::Result<Vec<Reference>> {
-    let path = Path::new(spec);
-    if spec == BUILTIN_NAME || looks_like_suite(path) {
-        return Ok(Suite::load(spec)?.references());
-    }
-    let ds = crate::data::load(path, None).with_context(|| format!("loading {spec}"))?;
-    Ok(ds
-        .records()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Reference::from_record(i, c))
-        .collect())
-}
-
 pub fn run(
     input: &InputArgs,
     other: Other,
@@ -71,7 +53,7 @@ pub fn run(
     let ds = load_input(input)?;
     let (report, against) = match other {
         Other::Against(spec) => {
-            let refs = read_against(&spec)?;
+            let refs = crate::eval::against::read_references(&spec)?;
             (contamination::check(ds.records(), &refs, params), spec)
         }
         Other::EvalSplit { size, seed } => {

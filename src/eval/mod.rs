@@ -1,7 +1,9 @@
 //! Eval suites of verifiable checks: the JSONL suite format and the built-in suite
 //! (`suite`), the checks and how they decide (`check`, `text_counts`), a suite run through
-//! a model and optional adapter (`run`), and its results with pass rates (`report`).
+//! a model and optional adapter (`run`), and its results with pass rates (`report`); the
+//! other set of a contamination check named by a file or `builtin` (`against`).
 
+pub mod against;
 pub mod check;
 pub mod report;
 pub mod run;
