@@ -339,4 +339,26 @@ fn contaminated_records_are_flagged_with_the_matching_text() {
     assert!(h
         .query_by_label_contains("Contaminated: shares text with")
         .is_none());
+
+    // A set that cannot be read fails the check, said in the form and as a notification.
+    h.state_mut().datasets.contamination.against = "/nonexistent/eval.jsonl".into();
+    h.run_steps(1);
+    h.get_by_label("Check").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .contamination
+            .error
+            .is_some()),
+        "the failed check never answered"
+    );
+    h.run_steps(2);
+    assert!(!h.state().datasets.contamination.busy());
+    assert!(h.query_by_label("! check failed").is_some());
+    assert!(h
+        .state()
+        .notices
+        .items()
+        .iter()
+        .any(|n| format!("{n:?}").contains("/nonexistent/eval.jsonl")));
 }
