@@ -7,6 +7,7 @@ pub mod adapter;
 pub mod app;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod export;
 pub mod fsio;
 pub mod handoff;

@@ -275,3 +275,90 @@ fn a_missing_dataset_given_at_start_is_an_error_notice() {
     h.run_steps(2);
     assert_eq!(h.state().state.tab, Tab::Datasets);
 }
+
+#[test]
+fn contaminated_records_are_flagged_with_the_matching_text() {
+    // A training file with the built-in suite's first prompt copied into record 1.
+    let builtin = finetune_studio::eval::Suite::builtin().unwrap();
+    let finetune_studio::eval::SuiteInput::Prompt(prompt) = &builtin.items[0].input else {
+        panic!("the built-in suite starts with a prompt")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.jsonl");
+    let records = [
+        serde_json::json!({"instruction": "Name a planet.", "input": "", "output": "Mars."}),
+        serde_json::json!({"instruction": prompt, "input": "", "output": "Paris."}),
+        serde_json::json!({"instruction": "Name a river.", "input": "", "output": "The Nile."}),
+    ];
+    let text: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &path);
+    h.run_steps(2);
+    assert_eq!(h.state().datasets.contamination.against, "builtin");
+    h.get_by_label("Check").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .contamination
+            .result
+            .is_some()),
+        "the contamination check never answered; notices: {:?}",
+        h.state().notices.items()
+    );
+    h.run_steps(2);
+    assert!(h.query_by_label("1 flagged against builtin").is_some());
+    h.get_by_label("Contaminated (1)").click();
+    h.run_steps(2);
+    let app = h.state();
+    let doc = app.datasets.doc.as_ref().unwrap();
+    let rows = app.datasets.filter.rows(doc);
+    assert_eq!((rows.len(), rows.get(0)), (1, Some(1)));
+
+    // The editor of the flagged record shows what it shares, and with which prompt.
+    h.get_by_label("Row 2").click();
+    h.run_steps(2);
+    assert_eq!(h.state().datasets.selected, Some(1));
+    assert!(h
+        .query_by_label_contains("Contaminated: shares text with builtin")
+        .is_some());
+    let shared = format!("{} (", builtin.items[0].id);
+    let label = h.get_by_label_contains(&shared);
+    assert!(
+        format!("{label:?}").contains("capital of France"),
+        "{label:?}"
+    );
+    // An unflagged record shows nothing of the kind.
+    h.get_by_label("All (3)").click();
+    h.run_steps(2);
+    h.get_by_label("Row 1").click();
+    h.run_steps(2);
+    assert_eq!(h.state().datasets.selected, Some(0));
+    assert!(h
+        .query_by_label_contains("Contaminated: shares text with")
+        .is_none());
+
+    // A set that cannot be read fails the check, said in the form and as a notification.
+    h.state_mut().datasets.contamination.against = "/nonexistent/eval.jsonl".into();
+    h.run_steps(1);
+    h.get_by_label("Check").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .contamination
+            .error
+            .is_some()),
+        "the failed check never answered"
+    );
+    h.run_steps(2);
+    assert!(!h.state().datasets.contamination.busy());
+    assert!(h.query_by_label("! check failed").is_some());
+    assert!(h
+        .state()
+        .notices
+        .items()
+        .iter()
+        .any(|n| format!("{n:?}").contains("/nonexistent/eval.jsonl")));
+}

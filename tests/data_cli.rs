@@ -5,9 +5,14 @@
 mod data {
     pub use finetune_studio::data::*;
 }
+mod eval {
+    pub use finetune_studio::eval::*;
+}
 #[allow(dead_code)]
 #[path = "../src/cli/dataset.rs"]
 mod dataset;
+#[path = "../src/cli/dataset_contamination.rs"]
+mod dataset_contamination;
 
 use std::path::{Path, PathBuf};
 

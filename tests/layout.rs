@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("hub", &["model", "text", "paths", "fsio"]),
     ("jobs", &[]),
     ("infer", &["model", "text", "adapter", "ops"]),
+    ("eval", &["data", "model", "infer"]),
     (
         "train",
         &[
@@ -40,22 +41,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "worker",
         &[
-            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "handoff", "paths", "sys", "fsio",
+            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "eval", "train",
+            "export", "handoff", "paths", "sys", "fsio",
         ],
     ),
     (
         "cli",
         &[
-            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "handoff", "worker", "paths", "sys", "fsio",
+            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "eval", "train",
+            "export", "handoff", "worker", "paths", "sys", "fsio",
         ],
     ),
     (
         "app",
         &[
-            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "train", "export",
-            "handoff", "worker", "paths", "sys", "fsio",
+            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "eval", "train",
+            "export", "handoff", "worker", "paths", "sys", "fsio",
         ],
     ),
     // Test fixtures (the `test-support` feature): they build whatever a test needs.

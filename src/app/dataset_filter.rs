@@ -1,6 +1,6 @@
 //! Which rows the Datasets table shows: a search (substring or regular expression, run on
 //! the worker) intersected with a flag filter (duplicate, too long, empty, invalid) taken
-//! from the latest analysis.
+//! from the latest analysis, or the records the latest contamination check flagged.
 
 use crate::data::search;
 use crate::worker::{Analysis, Command, Worker};
@@ -16,15 +16,18 @@ pub enum FlagFilter {
     TooLong,
     Empty,
     Invalid,
+    /// Flagged by the contamination check (not part of the analysis).
+    Contaminated,
 }
 
 impl FlagFilter {
-    pub const ALL: [FlagFilter; 5] = [
+    pub const ALL: [FlagFilter; 6] = [
         FlagFilter::All,
         FlagFilter::Duplicate,
         FlagFilter::TooLong,
         FlagFilter::Empty,
         FlagFilter::Invalid,
+        FlagFilter::Contaminated,
     ];
 
     pub fn label(self) -> &'static str {
@@ -34,6 +37,7 @@ impl FlagFilter {
             FlagFilter::TooLong => "Too long",
             FlagFilter::Empty => "Empty",
             FlagFilter::Invalid => "Invalid",
+            FlagFilter::Contaminated => "Contaminated",
         }
     }
 
@@ -46,13 +50,17 @@ impl FlagFilter {
             }
             FlagFilter::Empty => "Records with an empty turn or system prompt",
             FlagFilter::Invalid => "Records with at least one validation error",
+            FlagFilter::Contaminated => {
+                "Records sharing a run of 13 words with the set of the last contamination check"
+            }
         }
     }
 
-    /// The rows with this flag (`None` for `All`).
+    /// The rows with this flag in an analysis (`None` for `All`, and for `Contaminated`,
+    /// which the contamination check answers).
     pub fn rows(self, a: &Analysis) -> Option<&[usize]> {
         match self {
-            FlagFilter::All => None,
+            FlagFilter::All | FlagFilter::Contaminated => None,
             FlagFilter::Duplicate => Some(&a.duplicates),
             FlagFilter::TooLong => Some(&a.too_long),
             FlagFilter::Empty => Some(&a.empty),
@@ -83,9 +91,11 @@ pub struct Filter {
     result: Option<Vec<usize>>,
     pub error: Option<String>,
     pub searching: bool,
+    /// The records of the latest contamination check, and a count of the answers taken.
+    contaminated: (u64, Vec<usize>),
     /// The rows shown (`None`: every row).
     view: Option<Vec<usize>>,
-    view_key: Option<(u64, FlagFilter, u64, usize)>,
+    view_key: Option<(u64, FlagFilter, u64, usize, u64)>,
 }
 
 impl Filter {
@@ -119,11 +129,27 @@ impl Filter {
             }
         }
         let analysis_gen = doc.analysis.as_ref().map_or(0, |(g, _)| *g);
-        let key = (self.next_id, self.flag, analysis_gen, doc.data().len());
+        let key = (
+            self.next_id,
+            self.flag,
+            analysis_gen,
+            doc.data().len(),
+            self.contaminated.0,
+        );
         if self.view_key != Some(key) {
             self.view = self.compute_view(doc);
             self.view_key = Some(key);
         }
+    }
+
+    /// Takes the records a contamination check flagged.
+    pub fn set_contaminated(&mut self, rows: Vec<usize>) {
+        self.contaminated = (self.contaminated.0 + 1, rows);
+    }
+
+    /// How many records the latest contamination check flagged, when one answered.
+    pub fn contaminated_count(&self) -> Option<usize> {
+        (self.contaminated.0 > 0).then_some(self.contaminated.1.len())
     }
 
     /// Takes a search answer; stale answers are dropped.
@@ -164,10 +190,11 @@ impl Filter {
 
     fn compute_view(&self, doc: &OpenDataset) -> Option<Vec<usize>> {
         let n = doc.data().len();
-        let flag_rows = doc
-            .latest_analysis()
-            .and_then(|a| self.flag.rows(a))
-            .map(|r| r.iter().copied().filter(|&i| i < n).collect::<Vec<_>>());
+        let flag_rows = match self.flag {
+            FlagFilter::Contaminated => Some(self.contaminated.1.as_slice()),
+            flag => doc.latest_analysis().and_then(|a| flag.rows(a)),
+        }
+        .map(|r| r.iter().copied().filter(|&i| i < n).collect::<Vec<_>>());
         let search_rows = if self.text.is_empty() {
             None
         } else {
@@ -191,6 +218,7 @@ impl Filter {
 
     /// Forgets the view (after the dataset was replaced).
     pub fn reset(&mut self) {
+        self.contaminated = (0, Vec::new());
         self.sent = None;
         self.result = None;
         self.error = None;

@@ -13,6 +13,7 @@ use crate::model::Model;
 use crate::worker::{Command, DialogPurpose, Event, JobKind};
 
 use super::conversation_editor::{Editor, EditorAction};
+use super::dataset_contamination::ContaminationCheck;
 use super::dataset_doc::OpenDataset;
 use super::dataset_filter::{Filter, FlagFilter};
 use super::dataset_stats;
@@ -41,6 +42,8 @@ pub struct DatasetsTab {
     /// The typed path field.
     pub path_input: String,
     pub filter: Filter,
+    /// The contamination check's form and latest answer.
+    pub contamination: ContaminationCheck,
     /// The selected record.
     pub selected: Option<usize>,
     /// Scroll the table to the selected record on the next frame.
@@ -84,6 +87,7 @@ impl DatasetsTab {
         self.selected = None;
         self.editor = Editor::default();
         self.filter.reset();
+        self.contamination.reset();
     }
 
     /// Whether there are edits not saved yet.
@@ -149,6 +153,17 @@ impl DatasetsTab {
                 }
             }
             Event::Searched { id, rows } => self.filter.searched(id, rows),
+            Event::ContaminationChecked {
+                id,
+                against,
+                report,
+            } => {
+                if self.contamination.checked(id, against, *report) {
+                    if let Some(r) = &self.contamination.result {
+                        self.filter.set_contaminated(r.rows());
+                    }
+                }
+            }
             Event::Picked {
                 purpose: DialogPurpose::OpenDataset,
                 path: Some(path),
@@ -177,6 +192,7 @@ impl DatasetsTab {
                         }
                     }
                     JobKind::SearchDataset => self.filter.search_failed(error.clone()),
+                    JobKind::CheckContamination => self.contamination.failed(error.clone()),
                     _ => {}
                 }
                 return Some(Event::Failed { kind, error });
@@ -378,7 +394,7 @@ impl DatasetsTab {
             self.empty_ui(ui, shared);
             return;
         }
-        self.filter_bar_ui(ui);
+        self.filter_bar_ui(ui, shared);
         ui.add_space(2.0);
         let layout = shared.state.layout.clone();
         if layout.stats_open || layout.problems_open {
@@ -583,7 +599,7 @@ impl DatasetsTab {
         });
     }
 
-    fn filter_bar_ui(&mut self, ui: &mut egui::Ui) {
+    fn filter_bar_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
         let analysis = self.doc.as_ref().and_then(OpenDataset::latest_analysis);
         ui.horizontal(|ui| {
             let search = ui.add(
@@ -611,6 +627,7 @@ impl DatasetsTab {
             for f in FlagFilter::ALL {
                 let count = match (f, analysis) {
                     (FlagFilter::All, _) => self.doc.as_ref().map(|d| d.data().len()),
+                    (FlagFilter::Contaminated, _) => self.filter.contaminated_count(),
                     (_, Some(a)) => f.rows(a).map(<[usize]>::len),
                     (_, None) => None,
                 };
@@ -622,6 +639,9 @@ impl DatasetsTab {
                     .on_hover_text(f.help());
             }
         });
+        if let Some(doc) = &self.doc {
+            ui.horizontal(|ui| self.contamination.form_ui(ui, doc, shared.worker));
+        }
     }
 
     fn table_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
@@ -666,6 +686,7 @@ impl DatasetsTab {
             return;
         };
         let Some(c) = doc.data().get(idx) else { return };
+        self.contamination.record_ui(ui, idx);
         let problems = doc.data().record_problems(idx);
         let actions = self.editor.ui(
             ui,

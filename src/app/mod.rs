@@ -9,6 +9,7 @@ mod batch_table;
 mod chat;
 mod chat_pane;
 mod conversation_editor;
+mod dataset_contamination;
 mod dataset_doc;
 mod dataset_filter;
 mod dataset_stats;

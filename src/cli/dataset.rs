@@ -1,5 +1,6 @@
-//! `finetune-studio dataset {stats, validate, convert}`: the command-line face of
-//! [`crate::data`]. All logic lives in the library; this file parses, calls and prints.
+//! `finetune-studio dataset {stats, validate, convert, contamination}`: the command-line
+//! face of [`crate::data`]. All logic lives in the library; this file parses, calls and
+//! prints (`contamination` in `dataset_contamination.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,34 @@ pub enum DatasetCommand {
         /// Replace a placeholder in every text, e.g. `--replace '{{name}}=Studio'` (repeatable).
         #[arg(long, value_name = "FROM=TO")]
         replace: Vec<String>,
+    },
+    /// Records that share a run of n words (13 by default) with another set: a dataset
+    /// file, an eval suite, the built-in suite, or the file's own eval split. Exits with 1
+    /// when any record is flagged.
+    #[command(group(clap::ArgGroup::new("other").required(true).args(["against", "eval_split"])))]
+    Contamination {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The other set: a dataset file, an eval suite (JSONL with `checks`), or `builtin`.
+        #[arg(long, value_name = "FILE|builtin")]
+        against: Option<String>,
+        /// Check the train part of FILE against its own eval part, split as training
+        /// splits it: a fraction of the records (0..1) or, from 1 up, a count.
+        #[arg(long, value_name = "FRACTION|COUNT")]
+        eval_split: Option<f64>,
+        /// The seed of --eval-split (a run's `training.seed`).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Words per n-gram.
+        #[arg(long, default_value_t = 13)]
+        n: usize,
+        /// Texts of the other set shorter than --n words but at least this long are
+        /// matched whole.
+        #[arg(long, default_value_t = 8)]
+        min_words: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -190,6 +219,20 @@ pub fn run(
             );
             Ok(0)
         }
+        DatasetCommand::Contamination {
+            input,
+            against,
+            eval_split,
+            seed,
+            n,
+            min_words,
+            json,
+        } => super::dataset_contamination::run(
+            &input,
+            super::dataset_contamination::Other::from_args(against, eval_split, seed)?,
+            data::contamination::ContaminationParams { n, min_words },
+            json,
+        ),
     }
 }
 

@@ -1,32 +1,57 @@
-//! `finetune-studio eval`: mean cross-entropy over the assistant tokens of a dataset, with
-//! the model's chat template applied, as training would see them.
+//! `finetune-studio eval`: with `--data`, mean cross-entropy over the assistant tokens of a
+//! dataset, with the model's chat template applied, as training would see them; with
+//! `--suite`, an eval suite of verifiable checks (`eval_suite.rs`).
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use crate::model::{ChatMessage, Forward, Layout};
 use crate::train::batch;
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["data", "suite"])))]
 pub struct EvalArgs {
     #[arg(long, default_value = "default")]
     pub model: String,
     /// A LoRA adapter folder (PEFT layout).
     #[arg(long)]
     pub adapter: Option<std::path::PathBuf>,
-    /// Dataset file (Alpaca, ShareGPT, OpenAI messages JSONL, CSV, Parquet ...).
+    /// Dataset file (Alpaca, ShareGPT, OpenAI messages JSONL, CSV, Parquet ...): the mean
+    /// loss over its assistant tokens.
     #[arg(long)]
-    pub data: std::path::PathBuf,
-    /// Samples are cut at this many tokens.
+    pub data: Option<std::path::PathBuf>,
+    /// An eval suite (JSONL of prompts with verifiable checks), or `builtin`: pass rates
+    /// per check and per prompt.
+    #[arg(long, value_name = "FILE|builtin")]
+    pub suite: Option<String>,
+    /// Samples are cut at this many tokens (--data).
     #[arg(long, default_value_t = 1024)]
     pub max_len: usize,
-    /// Evaluate only the first N records.
+    /// Evaluate only the first N records (--data) or prompts (--suite).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Tokens generated per reply at most (--suite).
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature of the replies; 0 is greedy (--suite).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed of the sampler when the temperature is above 0 (--suite).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
+    match (&args.data, &args.suite) {
+        (Some(data), None) => run_loss(&args, data),
+        (None, Some(suite)) => super::eval_suite::run(&args, suite),
+        _ => anyhow::bail!("give --data or --suite"),
+    }
+}
+
+fn run_loss(args: &EvalArgs, data: &std::path::Path) -> anyhow::Result<i32> {
     let model = super::load_model(&args.model)?;
     let adapter = match &args.adapter {
         Some(dir) => Some(
@@ -34,7 +59,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let dataset = crate::data::load(&args.data, None)?;
+    let dataset = crate::data::load(data, None)?;
     let n = args.limit.unwrap_or(usize::MAX).min(dataset.len());
     let mut per_example = Vec::with_capacity(n);
     let (mut total, mut tokens) = (0.0f64, 0usize);

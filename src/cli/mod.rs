@@ -3,7 +3,9 @@
 
 pub mod chat;
 pub mod dataset;
+mod dataset_contamination;
 pub mod eval;
+mod eval_suite;
 pub mod export;
 pub mod fetch;
 pub mod handoff;
@@ -53,7 +55,8 @@ impl Cli {
 pub enum Command {
     /// Chat with a model: one prompt, or an interactive session without --prompt.
     Chat(chat::ChatArgs),
-    /// Mean cross-entropy of a model on a dataset's assistant tokens.
+    /// Mean cross-entropy of a model on a dataset's assistant tokens (--data), or the pass
+    /// rates of an eval suite of verifiable checks (--suite FILE|builtin).
     Eval(eval::EvalArgs),
     /// Download the default model (SmolLM2-135M-Instruct) if it is missing.
     FetchModel,

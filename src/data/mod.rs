@@ -4,6 +4,7 @@
 //! [`list_dataset_info_entries`] and [`load_dataset_info_entry`]. The [`Dataset`] holds the
 //! records, where they came from, their problems and the edit history.
 
+pub mod contamination;
 pub mod dataset;
 pub mod dedup;
 pub mod edit;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::data::contamination::ContaminationReport;
 use crate::data::{Dataset, Format, Problem, Stats};
 use crate::jobs::{JobEvent, JobKind};
 use crate::train::RunInfo;
@@ -77,6 +78,13 @@ pub enum Command {
         case_sensitive: bool,
         id: u64,
     },
+    /// The records of a snapshot that share a 13-word run with the set `against` names
+    /// (`builtin`, a suite file or a dataset file).
+    CheckContamination {
+        dataset: Arc<Dataset>,
+        against: String,
+        id: u64,
+    },
     /// Reads every run folder under `dir` (newest first).
     ListRuns { dir: PathBuf },
     /// Describes the models on disk (models folder, HF cache, and these recent specs).
@@ -104,6 +112,7 @@ impl Command {
             Command::SaveDataset { .. } => JobKind::SaveDataset,
             Command::Analyze { .. } => JobKind::AnalyzeDataset,
             Command::Search { .. } => JobKind::SearchDataset,
+            Command::CheckContamination { .. } => JobKind::CheckContamination,
             Command::ListRuns { .. } => JobKind::ListRuns,
             Command::ListModels { .. } => JobKind::ListModels,
             Command::DeleteRun { .. } => JobKind::DeleteRun,
@@ -151,6 +160,12 @@ pub enum Event {
         id: u64,
         /// Matching rows, or why the query is invalid.
         rows: Result<Vec<usize>, String>,
+    },
+    /// The answer to [`Command::CheckContamination`].
+    ContaminationChecked {
+        id: u64,
+        against: String,
+        report: Box<ContaminationReport>,
     },
     /// The runs found in the runs folder.
     Runs(Vec<RunInfo>),

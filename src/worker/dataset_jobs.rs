@@ -1,6 +1,7 @@
-//! The dataset worker's jobs: load, save, analyze and search datasets; list and delete
-//! runs; list the models on disk. Each returns its one [`Event`]; an error becomes
-//! [`Event::Failed`] through the job runner, with the error's full chain.
+//! The dataset worker's jobs: load, save, analyze, search and check datasets for
+//! contamination; list and delete runs; list the models on disk. Each returns its one
+//! [`Event`]; an error becomes [`Event::Failed`] through the job runner, with the error's
+//! full chain.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,6 +95,23 @@ pub(super) fn run(cmd: Command) -> anyhow::Result<Event> {
             Event::Searched {
                 id,
                 rows: q.map(|q| search::search(&dataset, &q)),
+            }
+        }
+        Command::CheckContamination {
+            dataset,
+            against,
+            id,
+        } => {
+            let references = crate::eval::against::read_references(&against)?;
+            let report = crate::data::contamination::check(
+                dataset.records(),
+                &references,
+                crate::data::contamination::ContaminationParams::default(),
+            );
+            Event::ContaminationChecked {
+                id,
+                against,
+                report: Box::new(report),
             }
         }
         Command::ListRuns { dir } => Event::Runs(crate::train::list_runs(&dir)),
