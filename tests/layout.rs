@@ -23,7 +23,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "train",
         &[
-            "data", "model", "text", "ops", "adapter", "hub", "jobs", "paths", "sys", "fsio",
+            "data", "model", "text", "ops", "adapter", "hub", "jobs", "infer", "eval", "paths",
+            "sys", "fsio",
         ],
     ),
     (

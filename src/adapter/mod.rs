@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::lora::{lora_scale, LoraPair, LoraSet, LoraTarget};
 use crate::model::{ModelConfig, ModelError};
 
+/// The adapter's settings file in a PEFT folder.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+/// The adapter's tensors in a PEFT folder.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
 /// The fields of `adapter_config.json` that matter here; PEFT fills the rest with defaults.
 /// Recent PEFT versions write `null` for fields left at their default (`"fan_in_fan_out":
 /// null`), so every defaulted field reads `null` as its default.
@@ -229,10 +234,10 @@ pub fn write_adapter(
         tensors.push((peft_key(*layer, *target, 'A'), a.clone()));
         tensors.push((peft_key(*layer, *target, 'B'), b.clone()));
     }
-    write_safetensors(&dir.join("adapter_model.safetensors"), &tensors)?;
+    write_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
     let json = serde_json::to_string_pretty(&config.to_json()).unwrap_or_default();
     Ok(crate::fsio::write_bytes_atomic(
-        &dir.join("adapter_config.json"),
+        &dir.join(CONFIG_FILE),
         json.as_bytes(),
     )?)
 }
@@ -246,7 +251,7 @@ pub struct LoadedAdapter {
 /// Reads `dir/adapter_config.json` and checks that it describes an adapter the studio
 /// runs: LoRA, not DoRA.
 pub fn read_adapter_config(dir: &Path) -> Result<AdapterConfig, ModelError> {
-    let cfg_path = dir.join("adapter_config.json");
+    let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
     let config: AdapterConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
         path: cfg_path.clone(),
@@ -274,7 +279,7 @@ pub fn read_adapter(
     device: &Device,
 ) -> Result<LoadedAdapter, ModelError> {
     let config = read_adapter_config(dir)?;
-    let st_path = dir.join("adapter_model.safetensors");
+    let st_path = dir.join(WEIGHTS_FILE);
     if !st_path.exists() && dir.join("adapter_model.bin").exists() {
         return Err(ModelError::Pickle {
             path: dir.join("adapter_model.bin"),

@@ -1,11 +1,12 @@
-//! The live training plots: train loss (raw and smoothed, with the eval loss), learning
-//! rate, gradient norm and tokens per second, drawn from a list of [`StepMetrics`].
+//! The live training plots: train loss (raw and smoothed, with the eval loss), the eval
+//! suite's pass rate beside it when the run has a suite, learning rate, gradient norm and
+//! tokens per second, drawn from a list of [`StepMetrics`]; the best evaluation is ringed.
 //! Independent of the engine, so it is tested and reused (the Runs tab overlays curves).
 
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
-use crate::train::StepMetrics;
+use crate::train::{BestBy, StepMetrics};
 
 /// What a run has logged so far.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -13,6 +14,10 @@ pub struct Curves {
     pub steps: Vec<StepMetrics>,
     /// (step, eval loss).
     pub evals: Vec<(usize, f64)>,
+    /// (step, share of the eval suite's checks passed).
+    pub suites: Vec<(usize, f64)>,
+    /// The latest best evaluation: (step, measure, value).
+    pub best: Option<(usize, BestBy, f64)>,
 }
 
 impl Curves {
@@ -69,6 +74,53 @@ fn series(c: &Curves, f: impl Fn(&StepMetrics) -> f64) -> Vec<[f64; 2]> {
         .collect()
 }
 
+const EVAL_COLOR: egui::Color32 = egui::Color32::from_rgb(230, 140, 40);
+const SUITE_COLOR: egui::Color32 = egui::Color32::from_rgb(60, 170, 110);
+
+/// A ring around the best evaluation, when it is measured by `by`.
+fn best_ring(p: &mut egui_plot::PlotUi<'_>, c: &Curves, by: BestBy, color: egui::Color32) {
+    if let Some((step, b, value)) = c.best {
+        if b == by && value.is_finite() {
+            let shown = if by == BestBy::PassRate {
+                value * 100.0
+            } else {
+                value
+            };
+            p.points(
+                Points::new("best", PlotPoints::from(vec![[step as f64, shown]]))
+                    .radius(7.0)
+                    .filled(false)
+                    .color(color),
+            );
+        }
+    }
+}
+
+/// The eval suite's pass rate (percent of checks passed) at each evaluation.
+pub fn pass_rate_plot_ui(ui: &mut egui::Ui, c: &Curves, height: f32, id: &str) {
+    let pts: Vec<[f64; 2]> = c
+        .suites
+        .iter()
+        .map(|(s, r)| [*s as f64, r * 100.0])
+        .collect();
+    Plot::new(id)
+        .height(height)
+        .legend(Legend::default())
+        .x_axis_label("step")
+        .include_y(0.0)
+        .include_y(100.0)
+        .allow_scroll(false)
+        .show(ui, |p| {
+            p.points(
+                Points::new("pass rate %", PlotPoints::from(pts.clone()))
+                    .radius(3.5)
+                    .color(SUITE_COLOR),
+            );
+            p.line(Line::new("pass rate %", PlotPoints::from(pts)).color(SUITE_COLOR));
+            best_ring(p, c, BestBy::PassRate, SUITE_COLOR);
+        });
+}
+
 /// The loss plot: raw loss faint, smoothed loss strong, eval loss as points.
 pub fn loss_plot_ui(ui: &mut egui::Ui, c: &Curves, smoothing: f32, height: f32, id: &str) {
     let raw = series(c, |m| m.loss);
@@ -96,13 +148,11 @@ pub fn loss_plot_ui(ui: &mut egui::Ui, c: &Curves, smoothing: f32, height: f32, 
                 p.points(
                     Points::new("eval loss", PlotPoints::from(evals.clone()))
                         .radius(3.5)
-                        .color(egui::Color32::from_rgb(230, 140, 40)),
+                        .color(EVAL_COLOR),
                 );
-                p.line(
-                    Line::new("eval loss", PlotPoints::from(evals))
-                        .color(egui::Color32::from_rgb(230, 140, 40)),
-                );
+                p.line(Line::new("eval loss", PlotPoints::from(evals)).color(EVAL_COLOR));
             }
+            best_ring(p, c, BestBy::EvalLoss, EVAL_COLOR);
         });
 }
 
@@ -131,11 +181,27 @@ pub fn curves_ui(ui: &mut egui::Ui, c: &Curves, smoothing: &mut f32) {
             ui.separator();
             ui.label(format!("best eval loss {b:.4}"));
         }
+        if let Some((_, r)) = c.suites.last() {
+            ui.separator();
+            ui.label(format!("pass rate {:.1} %", r * 100.0));
+        }
+        if let Some((step, by, value)) = c.best {
+            ui.separator();
+            ui.label(format!("best checkpoint: step {step} ({} {})", by.label(), by.format(value)))
+                .on_hover_text("The run keeps this checkpoint; with the final adapter set to best, it becomes the run's adapter");
+        }
     });
     let h = ui.available_height();
     let big = (h * 0.55).max(140.0);
     let small = ((h - big) - 30.0).max(90.0);
-    loss_plot_ui(ui, c, *smoothing, big, "train-loss");
+    if c.suites.is_empty() {
+        loss_plot_ui(ui, c, *smoothing, big, "train-loss");
+    } else {
+        ui.columns(2, |cols| {
+            loss_plot_ui(&mut cols[0], c, *smoothing, big, "train-loss");
+            pass_rate_plot_ui(&mut cols[1], c, big, "train-pass-rate");
+        });
+    }
     ui.columns(3, |cols| {
         small_plot_ui(
             &mut cols[0],

@@ -32,6 +32,7 @@ mod status_bar;
 mod tab;
 mod train;
 mod train_estimate;
+mod train_eval_form;
 mod train_form;
 
 pub use add_example::ExampleDraft;

@@ -1,5 +1,6 @@
 //! The Runs tab: every run in the runs folder with its settings, final and best loss and
-//! progress; several selected runs overlay their loss curves; a run can be resumed from
+//! progress, the checkpoint it kept as its best; several selected runs overlay their loss
+//! curves (and eval suite pass rates, when they ran a suite); a run can be resumed from
 //! its last checkpoint, exported (`export_dialog`), handed off to LLaMA-Factory or axolotl
 //! (`handoff_dialog`), deleted (after confirmation) or opened in the file manager. Runs
 //! trained by an engine and imported are listed with the local ones, marked as such.
@@ -186,6 +187,47 @@ impl RunsTab {
     }
 
     fn overlay_ui(&self, ui: &mut egui::Ui, smoothing: f32) {
+        let with_suite = self
+            .runs
+            .iter()
+            .any(|r| self.selected.contains(&r.path) && !r.suites.is_empty());
+        if with_suite {
+            ui.columns(2, |cols| {
+                self.loss_overlay_ui(&mut cols[0], smoothing);
+                self.pass_rate_overlay_ui(&mut cols[1]);
+            });
+        } else {
+            self.loss_overlay_ui(ui, smoothing);
+        }
+    }
+
+    fn pass_rate_overlay_ui(&self, ui: &mut egui::Ui) {
+        ui.strong("Eval suite pass rate (% of checks), selected runs");
+        Plot::new("runs-pass-rate-plot")
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .include_y(0.0)
+            .include_y(100.0)
+            .allow_scroll(false)
+            .show(ui, |p| {
+                for r in self.runs.iter().filter(|r| self.selected.contains(&r.path)) {
+                    let pts: Vec<[f64; 2]> = r
+                        .suites
+                        .iter()
+                        .map(|s| [s.step as f64, s.pass_rate() * 100.0])
+                        .collect();
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    p.points(
+                        Points::new(r.name.clone(), PlotPoints::from(pts.clone())).radius(3.5),
+                    );
+                    p.line(Line::new(r.name.clone(), PlotPoints::from(pts)));
+                }
+            });
+    }
+
+    fn loss_overlay_ui(&self, ui: &mut egui::Ui, smoothing: f32) {
         ui.strong("Loss (smoothed) and eval loss (dots), selected runs");
         Plot::new("runs-overlay-plot")
             .legend(Legend::default())
@@ -326,7 +368,7 @@ fn run_row_ui(
         }
     }
     ui.label(fmt_loss(r.final_loss));
-    ui.label(fmt_loss(r.best_eval_loss));
+    best_ui(ui, r);
     ui.horizontal(|ui| {
         let can_resume = !r.checkpoints.is_empty() && !training && r.imported.is_none();
         if ui
@@ -412,6 +454,33 @@ fn fmt_duration(s: f64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// The best eval loss, and the checkpoint the run kept as its best (from `final.json` once
+/// it has finished, else from its metrics).
+fn best_ui(ui: &mut egui::Ui, r: &RunInfo) {
+    let mut text = fmt_loss(r.best_eval_loss);
+    let best = r
+        .final_choice
+        .as_ref()
+        .and_then(|c| c.best.map(|b| (b.step, c.best_by, b.value)))
+        .or(r.best);
+    if let Some((step, by, value)) = best {
+        text = match by {
+            crate::train::BestBy::EvalLoss => format!("{text} ★ step {step}"),
+            crate::train::BestBy::PassRate => {
+                format!("{text} · {} ★ step {step}", by.format(value))
+            }
+        };
+    }
+    let hover = match &r.final_choice {
+        Some(c) => c.describe(),
+        None => match best {
+            Some((step, by, _)) => format!("Best {} so far at step {step}", by.label()),
+            None => "No evaluation yet".into(),
+        },
+    };
+    ui.label(text).on_hover_text(hover);
 }
 
 fn fmt_loss(l: Option<f64>) -> String {

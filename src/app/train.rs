@@ -18,6 +18,7 @@ use super::live_plots::{self, Curves};
 use super::model_slot::ModelSlot;
 use super::shared::Shared;
 use super::train_estimate::EstimateView;
+use super::train_eval_form;
 use super::train_form::{self, FormState, ModelKind};
 
 /// Where a run stands.
@@ -105,6 +106,26 @@ impl RunView {
                 self.log(format!("step {step}: eval loss {loss:.4}"));
                 self.curves.evals.push((step, loss));
             }
+            TrainEvent::Suite(s) => {
+                self.log(format!(
+                    "step {}: eval suite {}/{} checks ({:.1} %), {}/{} prompts",
+                    s.step,
+                    s.checks_passed,
+                    s.checks,
+                    s.pass_rate() * 100.0,
+                    s.prompts_passed,
+                    s.prompts
+                ));
+                self.curves.suites.push((s.step, s.pass_rate()));
+            }
+            TrainEvent::Best { step, by, value } => {
+                self.log(format!(
+                    "step {step}: best {} so far, {}; its checkpoint is kept",
+                    by.label(),
+                    by.format(value)
+                ));
+                self.curves.best = Some((step, by, value));
+            }
             TrainEvent::Checkpoint { step, path } => {
                 let name = crate::paths::file_name(&path);
                 self.log(format!("step {step}: checkpoint saved ({name})"));
@@ -132,6 +153,9 @@ impl RunView {
                 ));
                 if let Some(a) = &summary.adapter_dir {
                     self.log(format!("adapter: {}", a.display()));
+                }
+                if let Some(c) = &summary.final_choice {
+                    self.log(c.describe());
                 }
                 self.summary = Some(summary);
                 self.status = RunStatus::Finished;
@@ -288,6 +312,10 @@ impl TrainTab {
                 self.form.use_open_dataset = false;
             }
             Event::Picked {
+                purpose: DialogPurpose::EvalSuite,
+                path: Some(p),
+            } => cfg.eval.suite = Some(p.display().to_string()),
+            Event::Picked {
                 purpose: DialogPurpose::ModelFolder | DialogPurpose::ModelGguf,
                 path: Some(p),
             } => {
@@ -431,6 +459,7 @@ impl TrainTab {
         train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
         ui.separator();
         train_form::settings_ui(ui, cfg);
+        train_eval_form::eval_ui(ui, cfg, shared.worker);
         ui.add_space(8.0);
     }
 
@@ -525,9 +554,14 @@ impl TrainTab {
                         .id_salt("train-checkpoints")
                         .auto_shrink([false, false])
                         .show(&mut cols[1], |ui| {
+                            let best = run.curves.best.map(|b| b.0);
                             for (s, p) in &run.checkpoints {
-                                ui.label(format!("step {s}"))
-                                    .on_hover_text(p.display().to_string());
+                                let label = if best == Some(*s) {
+                                    format!("step {s} ★ best")
+                                } else {
+                                    format!("step {s}")
+                                };
+                                ui.label(label).on_hover_text(p.display().to_string());
                             }
                         });
                 });

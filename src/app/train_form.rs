@@ -62,7 +62,7 @@ impl FormState {
     }
 }
 
-fn row(
+pub(super) fn row(
     ui: &mut egui::Ui,
     label: &str,
     tip: &str,
@@ -355,9 +355,6 @@ pub fn settings_ui(ui: &mut egui::Ui, cfg: &mut RunConfig) {
                         cfg.data.eval_split = EvalSplit::Ratio(ratio);
                     }
                     r
-                });
-                row(ui, "Evaluate every", "Optimizer steps between evaluations (0: only at the end).", |ui| {
-                    ui.add(egui::DragValue::new(&mut cfg.training.eval_every).range(0..=100_000))
                 });
                 row(ui, "Checkpoint every", "Optimizer steps between checkpoints (0: only at the end). A run resumes from its last checkpoint.", |ui| {
                     ui.add(egui::DragValue::new(&mut cfg.training.save_every).range(0..=100_000))

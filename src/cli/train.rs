@@ -106,6 +106,26 @@ fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
             bar.set_message(status);
         }
         TrainEvent::Eval { step, loss } => say(bar, format!("step {step}: eval loss {loss:.4}")),
+        TrainEvent::Suite(s) => say(
+            bar,
+            format!(
+                "step {}: eval suite {}/{} checks ({:.1} %), {}/{} prompts",
+                s.step,
+                s.checks_passed,
+                s.checks,
+                s.pass_rate() * 100.0,
+                s.prompts_passed,
+                s.prompts
+            ),
+        ),
+        TrainEvent::Best { step, by, value } => say(
+            bar,
+            format!(
+                "step {step}: best {} so far, {}",
+                by.label(),
+                by.format(value)
+            ),
+        ),
         TrainEvent::Checkpoint { step, path } => {
             say(bar, format!("step {step}: checkpoint {}", path.display()))
         }
@@ -135,7 +155,12 @@ fn print_summary(summary: &train::Summary) {
         loss(summary.best_eval_loss),
     );
     match &summary.adapter_dir {
-        Some(a) => println!("adapter: {}", a.display()),
+        Some(a) => {
+            println!("adapter: {}", a.display());
+            if let Some(c) = &summary.final_choice {
+                println!("{}", c.describe());
+            }
+        }
         None => println!(
             "stopped early; resume with --resume {}",
             summary.run_dir.display()

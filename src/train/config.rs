@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::selection::{BestBy, FinalAdapter};
 use crate::model::lora::LoraTarget;
 
 /// Learning-rate schedule after warmup.
@@ -175,6 +176,42 @@ impl Default for TrainingSection {
     }
 }
 
+/// What an evaluation measures beyond the eval loss, which checkpoint is the best, and when
+/// the run stops early. Evaluations happen every `training.eval_every` steps and at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalSection {
+    /// An eval suite run at every evaluation on the adapter as it is: `builtin` or a suite
+    /// file (JSONL); none when absent.
+    pub suite: Option<String>,
+    /// Only the suite's first prompts, when set (a suite run costs generation time).
+    pub suite_limit: Option<usize>,
+    /// Tokens each suite reply may have (greedy decoding).
+    pub suite_max_new_tokens: usize,
+    /// The measure that picks the best checkpoint.
+    pub best_by: BestBy,
+    /// Which adapter the finished run leaves in `adapter/`.
+    pub final_adapter: FinalAdapter,
+    /// Stop after this many evaluations in a row without a better one (0: never).
+    pub patience: usize,
+    /// The least change of the measure that counts as better.
+    pub min_delta: f64,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            suite: None,
+            suite_limit: None,
+            suite_max_new_tokens: 128,
+            best_by: BestBy::EvalLoss,
+            final_adapter: FinalAdapter::Best,
+            patience: 0,
+            min_delta: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OutputSection {
@@ -202,6 +239,7 @@ pub struct RunConfig {
     pub lora: LoraSection,
     pub optim: OptimSection,
     pub training: TrainingSection,
+    pub eval: EvalSection,
     pub output: OutputSection,
 }
 
@@ -225,6 +263,12 @@ impl RunConfig {
         };
         if cfg.data.path.is_relative() && !cfg.data.path.as_os_str().is_empty() {
             cfg.data.path = resolve(&cfg.data.path);
+        }
+        if let Some(suite) = &cfg.eval.suite {
+            let p = Path::new(suite);
+            if suite != crate::eval::BUILTIN_NAME && p.is_relative() {
+                cfg.eval.suite = Some(resolve(p).display().to_string());
+            }
         }
         if let Some(r) = &cfg.output.runs_dir {
             if r.is_relative() {
@@ -270,6 +314,29 @@ impl RunConfig {
         if self.training.max_steps.is_none() && self.training.epochs <= 0.0 {
             out.push("set epochs > 0 or max_steps".into());
         }
+        if self.eval.best_by == BestBy::PassRate && self.eval.suite.is_none() {
+            out.push("the best checkpoint by pass rate needs an eval suite".into());
+        }
+        if self
+            .eval
+            .suite
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            out.push("the eval suite is empty: choose `builtin` or a suite file".into());
+        }
+        if self.eval.suite.is_some() && self.eval.suite_max_new_tokens == 0 {
+            out.push("eval suite replies need at least 1 new token".into());
+        }
+        if self.eval.patience > 0 && self.training.eval_every == 0 {
+            out.push(
+                "early stopping needs evaluations during the run (evaluate every N > 0 steps)"
+                    .into(),
+            );
+        }
+        if !(self.eval.min_delta >= 0.0 && self.eval.min_delta.is_finite()) {
+            out.push("the minimum improvement must be 0 or more".into());
+        }
         out
     }
 }
@@ -308,6 +375,38 @@ mod tests {
         std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
         std::fs::write(&moved, cfg.to_toml()).unwrap();
         assert_eq!(RunConfig::load(&moved).unwrap().data.path, cfg.data.path);
+    }
+
+    #[test]
+    fn eval_section_defaults_keep_the_best_and_never_stop_early() {
+        let cfg = RunConfig::from_toml("[data]\npath = \"d.json\"\n").unwrap();
+        assert_eq!(cfg.eval.final_adapter, FinalAdapter::Best);
+        assert_eq!(cfg.eval.best_by, BestBy::EvalLoss);
+        assert_eq!(cfg.eval.patience, 0);
+        let cfg = RunConfig::from_toml(
+            "[data]\npath = \"d.json\"\n[eval]\nsuite = \"builtin\"\nbest_by = \"pass_rate\"\nfinal_adapter = \"last\"\npatience = 3\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.eval.best_by, BestBy::PassRate);
+        assert_eq!(cfg.eval.final_adapter, FinalAdapter::Last);
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    }
+
+    #[test]
+    fn pass_rate_without_a_suite_and_patience_without_evaluations_are_refused() {
+        let mut cfg = RunConfig::from_toml("[data]\npath = \"d.json\"\n").unwrap();
+        cfg.eval.best_by = BestBy::PassRate;
+        cfg.eval.patience = 2;
+        cfg.training.eval_every = 0;
+        let problems = cfg.validate();
+        assert!(
+            problems.iter().any(|p| p.contains("eval suite")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("early stopping")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -42,6 +42,29 @@ pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Erro
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+/// An eval suite run at one evaluation of a run, on the adapter as it was then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuiteScore {
+    pub step: usize,
+    /// Checks passed out of all checks of all prompts.
+    pub checks_passed: usize,
+    pub checks: usize,
+    /// Prompts whose every check passed.
+    pub prompts_passed: usize,
+    pub prompts: usize,
+}
+
+impl SuiteScore {
+    /// The share of checks that passed (0 when there were none).
+    pub fn pass_rate(&self) -> f64 {
+        if self.checks == 0 {
+            0.0
+        } else {
+            self.checks_passed as f64 / self.checks as f64
+        }
+    }
+}
+
 /// What happened at the end of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -53,6 +76,9 @@ pub struct Summary {
     pub adapter_dir: Option<PathBuf>,
     /// Whether the run was stopped before its planned end.
     pub stopped_early: bool,
+    /// Which step's adapter `adapter/` holds and why (absent when the run was stopped).
+    #[serde(default)]
+    pub final_choice: Option<super::selection::FinalChoice>,
 }
 
 /// Worker to watcher.
@@ -69,6 +95,14 @@ pub enum TrainEvent {
     Eval {
         step: usize,
         loss: f64,
+    },
+    /// The eval suite's result at an evaluation.
+    Suite(SuiteScore),
+    /// A new best evaluation; its checkpoint is kept.
+    Best {
+        step: usize,
+        by: super::selection::BestBy,
+        value: f64,
     },
     Checkpoint {
         step: usize,

@@ -13,6 +13,8 @@ pub mod loss;
 pub mod optim;
 pub mod plan;
 pub mod run_dir;
+pub mod selection;
+pub mod suite_eval;
 pub mod trainer;
 
 pub use config::RunConfig;
@@ -20,6 +22,7 @@ pub use estimate::estimate;
 pub use events::{Estimate, StepMetrics, Summary, TrainCommand, TrainEvent};
 pub use job::{resume, spawn, spawn_planned, TrainHandle};
 pub use run_dir::{list_runs, RunInfo};
+pub use selection::{BestBy, FinalAdapter, FinalChoice};
 
 /// `train::runs::list_runs` and friends, under the name the GUI uses.
 pub mod runs {

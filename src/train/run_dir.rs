@@ -12,7 +12,8 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::RunConfig;
-use super::events::StepMetrics;
+use super::events::{StepMetrics, SuiteScore};
+use super::selection::{BestBy, FinalChoice, Selection};
 use crate::adapter::{self, AdapterConfig};
 use crate::fsio;
 use crate::model::lora::LoraTarget;
@@ -28,6 +29,9 @@ pub struct TrainerState {
     pub micro_batch: usize,
     pub best_eval_loss: Option<f64>,
     pub elapsed_s: f64,
+    /// The best evaluation by the run's measure, and the evaluations since.
+    #[serde(default)]
+    pub selection: Selection,
 }
 
 impl TrainerState {
@@ -40,12 +44,16 @@ impl TrainerState {
             micro_batch: 0,
             best_eval_loss: None,
             elapsed_s: 0.0,
+            selection: Selection::default(),
         }
     }
 }
 
 /// The file that marks a run as failed; it holds the error.
 pub const FAILED_FILE: &str = "failed.txt";
+
+/// The file of a finished run that says which step's adapter `adapter/` holds ([`FinalChoice`]).
+pub const FINAL_FILE: &str = "final.json";
 
 /// The file that marks a run trained elsewhere and imported ([`Imported`]).
 pub const IMPORTED_FILE: &str = "imported.json";
@@ -75,6 +83,26 @@ pub enum MetricLine {
         #[serde(deserialize_with = "super::events::f64_or_nan")]
         loss: f64,
     },
+    /// The eval suite's result at an evaluation.
+    Suite(SuiteScore),
+    /// A new best evaluation by the run's measure.
+    Best {
+        step: usize,
+        by: BestBy,
+        #[serde(deserialize_with = "super::events::f64_or_nan")]
+        value: f64,
+    },
+}
+
+impl MetricLine {
+    /// The step the line belongs to.
+    pub fn step(&self) -> usize {
+        match self {
+            MetricLine::Step(m) => m.step,
+            MetricLine::Eval { step, .. } | MetricLine::Best { step, .. } => *step,
+            MetricLine::Suite(s) => s.step,
+        }
+    }
 }
 
 /// `name` as a folder name: ASCII letters, digits, `-` and `_`, anything else as `-`.
@@ -198,10 +226,7 @@ impl RunDir {
     /// and any line that does not parse; the file is rewritten atomically.
     pub fn truncate_metrics_after(&self, step: usize) -> anyhow::Result<()> {
         let lines = read_metrics(&self.path);
-        let kept = lines.iter().filter(|l| match l {
-            MetricLine::Step(s) => s.step <= step,
-            MetricLine::Eval { step: s, .. } => *s <= step,
-        });
+        let kept = lines.iter().filter(|l| l.step() <= step);
         fsio::write_file_atomic(&self.path.join("metrics.jsonl"), |w| {
             for line in kept {
                 serde_json::to_writer(&mut *w, line)?;
@@ -280,6 +305,36 @@ impl RunDir {
         })?;
         Ok(dir)
     }
+
+    /// Writes the adapter of `checkpoints/step-N/` to `adapter/`, atomically as a folder:
+    /// the run's best checkpoint becomes its final adapter.
+    pub fn adapter_from_checkpoint(&self, step: usize) -> anyhow::Result<PathBuf> {
+        let from = self.checkpoint_dir(step);
+        let dir = self.path.join("adapter");
+        fsio::replace_dir_atomic(&dir, |tmp: &Path| -> anyhow::Result<()> {
+            for name in [adapter::CONFIG_FILE, adapter::WEIGHTS_FILE] {
+                let src = from.join(name);
+                std::fs::copy(&src, tmp.join(name)).map_err(|e| io_err(&src, e))?;
+            }
+            Ok(())
+        })?;
+        Ok(dir)
+    }
+
+    /// Writes `final.json`: which step's adapter `adapter/` holds, and why.
+    pub fn write_final(&self, choice: &FinalChoice) -> anyhow::Result<()> {
+        fsio::write_bytes_atomic(
+            &self.path.join(FINAL_FILE),
+            serde_json::to_string_pretty(choice)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+/// A finished run's `final.json`, when it has one that parses.
+pub fn read_final(run: &Path) -> Option<FinalChoice> {
+    let text = std::fs::read_to_string(run.join(FINAL_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Steps of the checkpoints in a run, ascending: the `step-N` folders, which are complete
@@ -339,6 +394,12 @@ pub struct RunInfo {
     pub config: Option<RunConfig>,
     pub steps: Vec<StepMetrics>,
     pub evals: Vec<(usize, f64)>,
+    /// The eval suite's results, one per evaluation that ran it.
+    pub suites: Vec<SuiteScore>,
+    /// The latest best evaluation: (step, measure, value).
+    pub best: Option<(usize, BestBy, f64)>,
+    /// Which adapter the finished run kept (`final.json`).
+    pub final_choice: Option<FinalChoice>,
     pub checkpoints: Vec<usize>,
     pub has_adapter: bool,
     pub final_loss: Option<f64>,
@@ -370,10 +431,14 @@ pub fn read_run(path: &Path) -> RunInfo {
     let config = RunConfig::load(&path.join("run.toml")).ok();
     let mut steps = Vec::new();
     let mut evals = Vec::new();
+    let mut suites = Vec::new();
+    let mut best = None;
     for line in read_metrics(path) {
         match line {
             MetricLine::Step(s) => steps.push(s),
             MetricLine::Eval { step, loss } => evals.push((step, loss)),
+            MetricLine::Suite(s) => suites.push(s),
+            MetricLine::Best { step, by, value } => best = Some((step, by, value)),
         }
     }
     let best_eval_loss = evals
@@ -392,6 +457,9 @@ pub fn read_run(path: &Path) -> RunInfo {
         last_step: steps.last().map(|s| s.step).unwrap_or(0),
         steps,
         evals,
+        suites,
+        best,
+        final_choice: read_final(path),
         checkpoints: checkpoint_steps(path),
         has_adapter: path
             .join("adapter")
@@ -408,6 +476,15 @@ pub fn read_run(path: &Path) -> RunInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trainer_state_written_before_selection_existed_still_loads() {
+        let old = r#"{"step": 4, "total_steps": 8, "epoch": 0, "micro_batch": 4,
+                      "best_eval_loss": 1.5, "elapsed_s": 2.0}"#;
+        let state: TrainerState = serde_json::from_str(old).unwrap();
+        assert_eq!(state.step, 4);
+        assert_eq!(state.selection, Selection::default());
+    }
 
     #[test]
     fn temporaries_are_not_checkpoints_and_a_resume_clears_them() {

@@ -5,6 +5,7 @@
 //! the `Err` of [`run`], and the run folder is marked failed with it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,10 +15,12 @@ use super::adapter::TrainableAdapter;
 use super::batch::PackedRow;
 use super::config::RunConfig;
 use super::data::{self, MicroBatch, PreparedData};
-use super::events::{StepMetrics, Summary, TrainCommand, TrainEvent};
+use super::events::{StepMetrics, SuiteScore, Summary, TrainCommand, TrainEvent};
 use super::optim::{self, AdamW};
 use super::plan::{self, RunPlan};
 use super::run_dir::{MetricLine, RunDir, TrainerState};
+use super::selection::{BestBy, FinalAdapter, FinalChoice};
+use super::suite_eval::RunSuite;
 use crate::model::{Forward, Layout, Model};
 
 /// Where a run starts from.
@@ -181,6 +184,8 @@ pub fn evaluate(
 struct Requests {
     stop: bool,
     save_now: bool,
+    /// The patience ran out: the run ends here as if it had reached its last step.
+    early_stop: bool,
 }
 
 /// One run in progress: its data, adapter, optimizer, folder and position.
@@ -201,6 +206,12 @@ struct Trainer<'c> {
     start_step: usize,
     last_loss: Option<f64>,
     requests: Requests,
+    /// The eval suite run at each evaluation, when the config names one.
+    suite: Option<RunSuite>,
+    /// The steps of this session's latest evaluation and checkpoint (neither is repeated
+    /// at one step).
+    last_eval_step: Option<usize>,
+    checkpointed_at: Option<usize>,
     /// Seconds of each optimizer step of this session, and the step time and efficiency
     /// the estimate assumed, so that the run teaches the estimate this CPU's speed.
     step_seconds: Vec<f64>,
@@ -226,6 +237,8 @@ impl<'c> Trainer<'c> {
                 message: note.clone(),
             });
         }
+        // A suite that cannot be read stops the run before its folder exists.
+        let suite = RunSuite::load(&cfg.eval)?;
         let device = model.transformer.device().clone();
         let adapter = TrainableAdapter::init(
             model.config(),
@@ -275,6 +288,9 @@ impl<'c> Trainer<'c> {
             started: Instant::now(),
             last_loss: None,
             requests: Requests::default(),
+            suite,
+            last_eval_step: None,
+            checkpointed_at: None,
             step_seconds: Vec::new(),
             estimated: None,
         };
@@ -334,7 +350,10 @@ impl<'c> Trainer<'c> {
         });
         self.started = Instant::now();
         let mut epoch_cache = Some((0, std::mem::take(&mut self.plan.first_epoch)));
-        while self.state.step < self.state.total_steps && !self.requests.stop {
+        while self.state.step < self.state.total_steps
+            && !self.requests.stop
+            && !self.requests.early_stop
+        {
             let batches = match epoch_cache.take() {
                 Some((e, b)) if e == self.state.epoch => b,
                 _ => plan::epoch_batches(&self.plan.prepared, &self.cfg, self.state.epoch),
@@ -343,15 +362,15 @@ impl<'c> Trainer<'c> {
         }
         let stopped_early = self.requests.stop;
         self.learn_step_time();
-        let adapter_dir = if stopped_early {
-            None
+        let (adapter_dir, final_choice) = if stopped_early {
+            (None, None)
         } else {
-            self.eval()?;
+            if self.last_eval_step != Some(self.state.step) {
+                self.eval()?;
+            }
             self.checkpoint()?;
-            Some(
-                self.run
-                    .save_adapter(&self.adapter.config, &self.adapter.pairs())?,
-            )
+            let (dir, choice) = self.final_adapter()?;
+            (Some(dir), Some(choice))
         };
         Ok(Summary {
             run_dir: self.run.path.clone(),
@@ -361,7 +380,55 @@ impl<'c> Trainer<'c> {
             duration_s: self.elapsed_s(),
             adapter_dir,
             stopped_early,
+            final_choice,
         })
+    }
+
+    /// Writes `adapter/`: the best checkpoint's adapter when the run keeps its best and one
+    /// was measured, else the last step's; and `final.json`, which says which.
+    fn final_adapter(&mut self) -> anyhow::Result<(PathBuf, FinalChoice)> {
+        let last = self.state.step;
+        let best = self.state.selection.best;
+        let mut adapter_step = last;
+        let from_best = match (self.cfg.eval.final_adapter, best) {
+            (FinalAdapter::Best, Some(b)) if b.step != last => {
+                match self.run.adapter_from_checkpoint(b.step) {
+                    Ok(dir) => {
+                        adapter_step = b.step;
+                        Some(dir)
+                    }
+                    Err(e) => {
+                        self.control.send(TrainEvent::Log {
+                            message: format!(
+                                "the best checkpoint (step {}) cannot be copied ({e:#}); the adapter is the last step's",
+                                b.step
+                            ),
+                        });
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let dir = match from_best {
+            Some(dir) => dir,
+            None => self
+                .run
+                .save_adapter(&self.adapter.config, &self.adapter.pairs())?,
+        };
+        let choice = FinalChoice {
+            wanted: self.cfg.eval.final_adapter,
+            adapter_step,
+            last_step: last,
+            best_by: self.cfg.eval.best_by,
+            best,
+            early_stopped: self.requests.early_stop,
+        };
+        self.run.write_final(&choice)?;
+        self.control.send(TrainEvent::Log {
+            message: choice.describe(),
+        });
+        Ok((dir, choice))
     }
 
     /// Tells the estimate how long this run's steps took (the median after the first,
@@ -402,7 +469,7 @@ impl<'c> Trainer<'c> {
                 self.next_epoch();
             }
             self.after_step()?;
-            if self.requests.stop || epoch_done {
+            if self.requests.stop || self.requests.early_stop || epoch_done {
                 return Ok(());
             }
         }
@@ -533,21 +600,100 @@ impl<'c> Trainer<'c> {
         Ok(())
     }
 
-    /// Evaluates, keeps the best eval loss, and logs and reports it.
+    /// Evaluates: the eval loss and, when the run has one, the eval suite; logs and reports
+    /// them, keeps the checkpoint of a new best by the run's measure, and ends the run when
+    /// the patience has run out.
     fn eval(&mut self) -> anyhow::Result<()> {
-        let Some(loss) = evaluate(&self.model, &self.adapter, &self.plan.prepared, &self.cfg)?
-        else {
+        let step = self.state.step;
+        self.last_eval_step = Some(step);
+        let loss = evaluate(&self.model, &self.adapter, &self.plan.prepared, &self.cfg)?;
+        if let Some(loss) = loss {
+            self.state.best_eval_loss =
+                Some(self.state.best_eval_loss.map_or(loss, |b| b.min(loss)));
+            self.run.log_metric(&MetricLine::Eval { step, loss })?;
+            self.control.send(TrainEvent::Eval { step, loss });
+        }
+        let score = self.run_suite()?;
+        let by = self.cfg.eval.best_by;
+        let value = match by {
+            BestBy::EvalLoss => loss,
+            BestBy::PassRate => score.as_ref().map(SuiteScore::pass_rate),
+        };
+        let Some(value) = value else {
             return Ok(());
         };
-        self.state.best_eval_loss = Some(self.state.best_eval_loss.map_or(loss, |b| b.min(loss)));
-        let step = self.state.step;
-        self.run.log_metric(&MetricLine::Eval { step, loss })?;
-        self.control.send(TrainEvent::Eval { step, loss });
+        let (min_delta, patience) = (self.cfg.eval.min_delta, self.cfg.eval.patience);
+        let verdict = self
+            .state
+            .selection
+            .observe(by, min_delta, patience, step, value);
+        if verdict.improved {
+            self.run.log_metric(&MetricLine::Best { step, by, value })?;
+            self.control.send(TrainEvent::Best { step, by, value });
+            self.checkpoint()?;
+        }
+        if verdict.stop && !self.requests.early_stop {
+            self.requests.early_stop = true;
+            let best = self.state.selection.best.map_or(String::new(), |b| {
+                format!(" (best {} at step {})", by.format(b.value), b.step)
+            });
+            self.control.send(TrainEvent::Log {
+                message: format!(
+                    "step {step}: stopping early: no better {} in {patience} evaluations{best}",
+                    by.label()
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// Runs the eval suite on the adapter as it is, when the run has one. A stop asked for
+    /// meanwhile cancels it (no score); a pause waits until it has finished.
+    fn run_suite(&mut self) -> anyhow::Result<Option<SuiteScore>> {
+        let Some(suite) = &self.suite else {
+            return Ok(None);
+        };
+        let step = self.state.step;
+        self.control.send(TrainEvent::Log {
+            message: format!(
+                "step {step}: running the eval suite {} ({} prompts)",
+                suite.name(),
+                suite.prompts()
+            ),
+        });
+        let cancel = AtomicBool::new(false);
+        let lora = self.adapter.lora_set();
+        let (control, requests) = (&mut *self.control, &mut self.requests);
+        let mut pause = false;
+        let score = suite.run(&self.model, &lora, step, &cancel, &mut |_, _| {
+            while let Some(cmd) = control.poll() {
+                match cmd {
+                    TrainCommand::Stop => {
+                        requests.stop = true;
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    TrainCommand::SaveNow => requests.save_now = true,
+                    TrainCommand::Pause => pause = true,
+                    TrainCommand::Resume => pause = false,
+                }
+            }
+        })?;
+        if pause && !self.requests.stop {
+            self.pause();
+        }
+        let Some(score) = score else {
+            return Ok(None);
+        };
+        self.run.log_metric(&MetricLine::Suite(score.clone()))?;
+        self.control.send(TrainEvent::Suite(score.clone()));
+        Ok(Some(score))
     }
 
     /// Writes `checkpoints/step-N/`: the adapter, the optimizer moments and the position.
     fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.checkpointed_at == Some(self.state.step) {
+            return Ok(());
+        }
         self.state.elapsed_s = self.elapsed_s();
         let mut moments = Vec::new();
         for (i, (name, _)) in self.named.iter().enumerate() {
@@ -560,6 +706,7 @@ impl<'c> Trainer<'c> {
             &moments,
             &self.state,
         )?;
+        self.checkpointed_at = Some(self.state.step);
         self.control.send(TrainEvent::Checkpoint {
             step: self.state.step,
             path,

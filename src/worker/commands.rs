@@ -29,6 +29,8 @@ pub enum DialogPurpose {
     LoadModelGguf,
     /// An engine's output folder to import as a run.
     ImportRunFolder,
+    /// An eval suite (JSONL) for the Train tab's evaluations.
+    EvalSuite,
 }
 
 impl DialogPurpose {
