@@ -163,3 +163,88 @@ fn the_estimate_shows_the_steps_the_run_takes() {
         .train
         .is_running()));
 }
+
+/// The evaluation settings in the form: the built-in suite chosen, the best checkpoint by
+/// its pass rate; the run plots the pass rate, marks its best checkpoint, and the Runs tab
+/// says which adapter the run kept.
+#[test]
+fn a_run_with_the_builtin_suite_plots_its_pass_rate_and_keeps_its_best() {
+    let home = studio_home();
+    let model_dir = write_tiny_model(&home.join("tiny-suite"), Architecture::Llama, 5).unwrap();
+    let runs_dir = home.join("runs-suite-test");
+    // Tall enough to show the whole settings form.
+    let mut h = app_common::harness_sized(finetune_studio::app::AppOptions::headless(), [1280.0, 2400.0]);
+    h.run_steps(2);
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    {
+        let cfg = &mut h.state_mut().state.run_config;
+        cfg.model.base = model_dir.display().to_string();
+        cfg.data.max_seq_len = 64;
+        cfg.training.batch_size = 2;
+        cfg.training.max_steps = Some(4);
+        cfg.training.eval_every = 2;
+        cfg.training.save_every = 0;
+        cfg.eval.suite_limit = Some(2);
+        cfg.eval.suite_max_new_tokens = 4;
+        cfg.output.runs_dir = Some(runs_dir.clone());
+        cfg.output.name = "suite".into();
+    }
+    h.state_mut().state.tab = Tab::Train;
+    h.run_steps(3);
+    // The form: the suite, then the measure it makes possible.
+    h.get_by_value("None (eval loss only)").click();
+    h.run_steps(2);
+    h.get_by_label("Built-in suite").click();
+    h.run_steps(2);
+    assert_eq!(
+        h.state().state.run_config.eval.suite.as_deref(),
+        Some("builtin")
+    );
+    h.get_by_value("eval loss").click();
+    h.run_steps(2);
+    h.get_by_label("pass rate").click();
+    h.run_steps(2);
+    assert_eq!(
+        h.state().state.run_config.eval.best_by,
+        finetune_studio::train::BestBy::PassRate
+    );
+    h.get_by_label("▶ Start training").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(120), |app| !app.train.is_running()
+            && app.train.run.is_some()),
+        "the run did not finish; notices: {:?}",
+        h.state().notices.items()
+    );
+    let run = h.state().train.run.clone().unwrap();
+    assert_eq!(run.status, RunStatus::Finished, "{:?}", run.log);
+    assert_eq!(
+        run.curves.suites.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [2, 4]
+    );
+    let (best_step, by, _) = run.curves.best.expect("a best evaluation");
+    assert_eq!(by, finetune_studio::train::BestBy::PassRate);
+    h.run_steps(3);
+    let last_rate = run.curves.suites.last().map(|s| s.1).unwrap();
+    assert!(h
+        .query_by_label(&format!("pass rate {:.1} %", last_rate * 100.0))
+        .is_some());
+    assert!(h
+        .query_by_label_contains(&format!("best checkpoint: step {best_step}"))
+        .is_some());
+    assert!(h
+        .query_by_label(&format!("step {best_step} ★ best"))
+        .is_some());
+    let choice = run.summary.and_then(|s| s.final_choice).unwrap();
+    assert_eq!(choice.adapter_step, best_step);
+
+    h.state_mut().state.tab = Tab::Runs;
+    assert!(step_until(&mut h, Duration::from_secs(20), |app| app
+        .runs
+        .runs
+        .iter()
+        .any(|r| r.final_choice.is_some())));
+    h.run_steps(3);
+    assert!(h
+        .query_by_label_contains(&format!("★ step {best_step}"))
+        .is_some());
+}

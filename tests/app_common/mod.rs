@@ -40,9 +40,15 @@ pub fn harness() -> Harness<'static, StudioApp> {
 
 /// The studio app in a 1280×800 harness, started with `options`.
 pub fn harness_with(options: AppOptions) -> Harness<'static, StudioApp> {
+    harness_sized(options, [1280.0, 800.0])
+}
+
+/// The studio app in a harness of `size` (a tall one shows a long form without scrolling).
+#[allow(dead_code)]
+pub fn harness_sized(options: AppOptions, size: [f32; 2]) -> Harness<'static, StudioApp> {
     studio_home();
     Harness::builder()
-        .with_size([1280.0, 800.0])
+        .with_size(size)
         .allow_missing_glyphs()
         .build_eframe(move |cc| StudioApp::with_options(cc, options))
 }
