@@ -173,7 +173,10 @@ fn a_run_with_the_builtin_suite_plots_its_pass_rate_and_keeps_its_best() {
     let model_dir = write_tiny_model(&home.join("tiny-suite"), Architecture::Llama, 5).unwrap();
     let runs_dir = home.join("runs-suite-test");
     // Tall enough to show the whole settings form.
-    let mut h = app_common::harness_sized(finetune_studio::app::AppOptions::headless(), [1280.0, 2400.0]);
+    let mut h = app_common::harness_sized(
+        finetune_studio::app::AppOptions::headless(),
+        [1280.0, 2400.0],
+    );
     h.run_steps(2);
     open_dataset(&mut h, &fixture("llamafactory_identity.json"));
     {
@@ -210,7 +213,9 @@ fn a_run_with_the_builtin_suite_plots_its_pass_rate_and_keeps_its_best() {
     );
     h.get_by_label("▶ Start training").click();
     assert!(
-        step_until(&mut h, Duration::from_secs(120), |app| !app.train.is_running()
+        step_until(&mut h, Duration::from_secs(120), |app| !app
+            .train
+            .is_running()
             && app.train.run.is_some()),
         "the run did not finish; notices: {:?}",
         h.state().notices.items()

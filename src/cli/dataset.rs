@@ -1,6 +1,7 @@
-//! `finetune-studio dataset {stats, validate, convert, contamination}`: the command-line
-//! face of [`crate::data`]. All logic lives in the library; this file parses, calls and
-//! prints (`contamination` in `dataset_contamination.rs`).
+//! `finetune-studio dataset {stats, validate, convert, contamination, score}`: the
+//! command-line face of [`crate::data`]. All logic lives in the library; this file parses,
+//! calls and prints (`contamination` in `dataset_contamination.rs`, `score` in
+//! `dataset_score.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,32 @@ pub enum DatasetCommand {
         /// Replace a placeholder in every text, e.g. `--replace '{{name}}=Studio'` (repeatable).
         #[arg(long, value_name = "FROM=TO")]
         replace: Vec<String>,
+    },
+    /// Per-record loss, perplexity and IFD (instruction-following difficulty) under a model
+    /// and an optional adapter, written as columns to a CSV or JSONL file; with --compare,
+    /// the same under a second adapter (or the base) and the change per record.
+    Score {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The model: `default`, a model folder, a GGUF file or a hub id.
+        #[arg(long, default_value = "default")]
+        model: String,
+        /// A PEFT adapter on the model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Score again under this adapter folder (or `base`, the model alone) and write the
+        /// change of each record's loss.
+        #[arg(long, value_name = "DIR|base")]
+        compare: Option<String>,
+        /// Samples are cut at this many tokens, as a run cuts them.
+        #[arg(long, default_value_t = 1024)]
+        max_len: usize,
+        /// Replace a placeholder in every text before scoring (repeatable), as a run does.
+        #[arg(long, value_name = "FROM=TO")]
+        replace: Vec<String>,
+        /// Output file: `.csv` or `.jsonl`.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Records that share a run of n words (13 by default) with another set: a dataset
     /// file, an eval suite, the built-in suite, or the file's own eval split. Exits with 1
@@ -195,14 +222,7 @@ pub fn run(
             replace,
         } => {
             let mut ds = load_input(&input)?;
-            let map = replace
-                .iter()
-                .map(|r| {
-                    r.split_once('=')
-                        .map(|(a, b)| (a.to_string(), b.to_string()))
-                        .with_context(|| format!("--replace expects FROM=TO, got `{r}`"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let map = parse_replace(&replace)?;
             if !map.is_empty() {
                 ds.replace_placeholders(&map);
             }
@@ -219,6 +239,31 @@ pub fn run(
             );
             Ok(0)
         }
+        DatasetCommand::Score {
+            input,
+            model,
+            adapter,
+            compare,
+            max_len,
+            replace,
+            out,
+        } => {
+            let mut ds = load_input(&input)?;
+            let map = parse_replace(&replace)?;
+            if !map.is_empty() {
+                ds.replace_placeholders(&map);
+            }
+            super::dataset_score::run(
+                &ds,
+                &super::dataset_score::ScoreArgs {
+                    model,
+                    adapter,
+                    compare,
+                    max_len,
+                    out,
+                },
+            )
+        }
         DatasetCommand::Contamination {
             input,
             against,
@@ -234,6 +279,18 @@ pub fn run(
             json,
         ),
     }
+}
+
+/// `--replace FROM=TO` arguments as pairs.
+fn parse_replace(replace: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    replace
+        .iter()
+        .map(|r| {
+            r.split_once('=')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .with_context(|| format!("--replace expects FROM=TO, got `{r}`"))
+        })
+        .collect()
 }
 
 fn print_stats(file: &Path, ds: &Dataset, st: &Stats, invalid: usize) {

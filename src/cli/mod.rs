@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod dataset;
 mod dataset_contamination;
+mod dataset_score;
 pub mod eval;
 mod eval_suite;
 pub mod export;

@@ -155,12 +155,7 @@ fn print_summary(summary: &train::Summary) {
         loss(summary.best_eval_loss),
     );
     match &summary.adapter_dir {
-        Some(a) => {
-            println!("adapter: {}", a.display());
-            if let Some(c) = &summary.final_choice {
-                println!("{}", c.describe());
-            }
-        }
+        Some(a) => println!("adapter: {}", a.display()),
         None => println!(
             "stopped early; resume with --resume {}",
             summary.run_dir.display()

@@ -228,6 +228,17 @@ pub fn text(
             }
         );
     }
+    if cfg.eval.suite.is_some() || cfg.eval.patience > 0 {
+        let _ = writeln!(
+            s,
+            "- **Eval suite, best checkpoint, early stopping.** The engine measures the eval \
+             loss only: the studio's eval suite is not run during its training (run it on the \
+             imported run with `finetune-studio eval --suite`), and its early stopping \
+             (patience {}) is not set; its final adapter is the last step's, and each \
+             `checkpoint-N` is imported for choosing another.",
+            cfg.eval.patience
+        );
+    }
     match base {
         BaseWeights::Written { path } => {
             let _ = writeln!(

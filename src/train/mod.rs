@@ -13,6 +13,7 @@ pub mod loss;
 pub mod optim;
 pub mod plan;
 pub mod run_dir;
+pub mod score;
 pub mod selection;
 pub mod suite_eval;
 pub mod trainer;
