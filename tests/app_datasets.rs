@@ -362,3 +362,127 @@ fn contaminated_records_are_flagged_with_the_matching_text() {
         .iter()
         .any(|n| format!("{n:?}").contains("/nonexistent/eval.jsonl")));
 }
+
+/// Per-record scores on a tiny model: Score fills every record in, the table sorts by the
+/// loss and keeps the highest 5 %, a row opens its record with its scores above the
+/// editor, an edit rescores only that record, and a comparison under an adapter orders the
+/// records by how much it changed them.
+#[test]
+fn scores_fill_in_sort_the_table_and_follow_an_edit() {
+    use finetune_studio::app::{ModelSlot, ScoreSort};
+    use finetune_studio::model::Architecture;
+    use finetune_studio::testkit::{write_tiny_adapter, write_tiny_model};
+
+    let home = studio_home();
+    let model_dir = write_tiny_model(&home.join("tiny-scores"), Architecture::Llama, 4).unwrap();
+    let adapter_dir = home.join("tiny-scores-adapter");
+    write_tiny_adapter(&adapter_dir, Architecture::Llama, 8).unwrap();
+    let mut h = harness();
+    h.run_steps(2);
+    open_dataset(&mut h, &fixture("llamafactory_identity.json"));
+    let model =
+        finetune_studio::model::load_hf_folder(&model_dir, &candle_core::Device::Cpu).unwrap();
+    h.state_mut().model = ModelSlot::Ready {
+        spec: model_dir.display().to_string(),
+        model: std::sync::Arc::new(model),
+        summary: "tiny".into(),
+    };
+    h.state_mut().state.tab = Tab::Datasets;
+    h.run_steps(3);
+    h.get_by_label("Score").click();
+    let all_scored = |app: &finetune_studio::app::StudioApp| {
+        let s = &app.datasets.scores.primary;
+        let doc = app.datasets.doc.as_ref().unwrap();
+        !s.is_scoring() && doc.data().records().iter().all(|c| s.of(c).is_some())
+    };
+    assert!(
+        step_until(&mut h, Duration::from_secs(120), all_scored),
+        "the records were not all scored; notices: {:?}",
+        h.state().notices.items()
+    );
+    assert_eq!(h.state().datasets.scores.primary.sent, 91);
+
+    // Sorted by the loss, highest first.
+    h.get_by_value("record order").click();
+    h.run_steps(2);
+    h.get_by_label("highest loss").click();
+    h.run_steps(3);
+    let losses = |app: &finetune_studio::app::StudioApp| -> Vec<f64> {
+        let d = &app.datasets;
+        let doc = d.doc.as_ref().unwrap();
+        d.scores
+            .order()
+            .unwrap()
+            .iter()
+            .filter_map(|&i| d.scores.measure(ScoreSort::Loss, &doc.data().records()[i]))
+            .collect()
+    };
+    let sorted = losses(h.state());
+    assert_eq!(sorted.len(), 91);
+    assert!(sorted.windows(2).all(|w| w[0] >= w[1]), "{sorted:?}");
+
+    // The highest 5 %: 5 of 91 records, the hardest first; a click opens one.
+    h.get_by_label("Highest 5 %").click();
+    h.run_steps(3);
+    let top = losses(h.state());
+    assert_eq!(top.len(), 5);
+    assert_eq!(top[0], sorted[0]);
+    let first = h.state().datasets.scores.order().unwrap()[0];
+    h.get_by_label(&format!("Row {}", first + 1)).click();
+    h.run_steps(3);
+    assert_eq!(h.state().datasets.selected, Some(first));
+    assert!(h.query_by_label_contains("Scores: loss").is_some());
+
+    // An edit: only that record is scored again.
+    {
+        let app = h.state_mut();
+        let doc = app.datasets.doc.as_mut().unwrap();
+        let mut record = doc.data().records()[0].clone();
+        record.messages[1].content.push_str(" Indeed.");
+        doc.apply(
+            finetune_studio::data::edit::Edit::SetRecord { index: 0, record },
+            0.0,
+        )
+        .unwrap();
+    }
+    assert!(step_until(&mut h, Duration::from_secs(60), all_scored));
+    assert_eq!(h.state().datasets.scores.primary.sent, 1);
+
+    // Compared with an adapter: the change per record, made worse most first.
+    h.get_by_label("Highest 5 %").click();
+    h.get_by_label("Compare with…").click();
+    h.run_steps(2);
+    h.state_mut().datasets.scores.compare.adapter = adapter_dir.display().to_string();
+    h.get_by_label("Score comparison").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(120), |app| {
+            let s = &app.datasets.scores.compare;
+            !s.is_scoring() && s.has_scores()
+        }),
+        "no comparison; notices: {:?}",
+        h.state().notices.items()
+    );
+    h.get_by_value("highest loss").click();
+    h.run_steps(2);
+    h.get_by_label("made worse most").click();
+    h.run_steps(3);
+    let app = h.state();
+    let d = &app.datasets;
+    let doc = d.doc.as_ref().unwrap();
+    let changes: Vec<f64> = d
+        .scores
+        .order()
+        .unwrap()
+        .iter()
+        .filter_map(|&i| {
+            d.scores
+                .measure(ScoreSort::MadeWorse, &doc.data().records()[i])
+        })
+        .collect();
+    assert_eq!(changes.len(), 91);
+    assert!(changes.windows(2).all(|w| w[0] >= w[1]));
+    assert!(
+        changes.iter().any(|c| c.abs() > 1e-6),
+        "the adapter changed nothing"
+    );
+}

@@ -232,14 +232,17 @@ impl Filter {
 #[derive(Debug, Clone, Copy)]
 pub enum Rows<'a> {
     All(usize),
+    /// Records in ascending order.
     List(&'a [usize]),
+    /// Records in any order (sorted by a score).
+    Ordered(&'a [usize]),
 }
 
 impl Rows<'_> {
     pub fn len(&self) -> usize {
         match self {
             Rows::All(n) => *n,
-            Rows::List(v) => v.len(),
+            Rows::List(v) | Rows::Ordered(v) => v.len(),
         }
     }
 
@@ -251,7 +254,7 @@ impl Rows<'_> {
     pub fn get(&self, i: usize) -> Option<usize> {
         match self {
             Rows::All(n) => (i < *n).then_some(i),
-            Rows::List(v) => v.get(i).copied(),
+            Rows::List(v) | Rows::Ordered(v) => v.get(i).copied(),
         }
     }
 
@@ -260,6 +263,7 @@ impl Rows<'_> {
         match self {
             Rows::All(n) => (record < *n).then_some(record),
             Rows::List(v) => v.binary_search(&record).ok(),
+            Rows::Ordered(v) => v.iter().position(|&r| r == record),
         }
     }
 }

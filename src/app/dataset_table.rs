@@ -1,6 +1,7 @@
 //! The virtualized records table: only the visible rows are laid out, so 100K rows
 //! scroll as smoothly as ten. Each row shows the record number, its flags, its
-//! approximate token length, its turn count and the start of its prompt and response.
+//! approximate token length, its turn count, its scores once scored (loss, IFD, and the
+//! change under the comparison) and the start of its prompt and response.
 
 use eframe::egui::{self, Align2, Color32, FontId, Rect, Sense, Vec2};
 
@@ -8,12 +9,14 @@ use crate::data::{Conversation, Role};
 use crate::worker::Analysis;
 
 use super::dataset_filter::Rows;
+use super::dataset_scores::RecordScores;
 
 const ROW_HEIGHT: f32 = 22.0;
 const COL_NUM: f32 = 64.0;
 const COL_FLAGS: f32 = 56.0;
 const COL_TOKENS: f32 = 64.0;
 const COL_TURNS: f32 = 48.0;
+const COL_SCORE: f32 = 60.0;
 
 /// The text a row shows for a record: its first prompt and first response, on one line.
 pub fn preview(c: &Conversation) -> (String, String) {
@@ -56,9 +59,11 @@ pub fn table_ui(
     analysis: Option<&Analysis>,
     selected: Option<usize>,
     scroll_to: Option<usize>,
+    scores: &RecordScores,
 ) -> Option<usize> {
     let mut clicked = None;
-    header_ui(ui);
+    let shown = scores.columns();
+    header_ui(ui, shown);
     let mut area = egui::ScrollArea::vertical()
         .id_salt("dataset-table")
         .auto_shrink([false, false]);
@@ -71,7 +76,7 @@ pub fn table_ui(
         for pos in range {
             let Some(idx) = rows.get(pos) else { continue };
             let Some(c) = records.get(idx) else { continue };
-            if row_ui(ui, idx, c, analysis, selected == Some(idx)).clicked() {
+            if row_ui(ui, idx, c, analysis, selected == Some(idx), scores, shown).clicked() {
                 clicked = Some(idx);
             }
         }
@@ -79,10 +84,19 @@ pub fn table_ui(
     clicked
 }
 
-fn columns(rect: Rect) -> [Rect; 6] {
-    let fixed = COL_NUM + COL_FLAGS + COL_TOKENS + COL_TURNS;
+/// Which score columns show: (loss and IFD, the change under the comparison).
+type Shown = (bool, bool);
+
+/// The columns' rectangles: number, flags, tokens, turns, loss, IFD, change, prompt,
+/// response (a score column not shown has no width).
+fn columns(rect: Rect, (scored, compared): Shown) -> [Rect; 9] {
+    let score = if scored { COL_SCORE } else { 0.0 };
+    let change = if compared { COL_SCORE } else { 0.0 };
+    let fixed = COL_NUM + COL_FLAGS + COL_TOKENS + COL_TURNS + 2.0 * score + change;
     let rest = (rect.width() - fixed).max(80.0) * 0.5;
-    let widths = [COL_NUM, COL_FLAGS, COL_TOKENS, COL_TURNS, rest, rest];
+    let widths = [
+        COL_NUM, COL_FLAGS, COL_TOKENS, COL_TURNS, score, score, change, rest, rest,
+    ];
     let mut x = rect.left();
     widths.map(|w| {
         let r = Rect::from_min_size(egui::pos2(x, rect.top()), Vec2::new(w, rect.height()));
@@ -91,15 +105,20 @@ fn columns(rect: Rect) -> [Rect; 6] {
     })
 }
 
-fn header_ui(ui: &mut egui::Ui) {
+fn header_ui(ui: &mut egui::Ui, shown: Shown) {
     let (rect, _) =
         ui.allocate_exact_size(Vec2::new(ui.available_width(), ROW_HEIGHT), Sense::hover());
     let p = ui.painter();
     p.rect_filled(rect, 0.0, ui.visuals().faint_bg_color);
     let font = FontId::proportional(13.0);
     let color = ui.visuals().strong_text_color();
-    let names = ["#", "Flags", "Tokens", "Turns", "Prompt", "Response"];
-    for (r, name) in columns(rect).iter().zip(names) {
+    let names = [
+        "#", "Flags", "Tokens", "Turns", "Loss", "IFD", "Change", "Prompt", "Response",
+    ];
+    for (r, name) in columns(rect, shown).iter().zip(names) {
+        if r.width() == 0.0 {
+            continue;
+        }
         p.text(
             r.left_center() + Vec2::new(6.0, 0.0),
             Align2::LEFT_CENTER,
@@ -116,6 +135,8 @@ fn row_ui(
     c: &Conversation,
     analysis: Option<&Analysis>,
     selected: bool,
+    scores: &RecordScores,
+    shown: Shown,
 ) -> egui::Response {
     let (rect, response) =
         ui.allocate_exact_size(Vec2::new(ui.available_width(), ROW_HEIGHT), Sense::click());
@@ -140,7 +161,7 @@ fn row_ui(
     };
     let weak = visuals.weak_text_color();
     let font = FontId::proportional(13.5);
-    let cols = columns(rect);
+    let cols = columns(rect, shown);
     let text_at = |r: Rect, s: &str, color: Color32| {
         let clip = p.with_clip_rect(r.shrink2(Vec2::new(4.0, 0.0)));
         clip.text(
@@ -183,9 +204,31 @@ fn row_ui(
         }
     }
     text_at(cols[3], &c.messages.len().to_string(), text_color);
+    if shown.0 {
+        match scores.primary.of(c) {
+            Some(Ok(s)) => {
+                text_at(cols[4], &format!("{:.3}", s.loss), text_color);
+                let ifd = s.ifd.map_or("—".to_string(), |v| format!("{v:.3}"));
+                text_at(cols[5], &ifd, text_color);
+            }
+            Some(Err(_)) => text_at(cols[4], "—", weak),
+            None => {}
+        }
+    }
+    if shown.1 {
+        if let (Some(Ok(a)), Some(Ok(b))) = (scores.primary.of(c), scores.compare.of(c)) {
+            let d = b.loss - a.loss;
+            let color = if d < 0.0 {
+                Color32::from_rgb(60, 170, 110)
+            } else {
+                visuals.warn_fg_color
+            };
+            text_at(cols[6], &format!("{d:+.3}"), color);
+        }
+    }
     let (prompt, reply) = preview(c);
-    text_at(cols[4], &prompt, text_color);
-    text_at(cols[5], &reply, weak);
+    text_at(cols[7], &prompt, text_color);
+    text_at(cols[8], &reply, weak);
     response
 }
 

@@ -15,7 +15,8 @@ use crate::worker::{Command, DialogPurpose, Event, JobKind};
 use super::conversation_editor::{Editor, EditorAction};
 use super::dataset_contamination::ContaminationCheck;
 use super::dataset_doc::OpenDataset;
-use super::dataset_filter::{Filter, FlagFilter};
+use super::dataset_filter::{Filter, FlagFilter, Rows};
+use super::dataset_scores::RecordScores;
 use super::dataset_stats;
 use super::dataset_table;
 use super::shared::Shared;
@@ -44,6 +45,8 @@ pub struct DatasetsTab {
     pub filter: Filter,
     /// The contamination check's form and latest answer.
     pub contamination: ContaminationCheck,
+    /// Per-record scores (loss, perplexity, IFD) and their comparison.
+    pub scores: RecordScores,
     /// The selected record.
     pub selected: Option<usize>,
     /// Scroll the table to the selected record on the next frame.
@@ -88,6 +91,7 @@ impl DatasetsTab {
         self.editor = Editor::default();
         self.filter.reset();
         self.contamination.reset();
+        self.scores.reset();
     }
 
     /// Whether there are edits not saved yet.
@@ -164,6 +168,14 @@ impl DatasetsTab {
                     }
                 }
             }
+            Event::RecordsScored {
+                id,
+                set,
+                scores,
+                done,
+                total,
+            } => self.scores.scored(id, set, scores, done, total),
+            Event::ScoringEnded { id, set, cancelled } => self.scores.ended(id, set, cancelled),
             Event::Picked {
                 purpose: DialogPurpose::OpenDataset,
                 path: Some(path),
@@ -193,6 +205,7 @@ impl DatasetsTab {
                     }
                     JobKind::SearchDataset => self.filter.search_failed(error.clone()),
                     JobKind::CheckContamination => self.contamination.failed(error.clone()),
+                    JobKind::ScoreRecords => self.scores.failed(error.clone()),
                     _ => {}
                 }
                 return Some(Event::Failed { kind, error });
@@ -207,6 +220,7 @@ impl DatasetsTab {
         let max_len = shared.state.run_config.data.max_seq_len;
         // While an earlier session's edits are offered back, autosaving would overwrite them.
         let offer_pending = self.recovery_offer.is_some();
+        self.scores.set_model(model);
         let Some(doc) = &mut self.doc else { return };
         let counter = match model {
             Some(m) => m.tokenizer.name(),
@@ -255,6 +269,7 @@ impl DatasetsTab {
             }
         }
         self.filter.update(doc, shared.worker);
+        self.scores.logic(doc, shared.worker, max_len);
     }
 
     /// Whether the tab waits on something (a repaint will be needed).
@@ -641,12 +656,24 @@ impl DatasetsTab {
         });
         if let Some(doc) = &self.doc {
             ui.horizontal(|ui| self.contamination.form_ui(ui, doc, shared.worker));
+            let max_len = shared.state.run_config.data.max_seq_len;
+            self.scores.form_ui(ui, doc, shared.worker, max_len);
+            if self.scores.primary.has_scores() {
+                egui::CollapsingHeader::new("Score histogram")
+                    .id_salt("score-histogram-header")
+                    .show(ui, |ui| self.scores.histogram_ui(ui, doc));
+            }
         }
     }
 
     fn table_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
         let Some(doc) = &self.doc else { return };
-        let rows = self.filter.rows(doc);
+        let filtered = self.filter.rows(doc);
+        self.scores.update_order(filtered, doc);
+        let rows = match self.scores.order() {
+            Some(v) => Rows::Ordered(v),
+            None => filtered,
+        };
         if rows.is_empty() {
             ui.add_space(20.0);
             ui.vertical_centered(|ui| {
@@ -670,6 +697,7 @@ impl DatasetsTab {
             doc.latest_analysis(),
             self.selected,
             scroll_to,
+            &self.scores,
         );
         if let Some(idx) = clicked {
             self.commit_drafts(shared);
@@ -687,6 +715,7 @@ impl DatasetsTab {
         };
         let Some(c) = doc.data().get(idx) else { return };
         self.contamination.record_ui(ui, idx);
+        self.scores.record_ui(ui, c);
         let problems = doc.data().record_problems(idx);
         let actions = self.editor.ui(
             ui,

@@ -87,6 +87,19 @@ pub enum Command {
         against: String,
         id: u64,
     },
+    /// Each record's loss, perplexity and IFD under `model` with the adapter in `adapter`
+    /// (the model alone when `None`), sent back in chunks as they are scored; `cancel`
+    /// stops it between chunks.
+    ScoreRecords {
+        id: u64,
+        set: ScoreSet,
+        model: Arc<crate::model::Model>,
+        adapter: Option<PathBuf>,
+        /// (record index, content key, record).
+        records: Vec<(usize, u64, crate::data::Conversation)>,
+        max_len: usize,
+        cancel: Arc<std::sync::atomic::AtomicBool>,
+    },
     /// Reads every run folder under `dir` (newest first).
     ListRuns { dir: PathBuf },
     /// Describes the models on disk (models folder, HF cache, and these recent specs).
@@ -115,12 +128,22 @@ impl Command {
             Command::Analyze { .. } => JobKind::AnalyzeDataset,
             Command::Search { .. } => JobKind::SearchDataset,
             Command::CheckContamination { .. } => JobKind::CheckContamination,
+            Command::ScoreRecords { .. } => JobKind::ScoreRecords,
             Command::ListRuns { .. } => JobKind::ListRuns,
             Command::ListModels { .. } => JobKind::ListModels,
             Command::DeleteRun { .. } => JobKind::DeleteRun,
             Command::PickFile { .. } => JobKind::FileDialog,
         }
     }
+}
+
+/// Which scores of the Datasets tab a scoring job fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreSet {
+    /// The scores under the chosen model and adapter.
+    Primary,
+    /// The scores of "Compare with…".
+    Compare,
 }
 
 /// Statistics and problems of one snapshot of a dataset.
@@ -169,6 +192,21 @@ pub enum Event {
         against: String,
         report: Box<ContaminationReport>,
     },
+    /// Scores of a chunk of records ([`Command::ScoreRecords`]): (record index, content
+    /// key, score or why there is none); `done` of `total` records scored so far.
+    RecordsScored {
+        id: u64,
+        set: ScoreSet,
+        scores: Vec<(usize, u64, crate::train::score::ScoreResult)>,
+        done: usize,
+        total: usize,
+    },
+    /// A scoring job ended: every record scored, or stopped.
+    ScoringEnded {
+        id: u64,
+        set: ScoreSet,
+        cancelled: bool,
+    },
     /// The runs found in the runs folder.
     Runs(Vec<RunInfo>),
     /// The models found on disk.
@@ -189,7 +227,8 @@ impl JobEvent for Event {
         Event::Failed { kind, error }
     }
     fn is_final(&self) -> bool {
-        // Every dataset job and dialog answers with exactly one event.
+        // Every dataset job and dialog answers with one event; a scoring job sends its
+        // chunks before it (the shared channel routes by content, not by finality).
         true
     }
 }

@@ -126,9 +126,9 @@ pub(super) fn run(cmd: Command) -> anyhow::Result<Event> {
                 None => Event::Runs(Vec::new()),
             }
         }
-        // Dialogs run as jobs of their own (see `Worker::start`).
-        Command::PickFile { .. } => {
-            bail!("internal error: a file dialog reached the dataset jobs ({kind:?})")
+        // Dialogs and scoring run as jobs of their own (see `Worker::start`).
+        Command::PickFile { .. } | Command::ScoreRecords { .. } => {
+            bail!("internal error: {kind:?} reached the dataset jobs")
         }
     })
 }

@@ -21,6 +21,7 @@ pub mod file_write;
 pub mod handoff_job;
 pub mod model_loader;
 pub mod plan_job;
+mod score_job;
 pub mod train_job;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use crossbeam_channel::Receiver;
 
 use crate::jobs::{self, SharedChannel};
 pub use crate::jobs::{JobKind, Waker};
-pub use commands::{Analysis, Command, DialogPurpose, Event};
+pub use commands::{Analysis, Command, DialogPurpose, Event, ScoreSet};
 
 /// How many events may wait before a job's send blocks.
 const CHANNEL_CAPACITY: usize = 256;
@@ -85,6 +86,12 @@ impl Worker {
         {
             jobs::spawn_into(kind, "file-dialog", &self.channel, move |_| {
                 Ok(dialog::pick(purpose, save, start))
+            });
+            return;
+        }
+        if let Command::ScoreRecords { .. } = cmd {
+            jobs::spawn_into(kind, "score-records", &self.channel, move |reporter| {
+                score_job::run(cmd, reporter)
             });
             return;
         }
