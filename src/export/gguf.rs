@@ -142,6 +142,7 @@ fn gguf_arch(a: Architecture) -> &'static str {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
         Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma3 => "gemma3",
     }
 }
 
@@ -156,14 +157,30 @@ pub fn named_weights(model: &Model) -> candle_core::Result<Vec<(String, Tensor)>
     )];
     for (i, l) in t.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
+        // Gemma's checkpoints keep `w` of its `x · (1 + w)` norms; the layers hold `1 + w`.
+        let stored = |n: &crate::model::transformer::RmsNorm| -> candle_core::Result<Tensor> {
+            if model.config().style.norm_unit_offset {
+                n.weight.affine(1.0, -1.0)
+            } else {
+                Ok(n.weight.clone())
+            }
+        };
         out.push((
             format!("{p}.input_layernorm.weight"),
-            l.input_norm.weight.clone(),
+            stored(&l.input_norm)?,
         ));
-        out.push((
-            format!("{p}.post_attention_layernorm.weight"),
-            l.post_attention_norm.weight.clone(),
-        ));
+        let pre_mlp = if l.attn_out_norm.is_some() {
+            "pre_feedforward_layernorm"
+        } else {
+            "post_attention_layernorm"
+        };
+        out.push((format!("{p}.{pre_mlp}.weight"), stored(&l.pre_mlp_norm)?));
+        if let Some(n) = &l.attn_out_norm {
+            out.push((format!("{p}.post_attention_layernorm.weight"), stored(n)?));
+        }
+        if let Some(n) = &l.mlp_out_norm {
+            out.push((format!("{p}.post_feedforward_layernorm.weight"), stored(n)?));
+        }
         for target in crate::model::lora::LoraTarget::ALL {
             let lin = l.linear(target);
             let base = format!("{p}.{}.{}", target.parent(), target.module_name());
@@ -173,13 +190,18 @@ pub fn named_weights(model: &Model) -> candle_core::Result<Vec<(String, Tensor)>
             }
         }
         if let Some(n) = &l.q_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), n.weight.clone()));
+            out.push((format!("{p}.self_attn.q_norm.weight"), stored(n)?));
         }
         if let Some(n) = &l.k_norm {
-            out.push((format!("{p}.self_attn.k_norm.weight"), n.weight.clone()));
+            out.push((format!("{p}.self_attn.k_norm.weight"), stored(n)?));
         }
     }
-    out.push(("model.norm.weight".to_string(), t.norm.weight.clone()));
+    let final_norm = if model.config().style.norm_unit_offset {
+        t.norm.weight.affine(1.0, -1.0)?
+    } else {
+        t.norm.weight.clone()
+    };
+    out.push(("model.norm.weight".to_string(), final_norm));
     if !t.ties_embeddings() {
         out.push(("lm_head.weight".to_string(), t.lm_head.weight.to_f32(dev)?));
     }
@@ -388,6 +410,13 @@ pub fn write_gguf_with(
     source: &HashMap<String, GgmlDType>,
 ) -> Result<(), ModelError> {
     let c = model.config();
+    if c.architecture == Architecture::Gemma3 {
+        // Its metadata (window, layer kinds, norms stored as 1 + w) is not written yet.
+        return Err(ModelError::Config {
+            path: path.into(),
+            message: "GGUF export of Gemma 3 models is not supported yet; export a merged Hugging Face folder or the PEFT adapter".into(),
+        });
+    }
     let arch = gguf_arch(c.architecture);
     let u32_keys: [(&str, usize); 10] = [
         ("context_length", c.max_position_embeddings),

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 
+use super::block_style::{BlockStyle, GEMMA3_SLIDING_PATTERN};
 use super::config::{Architecture, ConfigKeys, ModelConfig};
 use super::ModelError;
 use crate::text::tokenizer::GgufTokenizerSpec;
@@ -132,7 +133,7 @@ pub fn config_from_metadata(
         message,
     };
     let arch_name = architecture_name(md).unwrap_or("");
-    let architecture = Architecture::from_model_type(arch_name).ok_or_else(|| {
+    let architecture = Architecture::from_gguf_name(arch_name).ok_or_else(|| {
         ModelError::UnsupportedArchitecture {
             path: path.into(),
             found: arch_name.to_string(),
@@ -167,18 +168,30 @@ pub fn config_from_metadata(
         keys.vocab_size = "the length of tokenizer.ggml.tokens".into();
     }
     let eos = token_id(md, "tokenizer.ggml.eos_token_id").map_err(bad)?;
+    let layers = need("block_count")?;
+    let style = match architecture {
+        Architecture::Gemma3 => {
+            gemma3_style(md, arch_name, layers, (hidden, heads, head_dim)).map_err(bad)?
+        }
+        _ => BlockStyle::for_architecture(architecture),
+    };
+    let default_eps = if architecture == Architecture::Gemma3 {
+        1e-6
+    } else {
+        1e-5
+    };
     let config = ModelConfig {
         architecture,
         vocab_size: vocab,
         hidden_size: hidden,
         intermediate_size: need("feed_forward_length")?,
-        num_hidden_layers: need("block_count")?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
         rms_norm_eps: float(md, &key("attention.layer_norm_rms_epsilon"))
             .map_err(bad)?
-            .unwrap_or(1e-5),
+            .unwrap_or(default_eps),
         rope_theta: float(md, &key("rope.freq_base"))
             .map_err(bad)?
             .unwrap_or(10_000.0) as f32,
@@ -188,6 +201,7 @@ pub fn config_from_metadata(
         attention_bias: architecture.default_qkv_bias(),
         bos_token_id: token_id(md, "tokenizer.ggml.bos_token_id").map_err(bad)?,
         eos_token_ids: eos.into_iter().collect(),
+        style,
     };
     config.validate(path, &keys)?;
     // The transformer gives keys and values the same head dim and rotates all of it.
@@ -207,6 +221,52 @@ pub fn config_from_metadata(
         }
     }
     Ok(config)
+}
+
+/// Gemma 3's block style from llama.cpp's metadata: the window
+/// (`{arch}.attention.sliding_window`), every sixth layer global, the sliding layers' RoPE
+/// base of 10 000 and the attention scale, which llama.cpp does not store but derives as
+/// it is done here (`1/√head_dim`, or `1/√(hidden / heads)` for the 62-layer 27B), and
+/// the global layers' linear RoPE scaling (`{arch}.rope.scaling.factor`).
+fn gemma3_style(
+    md: &Metadata,
+    arch: &str,
+    layers: usize,
+    (hidden, heads, head_dim): (usize, usize, usize),
+) -> Result<BlockStyle, String> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut style = BlockStyle::for_architecture(Architecture::Gemma3);
+    let window_key = key("attention.sliding_window");
+    let window =
+        count(md, &window_key)?.ok_or_else(|| format!("metadata key `{window_key}` is missing"))?;
+    if window == 0 {
+        return Err(format!("{window_key} is 0"));
+    }
+    style.sliding_window = Some(size(window));
+    style.layer_types = BlockStyle::pattern_layers(layers, GEMMA3_SLIDING_PATTERN);
+    let scalar = if layers == 62 {
+        hidden.checked_div(heads).unwrap_or(0)
+    } else {
+        head_dim
+    };
+    style.query_pre_attn_scalar = Some(scalar as f64);
+    let type_key = key("rope.scaling.type");
+    match get_str(md, &type_key) {
+        None | Some("linear") | Some("none") => {}
+        Some(other) => {
+            return Err(format!(
+                "{type_key} is `{other}`; Gemma 3 is supported with linear scaling"
+            ))
+        }
+    }
+    let factor_key = key("rope.scaling.factor");
+    if let Some(f) = float(md, &factor_key)? {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(format!("{factor_key} is {f}, expected a positive number"));
+        }
+        style.rope_linear_factor = (f != 1.0).then_some(f as f32);
+    }
+    Ok(style)
 }
 
 /// Reads the tokenizer description. A SentencePiece-style vocabulary (`llama`) adds BOS
