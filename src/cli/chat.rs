@@ -47,6 +47,10 @@ pub struct ChatArgs {
     /// Print one JSON object (ids, text and timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Continue --prompt as plain text: no chat template, tokenized as the tokenizer does
+    /// by default (with the BOS the model adds), as a base model is used.
+    #[arg(long, requires = "prompt", conflicts_with = "system")]
+    pub raw: bool,
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
@@ -81,8 +85,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
     };
 
     if let Some(prompt) = &args.prompt {
-        messages.push(ChatMessage::new("user", prompt.clone()));
-        let ids = model.encode_chat(&messages, true)?;
+        let ids = if args.raw {
+            model.tokenizer.encode(prompt, true)?
+        } else {
+            messages.push(ChatMessage::new("user", prompt.clone()));
+            model.encode_chat(&messages, true)?
+        };
         let out = if args.json {
             infer::generate(
                 &model,
