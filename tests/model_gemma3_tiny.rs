@@ -323,9 +323,9 @@ fn packed_rows_longer_than_the_window_match_separate_sequences() {
 }
 
 /// A merged folder keeps the checkpoint's `w` of the `(1 + w)` norms and Gemma's norm
-/// names: it loads back with the same logits. GGUF export is refused with a reason.
+/// names: it loads back with the same logits.
 #[test]
-fn the_merged_folder_loads_back_and_gguf_export_says_why_not() {
+fn the_merged_folder_loads_back() {
     let (dir, m) = tiny();
     let out = dir.path().join("merged");
     finetune_studio::export::merge::write_hf_folder(&m, &out).unwrap();
@@ -337,14 +337,46 @@ fn the_merged_folder_loads_back_and_gguf_export_says_why_not() {
         &common::logits(&back, None, None, &ids),
     );
     assert!(diff < 1e-5, "merged folder logits differ by {diff}");
-    let err = finetune_studio::export::gguf::write_gguf(
-        &m,
-        &dir.path().join("g.gguf"),
-        finetune_studio::export::gguf::GgufType::F32,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("Gemma 3") && err.contains("g.gguf"), "{err}");
+}
+
+/// GGUF as llama.cpp writes Gemma 3 (its tensor names, norms holding `1 + w`, the window
+/// key) loads back with the same config and logits; a style llama.cpp cannot express (its
+/// layer kinds or attention scalar fixed by the shapes) is refused, naming the field.
+#[test]
+fn gguf_export_round_trips_what_llama_cpp_can_express() {
+    use finetune_studio::export::gguf::{write_gguf, GgufType};
+    let (dir, mut m) = tiny();
+    let path = dir.path().join("g.gguf");
+    let err = write_gguf(&m, &path, GgufType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer kinds") && err.contains("g.gguf"),
+        "{err}"
+    );
+    // Every sixth layer global: both layers of two slide.
+    m.transformer.config.style.layer_types = vec![LayerKind::Sliding; 2];
+    let err = write_gguf(&m, &path, GgufType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("query_pre_attn_scalar"), "{err}");
+    m.transformer.config.style.query_pre_attn_scalar = Some(m.config().head_dim as f64);
+    write_gguf(&m, &path, GgufType::F32).unwrap();
+    let g = model::load_gguf(&path, &Device::Cpu).unwrap();
+    let (mut want, mut got) = (m.config().clone(), g.config().clone());
+    // GGUF keeps no BOS/EOS beyond the tokenizer's and no context beyond its key.
+    (want.bos_token_id, got.bos_token_id) = (None, None);
+    (want.eos_token_ids, got.eos_token_ids) = (vec![], vec![]);
+    // The epsilon travels as f32.
+    assert!((got.rms_norm_eps - want.rms_norm_eps).abs() < 1e-12);
+    got.rms_norm_eps = want.rms_norm_eps;
+    assert_eq!(got, want);
+    let ids = [257u32, 40, 41, 42, 43, 44, 45, 46];
+    let diff = common::max_abs_diff(
+        &common::logits(&m, None, None, &ids),
+        &common::logits(&g, None, None, &ids),
+    );
+    assert!(diff < 1e-4, "GGUF logits differ by {diff}");
 }
 
 /// The trainer on the tiny Gemma: the loss falls on the echo set.

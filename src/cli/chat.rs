@@ -10,7 +10,8 @@ use crate::model::ChatMessage;
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// default, a Hugging Face folder, a .gguf file, or a hub repo id.
+    /// default, gemma3 (Gemma 3 270M, after `fetch-model --gemma3`), a Hugging Face folder,
+    /// a .gguf file, or a hub repo id.
     #[arg(long, default_value = "default")]
     pub model: String,
     /// A LoRA adapter folder (PEFT layout: a run's adapter/ or a checkpoint).

@@ -312,3 +312,96 @@ pub fn tokenizer_spec(md: &Metadata, path: &Path) -> Result<GgufTokenizerSpec, M
 pub fn chat_template(md: &Metadata) -> Option<String> {
     get_str(md, "tokenizer.chat_template").map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::LayerKind;
+
+    /// Gemma 3 270M's metadata as llama.cpp writes it (the keys the config reads).
+    fn gemma3_270m() -> Metadata {
+        let u = |n: u32| Value::U32(n);
+        HashMap::from([
+            (
+                "general.architecture".into(),
+                Value::String("gemma3".into()),
+            ),
+            ("gemma3.context_length".into(), u(32768)),
+            ("gemma3.embedding_length".into(), u(640)),
+            ("gemma3.block_count".into(), u(18)),
+            ("gemma3.feed_forward_length".into(), u(2048)),
+            ("gemma3.attention.head_count".into(), u(4)),
+            ("gemma3.attention.head_count_kv".into(), u(1)),
+            ("gemma3.attention.key_length".into(), u(256)),
+            ("gemma3.attention.value_length".into(), u(256)),
+            (
+                "gemma3.attention.layer_norm_rms_epsilon".into(),
+                Value::F32(1e-6),
+            ),
+            ("gemma3.rope.freq_base".into(), Value::F32(1e6)),
+            ("gemma3.attention.sliding_window".into(), u(512)),
+            ("gemma3.vocab_size".into(), u(262144)),
+            ("tokenizer.ggml.bos_token_id".into(), u(2)),
+            ("tokenizer.ggml.eos_token_id".into(), u(1)),
+        ])
+    }
+
+    fn read(md: &Metadata) -> Result<ModelConfig, String> {
+        config_from_metadata(md, false, Path::new("g.gguf")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn gemma3_metadata_gives_its_block_style() {
+        let c = read(&gemma3_270m()).unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        let s = &c.style;
+        assert_eq!(s.sliding_window, Some(512));
+        assert_eq!(s.query_pre_attn_scalar, Some(256.0));
+        assert_eq!(s.rope_local_theta, Some(10_000.0));
+        assert_eq!(s.rope_linear_factor, None);
+        let full: Vec<usize> = (0..18)
+            .filter(|&i| s.layer_kind(i) == LayerKind::Full)
+            .collect();
+        assert_eq!(full, [5, 11, 17]);
+        assert!(c.tie_word_embeddings && s.sandwich_norms && s.norm_unit_offset);
+
+        // 4B and larger scale their global layers' positions linearly.
+        let mut md = gemma3_270m();
+        md.insert(
+            "gemma3.rope.scaling.type".into(),
+            Value::String("linear".into()),
+        );
+        md.insert("gemma3.rope.scaling.factor".into(), Value::F32(8.0));
+        assert_eq!(read(&md).unwrap().style.rope_linear_factor, Some(8.0));
+    }
+
+    #[test]
+    fn bad_gemma3_metadata_names_the_key() {
+        let mut md = gemma3_270m();
+        md.remove("gemma3.attention.sliding_window");
+        let e = read(&md).unwrap_err();
+        assert!(
+            e.contains("g.gguf") && e.contains("gemma3.attention.sliding_window"),
+            "{e}"
+        );
+        md.insert("gemma3.attention.sliding_window".into(), Value::U32(0));
+        assert!(read(&md).unwrap_err().contains("sliding_window is 0"));
+        let mut md = gemma3_270m();
+        md.insert(
+            "gemma3.attention.sliding_window".into(),
+            Value::String("512".into()),
+        );
+        assert!(read(&md).unwrap_err().contains("expected an integer"));
+        let mut md = gemma3_270m();
+        md.insert(
+            "gemma3.rope.scaling.type".into(),
+            Value::String("yarn".into()),
+        );
+        assert!(read(&md).unwrap_err().contains("gemma3.rope.scaling.type"));
+        let mut md = gemma3_270m();
+        md.insert("gemma3.rope.scaling.factor".into(), Value::F32(f32::NAN));
+        assert!(read(&md)
+            .unwrap_err()
+            .contains("gemma3.rope.scaling.factor"));
+    }
+}
