@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                 &spans,
                 heads,
                 scale,
+                None,
             )?;
             total = (total + (out * &probe)?.sum_all()?)?;
         }

@@ -29,14 +29,34 @@ pub fn tiny_config(architecture: Architecture) -> ModelConfig {
         num_key_value_heads: 2,
         head_dim: 16,
         rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
+        // Gemma 3's local layers keep 10 000; its global ones get their own base.
+        rope_theta: if architecture == Architecture::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        },
         rope_scaling: None,
         max_position_embeddings: 2048,
         tie_word_embeddings: architecture != Architecture::Mistral,
         attention_bias: architecture.default_qkv_bias(),
         bos_token_id: Some(257),
         eos_token_ids: vec![258],
+        style: tiny_style(architecture),
     }
+}
+
+/// The tiny models' block style: Gemma 3's with a window of 5 on its first layer (so
+/// that short test prompts cross it), a second full layer, and an attention scalar that
+/// differs from the head dim.
+fn tiny_style(architecture: Architecture) -> crate::model::config::BlockStyle {
+    use crate::model::config::{BlockStyle, LayerKind};
+    let mut style = BlockStyle::for_architecture(architecture);
+    if architecture == Architecture::Gemma3 {
+        style.sliding_window = Some(5);
+        style.layer_types = vec![LayerKind::Sliding, LayerKind::Full];
+        style.query_pre_attn_scalar = Some(24.0);
+    }
+    style
 }
 
 /// GPT-2's printable spelling of a byte.
@@ -158,7 +178,11 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tenso
         }
         w(format!("{p}.input_layernorm.weight"), &[h], 0.1)?;
         w(format!("{p}.post_attention_layernorm.weight"), &[h], 0.1)?;
-        if cfg.architecture == Architecture::Qwen3 {
+        if cfg.style.sandwich_norms {
+            w(format!("{p}.pre_feedforward_layernorm.weight"), &[h], 0.1)?;
+            w(format!("{p}.post_feedforward_layernorm.weight"), &[h], 0.1)?;
+        }
+        if cfg.style.qk_norm {
             w(format!("{p}.self_attn.q_norm.weight"), &[cfg.head_dim], 0.1)?;
             w(format!("{p}.self_attn.k_norm.weight"), &[cfg.head_dim], 0.1)?;
         }
@@ -175,7 +199,9 @@ pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<Vec<(String, Tenso
     let out = out
         .into_iter()
         .map(|(n, t)| {
-            if n.ends_with("norm.weight") || n.ends_with("layernorm.weight") {
+            // Gemma's checkpoints store the norms' offset from one.
+            let near_one = !cfg.style.norm_unit_offset;
+            if near_one && (n.ends_with("norm.weight") || n.ends_with("layernorm.weight")) {
                 let t = (t + 1.0)?;
                 Ok((n, t))
             } else {

@@ -9,11 +9,12 @@ use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Cache, Forward};
 use finetune_studio::testkit::write_tiny_model;
 
-const ARCHS: [Architecture; 4] = [
+const ARCHS: [Architecture; 5] = [
     Architecture::Llama,
     Architecture::Mistral,
     Architecture::Qwen2,
     Architecture::Qwen3,
+    Architecture::Gemma3,
 ];
 
 fn tiny(arch: Architecture) -> (tempfile::TempDir, model::Model) {
@@ -108,7 +109,8 @@ fn differentiable_path_matches_fast_path() {
 
 #[test]
 fn gguf_written_by_export_loads_back_with_same_logits_and_tokens() {
-    for arch in ARCHS {
+    // Gemma 3's GGUF export is refused (tests/model_gemma3_tiny.rs).
+    for arch in ARCHS.into_iter().filter(|a| *a != Architecture::Gemma3) {
         let (dir, m) = tiny(arch);
         let path = dir.path().join("tiny.gguf");
         write_gguf(&m, &path, GgufType::F32).unwrap();

@@ -10,7 +10,8 @@ use crate::model::ChatMessage;
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// default, a Hugging Face folder, a .gguf file, or a hub repo id.
+    /// default, gemma3 (Gemma 3 270M, after `fetch-model --gemma3`), a Hugging Face folder,
+    /// a .gguf file, or a hub repo id.
     #[arg(long, default_value = "default")]
     pub model: String,
     /// A LoRA adapter folder (PEFT layout: a run's adapter/ or a checkpoint).
@@ -47,6 +48,10 @@ pub struct ChatArgs {
     /// Print one JSON object (ids, text and timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Continue --prompt as plain text: no chat template, tokenized as the tokenizer does
+    /// by default (with the BOS the model adds), as a base model is used.
+    #[arg(long, requires = "prompt", conflicts_with = "system")]
+    pub raw: bool,
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
@@ -81,8 +86,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
     };
 
     if let Some(prompt) = &args.prompt {
-        messages.push(ChatMessage::new("user", prompt.clone()));
-        let ids = model.encode_chat(&messages, true)?;
+        let ids = if args.raw {
+            model.tokenizer.encode(prompt, true)?
+        } else {
+            messages.push(ChatMessage::new("user", prompt.clone()));
+            model.encode_chat(&messages, true)?
+        };
         let out = if args.json {
             infer::generate(
                 &model,

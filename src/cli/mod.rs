@@ -59,8 +59,9 @@ pub enum Command {
     /// Mean cross-entropy of a model on a dataset's assistant tokens (--data), or the pass
     /// rates of an eval suite of verifiable checks (--suite FILE|builtin).
     Eval(eval::EvalArgs),
-    /// Download the default model (SmolLM2-135M-Instruct) if it is missing.
-    FetchModel,
+    /// Download the default model (SmolLM2-135M-Instruct), or with --gemma3 Gemma 3 270M,
+    /// if it is missing.
+    FetchModel(fetch::FetchArgs),
     /// Inspect, validate and convert datasets.
     Dataset(dataset::DatasetArgs),
     /// Train a LoRA adapter from a run config (TOML), or resume a run.
@@ -79,7 +80,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Chat(args) => chat::run(args),
         Command::Eval(args) => eval::run(args),
-        Command::FetchModel => fetch::run(),
+        Command::FetchModel(args) => fetch::run(args),
         Command::Dataset(args) => dataset::run(args, &|spec| {
             let model = load_model(spec)?;
             Ok(Box::new(model.tokenizer) as Box<dyn crate::data::TokenCounter>)
@@ -134,7 +135,7 @@ mod tests {
     #[test]
     fn subcommands_are_not_paths() {
         let cli = parse(&["fetch-model"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::FetchModel)));
+        assert!(matches!(cli.command, Some(Command::FetchModel(_))));
         assert!(cli.dataset.is_none());
         let cli = parse(&["dataset", "stats", "x.json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Dataset(_))));

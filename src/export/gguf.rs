@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Tensor;
 
 use crate::model::config::Architecture;
-use crate::model::weights::{hf_to_gguf_name, permute_qk};
+use crate::model::weights::{hf_to_gguf_name_in, permute_qk};
 use crate::model::{Model, ModelError};
 use crate::text::tokenizer_spm::{token_type, SpmVocab};
 
@@ -142,6 +142,7 @@ fn gguf_arch(a: Architecture) -> &'static str {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
         Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma3 => "gemma3",
     }
 }
 
@@ -156,14 +157,30 @@ pub fn named_weights(model: &Model) -> candle_core::Result<Vec<(String, Tensor)>
     )];
     for (i, l) in t.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
+        // Gemma's checkpoints keep `w` of its `x · (1 + w)` norms; the layers hold `1 + w`.
+        let stored = |n: &crate::model::transformer::RmsNorm| -> candle_core::Result<Tensor> {
+            if model.config().style.norm_unit_offset {
+                n.weight.affine(1.0, -1.0)
+            } else {
+                Ok(n.weight.clone())
+            }
+        };
         out.push((
             format!("{p}.input_layernorm.weight"),
-            l.input_norm.weight.clone(),
+            stored(&l.input_norm)?,
         ));
-        out.push((
-            format!("{p}.post_attention_layernorm.weight"),
-            l.post_attention_norm.weight.clone(),
-        ));
+        let pre_mlp = if l.attn_out_norm.is_some() {
+            "pre_feedforward_layernorm"
+        } else {
+            "post_attention_layernorm"
+        };
+        out.push((format!("{p}.{pre_mlp}.weight"), stored(&l.pre_mlp_norm)?));
+        if let Some(n) = &l.attn_out_norm {
+            out.push((format!("{p}.post_attention_layernorm.weight"), stored(n)?));
+        }
+        if let Some(n) = &l.mlp_out_norm {
+            out.push((format!("{p}.post_feedforward_layernorm.weight"), stored(n)?));
+        }
         for target in crate::model::lora::LoraTarget::ALL {
             let lin = l.linear(target);
             let base = format!("{p}.{}.{}", target.parent(), target.module_name());
@@ -173,13 +190,18 @@ pub fn named_weights(model: &Model) -> candle_core::Result<Vec<(String, Tensor)>
             }
         }
         if let Some(n) = &l.q_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), n.weight.clone()));
+            out.push((format!("{p}.self_attn.q_norm.weight"), stored(n)?));
         }
         if let Some(n) = &l.k_norm {
-            out.push((format!("{p}.self_attn.k_norm.weight"), n.weight.clone()));
+            out.push((format!("{p}.self_attn.k_norm.weight"), stored(n)?));
         }
     }
-    out.push(("model.norm.weight".to_string(), t.norm.weight.clone()));
+    let final_norm = if model.config().style.norm_unit_offset {
+        t.norm.weight.affine(1.0, -1.0)?
+    } else {
+        t.norm.weight.clone()
+    };
+    out.push(("model.norm.weight".to_string(), final_norm));
     if !t.ties_embeddings() {
         out.push(("lm_head.weight".to_string(), t.lm_head.weight.to_f32(dev)?));
     }
@@ -388,6 +410,13 @@ pub fn write_gguf_with(
     source: &HashMap<String, GgmlDType>,
 ) -> Result<(), ModelError> {
     let c = model.config();
+    let gemma = c.architecture == Architecture::Gemma3;
+    if gemma {
+        gemma3_representable(c).map_err(|message| ModelError::Config {
+            path: path.into(),
+            message,
+        })?;
+    }
     let arch = gguf_arch(c.architecture);
     let u32_keys: [(&str, usize); 10] = [
         ("context_length", c.max_position_embeddings),
@@ -420,14 +449,21 @@ pub fn write_gguf_with(
             .iter()
             .map(|(k, v)| (format!("{arch}.{k}"), Value::U32(*v as u32))),
     );
+    if gemma {
+        md.extend(gemma3_metadata(c));
+    }
     md.extend(tokenizer_metadata(model)?);
     let permute = arch == "llama";
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     for (name, t) in named_weights(model)? {
-        let Some(gname) = hf_to_gguf_name(&name) else {
+        let Some(gname) = hf_to_gguf_name_in(&name, c.style.sandwich_norms) else {
             continue;
         };
         let mut t = t.contiguous()?;
+        if c.style.norm_unit_offset && name.ends_with("norm.weight") {
+            // llama.cpp's files hold `1 + w` of the `(1 + w)` norms (its converter adds it).
+            t = (t + 1.0)?;
+        }
         if permute && gname.ends_with("attn_q.weight") {
             t = permute_qk(&t, c.num_attention_heads)?;
         } else if permute && gname.ends_with("attn_k.weight") {
@@ -467,6 +503,58 @@ pub fn write_gguf_with(
         gguf_file::write(&mut w, &md_refs, &t_refs).map_err(std::io::Error::other)
     })?;
     Ok(())
+}
+
+/// Whether llama.cpp can express `c`'s Gemma 3 style: it fixes every sixth layer as the
+/// global one, the sliding layers' RoPE base at 10 000 and derives the attention scale
+/// from the shapes (as `model::gguf` reads it back); anything else would load differently.
+fn gemma3_representable(c: &crate::model::ModelConfig) -> Result<(), String> {
+    use crate::model::block_style::{BlockStyle, GEMMA3_LOCAL_ROPE_THETA, GEMMA3_SLIDING_PATTERN};
+    let s = &c.style;
+    let layers = c.num_hidden_layers;
+    let kinds: Vec<_> = (0..layers).map(|i| s.layer_kind(i)).collect();
+    if kinds != BlockStyle::pattern_layers(layers, GEMMA3_SLIDING_PATTERN)
+        || s.sliding_window.is_none()
+    {
+        return Err("GGUF cannot hold this Gemma 3's layer kinds: llama.cpp makes every sixth layer global and the others sliding; export a merged Hugging Face folder instead".into());
+    }
+    let scalar = if layers == 62 {
+        c.hidden_size / c.num_attention_heads.max(1)
+    } else {
+        c.head_dim
+    };
+    if s.query_pre_attn_scalar != Some(scalar as f64) {
+        return Err(format!(
+            "GGUF cannot hold query_pre_attn_scalar {:?}: llama.cpp uses {scalar} for this shape; export a merged Hugging Face folder instead",
+            s.query_pre_attn_scalar
+        ));
+    }
+    if s.rope_local_theta != Some(GEMMA3_LOCAL_ROPE_THETA) {
+        return Err(format!(
+            "GGUF cannot hold a sliding-layer RoPE base of {:?}: llama.cpp fixes it at 10000; export a merged Hugging Face folder instead",
+            s.rope_local_theta
+        ));
+    }
+    Ok(())
+}
+
+/// Gemma 3's keys besides the common ones: the window and the global layers' scaling.
+fn gemma3_metadata(c: &crate::model::ModelConfig) -> Vec<(String, Value)> {
+    let mut md = Vec::new();
+    if let Some(w) = c.style.sliding_window {
+        md.push((
+            "gemma3.attention.sliding_window".to_string(),
+            Value::U32(w as u32),
+        ));
+    }
+    if let Some(f) = c.style.rope_linear_factor {
+        md.push((
+            "gemma3.rope.scaling.type".to_string(),
+            Value::String("linear".into()),
+        ));
+        md.push(("gemma3.rope.scaling.factor".to_string(), Value::F32(f)));
+    }
+    md
 }
 
 /// llama.cpp's `general.file_type` for the type most of `types`' matrices have.

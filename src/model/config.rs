@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::block_style::{BlockStyle, GateActivation, LayerKind};
 use super::ModelError;
 
 /// The architectures the one transformer implementation covers.
@@ -17,6 +18,9 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3: RMSNorm on queries and keys per head, no q/k/v bias.
     Qwen3,
+    /// Gemma 3 (text): GeGLU, `(1 + w)` norms, four norms per block, q/k norm, scaled
+    /// embeddings, sliding-window layers with their own RoPE base ([`BlockStyle`]).
+    Gemma3,
 }
 
 impl Architecture {
@@ -27,6 +31,7 @@ impl Architecture {
             Architecture::Mistral => "mistral",
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3_text",
         }
     }
 
@@ -37,6 +42,7 @@ impl Architecture {
             Architecture::Mistral => "MistralForCausalLM",
             Architecture::Qwen2 => "Qwen2ForCausalLM",
             Architecture::Qwen3 => "Qwen3ForCausalLM",
+            Architecture::Gemma3 => "Gemma3ForCausalLM",
         }
     }
 
@@ -46,7 +52,18 @@ impl Architecture {
             "mistral" => Some(Architecture::Mistral),
             "qwen2" => Some(Architecture::Qwen2),
             "qwen3" => Some(Architecture::Qwen3),
+            "gemma3_text" => Some(Architecture::Gemma3),
             _ => None,
+        }
+    }
+
+    /// The architecture of a GGUF file's `general.architecture` (llama.cpp calls Gemma 3's
+    /// text model `gemma3`).
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        match name {
+            "gemma3" => Some(Architecture::Gemma3),
+            "gemma3_text" => None,
+            other => Self::from_model_type(other),
         }
     }
 
@@ -84,6 +101,9 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// How this family's blocks differ from Llama's (activation, norms, windows…).
+    #[serde(default)]
+    pub style: BlockStyle,
 }
 
 /// How a file names each field of [`ModelConfig`], for error messages (the JSON field of
@@ -173,7 +193,7 @@ pub mod limits {
 }
 
 /// A short rendering of a JSON value for messages (long strings and containers cut).
-fn show(v: &serde_json::Value) -> String {
+pub(super) fn show(v: &serde_json::Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 40 {
         format!("{}…", s.chars().take(40).collect::<String>())
@@ -183,17 +203,17 @@ fn show(v: &serde_json::Value) -> String {
 }
 
 /// Reads the fields of a `config.json` object, each error naming the field.
-struct JsonFields<'a> {
-    obj: &'a serde_json::Map<String, serde_json::Value>,
+pub(super) struct JsonFields<'a> {
+    pub(super) obj: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl JsonFields<'_> {
     /// The field, `None` when absent or `null` (transformers writes `null` for unset).
-    fn get(&self, key: &str) -> Option<&serde_json::Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&serde_json::Value> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
 
-    fn count(&self, key: &str) -> Result<Option<usize>, String> {
+    pub(super) fn count(&self, key: &str) -> Result<Option<usize>, String> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -203,12 +223,12 @@ impl JsonFields<'_> {
             .ok_or_else(|| format!("`{key}` is {}, expected a non-negative integer", show(v)))
     }
 
-    fn required_count(&self, key: &str) -> Result<usize, String> {
+    pub(super) fn required_count(&self, key: &str) -> Result<usize, String> {
         self.count(key)?
             .ok_or_else(|| format!("`{key}` is missing"))
     }
 
-    fn float(&self, key: &str) -> Result<Option<f64>, String> {
+    pub(super) fn float(&self, key: &str) -> Result<Option<f64>, String> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -217,7 +237,7 @@ impl JsonFields<'_> {
             .ok_or_else(|| format!("`{key}` is {}, expected a number", show(v)))
     }
 
-    fn flag(&self, key: &str) -> Result<Option<bool>, String> {
+    pub(super) fn flag(&self, key: &str) -> Result<Option<bool>, String> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -226,7 +246,7 @@ impl JsonFields<'_> {
             .ok_or_else(|| format!("`{key}` is {}, expected true or false", show(v)))
     }
 
-    fn string(&self, key: &str) -> Result<Option<&str>, String> {
+    pub(super) fn string(&self, key: &str) -> Result<Option<&str>, String> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
@@ -236,7 +256,7 @@ impl JsonFields<'_> {
     }
 
     /// A token id or a list of them (`eos_token_id` may be either).
-    fn token_ids(&self, key: &str) -> Result<Vec<u32>, String> {
+    pub(super) fn token_ids(&self, key: &str) -> Result<Vec<u32>, String> {
         let one = |v: &serde_json::Value| {
             v.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
@@ -352,6 +372,12 @@ impl ModelConfig {
         let head_dim =
             stated_head_dim.unwrap_or_else(|| hidden_size.checked_div(heads).unwrap_or(0));
         let rope_params = fields.get("rope_parameters");
+        let gemma = match architecture {
+            Architecture::Gemma3 => {
+                Some(super::config_gemma3::read_hf(&fields, num_hidden_layers).map_err(bad)?)
+            }
+            _ => None,
+        };
         let rope_theta = match fields.float("rope_theta").map_err(bad)? {
             Some(t) => t,
             None => match rope_params.and_then(|p| p.get("rope_theta")) {
@@ -365,9 +391,14 @@ impl ModelConfig {
             },
         } as f32;
         let rope_scaling = match (fields.get("rope_scaling"), rope_params) {
+            _ if gemma.is_some() => None,
             (Some(v), _) => parse_rope_scaling(v, "rope_scaling").map_err(bad)?,
             (None, Some(p)) => parse_rope_scaling(p, "rope_parameters").map_err(bad)?,
             _ => None,
+        };
+        let (rope_theta, style) = match gemma {
+            Some(g) => (g.rope_theta, g.style),
+            None => (rope_theta, BlockStyle::for_architecture(architecture)),
         };
         let config = Self {
             architecture,
@@ -388,7 +419,8 @@ impl ModelConfig {
             tie_word_embeddings: fields
                 .flag("tie_word_embeddings")
                 .map_err(bad)?
-                .unwrap_or(false),
+                // Gemma's configs leave it to the class default, which ties.
+                .unwrap_or(architecture == Architecture::Gemma3),
             attention_bias: fields
                 .flag("attention_bias")
                 .map_err(bad)?
@@ -399,6 +431,7 @@ impl ModelConfig {
                 .first()
                 .copied(),
             eos_token_ids: fields.token_ids("eos_token_id").map_err(bad)?,
+            style,
         };
         config.validate(
             std::path::Path::new(source),
@@ -541,6 +574,7 @@ impl ModelConfig {
                 )));
             }
         }
+        self.style.check(self.num_hidden_layers).map_err(bad)?;
         if self
             .checked_parameter_count()
             .and_then(|n| n.checked_mul(4))
@@ -581,6 +615,9 @@ impl ModelConfig {
             [one] => v["eos_token_id"] = (*one).into(),
             many => v["eos_token_id"] = many.to_vec().into(),
         }
+        if self.architecture == Architecture::Gemma3 {
+            super::config_gemma3::write_hf(self, &mut v);
+        }
         if let Some(s) = self.rope_scaling {
             v["rope_scaling"] = serde_json::json!({
                 "rope_type": "llama3",
@@ -591,6 +628,16 @@ impl ModelConfig {
             });
         }
         v
+    }
+
+    /// The factor on attention scores: `1 / √query_pre_attn_scalar` where the style sets
+    /// it (Gemma), else `1 / √head_dim`.
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / self
+            .style
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim as f64)
+            .sqrt()
     }
 
     /// Bytes the weights take in memory: the studio computes in f32, four bytes each,
@@ -615,7 +662,7 @@ impl ModelConfig {
             .checked_mul(2)?
             .checked_add(h.checked_mul(kv)?.checked_mul(2)?)?
             .checked_add(h.checked_mul(self.intermediate_size)?.checked_mul(3)?)?
-            .checked_add(h.checked_mul(2)?)?;
+            .checked_add(h.checked_mul(if self.style.sandwich_norms { 4 } else { 2 })?)?;
         let embed = self.vocab_size.checked_mul(h)?;
         let head = if self.tie_word_embeddings { 0 } else { embed };
         self.num_hidden_layers

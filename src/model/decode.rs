@@ -34,18 +34,34 @@ pub fn step(
     }
     let ids = Tensor::new(&[token], model.device())?;
     let mut x: Vec<f32> = model.embed_tokens.rows(&ids)?.flatten_all()?.to_vec1()?;
-    let (cos, sin) = model.rope.range(pos, 1)?;
-    let (cos, sin): (Vec<f32>, Vec<f32>) =
-        (cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?);
+    if cfg.style.scale_embeddings {
+        // As the prefill: √hidden rounded to f32, then one product per value.
+        let s = (cfg.hidden_size as f64).sqrt() as f32;
+        x.iter_mut().for_each(|v| *v *= s);
+    }
+    let tables = |rope: &super::rope::Rope| -> Result<(Vec<f32>, Vec<f32>)> {
+        let (cos, sin) = rope.range(pos, 1)?;
+        Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?))
+    };
+    let full = tables(&model.rope)?;
+    let local = match &model.rope_local {
+        Some(r) => Some(tables(r)?),
+        None => None,
+    };
     let (nh, nkv, hd) = (
         cfg.num_attention_heads,
         cfg.num_key_value_heads,
         cfg.head_dim,
     );
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.attention_scale() as f32;
     let mut xn = vec![0f32; cfg.hidden_size];
     for (i, l) in model.layers.iter().enumerate() {
         let pair = |t: LoraTarget| lora.and_then(|s| s.get(i, t));
+        let window = cfg.style.window(i);
+        let (cos, sin) = match (window, &local) {
+            (Some(_), Some(local)) => local,
+            _ => &full,
+        };
         norm(&l.input_norm, &x, &mut xn)?;
         let mut q = linear(&l.q_proj, &xn, pair(LoraTarget::QProj))?;
         let mut k = linear(&l.k_proj, &xn, pair(LoraTarget::KProj))?;
@@ -54,19 +70,25 @@ pub fn step(
             norm_heads(qn, &mut q, hd)?;
             norm_heads(kn, &mut k, hd)?;
         }
-        rotate(&mut q, hd, &cos, &sin);
-        rotate(&mut k, hd, &cos, &sin);
+        rotate(&mut q, hd, cos, sin);
+        rotate(&mut k, hd, cos, sin);
         let layer_cache = &mut cache.layers[i];
         layer_cache.append(&k, &v);
-        let attn = attend(&q, layer_cache, (nh, nkv, hd), scale);
-        let o = linear(&l.o_proj, &attn, pair(LoraTarget::OProj))?;
+        let attn = attend(&q, layer_cache, (nh, nkv, hd), scale, window);
+        let mut o = linear(&l.o_proj, &attn, pair(LoraTarget::OProj))?;
+        if let Some(n) = &l.attn_out_norm {
+            norm_in_place(n, &mut o)?;
+        }
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-        norm(&l.post_attention_norm, &x, &mut xn)?;
+        norm(&l.pre_mlp_norm, &x, &mut xn)?;
         let gate = linear(&l.gate_proj, &xn, pair(LoraTarget::GateProj))?;
         let up = linear(&l.up_proj, &xn, pair(LoraTarget::UpProj))?;
         let mut act = vec![0f32; gate.len()];
-        vec_math::silu_mul(&gate, &up, &mut act);
-        let down = linear(&l.down_proj, &act, pair(LoraTarget::DownProj))?;
+        cfg.style.activation.forward(&gate, &up, &mut act);
+        let mut down = linear(&l.down_proj, &act, pair(LoraTarget::DownProj))?;
+        if let Some(n) = &l.mlp_out_norm {
+            norm_in_place(n, &mut down)?;
+        }
         x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
     }
     let mut out = vec![0f32; x.len()];
@@ -81,7 +103,13 @@ fn norm(n: &RmsNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
     })
 }
 
-/// RMSNorm of each `hd`-value head of `x`, in place (Qwen3's q/k norm).
+/// RMSNorm of `x` in place (Gemma's norms of the attention and MLP outputs).
+fn norm_in_place(n: &RmsNorm, x: &mut [f32]) -> Result<()> {
+    let src = x.to_vec();
+    norm(n, &src, x)
+}
+
+/// RMSNorm of each `hd`-value head of `x`, in place (Qwen3's and Gemma 3's q/k norm).
 fn norm_heads(n: &RmsNorm, x: &mut [f32], hd: usize) -> Result<()> {
     with_slice(&n.weight, |w| {
         for head in x.chunks_exact_mut(hd) {
@@ -141,19 +169,24 @@ fn rotate(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Attention of one query token over every cached position, each query head against its
-/// KV head; heads split over the threads when the history is long enough to pay for it.
+/// Attention of one query token over every cached position (the last `window` of them on
+/// a sliding layer), each query head against its KV head; heads split over the threads
+/// when the history is long enough to pay for it.
 fn attend(
     q: &[f32],
     cache: &LayerKv,
     (nh, nkv, hd): (usize, usize, usize),
     scale: f32,
+    window: Option<usize>,
 ) -> Vec<f32> {
     let n_rep = nh / nkv.max(1);
     let len = cache.len();
+    let skip = window.map_or(0, |w| len.saturating_sub(w));
+    let len = len - skip;
     let mut out = vec![0f32; nh * hd];
     let one_head = |h: usize, o: &mut [f32]| {
         let (k, v) = cache.head(h / n_rep.max(1));
+        let (k, v) = (&k[skip * hd..], &v[skip * hd..]);
         let qh = &q[h * hd..(h + 1) * hd];
         let mut scores: Vec<f32> = k.chunks_exact(hd).map(|kr| vec_math::dot(qh, kr)).collect();
         vec_math::softmax_in_place(&mut scores, scale);

@@ -8,7 +8,7 @@ pub enum ModelError {
     Config { path: PathBuf, message: String },
 
     #[error(
-        "{path}: unsupported architecture `{found}` (supported: llama, mistral, qwen2, qwen3)"
+        "{path}: unsupported architecture `{found}` (supported: llama, mistral, qwen2, qwen3, gemma3)"
     )]
     UnsupportedArchitecture { path: PathBuf, found: String },
 

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 
+use super::block_style::{BlockStyle, GEMMA3_SLIDING_PATTERN};
 use super::config::{Architecture, ConfigKeys, ModelConfig};
 use super::ModelError;
 use crate::text::tokenizer::GgufTokenizerSpec;
@@ -132,7 +133,7 @@ pub fn config_from_metadata(
         message,
     };
     let arch_name = architecture_name(md).unwrap_or("");
-    let architecture = Architecture::from_model_type(arch_name).ok_or_else(|| {
+    let architecture = Architecture::from_gguf_name(arch_name).ok_or_else(|| {
         ModelError::UnsupportedArchitecture {
             path: path.into(),
             found: arch_name.to_string(),
@@ -167,18 +168,30 @@ pub fn config_from_metadata(
         keys.vocab_size = "the length of tokenizer.ggml.tokens".into();
     }
     let eos = token_id(md, "tokenizer.ggml.eos_token_id").map_err(bad)?;
+    let layers = need("block_count")?;
+    let style = match architecture {
+        Architecture::Gemma3 => {
+            gemma3_style(md, arch_name, layers, (hidden, heads, head_dim)).map_err(bad)?
+        }
+        _ => BlockStyle::for_architecture(architecture),
+    };
+    let default_eps = if architecture == Architecture::Gemma3 {
+        1e-6
+    } else {
+        1e-5
+    };
     let config = ModelConfig {
         architecture,
         vocab_size: vocab,
         hidden_size: hidden,
         intermediate_size: need("feed_forward_length")?,
-        num_hidden_layers: need("block_count")?,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
         rms_norm_eps: float(md, &key("attention.layer_norm_rms_epsilon"))
             .map_err(bad)?
-            .unwrap_or(1e-5),
+            .unwrap_or(default_eps),
         rope_theta: float(md, &key("rope.freq_base"))
             .map_err(bad)?
             .unwrap_or(10_000.0) as f32,
@@ -188,6 +201,7 @@ pub fn config_from_metadata(
         attention_bias: architecture.default_qkv_bias(),
         bos_token_id: token_id(md, "tokenizer.ggml.bos_token_id").map_err(bad)?,
         eos_token_ids: eos.into_iter().collect(),
+        style,
     };
     config.validate(path, &keys)?;
     // The transformer gives keys and values the same head dim and rotates all of it.
@@ -207,6 +221,52 @@ pub fn config_from_metadata(
         }
     }
     Ok(config)
+}
+
+/// Gemma 3's block style from llama.cpp's metadata: the window
+/// (`{arch}.attention.sliding_window`), every sixth layer global, the sliding layers' RoPE
+/// base of 10 000 and the attention scale, which llama.cpp does not store but derives as
+/// it is done here (`1/√head_dim`, or `1/√(hidden / heads)` for the 62-layer 27B), and
+/// the global layers' linear RoPE scaling (`{arch}.rope.scaling.factor`).
+fn gemma3_style(
+    md: &Metadata,
+    arch: &str,
+    layers: usize,
+    (hidden, heads, head_dim): (usize, usize, usize),
+) -> Result<BlockStyle, String> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut style = BlockStyle::for_architecture(Architecture::Gemma3);
+    let window_key = key("attention.sliding_window");
+    let window =
+        count(md, &window_key)?.ok_or_else(|| format!("metadata key `{window_key}` is missing"))?;
+    if window == 0 {
+        return Err(format!("{window_key} is 0"));
+    }
+    style.sliding_window = Some(size(window));
+    style.layer_types = BlockStyle::pattern_layers(layers, GEMMA3_SLIDING_PATTERN);
+    let scalar = if layers == 62 {
+        hidden.checked_div(heads).unwrap_or(0)
+    } else {
+        head_dim
+    };
+    style.query_pre_attn_scalar = Some(scalar as f64);
+    let type_key = key("rope.scaling.type");
+    match get_str(md, &type_key) {
+        None | Some("linear") | Some("none") => {}
+        Some(other) => {
+            return Err(format!(
+                "{type_key} is `{other}`; Gemma 3 is supported with linear scaling"
+            ))
+        }
+    }
+    let factor_key = key("rope.scaling.factor");
+    if let Some(f) = float(md, &factor_key)? {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(format!("{factor_key} is {f}, expected a positive number"));
+        }
+        style.rope_linear_factor = (f != 1.0).then_some(f as f32);
+    }
+    Ok(style)
 }
 
 /// Reads the tokenizer description. A SentencePiece-style vocabulary (`llama`) adds BOS
@@ -251,4 +311,97 @@ pub fn tokenizer_spec(md: &Metadata, path: &Path) -> Result<GgufTokenizerSpec, M
 /// The chat template, when the file has one.
 pub fn chat_template(md: &Metadata) -> Option<String> {
     get_str(md, "tokenizer.chat_template").map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::LayerKind;
+
+    /// Gemma 3 270M's metadata as llama.cpp writes it (the keys the config reads).
+    fn gemma3_270m() -> Metadata {
+        let u = |n: u32| Value::U32(n);
+        HashMap::from([
+            (
+                "general.architecture".into(),
+                Value::String("gemma3".into()),
+            ),
+            ("gemma3.context_length".into(), u(32768)),
+            ("gemma3.embedding_length".into(), u(640)),
+            ("gemma3.block_count".into(), u(18)),
+            ("gemma3.feed_forward_length".into(), u(2048)),
+            ("gemma3.attention.head_count".into(), u(4)),
+            ("gemma3.attention.head_count_kv".into(), u(1)),
+            ("gemma3.attention.key_length".into(), u(256)),
+            ("gemma3.attention.value_length".into(), u(256)),
+            (
+                "gemma3.attention.layer_norm_rms_epsilon".into(),
+                Value::F32(1e-6),
+            ),
+            ("gemma3.rope.freq_base".into(), Value::F32(1e6)),
+            ("gemma3.attention.sliding_window".into(), u(512)),
+            ("gemma3.vocab_size".into(), u(262144)),
+            ("tokenizer.ggml.bos_token_id".into(), u(2)),
+            ("tokenizer.ggml.eos_token_id".into(), u(1)),
+        ])
+    }
+
+    fn read(md: &Metadata) -> Result<ModelConfig, String> {
+        config_from_metadata(md, false, Path::new("g.gguf")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn gemma3_metadata_gives_its_block_style() {
+        let c = read(&gemma3_270m()).unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        let s = &c.style;
+        assert_eq!(s.sliding_window, Some(512));
+        assert_eq!(s.query_pre_attn_scalar, Some(256.0));
+        assert_eq!(s.rope_local_theta, Some(10_000.0));
+        assert_eq!(s.rope_linear_factor, None);
+        let full: Vec<usize> = (0..18)
+            .filter(|&i| s.layer_kind(i) == LayerKind::Full)
+            .collect();
+        assert_eq!(full, [5, 11, 17]);
+        assert!(c.tie_word_embeddings && s.sandwich_norms && s.norm_unit_offset);
+
+        // 4B and larger scale their global layers' positions linearly.
+        let mut md = gemma3_270m();
+        md.insert(
+            "gemma3.rope.scaling.type".into(),
+            Value::String("linear".into()),
+        );
+        md.insert("gemma3.rope.scaling.factor".into(), Value::F32(8.0));
+        assert_eq!(read(&md).unwrap().style.rope_linear_factor, Some(8.0));
+    }
+
+    #[test]
+    fn bad_gemma3_metadata_names_the_key() {
+        let mut md = gemma3_270m();
+        md.remove("gemma3.attention.sliding_window");
+        let e = read(&md).unwrap_err();
+        assert!(
+            e.contains("g.gguf") && e.contains("gemma3.attention.sliding_window"),
+            "{e}"
+        );
+        md.insert("gemma3.attention.sliding_window".into(), Value::U32(0));
+        assert!(read(&md).unwrap_err().contains("sliding_window is 0"));
+        let mut md = gemma3_270m();
+        md.insert(
+            "gemma3.attention.sliding_window".into(),
+            Value::String("512".into()),
+        );
+        assert!(read(&md).unwrap_err().contains("expected an integer"));
+        let mut md = gemma3_270m();
+        md.insert(
+            "gemma3.rope.scaling.type".into(),
+            Value::String("yarn".into()),
+        );
+        assert!(read(&md).unwrap_err().contains("gemma3.rope.scaling.type"));
+        let mut md = gemma3_270m();
+        md.insert("gemma3.rope.scaling.factor".into(), Value::F32(f32::NAN));
+        assert!(read(&md)
+            .unwrap_err()
+            .contains("gemma3.rope.scaling.factor"));
+    }
 }

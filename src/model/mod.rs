@@ -5,7 +5,9 @@
 //! [`load_resolved`] loads a model at a known location; `crate::hub::load` resolves the
 //! `--model` argument first.
 
+pub mod block_style;
 pub mod config;
+mod config_gemma3;
 pub mod decode;
 mod error;
 pub mod gguf;
@@ -74,7 +76,8 @@ impl Model {
     /// Bytes the weights hold as loaded (quantized matrices at their stored size).
     pub fn weight_bytes(&self) -> usize {
         let cfg = self.config();
-        let norms = (2 * cfg.num_hidden_layers + 1) * cfg.hidden_size * 4;
+        let per_layer = if cfg.style.sandwich_norms { 4 } else { 2 };
+        let norms = (per_layer * cfg.num_hidden_layers + 1) * cfg.hidden_size * 4;
         self.transformer.matrix_bytes() + norms
     }
 
@@ -123,6 +126,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
 fn hf_chat_template(
     dir: &Path,
     tok_cfg: &serde_json::Value,
+    architecture: Architecture,
 ) -> Result<(String, String), ModelError> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
@@ -147,17 +151,38 @@ fn hf_chat_template(
                 .into()
             })
         }
-        _ => Ok((
+        _ => Ok(builtin_template(architecture)),
+    }
+}
+
+/// Gemma's chat template (Gemma 3's own, as Google's instruction-tuned models ship it):
+/// the system turn folded into the first user turn, the assistant named `model`.
+pub const GEMMA_TEMPLATE: &str = include_str!("../../assets/templates/gemma.jinja");
+
+/// The template of a model that ships none, and how to name it: Gemma's for the Gemma
+/// family (its tokenizer has the turn markers), ChatML for the rest.
+fn builtin_template(architecture: Architecture) -> (String, String) {
+    match architecture {
+        Architecture::Gemma3 => (
+            GEMMA_TEMPLATE.to_string(),
+            "built-in Gemma template (the model ships none)".into(),
+        ),
+        _ => (
             FALLBACK_TEMPLATE.to_string(),
             "built-in ChatML template (the model ships none)".into(),
-        )),
+        ),
     }
 }
 
 /// ChatML, for base models that ship no template.
 pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-fn stop_ids(config: &ModelConfig, tokenizer: &Tokenizer, extra: &[u32]) -> Vec<u32> {
+fn stop_ids(
+    config: &ModelConfig,
+    tokenizer: &Tokenizer,
+    template: &str,
+    extra: &[u32],
+) -> Vec<u32> {
     let mut ids: Vec<u32> = config.eos_token_ids.clone();
     ids.extend_from_slice(extra);
     if let Some(id) = tokenizer
@@ -181,10 +206,20 @@ fn stop_ids(config: &ModelConfig, tokenizer: &Tokenizer, extra: &[u32]) -> Vec<u
             }
         }
     }
+    // Gemma ends a turn with `<end_of_turn>` and the file's EOS is `<eos>`: a reply stops
+    // at the marker wherever the template writes it.
+    if let Some(id) = tokenizer.token_to_id(GEMMA_END_OF_TURN) {
+        if template.contains(GEMMA_END_OF_TURN) {
+            ids.push(id);
+        }
+    }
     ids.sort_unstable();
     ids.dedup();
     ids
 }
+
+/// Gemma's end-of-turn marker.
+pub const GEMMA_END_OF_TURN: &str = "<end_of_turn>";
 
 /// Loads a Hugging Face model folder.
 pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> {
@@ -230,7 +265,8 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     tokenizer.eos_token = specials.get("eos_token").cloned();
     tokenizer.pad_token = specials.get("pad_token").cloned();
     tokenizer.unk_token = specials.get("unk_token").cloned();
-    let (template_src, template_name) = hf_chat_template(dir, &tok_cfg)?;
+    let (template_src, template_name) =
+        hf_chat_template(dir, &tok_cfg, transformer.config.architecture)?;
     let template = ChatTemplate::new(
         &template_src,
         &template_name,
@@ -256,7 +292,7 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     } else {
         Vec::new()
     };
-    let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &extra_eos);
+    let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &template_src, &extra_eos);
     Ok(Model {
         name: crate::paths::file_name(dir),
         location: ModelLocation::HfFolder(dir.to_path_buf()),
@@ -278,6 +314,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     if gguf::architecture_name(src.metadata()) == Some("llama") {
         src.qk_heads = Some((config.num_attention_heads, config.num_key_value_heads));
     }
+    src.gemma = config.architecture == Architecture::Gemma3;
     if src.content.tensor_infos.contains_key("rope_freqs.weight") {
         let factors: Vec<f32> = src
             .gguf_tensor("rope_freqs.weight", &[config.head_dim / 2])?
@@ -307,10 +344,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     let transformer = Transformer::load(config, &mut src, device)?;
     let (template_src, template_name) = match template_src {
         Some(t) => (t, format!("{} (tokenizer.chat_template)", path.display())),
-        None => (
-            FALLBACK_TEMPLATE.to_string(),
-            "built-in ChatML template (the model ships none)".into(),
-        ),
+        None => builtin_template(transformer.config.architecture),
     };
     let template = ChatTemplate::new(
         &template_src,
@@ -318,7 +352,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
         tokenizer.bos_token.as_deref(),
         tokenizer.eos_token.as_deref(),
     )?;
-    let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &[]);
+    let stop_token_ids = stop_ids(&transformer.config, &tokenizer, &template_src, &[]);
     let tokenizer_config = serde_json::json!({
         "bos_token": tokenizer.bos_token,
         "eos_token": tokenizer.eos_token,

@@ -1,5 +1,7 @@
-//! Rotary position embeddings: the cos/sin tables (with Llama 3 frequency scaling) and
-//! their application in the `rotate_half` layout Hugging Face checkpoints use.
+//! Rotary position embeddings: the cos/sin tables (with Llama 3 frequency scaling, or
+//! Gemma 3's linear scaling of its full-attention layers, and a second table for its
+//! sliding layers' own base) and their application in the `rotate_half` layout Hugging
+//! Face checkpoints use.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -13,13 +15,33 @@ pub struct Rope {
     sin: Tensor,
 }
 
-/// The inverse frequencies, with Llama 3 scaling applied when configured.
-pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
-    let dim = cfg.head_dim;
-    let base = cfg.rope_theta as f64;
-    let mut inv: Vec<f64> = (0..dim / 2)
+/// `1 / base^(2i / dim)` for each rotated pair.
+fn plain_frequencies(dim: usize, base: f64) -> Vec<f64> {
+    (0..dim / 2)
         .map(|i| 1.0 / base.powf(2.0 * i as f64 / dim as f64))
-        .collect();
+        .collect()
+}
+
+/// The inverse frequencies of the sliding-window layers, where their base differs from the
+/// full-attention layers' (Gemma 3: 10 000); they are never scaled.
+pub fn local_inverse_frequencies(cfg: &ModelConfig) -> Option<Vec<f32>> {
+    let base = cfg.style.rope_local_theta?;
+    if !cfg.style.has_sliding_layers()
+        || (base == cfg.rope_theta && cfg.style.rope_linear_factor.is_none())
+    {
+        return None;
+    }
+    let inv = plain_frequencies(cfg.head_dim, base as f64);
+    Some(inv.into_iter().map(|x| x as f32).collect())
+}
+
+/// The inverse frequencies (of the full-attention layers), with Llama 3 scaling or linear
+/// scaling applied when configured.
+pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
+    let mut inv = plain_frequencies(cfg.head_dim, cfg.rope_theta as f64);
+    if let Some(f) = cfg.style.rope_linear_factor {
+        inv.iter_mut().for_each(|x| *x /= f as f64);
+    }
     if let Some(s) = cfg.rope_scaling {
         let orig = s.original_max_position_embeddings as f64;
         let low_wavelen = orig / s.low_freq_factor as f64;
@@ -96,8 +118,19 @@ pub fn llama3_scaling_from_factors(
 }
 
 impl Rope {
+    /// The full-attention layers' tables (every layer's, where none slides).
     pub fn new(cfg: &ModelConfig, max_positions: usize, device: &Device) -> Result<Self> {
-        let inv = inverse_frequencies(cfg);
+        Self::from_frequencies(inverse_frequencies(cfg), max_positions, device)
+    }
+
+    /// The sliding layers' tables, where they differ from [`Rope::new`]'s.
+    pub fn local(cfg: &ModelConfig, max_positions: usize, device: &Device) -> Result<Option<Self>> {
+        local_inverse_frequencies(cfg)
+            .map(|inv| Self::from_frequencies(inv, max_positions, device))
+            .transpose()
+    }
+
+    fn from_frequencies(inv: Vec<f32>, max_positions: usize, device: &Device) -> Result<Self> {
         let half = inv.len();
         let inv = Tensor::from_vec(inv, (1, half), device)?;
         let pos = Tensor::arange(0u32, max_positions as u32, device)?

@@ -1,11 +1,14 @@
-//! The one Llama-family transformer (Llama, SmolLM2, Mistral, Qwen2/2.5, Qwen3): frozen
-//! base weights (as the file stores them, or f32), optional LoRA adapters passed per call,
-//! an external KV cache, and packed sequences for training. Generation and training both
-//! run through `Transformer::forward`.
+//! The one decoder (Llama, SmolLM2, Mistral, Qwen2/2.5, Qwen3, Gemma 3): frozen base
+//! weights (as the file stores them, or f32), optional LoRA adapters passed per call, an
+//! external KV cache, and packed sequences for training. Where the families differ, the
+//! layers read the config's [`BlockStyle`](super::config::BlockStyle): the activation,
+//! the embedding scale, Gemma's extra norms, the q/k norm, the attention scale, and per
+//! layer kind (full or sliding window) the RoPE table and the window. Generation and
+//! training both run through `Transformer::forward`.
 
 use candle_core::{Device, Result, Tensor};
 
-use super::config::{Architecture, ModelConfig};
+use super::config::{LayerKind, ModelConfig};
 pub use super::kv_cache::Cache;
 use super::kv_cache::LayerKv;
 pub use super::linear::{FrozenWeight, Linear, MatmulMode};
@@ -37,13 +40,20 @@ pub struct DecoderLayer {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    /// Qwen3's per-head RMSNorm on queries and keys.
+    /// Qwen3's and Gemma 3's per-head RMSNorm on queries and keys.
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
-    pub post_attention_norm: RmsNorm,
+    /// Gemma's norm of the attention output, before the residual add
+    /// (`post_attention_layernorm` in Gemma checkpoints).
+    pub attn_out_norm: Option<RmsNorm>,
+    /// The norm before the MLP: Llama's `post_attention_layernorm`, Gemma's
+    /// `pre_feedforward_layernorm`.
+    pub pre_mlp_norm: RmsNorm,
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// Gemma's norm of the MLP output, before the residual add.
+    pub mlp_out_norm: Option<RmsNorm>,
 }
 
 impl DecoderLayer {
@@ -108,7 +118,10 @@ pub struct Transformer {
     pub lm_head: Linear,
     /// Whether `lm_head` is the embedding matrix (tied embeddings).
     tied: bool,
+    /// The rotary tables of the full-attention layers.
     pub(super) rope: Rope,
+    /// Those of the sliding-window layers, where their base differs (Gemma 3).
+    pub(super) rope_local: Option<Rope>,
     device: Device,
 }
 
@@ -141,20 +154,33 @@ impl Transformer {
         let q_dim = c.num_attention_heads * c.head_dim;
         let kv_dim = c.num_key_value_heads * c.head_dim;
         let eps = c.rms_norm_eps as f32;
+        // Gemma's norms are `x · (1 + w)`: the layers hold `1 + w`, added here unless the
+        // file already holds it (llama.cpp's GGUF files do).
+        let add_one = c.style.norm_unit_offset && !src.norms_hold_unit_offset();
         let norm = |src: &mut dyn WeightSource,
                     name: &str,
                     n: usize|
          -> std::result::Result<RmsNorm, ModelError> {
-            Ok(RmsNorm {
-                weight: src.get(name, &[n])?,
-                eps,
-            })
+            let weight = src.get(name, &[n])?;
+            let weight = if add_one { (weight + 1.0)? } else { weight };
+            Ok(RmsNorm { weight, eps })
         };
+        let sandwich = c.style.sandwich_norms;
         let embed_tokens = src.get_frozen("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let qk_norm = c.architecture == Architecture::Qwen3;
+            let qk_norm = c.style.qk_norm;
+            let sandwich_norm = |src: &mut dyn WeightSource, name: &str| {
+                sandwich
+                    .then(|| norm(src, &format!("{p}.{name}.weight"), h))
+                    .transpose()
+            };
+            let pre_mlp_name = if sandwich {
+                "pre_feedforward_layernorm"
+            } else {
+                "post_attention_layernorm"
+            };
             layers.push(DecoderLayer {
                 input_norm: norm(src, &format!("{p}.input_layernorm.weight"), h)?,
                 q_proj: load_linear(
@@ -197,7 +223,8 @@ impl Transformer {
                 } else {
                     None
                 },
-                post_attention_norm: norm(src, &format!("{p}.post_attention_layernorm.weight"), h)?,
+                attn_out_norm: sandwich_norm(src, "post_attention_layernorm")?,
+                pre_mlp_norm: norm(src, &format!("{p}.{pre_mlp_name}.weight"), h)?,
                 gate_proj: load_linear(
                     src,
                     &format!("{p}.mlp.gate_proj"),
@@ -219,6 +246,7 @@ impl Transformer {
                     c.intermediate_size,
                     false,
                 )?,
+                mlp_out_norm: sandwich_norm(src, "post_feedforward_layernorm")?,
             });
         }
         let norm_w = norm(src, "model.norm.weight", h)?;
@@ -236,6 +264,7 @@ impl Transformer {
         };
         let max_pos = c.max_position_embeddings.clamp(2048, 32_768);
         let rope = Rope::new(c, max_pos, device)?;
+        let rope_local = Rope::local(c, max_pos, device)?;
         Ok(Self {
             config,
             embed_tokens,
@@ -244,6 +273,7 @@ impl Transformer {
             lm_head,
             tied,
             rope,
+            rope_local,
             device: device.clone(),
         })
     }
@@ -364,11 +394,23 @@ impl Transformer {
             .embed_tokens
             .rows(&ids.flatten_all()?)?
             .reshape((b, t, cfg.hidden_size))?;
+        // Gemma scales the embeddings by √hidden (the tied LM head reads them unscaled).
+        let x = if cfg.style.scale_embeddings {
+            (x * (cfg.hidden_size as f64).sqrt())?
+        } else {
+            x
+        };
 
         let n_rep = cfg.num_attention_heads / cfg.num_key_value_heads;
+        // The sliding layers' window and rotary tables, where any layer slides.
+        let local = cfg
+            .style
+            .sliding_window
+            .filter(|_| cfg.style.has_sliding_layers())
+            .map(|w| (w, self.rope_local.as_ref().unwrap_or(&self.rope)));
         // Whole sequences and packed rows attend within segments through their own op; the
         // dense mask serves a prompt that continues a KV cache.
-        let (cos, sin, mask, spans) = match &opts.layout {
+        let (full, local, spans) = match &opts.layout {
             Layout::Causal => {
                 if offset + t > self.rope.max_positions() {
                     candle_core::bail!(
@@ -377,29 +419,46 @@ impl Transformer {
                         self.rope.max_positions()
                     );
                 }
-                let (cos, sin) = self.rope.range(offset, t)?;
                 if opts.training_ops && offset > 0 {
                     candle_core::bail!("a differentiable forward takes no KV cache");
                 }
-                if offset == 0 && t > 1 {
-                    // A whole sequence (a prefill, or training): one causal segment per row.
-                    (cos, sin, None, Some(segment_attention::whole_rows(b, t)))
-                } else {
-                    let mask = if t > 1 {
-                        Some(causal_mask(t, offset, n_rep, &self.device)?)
+                // A whole sequence (a prefill, or training): one causal segment per row.
+                let whole = offset == 0 && t > 1;
+                let tables = |rope: &Rope, window: Option<usize>| -> Result<KindTables> {
+                    let (cos, sin) = rope.range(offset, t)?;
+                    // A windowed query may lose keys even when it is alone.
+                    let mask = if !whole && (t > 1 || window.is_some()) {
+                        Some(causal_mask(t, offset, n_rep, window, &self.device)?)
                     } else {
                         None
                     };
-                    (cos, sin, mask, None)
-                }
+                    Ok(KindTables { cos, sin, mask })
+                };
+                let full = tables(&self.rope, None)?;
+                let local = local
+                    .map(|(w, rope)| tables(rope, Some(w)).map(|k| (w, k)))
+                    .transpose()?;
+                let spans = whole.then(|| segment_attention::whole_rows(b, t));
+                (full, local, spans)
             }
             Layout::Packed {
                 positions,
                 segments,
             } => {
-                let (cos, sin) = self.rope.gather(positions)?;
+                let tables = |rope: &Rope| -> Result<KindTables> {
+                    let (cos, sin) = rope.gather(positions)?;
+                    Ok(KindTables {
+                        cos,
+                        sin,
+                        mask: None,
+                    })
+                };
+                let full = tables(&self.rope)?;
+                let local = local
+                    .map(|(w, rope)| tables(rope).map(|k| (w, k)))
+                    .transpose()?;
                 let spans = segment_attention::spans_from_segments(segments)?;
-                (cos, sin, None, Some(spans))
+                (full, local, Some(spans))
             }
         };
         let dropout = match opts.dropout_seed {
@@ -417,9 +476,8 @@ impl Transformer {
         let plan = LayerPlan {
             lora: opts.lora,
             dropout,
-            cos,
-            sin,
-            mask,
+            full,
+            local,
             spans,
             mode,
         };
@@ -437,14 +495,20 @@ impl Transformer {
         let Some(layer) = self.layers.get(index) else {
             candle_core::bail!("layer {index} of a model with {}", self.layers.len());
         };
+        // A sliding layer reads its own tables and window; the others the full ones.
+        let (tables, window) = match (self.config.style.layer_kind(index), &plan.local) {
+            (LayerKind::Sliding, Some((w, local))) => (local, Some(*w)),
+            _ => (&plan.full, None),
+        };
         let ctx = LayerCtx {
             index,
             lora: plan.lora,
             dropout: plan.dropout,
-            cos: &plan.cos,
-            sin: &plan.sin,
-            mask: plan.mask.as_ref(),
+            cos: &tables.cos,
+            sin: &tables.sin,
+            mask: tables.mask.as_ref(),
             spans: plan.spans.as_ref(),
+            window,
             mode: plan.mode,
         };
         self.layer_forward(layer, x, cache, &ctx)
@@ -515,7 +579,7 @@ impl Transformer {
             ),
             _ => (q, k),
         };
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = cfg.attention_scale();
         // `[b, t, heads · d]` -> `[b, heads, t, d]`, the KV cache's and dense path's layout.
         let head_major =
             |x: &Tensor, heads: usize| x.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
@@ -530,7 +594,7 @@ impl Transformer {
                     }
                     c.append(&k.flatten_all()?.to_vec1()?, &v.flatten_all()?.to_vec1()?);
                 }
-                segment_attention::attention(&q, &k, &v, spans, (nh, nkv), scale)?
+                segment_attention::attention(&q, &k, &v, spans, (nh, nkv), scale, ctx.window)?
             }
             None => {
                 let q = rope::apply(&head_major(&q, nh)?, ctx.cos, ctx.sin)?;
@@ -566,27 +630,44 @@ impl Transformer {
             }
         };
         let attn_out = lin(&l.o_proj, LoraTarget::OProj, &attn)?;
+        let attn_out = match &l.attn_out_norm {
+            Some(n) => n.forward(&attn_out)?,
+            None => attn_out,
+        };
         let x = (residual + attn_out)?;
         // MLP.
-        let xn = l.post_attention_norm.forward(&x)?;
+        let xn = l.pre_mlp_norm.forward(&x)?;
         let gate = lin(&l.gate_proj, LoraTarget::GateProj, &xn)?;
         let up = lin(&l.up_proj, LoraTarget::UpProj, &xn)?;
-        let act = crate::ops::train_ops::swiglu(&gate, &up)?;
+        let act = crate::ops::train_ops::gated(&gate, &up, cfg.style.activation)?;
         let down = lin(&l.down_proj, LoraTarget::DownProj, &act)?;
+        let down = match &l.mlp_out_norm {
+            Some(n) => n.forward(&down)?,
+            None => down,
+        };
         x + down
     }
 }
 
-/// What every layer of one forward call shares: the adapter, dropout, the rotary tables,
-/// how attention is laid out and how the linear layers multiply.
+/// What every layer of one forward call shares: the adapter, dropout, the rotary tables
+/// and masks of each layer kind, how attention is laid out and how the linear layers
+/// multiply.
 pub struct LayerPlan<'a> {
     lora: Option<&'a LoraSet>,
     dropout: Option<(f32, u64)>,
+    /// The full-attention layers' tables.
+    full: KindTables,
+    /// The sliding layers' window and tables, where any layer slides.
+    local: Option<(usize, KindTables)>,
+    spans: Option<segment_attention::Spans>,
+    mode: MatmulMode,
+}
+
+/// The rotary tables of one layer kind for a call, and its additive mask on the dense path.
+struct KindTables {
     cos: Tensor,
     sin: Tensor,
     mask: Option<Tensor>,
-    spans: Option<segment_attention::Spans>,
-    mode: MatmulMode,
 }
 
 struct LayerCtx<'a> {
@@ -598,6 +679,8 @@ struct LayerCtx<'a> {
     mask: Option<&'a Tensor>,
     /// Segments to attend within (whole sequences and packed rows), instead of `mask`.
     spans: Option<&'a segment_attention::Spans>,
+    /// Keys a query sees on this (sliding) layer, itself included.
+    window: Option<usize>,
     mode: MatmulMode,
 }
 
@@ -630,14 +713,23 @@ pub fn dropout_mask(dims: &[usize], p: f32, seed: u64, device: &Device) -> Resul
 }
 
 /// Additive causal mask for `t` new queries after `offset` cached keys, tiled `n_rep` times
-/// along the query axis to match the grouped query layout: `[n_rep * t, offset + t]`.
-fn causal_mask(t: usize, offset: usize, n_rep: usize, device: &Device) -> Result<Tensor> {
+/// along the query axis to match the grouped query layout: `[n_rep * t, offset + t]`. With
+/// a window, a query also loses the keys `window` or more positions before it.
+fn causal_mask(
+    t: usize,
+    offset: usize,
+    n_rep: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let total = offset + t;
     let mut data = Vec::with_capacity(n_rep * t * total);
     for _ in 0..n_rep {
         for i in 0..t {
+            let q = offset + i;
+            let first = window.map_or(0, |w| (q + 1).saturating_sub(w));
             for j in 0..total {
-                data.push(if j > offset + i {
+                data.push(if j > q || j < first {
                     f32::NEG_INFINITY
                 } else {
                     0.0

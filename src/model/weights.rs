@@ -25,6 +25,11 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// The file, for messages.
     fn path(&self) -> &Path;
+    /// Whether the norm weights of a `(1 + w)`-norm model (Gemma) are stored as `1 + w`
+    /// already, as llama.cpp's converter writes them; Hugging Face checkpoints store `w`.
+    fn norms_hold_unit_offset(&self) -> bool {
+        false
+    }
 }
 
 fn check_dims(found: &[usize], name: &str, shape: &[usize], path: &Path) -> Result<(), ModelError> {
@@ -199,6 +204,13 @@ impl WeightSource for SafetensorsSource {
 
 /// Maps a Hugging Face tensor name to llama.cpp's GGUF name.
 pub fn hf_to_gguf_name(name: &str) -> Option<String> {
+    hf_to_gguf_name_in(name, false)
+}
+
+/// [`hf_to_gguf_name`] for a model with `sandwich` norms (Gemma), whose
+/// `post_attention_layernorm` is the norm of the attention output (`post_attention_norm`)
+/// and whose norm before the MLP is `pre_feedforward_layernorm` (`ffn_norm`).
+pub fn hf_to_gguf_name_in(name: &str, sandwich: bool) -> Option<String> {
     match name {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
         "model.norm.weight" => return Some("output_norm.weight".into()),
@@ -210,7 +222,10 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
     let (module, suffix) = rest.rsplit_once('.')?;
     let mapped = match module {
         "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" if sandwich => "post_attention_norm",
         "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" if sandwich => "ffn_norm",
+        "post_feedforward_layernorm" if sandwich => "post_ffw_norm",
         "self_attn.q_proj" => "attn_q",
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
@@ -325,6 +340,9 @@ pub struct GgufSource {
     device: Device,
     /// Heads for un-permuting Q and K (llama-architecture files only).
     pub qk_heads: Option<(usize, usize)>,
+    /// Gemma's tensor names and norms: four norms per block, named as
+    /// [`hf_to_gguf_name_in`] maps them, holding `1 + w`.
+    pub gemma: bool,
 }
 
 /// Reads a GGUF file's header (metadata and tensor infos) after checking its magic and
@@ -379,6 +397,7 @@ impl GgufSource {
             path: path.to_path_buf(),
             device: device.clone(),
             qk_heads: None,
+            gemma: false,
         })
     }
 
@@ -424,7 +443,7 @@ impl GgufSource {
     /// ones are read as tensors.
     fn frozen(&mut self, name: &str, shape: &[usize]) -> Result<FrozenWeight, ModelError> {
         use crate::ops::quant::{QuantMatrix, StoredType};
-        let gname = hf_to_gguf_name(name)
+        let gname = hf_to_gguf_name_in(name, self.gemma)
             .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
         let label = format!("{gname}` (`{name}");
         let Some(info) = self.content.tensor_infos.get(&gname) else {
@@ -476,7 +495,7 @@ impl WeightSource for GgufSource {
         self.frozen(name, shape)
     }
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, ModelError> {
-        let gname = hf_to_gguf_name(name)
+        let gname = hf_to_gguf_name_in(name, self.gemma)
             .ok_or_else(|| ModelError::weights(&self.path, format!("no GGUF name for `{name}`")))?;
         // Un-permuting keeps the shape, so the check before reading is the whole check.
         let label = format!("{gname}` (`{name}");
@@ -494,10 +513,14 @@ impl WeightSource for GgufSource {
         Ok(t)
     }
     fn contains(&self, name: &str) -> bool {
-        hf_to_gguf_name(name).is_some_and(|g| self.content.tensor_infos.contains_key(&g))
+        hf_to_gguf_name_in(name, self.gemma)
+            .is_some_and(|g| self.content.tensor_infos.contains_key(&g))
     }
     fn path(&self) -> &Path {
         &self.path
+    }
+    fn norms_hold_unit_offset(&self) -> bool {
+        self.gemma
     }
 }
 
@@ -524,6 +547,22 @@ mod tests {
             Some("token_embd.weight")
         );
         assert_eq!(hf_to_gguf_name("something.else"), None);
+        // Gemma's four norms per block, as llama.cpp names them.
+        for (hf, gguf) in [
+            ("input_layernorm", "attn_norm"),
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("pre_feedforward_layernorm", "ffn_norm"),
+            ("post_feedforward_layernorm", "post_ffw_norm"),
+        ] {
+            assert_eq!(
+                hf_to_gguf_name_in(&format!("model.layers.2.{hf}.weight"), true),
+                Some(format!("blk.2.{gguf}.weight"))
+            );
+        }
+        assert_eq!(
+            hf_to_gguf_name("model.layers.2.pre_feedforward_layernorm.weight"),
+            None
+        );
     }
 
     #[test]

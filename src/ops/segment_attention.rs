@@ -1,6 +1,8 @@
 //! Causal attention within segments, for training and packed evaluation: each row of a
 //! micro-batch holds one or more samples (segments) and a token attends only to the tokens
-//! before it in its own segment.
+//! before it in its own segment, or, on a sliding-window layer, only to the last `window`
+//! of them (itself included): the keys outside the window get probability zero, forward
+//! and backward.
 //!
 //! A dense masked attention computes the full `t × t` scores of every row and throws away
 //! what the mask hides: above the diagonal, and every pair of different samples. This op
@@ -76,6 +78,8 @@ struct SegmentAttention {
     heads: usize,
     kv_heads: usize,
     scale: f32,
+    /// Keys a query sees on a sliding-window layer, itself included; `None`: all before it.
+    window: Option<usize>,
     /// Whether the forward pass keeps the probabilities for the backward.
     keep: bool,
     /// Per job, the probabilities of its causal tiles one after another.
@@ -273,12 +277,23 @@ impl Job {
 }
 
 /// Softmax probabilities of one query tile, in place over its raw scores `p` (`rows · reps`
-/// rows of `keys`): row `i` belongs to the query at segment position `first + i / reps`,
-/// which sees keys `0..=first + i / reps`.
-fn softmax_causal(p: &mut [f32], keys: usize, first: usize, reps: usize, scale: f32) {
+/// rows of `keys`): row `i` belongs to the query at segment position `q = first + i / reps`,
+/// which sees keys `0..=q`, or with a window of `w`, keys `q + 1 - w..=q`.
+fn softmax_causal(
+    p: &mut [f32],
+    keys: usize,
+    first: usize,
+    reps: usize,
+    scale: f32,
+    window: Option<usize>,
+) {
     for (i, row) in p.chunks_mut(keys).enumerate() {
-        let (live, dead) = row.split_at_mut(first + i / reps + 1);
+        let q = first + i / reps;
+        let lo = window.map_or(0, |w| (q + 1).saturating_sub(w));
+        let (seen, dead) = row.split_at_mut(q + 1);
+        let (before, live) = seen.split_at_mut(lo);
         vec_math::softmax_in_place(live, scale);
+        before.fill(0.0);
         dead.fill(0.0);
     }
 }
@@ -358,7 +373,7 @@ impl CustomOp3 for SegmentAttention {
                     1.0,
                     One,
                 )?;
-                softmax_causal(p, keys, first, reps, self.scale);
+                softmax_causal(p, keys, first, reps, self.scale, self.window);
                 let ot = &mut out[first * reps * d..][..m * d];
                 gemm_into(
                     ot,
@@ -475,7 +490,7 @@ impl SegmentAttention {
                 None => {
                     let p = &mut scratch[..m * keys];
                     gemm_into(p, false, (m, keys, d), qt, false, kt, true, 1.0, One)?;
-                    softmax_causal(p, keys, first, reps, self.scale);
+                    softmax_causal(p, keys, first, reps, self.scale, self.window);
                     p
                 }
             };
@@ -502,9 +517,10 @@ impl SegmentAttention {
 }
 
 /// `softmax(q kᵀ · scale) v` with each query seeing the keys at or before it in its own
-/// segment, in the projections' token-major layout: `q [b, t, heads · d]`,
-/// `k, v [b, t, kv_heads · d]`, query head `h` reading KV head `h / (heads / kv_heads)`.
-/// The output is `[b, t, heads · d]`, ready for the output projection.
+/// segment (the last `window` of them where given), in the projections' token-major
+/// layout: `q [b, t, heads · d]`, `k, v [b, t, kv_heads · d]`, query head `h` reading KV
+/// head `h / (heads / kv_heads)`. The output is `[b, t, heads · d]`, ready for the output
+/// projection.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -512,11 +528,12 @@ pub fn attention(
     spans: &Spans,
     (heads, kv_heads): (usize, usize),
     scale: f64,
+    window: Option<usize>,
 ) -> Result<Tensor> {
     // Kept only where a backward pass can follow and the probabilities are small.
     let tracked = q.track_op() || k.track_op() || v.track_op();
     let keep = tracked && kept_floats(spans, (heads, kv_heads)) <= KEEP_MAX_FLOATS;
-    attention_op(q, k, v, spans, (heads, kv_heads), scale, keep)
+    attention_op(q, k, v, spans, (heads, kv_heads), scale, window, keep)
 }
 
 /// Floats of probabilities a layer keeps over `spans` (every job's causal tiles).
@@ -531,6 +548,7 @@ pub fn kept_floats(spans: &Spans, (heads, kv_heads): (usize, usize)) -> usize {
 }
 
 /// [`attention`], keeping the probabilities for the backward pass or not.
+#[allow(clippy::too_many_arguments)]
 fn attention_op(
     q: &Tensor,
     k: &Tensor,
@@ -538,13 +556,18 @@ fn attention_op(
     spans: &Spans,
     (heads, kv_heads): (usize, usize),
     scale: f64,
+    window: Option<usize>,
     keep: bool,
 ) -> Result<Tensor> {
+    if window == Some(0) {
+        candle_core::bail!("segment-attention: a window of 0 keys");
+    }
     let op = SegmentAttention {
         spans: spans.clone(),
         heads,
         kv_heads,
         scale: scale as f32,
+        window,
         keep,
         kept: OnceLock::new(),
         index: JobIndex::new(spans, kv_heads),
@@ -574,6 +597,7 @@ mod tests {
         seg: &[Vec<u32>],
         (heads, kv_heads): (usize, usize),
         scale: f64,
+        window: Option<usize>,
     ) -> Tensor {
         let (b, t, qw) = q.dims3().unwrap();
         let d = qw / heads;
@@ -595,7 +619,7 @@ mod tests {
         for row in seg {
             for i in 0..t {
                 for j in 0..t {
-                    let visible = j <= i && row[i] == row[j];
+                    let visible = j <= i && row[i] == row[j] && window.is_none_or(|w| i - j < w);
                     mask.push(if visible { 0f32 } else { -1e9 });
                 }
             }
@@ -616,6 +640,10 @@ mod tests {
     }
 
     fn check(seg: Vec<Vec<u32>>, heads: (usize, usize)) {
+        check_window(seg, heads, None)
+    }
+
+    fn check_window(seg: Vec<Vec<u32>>, heads: (usize, usize), window: Option<usize>) {
         let (b, d) = (seg.len(), 8);
         let t = seg[0].len();
         let q = Var::from_tensor(&randn(&[b, t, heads.0 * d], 1)).unwrap();
@@ -626,7 +654,7 @@ mod tests {
         let seg_t = Tensor::new(seg.clone(), &Device::Cpu).unwrap();
         let spans = spans_from_segments(&seg_t).unwrap();
         let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
-        let slow = dense(qt, kt, vt, &seg, heads, scale);
+        let slow = dense(qt, kt, vt, &seg, heads, scale, window);
         let g2 = (&slow * &probe)
             .unwrap()
             .sum_all()
@@ -639,7 +667,7 @@ mod tests {
         };
         // Probabilities kept from the forward pass, and recomputed in the backward.
         for keep in [true, false] {
-            let fast = attention_op(qt, kt, vt, &spans, heads, scale, keep).unwrap();
+            let fast = attention_op(qt, kt, vt, &spans, heads, scale, window, keep).unwrap();
             close(&vec_of(&fast), &vec_of(&slow), "output");
             let g1 = (&fast * &probe)
                 .unwrap()
@@ -684,11 +712,27 @@ mod tests {
         check(vec![vec![0u32; 130]], (2, 2));
     }
 
+    /// Sliding-window attention (Gemma's local layers): a window shorter than a tile, one
+    /// across tiles, and one longer than every segment (plain causal), packed and whole,
+    /// forward and backward against the dense mask.
+    #[test]
+    fn a_sliding_window_matches_the_dense_windowed_mask() {
+        let mut row0 = vec![0u32; 5];
+        row0.extend(vec![1u32; 140]);
+        let row1 = vec![0u32; 145];
+        for window in [1, 7, 70, 500] {
+            check_window(vec![row0.clone(), row1.clone()], (4, 2), Some(window));
+        }
+        let q = randn(&[1, 4, 2], 1);
+        let err = attention(&q, &q, &q, &whole_rows(1, 4), (1, 1), 1.0, Some(0)).unwrap_err();
+        assert!(err.to_string().contains("window of 0"), "{err}");
+    }
+
     #[test]
     fn segments_that_do_not_cover_the_row_are_an_error() {
         let q = randn(&[1, 4, 2], 1);
         let spans: Spans = Arc::new(vec![vec![(0, 3)]]);
-        let err = attention(&q, &q, &q, &spans, (1, 1), 1.0).unwrap_err();
+        let err = attention(&q, &q, &q, &spans, (1, 1), 1.0, None).unwrap_err();
         assert!(err.to_string().contains("do not cover"), "{err}");
     }
 
@@ -698,7 +742,7 @@ mod tests {
         let k = randn(&[1, 4, 8], 2);
         let spans = whole_rows(1, 4);
         for heads in [(3, 2), (0, 2), (6, 0)] {
-            let err = attention(&q, &k, &k, &spans, heads, 1.0).unwrap_err();
+            let err = attention(&q, &k, &k, &spans, heads, 1.0, None).unwrap_err();
             assert!(err.to_string().contains("do not fit"), "{heads:?}: {err}");
         }
     }

@@ -1,4 +1,5 @@
-//! RMSNorm, rotary embedding and the SwiGLU activation with hand-written backward passes,
+//! RMSNorm, rotary embedding and the gated activations (SwiGLU, GeGLU) with hand-written
+//! backward passes,
 //! for training; generation uses the same forward passes, which stay on the calling
 //! thread for small inputs
 //! (attention: `segment_attention.rs`; linear layers: `train_linear.rs`).
@@ -146,17 +147,50 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: HeadLayout) -> Resul
     })
 }
 
-/// `silu(gate) ⊙ up`, the gated MLP activation, keeping only its two inputs for the
-/// backward (composed, autograd keeps silu's output and walks the data five times more).
-struct SwiGluOp;
+/// The activation of a gated MLP's gate: `act(gate) ⊙ up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateActivation {
+    /// SiLU: SwiGLU (Llama, Mistral, Qwen).
+    #[default]
+    Silu,
+    /// The tanh-approximated GELU: GeGLU (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+impl GateActivation {
+    /// `out = act(gate) ⊙ up` over plain slices.
+    pub fn forward(self, gate: &[f32], up: &[f32], out: &mut [f32]) {
+        match self {
+            GateActivation::Silu => vec_math::silu_mul(gate, up, out),
+            GateActivation::GeluTanh => vec_math::gelu_tanh_mul(gate, up, out),
+        }
+    }
+
+    /// The gradients of [`Self::forward`] for an output gradient `d`.
+    fn backward(self, gate: &[f32], up: &[f32], d: &[f32], d_gate: &mut [f32], d_up: &mut [f32]) {
+        match self {
+            GateActivation::Silu => vec_math::silu_mul_backward(gate, up, d, d_gate, d_up),
+            GateActivation::GeluTanh => vec_math::gelu_tanh_mul_backward(gate, up, d, d_gate, d_up),
+        }
+    }
+}
+
+/// `act(gate) ⊙ up`, the gated MLP activation, keeping only its two inputs for the
+/// backward (composed, autograd keeps the activation's output and walks the data five
+/// times more).
+struct GatedOp(GateActivation);
 
 /// Elements per parallel job of the element-wise passes: large enough that a job is
 /// tens of microseconds, small enough that both threads get several.
 const CHUNK: usize = 1 << 14;
 
-impl CustomOp2 for SwiGluOp {
+impl CustomOp2 for GatedOp {
     fn name(&self) -> &'static str {
-        "swiglu-train"
+        match self.0 {
+            GateActivation::Silu => "swiglu-train",
+            GateActivation::GeluTanh => "geglu-train",
+        }
     }
     fn cpu_fwd(
         &self,
@@ -176,7 +210,7 @@ impl CustomOp2 for SwiGluOp {
         }
         let out = filled(gate.len(), CHUNK, |i, o| {
             let at = i * CHUNK..i * CHUNK + o.len();
-            vec_math::silu_mul(&gate[at.clone()], &up[at], o)
+            self.0.forward(&gate[at.clone()], &up[at], o)
         });
         Ok((CpuStorage::F32(out), gl.shape().clone()))
     }
@@ -201,7 +235,7 @@ impl CustomOp2 for SwiGluOp {
                     Ok(filled_pair(n, CHUNK, |i, dg, du| {
                         let at = i * CHUNK..i * CHUNK + dg.len();
                         let (g, u, d) = (&g[at.clone()], &u[at.clone()], &d[at]);
-                        vec_math::silu_mul_backward(g, u, d, dg, du)
+                        self.0.backward(g, u, d, dg, du)
                     }))
                 })
             })
@@ -215,7 +249,13 @@ impl CustomOp2 for SwiGluOp {
 
 /// `silu(gate) ⊙ up` with a hand-written backward.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGluOp)
+    gated(gate, up, GateActivation::Silu)
+}
+
+/// `act(gate) ⊙ up` with a hand-written backward (SwiGLU or GeGLU).
+pub fn gated(gate: &Tensor, up: &Tensor, act: GateActivation) -> Result<Tensor> {
+    gate.contiguous()?
+        .apply_op2(&up.contiguous()?, GatedOp(act))
 }
 
 #[cfg(test)]
@@ -293,6 +333,53 @@ mod tests {
         let (_, gu1) = grad_of(|u| swiglu(&g, u), &upv, &probe);
         let (_, gu2) = grad_of(|u| candle_nn::ops::silu(&g).unwrap() * u, &upv, &probe);
         close(&gu1, &gu2, 1e-6);
+    }
+
+    /// GeGLU's output and both gradients against the composed tanh GELU (PyTorch's
+    /// `gelu(approximate="tanh")` written out) differentiated by candle's autograd.
+    #[test]
+    fn geglu_matches_autograd_oracle() {
+        let composed = |g: &Tensor, u: &Tensor| -> Result<Tensor> {
+            let c = (2.0f64 / std::f64::consts::PI).sqrt();
+            let inner = ((g + (g.powf(3.0)? * 0.044715)?)? * c)?;
+            ((g * 0.5)? * (inner.tanh()? + 1.0)?)? * u
+        };
+        for shape in [[4, 6], [300, 250]] {
+            // Values out to ±6 reach both tails of the gate.
+            let gate = Var::from_tensor(&(randn(&shape, 17) * 3.0).unwrap()).unwrap();
+            let up = randn(&shape, 18);
+            let probe = randn(&shape, 19);
+            let act = GateActivation::GeluTanh;
+            let (y1, g1) = grad_of(|g| gated(g, &up, act), &gate, &probe);
+            let (y2, g2) = grad_of(|g| composed(g, &up), &gate, &probe);
+            close(&y1, &y2, 1e-5);
+            close(&g1, &g2, 1e-4);
+            let upv = Var::from_tensor(&up).unwrap();
+            let g = gate.as_tensor().clone();
+            let (_, gu1) = grad_of(|u| gated(&g, u, act), &upv, &probe);
+            let (_, gu2) = grad_of(|u| composed(&g, u), &upv, &probe);
+            close(&gu1, &gu2, 1e-5);
+        }
+    }
+
+    /// Gemma's `x · (1 + w)` norm: the loader keeps `1 + w`, so the one norm op runs it;
+    /// its input gradient against autograd through the composed form with `w` itself.
+    #[test]
+    fn unit_offset_norm_matches_autograd_oracle() {
+        let shape = [3, 7, 24];
+        let x = Var::from_tensor(&randn(&shape, 21)).unwrap();
+        let w = (randn(&[24], 22) * 0.3).unwrap();
+        let probe = randn(&shape, 23);
+        let held = (&w + 1.0).unwrap();
+        let (y1, g1) = grad_of(|x| rms_norm(x, &held, 1e-6), &x, &probe);
+        let composed = |x: &Tensor| -> Result<Tensor> {
+            let ms = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+            let normed = x.broadcast_div(&(ms + 1e-6)?.sqrt()?)?;
+            normed.broadcast_mul(&(&w + 1.0)?)
+        };
+        let (y2, g2) = grad_of(composed, &x, &probe);
+        close(&y1, &y2, 1e-5);
+        close(&g1, &g2, 1e-4);
     }
 
     #[test]

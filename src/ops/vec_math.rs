@@ -1,5 +1,6 @@
 //! Element-wise kernels written so that the compiler vectorizes them: `exp`, the softmax
-//! and log-sum-exp built on it (attention, the loss), SwiGLU and its gradient, and sums
+//! and log-sum-exp built on it (attention, the loss), SwiGLU and GeGLU (tanh GELU) and
+//! their gradients, and sums
 //! and dot products with eight accumulators.
 //!
 //! libm's `expf` is one scalar call per element; the softmaxes of attention and the loss,
@@ -110,6 +111,49 @@ avx2_or_baseline! {
             let s = sigmoid(g);
             *du = d * g * s;
             *dg = d * u * s * (1.0 + g * (1.0 - s));
+        }
+    }
+}
+
+/// `√(2/π)`, the tanh-approximated GELU's inner factor.
+const GELU_C: f32 = 0.797_884_6;
+/// The cubic term's weight in the tanh-approximated GELU.
+const GELU_A: f32 = 0.044_715;
+
+/// The tanh-approximated GELU's gate `½(1 + tanh(u))`, `u = √(2/π)(x + 0.044715 x³)`,
+/// computed as `σ(2u)` (the same function, one exp), and `du/dx`.
+#[inline(always)]
+fn gelu_tanh_gate(x: f32) -> (f32, f32) {
+    let u = GELU_C * (x + GELU_A * x * x * x);
+    (sigmoid(2.0 * u), GELU_C * (1.0 + 3.0 * GELU_A * x * x))
+}
+
+avx2_or_baseline! {
+    /// GeGLU: `out[i] = gelu_tanh(gate[i]) · up[i]`, `gelu_tanh(g) = g · ½(1 + tanh(√(2/π)
+    /// (g + 0.044715 g³)))` (PyTorch's `gelu(approximate="tanh")`), over the shortest of
+    /// the three slices.
+    pub fn gelu_tanh_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g * gelu_tanh_gate(g).0 * u;
+        }
+    }
+}
+
+avx2_or_baseline! {
+    /// The gradients of [`gelu_tanh_mul`] for an output gradient `d`: `d_up = d ·
+    /// gelu_tanh(g)` and `d_gate = d · u · (s + g · 2s(1 − s) · du/dg)`, `s = σ(2u)`.
+    pub fn gelu_tanh_mul_backward(
+        gate: &[f32],
+        up: &[f32],
+        d: &[f32],
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+    ) {
+        let grads = d_gate.iter_mut().zip(d_up.iter_mut());
+        for ((dg, du), ((&g, &u), &d)) in grads.zip(gate.iter().zip(up).zip(d)) {
+            let (s, du_dg) = gelu_tanh_gate(g);
+            *du = d * g * s;
+            *dg = d * u * (s + g * 2.0 * s * (1.0 - s) * du_dg);
         }
     }
 }

@@ -243,6 +243,7 @@ impl ShapeSpec {
             attention_bias: self.attention_bias,
             bos_token_id: Some(endoftext),
             eos_token_ids: vec![im_end],
+            style: crate::model::config::BlockStyle::for_architecture(self.architecture),
         }
     }
 

@@ -188,6 +188,11 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// Where the template comes from (a file, or which built-in one), for messages.
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
     /// Adds a variable every render sees (e.g. `pad_token`).
     pub fn set_variable(&mut self, name: &str, value: Value) {
         self.extra.insert(name.to_string(), value);

@@ -404,6 +404,7 @@ mod tests {
             attention_bias: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
+            style: Default::default(),
         }
     }
 

