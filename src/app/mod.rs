@@ -24,6 +24,7 @@ mod memory_gauge;
 mod model_slot;
 mod models;
 mod notify;
+mod preference_plots;
 mod runs;
 mod shared;
 mod shell;

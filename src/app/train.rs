@@ -105,6 +105,13 @@ impl RunView {
                 self.log(format!("step {step}: eval loss {loss:.4}"));
                 self.curves.evals.push((step, loss));
             }
+            TrainEvent::PreferenceEval { step, metrics } => {
+                self.log(format!(
+                    "step {step}: held-out reward accuracy {:.3}, margin {:.4} ({} pairs)",
+                    metrics.reward_accuracy, metrics.reward_margin, metrics.pairs
+                ));
+                self.curves.preference_evals.push((step, metrics));
+            }
             TrainEvent::Checkpoint { step, path } => {
                 let name = crate::paths::file_name(&path);
                 self.log(format!("step {step}: checkpoint saved ({name})"));

@@ -106,6 +106,13 @@ fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
             bar.set_message(status);
         }
         TrainEvent::Eval { step, loss } => say(bar, format!("step {step}: eval loss {loss:.4}")),
+        TrainEvent::PreferenceEval { step, metrics } => say(
+            bar,
+            format!(
+                "step {step}: held-out reward accuracy {:.3}, margin {:.4} ({} pairs)",
+                metrics.reward_accuracy, metrics.reward_margin, metrics.pairs
+            ),
+        ),
         TrainEvent::Checkpoint { step, path } => {
             say(bar, format!("step {step}: checkpoint {}", path.display()))
         }

@@ -562,10 +562,12 @@ fn write_record(p: &PreferencePair, f: &PreferenceFormat) -> Result<Value, Strin
             ] {
                 match reply.as_slice() {
                     [one] => o.insert(key.clone(), message_value(one, m)),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "`{name}` has {} turns; LLaMA-Factory's ranking layout holds one message",
                         reply.len()
-                    )),
+                    ))
+                    }
                 };
             }
         }

@@ -75,6 +75,11 @@ pub enum MetricLine {
         #[serde(deserialize_with = "super::events::f64_or_nan")]
         loss: f64,
     },
+    /// A preference run's figures on its held-out pairs.
+    PreferenceEval {
+        step: usize,
+        metrics: super::events::PreferenceMetrics,
+    },
 }
 
 /// `name` as a folder name: ASCII letters, digits, `-` and `_`, anything else as `-`.
@@ -200,7 +205,9 @@ impl RunDir {
         let lines = read_metrics(&self.path);
         let kept = lines.iter().filter(|l| match l {
             MetricLine::Step(s) => s.step <= step,
-            MetricLine::Eval { step: s, .. } => *s <= step,
+            MetricLine::Eval { step: s, .. } | MetricLine::PreferenceEval { step: s, .. } => {
+                *s <= step
+            }
         });
         fsio::write_file_atomic(&self.path.join("metrics.jsonl"), |w| {
             for line in kept {
@@ -374,6 +381,7 @@ pub fn read_run(path: &Path) -> RunInfo {
         match line {
             MetricLine::Step(s) => steps.push(s),
             MetricLine::Eval { step, loss } => evals.push((step, loss)),
+            MetricLine::PreferenceEval { .. } => {}
         }
     }
     let best_eval_loss = evals
