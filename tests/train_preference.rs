@@ -239,3 +239,49 @@ fn a_stopped_dpo_run_resumes_onto_the_same_curve() {
         assert!((a.2.reward_margin - b.2.reward_margin).abs() < 1e-4);
     }
 }
+
+#[test]
+fn the_train_command_runs_a_dpo_config_headless() {
+    let dir = tempfile::tempdir().unwrap();
+    let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
+    write_echo_preferences(dir.path()).unwrap();
+    let config = dir.path().join("dpo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stage = \"dpo\"\n[model]\nbase = {:?}\n[data]\npath = \"pairs.jsonl\"\nmax_seq_len = 64\n\
+             eval_split = {{ count = 4 }}\n[lora]\nrank = 4\nalpha = 8.0\n[training]\nmax_steps = 2\n\
+             batch_size = 2\n[preference]\nbeta = 0.2\n[output]\nruns_dir = \"runs\"\n",
+            mdir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finetune-studio"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .env("FINETUNE_STUDIO_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("step 2/2  loss") && stderr.contains("accuracy"),
+        "{stderr}"
+    );
+    assert!(
+        format!("{stdout}{stderr}").contains("held-out reward accuracy"),
+        "{stdout}{stderr}"
+    );
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let run = runs[0].as_ref().unwrap().path();
+    assert!(run
+        .join("adapter")
+        .join("adapter_model.safetensors")
+        .is_file());
+    let (_, cfg) = RunDir::open(&run).unwrap();
+    assert_eq!(cfg.stage, Stage::Dpo);
+}

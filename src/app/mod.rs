@@ -25,6 +25,7 @@ mod model_slot;
 mod models;
 mod notify;
 mod preference_plots;
+pub mod preference_view;
 mod runs;
 mod shared;
 mod shell;
@@ -34,6 +35,7 @@ mod tab;
 mod train;
 mod train_estimate;
 mod train_form;
+mod train_stage;
 
 pub use add_example::ExampleDraft;
 pub use batch_compare::{BatchCompare, PromptSource};

@@ -389,6 +389,16 @@ impl TrainTab {
                 None => ds.path().map(|p| (p.to_path_buf(), None, d.is_dirty())),
             }
         });
+        let preferences = datasets.preferences.as_ref();
+        let open = open.or_else(|| {
+            let p = preferences?;
+            Some((p.set.path()?.to_path_buf(), None, p.is_dirty()))
+        });
+        let open_is_preference = match (&datasets.doc, preferences) {
+            (_, Some(_)) => Some(true),
+            (Some(_), None) => Some(false),
+            (None, None) => None,
+        };
         let dirty = open.as_ref().is_some_and(|o| o.2) && self.form.use_open_dataset;
         {
             let cfg = &shared.state.run_config;
@@ -434,6 +444,8 @@ impl TrainTab {
         ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
+        ui.separator();
+        super::train_stage::stage_ui(ui, cfg, open_is_preference);
         ui.separator();
         train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
         ui.separator();

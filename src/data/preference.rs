@@ -219,6 +219,18 @@ impl PreferenceSet {
         Ok(Self::loaded(path, pairs, lines, format))
     }
 
+    /// Loads a preference file, or `dataset_info.json#entry` (a `ranking: true` entry).
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        if !path.exists() {
+            if let Some((file, entry)) = path.to_str().and_then(|s| s.rsplit_once('#')) {
+                if Path::new(file).is_file() {
+                    return Self::load_dataset_info_entry(Path::new(file), entry);
+                }
+            }
+        }
+        Self::load(path)
+    }
+
     /// Loads a `ranking: true` entry of a LLaMA-Factory `dataset_info.json`.
     pub fn load_dataset_info_entry(info: &Path, entry: &str) -> Result<Self, DataError> {
         let (file, format) = pf::dataset_info_entry(info, entry)?;
@@ -388,6 +400,7 @@ impl PreferenceSet {
         self.format = format;
         self.path = Some(path.to_path_buf());
         self.since_save = 0;
+        self.lines = vec![None; self.pairs.len()];
         Ok(())
     }
 }

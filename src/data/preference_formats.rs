@@ -91,6 +91,24 @@ impl PreferenceFormat {
     }
 }
 
+/// Whether `path` names preference data: a JSON or JSON-lines file whose first record
+/// has `chosen` and `rejected`, or `dataset_info.json#entry` of a `ranking: true` entry.
+pub fn is_preference_path(path: &Path) -> bool {
+    if path.is_file() {
+        return looks_like_preference(path);
+    }
+    let Some((file, entry)) = path.to_str().and_then(|s| s.rsplit_once('#')) else {
+        return false;
+    };
+    let Ok(bytes) = std::fs::read(file) else {
+        return false;
+    };
+    serde_json::from_slice::<Value>(strip_bom(&bytes))
+        .ok()
+        .and_then(|v| v.get(entry)?.get("ranking")?.as_bool())
+        .unwrap_or(false)
+}
+
 /// Whether a JSON or JSON-lines file's first record has `chosen` and `rejected` keys.
 pub fn looks_like_preference(path: &Path) -> bool {
     match first_record(path) {
