@@ -268,3 +268,95 @@ fn bad_records_are_refused_naming_file_record_and_field() {
     assert_eq!((p.record, p.line), (Some(1), Some(2)));
     assert!(p.to_string().contains("invalid.jsonl"), "{p}");
 }
+
+/// `dataset validate` counts invalid pairs (exit 1); `dataset convert --to
+/// llamafactory-sharegpt` writes the pairs and prints the dataset_info.json entry, with
+/// which the written file loads back as the same pairs.
+#[test]
+fn the_dataset_command_validates_and_converts_preference_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(
+        dir.path(),
+        "pairs.jsonl",
+        &lines(&[
+            json!({"prompt": "Who are you?", "chosen": "I am Studio.", "rejected": "I am a model."}),
+            json!({"prompt": "q", "chosen": "", "rejected": "b"}),
+        ]),
+    );
+    let bin = env!("CARGO_BIN_EXE_finetune-studio");
+    let out = std::process::Command::new(bin)
+        .args(["dataset", "validate"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("pairs.jsonl:2: record 1, field `chosen`"),
+        "{stdout}"
+    );
+
+    let target = dir.path().join("lf.json");
+    let out = std::process::Command::new(bin)
+        .args(["dataset", "convert"])
+        .arg(&src)
+        .args(["--to", "llamafactory-sharegpt", "--out"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["lf"]["ranking"], json!(true));
+    let info_path = dir.path().join("dataset_info.json");
+    std::fs::write(&info_path, serde_json::to_string(&info).unwrap()).unwrap();
+    let back = PreferenceSet::load_dataset_info_entry(&info_path, "lf").unwrap();
+    assert_eq!(back.pairs, PreferenceSet::load(&src).unwrap().pairs);
+}
+
+/// `dataset pairs` turns instruction records into pairs: the record's answer chosen, the
+/// model's own greedy answer rejected, with who wrote it; the file reads back as TRL's
+/// message layout.
+#[test]
+fn the_dataset_pairs_command_collects_rejected_replies_from_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mdir = finetune_studio::testkit::write_tiny_model(
+        &dir.path().join("model"),
+        finetune_studio::model::config::Architecture::Llama,
+        3,
+    )
+    .unwrap();
+    let data = finetune_studio::testkit::write_echo_dataset(dir.path()).unwrap();
+    let out = dir.path().join("pairs.jsonl");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_finetune-studio"))
+        .args(["dataset", "pairs"])
+        .arg(&data)
+        .arg("--model")
+        .arg(&mdir)
+        .args(["--max-new-tokens", "6", "--out"])
+        .arg(&out)
+        .env("FINETUNE_STUDIO_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let set = PreferenceSet::load(&out).unwrap();
+    assert_eq!(set.format().layout, PreferenceLayout::TrlConversational);
+    assert_eq!(set.len(), 24);
+    let p = &set.pairs[0];
+    assert_eq!(p.prompt[0].content, "say alpha 0");
+    assert_eq!(p.chosen[0].content, "alpha alpha alpha");
+    assert_ne!(p.rejected[0].content, p.chosen[0].content);
+    assert_eq!(p.meta["rejected_by"]["sampling"], json!("greedy"));
+    assert!(
+        set.problems().iter().all(|x| !x.is_error()),
+        "{:?}",
+        set.problems()
+    );
+}

@@ -70,8 +70,10 @@ fn setup(stage: Stage) -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     let dir = tempfile::tempdir().unwrap();
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
-    let mut cfg = RunConfig::default();
-    cfg.stage = stage;
+    let mut cfg = RunConfig {
+        stage,
+        ..Default::default()
+    };
     cfg.model.base = mdir.display().to_string();
     cfg.data.path = write_echo_preferences(dir.path()).unwrap();
     cfg.data.max_seq_len = 64;

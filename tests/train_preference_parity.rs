@@ -97,8 +97,10 @@ fn check(stage: Stage, key: &str) {
         .collect();
     let mb = micro_batch(&rows, &Device::Cpu).unwrap();
     let want = &expected[key];
-    let mut cfg = RunConfig::default();
-    cfg.stage = stage;
+    let mut cfg = RunConfig {
+        stage,
+        ..Default::default()
+    };
     cfg.preference.beta = want["beta"].as_f64().unwrap();
     let got = accumulated_gradients(&model, &adapter, &named, &[mb], &cfg, None, |_| 0).unwrap();
 

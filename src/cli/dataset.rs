@@ -61,7 +61,9 @@ pub enum DatasetCommand {
     Convert {
         #[command(flatten)]
         input: InputArgs,
-        /// Target format: alpaca, sharegpt, openai, csv, parquet (or a variant such as alpaca-jsonl).
+        /// Target format: alpaca, sharegpt, openai, csv, parquet (or a variant such as
+        /// alpaca-jsonl); for preference data: trl, trl-text, trl-implicit,
+        /// llamafactory-sharegpt, llamafactory-alpaca.
         #[arg(long)]
         to: String,
         /// Output file (`.jsonl` / `.json` picks the JSON container).
@@ -70,6 +72,26 @@ pub enum DatasetCommand {
         /// Replace a placeholder in every text, e.g. `--replace '{{name}}=Studio'` (repeatable).
         #[arg(long, value_name = "FROM=TO")]
         replace: Vec<String>,
+    },
+    /// Preference pairs from instruction data: each record's last assistant turn is the
+    /// chosen reply, the model's own greedy answer the rejected one (TRL's message layout).
+    Pairs {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The model whose answers are rejected (a model folder, GGUF file, hub id or `default`).
+        #[arg(long, default_value = "default")]
+        model: String,
+        /// Answer with this adapter on the model (e.g. an SFT run's `adapter/`).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Replace a placeholder in every text, e.g. `--replace '{{name}}=Studio'` (repeatable).
+        #[arg(long, value_name = "FROM=TO")]
+        replace: Vec<String>,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// Output file (`.jsonl` or `.json`).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Records that share a run of n words (13 by default) with another set: a dataset
     /// file, an eval suite, the built-in suite, or the file's own eval split. Exits with 1
@@ -195,14 +217,7 @@ pub fn run(
             replace,
         } => {
             let mut ds = load_input(&input)?;
-            let map = replace
-                .iter()
-                .map(|r| {
-                    r.split_once('=')
-                        .map(|(a, b)| (a.to_string(), b.to_string()))
-                        .with_context(|| format!("--replace expects FROM=TO, got `{r}`"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let map = parse_replacements(&replace)?;
             if !map.is_empty() {
                 ds.replace_placeholders(&map);
             }
@@ -219,6 +234,11 @@ pub fn run(
             );
             Ok(0)
         }
+        // Preference files and `pairs` are run by `cli::dataset_preference::intercept`
+        // before this function is called.
+        DatasetCommand::Pairs { .. } => {
+            anyhow::bail!("`dataset pairs` runs through the binary's command line")
+        }
         DatasetCommand::Contamination {
             input,
             against,
@@ -234,6 +254,18 @@ pub fn run(
             json,
         ),
     }
+}
+
+/// `FROM=TO` arguments as pairs.
+pub fn parse_replacements(replace: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    replace
+        .iter()
+        .map(|r| {
+            r.split_once('=')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .with_context(|| format!("--replace expects FROM=TO, got `{r}`"))
+        })
+        .collect()
 }
 
 fn print_stats(file: &Path, ds: &Dataset, st: &Stats, invalid: usize) {

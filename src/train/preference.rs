@@ -344,7 +344,7 @@ pub fn pair_loss(stage: Stage, pairs: &[PairLogps], beta: f64) -> PairLoss {
 fn target_owners(mb: &MicroBatch) -> anyhow::Result<(Vec<(usize, bool)>, usize)> {
     let segments = mb.segments.flatten_all()?.to_vec1::<u32>()?;
     let samples = segments.iter().max().map_or(0, |m| *m as usize + 1);
-    if samples % 2 != 0 {
+    if !samples.is_multiple_of(2) {
         anyhow::bail!("a preference micro-batch holds {samples} samples, not whole pairs");
     }
     let owners = mb
@@ -352,7 +352,7 @@ fn target_owners(mb: &MicroBatch) -> anyhow::Result<(Vec<(usize, bool)>, usize)>
         .iter()
         .zip(&segments)
         .filter(|(t, _)| t.is_some())
-        .map(|(_, &s)| (s as usize / 2, s % 2 == 0))
+        .map(|(_, &s)| (s as usize / 2, s.is_multiple_of(2)))
         .collect();
     Ok((owners, samples / 2))
 }
