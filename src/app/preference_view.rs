@@ -98,7 +98,7 @@ impl PreferenceDoc {
         shared.worker.send(Command::SavePreferences {
             set: Box::new(self.set.clone()),
             path,
-            format,
+            format: format.map(Box::new),
             generation: self.generation,
         });
     }

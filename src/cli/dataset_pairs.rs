@@ -4,7 +4,7 @@
 //! rejected one; the pairs are written in TRL's message layout, with the model that wrote
 //! the rejected reply and its sampling settings kept in each record.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
@@ -21,7 +21,7 @@ pub fn run(
     adapter: Option<&Path>,
     replace: &[(String, String)],
     max_new_tokens: usize,
-    out: &PathBuf,
+    out: &Path,
 ) -> anyhow::Result<usize> {
     let model = super::load_model(model_spec)?;
     let lora = match adapter {

@@ -156,12 +156,15 @@ fn record_err(path: &Path, record: usize, field: Option<&str>, message: String) 
     }
 }
 
+/// The pairs of a file, their source lines, and the format they were read in.
+type ReadPairs = (Vec<PreferencePair>, Vec<Option<usize>>, PreferenceFormat);
+
 /// Reads every record of a preference file. `format` fixes the layout and keys (a
 /// dataset_info.json entry); otherwise they are detected from the first record.
 pub(crate) fn read_file(
     path: &Path,
     format: Option<PreferenceFormat>,
-) -> Result<(Vec<PreferencePair>, Vec<Option<usize>>, PreferenceFormat), DataError> {
+) -> Result<ReadPairs, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let text = std::str::from_utf8(strip_bom(&bytes)).map_err(|e| DataError::UnknownFormat {
         path: path.to_path_buf(),

@@ -67,7 +67,7 @@ pub enum Command {
     SavePreferences {
         set: Box<crate::data::PreferenceSet>,
         path: PathBuf,
-        format: Option<crate::data::PreferenceFormat>,
+        format: Option<Box<crate::data::PreferenceFormat>>,
         generation: u64,
     },
     /// Statistics, validation problems and flag lists of a snapshot.

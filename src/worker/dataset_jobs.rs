@@ -35,7 +35,7 @@ pub(super) fn run(cmd: Command) -> anyhow::Result<Event> {
             format,
             generation,
         } => {
-            set.save(&path, format)?;
+            set.save(&path, format.map(|f| *f))?;
             Event::PreferencesSaved {
                 path,
                 set,
