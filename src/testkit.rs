@@ -485,3 +485,24 @@ pub fn write_echo_dataset(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::write(&path, text)?;
     Ok(path)
 }
+
+/// `dir/pairs.jsonl`: 24 preference pairs in TRL's conversational layout on the echo
+/// questions of [`write_echo_dataset`]: chosen, the word three times; rejected, a refusal.
+pub fn write_echo_preferences(dir: &Path) -> std::io::Result<PathBuf> {
+    let words = [
+        "alpha", "beta", "gamma", "delta", "omega", "sigma", "theta", "kappa",
+    ];
+    let mut text = String::new();
+    for (i, w) in words.iter().cycle().take(24).enumerate() {
+        let line = json!({
+            "prompt": [{"role": "user", "content": format!("say {w} {i}")}],
+            "chosen": [{"role": "assistant", "content": format!("{w} {w} {w}")}],
+            "rejected": [{"role": "assistant", "content": "no"}]
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let path = dir.join("pairs.jsonl");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}

@@ -486,3 +486,103 @@ fn scores_fill_in_sort_the_table_and_follow_an_edit() {
         "the adapter changed nothing"
     );
 }
+
+/// A TRL preference file opens in the Datasets tab with chosen and rejected side by side;
+/// a reply is edited, the pair swapped, both undone, another pair swapped and saved
+/// (atomically, the old file kept as `.bak`); an invalid pair is counted.
+#[test]
+fn preference_pairs_side_by_side_edit_undo_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairs.jsonl");
+    let line = |q: &str, c: &str, r: &str| {
+        serde_json::json!({
+            "prompt": [{"role": "user", "content": q}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}]
+        })
+        .to_string()
+    };
+    let text = [
+        line("Who are you?", "I am Studio.", "I am a model."),
+        line("Your name?", "Studio.", "No name."),
+        line("Broken?", "Yes.", ""),
+    ]
+    .join("\n");
+    std::fs::write(&path, format!("{text}\n")).unwrap();
+
+    let mut h = harness();
+    h.run_steps(2);
+    h.state_mut().open_dataset(&path, 0.0);
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| app
+            .datasets
+            .preferences
+            .is_some()),
+        "the preference file did not open; notices: {:?}",
+        h.state().notices.items()
+    );
+    h.run_steps(2);
+    assert!(h.state().datasets.doc.is_none());
+    assert!(h.query_by_label_contains("3 preference pairs ·").is_some());
+    assert!(h.query_by_label_contains("1 invalid").is_some());
+    assert!(h.query_by_label("user: Who are you?").is_some());
+
+    // Edit the chosen reply; leaving the field commits it.
+    h.get_by_role_and_label(Role::MultilineTextInput, "Chosen")
+        .focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Chosen")
+        .type_text(" Really.");
+    h.run_steps(1);
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    let pairs = |h: &egui_kittest::Harness<'_, finetune_studio::app::StudioApp>| {
+        h.state()
+            .datasets
+            .preferences
+            .as_ref()
+            .unwrap()
+            .set
+            .pairs
+            .clone()
+    };
+    assert_eq!(pairs(&h)[0].chosen[0].content, "I am Studio. Really.");
+    h.get_by_role_and_label(Role::MultilineTextInput, "Rejected");
+
+    h.get_by_label("Swap chosen and rejected").click();
+    h.run_steps(2);
+    assert_eq!(pairs(&h)[0].chosen[0].content, "I am a model.");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    h.get_by_label("↶ Undo").click();
+    h.run_steps(2);
+    assert_eq!(pairs(&h)[0].chosen[0].content, "I am Studio.");
+    assert!(!h.state().datasets.is_dirty());
+
+    h.query_by_label_contains("2 Your name?").unwrap().click();
+    h.run_steps(2);
+    assert_eq!(h.state().datasets.preferences.as_ref().unwrap().selected, 1);
+    h.get_by_label("Swap chosen and rejected").click();
+    h.run_steps(2);
+    assert!(h.state().datasets.is_dirty());
+    h.get_by_label("Save").click();
+    assert!(
+        step_until(&mut h, Duration::from_secs(20), |app| !app
+            .datasets
+            .is_dirty()
+            && app
+                .datasets
+                .preferences
+                .as_ref()
+                .is_some_and(|p| p.saving.is_none())),
+        "the save did not finish; notices: {:?}",
+        h.state().notices.items()
+    );
+    let back = finetune_studio::data::PreferenceSet::load(&path).unwrap();
+    assert_eq!(back.pairs[1].chosen[0].content, "No name.");
+    assert_eq!(back.pairs[1].rejected[0].content, "Studio.");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pairs.jsonl.bak")).unwrap(),
+        format!("{text}\n")
+    );
+}

@@ -38,6 +38,8 @@ struct SaveAs {
 #[derive(Default)]
 pub struct DatasetsTab {
     pub doc: Option<OpenDataset>,
+    /// An open preference file (shown instead of `doc`).
+    pub preferences: Option<super::preference_view::PreferenceDoc>,
     /// A file being read.
     pub loading: Option<PathBuf>,
     /// The typed path field.
@@ -63,7 +65,7 @@ pub struct DatasetsTab {
 impl DatasetsTab {
     /// Starts reading `path` on the worker.
     pub fn open(&mut self, path: &Path, shared: &mut Shared<'_>) {
-        if self.doc.as_ref().is_some_and(OpenDataset::is_dirty) {
+        if self.is_dirty() {
             shared.notices.push(
                 super::notify::Level::Warning,
                 "The open dataset has unsaved changes",
@@ -85,6 +87,7 @@ impl DatasetsTab {
             self.path_input = p.display().to_string();
         }
         self.doc = Some(OpenDataset::new(ds));
+        self.preferences = None;
         self.recovery_offer = None;
         self.loading = None;
         self.selected = None;
@@ -97,11 +100,48 @@ impl DatasetsTab {
     /// Whether there are edits not saved yet.
     pub fn is_dirty(&self) -> bool {
         self.doc.as_ref().is_some_and(OpenDataset::is_dirty)
+            || self.preferences.as_ref().is_some_and(|p| p.is_dirty())
     }
 
     /// Takes the worker events meant for this tab; returns the others.
     pub fn on_event(&mut self, event: Event, shared: &mut Shared<'_>) -> Option<Event> {
         match event {
+            Event::PreferencesLoaded { path, set, elapsed } => {
+                if self.loading.as_deref() == Some(path.as_path()) {
+                    shared.state.remember_file(&path);
+                    self.path_input = path.display().to_string();
+                    shared.notices.info(format!(
+                        "Opened {} ({} preference pairs in {:.2} s)",
+                        crate::paths::file_name(&path),
+                        set.len(),
+                        elapsed.as_secs_f64()
+                    ));
+                    self.preferences = Some(super::preference_view::PreferenceDoc::new(*set));
+                    self.doc = None;
+                    self.loading = None;
+                    self.selected = None;
+                    self.recovery_offer = None;
+                }
+            }
+            Event::PreferencesSaved {
+                path,
+                set,
+                generation,
+            } => {
+                if let Some(p) = &mut self.preferences {
+                    let current = p.saved(*set, generation);
+                    shared.state.remember_file(&path);
+                    shared.notices.info(format!(
+                        "Saved {}{}",
+                        crate::paths::file_name(&path),
+                        if current {
+                            ""
+                        } else {
+                            " (edits made while saving are not in it yet)"
+                        }
+                    ));
+                }
+            }
             Event::DatasetLoaded {
                 path,
                 dataset,
@@ -195,6 +235,9 @@ impl DatasetsTab {
                         if let Some(doc) = &mut self.doc {
                             doc.saving = None;
                         }
+                        if let Some(p) = &mut self.preferences {
+                            p.saving = None;
+                        }
                     }
                     JobKind::AnalyzeDataset => {
                         if let Some(doc) = &mut self.doc {
@@ -275,6 +318,10 @@ impl DatasetsTab {
     /// Whether the tab waits on something (a repaint will be needed).
     pub fn is_busy(&self) -> bool {
         self.loading.is_some()
+            || self
+                .preferences
+                .as_ref()
+                .is_some_and(|p| p.saving.is_some())
             || self.doc.as_ref().is_some_and(|d| {
                 let failed = d
                     .analysis_failed
@@ -334,6 +381,10 @@ impl DatasetsTab {
     }
 
     pub fn undo(&mut self, shared: &mut Shared<'_>) {
+        if let Some(p) = &mut self.preferences {
+            p.undo(shared);
+            return;
+        }
         self.commit_drafts(shared);
         if let Some(doc) = &mut self.doc {
             doc.undo(shared.now);
@@ -341,6 +392,10 @@ impl DatasetsTab {
     }
 
     pub fn redo(&mut self, shared: &mut Shared<'_>) {
+        if let Some(p) = &mut self.preferences {
+            p.redo(shared);
+            return;
+        }
         self.commit_drafts(shared);
         if let Some(doc) = &mut self.doc {
             doc.redo(shared.now);
@@ -349,6 +404,10 @@ impl DatasetsTab {
 
     /// Saves to the dataset's own file (or asks where, when it has none).
     pub fn save(&mut self, shared: &mut Shared<'_>) {
+        if let Some(p) = &mut self.preferences {
+            p.save(None, None, shared);
+            return;
+        }
         self.commit_drafts(shared);
         let Some(doc) = &self.doc else { return };
         match doc.data().path().map(Path::to_path_buf) {
@@ -370,6 +429,10 @@ impl DatasetsTab {
     }
 
     fn begin_save_as(&mut self) {
+        if let Some(p) = &mut self.preferences {
+            p.begin_save_as();
+            return;
+        }
         let Some(doc) = &self.doc else { return };
         let path = doc
             .data()
@@ -405,6 +468,10 @@ impl DatasetsTab {
         self.toolbar_ui(ui, shared);
         ui.separator();
         self.recovery_ui(ui, shared);
+        if let Some(p) = &mut self.preferences {
+            p.ui(ui, shared);
+            return;
+        }
         if self.doc.is_none() {
             self.empty_ui(ui, shared);
             return;
@@ -516,8 +583,12 @@ impl DatasetsTab {
                 self.open(&p, shared);
             }
             ui.separator();
-            let has_doc = self.doc.is_some();
-            let saving = self.doc.as_ref().is_some_and(|d| d.saving.is_some());
+            let has_doc = self.doc.is_some() || self.preferences.is_some();
+            let saving = self.doc.as_ref().is_some_and(|d| d.saving.is_some())
+                || self
+                    .preferences
+                    .as_ref()
+                    .is_some_and(|p| p.saving.is_some());
             if ui
                 .add_enabled(has_doc && !saving, egui::Button::new("Save"))
                 .on_hover_text("Save to the same file and format (Ctrl+S)")
@@ -532,9 +603,11 @@ impl DatasetsTab {
             {
                 self.begin_save_as();
             }
-            let (can_undo, can_redo) = self.doc.as_ref().map_or((false, false), |d| {
-                (d.data().can_undo(), d.data().can_redo())
-            });
+            let (can_undo, can_redo) = match (&self.doc, &self.preferences) {
+                (_, Some(p)) => (p.set.can_undo(), p.set.can_redo()),
+                (Some(d), None) => (d.data().can_undo(), d.data().can_redo()),
+                (None, None) => (false, false),
+            };
             if ui
                 .add_enabled(can_undo, egui::Button::new("↶ Undo"))
                 .on_hover_text("Undo the last edit (Ctrl+Z)")

@@ -18,6 +18,8 @@ pub struct Curves {
     pub suites: Vec<(usize, f64)>,
     /// The latest best evaluation: (step, measure, value).
     pub best: Option<(usize, BestBy, f64)>,
+    /// (step, figures on the held-out pairs) of a preference run.
+    pub preference_evals: Vec<(usize, crate::train::PreferenceMetrics)>,
 }
 
 impl Curves {
@@ -66,7 +68,7 @@ pub fn smooth(values: &[f64], alpha: f64) -> Vec<f64> {
         .collect()
 }
 
-fn series(c: &Curves, f: impl Fn(&StepMetrics) -> f64) -> Vec<[f64; 2]> {
+pub(super) fn series(c: &Curves, f: impl Fn(&StepMetrics) -> f64) -> Vec<[f64; 2]> {
     c.steps
         .iter()
         .map(|m| [m.step as f64, f(m)])
@@ -156,7 +158,13 @@ pub fn loss_plot_ui(ui: &mut egui::Ui, c: &Curves, smoothing: f32, height: f32, 
         });
 }
 
-fn small_plot_ui(ui: &mut egui::Ui, id: &str, name: &str, pts: Vec<[f64; 2]>, height: f32) {
+pub(super) fn small_plot_ui(
+    ui: &mut egui::Ui,
+    id: &str,
+    name: &str,
+    pts: Vec<[f64; 2]>,
+    height: f32,
+) {
     Plot::new(id)
         .height(height)
         .legend(Legend::default())
@@ -225,6 +233,7 @@ pub fn curves_ui(ui: &mut egui::Ui, c: &Curves, smoothing: &mut f32) {
             small,
         );
     });
+    super::preference_plots::plots_ui(ui, c, small);
 }
 
 #[cfg(test)]
@@ -241,6 +250,7 @@ mod tests {
             tokens: 0,
             tokens_per_s: 100.0,
             eta_s: 0.0,
+            preference: None,
         }
     }
 

@@ -25,6 +25,8 @@ mod memory_gauge;
 mod model_slot;
 mod models;
 mod notify;
+mod preference_plots;
+pub mod preference_view;
 mod runs;
 mod shared;
 mod shell;
@@ -35,6 +37,7 @@ mod train;
 mod train_estimate;
 mod train_eval_form;
 mod train_form;
+mod train_stage;
 
 pub use add_example::ExampleDraft;
 pub use batch_compare::{BatchCompare, PromptSource};

@@ -126,6 +126,13 @@ impl RunView {
                 ));
                 self.curves.best = Some((step, by, value));
             }
+            TrainEvent::PreferenceEval { step, metrics } => {
+                self.log(format!(
+                    "step {step}: held-out reward accuracy {:.3}, margin {:.4} ({} pairs)",
+                    metrics.reward_accuracy, metrics.reward_margin, metrics.pairs
+                ));
+                self.curves.preference_evals.push((step, metrics));
+            }
             TrainEvent::Checkpoint { step, path } => {
                 let name = crate::paths::file_name(&path);
                 self.log(format!("step {step}: checkpoint saved ({name})"));
@@ -410,6 +417,16 @@ impl TrainTab {
                 None => ds.path().map(|p| (p.to_path_buf(), None, d.is_dirty())),
             }
         });
+        let preferences = datasets.preferences.as_ref();
+        let open = open.or_else(|| {
+            let p = preferences?;
+            Some((p.set.path()?.to_path_buf(), None, p.is_dirty()))
+        });
+        let open_is_preference = match (&datasets.doc, preferences) {
+            (_, Some(_)) => Some(true),
+            (Some(_), None) => Some(false),
+            (None, None) => None,
+        };
         let dirty = open.as_ref().is_some_and(|o| o.2) && self.form.use_open_dataset;
         {
             let cfg = &shared.state.run_config;
@@ -455,6 +472,8 @@ impl TrainTab {
         ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
+        ui.separator();
+        super::train_stage::stage_ui(ui, cfg, open_is_preference);
         ui.separator();
         train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
         ui.separator();

@@ -62,7 +62,9 @@ pub enum DatasetCommand {
     Convert {
         #[command(flatten)]
         input: InputArgs,
-        /// Target format: alpaca, sharegpt, openai, csv, parquet (or a variant such as alpaca-jsonl).
+        /// Target format: alpaca, sharegpt, openai, csv, parquet (or a variant such as
+        /// alpaca-jsonl); for preference data: trl, trl-text, trl-implicit,
+        /// llamafactory-sharegpt, llamafactory-alpaca.
         #[arg(long)]
         to: String,
         /// Output file (`.jsonl` / `.json` picks the JSON container).
@@ -95,6 +97,26 @@ pub enum DatasetCommand {
         #[arg(long, value_name = "FROM=TO")]
         replace: Vec<String>,
         /// Output file: `.csv` or `.jsonl`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Preference pairs from instruction data: each record's last assistant turn is the
+    /// chosen reply, the model's own greedy answer the rejected one (TRL's message layout).
+    Pairs {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The model whose answers are rejected (a model folder, GGUF file, hub id or `default`).
+        #[arg(long, default_value = "default")]
+        model: String,
+        /// Answer with this adapter on the model (e.g. an SFT run's `adapter/`).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Replace a placeholder in every text, e.g. `--replace '{{name}}=Studio'` (repeatable).
+        #[arg(long, value_name = "FROM=TO")]
+        replace: Vec<String>,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// Output file (`.jsonl` or `.json`).
         #[arg(long)]
         out: PathBuf,
     },
@@ -222,7 +244,7 @@ pub fn run(
             replace,
         } => {
             let mut ds = load_input(&input)?;
-            let map = parse_replace(&replace)?;
+            let map = parse_replacements(&replace)?;
             if !map.is_empty() {
                 ds.replace_placeholders(&map);
             }
@@ -249,7 +271,7 @@ pub fn run(
             out,
         } => {
             let mut ds = load_input(&input)?;
-            let map = parse_replace(&replace)?;
+            let map = parse_replacements(&replace)?;
             if !map.is_empty() {
                 ds.replace_placeholders(&map);
             }
@@ -263,6 +285,11 @@ pub fn run(
                     out,
                 },
             )
+        }
+        // Preference files and `pairs` are run by `cli::dataset_preference::intercept`
+        // before this function is called.
+        DatasetCommand::Pairs { .. } => {
+            anyhow::bail!("`dataset pairs` runs through the binary's command line")
         }
         DatasetCommand::Contamination {
             input,
@@ -281,8 +308,8 @@ pub fn run(
     }
 }
 
-/// `--replace FROM=TO` arguments as pairs.
-fn parse_replace(replace: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+/// `FROM=TO` arguments as pairs.
+pub fn parse_replacements(replace: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     replace
         .iter()
         .map(|r| {

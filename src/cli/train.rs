@@ -90,7 +90,7 @@ fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
             say(bar, format!("estimate: {}", estimate.describe()));
         }
         TrainEvent::Step(m) => {
-            let status = format!(
+            let mut status = format!(
                 "loss {:.4}  lr {:.2e}  |g| {:.3}  {:.0} tok/s  ETA {}",
                 m.loss,
                 m.lr,
@@ -98,6 +98,12 @@ fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
                 m.tokens_per_s,
                 train::estimate::format_duration(m.eta_s)
             );
+            if let Some(p) = m.preference {
+                status.push_str(&format!(
+                    "  margin {:.4}  accuracy {:.2}",
+                    p.reward_margin, p.reward_accuracy
+                ));
+            }
             if bar.is_hidden() {
                 let total = bar.length().unwrap_or(0);
                 eprintln!("step {}/{total}  {status}", m.step);
@@ -124,6 +130,13 @@ fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
                 "step {step}: best {} so far, {}",
                 by.label(),
                 by.format(value)
+            ),
+        ),
+        TrainEvent::PreferenceEval { step, metrics } => say(
+            bar,
+            format!(
+                "step {step}: held-out reward accuracy {:.3}, margin {:.4} ({} pairs)",
+                metrics.reward_accuracy, metrics.reward_margin, metrics.pairs
             ),
         ),
         TrainEvent::Checkpoint { step, path } => {

@@ -231,7 +231,7 @@ impl Dataset {
 /// Writes `bytes` to `path` atomically ([`crate::fsio`]); an existing file is first kept
 /// as `<path>.bak` (itself written atomically, so a crash leaves a whole backup or the
 /// previous one).
-fn write_keeping_backup(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+pub(crate) fn write_keeping_backup(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     match std::fs::File::open(path) {
         Ok(mut old) => {
             crate::fsio::write_file_atomic(&backup_path(path), |w| {

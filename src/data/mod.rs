@@ -10,6 +10,8 @@ pub mod dedup;
 pub mod edit;
 pub mod error;
 pub mod formats;
+pub mod preference;
+pub mod preference_formats;
 pub mod record;
 pub mod search;
 pub mod split;
@@ -23,6 +25,8 @@ pub use edit::Edit;
 pub use error::{DataError, Problem, ProblemKind, Severity};
 pub use formats::dataset_info::DatasetInfoEntry;
 pub use formats::{Encoding, Format, Mapping, Schema};
+pub use preference::{PreferenceEdit, PreferencePair, PreferenceSet};
+pub use preference_formats::{PreferenceFormat, PreferenceLayout};
 pub use record::{Conversation, Message, Role};
 pub use stats::{ByteCounter, Stats, StatsOptions, TokenCounter, WhitespaceCounter};
 

@@ -363,6 +363,7 @@ pub fn read_log(path: &Path) -> anyhow::Result<Vec<MetricLine>> {
                 tokens: 0,
                 tokens_per_s: 0.0,
                 eta_s: 0.0,
+                preference: None,
             }));
         }
     }

@@ -63,7 +63,7 @@ impl PackedRow {
     }
 
     /// Appends one example (cut at `max` tokens) as the row's next segment.
-    fn push(&mut self, ex: &Example, max: usize) {
+    pub(crate) fn push(&mut self, ex: &Example, max: usize) {
         let seg = self.segments.last().map_or(0, |s| s + 1);
         let n = ex.ids.len().min(max);
         for i in 0..n {

@@ -230,10 +230,72 @@ impl Default for OutputSection {
     }
 }
 
+/// What a run trains on and for: instruction data (SFT) or preference pairs (DPO, ORPO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    #[default]
+    Sft,
+    Dpo,
+    Orpo,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Sft, Stage::Dpo, Stage::Orpo];
+
+    /// Whether the run trains on preference pairs.
+    pub fn is_preference(self) -> bool {
+        self != Stage::Sft
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Sft => "SFT",
+            Stage::Dpo => "DPO",
+            Stage::Orpo => "ORPO",
+        }
+    }
+}
+
+/// The reference a DPO run measures its rewards against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reference {
+    /// The base model: the adapter switched off.
+    #[default]
+    Base,
+    /// The adapter the run starts from (`init_adapter`), frozen.
+    InitAdapter,
+}
+
+/// The preference stages' settings (`stage = "dpo"` or `"orpo"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PreferenceSection {
+    /// DPO's β (strength of the pull towards the reference), or ORPO's λ (weight of the
+    /// odds-ratio term), as TRL's `beta` for both.
+    pub beta: f64,
+    pub reference: Reference,
+}
+
+impl Default for PreferenceSection {
+    fn default() -> Self {
+        Self {
+            beta: 0.1,
+            reference: Reference::Base,
+        }
+    }
+}
+
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunConfig {
+    /// `sft` (instruction data), `dpo` or `orpo` (preference pairs).
+    pub stage: Stage,
+    /// A PEFT adapter folder (e.g. an SFT run's `adapter/`) whose values the run starts
+    /// from; its rank, alpha and targets must match `[lora]`.
+    pub init_adapter: Option<PathBuf>,
     pub model: ModelSection,
     pub data: DataSection,
     pub lora: LoraSection,
@@ -241,6 +303,7 @@ pub struct RunConfig {
     pub training: TrainingSection,
     pub eval: EvalSection,
     pub output: OutputSection,
+    pub preference: PreferenceSection,
 }
 
 impl RunConfig {
@@ -273,6 +336,11 @@ impl RunConfig {
         if let Some(r) = &cfg.output.runs_dir {
             if r.is_relative() {
                 cfg.output.runs_dir = Some(resolve(r));
+            }
+        }
+        if let Some(a) = &cfg.init_adapter {
+            if a.is_relative() {
+                cfg.init_adapter = Some(resolve(a));
             }
         }
         Ok(cfg)
@@ -336,6 +404,24 @@ impl RunConfig {
         }
         if !(self.eval.min_delta >= 0.0 && self.eval.min_delta.is_finite()) {
             out.push("the minimum improvement must be 0 or more".into());
+        }
+        if self.stage.is_preference() {
+            let beta = self.preference.beta;
+            if !(beta.is_finite() && beta > 0.0) {
+                out.push("preference beta must be positive".into());
+            }
+            if self.training.gradient_checkpointing {
+                out.push(format!(
+                    "gradient checkpointing is not available for {} runs",
+                    self.stage.label()
+                ));
+            }
+        }
+        if self.stage == Stage::Dpo
+            && self.preference.reference == Reference::InitAdapter
+            && self.init_adapter.is_none()
+        {
+            out.push("reference = \"init_adapter\" needs an init_adapter".into());
         }
         out
     }
@@ -406,6 +492,30 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.contains("early stopping")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn old_files_are_sft_and_preference_stages_round_trip() {
+        let cfg = RunConfig::from_toml("[data]\npath = \"d.json\"\n").unwrap();
+        assert_eq!(cfg.stage, Stage::Sft);
+        let text = "stage = \"dpo\"\ninit_adapter = \"sft/adapter\"\n[data]\npath = \"p.jsonl\"\n[preference]\nbeta = 0.2\nreference = \"init_adapter\"\n";
+        let cfg = RunConfig::from_toml(text).unwrap();
+        assert_eq!(cfg.stage, Stage::Dpo);
+        assert_eq!(cfg.preference.beta, 0.2);
+        assert_eq!(cfg.preference.reference, Reference::InitAdapter);
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        assert_eq!(RunConfig::from_toml(&cfg.to_toml()).unwrap(), cfg);
+        let mut bad = cfg.clone();
+        bad.init_adapter = None;
+        bad.preference.beta = 0.0;
+        bad.training.gradient_checkpointing = true;
+        let problems = bad.validate().join("; ");
+        assert!(
+            problems.contains("beta")
+                && problems.contains("init_adapter")
+                && problems.contains("checkpointing"),
+            "{problems}"
         );
     }
 

@@ -41,7 +41,7 @@ pub fn load_dataset(cfg: &RunConfig) -> anyhow::Result<crate::data::Dataset> {
     Ok(ds)
 }
 
-fn sha256_file(path: &Path) -> String {
+pub(crate) fn sha256_file(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => format!("{:x}", sha2::Sha256::digest(&bytes)),
         Err(_) => String::new(),
@@ -54,6 +54,9 @@ pub fn prepare(
     model: &Model,
     log: &mut dyn FnMut(String),
 ) -> anyhow::Result<PreparedData> {
+    if cfg.stage.is_preference() {
+        return super::preference::prepare(cfg, model, log);
+    }
     let mut ds = load_dataset(cfg)?;
     let records = ds.len();
     if !cfg.data.replace.is_empty() {
@@ -163,6 +166,9 @@ impl Counts {
 /// The rows of one epoch, in training order: shuffled from `seed + epoch`, then packed
 /// (or padded one sample per row).
 pub fn epoch_rows(examples: &[Example], cfg: &RunConfig, epoch: usize) -> Vec<PackedRow> {
+    if cfg.stage.is_preference() {
+        return super::preference::epoch_rows(examples, cfg, epoch);
+    }
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut rng =
         rand::rngs::StdRng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 1_000_003));

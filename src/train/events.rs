@@ -35,6 +35,33 @@ pub struct StepMetrics {
     pub tokens_per_s: f64,
     #[serde(deserialize_with = "f64_or_nan")]
     pub eta_s: f64,
+    /// The preference stages' figures (DPO, ORPO runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<PreferenceMetrics>,
+}
+
+/// A preference step's (or evaluation's) figures, means over its pairs, named as TRL logs
+/// them: `logps/chosen`, `logps/rejected` (log-probabilities of the replies: sums over
+/// their tokens for DPO, means per token for ORPO), `rewards/chosen`, `rewards/rejected`
+/// (DPO: β · (policy − reference) log-ratio; ORPO: β · the mean log-probability),
+/// `rewards/margins` and `rewards/accuracies` (the share of pairs whose chosen reward is
+/// the higher).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceMetrics {
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub chosen_logp: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rejected_logp: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub chosen_reward: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rejected_reward: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub reward_margin: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub reward_accuracy: f64,
+    /// Pairs these figures are means over.
+    pub pairs: usize,
 }
 
 /// Reads a number, or `null` as NaN (serde_json writes non-finite floats as `null`).
@@ -103,6 +130,11 @@ pub enum TrainEvent {
         step: usize,
         by: super::selection::BestBy,
         value: f64,
+    },
+    /// A preference run's evaluation on its held-out pairs (sent before its `Eval`).
+    PreferenceEval {
+        step: usize,
+        metrics: PreferenceMetrics,
     },
     Checkpoint {
         step: usize,

@@ -49,6 +49,32 @@ pub fn cross_entropy_sum_differentiable(
     Ok(total)
 }
 
+/// Per-token cross-entropy over `targets`, in target order (`[targets]`), differentiable
+/// with respect to `hidden`: what the preference losses weigh row by row.
+pub fn cross_entropy_rows_differentiable(
+    model: &Transformer,
+    hidden: &Tensor,
+    targets: &[Option<u32>],
+) -> Result<Tensor> {
+    let (rows, labels) = target_rows(targets);
+    let device = hidden.device();
+    let mut parts = Vec::new();
+    for (chunk_rows, chunk_labels) in rows
+        .chunks(LOSS_CHUNK_ROWS)
+        .zip(labels.chunks(LOSS_CHUNK_ROWS))
+    {
+        let h = hidden.index_select(&Tensor::new(chunk_rows, device)?, 0)?;
+        parts.push(match &model.lm_head.bias {
+            None => lm_head_cross_entropy(&h, &model.lm_head.weight, chunk_labels)?,
+            Some(_) => cross_entropy(&model.logits_differentiable(&h)?, chunk_labels)?,
+        });
+    }
+    if parts.is_empty() {
+        candle_core::bail!("no target to compute a loss on");
+    }
+    Tensor::cat(&parts, 0)
+}
+
 /// Per-token losses without gradients (eval), same layout as
 /// [`cross_entropy_sum_differentiable`].
 pub fn token_losses(

@@ -12,15 +12,16 @@ pub mod job;
 pub mod loss;
 pub mod optim;
 pub mod plan;
+pub mod preference;
 pub mod run_dir;
 pub mod score;
 pub mod selection;
 pub mod suite_eval;
 pub mod trainer;
 
-pub use config::RunConfig;
+pub use config::{RunConfig, Stage};
 pub use estimate::estimate;
-pub use events::{Estimate, StepMetrics, Summary, TrainCommand, TrainEvent};
+pub use events::{Estimate, PreferenceMetrics, StepMetrics, Summary, TrainCommand, TrainEvent};
 pub use job::{resume, spawn, spawn_planned, TrainHandle};
 pub use run_dir::{list_runs, RunInfo};
 pub use selection::{BestBy, FinalAdapter, FinalChoice};

@@ -83,6 +83,11 @@ pub enum MetricLine {
         #[serde(deserialize_with = "super::events::f64_or_nan")]
         loss: f64,
     },
+    /// A preference run's figures on its held-out pairs.
+    PreferenceEval {
+        step: usize,
+        metrics: super::events::PreferenceMetrics,
+    },
     /// The eval suite's result at an evaluation.
     Suite(SuiteScore),
     /// A new best evaluation by the run's measure.
@@ -99,7 +104,9 @@ impl MetricLine {
     pub fn step(&self) -> usize {
         match self {
             MetricLine::Step(m) => m.step,
-            MetricLine::Eval { step, .. } | MetricLine::Best { step, .. } => *step,
+            MetricLine::Eval { step, .. }
+            | MetricLine::Best { step, .. }
+            | MetricLine::PreferenceEval { step, .. } => *step,
             MetricLine::Suite(s) => s.step,
         }
     }
@@ -439,6 +446,7 @@ pub fn read_run(path: &Path) -> RunInfo {
             MetricLine::Eval { step, loss } => evals.push((step, loss)),
             MetricLine::Suite(s) => suites.push(s),
             MetricLine::Best { step, by, value } => best = Some((step, by, value)),
+            MetricLine::PreferenceEval { .. } => {}
         }
     }
     let best_eval_loss = evals

@@ -73,7 +73,7 @@ pub fn run(
 /// The final hidden states of a micro-batch, one row per position (`[targets, hidden]`),
 /// with the adapter applied; differentiable (with dropout drawn from the seed) when
 /// `dropout_seed` is given.
-fn hidden_states(
+pub(crate) fn hidden_states(
     model: &Model,
     lora: &crate::model::lora::LoraSet,
     mb: &MicroBatch,
@@ -196,6 +196,8 @@ struct Trainer<'c> {
     plan: RunPlan,
     device: Device,
     adapter: TrainableAdapter,
+    /// The frozen adapter a DPO run measures against (`None`: the base, adapter off).
+    reference: Option<crate::model::lora::LoraSet>,
     named: Vec<(String, Var)>,
     opt: AdamW,
     run: RunDir,
@@ -240,13 +242,14 @@ impl<'c> Trainer<'c> {
         // A suite that cannot be read stops the run before its folder exists.
         let suite = RunSuite::load(&cfg.eval)?;
         let device = model.transformer.device().clone();
-        let adapter = TrainableAdapter::init(
+        let mut adapter = TrainableAdapter::init(
             model.config(),
             &cfg.lora,
             model.hub_id.clone(),
             cfg.training.seed,
             &device,
         )?;
+        let reference = super::preference::apply_init_adapter(&cfg, &model, &mut adapter)?;
         let named = adapter.named_vars();
         let opt = AdamW::new(
             named.iter().map(|(_, v)| v.clone()).collect(),
@@ -281,6 +284,7 @@ impl<'c> Trainer<'c> {
             plan,
             device,
             adapter,
+            reference,
             named,
             opt,
             run,
@@ -496,17 +500,33 @@ impl<'c> Trainer<'c> {
         let tokens: usize = group.iter().map(|m| m.tokens).sum();
         let (seed, step_no) = (self.cfg.training.seed, self.state.step + 1);
         let seed = |j: usize| seed ^ ((self.state.step as u64) << 20) ^ (j as u64);
-        let (grads, loss_sum) = crate::ops::runtime::with_pool_awake(|| {
-            accumulated_gradients(
-                &self.model,
-                &self.adapter,
-                &self.named,
-                &group,
-                trained,
-                seed,
-                self.cfg.training.gradient_checkpointing,
-            )
-        })?;
+        let (grads, loss_sum, preference) = if self.cfg.stage.is_preference() {
+            let s = crate::ops::runtime::with_pool_awake(|| {
+                super::preference::accumulated_gradients(
+                    &self.model,
+                    &self.adapter,
+                    &self.named,
+                    &group,
+                    &self.cfg,
+                    self.reference.as_ref(),
+                    seed,
+                )
+            })?;
+            (s.grads, s.loss, s.metrics)
+        } else {
+            let (grads, loss_sum) = crate::ops::runtime::with_pool_awake(|| {
+                accumulated_gradients(
+                    &self.model,
+                    &self.adapter,
+                    &self.named,
+                    &group,
+                    trained,
+                    seed,
+                    self.cfg.training.gradient_checkpointing,
+                )
+            })?;
+            (grads, loss_sum, None)
+        };
         if !loss_sum.is_finite() {
             anyhow::bail!("loss became {loss_sum} at step {step_no}; the run stops and keeps its last good checkpoint (try a lower learning rate)");
         }
@@ -536,6 +556,7 @@ impl<'c> Trainer<'c> {
             tokens,
             tokens_per_s: tokens as f64 / step_s.max(1e-9),
             eta_s: rate * (self.state.total_steps - self.state.step) as f64,
+            preference,
         };
         let last = self.state.step == self.state.total_steps;
         if self
@@ -606,7 +627,11 @@ impl<'c> Trainer<'c> {
     fn eval(&mut self) -> anyhow::Result<()> {
         let step = self.state.step;
         self.last_eval_step = Some(step);
-        let loss = evaluate(&self.model, &self.adapter, &self.plan.prepared, &self.cfg)?;
+        let loss = if self.cfg.stage.is_preference() {
+            self.preference_eval()?
+        } else {
+            evaluate(&self.model, &self.adapter, &self.plan.prepared, &self.cfg)?
+        };
         if let Some(loss) = loss {
             self.state.best_eval_loss =
                 Some(self.state.best_eval_loss.map_or(loss, |b| b.min(loss)));
@@ -687,6 +712,27 @@ impl<'c> Trainer<'c> {
         self.run.log_metric(&MetricLine::Suite(score.clone()))?;
         self.control.send(TrainEvent::Suite(score.clone()));
         Ok(Some(score))
+    }
+
+    /// A preference run's loss on its held-out pairs; their reward figures are logged and
+    /// sent.
+    fn preference_eval(&mut self) -> anyhow::Result<Option<f64>> {
+        let Some((loss, metrics)) = super::preference::evaluate(
+            &self.model,
+            &self.adapter,
+            self.reference.as_ref(),
+            &self.plan.prepared,
+            &self.cfg,
+        )?
+        else {
+            return Ok(None);
+        };
+        let step = self.state.step;
+        self.run
+            .log_metric(&MetricLine::PreferenceEval { step, metrics })?;
+        self.control
+            .send(TrainEvent::PreferenceEval { step, metrics });
+        Ok(Some(loss))
     }
 
     /// Writes `checkpoints/step-N/`: the adapter, the optimizer moments and the position.

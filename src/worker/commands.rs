@@ -64,6 +64,14 @@ pub enum Command {
         format: Option<Format>,
         generation: u64,
     },
+    /// Writes a preference set atomically to `path` (keeping `.bak`) and marks it saved;
+    /// `generation` comes back with the result, as for [`Command::SaveDataset`].
+    SavePreferences {
+        set: Box<crate::data::PreferenceSet>,
+        path: PathBuf,
+        format: Option<Box<crate::data::PreferenceFormat>>,
+        generation: u64,
+    },
     /// Statistics, validation problems and flag lists of a snapshot.
     Analyze {
         dataset: Arc<Dataset>,
@@ -124,7 +132,7 @@ impl Command {
             Command::RecoverDataset { .. } => JobKind::RecoverDataset,
             Command::DiscardRecovery { .. } => JobKind::DiscardRecovery,
             Command::AutosaveDataset { .. } => JobKind::AutosaveDataset,
-            Command::SaveDataset { .. } => JobKind::SaveDataset,
+            Command::SaveDataset { .. } | Command::SavePreferences { .. } => JobKind::SaveDataset,
             Command::Analyze { .. } => JobKind::AnalyzeDataset,
             Command::Search { .. } => JobKind::SearchDataset,
             Command::CheckContamination { .. } => JobKind::CheckContamination,
@@ -170,6 +178,19 @@ pub enum Event {
         /// Autosaved unsaved edits of this file, from a session that did not save them:
         /// the recovery file and when it was written.
         recovery: Option<(PathBuf, String)>,
+    },
+    /// A preference file opened by [`Command::LoadDataset`] (its first record has
+    /// `chosen` and `rejected`, or it is a `ranking: true` dataset_info.json entry).
+    PreferencesLoaded {
+        path: PathBuf,
+        set: Box<crate::data::PreferenceSet>,
+        elapsed: Duration,
+    },
+    /// The saved preference set (marked clean, with its new path and format).
+    PreferencesSaved {
+        path: PathBuf,
+        set: Box<crate::data::PreferenceSet>,
+        generation: u64,
     },
     /// The saved dataset (marked clean, with its new path and format).
     DatasetSaved {

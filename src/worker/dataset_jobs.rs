@@ -18,6 +18,30 @@ use super::{Analysis, Command, Event};
 pub(super) fn run(cmd: Command) -> anyhow::Result<Event> {
     let kind = cmd.kind();
     Ok(match cmd {
+        Command::LoadDataset { path }
+            if crate::data::preference_formats::is_preference_path(&path) =>
+        {
+            let t = Instant::now();
+            let set = crate::data::PreferenceSet::open(&path)?;
+            Event::PreferencesLoaded {
+                path,
+                set: Box::new(set),
+                elapsed: t.elapsed(),
+            }
+        }
+        Command::SavePreferences {
+            mut set,
+            path,
+            format,
+            generation,
+        } => {
+            set.save(&path, format.map(|f| *f))?;
+            Event::PreferencesSaved {
+                path,
+                set,
+                generation,
+            }
+        }
         Command::LoadDataset { path } => {
             let t = Instant::now();
             let ds = crate::data::load(&path, None)?;
