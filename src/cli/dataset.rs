@@ -261,30 +261,9 @@ pub fn run(
             );
             Ok(0)
         }
-        DatasetCommand::Score {
-            input,
-            model,
-            adapter,
-            compare,
-            max_len,
-            replace,
-            out,
-        } => {
-            let mut ds = load_input(&input)?;
-            let map = parse_replacements(&replace)?;
-            if !map.is_empty() {
-                ds.replace_placeholders(&map);
-            }
-            super::dataset_score::run(
-                &ds,
-                &super::dataset_score::ScoreArgs {
-                    model,
-                    adapter,
-                    compare,
-                    max_len,
-                    out,
-                },
-            )
+        // `score` is run by `cli::dataset_score::intercept` before this function is called.
+        DatasetCommand::Score { .. } => {
+            anyhow::bail!("`dataset score` runs through the binary's command line")
         }
         // Preference files and `pairs` are run by `cli::dataset_preference::intercept`
         // before this function is called.

@@ -17,6 +17,35 @@ use crate::train::score::{score_records, RecordScore, ScoreResult};
 /// Records scored per forward batch (and per progress tick).
 const CHUNK: usize = 16;
 
+/// Runs `dataset score` when `args` asks for it; `None` for the other subcommands.
+pub fn intercept(args: &super::dataset::DatasetArgs) -> anyhow::Result<Option<i32>> {
+    let super::dataset::DatasetCommand::Score {
+        input,
+        model,
+        adapter,
+        compare,
+        max_len,
+        replace,
+        out,
+    } = &args.command
+    else {
+        return Ok(None);
+    };
+    let mut ds = super::dataset::load_input(input)?;
+    let map = super::dataset::parse_replacements(replace)?;
+    if !map.is_empty() {
+        ds.replace_placeholders(&map);
+    }
+    let args = ScoreArgs {
+        model: model.clone(),
+        adapter: adapter.clone(),
+        compare: compare.clone(),
+        max_len: *max_len,
+        out: out.clone(),
+    };
+    run(&ds, &args).map(Some)
+}
+
 pub struct ScoreArgs {
     pub model: String,
     pub adapter: Option<PathBuf>,

@@ -4,9 +4,9 @@
 pub mod chat;
 pub mod dataset;
 mod dataset_contamination;
-mod dataset_score;
 mod dataset_pairs;
 mod dataset_preference;
+mod dataset_score;
 pub mod eval;
 mod eval_suite;
 pub mod export;
@@ -83,13 +83,18 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Chat(args) => chat::run(args),
         Command::Eval(args) => eval::run(args),
         Command::FetchModel(args) => fetch::run(args),
-        Command::Dataset(args) => match dataset_preference::intercept(&args)? {
-            Some(code) => Ok(code),
-            None => dataset::run(args, &|spec| {
+        Command::Dataset(args) => {
+            if let Some(code) = dataset_preference::intercept(&args)? {
+                return Ok(code);
+            }
+            if let Some(code) = dataset_score::intercept(&args)? {
+                return Ok(code);
+            }
+            dataset::run(args, &|spec| {
                 let model = load_model(spec)?;
                 Ok(Box::new(model.tokenizer) as Box<dyn crate::data::TokenCounter>)
-            }),
-        },
+            })
+        }
         Command::Train(args) => train::run(args),
         Command::Export(args) => export::run(args),
         Command::ExportRun(args) => handoff::export_run(args),
