@@ -5,6 +5,7 @@
 //! the second one made better and worse.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -74,12 +75,9 @@ struct Row {
     error: Option<String>,
 }
 
-fn read_adapter(model: &Model, dir: &std::path::Path) -> anyhow::Result<LoraSet> {
-    Ok(
-        crate::adapter::read_adapter(dir, model.config(), model.transformer.device())
-            .with_context(|| format!("reading the adapter in {}", dir.display()))?
-            .lora,
-    )
+/// The adapter in `dir`, read as chat and batch compare read theirs.
+fn read_adapter(model: &Model, dir: &std::path::Path) -> anyhow::Result<Arc<LoraSet>> {
+    crate::worker::chat_job::read_adapter(model, dir).map_err(anyhow::Error::msg)
 }
 
 fn score_all(
@@ -133,11 +131,11 @@ pub fn run(ds: &Dataset, args: &ScoreArgs) -> anyhow::Result<i32> {
         Some("base") => Some(None),
         Some(dir) => Some(Some(read_adapter(&model, std::path::Path::new(dir))?)),
     };
-    let first = score_all(&model, lora.as_ref(), ds, args.max_len, "scoring")?;
+    let first = score_all(&model, lora.as_deref(), ds, args.max_len, "scoring")?;
     let second = match &compare_lora {
         Some(l) => Some(score_all(
             &model,
-            l.as_ref(),
+            l.as_deref(),
             ds,
             args.max_len,
             "scoring for the comparison",

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::{Command, Event};
 use crate::jobs::Reporter;
@@ -28,14 +28,11 @@ pub(super) fn run(cmd: Command, reporter: &Reporter<Event>) -> anyhow::Result<Ev
     else {
         bail!("internal error: the scoring job got another command");
     };
-    let lora = match &adapter {
-        Some(dir) => Some(
-            crate::adapter::read_adapter(dir, model.config(), model.transformer.device())
-                .with_context(|| format!("reading the adapter in {}", dir.display()))?
-                .lora,
-        ),
-        None => None,
-    };
+    let lora = adapter
+        .as_deref()
+        .map(|dir| super::chat_job::read_adapter(&model, dir))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let total = records.len();
     let mut done = 0;
     for chunk in records.chunks(CHUNK) {
@@ -47,7 +44,7 @@ pub(super) fn run(cmd: Command, reporter: &Reporter<Event>) -> anyhow::Result<Ev
             });
         }
         let convs: Vec<&crate::data::Conversation> = chunk.iter().map(|(_, _, c)| c).collect();
-        let scores = score_records(&model, lora.as_ref(), &convs, max_len)?;
+        let scores = score_records(&model, lora.as_deref(), &convs, max_len)?;
         done += chunk.len();
         reporter.send(Event::RecordsScored {
             id,
