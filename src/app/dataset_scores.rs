@@ -116,8 +116,13 @@ pub struct RecordScores {
     /// Bumped when scores arrive: the order is recomputed.
     version: u64,
     order: Option<(OrderKey, Vec<usize>)>,
+    /// The histogram's bars and how many records they count, for (version, generation,
+    /// sort): recomputed when one changes, not every frame.
+    histogram: Option<(HistogramKey, Vec<Bar>, usize)>,
     model: Option<Arc<Model>>,
 }
+
+type HistogramKey = (u64, u64, ScoreSort);
 
 type OrderKey = (
     u64,
@@ -439,24 +444,32 @@ impl RecordScores {
     }
 
     /// The histogram of the sort's measure over the scored records.
-    pub fn histogram_ui(&self, ui: &mut egui::Ui, doc: &OpenDataset) {
-        let values: Vec<f64> = doc
-            .data()
-            .records()
-            .iter()
-            .filter_map(|c| self.measure(self.sort, c))
-            .filter(|v| v.is_finite())
-            .collect();
-        if values.is_empty() {
+    pub fn histogram_ui(&mut self, ui: &mut egui::Ui, doc: &OpenDataset) {
+        let key = (self.version, doc.generation(), self.sort);
+        if self.histogram.as_ref().map(|h| h.0) != Some(key) {
+            let values: Vec<f64> = doc
+                .data()
+                .records()
+                .iter()
+                .filter_map(|c| self.measure(self.sort, c))
+                .filter(|v| v.is_finite())
+                .collect();
+            let bars = if values.is_empty() {
+                Vec::new()
+            } else {
+                histogram(&values, 30)
+            };
+            self.histogram = Some((key, bars, values.len()));
+        }
+        let Some((_, bars, n)) = &self.histogram else {
+            return;
+        };
+        if *n == 0 {
             ui.weak("No scores yet: press Score.");
             return;
         }
-        let bars = histogram(&values, 30);
-        ui.label(format!(
-            "{} of {} records",
-            self.sort.measure_name(),
-            values.len()
-        ));
+        let bars = bars.clone();
+        ui.label(format!("{} of {n} records", self.sort.measure_name()));
         Plot::new("score-histogram")
             .height(120.0)
             .allow_scroll(false)
