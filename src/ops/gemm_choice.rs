@@ -7,7 +7,12 @@
 //! and recent Xeons do not) and on the shape (thin products can favour AVX2). So the
 //! first calls of each shape alternate between the two and time themselves, the faster
 //! per FLOP is kept, the choice is logged, and the choices are kept on disk for this CPU
-//! (`kernel-choices.json` in the data directory), so the next run starts with them.
+//! (`kernel-choices.json` in the data directory) with each kernel's best time.
+//!
+//! A busy machine only ever makes a kernel look slower than it is, so the best time over
+//! every trial ever taken converges on the quiet figure: each later run times a saved shape
+//! once more on each kernel and decides on the best times of all runs together. A choice
+//! that a neighbour's build skewed is corrected by the next quiet run instead of being kept.
 //! `FINETUNE_STUDIO_GEMM=avx2|avx512` pins one kernel for comparisons.
 
 use std::collections::HashMap;
@@ -37,8 +42,10 @@ impl GemmKernel {
     }
 }
 
-/// Timed calls of each kernel before a shape's choice is made.
-const TRIALS: usize = 2;
+/// Timed calls of each kernel before a new shape's choice is made.
+const TRIALS: usize = 3;
+/// Timed calls of each kernel, in a later run, for a shape saved with its best times.
+const RECHECK_TRIALS: usize = 1;
 /// Products below this many multiply-adds (a few microseconds) are not worth timing:
 /// they run on AVX2.
 const TIMED_MIN_MACS: usize = 1 << 20;
@@ -78,8 +85,12 @@ enum Choice {
     Timing {
         avx2: Vec<f64>,
         avx512: Vec<f64>,
+        /// The best seconds per multiply-add saved by earlier runs, `(avx2, avx512)`.
+        saved: Option<(f64, f64)>,
     },
-    Chosen(GemmKernel),
+    /// The kernel, and the best seconds per multiply-add of each, `(avx2, avx512)` (none
+    /// for choices of unit tests).
+    Chosen(GemmKernel, Option<(f64, f64)>),
 }
 
 struct Choices {
@@ -156,9 +167,18 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
                 threads: num("threads")?,
             })
         })();
-        let kernel = entry["kernel"].as_str().and_then(GemmKernel::from_label);
-        if let (Some(key), Some(kernel)) = (key, kernel) {
-            out.insert(key, Choice::Chosen(kernel));
+        let seconds = |k: &str| entry[k].as_f64().filter(|t| t.is_finite() && *t > 0.0);
+        let saved = seconds("avx2_s_per_mac").zip(seconds("avx512_s_per_mac"));
+        // A file of an older version, with no times, is timed afresh.
+        if let (Some(key), Some(saved)) = (key, saved) {
+            out.insert(
+                key,
+                Choice::Timing {
+                    avx2: Vec::new(),
+                    avx512: Vec::new(),
+                    saved: Some(saved),
+                },
+            );
         }
     }
     out
@@ -171,11 +191,22 @@ fn save(path: &std::path::Path, choices: &Choices) {
         .shapes
         .iter()
         .filter_map(|(key, c)| match c {
-            Choice::Chosen(kernel) => Some(serde_json::json!({
+            Choice::Chosen(kernel, Some((t2, t5))) => Some(serde_json::json!({
                 "m": key.m, "n": key.n, "k": key.k, "transposed": key.transposed,
                 "threads": key.threads, "kernel": kernel.label(),
+                "avx2_s_per_mac": t2, "avx512_s_per_mac": t5,
             })),
-            Choice::Timing { .. } => None,
+            // Saved times not yet checked in this run are kept as they were.
+            Choice::Timing {
+                saved: Some((t2, t5)),
+                ..
+            } => Some(serde_json::json!({
+                "m": key.m, "n": key.n, "k": key.k, "transposed": key.transposed,
+                "threads": key.threads,
+                "kernel": if t5 < t2 { "avx512" } else { "avx2" },
+                "avx2_s_per_mac": t2, "avx512_s_per_mac": t5,
+            })),
+            Choice::Chosen(_, None) | Choice::Timing { saved: None, .. } => None,
         })
         .collect();
     let doc = serde_json::json!({"cpu": choices.cpu, "shapes": shapes});
@@ -202,10 +233,11 @@ fn pick(key: ShapeKey) -> (GemmKernel, bool) {
     let choice = choices.shapes.entry(key).or_insert(Choice::Timing {
         avx2: Vec::new(),
         avx512: Vec::new(),
+        saved: None,
     });
     match choice {
-        Choice::Chosen(k) => (*k, false),
-        Choice::Timing { avx2, avx512 } => {
+        Choice::Chosen(k, _) => (*k, false),
+        Choice::Timing { avx2, avx512, .. } => {
             // Alternate, AVX2 first, so that both see the same conditions.
             if avx2.len() <= avx512.len() {
                 (GemmKernel::Avx2, true)
@@ -217,7 +249,8 @@ fn pick(key: ShapeKey) -> (GemmKernel, bool) {
 }
 
 /// Records a timed call of `kernel` on `key`, deciding the shape once both have run
-/// [`TRIALS`] times.
+/// [`TRIALS`] times ([`RECHECK_TRIALS`] for a shape with saved times), on the best time of
+/// each over this run's trials and the saved ones.
 fn record(key: ShapeKey, kernel: GemmKernel, seconds_per_mac: f64) {
     let Ok(mut guard) = CHOICES.lock() else {
         return;
@@ -225,18 +258,29 @@ fn record(key: ShapeKey, kernel: GemmKernel, seconds_per_mac: f64) {
     let Some(choices) = guard.as_mut() else {
         return;
     };
-    let Some(Choice::Timing { avx2, avx512 }) = choices.shapes.get_mut(&key) else {
+    let Some(Choice::Timing {
+        avx2,
+        avx512,
+        saved,
+    }) = choices.shapes.get_mut(&key)
+    else {
         return;
     };
     match kernel {
         GemmKernel::Avx2 => avx2.push(seconds_per_mac),
         GemmKernel::Avx512 => avx512.push(seconds_per_mac),
     }
-    if avx2.len() < TRIALS || avx512.len() < TRIALS {
+    let trials = if saved.is_some() {
+        RECHECK_TRIALS
+    } else {
+        TRIALS
+    };
+    if avx2.len() < trials || avx512.len() < trials {
         return;
     }
-    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    let (t2, t5) = (best(avx2), best(avx512));
+    let (saved2, saved5) = saved.unwrap_or((f64::INFINITY, f64::INFINITY));
+    let best = |v: &[f64], saved: f64| v.iter().copied().fold(saved, f64::min);
+    let (t2, t5) = (best(avx2, saved2), best(avx512, saved5));
     let chosen = if t5 < t2 {
         GemmKernel::Avx512
     } else {
@@ -251,7 +295,9 @@ fn record(key: ShapeKey, kernel: GemmKernel, seconds_per_mac: f64) {
         gflops(t2),
         gflops(t5)
     );
-    choices.shapes.insert(key, Choice::Chosen(chosen));
+    choices
+        .shapes
+        .insert(key, Choice::Chosen(chosen, Some((t2, t5))));
     // Unit tests decide made-up shapes; they stay out of the user's file.
     #[cfg(not(test))]
     save(&cache_path(), choices);
@@ -266,7 +312,7 @@ pub fn chosen() -> Vec<(String, GemmKernel)> {
         .iter()
         .flat_map(|c| c.shapes.iter())
         .filter_map(|(key, c)| match c {
-            Choice::Chosen(k) => Some((key.label(), *k)),
+            Choice::Chosen(k, _) => Some((key.label(), *k)),
             Choice::Timing { .. } => None,
         })
         .collect();
@@ -556,16 +602,70 @@ mod tests {
         };
         let choices = Choices {
             cpu: "CPU A".into(),
-            shapes: HashMap::from([(key, Choice::Chosen(GemmKernel::Avx512))]),
+            shapes: HashMap::from([(key, Choice::Chosen(GemmKernel::Avx512, Some((2.0, 1.0))))]),
         };
         save(&path, &choices);
         let back = load(&path, "CPU A");
+        // A saved shape is checked again, starting from its saved best times.
         assert!(matches!(
             back.get(&key),
-            Some(Choice::Chosen(GemmKernel::Avx512))
+            Some(Choice::Timing { avx2, avx512, saved: Some((t2, t5)) })
+                if avx2.is_empty() && avx512.is_empty() && *t2 == 2.0 && *t5 == 1.0
         ));
         assert!(load(&path, "CPU B").is_empty());
+        // A file of the version before, with kernels but no times, is timed afresh.
+        std::fs::write(
+            &path,
+            r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"avx2"}]}"#,
+        )
+        .unwrap();
+        assert!(load(&path, "CPU A").is_empty());
         std::fs::write(&path, "{ not json").unwrap();
         assert!(load(&path, "CPU A").is_empty());
+    }
+
+    #[test]
+    fn a_choice_a_busy_run_skewed_is_corrected_by_a_quiet_recheck() {
+        let key = ShapeKey {
+            m: 1 << 21,
+            n: 5,
+            k: 3,
+            transposed: [true, false, false],
+            threads: 9,
+        };
+        // Saved by a run whose AVX-512 trials met a busy machine: AVX2 looked faster.
+        {
+            let mut guard = CHOICES.lock().unwrap();
+            let choices = guard.get_or_insert_with(|| Choices {
+                cpu: "test".into(),
+                shapes: HashMap::new(),
+            });
+            choices.shapes.insert(
+                key,
+                Choice::Timing {
+                    avx2: Vec::new(),
+                    avx512: Vec::new(),
+                    saved: Some((2.0, 3.0)),
+                },
+            );
+        }
+        // This run is quiet: AVX-512 twice as fast as AVX2's best.
+        for _ in 0..2 * RECHECK_TRIALS {
+            let (kernel, timed) = pick(key);
+            assert!(timed);
+            let t = match kernel {
+                GemmKernel::Avx512 => 1.0,
+                GemmKernel::Avx2 => 2.5,
+            };
+            record(key, kernel, t);
+        }
+        assert_eq!(pick(key), (GemmKernel::Avx512, false));
+        let guard = CHOICES.lock().unwrap();
+        let best = guard.as_ref().and_then(|c| match c.shapes.get(&key) {
+            Some(Choice::Chosen(_, times)) => *times,
+            _ => None,
+        });
+        // The best of each over both runs.
+        assert_eq!(best, Some((2.0, 1.0)));
     }
 }

@@ -260,6 +260,7 @@ impl QuantMatrix {
             for i0 in (0..m).step_by(GROUP) {
                 let n = GROUP.min(m - i0);
                 for (r, w) in (first..last).zip(rows.chunks_exact(rb)) {
+                    prefetch(bytes, r * rb + PREFETCH_AHEAD_BYTES, rb);
                     dot(w, i0, &mut group[..n]);
                     for (k, &v) in group[..n].iter().enumerate() {
                         // SAFETY: y holds m · rows values (checked by the caller); task t
@@ -278,6 +279,33 @@ impl QuantMatrix {
 }
 
 /// A safe kernel of the 32-value types: `(weight row, activation row) -> dot`.
+/// How far ahead of the row being multiplied its successors are asked into cache. The
+/// integer kernels do enough work per byte that the out-of-order core stops issuing loads
+/// long before memory answers, and the hardware prefetcher alone kept a decode step at
+/// half the memory bandwidth (`examples/bench_quant_matvec`, BENCHMARKS.md).
+const PREFETCH_AHEAD_BYTES: usize = 2048;
+
+/// Asks the cache lines of `bytes[start..start + len]` (as far as they exist) into cache.
+#[inline]
+fn prefetch(bytes: &[u8], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = (start + len).min(bytes.len());
+        let mut at = start;
+        while at < end {
+            // SAFETY: `at < bytes.len()`; a prefetch reads nothing architecturally.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    bytes.as_ptr().add(at).cast(),
+                )
+            };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, start, len);
+}
+
 pub(super) type Q8Kernel = Box<dyn Fn(&[u8], Q8Row<'_>) -> f32 + Sync>;
 
 /// The 32-value block kernel of `ty` at `level` (capped at what the CPU has).
