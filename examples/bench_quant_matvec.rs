@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use clap::Parser;
+use finetune_studio::ops::frozen_weight::FrozenWeight;
 use finetune_studio::ops::quant::{QuantMatrix, StoredType};
 
 #[derive(Parser)]
@@ -82,8 +83,33 @@ fn main() -> Result<()> {
                 }
                 let flops = 2.0 * (OUT * IN * args.rows * 4) as f64;
                 let prefill = flops / t.elapsed().as_secs_f64() / 1e9;
+                // Prefill through dequantized panels and f32 gemm, as training multiplies.
+                let panels: Vec<FrozenWeight> = set
+                    .iter()
+                    .take(4)
+                    .map(|m| {
+                        QuantMatrix::owned(bytes.clone(), m.stored_type(), OUT, IN)
+                            .map(|q| FrozenWeight::Stored(std::sync::Arc::new(q)))
+                    })
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?;
+                let t = Instant::now();
+                for w in &panels {
+                    w.x_wt_into(&mut yp, false, args.rows, &xp)?;
+                }
+                let panel_rate = flops / t.elapsed().as_secs_f64() / 1e9;
+                // Dequantizing alone, into a buffer already faulted in, 256 rows a call.
+                let mut buf = vec![0f32; 256 * IN];
+                let t = Instant::now();
+                for m in set.iter().take(4) {
+                    for first in (0..OUT).step_by(256) {
+                        m.dequantize_rows(first, &mut buf);
+                    }
+                }
+                std::hint::black_box(&buf);
+                let dequant = (OUT * IN * 4) as f64 / t.elapsed().as_secs_f64() / 1e9;
                 println!(
-                    "{:>5} {threads} thread(s): decode {cached:5.1} GB/s in cache, {memory:5.1} GB/s from memory; prefill of {} rows {prefill:5.1} GFLOP/s",
+                    "{:>5} {threads} thread(s): decode {cached:5.1} GB/s in cache, {memory:5.1} GB/s from memory; prefill of {} rows {prefill:5.1} GFLOP/s, through f32 panels {panel_rate:5.1}; dequantizing {dequant:5.2} Gvalues/s",
                     ty.name(),
                     args.rows
                 );

@@ -147,6 +147,10 @@ impl StoredType {
 
     /// Dequantizes `bytes` (whole blocks of this type) into `out` (`out.len()` values).
     pub fn dequantize(self, bytes: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::dequant_x86::dequantize(self, bytes, out) {
+            return;
+        }
         match self {
             StoredType::F16 => {
                 for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {

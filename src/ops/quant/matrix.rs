@@ -160,6 +160,12 @@ impl QuantMatrix {
         &self.bytes.as_slice()[r * rb..(r + 1) * rb]
     }
 
+    /// All of the matrix's bytes, for tests against candle's block types.
+    #[cfg(test)]
+    pub(super) fn row_bytes_all(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
     /// Rows `first..first + out.len() / cols` as f32.
     pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) {
         let n = out.len() / self.cols.max(1);

@@ -6,6 +6,8 @@
 
 mod activation;
 #[cfg(target_arch = "x86_64")]
+mod dequant_x86;
+#[cfg(target_arch = "x86_64")]
 mod dot_kquant_x86;
 mod dot_scalar;
 #[cfg(target_arch = "x86_64")]

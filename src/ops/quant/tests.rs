@@ -42,6 +42,69 @@ fn dequantizing_matches_candle() {
     }
 }
 
+/// Every bit pattern of the codes (random bytes, with finite f16 scales where the block
+/// keeps them): the vectorized dequantizers equal candle's `to_float` bit for bit.
+#[test]
+fn dequantizing_random_blocks_matches_candle_bit_for_bit() {
+    use candle_core::quantized::k_quants::*;
+    use format::blocks;
+    fn candle_values(ty: StoredType, b: &[u8], out: &mut [f32]) {
+        match ty {
+            StoredType::Q4_0 => BlockQ4_0::to_float(blocks(b), out),
+            StoredType::Q4_1 => BlockQ4_1::to_float(blocks(b), out),
+            StoredType::Q5_0 => BlockQ5_0::to_float(blocks(b), out),
+            StoredType::Q5_1 => BlockQ5_1::to_float(blocks(b), out),
+            StoredType::Q8_0 => BlockQ8_0::to_float(blocks(b), out),
+            StoredType::Q4K => BlockQ4K::to_float(blocks(b), out),
+            StoredType::Q6K => BlockQ6K::to_float(blocks(b), out),
+            _ => unreachable!(),
+        }
+    }
+    // Where each type keeps its f16 scales.
+    let scale_at: [(StoredType, &[usize]); 7] = [
+        (StoredType::Q4_0, &[0]),
+        (StoredType::Q4_1, &[0, 2]),
+        (StoredType::Q5_0, &[0]),
+        (StoredType::Q5_1, &[0, 2]),
+        (StoredType::Q8_0, &[0]),
+        (StoredType::Q4K, &[0, 2]),
+        (StoredType::Q6K, &[208]),
+    ];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (ty, scales) in scale_at {
+        let blocks_n = 37;
+        let size = ty.block_bytes();
+        let mut bytes: Vec<u8> = (0..blocks_n * size).map(|_| next() as u8).collect();
+        for b in 0..blocks_n {
+            for &at in scales {
+                // A finite scale of either sign, from 2^-14 to 2^2.
+                let v = (next() % 1000) as f32 / 250.0 - 2.0 + 1e-3;
+                let h = half::f16::from_f32(v).to_le_bytes();
+                bytes[b * size + at..b * size + at + 2].copy_from_slice(&h);
+            }
+        }
+        // Owned storage is aligned as candle's block types need.
+        let m = QuantMatrix::owned(bytes, ty, blocks_n, ty.block_elems()).unwrap();
+        let ours = m.to_f32();
+        let mut theirs = vec![0f32; ours.len()];
+        candle_values(ty, m.row_bytes_all(), &mut theirs);
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{} value {i}: {a} vs {b}",
+                ty.name()
+            );
+        }
+    }
+}
+
 /// The exact products of the dequantized weights `w` with `x`, and how far the
 /// activations' rounding in `format` can move each: f32 ones only by f32 sums; two-level
 /// Q8 ones hold each value within half of 1/256 of its 32-value block's step
