@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::quant::{QuantMatrix, StoredType};
 use super::slice_gemm::{gemm_into, gemm_new, with_slice, Threads::All};
+use super::stored_prefill::{self, Path};
 
 /// A frozen weight `[out, in]`, as stored or as f32.
 #[derive(Debug, Clone)]
@@ -107,9 +108,7 @@ impl FrozenWeight {
                 let x = x.to_dtype(DType::F32)?.contiguous()?;
                 let rows = x.elem_count() / inp.max(1);
                 let mut y = vec![0f32; rows * out];
-                with_slice(&x, |xs| {
-                    q.matmul(xs, rows, &mut y).map_err(candle_core::Error::Msg)
-                })?;
+                with_slice(&x, |xs| stored_matmul(q, xs, rows, &mut y))?;
                 Tensor::from_vec(y, super::frozen_matmul::out_shape(&x, out), x.device())
             }
         }
@@ -196,6 +195,31 @@ impl FrozenWeight {
                 self.dy_w_into(&mut dx, false, n, dy)?;
                 Ok(dx)
             }
+        }
+    }
+}
+
+/// `y = x Wᵀ` at inference on a stored weight, by the path [`stored_prefill`] picks for
+/// this many rows (deciding it on the first product of its kind).
+fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+    let (out, inp) = (q.rows(), q.cols());
+    let integer = |y: &mut [f32]| q.matmul(x, rows, y).map_err(candle_core::Error::Msg);
+    match stored_prefill::chosen(q.stored_type(), inp, rows) {
+        Some(Path::Integer) => integer(y),
+        Some(Path::Panels) => {
+            stored_x_wt(q, y, false, rows, x, panel_rows(out, inp));
+            Ok(())
+        }
+        None => {
+            let mut by_integer = Ok(());
+            q.touch_pages();
+            stored_prefill::decide(
+                (q.stored_type(), inp, rows),
+                y,
+                |y| by_integer = integer(y),
+                |y| stored_x_wt(q, y, false, rows, x, panel_rows(out, inp)),
+            );
+            by_integer
         }
     }
 }

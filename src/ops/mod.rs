@@ -20,6 +20,7 @@ pub mod quant;
 pub mod runtime;
 pub mod segment_attention;
 pub(crate) mod slice_gemm;
+pub(crate) mod stored_prefill;
 pub mod train_linear;
 pub mod train_ops;
 pub mod vec_math;

@@ -160,6 +160,17 @@ impl QuantMatrix {
         &self.bytes.as_slice()[r * rb..(r + 1) * rb]
     }
 
+    /// Reads one byte of each page of the matrix, so that a mapped file's pages are in
+    /// memory before a product is timed (the first touch of a mapped page costs a fault).
+    pub fn touch_pages(&self) {
+        let bytes = self.bytes.as_slice();
+        let mut sum = 0u8;
+        for at in (0..bytes.len()).step_by(4096) {
+            sum = sum.wrapping_add(bytes[at]);
+        }
+        std::hint::black_box(sum);
+    }
+
     /// All of the matrix's bytes, for tests against candle's block types.
     #[cfg(test)]
     pub(super) fn row_bytes_all(&self) -> &[u8] {
