@@ -41,7 +41,7 @@ fn main() -> Result<()> {
             .find(|t| t.name().eq_ignore_ascii_case(name.trim()))
             .with_context(|| format!("unknown type {name}"))?;
         let w: Vec<f32> = (0..OUT * IN)
-            .map(|i| ((i as f32 * 0.731).sin() * 0.02))
+            .map(|i| (i as f32 * 0.731).sin() * 0.02)
             .collect();
         let w = Tensor::from_vec(w, (OUT, IN), &Device::Cpu)?;
         let bytes = QTensor::quantize(&w, ty.ggml())?.data()?.to_vec();
