@@ -6,6 +6,7 @@
 mod add_example;
 mod batch_compare;
 mod batch_table;
+mod blind_ab;
 mod chat;
 mod chat_pane;
 mod conversation_editor;
@@ -42,6 +43,7 @@ mod train_stage;
 pub use add_example::ExampleDraft;
 pub use batch_compare::{BatchCompare, PromptSource};
 pub use batch_table::{BatchRow, BatchTable, Cell};
+pub use blind_ab::{BlindAb, Draft, Kept};
 pub use chat::{ChatAction, ChatTab, ChatView};
 pub use chat_pane::{ChatPane, Turn};
 pub use dataset_doc::OpenDataset;
