@@ -653,7 +653,7 @@ impl BlindAb {
                     .id(input_id)
                     .hint_text("Sent to both models with the same seed (Enter sends)")
                     .desired_rows(2)
-                    .desired_width(ui.available_width() - 150.0),
+                    .desired_width(ui.available_width() - 210.0),
             )
             .labelled_by(label.id);
             if ui

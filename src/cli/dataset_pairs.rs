@@ -53,6 +53,12 @@ pub fn run(
             outcome.same
         );
     }
+    if outcome.blank > 0 {
+        eprintln!(
+            "{} records skipped: the model's answer was blank",
+            outcome.blank
+        );
+    }
     if outcome.pairs.is_empty() {
         anyhow::bail!(
             "no pair was made: no record ends with an assistant turn the model answers differently"

@@ -287,6 +287,9 @@ impl Default for PreferenceSection {
     }
 }
 
+/// How `init_adapter` names a run by its output name instead of a folder.
+pub const RUN_PREFIX: &str = "run:";
+
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -294,7 +297,9 @@ pub struct RunConfig {
     /// `sft` (instruction data), `dpo` or `orpo` (preference pairs).
     pub stage: Stage,
     /// A PEFT adapter folder (e.g. an SFT run's `adapter/`) whose values the run starts
-    /// from; its rank, alpha and targets must match `[lora]`.
+    /// from; its rank, alpha and targets must match `[lora]`. `run:NAME` names the adapter
+    /// of the newest finished run whose `[output] name` is NAME, found when the file is
+    /// loaded (the run's `run.toml` keeps the folder it found).
     pub init_adapter: Option<PathBuf>,
     pub model: ModelSection,
     pub data: DataSection,
@@ -338,9 +343,19 @@ impl RunConfig {
                 cfg.output.runs_dir = Some(resolve(r));
             }
         }
-        if let Some(a) = &cfg.init_adapter {
-            if a.is_relative() {
-                cfg.init_adapter = Some(resolve(a));
+        if let Some(a) = cfg.init_adapter.clone() {
+            if let Some(name) = a.to_str().and_then(|s| s.strip_prefix(RUN_PREFIX)) {
+                let runs = cfg
+                    .output
+                    .runs_dir
+                    .clone()
+                    .unwrap_or_else(crate::paths::runs_dir);
+                let dir = super::run_dir::latest_run_adapter(&runs, name).map_err(|e| {
+                    anyhow::anyhow!("{}: init_adapter = \"{}\": {e}", path.display(), a.display())
+                })?;
+                cfg.init_adapter = Some(dir);
+            } else if a.is_relative() {
+                cfg.init_adapter = Some(resolve(&a));
             }
         }
         Ok(cfg)

@@ -28,16 +28,19 @@ pub struct PairOptions {
     pub adapter: Option<String>,
 }
 
-/// The pairs made, and how many records the model already answered as the data does.
+/// The pairs made, and the records that made none.
 #[derive(Debug, Default)]
 pub struct PairsOutcome {
     pub pairs: Vec<PreferencePair>,
+    /// Records the model answered exactly as the data does.
     pub same: usize,
+    /// Records the model answered with nothing but white space.
+    pub blank: usize,
 }
 
 /// Builds a pair from every valid record of `dataset` that ends with an assistant turn;
 /// `on_pair` sees each pair as it is made. A record the model answers exactly as the data
-/// does makes no pair. `cancel` stops between and within generations.
+/// does, or with a blank reply, makes no pair. `cancel` stops between and within generations.
 pub fn build_pairs(
     model: &Model,
     lora: Option<&LoraSet>,
@@ -86,6 +89,10 @@ pub fn build_pairs(
         )
         .map_err(|e| format!("record {i}: {e}"))?;
         let rejected = reply.text.trim();
+        if rejected.is_empty() {
+            out.blank += 1;
+            continue;
+        }
         if rejected == chosen.trim() {
             out.same += 1;
             continue;

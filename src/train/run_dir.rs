@@ -419,6 +419,28 @@ pub struct RunInfo {
     pub imported: Option<Imported>,
 }
 
+/// The adapter folder of the newest run under `runs` whose `[output] name` is `name`,
+/// that finished with an adapter; an error saying what is there when none did.
+pub fn latest_run_adapter(runs: &Path, name: &str) -> Result<PathBuf, String> {
+    let all = list_runs(runs);
+    let named: Vec<&RunInfo> = all
+        .iter()
+        .filter(|r| r.config.as_ref().is_some_and(|c| c.output.name == name))
+        .collect();
+    match named.iter().find(|r| r.has_adapter && r.failure.is_none()) {
+        Some(r) => Ok(r.path.join("adapter")),
+        None if named.is_empty() => Err(format!(
+            "no run named {name} in {} (train its config first)",
+            runs.display()
+        )),
+        None => Err(format!(
+            "no run named {name} in {} finished with an adapter ({} tried)",
+            runs.display(),
+            named.len()
+        )),
+    }
+}
+
 /// Reads every run folder under `dir`, newest first.
 pub fn list_runs(dir: &Path) -> Vec<RunInfo> {
     let Ok(rd) = std::fs::read_dir(dir) else {
