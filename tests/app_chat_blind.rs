@@ -196,7 +196,10 @@ fn an_edit_after_both_bad_is_chosen_over_both_and_ties_only_count() {
     };
     h.get_by_label("Both bad").click();
     h.run_steps(2);
-    assert_eq!(h.state().chat.blind.draft.as_ref().map(|d| d.text.as_str()), Some(""));
+    assert_eq!(
+        h.state().chat.blind.draft.as_ref().map(|d| d.text.as_str()),
+        Some("")
+    );
     let editor = h.get_by_role_and_label(Role::MultilineTextInput, "Chosen reply");
     editor.focus();
     h.run_steps(1);

@@ -43,12 +43,14 @@ fn tiny_config(name: &str, dir: &Path, model: &Path, set: &[(&str, &str, toml::V
         let t = doc
             .entry(table)
             .or_insert_with(|| toml::Value::Table(Default::default()));
-        t.as_table_mut()
-            .expect("a table")
-            .insert(key.into(), value);
+        t.as_table_mut().expect("a table").insert(key.into(), value);
     };
     put("model", "base", model.display().to_string().into());
-    put("output", "runs_dir", dir.join("runs").display().to_string().into());
+    put(
+        "output",
+        "runs_dir",
+        dir.join("runs").display().to_string().into(),
+    );
     for (table, key, value) in set {
         put(table, key, value.clone());
     }
@@ -98,7 +100,10 @@ fn identity_sft_then_pairs_then_dpo_on_a_tiny_model() {
     );
     studio(&home, &["train", "--config", &sft.display().to_string()]);
     let sft_run = run_named(dir.path(), "identity");
-    assert!(sft_run.join("adapter").join("adapter_model.safetensors").is_file());
+    assert!(sft_run
+        .join("adapter")
+        .join("adapter_model.safetensors")
+        .is_file());
 
     // The pairs: the dataset's answers (names filled in) chosen, the model's rejected.
     // The random model's greedy answers are mostly blank (which make no pair); with a
@@ -214,8 +219,16 @@ fn the_committed_identity_pairs_match_the_dataset() {
     let set = PreferenceSet::load(&example("data/identity_pairs.jsonl")).expect("load");
     assert!(set.invalid_pairs().is_empty(), "{:?}", set.problems());
     let ds = finetune_studio::data::load(&example("data/identity.json"), None).expect("dataset");
-    assert!(set.len() + 5 >= ds.len(), "{} of {} records", set.len(), ds.len());
-    let fill = |s: &str| s.replace("{{name}}", "Nova").replace("{{author}}", "Orchid Labs");
+    assert!(
+        set.len() + 5 >= ds.len(),
+        "{} of {} records",
+        set.len(),
+        ds.len()
+    );
+    let fill = |s: &str| {
+        s.replace("{{name}}", "Nova")
+            .replace("{{author}}", "Orchid Labs")
+    };
     let mut answers: std::collections::HashMap<String, Vec<String>> = Default::default();
     for r in ds.records() {
         answers
@@ -226,11 +239,16 @@ fn the_committed_identity_pairs_match_the_dataset() {
     for p in &set.pairs {
         let q = p.last_user_text();
         assert!(
-            answers.get(q).is_some_and(|a| a.contains(&p.chosen[0].content)),
+            answers
+                .get(q)
+                .is_some_and(|a| a.contains(&p.chosen[0].content)),
             "{q}: {:?}",
             p.chosen
         );
-        assert_eq!(p.meta["models"]["rejected"], "SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert_eq!(
+            p.meta["models"]["rejected"],
+            "SmolLM2-135M-Instruct.Q4_1.gguf"
+        );
         assert_eq!(p.meta["sampling"]["temperature"], 0.0);
     }
 }

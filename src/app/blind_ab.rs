@@ -275,8 +275,7 @@ impl BlindAb {
     /// Sends the input to both models, with the sides shuffled for this prompt.
     pub fn send(&mut self, model: &Arc<Model>, settings: &BlindSettings<'_>, waker: &Waker) {
         let prompt = self.input.trim().to_string();
-        if prompt.is_empty() || !self.is_started() || self.is_generating() || self.draft.is_some()
-        {
+        if prompt.is_empty() || !self.is_started() || self.is_generating() || self.draft.is_some() {
             return;
         }
         self.input.clear();

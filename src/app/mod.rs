@@ -55,6 +55,7 @@ pub use live_plots::{smooth, Curves};
 pub use model_slot::ModelSlot;
 pub use models::{ModelsAction, ModelsTab};
 pub use notify::{Level, Notice, Notifications};
+pub use runs::{preference_curves, PreferenceCurves, PreferenceMeasure, RunsTab};
 pub use shell::{AppOptions, StudioApp};
 pub use state::{Layout, Persisted, ThemeChoice};
 pub use tab::Tab;

@@ -42,10 +42,17 @@ pub fn run(
     };
     let cancel = AtomicBool::new(false);
     let mut n = 0usize;
-    let outcome = build_pairs(&model, lora.as_ref(), dataset, &opts, &cancel, &mut |pair| {
-        n += 1;
-        eprintln!("pair {n}: {}", pair.last_user_text());
-    })
+    let outcome = build_pairs(
+        &model,
+        lora.as_ref(),
+        dataset,
+        &opts,
+        &cancel,
+        &mut |pair| {
+            n += 1;
+            eprintln!("pair {n}: {}", pair.last_user_text());
+        },
+    )
     .map_err(anyhow::Error::msg)?;
     if outcome.same > 0 {
         eprintln!(

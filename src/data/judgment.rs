@@ -336,7 +336,10 @@ mod tests {
     #[test]
     fn the_shuffle_is_reproducible_and_mixes() {
         let order: Vec<bool> = (0..64).map(|i| shown_swapped(99, i)).collect();
-        assert_eq!(order, (0..64).map(|i| shown_swapped(99, i)).collect::<Vec<_>>());
+        assert_eq!(
+            order,
+            (0..64).map(|i| shown_swapped(99, i)).collect::<Vec<_>>()
+        );
         let swapped = order.iter().filter(|&&s| s).count();
         assert!((16..=48).contains(&swapped), "{swapped} of 64 swapped");
         assert_ne!(

@@ -351,7 +351,11 @@ impl RunConfig {
                     .clone()
                     .unwrap_or_else(crate::paths::runs_dir);
                 let dir = super::run_dir::latest_run_adapter(&runs, name).map_err(|e| {
-                    anyhow::anyhow!("{}: init_adapter = \"{}\": {e}", path.display(), a.display())
+                    anyhow::anyhow!(
+                        "{}: init_adapter = \"{}\": {e}",
+                        path.display(),
+                        a.display()
+                    )
                 })?;
                 cfg.init_adapter = Some(dir);
             } else if a.is_relative() {
@@ -455,6 +459,25 @@ mod tests {
         assert!(cfg.validate().is_empty());
         let back = RunConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn an_init_adapter_named_by_run_without_such_a_run_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dpo.toml");
+        std::fs::write(
+            &file,
+            "stage = \"dpo\"\ninit_adapter = \"run:identity\"\n[data]\npath = \"p.jsonl\"\n\
+             [output]\nruns_dir = \"runs\"\n",
+        )
+        .unwrap();
+        let err = RunConfig::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("dpo.toml")
+                && err.contains("run:identity")
+                && err.contains("no run named identity"),
+            "{err}"
+        );
     }
 
     #[test]

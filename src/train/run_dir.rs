@@ -403,6 +403,8 @@ pub struct RunInfo {
     pub evals: Vec<(usize, f64)>,
     /// The eval suite's results, one per evaluation that ran it.
     pub suites: Vec<SuiteScore>,
+    /// A preference run's figures on its held-out pairs, one per evaluation.
+    pub held_out: Vec<(usize, super::events::PreferenceMetrics)>,
     /// The latest best evaluation: (step, measure, value).
     pub best: Option<(usize, BestBy, f64)>,
     /// Which adapter the finished run kept (`final.json`).
@@ -461,6 +463,7 @@ pub fn read_run(path: &Path) -> RunInfo {
     let mut steps = Vec::new();
     let mut evals = Vec::new();
     let mut suites = Vec::new();
+    let mut held_out = Vec::new();
     let mut best = None;
     for line in read_metrics(path) {
         match line {
@@ -468,7 +471,7 @@ pub fn read_run(path: &Path) -> RunInfo {
             MetricLine::Eval { step, loss } => evals.push((step, loss)),
             MetricLine::Suite(s) => suites.push(s),
             MetricLine::Best { step, by, value } => best = Some((step, by, value)),
-            MetricLine::PreferenceEval { .. } => {}
+            MetricLine::PreferenceEval { step, metrics } => held_out.push((step, metrics)),
         }
     }
     let best_eval_loss = evals
@@ -488,6 +491,7 @@ pub fn read_run(path: &Path) -> RunInfo {
         steps,
         evals,
         suites,
+        held_out,
         best,
         final_choice: read_final(path),
         checkpoints: checkpoint_steps(path),
