@@ -116,6 +116,8 @@ fn a_rating_is_kept_blind_undone_and_revealed() {
     assert_ne!(a, b, "the adapter changes the reply");
     assert!(h.query_by_label(&a).is_some(), "A's reply {a:?} not shown");
     assert!(h.query_by_label(&b).is_some(), "B's reply {b:?} not shown");
+    // No speed line: the adapter's side is slower, which would tell the sides apart.
+    assert!(h.query_by_label_contains("tok/s").is_none());
 
     h.get_by_label("A is better").click();
     h.run_steps(2);

@@ -143,6 +143,7 @@ fn pane_like(p: &ChatPane) -> ChatPane {
     let mut out = ChatPane::base();
     out.use_adapter = p.use_adapter;
     out.adapter_dir = p.adapter_dir.clone();
+    out.hide_stats = true;
     out
 }
 
