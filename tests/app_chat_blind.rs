@@ -161,11 +161,15 @@ fn a_rating_is_kept_blind_undone_and_revealed() {
         assert_eq!(pane.last_reply().map(|t| t.content.as_str()), Some(&*a));
     }
 
-    // Undo takes the record out of the file and the tally, and asks again.
+    // Undo takes the record out of the file it went to (even with another path typed
+    // since) and out of the tally, and asks again.
+    let other = studio_home().join("blind-rate").join("other.jsonl");
+    h.state_mut().chat.blind.path = other.display().to_string();
     h.get_by_label("Undo last judgment").click();
     h.run_steps(1);
     settle(&mut h);
     assert_eq!(pairs_in(&path), 0);
+    assert!(!other.exists());
     assert_eq!(h.state().chat.blind.tally, Tally::default());
     assert!(h.state().chat.blind.awaiting_verdict());
     assert_eq!(h.state().chat.blind.reply_on(1), b);

@@ -57,6 +57,8 @@ pub struct Kept {
     pub outcome: Outcome,
     /// Pairs written for it (0 for a tie or "both bad" without an edit).
     pub pairs: usize,
+    /// The file they were written to.
+    pub path: PathBuf,
     turns_before: [Vec<Turn>; 2],
     prompt_index: u64,
     swapped: bool,
@@ -378,10 +380,12 @@ impl BlindAb {
             Verdict::BothBad => Outcome::BothBad,
         };
         self.tally.add(outcome);
+        let path = PathBuf::from(self.path.trim());
         self.kept.push(Kept {
             id: j.id.clone(),
             outcome,
             pairs: pairs.len(),
+            path: path.clone(),
             turns_before: [self.panes[0].turns.clone(), self.panes[1].turns.clone()],
             prompt_index: self.prompt_index,
             swapped: self.swapped,
@@ -406,7 +410,6 @@ impl BlindAb {
             }
         }
         if !pairs.is_empty() {
-            let path = PathBuf::from(self.path.trim());
             self.ops.push_back(FileOp::Append(path, j.id, pairs));
             self.pump(waker);
         }
@@ -430,8 +433,8 @@ impl BlindAb {
         self.swapped = k.swapped;
         self.draft = None;
         if k.pairs > 0 {
-            let path = PathBuf::from(self.path.trim());
-            self.ops.push_back(FileOp::Remove(path, k.id));
+            // From the file it went to, even if the path was changed since.
+            self.ops.push_back(FileOp::Remove(k.path, k.id));
             self.pump(waker);
         }
     }
