@@ -353,7 +353,11 @@ fn the_dataset_pairs_command_collects_rejected_replies_from_a_model() {
     assert_eq!(p.prompt[0].content, "say alpha 0");
     assert_eq!(p.chosen[0].content, "alpha alpha alpha");
     assert_ne!(p.rejected[0].content, p.chosen[0].content);
-    assert_eq!(p.meta["rejected_by"]["sampling"], json!("greedy"));
+    assert_eq!(p.meta["models"]["chosen"], json!("dataset data.jsonl"));
+    assert_eq!(p.meta["adapters"]["rejected"], Value::Null);
+    assert_eq!(p.meta["sampling"]["temperature"], json!(0.0));
+    assert_eq!(p.meta["sampling"]["max_new_tokens"], json!(6));
+    assert!(p.meta["seed"].is_u64());
     assert!(
         set.problems().iter().all(|x| !x.is_error()),
         "{:?}",

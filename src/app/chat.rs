@@ -2,7 +2,9 @@
 //! adapter, all on the one loaded model's weights. One input box sends the same prompt
 //! with the same sampling seed to every pane, and the replies stream in together, each
 //! from its pane's own generation thread (`crate::worker::chat_job`). The second view,
-//! batch compare (`batch_compare`), runs a list of prompts through the same panes. Any
+//! batch compare (`batch_compare`), runs a list of prompts through the same panes; the
+//! third, blind A/B (`blind_ab`), rates the first two panes' models without their names
+//! and keeps the judgments as preference pairs. Any
 //! reply can become an example of the open dataset (`add_example`); the tab hands it to
 //! the shell as a [`ChatAction`], and the shell gives it to the Datasets tab.
 
@@ -12,6 +14,7 @@ use eframe::egui;
 
 use super::add_example::{self, DatasetTarget, ExampleDraft};
 use super::batch_compare::{BatchCompare, BatchSettings, BatchUiAction};
+use super::blind_ab::{BlindAb, BlindSettings};
 use super::chat_pane::{adapter_choices, ChatPane, GenSettings};
 use super::dataset_doc::OpenDataset;
 use super::model_slot::ModelSlot;
@@ -36,6 +39,8 @@ pub enum ChatView {
     Conversation,
     /// A list of prompts through every pane, in a table.
     Batch,
+    /// Two models under the names A and B, rated prompt by prompt.
+    Blind,
 }
 
 /// What the Chat tab asks of the rest of the studio.
@@ -51,6 +56,7 @@ pub struct ChatTab {
     pub view: ChatView,
     pub panes: Vec<ChatPane>,
     pub batch: BatchCompare,
+    pub blind: BlindAb,
     /// A reply being prepared as a dataset example (the dialog is open).
     pub adding: Option<ExampleDraft>,
     pub system: String,
@@ -72,6 +78,7 @@ impl Default for ChatTab {
             view: ChatView::Conversation,
             panes: vec![ChatPane::base()],
             batch: BatchCompare::default(),
+            blind: BlindAb::default(),
             adding: None,
             system: String::new(),
             input: String::new(),
@@ -111,10 +118,11 @@ impl ChatTab {
     }
 
     /// Takes the panes' events and the save result; runs every frame, whichever tab shows.
-    pub fn logic(&mut self, shared: &mut Shared<'_>) {
+    pub fn logic(&mut self, shared: &mut Shared<'_>, waker: &Waker) {
         for p in &mut self.panes {
             p.poll();
         }
+        self.blind.poll(shared.notices, waker);
         self.batch.poll(shared.notices);
         if let Some(rx) = &mut self.saving {
             if let Some(Written(r)) = rx.try_recv() {
@@ -161,6 +169,16 @@ impl ChatTab {
         let choices = adapter_choices(&runs.runs);
         self.top_ui(ui, shared, model, &runs.runs);
         ui.separator();
+        if self.view == ChatView::Blind {
+            let settings = BlindSettings {
+                system: &self.system,
+                sampling: &self.sampling,
+                max_new_tokens: self.max_new_tokens,
+                markdown: self.markdown,
+            };
+            self.blind.ui(ui, model, &self.panes, &settings, waker);
+            return None;
+        }
         let n = self.panes.len();
         let batch = self.view == ChatView::Batch;
         let locked = self.batch.is_running();
@@ -263,10 +281,14 @@ impl ChatTab {
                 .on_hover_text(
                     "Run a list of prompts through every pane and compare the replies in a table",
                 );
+            ui.selectable_value(&mut self.view, ChatView::Blind, "Blind A/B")
+                .on_hover_text(
+                    "Rate the first two panes' models without their names; each judgment is kept as a preference pair",
+                );
             ui.separator();
             ui.label("Side by side:");
             let mut n = self.panes.len();
-            let locked = self.batch.is_running();
+            let locked = self.batch.is_running() || self.view == ChatView::Blind;
             for k in 1..=MAX_PANES {
                 let label = if k == 1 {
                     "1 pane".into()

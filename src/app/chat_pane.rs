@@ -55,6 +55,9 @@ pub struct ChatPane {
     pub turns: Vec<Turn>,
     job: Option<ChatJob>,
     pub error: Option<String>,
+    /// Leave out each reply's speed line (blind A/B: an adapter's pane is slower, which
+    /// would tell the sides apart).
+    pub hide_stats: bool,
     /// Layout state of the Markdown renderer (code-block scroll areas and the like).
     markdown_cache: egui_commonmark::CommonMarkCache,
 }
@@ -334,7 +337,7 @@ impl ChatPane {
                                 ui.spinner();
                                 ui.weak("generating…");
                             });
-                        } else {
+                        } else if !self.hide_stats {
                             ui.weak(reply_line(t));
                         }
                     }

@@ -1,6 +1,7 @@
 //! The Runs tab: every run in the runs folder with its settings, final and best loss and
 //! progress, the checkpoint it kept as its best; several selected runs overlay their loss
-//! curves (and eval suite pass rates, when they ran a suite); a run can be resumed from
+//! curves (and eval suite pass rates, when they ran a suite; the reward accuracy or margin
+//! of DPO and ORPO runs, per step and on the held-out pairs); a run can be resumed from
 //! its last checkpoint, exported (`export_dialog`), handed off to LLaMA-Factory or axolotl
 //! (`handoff_dialog`), deleted (after confirmation) or opened in the file manager. Runs
 //! trained by an engine and imported are listed with the local ones, marked as such.
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
-use crate::train::RunInfo;
+use crate::train::{PreferenceMetrics, RunInfo};
 use crate::worker::{Command, Event, JobKind};
 
 use super::live_plots::smooth;
@@ -42,6 +43,27 @@ pub struct RunsTab {
     /// Runs whose curves are overlaid.
     pub selected: BTreeSet<PathBuf>,
     confirm_delete: Option<PathBuf>,
+    /// The preference figure the overlay plots.
+    pub preference_measure: PreferenceMeasure,
+}
+
+/// The figure of a preference run that the overlay plots.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum PreferenceMeasure {
+    /// The share of pairs whose chosen reply has the higher reward, in %.
+    #[default]
+    Accuracy,
+    /// The chosen reward minus the rejected one.
+    Margin,
+}
+
+impl PreferenceMeasure {
+    fn of(self, m: &PreferenceMetrics) -> f64 {
+        match self {
+            PreferenceMeasure::Accuracy => m.reward_accuracy * 100.0,
+            PreferenceMeasure::Margin => m.reward_margin,
+        }
+    }
 }
 
 /// The runs folder the Runs tab lists.
@@ -186,19 +208,53 @@ impl RunsTab {
         action
     }
 
-    fn overlay_ui(&self, ui: &mut egui::Ui, smoothing: f32) {
-        let with_suite = self
-            .runs
-            .iter()
-            .any(|r| self.selected.contains(&r.path) && !r.suites.is_empty());
-        if with_suite {
-            ui.columns(2, |cols| {
-                self.loss_overlay_ui(&mut cols[0], smoothing);
+    fn overlay_ui(&mut self, ui: &mut egui::Ui, smoothing: f32) {
+        let selected = || self.runs.iter().filter(|r| self.selected.contains(&r.path));
+        let with_suite = selected().any(|r| !r.suites.is_empty());
+        let with_preference = selected().any(is_preference_run);
+        let n = 1 + usize::from(with_suite) + usize::from(with_preference);
+        ui.columns(n, |cols| {
+            self.loss_overlay_ui(&mut cols[0], smoothing);
+            if with_suite {
                 self.pass_rate_overlay_ui(&mut cols[1]);
-            });
-        } else {
-            self.loss_overlay_ui(ui, smoothing);
+            }
+            if with_preference {
+                self.preference_overlay_ui(&mut cols[n - 1], smoothing);
+            }
+        });
+    }
+
+    /// The reward accuracy or margin of the selected preference runs: each step's
+    /// (smoothed) as a line, the held-out pairs' as dots.
+    fn preference_overlay_ui(&mut self, ui: &mut egui::Ui, smoothing: f32) {
+        ui.horizontal(|ui| {
+            ui.strong("Preference runs:");
+            let m = &mut self.preference_measure;
+            ui.selectable_value(m, PreferenceMeasure::Accuracy, "Reward accuracy (%)");
+            ui.selectable_value(m, PreferenceMeasure::Margin, "Reward margin");
+        });
+        let measure = self.preference_measure;
+        let mut plot = Plot::new("runs-preference-plot")
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .allow_scroll(false);
+        if measure == PreferenceMeasure::Accuracy {
+            plot = plot.include_y(0.0).include_y(100.0);
         }
+        plot.show(ui, |p| {
+            for r in self.runs.iter().filter(|r| self.selected.contains(&r.path)) {
+                if let Some(c) = preference_curves(r, measure, smoothing) {
+                    let (line, held_out) = (c.steps, c.held_out);
+                    p.line(Line::new(r.name.clone(), PlotPoints::from(line)).width(2.0));
+                    if !held_out.is_empty() {
+                        p.points(
+                            Points::new(format!("{} held-out", r.name), PlotPoints::from(held_out))
+                                .radius(3.5),
+                        );
+                    }
+                }
+            }
+        });
     }
 
     fn pass_rate_overlay_ui(&self, ui: &mut egui::Ui) {
@@ -434,6 +490,50 @@ fn run_row_ui(
 
 /// Seconds spent in optimizer steps: each step's tokens over its throughput (for an
 /// imported run, the engine's own figure).
+/// Whether a run logged preference figures (a DPO or ORPO run).
+fn is_preference_run(r: &RunInfo) -> bool {
+    !r.held_out.is_empty() || r.steps.iter().any(|s| s.preference.is_some())
+}
+
+/// A preference run's curves, as plot points (step, value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceCurves {
+    /// Each step's value, smoothed.
+    pub steps: Vec<[f64; 2]>,
+    /// The held-out pairs' value at each evaluation.
+    pub held_out: Vec<[f64; 2]>,
+}
+
+/// A preference run's `measure` per step (smoothed) and on its held-out pairs, as plot
+/// points; `None` for a run without preference figures.
+pub fn preference_curves(
+    r: &RunInfo,
+    measure: PreferenceMeasure,
+    smoothing: f32,
+) -> Option<PreferenceCurves> {
+    if !is_preference_run(r) {
+        return None;
+    }
+    let (xs, ys): (Vec<f64>, Vec<f64>) = r
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.step as f64, measure.of(s.preference.as_ref()?))))
+        .unzip();
+    let steps = xs
+        .into_iter()
+        .zip(smooth(&ys, smoothing as f64))
+        .filter(|(_, y)| y.is_finite())
+        .map(|(x, y)| [x, y])
+        .collect();
+    let held_out = r
+        .held_out
+        .iter()
+        .map(|(step, m)| [*step as f64, measure.of(m)])
+        .filter(|p| p[1].is_finite())
+        .collect();
+    Some(PreferenceCurves { steps, held_out })
+}
+
 fn train_secs(r: &RunInfo) -> f64 {
     if let Some(s) = r.imported.as_ref().and_then(|i| i.train_runtime_s) {
         return s;

@@ -470,7 +470,7 @@ impl eframe::App for StudioApp {
         self.datasets.logic(&mut shared, self.model.model());
         self.train
             .logic(&mut shared, &self.model, &self.datasets, &self.waker);
-        self.chat.logic(&mut shared);
+        self.chat.logic(&mut shared, &self.waker);
         if let Some(d) = &mut self.export {
             d.poll(&mut self.notices);
         }

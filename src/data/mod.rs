@@ -10,12 +10,14 @@ pub mod dedup;
 pub mod edit;
 pub mod error;
 pub mod formats;
+pub mod judgment;
 pub mod preference;
 pub mod preference_formats;
 pub mod record;
 pub mod search;
 pub mod split;
 pub mod stats;
+pub mod tally;
 pub mod validate;
 
 use std::path::Path;

@@ -2,9 +2,11 @@
 //! adapters switched per call on shared base weights. Callers run it on a worker thread
 //! and cancel it through an `AtomicBool`.
 
+pub mod chat;
 pub mod generate;
 pub mod sampler;
 pub mod stream;
 
+pub use chat::chat_reply;
 pub use generate::{generate, GenerateRequest, Generation, GenerationStats, StopReason};
 pub use sampler::{Sampler, Sampling};

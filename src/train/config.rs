@@ -287,6 +287,9 @@ impl Default for PreferenceSection {
     }
 }
 
+/// How `init_adapter` names a run by its output name instead of a folder.
+pub const RUN_PREFIX: &str = "run:";
+
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -294,7 +297,9 @@ pub struct RunConfig {
     /// `sft` (instruction data), `dpo` or `orpo` (preference pairs).
     pub stage: Stage,
     /// A PEFT adapter folder (e.g. an SFT run's `adapter/`) whose values the run starts
-    /// from; its rank, alpha and targets must match `[lora]`.
+    /// from; its rank, alpha and targets must match `[lora]`. `run:NAME` names the adapter
+    /// of the newest finished run whose `[output] name` is NAME, found when the file is
+    /// loaded (the run's `run.toml` keeps the folder it found).
     pub init_adapter: Option<PathBuf>,
     pub model: ModelSection,
     pub data: DataSection,
@@ -338,9 +343,23 @@ impl RunConfig {
                 cfg.output.runs_dir = Some(resolve(r));
             }
         }
-        if let Some(a) = &cfg.init_adapter {
-            if a.is_relative() {
-                cfg.init_adapter = Some(resolve(a));
+        if let Some(a) = cfg.init_adapter.clone() {
+            if let Some(name) = a.to_str().and_then(|s| s.strip_prefix(RUN_PREFIX)) {
+                let runs = cfg
+                    .output
+                    .runs_dir
+                    .clone()
+                    .unwrap_or_else(crate::paths::runs_dir);
+                let dir = super::run_dir::latest_run_adapter(&runs, name).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: init_adapter = \"{}\": {e}",
+                        path.display(),
+                        a.display()
+                    )
+                })?;
+                cfg.init_adapter = Some(dir);
+            } else if a.is_relative() {
+                cfg.init_adapter = Some(resolve(&a));
             }
         }
         Ok(cfg)
@@ -440,6 +459,25 @@ mod tests {
         assert!(cfg.validate().is_empty());
         let back = RunConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn an_init_adapter_named_by_run_without_such_a_run_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dpo.toml");
+        std::fs::write(
+            &file,
+            "stage = \"dpo\"\ninit_adapter = \"run:identity\"\n[data]\npath = \"p.jsonl\"\n\
+             [output]\nruns_dir = \"runs\"\n",
+        )
+        .unwrap();
+        let err = RunConfig::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("dpo.toml")
+                && err.contains("run:identity")
+                && err.contains("no run named identity"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod job;
 pub mod loss;
 pub mod optim;
+pub mod pairs;
 pub mod plan;
 pub mod preference;
 pub mod run_dir;

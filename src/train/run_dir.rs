@@ -403,6 +403,8 @@ pub struct RunInfo {
     pub evals: Vec<(usize, f64)>,
     /// The eval suite's results, one per evaluation that ran it.
     pub suites: Vec<SuiteScore>,
+    /// A preference run's figures on its held-out pairs, one per evaluation.
+    pub held_out: Vec<(usize, super::events::PreferenceMetrics)>,
     /// The latest best evaluation: (step, measure, value).
     pub best: Option<(usize, BestBy, f64)>,
     /// Which adapter the finished run kept (`final.json`).
@@ -417,6 +419,28 @@ pub struct RunInfo {
     pub failure: Option<String>,
     /// Where the run was trained, when it was imported (`imported.json`).
     pub imported: Option<Imported>,
+}
+
+/// The adapter folder of the newest run under `runs` whose `[output] name` is `name`,
+/// that finished with an adapter; an error saying what is there when none did.
+pub fn latest_run_adapter(runs: &Path, name: &str) -> Result<PathBuf, String> {
+    let all = list_runs(runs);
+    let named: Vec<&RunInfo> = all
+        .iter()
+        .filter(|r| r.config.as_ref().is_some_and(|c| c.output.name == name))
+        .collect();
+    match named.iter().find(|r| r.has_adapter && r.failure.is_none()) {
+        Some(r) => Ok(r.path.join("adapter")),
+        None if named.is_empty() => Err(format!(
+            "no run named {name} in {} (train its config first)",
+            runs.display()
+        )),
+        None => Err(format!(
+            "no run named {name} in {} finished with an adapter ({} tried)",
+            runs.display(),
+            named.len()
+        )),
+    }
 }
 
 /// Reads every run folder under `dir`, newest first.
@@ -439,6 +463,7 @@ pub fn read_run(path: &Path) -> RunInfo {
     let mut steps = Vec::new();
     let mut evals = Vec::new();
     let mut suites = Vec::new();
+    let mut held_out = Vec::new();
     let mut best = None;
     for line in read_metrics(path) {
         match line {
@@ -446,7 +471,7 @@ pub fn read_run(path: &Path) -> RunInfo {
             MetricLine::Eval { step, loss } => evals.push((step, loss)),
             MetricLine::Suite(s) => suites.push(s),
             MetricLine::Best { step, by, value } => best = Some((step, by, value)),
-            MetricLine::PreferenceEval { .. } => {}
+            MetricLine::PreferenceEval { step, metrics } => held_out.push((step, metrics)),
         }
     }
     let best_eval_loss = evals
@@ -466,6 +491,7 @@ pub fn read_run(path: &Path) -> RunInfo {
         steps,
         evals,
         suites,
+        held_out,
         best,
         final_choice: read_final(path),
         checkpoints: checkpoint_steps(path),

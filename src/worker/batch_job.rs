@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::chat_job::{generate_reply, read_adapter, AdapterSpec};
+use super::chat_job::{read_adapter, AdapterSpec};
 use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
@@ -178,7 +178,7 @@ impl Column {
                 break;
             }
             sink.send(BatchEvent::Started { row, column });
-            let reply = generate_reply(
+            let reply = crate::infer::chat_reply(
                 &self.model,
                 lora.as_deref(),
                 messages,

@@ -5,10 +5,9 @@
 //! is a `LoraSet` applied on the same base weights, so a tuned pane copies no weights.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::infer::{GenerateRequest, Generation, GenerationStats, Sampling, StopReason};
+use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
@@ -93,7 +92,7 @@ fn run(req: ChatRequest, sink: &Reporter<ChatEvent>) -> Result<ChatEvent, String
             Some(lora)
         }
     };
-    let generation = generate_reply(
+    let generation = crate::infer::chat_reply(
         model,
         lora.as_deref(),
         &req.messages,
@@ -113,28 +112,4 @@ pub fn read_adapter(model: &Model, dir: &Path) -> Result<Arc<LoraSet>, String> {
     let read = crate::adapter::read_adapter(dir, model.config(), model.transformer.device())
         .map_err(|e| format!("reading the adapter in {}: {e}", dir.display()))?;
     Ok(Arc::new(read.lora))
-}
-
-/// Renders `messages` with the model's chat template and generates the reply, passing
-/// each text piece to `on_text`. Blocks until the reply ends or `cancel` is set.
-pub fn generate_reply(
-    model: &Model,
-    lora: Option<&LoraSet>,
-    messages: &[ChatMessage],
-    sampling: &Sampling,
-    max_new_tokens: usize,
-    cancel: &AtomicBool,
-    on_text: &mut dyn FnMut(&str),
-) -> Result<Generation, String> {
-    let prompt_ids = model
-        .encode_chat(messages, true)
-        .map_err(|e| format!("applying the chat template: {e}"))?;
-    let gen_req = GenerateRequest {
-        prompt_ids,
-        sampling: sampling.clone(),
-        max_new_tokens,
-        stop_strings: Vec::new(),
-    };
-    crate::infer::generate(model, lora, &gen_req, cancel, on_text)
-        .map_err(|e| format!("generating: {e}"))
 }
