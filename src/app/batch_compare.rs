@@ -3,7 +3,8 @@
 //! (`crate::worker::batch_job`), with progress and a stop button; the replies sit in a
 //! table, one column per pane, next to the dataset's reference reply; the table exports to
 //! JSONL and CSV; any reply can become a new dataset example. The table's data and its
-//! file formats live in `batch_table`.
+//! file formats live in `batch_table`. An eval suite runs through the same panes
+//! (`batch_suite`), its pass rates shown side by side (`suite_results`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::add_example::{add_button, DatasetTarget, ExampleDraft};
+use super::batch_suite::{SuiteRun, SuiteUiAction};
 use super::batch_table::{self, BatchRow, BatchTable, Cell, TableColumn};
 use super::chat_pane::ChatPane;
 use super::dataset_doc::OpenDataset;
@@ -44,6 +46,19 @@ pub enum BatchUiAction {
     Run,
     /// Add this reply to the open dataset (opens the dialog).
     Add(ExampleDraft),
+    /// Start the eval suite through every pane.
+    RunSuite,
+    /// Open the file dialog for a suite file.
+    BrowseSuite,
+}
+
+/// Which results the view shows under its controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchShown {
+    /// The batch table's replies.
+    Replies,
+    /// The eval suite's pass rates.
+    Suite,
 }
 
 /// What a batch generates with, besides the prompts and the panes.
@@ -66,7 +81,9 @@ pub struct BatchCompare {
     /// The latest batch: its prompts and replies.
     pub table: Option<BatchTable>,
     job: Option<BatchJob>,
-    /// Columns of the running job that have not finished.
+    /// The eval suite through the panes.
+    pub suite: SuiteRun,
+    pub shown: BatchShown,
     /// Where "Export" writes (the extension follows the format).
     pub export_path: String,
     exporting: Option<JobEvents<Written>>,
@@ -80,6 +97,8 @@ impl Default for BatchCompare {
             eval_limit: 20,
             table: None,
             job: None,
+            suite: SuiteRun::default(),
+            shown: BatchShown::Replies,
             export_path: crate::paths::data_dir()
                 .join("batch")
                 .join("compare.jsonl")
@@ -91,12 +110,19 @@ impl Default for BatchCompare {
 }
 
 impl BatchCompare {
+    /// Whether a batch is running.
     pub fn is_running(&self) -> bool {
         self.job.is_some()
     }
 
+    /// Whether a batch or a suite is running (the panes are locked).
+    pub fn is_busy(&self) -> bool {
+        self.is_running() || self.suite.is_running()
+    }
+
     /// Takes the batch job's events and the export result; runs every frame.
     pub fn poll(&mut self, notices: &mut Notifications) {
+        self.suite.poll(notices);
         if let (Some(job), Some(table)) = (&mut self.job, &mut self.table) {
             while let Some(e) = job.try_recv() {
                 table.apply(e);
@@ -130,9 +156,10 @@ impl BatchCompare {
         gen: &BatchSettings<'_>,
         notices: &mut Notifications,
     ) {
-        if self.is_running() {
+        if self.is_busy() {
             return;
         }
+        self.shown = BatchShown::Replies;
         let rows = match self.prompts(dataset, gen, notices) {
             Some(rows) => rows,
             None => return,
@@ -256,8 +283,9 @@ impl BatchCompare {
         self.source_ui(ui, target);
         ui.horizontal(|ui| {
             let running = self.is_running();
+            let busy = self.is_busy();
             if ui
-                .add_enabled(ready && !running, egui::Button::new("▶ Run batch"))
+                .add_enabled(ready && !busy, egui::Button::new("▶ Run batch"))
                 .on_hover_text(
                     "Runs every prompt through every pane, with the sampling settings above",
                 )
@@ -309,8 +337,27 @@ impl BatchCompare {
                 self.export(true, waker);
             }
         });
+        match self.suite.controls_ui(ui, ready && !self.is_running()) {
+            Some(SuiteUiAction::Run) => action = Some(BatchUiAction::RunSuite),
+            Some(SuiteUiAction::Browse) => action = Some(BatchUiAction::BrowseSuite),
+            None => {}
+        }
         ui.separator();
+        if self.suite.results.is_some() {
+            ui.horizontal(|ui| {
+                ui.label("Show");
+                ui.selectable_value(&mut self.shown, BatchShown::Replies, "Batch replies");
+                ui.selectable_value(&mut self.shown, BatchShown::Suite, "Suite results");
+            });
+        }
         let running = self.is_running();
+        if self.shown == BatchShown::Suite {
+            let suite_running = self.suite.is_running();
+            if let Some(r) = &mut self.suite.results {
+                super::suite_results::results_ui(ui, r, suite_running);
+                return action;
+            }
+        }
         match &self.table {
             Some(t) => {
                 if let Some(d) = table_ui(ui, t, target, running) {
@@ -330,7 +377,7 @@ impl BatchCompare {
     fn source_ui(&mut self, ui: &mut egui::Ui, target: Option<&DatasetTarget>) {
         ui.horizontal(|ui| {
             ui.label("Prompts from");
-            ui.add_enabled_ui(!self.is_running(), |ui| {
+            ui.add_enabled_ui(!self.is_busy(), |ui| {
                 ui.selectable_value(&mut self.source, PromptSource::Typed, "Typed list");
                 let eval = ui.add_enabled(
                     target.is_some(),
@@ -362,7 +409,7 @@ impl BatchCompare {
             ui.horizontal(|ui| {
                 let l = ui.label("Prompts");
                 ui.add_enabled(
-                    !self.is_running(),
+                    !self.is_busy(),
                     egui::TextEdit::multiline(&mut self.typed)
                         .hint_text("One prompt per line")
                         .desired_rows(3)

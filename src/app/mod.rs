@@ -5,6 +5,7 @@
 
 mod add_example;
 mod batch_compare;
+mod batch_suite;
 mod batch_table;
 mod chat;
 mod chat_pane;
@@ -32,6 +33,7 @@ mod shared;
 mod shell;
 mod state;
 mod status_bar;
+mod suite_results;
 mod tab;
 mod train;
 mod train_estimate;
@@ -40,7 +42,8 @@ mod train_form;
 mod train_stage;
 
 pub use add_example::ExampleDraft;
-pub use batch_compare::{BatchCompare, PromptSource};
+pub use batch_compare::{BatchCompare, BatchShown, PromptSource};
+pub use batch_suite::SuiteRun;
 pub use batch_table::{BatchRow, BatchTable, Cell};
 pub use chat::{ChatAction, ChatTab, ChatView};
 pub use chat_pane::{ChatPane, Turn};
@@ -55,6 +58,7 @@ pub use models::{ModelsAction, ModelsTab};
 pub use notify::{Level, Notice, Notifications};
 pub use shell::{AppOptions, StudioApp};
 pub use state::{Layout, Persisted, ThemeChoice};
+pub use suite_results::{rate_text, PaneResults, SuiteComparison};
 pub use tab::Tab;
 pub use train::{RunStatus, RunView, TrainTab};
 
