@@ -3,7 +3,9 @@
 //! report, with its pass rates shown and a failing reply opened by a click; a synthetic
 //! comparison shows its rates per pane, per check type and per prompt, and a click on the
 //! one failing cell shows that reply and the check it failed; a running suite stops; a
-//! suite file that does not exist is reported by name.
+//! suite file that does not exist is reported by name. With two panes, "Judge A vs B"
+//! puts a batch's pairs of replies to the loaded model as judge, with an edited prompt,
+//! shows the win rate and each verdict, and saves the result beside the batch export.
 
 mod app_common;
 mod chat_common;
@@ -14,7 +16,11 @@ use app_common::{step_until, studio_home};
 use chat_common::{chat_harness, notices, write_random_adapter};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use finetune_studio::app::{rate_text, BatchShown, ChatView, StudioApp, SuiteComparison};
+use eframe::egui::accesskit::Role;
+use finetune_studio::app::{
+    judge_result_path, rate_text, BatchShown, ChatView, StudioApp, SuiteComparison,
+};
+use finetune_studio::eval::judge::{JudgeResult, DEFAULT_JUDGE_PROMPT};
 use finetune_studio::eval::report::RunInfo;
 use finetune_studio::eval::{Check, PromptResult, SuiteReport};
 use finetune_studio::infer::{Sampling, StopReason};
@@ -299,4 +305,69 @@ fn a_missing_suite_file_is_reported_by_name() {
         n.details.contains("no-such-suite.jsonl"),
         "the notice names the file: {n:?}"
     );
+}
+
+#[test]
+fn two_panes_are_judged_and_the_result_saved_beside_the_batch() {
+    let mut h = two_pane_harness("judge-adapter");
+    h.state_mut().chat.max_new_tokens = 6;
+    let export = studio_home().join("judge-out").join("compare.jsonl");
+    h.state_mut().chat.batch.export_path = export.display().to_string();
+    h.get_by_role_and_label(Role::MultilineTextInput, "Prompts")
+        .focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Prompts")
+        .type_text("Who are you?");
+    h.run_steps(1);
+    h.key_press(eframe::egui::Key::Enter);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Prompts")
+        .type_text("Name a colour.");
+    h.run_steps(1);
+    h.get_by_label("▶ Run batch").click();
+    h.run_steps(1);
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| !app.chat.batch.is_running()),
+        "{}",
+        notices(&h)
+    );
+    assert_eq!(h.state().chat.batch.table.as_ref().map(|t| t.progress()), Some((4, 4)));
+
+    h.get_by_label("Judge A vs B").click();
+    h.run_steps(2);
+    assert_eq!(h.state().chat.batch.shown, BatchShown::Judge);
+    assert_eq!(h.state().chat.batch.judge.prompt, DEFAULT_JUDGE_PROMPT);
+    // The prompt is editable; the edited one is used and saved.
+    let edited = format!("Be strict.\n{DEFAULT_JUDGE_PROMPT}");
+    h.state_mut().chat.batch.judge.prompt = edited.clone();
+    h.run_steps(1);
+    h.get_by_label("▶ Run judge").click();
+    h.run_steps(1);
+    assert!(h.state().chat.batch.judge.is_running(), "{}", notices(&h));
+    assert!(
+        step_until(&mut h, Duration::from_secs(60), |app| !app.chat.batch.judge.is_running()),
+        "{}",
+        notices(&h)
+    );
+    let judge = &h.state().chat.batch.judge;
+    let result = judge.result.clone().expect("a result");
+    assert_eq!(result.pairs.len(), 2);
+    assert_eq!(result.wins + result.losses + result.ties, 2);
+    assert_eq!(result.judge_prompt, edited);
+    let path = judge_result_path(&export.display().to_string());
+    assert_eq!(path, studio_home().join("judge-out").join("compare.judge.json"));
+    assert_eq!(judge.saved.as_deref(), Some(path.as_path()));
+    let saved: JudgeResult =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the saved result"))
+            .expect("a result");
+    assert_eq!(saved, result);
+
+    h.run_steps(2);
+    assert!(h.query_by_label(&result.summary()).is_some(), "the win rate");
+    assert!(h.query_by_label("2 of 2 pairs judged").is_some());
+    for v in &result.pairs {
+        let a = &v.a_first;
+        let line = format!("A {:.2} · B {:.2} · tie {:.2}", a.first, a.second, a.tie);
+        assert!(h.query_all_by_label(&line).next().is_some(), "{line} not shown");
+        assert!(h.query_all_by_label(v.verdict.describe()).next().is_some());
+    }
 }

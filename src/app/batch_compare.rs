@@ -4,7 +4,8 @@
 //! table, one column per pane, next to the dataset's reference reply; the table exports to
 //! JSONL and CSV; any reply can become a new dataset example. The table's data and its
 //! file formats live in `batch_table`. An eval suite runs through the same panes
-//! (`batch_suite`), its pass rates shown side by side (`suite_results`).
+//! (`batch_suite`), its pass rates shown side by side (`suite_results`); with two panes, a
+//! local judge compares their replies pairwise (`batch_judge`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::add_example::{add_button, DatasetTarget, ExampleDraft};
+use super::batch_judge::JudgeRun;
 use super::batch_suite::{SuiteRun, SuiteUiAction};
 use super::batch_table::{self, BatchRow, BatchTable, Cell, TableColumn};
 use super::chat_pane::ChatPane;
@@ -50,6 +52,8 @@ pub enum BatchUiAction {
     RunSuite,
     /// Open the file dialog for a suite file.
     BrowseSuite,
+    /// Judge the two panes' replies.
+    RunJudge,
 }
 
 /// Which results the view shows under its controls.
@@ -59,6 +63,8 @@ pub enum BatchShown {
     Replies,
     /// The eval suite's pass rates.
     Suite,
+    /// The judge's verdicts on two panes.
+    Judge,
 }
 
 /// What a batch generates with, besides the prompts and the panes.
@@ -83,6 +89,8 @@ pub struct BatchCompare {
     job: Option<BatchJob>,
     /// The eval suite through the panes.
     pub suite: SuiteRun,
+    /// The judge of two panes' replies.
+    pub judge: JudgeRun,
     pub shown: BatchShown,
     /// Where "Export" writes (the extension follows the format).
     pub export_path: String,
@@ -98,6 +106,7 @@ impl Default for BatchCompare {
             table: None,
             job: None,
             suite: SuiteRun::default(),
+            judge: JudgeRun::default(),
             shown: BatchShown::Replies,
             export_path: crate::paths::data_dir()
                 .join("batch")
@@ -115,14 +124,27 @@ impl BatchCompare {
         self.job.is_some()
     }
 
-    /// Whether a batch or a suite is running (the panes are locked).
+    /// Whether a batch, a suite or a judgment is running (the panes are locked).
     pub fn is_busy(&self) -> bool {
-        self.is_running() || self.suite.is_running()
+        self.is_running() || self.suite.is_running() || self.judge.is_running()
+    }
+
+    /// Judges the table's two columns with `model` (unless the judge names another).
+    pub fn start_judge(&mut self, model: &Arc<Model>, waker: &Waker, notices: &mut Notifications) {
+        if self.is_busy() {
+            return;
+        }
+        let Some(t) = &self.table else {
+            notices.error("There is nothing to judge", "Run a batch with two panes first.");
+            return;
+        };
+        self.judge.start(t, model, &self.export_path, waker, notices);
     }
 
     /// Takes the batch job's events and the export result; runs every frame.
     pub fn poll(&mut self, notices: &mut Notifications) {
         self.suite.poll(notices);
+        self.judge.poll(notices);
         if let (Some(job), Some(table)) = (&mut self.job, &mut self.table) {
             while let Some(e) = job.try_recv() {
                 table.apply(e);
@@ -160,6 +182,7 @@ impl BatchCompare {
             return;
         }
         self.shown = BatchShown::Replies;
+        self.judge.clear_result();
         let rows = match self.prompts(dataset, gen, notices) {
             Some(rows) => rows,
             None => return,
@@ -343,12 +366,36 @@ impl BatchCompare {
             None => {}
         }
         ui.separator();
-        if self.suite.results.is_some() {
+        let columns: Vec<String> = self
+            .table
+            .as_ref()
+            .map(|t| t.columns.iter().map(|c| c.label.clone()).collect())
+            .unwrap_or_default();
+        let two = columns.len() == 2;
+        if self.suite.results.is_some() || two {
             ui.horizontal(|ui| {
                 ui.label("Show");
                 ui.selectable_value(&mut self.shown, BatchShown::Replies, "Batch replies");
-                ui.selectable_value(&mut self.shown, BatchShown::Suite, "Suite results");
+                if self.suite.results.is_some() {
+                    ui.selectable_value(&mut self.shown, BatchShown::Suite, "Suite results");
+                }
+                if two {
+                    ui.selectable_value(&mut self.shown, BatchShown::Judge, "Judge A vs B")
+                        .on_hover_text(
+                            "A local model judges the two panes' replies pairwise: win rate of A",
+                        );
+                }
             });
+        }
+        if self.shown == BatchShown::Judge {
+            let has_pairs = self
+                .table
+                .as_ref()
+                .is_some_and(|t| !super::batch_judge::pairs_of(t).is_empty());
+            if self.judge.ui(ui, &columns, ready && has_pairs && !self.is_busy()) {
+                action = Some(BatchUiAction::RunJudge);
+            }
+            return action;
         }
         let running = self.is_running();
         if self.shown == BatchShown::Suite {

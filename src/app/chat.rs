@@ -191,6 +191,11 @@ impl ChatTab {
                 Some(BatchUiAction::Run) => self.run_batch(shared, model, dataset, waker),
                 Some(BatchUiAction::Add(d)) => adding = Some(d),
                 Some(BatchUiAction::RunSuite) => self.run_suite(shared, model, waker),
+                Some(BatchUiAction::RunJudge) => {
+                    if let Some(m) = model.model() {
+                        self.batch.start_judge(m, waker, shared.notices);
+                    }
+                }
                 Some(BatchUiAction::BrowseSuite) => shared.worker.send(Command::PickFile {
                     purpose: DialogPurpose::BatchSuite,
                     save: false,

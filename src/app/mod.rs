@@ -5,6 +5,7 @@
 
 mod add_example;
 mod batch_compare;
+mod batch_judge;
 mod batch_suite;
 mod batch_table;
 mod chat;
@@ -43,6 +44,7 @@ mod train_stage;
 
 pub use add_example::ExampleDraft;
 pub use batch_compare::{BatchCompare, BatchShown, PromptSource};
+pub use batch_judge::{result_path as judge_result_path, JudgeRun};
 pub use batch_suite::SuiteRun;
 pub use batch_table::{BatchRow, BatchTable, Cell};
 pub use chat::{ChatAction, ChatTab, ChatView};

@@ -134,15 +134,8 @@ fn run(req: SuiteRequest, sink: &Reporter<SuiteEvent>) -> anyhow::Result<SuiteEv
 }
 
 fn prompt_of(item: &eval::SuiteItem) -> SuitePrompt {
-    let text = item
-        .turns()
-        .into_iter()
-        .rev()
-        .find(|(role, _)| *role == "user")
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
     SuitePrompt {
         id: item.id.clone(),
-        text,
+        text: item.last_user_text().to_string(),
     }
 }
