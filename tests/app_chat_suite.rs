@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use app_common::{step_until, studio_home};
 use chat_common::{chat_harness, notices, write_random_adapter};
+use eframe::egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use eframe::egui::accesskit::Role;
 use finetune_studio::app::{
     judge_result_path, rate_text, BatchShown, ChatView, StudioApp, SuiteComparison,
 };
@@ -326,11 +326,17 @@ fn two_panes_are_judged_and_the_result_saved_beside_the_batch() {
     h.get_by_label("▶ Run batch").click();
     h.run_steps(1);
     assert!(
-        step_until(&mut h, Duration::from_secs(60), |app| !app.chat.batch.is_running()),
+        step_until(&mut h, Duration::from_secs(60), |app| !app
+            .chat
+            .batch
+            .is_running()),
         "{}",
         notices(&h)
     );
-    assert_eq!(h.state().chat.batch.table.as_ref().map(|t| t.progress()), Some((4, 4)));
+    assert_eq!(
+        h.state().chat.batch.table.as_ref().map(|t| t.progress()),
+        Some((4, 4))
+    );
 
     h.get_by_label("Judge A vs B").click();
     h.run_steps(2);
@@ -344,7 +350,11 @@ fn two_panes_are_judged_and_the_result_saved_beside_the_batch() {
     h.run_steps(1);
     assert!(h.state().chat.batch.judge.is_running(), "{}", notices(&h));
     assert!(
-        step_until(&mut h, Duration::from_secs(60), |app| !app.chat.batch.judge.is_running()),
+        step_until(&mut h, Duration::from_secs(60), |app| !app
+            .chat
+            .batch
+            .judge
+            .is_running()),
         "{}",
         notices(&h)
     );
@@ -354,7 +364,10 @@ fn two_panes_are_judged_and_the_result_saved_beside_the_batch() {
     assert_eq!(result.wins + result.losses + result.ties, 2);
     assert_eq!(result.judge_prompt, edited);
     let path = judge_result_path(&export.display().to_string());
-    assert_eq!(path, studio_home().join("judge-out").join("compare.judge.json"));
+    assert_eq!(
+        path,
+        studio_home().join("judge-out").join("compare.judge.json")
+    );
     assert_eq!(judge.saved.as_deref(), Some(path.as_path()));
     let saved: JudgeResult =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("the saved result"))
@@ -362,12 +375,18 @@ fn two_panes_are_judged_and_the_result_saved_beside_the_batch() {
     assert_eq!(saved, result);
 
     h.run_steps(2);
-    assert!(h.query_by_label(&result.summary()).is_some(), "the win rate");
+    assert!(
+        h.query_by_label(&result.summary()).is_some(),
+        "the win rate"
+    );
     assert!(h.query_by_label("2 of 2 pairs judged").is_some());
     for v in &result.pairs {
         let a = &v.a_first;
         let line = format!("A {:.2} · B {:.2} · tie {:.2}", a.first, a.second, a.tie);
-        assert!(h.query_all_by_label(&line).next().is_some(), "{line} not shown");
+        assert!(
+            h.query_all_by_label(&line).next().is_some(),
+            "{line} not shown"
+        );
         assert!(h.query_all_by_label(v.verdict.describe()).next().is_some());
     }
 }

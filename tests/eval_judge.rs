@@ -29,7 +29,9 @@ fn a_tiny_model_judges_both_orders() {
     let judge = ModelJudge::new(&model, None).expect("the tiny vocabulary tells A, B, tie apart");
     let template = JudgePrompt::default_prompt().expect("default prompt");
 
-    let q = template.render("Name a colour.", "Blue.", "Seven.").expect("render");
+    let q = template
+        .render("Name a colour.", "Blue.", "Seven.")
+        .expect("render");
     let p = judge.preference(&q).expect("preference");
     assert!((p.first + p.second + p.tie - 1.0).abs() < 1e-9, "{p:?}");
     assert!(p.answer_mass > 0.0 && p.answer_mass <= 1.0, "{p:?}");
@@ -123,7 +125,10 @@ fn judge_from_the_command_line_writes_its_result() {
         "4",
     ])
     .expect("parse");
-    assert_eq!(cli::run(cli.command.expect("a subcommand")).expect("judge"), 0);
+    assert_eq!(
+        cli::run(cli.command.expect("a subcommand")).expect("judge"),
+        0
+    );
     let text = std::fs::read_to_string(&out).expect("the result file");
     let r: JudgeResult = serde_json::from_str(&text).expect("a result");
     assert_eq!(r.pairs.len(), 3);
@@ -154,7 +159,10 @@ fn judge_from_the_command_line_writes_its_result() {
         t,
     ])
     .expect("parse");
-    let e = format!("{:#}", cli::run(cli.command.expect("a subcommand")).unwrap_err());
+    let e = format!(
+        "{:#}",
+        cli::run(cli.command.expect("a subcommand")).unwrap_err()
+    );
     assert!(e.contains("judge.jinja"), "{e}");
     // --judge is required.
     let e = parse(&["judge", "--prompts", p]).err().expect("an error");

@@ -135,10 +135,14 @@ impl BatchCompare {
             return;
         }
         let Some(t) = &self.table else {
-            notices.error("There is nothing to judge", "Run a batch with two panes first.");
+            notices.error(
+                "There is nothing to judge",
+                "Run a batch with two panes first.",
+            );
             return;
         };
-        self.judge.start(t, model, &self.export_path, waker, notices);
+        self.judge
+            .start(t, model, &self.export_path, waker, notices);
     }
 
     /// Takes the batch job's events and the export result; runs every frame.
@@ -392,7 +396,10 @@ impl BatchCompare {
                 .table
                 .as_ref()
                 .is_some_and(|t| !super::batch_judge::pairs_of(t).is_empty());
-            if self.judge.ui(ui, &columns, ready && has_pairs && !self.is_busy()) {
+            if self
+                .judge
+                .ui(ui, &columns, ready && has_pairs && !self.is_busy())
+            {
                 action = Some(BatchUiAction::RunJudge);
             }
             return action;

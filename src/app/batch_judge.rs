@@ -55,7 +55,9 @@ impl Default for JudgeRun {
 pub fn result_path(export: &str) -> PathBuf {
     let export = Path::new(export.trim());
     if export.as_os_str().is_empty() {
-        return crate::paths::data_dir().join("batch").join("compare.judge.json");
+        return crate::paths::data_dir()
+            .join("batch")
+            .join("compare.judge.json");
     }
     export.with_extension("judge.json")
 }
@@ -285,33 +287,35 @@ impl JudgeRun {
             return;
         }
         let p3 = |a: f64, b: f64, t: f64| format!("A {a:.2} · B {b:.2} · tie {t:.2}");
-        egui::Grid::new("judge-verdicts").striped(true).show(ui, |ui| {
-            ui.strong("#");
-            ui.strong("Prompt");
-            ui.strong("Verdict");
-            ui.strong("A shown first");
-            ui.strong("B shown first");
-            ui.end_row();
-            for (i, v) in self.verdicts.iter().enumerate() {
-                ui.weak(format!("{}", i + 1));
-                let prompt = self.prompts.get(i).map(String::as_str).unwrap_or("");
-                ui.label(super::dataset_table::one_line(prompt, 60))
-                    .on_hover_text(prompt);
-                match v {
-                    Some(v) => {
-                        ui.label(v.verdict.describe());
-                        let (a, b) = (&v.a_first, &v.b_first);
-                        ui.label(p3(a.first, a.second, a.tie));
-                        ui.label(p3(b.second, b.first, b.tie));
-                    }
-                    None => {
-                        ui.weak("…");
-                        ui.weak("");
-                        ui.weak("");
-                    }
-                }
+        egui::Grid::new("judge-verdicts")
+            .striped(true)
+            .show(ui, |ui| {
+                ui.strong("#");
+                ui.strong("Prompt");
+                ui.strong("Verdict");
+                ui.strong("A shown first");
+                ui.strong("B shown first");
                 ui.end_row();
-            }
-        });
+                for (i, v) in self.verdicts.iter().enumerate() {
+                    ui.weak(format!("{}", i + 1));
+                    let prompt = self.prompts.get(i).map(String::as_str).unwrap_or("");
+                    ui.label(super::dataset_table::one_line(prompt, 60))
+                        .on_hover_text(prompt);
+                    match v {
+                        Some(v) => {
+                            ui.label(v.verdict.describe());
+                            let (a, b) = (&v.a_first, &v.b_first);
+                            ui.label(p3(a.first, a.second, a.tie));
+                            ui.label(p3(b.second, b.first, b.tie));
+                        }
+                        None => {
+                            ui.weak("…");
+                            ui.weak("");
+                            ui.weak("");
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
     }
 }

@@ -133,7 +133,13 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<i32> {
             &mut |_, _| bar.inc(1),
         )?;
         bar.finish_and_clear();
-        replies.push(report.prompts.into_iter().map(|p| p.reply).collect::<Vec<_>>());
+        replies.push(
+            report
+                .prompts
+                .into_iter()
+                .map(|p| p.reply)
+                .collect::<Vec<_>>(),
+        );
     }
     let pairs: Vec<JudgePair> = prompts
         .items
@@ -198,7 +204,10 @@ fn read_prompts(spec: &str) -> anyhow::Result<Suite> {
 }
 
 fn print_result(r: &JudgeResult, out: Option<&Path>) {
-    println!("A: {}\nB: {}\njudge: {}", r.labels.a, r.labels.b, r.labels.judge);
+    println!(
+        "A: {}\nB: {}\njudge: {}",
+        r.labels.a, r.labels.b, r.labels.judge
+    );
     for (i, p) in r.pairs.iter().enumerate() {
         println!(
             "  {:>3} {:<7} A first: A {:.2} B {:.2} tie {:.2} · B first: B {:.2} A {:.2} tie {:.2}  {:?}",

@@ -102,7 +102,12 @@ impl JudgePrompt {
 
     /// The question for the judge: the template with the request and the two responses
     /// in the positions shown.
-    pub fn render(&self, prompt: &str, response_a: &str, response_b: &str) -> Result<String, String> {
+    pub fn render(
+        &self,
+        prompt: &str,
+        response_a: &str,
+        response_b: &str,
+    ) -> Result<String, String> {
         // No HTML escaping (the template has no `.html` name); a variable other than the
         // three is an error, not an empty string.
         let mut env = minijinja::Environment::new();
@@ -384,7 +389,11 @@ impl JudgeResult {
     /// Counts the verdicts of `pairs`.
     pub fn new(labels: JudgeLabels, judge_prompt: String, pairs: Vec<PairVerdict>) -> JudgeResult {
         let count = |v: Verdict| pairs.iter().filter(|p| p.verdict == v).count();
-        let (wins, losses, ties) = (count(Verdict::AWins), count(Verdict::BWins), count(Verdict::Tie));
+        let (wins, losses, ties) = (
+            count(Verdict::AWins),
+            count(Verdict::BWins),
+            count(Verdict::Tie),
+        );
         let n = pairs.len();
         let win_rate = if n == 0 {
             0.0
@@ -519,8 +528,15 @@ mod tests {
     fn a_judge_that_always_prefers_the_first_position_gives_ties() {
         let prompt = JudgePrompt::default_prompt().expect("default prompt");
         let cancel = AtomicBool::new(false);
-        let r = judge_pairs(&FirstPosition, &prompt, labels(), &pairs(6), &cancel, &mut |_, _| {})
-            .expect("judged");
+        let r = judge_pairs(
+            &FirstPosition,
+            &prompt,
+            labels(),
+            &pairs(6),
+            &cancel,
+            &mut |_, _| {},
+        )
+        .expect("judged");
         assert_eq!((r.wins, r.losses, r.ties), (0, 0, 6));
         assert_eq!(r.win_rate, 0.5);
         assert!(r.pairs.iter().all(|p| p.verdict == Verdict::Tie));
@@ -531,13 +547,21 @@ mod tests {
         let prompt = JudgePrompt::default_prompt().expect("default prompt");
         let cancel = AtomicBool::new(false);
         let mut seen = Vec::new();
-        let r = judge_pairs(&ReadsTheQuestion, &prompt, labels(), &pairs(4), &cancel, &mut |i, v| {
-            seen.push((i, v.verdict))
-        })
+        let r = judge_pairs(
+            &ReadsTheQuestion,
+            &prompt,
+            labels(),
+            &pairs(4),
+            &cancel,
+            &mut |i, v| seen.push((i, v.verdict)),
+        )
         .expect("judged");
         assert_eq!((r.wins, r.losses, r.ties), (4, 0, 0));
         assert_eq!(r.win_rate, 1.0);
-        assert_eq!(seen, (0..4).map(|i| (i, Verdict::AWins)).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            (0..4).map(|i| (i, Verdict::AWins)).collect::<Vec<_>>()
+        );
         assert_eq!(r.pairs[0].a_first.choice(), Position::First);
         assert_eq!(r.pairs[0].b_first.choice(), Position::Second);
         // Swapped: B's replies are the good ones.
@@ -549,8 +573,15 @@ mod tests {
                 ..p
             })
             .collect();
-        let r = judge_pairs(&ReadsTheQuestion, &prompt, labels(), &swapped, &cancel, &mut |_, _| {})
-            .expect("judged");
+        let r = judge_pairs(
+            &ReadsTheQuestion,
+            &prompt,
+            labels(),
+            &swapped,
+            &cancel,
+            &mut |_, _| {},
+        )
+        .expect("judged");
         assert_eq!((r.wins, r.losses, r.ties), (0, 4, 0));
         assert_eq!(r.win_rate, 0.0);
     }
@@ -570,23 +601,52 @@ mod tests {
     fn a_cancelled_judgment_stops() {
         let prompt = JudgePrompt::default_prompt().expect("default prompt");
         let cancel = AtomicBool::new(true);
-        let e = judge_pairs(&FirstPosition, &prompt, labels(), &pairs(2), &cancel, &mut |_, _| {});
+        let e = judge_pairs(
+            &FirstPosition,
+            &prompt,
+            labels(),
+            &pairs(2),
+            &cancel,
+            &mut |_, _| {},
+        );
         assert!(matches!(e, Err(JudgeError::Cancelled)));
-        let e = judge_pairs(&FirstPosition, &prompt, labels(), &[], &cancel, &mut |_, _| {});
+        let e = judge_pairs(
+            &FirstPosition,
+            &prompt,
+            labels(),
+            &[],
+            &cancel,
+            &mut |_, _| {},
+        );
         assert!(matches!(e, Err(JudgeError::Empty)));
     }
 
     #[test]
     fn the_wilson_interval_matches_known_values() {
         let close = |i: Interval, lo: f64, hi: f64| {
-            assert!((i.low - lo).abs() < 1e-9 && (i.high - hi).abs() < 1e-9, "{i:?}");
+            assert!(
+                (i.low - lo).abs() < 1e-9 && (i.high - hi).abs() < 1e-9,
+                "{i:?}"
+            );
         };
         // 8 of 10: 0.4902 to 0.9433 (Wilson 1927; as in statsmodels' proportion_confint).
-        close(wilson_interval(0.8, 10), 0.490_162_471_536_641_8, 0.943_317_848_545_624_8);
-        close(wilson_interval(0.5, 10), 0.236_593_090_512_564, 0.763_406_909_487_436_1);
+        close(
+            wilson_interval(0.8, 10),
+            0.490_162_471_536_641_8,
+            0.943_317_848_545_624_8,
+        );
+        close(
+            wilson_interval(0.5, 10),
+            0.236_593_090_512_564,
+            0.763_406_909_487_436_1,
+        );
         close(wilson_interval(0.0, 5), 0.0, 0.434_482_464_783_173_17);
         close(wilson_interval(1.0, 20), 0.838_874_841_947_180_6, 1.0);
-        close(wilson_interval(0.55, 100), 0.452_446_029_974_421_35, 0.643_854_620_204_880_3);
+        close(
+            wilson_interval(0.55, 100),
+            0.452_446_029_974_421_35,
+            0.643_854_620_204_880_3,
+        );
         close(wilson_interval(0.3, 0), 0.0, 1.0);
         // Ties count half: 2 wins, 1 loss, 2 ties of 5 is a rate of 0.6.
         let v = |verdict| PairVerdict {
@@ -623,12 +683,21 @@ mod tests {
     fn the_template_renders_the_request_and_both_responses() {
         let p = JudgePrompt::default_prompt().expect("default prompt");
         let q = p.render("What is 2+2?", "4", "five <b>").expect("render");
-        let (pa, pb) = (q.find("[Response A]\n4").expect("A"), q.find("[Response B]\nfive <b>").expect("B, unescaped"));
+        let (pa, pb) = (
+            q.find("[Response A]\n4").expect("A"),
+            q.find("[Response B]\nfive <b>").expect("B, unescaped"),
+        );
         assert!(q.contains("[Request]\nWhat is 2+2?"));
         assert!(pa < pb);
-        let custom = JudgePrompt::new("Q: {{ prompt }} / {{ response_b }} vs {{ response_a }}", "custom")
-            .expect("custom");
-        assert_eq!(custom.render("p", "x", "y").expect("render"), "Q: p / y vs x");
+        let custom = JudgePrompt::new(
+            "Q: {{ prompt }} / {{ response_b }} vs {{ response_a }}",
+            "custom",
+        )
+        .expect("custom");
+        assert_eq!(
+            custom.render("p", "x", "y").expect("render"),
+            "Q: p / y vs x"
+        );
         // A syntax error and an unknown variable are refused, naming the prompt.
         let e = JudgePrompt::new("{{ prompt ", "broken.jinja").expect_err("syntax");
         assert!(e.to_string().contains("broken.jinja"), "{e}");
@@ -658,8 +727,15 @@ mod tests {
     fn the_result_round_trips_through_json() {
         let prompt = JudgePrompt::default_prompt().expect("default prompt");
         let cancel = AtomicBool::new(false);
-        let r = judge_pairs(&ReadsTheQuestion, &prompt, labels(), &pairs(3), &cancel, &mut |_, _| {})
-            .expect("judged");
+        let r = judge_pairs(
+            &ReadsTheQuestion,
+            &prompt,
+            labels(),
+            &pairs(3),
+            &cancel,
+            &mut |_, _| {},
+        )
+        .expect("judged");
         let json = serde_json::to_string_pretty(&r).expect("json");
         let v: serde_json::Value = serde_json::from_str(&json).expect("value");
         assert_eq!(v["judge_prompt"], DEFAULT_JUDGE_PROMPT);

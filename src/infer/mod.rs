@@ -6,5 +6,7 @@ pub mod generate;
 pub mod sampler;
 pub mod stream;
 
-pub use generate::{generate, next_token_logits, GenerateRequest, Generation, GenerationStats, StopReason};
+pub use generate::{
+    generate, next_token_logits, GenerateRequest, Generation, GenerationStats, StopReason,
+};
 pub use sampler::{Sampler, Sampling};

@@ -66,7 +66,9 @@ pub type JudgeJob = JobEvents<JudgeEvent>;
 
 /// Starts the judgment on a job thread named `judge`.
 pub fn spawn(req: JudgeRequest, waker: Waker) -> JudgeJob {
-    jobs::spawn(JobKind::Judge, "judge", CAPACITY, waker, move |r| run(req, r))
+    jobs::spawn(JobKind::Judge, "judge", CAPACITY, waker, move |r| {
+        run(req, r)
+    })
 }
 
 fn run(req: JudgeRequest, sink: &Reporter<JudgeEvent>) -> anyhow::Result<JudgeEvent> {
@@ -114,7 +116,6 @@ pub fn write_result(path: &std::path::Path, result: &JudgeResult) -> Result<Path
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    crate::fsio::write_bytes_atomic(path, &json)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::fsio::write_bytes_atomic(path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path.to_path_buf())
 }
