@@ -165,6 +165,6 @@ fn judge_from_the_command_line_writes_its_result() {
     );
     assert!(e.contains("judge.jinja"), "{e}");
     // --judge is required.
-    let e = parse(&["judge", "--prompts", p]).err().expect("an error");
+    let e = parse(&["judge", "--prompts", p]).expect_err("--judge is missing");
     assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
 }

@@ -105,6 +105,9 @@ impl SuiteComparison {
     }
 }
 
+/// One of a report's overall rates.
+type RateOf = fn(&SuiteReport) -> Rate;
+
 /// `passed/total · rate %`, as every table of the view writes a rate.
 pub fn rate_text(r: &Rate) -> String {
     format!("{}/{} · {:.1} %", r.passed, r.total, r.rate * 100.0)
@@ -149,7 +152,7 @@ fn results_body(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
                 ui.strong(&p.label);
             }
             ui.end_row();
-            let rows: [(&str, fn(&SuiteReport) -> Rate); 2] = [
+            let rows: [(&str, RateOf); 2] = [
                 ("Checks passed", |r| r.checks),
                 ("Prompts with every check passed", |r| r.prompts_passed),
             ];
