@@ -99,7 +99,7 @@ fn the_builtin_suite_runs_through_two_panes_and_a_failing_reply_opens() {
         .expect("a random model fails some check");
     let failing = &reports[j].prompts[i];
     let n_failed = failing.checks.iter().filter(|c| !c.passed).count();
-    let label = format!("✘ {n_failed} of {} failed", failing.checks.len());
+    let label = format!("{n_failed} of {} failed", failing.checks.len());
     // The grid sits below the rate tables: scroll it into view, then click.
     h.query_all_by_label(&label)
         .next()
@@ -123,7 +123,7 @@ fn the_builtin_suite_runs_through_two_panes_and_a_failing_reply_opens() {
     let head = format!("{} · {}", results.panes[j].label, failing.id);
     assert!(h.query_by_label(&head).is_some(), "{head} not shown");
     for c in failing.checks.iter().filter(|c| !c.passed) {
-        let line = format!("✘ {}: {}", c.check.kind(), c.reason);
+        let line = format!("failed {}: {}", c.check.kind(), c.reason);
         assert!(h.query_by_label(&line).is_some(), "{line} not shown");
     }
     if !failing.reply.trim().is_empty() {
@@ -207,11 +207,11 @@ fn a_comparison_shows_its_rates_and_the_failing_reply_on_a_click() {
     assert!(h.query_by_label("word_count").is_some());
     assert_eq!(h.query_all_by_label("1/1 · 100.0 %").count(), 2);
     // Per prompt: three passing cells, one failing.
-    assert_eq!(h.query_all_by_label("✔ pass").count(), 3);
+    assert_eq!(h.query_all_by_label("pass").count(), 3);
     assert!(h.query_by_label("No reply chosen.").is_some());
     assert!(h.query_by_label("Lyon is the capital city.").is_none());
 
-    h.get_by_label("✘ 1 of 2 failed").click();
+    h.get_by_label("1 of 2 failed").click();
     h.run_steps(2);
     let selected = h
         .state()
@@ -225,9 +225,9 @@ fn a_comparison_shows_its_rates_and_the_failing_reply_on_a_click() {
     assert!(h.query_by_label("Tuned · capital").is_some());
     assert!(h.query_by_label("Lyon is the capital city.").is_some());
     assert!(h
-        .query_by_label("✘ contains: \"Paris\" not found")
+        .query_by_label("failed contains: \"Paris\" not found")
         .is_some());
-    assert!(h.query_by_label_contains("✔ word_count").is_some());
+    assert!(h.query_by_label_contains("passed word_count").is_some());
     assert!(h
         .query_by_label("Prompt: What is the capital of France?")
         .is_some());

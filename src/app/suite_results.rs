@@ -113,12 +113,13 @@ pub fn rate_text(r: &Rate) -> String {
     format!("{}/{} · {:.1} %", r.passed, r.total, r.rate * 100.0)
 }
 
-/// What a pane's cell says while it has no report.
-fn pending_text(p: &PaneResults, running: bool) -> String {
+/// What a pane's cell says while it has no report: the panes run one after another.
+fn pending_text(p: &PaneResults, running: bool) -> &'static str {
     match (&p.error, running) {
-        (Some(_), _) => "failed".into(),
-        (None, true) => "running…".into(),
-        (None, false) => "not run".into(),
+        (Some(_), _) => "failed",
+        (None, true) if p.done > 0 => "running…",
+        (None, true) => "waiting",
+        (None, false) => "not run",
     }
 }
 
@@ -168,6 +169,21 @@ fn results_body(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
             }
         });
     ui.add_space(6.0);
+    // The prompts on the left; on the right the chosen reply, then the check types, so a
+    // reply opens beside the cell clicked and near the top.
+    ui.columns(2, |cols| {
+        let [left, right] = cols else { return };
+        left.strong("Per prompt");
+        left.weak("Click a failing cell to see the pane's reply and the checks it failed.");
+        prompts_grid(left, c, running);
+        selected_ui(right, c);
+        right.add_space(6.0);
+        by_check_ui(right, c);
+    });
+}
+
+/// A row per check type, a cell per pane.
+fn by_check_ui(ui: &mut egui::Ui, c: &SuiteComparison) {
     ui.strong("Per check type");
     egui::Grid::new("suite-by-check")
         .striped(true)
@@ -193,14 +209,6 @@ fn results_body(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
                 ui.end_row();
             }
         });
-    ui.add_space(6.0);
-    ui.strong("Per prompt");
-    ui.weak("Click a failing cell to see the pane's reply and the checks it failed.");
-    ui.columns(2, |cols| {
-        let [left, right] = cols else { return };
-        prompts_grid(left, c, running);
-        selected_ui(right, c);
-    });
 }
 
 /// A row per prompt, a cell per pane: passed, or a button to the failing reply.
@@ -220,11 +228,11 @@ fn prompts_grid(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
                     let result = p.report.as_ref().and_then(|r| r.prompts.get(i));
                     ui.push_id(("suite-cell", i, j), |ui| match result {
                         Some(r) if r.passed => {
-                            ui.colored_label(egui::Color32::from_rgb(60, 160, 60), "✔ pass");
+                            ui.colored_label(egui::Color32::from_rgb(60, 160, 60), "pass");
                         }
                         Some(r) => {
                             let failed = r.checks.iter().filter(|ch| !ch.passed).count();
-                            let text = format!("✘ {failed} of {} failed", r.checks.len());
+                            let text = format!("{failed} of {} failed", r.checks.len());
                             let selected = c.selected == Some((i, j));
                             let b = egui::Button::selectable(
                                 selected,
@@ -266,10 +274,11 @@ fn selected_ui(ui: &mut egui::Ui, c: &SuiteComparison) {
     ui.add(egui::Label::new(format!("Prompt: {}", prompt.text)).wrap());
     ui.separator();
     for ch in &result.checks {
+        // Words, not check marks: the bundled fonts have no ✔ or ✘.
         let (mark, color) = if ch.passed {
-            ("✔", egui::Color32::from_rgb(60, 160, 60))
+            ("passed", egui::Color32::from_rgb(60, 160, 60))
         } else {
-            ("✘", ui.visuals().error_fg_color)
+            ("failed", ui.visuals().error_fg_color)
         };
         ui.colored_label(color, format!("{mark} {}: {}", ch.check.kind(), ch.reason));
     }
