@@ -231,13 +231,19 @@ impl JudgeRun {
                             self.prompt = DEFAULT_JUDGE_PROMPT.to_string();
                         }
                     });
-                    ui.add(
-                        egui::TextEdit::multiline(&mut self.prompt)
-                            .id_salt("judge-prompt")
-                            .code_editor()
-                            .desired_rows(8)
-                            .desired_width(f32::INFINITY),
-                    );
+                    // Kept short, so the verdicts below show without scrolling.
+                    egui::ScrollArea::vertical()
+                        .id_salt("judge-prompt-scroll")
+                        .max_height(140.0)
+                        .show(ui, |ui| {
+                            ui.add(
+                                egui::TextEdit::multiline(&mut self.prompt)
+                                    .id_salt("judge-prompt")
+                                    .code_editor()
+                                    .desired_rows(8)
+                                    .desired_width(f32::INFINITY),
+                            );
+                        });
                 });
                 ui.horizontal(|ui| {
                     if ui
