@@ -214,6 +214,58 @@ fn chat_batch_and_file_writes_recover_from_a_panic() {
 }
 
 #[test]
+fn a_suite_run_or_a_judgment_that_panics_ends_the_wait() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut h = chat_harness();
+    h.state_mut().chat.max_new_tokens = 4;
+    h.get_by_label("2 panes").click();
+    h.run_steps(2);
+    h.get_by_label("Batch compare").click();
+    h.run_steps(2);
+    h.state_mut().chat.batch.typed = "one".into();
+    h.run_steps(1);
+
+    // The suite run: the failure is shown and the panes are free again.
+    fault::panic_next(JobKind::SuiteCompare);
+    h.get_by_label("▶ Run suite").click();
+    armed_and_struck(&mut h, JobKind::SuiteCompare);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.chat.batch.is_busy()
+            && fault_shown(app)),
+        "the suite run stays running, or its failure is not shown"
+    );
+
+    // The judgment of a finished batch of two panes: the same, then it works.
+    h.get_by_label("▶ Run batch").click();
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.chat.batch.is_busy()
+            && app
+                .chat
+                .batch
+                .table
+                .as_ref()
+                .is_some_and(|t| t.progress() == (2, 2))),
+        "the batch did not finish"
+    );
+    h.get_by_label("Judge A vs B").click();
+    h.run_steps(2);
+    h.state_mut().notices = Default::default();
+    fault::panic_next(JobKind::Judge);
+    h.get_by_label("▶ Run judge").click();
+    armed_and_struck(&mut h, JobKind::Judge);
+    assert!(
+        step_until(&mut h, WAIT, |app| !app.chat.batch.is_busy()
+            && fault_shown(app)),
+        "the judgment stays running, or its failure is not shown"
+    );
+    h.get_by_label("▶ Run judge").click();
+    assert!(
+        step_until(&mut h, WAIT, |app| app.chat.batch.judge.result.is_some()),
+        "judging again does not work"
+    );
+}
+
+#[test]
 fn a_plan_or_a_training_run_that_panics_ends_the_wait() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut h = chat_harness();

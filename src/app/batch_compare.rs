@@ -3,7 +3,9 @@
 //! (`crate::worker::batch_job`), with progress and a stop button; the replies sit in a
 //! table, one column per pane, next to the dataset's reference reply; the table exports to
 //! JSONL and CSV; any reply can become a new dataset example. The table's data and its
-//! file formats live in `batch_table`.
+//! file formats live in `batch_table`. An eval suite runs through the same panes
+//! (`batch_suite`), its pass rates shown side by side (`suite_results`); with two panes, a
+//! local judge compares their replies pairwise (`batch_judge`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::add_example::{add_button, DatasetTarget, ExampleDraft};
+use super::batch_judge::JudgeRun;
+use super::batch_suite::{SuiteRun, SuiteUiAction};
 use super::batch_table::{self, BatchRow, BatchTable, Cell, TableColumn};
 use super::chat_pane::ChatPane;
 use super::dataset_doc::OpenDataset;
@@ -44,6 +48,23 @@ pub enum BatchUiAction {
     Run,
     /// Add this reply to the open dataset (opens the dialog).
     Add(ExampleDraft),
+    /// Start the eval suite through every pane.
+    RunSuite,
+    /// Open the file dialog for a suite file.
+    BrowseSuite,
+    /// Judge the two panes' replies.
+    RunJudge,
+}
+
+/// Which results the view shows under its controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchShown {
+    /// The batch table's replies.
+    Replies,
+    /// The eval suite's pass rates.
+    Suite,
+    /// The judge's verdicts on two panes.
+    Judge,
 }
 
 /// What a batch generates with, besides the prompts and the panes.
@@ -66,7 +87,11 @@ pub struct BatchCompare {
     /// The latest batch: its prompts and replies.
     pub table: Option<BatchTable>,
     job: Option<BatchJob>,
-    /// Columns of the running job that have not finished.
+    /// The eval suite through the panes.
+    pub suite: SuiteRun,
+    /// The judge of two panes' replies.
+    pub judge: JudgeRun,
+    pub shown: BatchShown,
     /// Where "Export" writes (the extension follows the format).
     pub export_path: String,
     exporting: Option<JobEvents<Written>>,
@@ -80,6 +105,9 @@ impl Default for BatchCompare {
             eval_limit: 20,
             table: None,
             job: None,
+            suite: SuiteRun::default(),
+            judge: JudgeRun::default(),
+            shown: BatchShown::Replies,
             export_path: crate::paths::data_dir()
                 .join("batch")
                 .join("compare.jsonl")
@@ -91,12 +119,36 @@ impl Default for BatchCompare {
 }
 
 impl BatchCompare {
+    /// Whether a batch is running.
     pub fn is_running(&self) -> bool {
         self.job.is_some()
     }
 
+    /// Whether a batch, a suite or a judgment is running (the panes are locked).
+    pub fn is_busy(&self) -> bool {
+        self.is_running() || self.suite.is_running() || self.judge.is_running()
+    }
+
+    /// Judges the table's two columns with `model` (unless the judge names another).
+    pub fn start_judge(&mut self, model: &Arc<Model>, waker: &Waker, notices: &mut Notifications) {
+        if self.is_busy() {
+            return;
+        }
+        let Some(t) = &self.table else {
+            notices.error(
+                "There is nothing to judge",
+                "Run a batch with two panes first.",
+            );
+            return;
+        };
+        self.judge
+            .start(t, model, &self.export_path, waker, notices);
+    }
+
     /// Takes the batch job's events and the export result; runs every frame.
     pub fn poll(&mut self, notices: &mut Notifications) {
+        self.suite.poll(notices);
+        self.judge.poll(notices);
         if let (Some(job), Some(table)) = (&mut self.job, &mut self.table) {
             while let Some(e) = job.try_recv() {
                 table.apply(e);
@@ -130,9 +182,11 @@ impl BatchCompare {
         gen: &BatchSettings<'_>,
         notices: &mut Notifications,
     ) {
-        if self.is_running() {
+        if self.is_busy() {
             return;
         }
+        self.shown = BatchShown::Replies;
+        self.judge.clear_result();
         let rows = match self.prompts(dataset, gen, notices) {
             Some(rows) => rows,
             None => return,
@@ -256,8 +310,9 @@ impl BatchCompare {
         self.source_ui(ui, target);
         ui.horizontal(|ui| {
             let running = self.is_running();
+            let busy = self.is_busy();
             if ui
-                .add_enabled(ready && !running, egui::Button::new("▶ Run batch"))
+                .add_enabled(ready && !busy, egui::Button::new("▶ Run batch"))
                 .on_hover_text(
                     "Runs every prompt through every pane, with the sampling settings above",
                 )
@@ -309,8 +364,54 @@ impl BatchCompare {
                 self.export(true, waker);
             }
         });
+        match self.suite.controls_ui(ui, ready && !self.is_running()) {
+            Some(SuiteUiAction::Run) => action = Some(BatchUiAction::RunSuite),
+            Some(SuiteUiAction::Browse) => action = Some(BatchUiAction::BrowseSuite),
+            None => {}
+        }
         ui.separator();
+        let columns: Vec<String> = self
+            .table
+            .as_ref()
+            .map(|t| t.columns.iter().map(|c| c.label.clone()).collect())
+            .unwrap_or_default();
+        let two = columns.len() == 2;
+        if self.suite.results.is_some() || two {
+            ui.horizontal(|ui| {
+                ui.label("Show");
+                ui.selectable_value(&mut self.shown, BatchShown::Replies, "Batch replies");
+                if self.suite.results.is_some() {
+                    ui.selectable_value(&mut self.shown, BatchShown::Suite, "Suite results");
+                }
+                if two {
+                    ui.selectable_value(&mut self.shown, BatchShown::Judge, "Judge A vs B")
+                        .on_hover_text(
+                            "A local model judges the two panes' replies pairwise: win rate of A",
+                        );
+                }
+            });
+        }
+        if self.shown == BatchShown::Judge {
+            let has_pairs = self
+                .table
+                .as_ref()
+                .is_some_and(|t| !super::batch_judge::pairs_of(t).is_empty());
+            if self
+                .judge
+                .ui(ui, &columns, ready && has_pairs && !self.is_busy())
+            {
+                action = Some(BatchUiAction::RunJudge);
+            }
+            return action;
+        }
         let running = self.is_running();
+        if self.shown == BatchShown::Suite {
+            let suite_running = self.suite.is_running();
+            if let Some(r) = &mut self.suite.results {
+                super::suite_results::results_ui(ui, r, suite_running);
+                return action;
+            }
+        }
         match &self.table {
             Some(t) => {
                 if let Some(d) = table_ui(ui, t, target, running) {
@@ -330,7 +431,7 @@ impl BatchCompare {
     fn source_ui(&mut self, ui: &mut egui::Ui, target: Option<&DatasetTarget>) {
         ui.horizontal(|ui| {
             ui.label("Prompts from");
-            ui.add_enabled_ui(!self.is_running(), |ui| {
+            ui.add_enabled_ui(!self.is_busy(), |ui| {
                 ui.selectable_value(&mut self.source, PromptSource::Typed, "Typed list");
                 let eval = ui.add_enabled(
                     target.is_some(),
@@ -362,7 +463,7 @@ impl BatchCompare {
             ui.horizontal(|ui| {
                 let l = ui.label("Prompts");
                 ui.add_enabled(
-                    !self.is_running(),
+                    !self.is_busy(),
                     egui::TextEdit::multiline(&mut self.typed)
                         .hint_text("One prompt per line")
                         .desired_rows(3)

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::add_example::{self, DatasetTarget, ExampleDraft};
-use super::batch_compare::{BatchCompare, BatchSettings, BatchUiAction};
+use super::batch_compare::{BatchCompare, BatchSettings, BatchShown, BatchUiAction};
 use super::blind_ab::{BlindAb, BlindSettings};
 use super::chat_pane::{adapter_choices, ChatPane, GenSettings};
 use super::dataset_doc::OpenDataset;
@@ -24,7 +24,7 @@ use crate::data::Conversation;
 use crate::infer::Sampling;
 use crate::jobs::JobEvents;
 use crate::worker::file_write::{self, Written};
-use crate::worker::Waker;
+use crate::worker::{Command, DialogPurpose, Event, Waker};
 
 /// The most panes side by side.
 pub const MAX_PANES: usize = 3;
@@ -181,7 +181,7 @@ impl ChatTab {
         }
         let n = self.panes.len();
         let batch = self.view == ChatView::Batch;
-        let locked = self.batch.is_running();
+        let locked = self.batch.is_busy();
         let system = self.system.as_str();
         let mut adding = None;
         ui.columns(n, |cols| {
@@ -208,6 +208,17 @@ impl ChatTab {
             match self.batch.ui(ui, target.as_ref(), ready, waker) {
                 Some(BatchUiAction::Run) => self.run_batch(shared, model, dataset, waker),
                 Some(BatchUiAction::Add(d)) => adding = Some(d),
+                Some(BatchUiAction::RunSuite) => self.run_suite(shared, model, waker),
+                Some(BatchUiAction::RunJudge) => {
+                    if let Some(m) = model.model() {
+                        self.batch.start_judge(m, waker, shared.notices);
+                    }
+                }
+                Some(BatchUiAction::BrowseSuite) => shared.worker.send(Command::PickFile {
+                    purpose: DialogPurpose::BatchSuite,
+                    save: false,
+                    start: None,
+                }),
                 None => {}
             }
         } else {
@@ -240,9 +251,43 @@ impl ChatTab {
         self.batch.start(&self.panes, dataset, &gen, shared.notices);
     }
 
+    /// Starts the eval suite through every pane, with the tab's settings.
+    pub fn run_suite(&mut self, shared: &mut Shared<'_>, model: &ModelSlot, waker: &Waker) {
+        let Some(m) = model.model() else { return };
+        if self.batch.is_busy() || self.is_generating() {
+            return;
+        }
+        let gen = BatchSettings {
+            model: m,
+            system: &self.system,
+            sampling: &self.sampling,
+            max_new_tokens: self.max_new_tokens,
+            run_config: &shared.state.run_config,
+            waker,
+        };
+        self.batch.suite.start(&self.panes, &gen, shared.notices);
+        if self.batch.suite.is_running() {
+            self.batch.shown = BatchShown::Suite;
+        }
+    }
+
+    /// Takes a suite file picked for batch compare; passes every other event on.
+    pub fn on_event(&mut self, event: Event) -> Option<Event> {
+        match event {
+            Event::Picked {
+                purpose: DialogPurpose::BatchSuite,
+                path: Some(p),
+            } => {
+                self.batch.suite.picked(&p);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
     /// The message box and the conversation buttons under the panes.
     fn conversation_input(&mut self, ui: &mut egui::Ui, model: &ModelSlot, waker: &Waker) {
-        let ready = model.model().is_some() && !self.batch.is_running();
+        let ready = model.model().is_some() && !self.batch.is_busy();
         let action = self.input_ui(ui, ready);
         match action {
             Some(Action::Send) => self.send(model, waker),
@@ -288,7 +333,7 @@ impl ChatTab {
             ui.separator();
             ui.label("Side by side:");
             let mut n = self.panes.len();
-            let locked = self.batch.is_running() || self.view == ChatView::Blind;
+            let locked = self.batch.is_busy() || self.view == ChatView::Blind;
             for k in 1..=MAX_PANES {
                 let label = if k == 1 {
                     "1 pane".into()
@@ -438,7 +483,7 @@ impl ChatTab {
     pub fn send(&mut self, model: &ModelSlot, waker: &Waker) {
         let prompt = self.input.trim().to_string();
         let Some(m) = model.model() else { return };
-        if prompt.is_empty() || self.is_generating() || self.batch.is_running() {
+        if prompt.is_empty() || self.is_generating() || self.batch.is_busy() {
             return;
         }
         self.input.clear();

@@ -5,6 +5,8 @@
 
 mod add_example;
 mod batch_compare;
+mod batch_judge;
+mod batch_suite;
 mod batch_table;
 mod blind_ab;
 mod chat;
@@ -33,6 +35,7 @@ mod shared;
 mod shell;
 mod state;
 mod status_bar;
+mod suite_results;
 mod tab;
 mod train;
 mod train_estimate;
@@ -41,7 +44,9 @@ mod train_form;
 mod train_stage;
 
 pub use add_example::ExampleDraft;
-pub use batch_compare::{BatchCompare, PromptSource};
+pub use batch_compare::{BatchCompare, BatchShown, PromptSource};
+pub use batch_judge::{result_path as judge_result_path, JudgeRun};
+pub use batch_suite::SuiteRun;
 pub use batch_table::{BatchRow, BatchTable, Cell};
 pub use blind_ab::{BlindAb, Draft, Kept};
 pub use chat::{ChatAction, ChatTab, ChatView};
@@ -58,6 +63,7 @@ pub use notify::{Level, Notice, Notifications};
 pub use runs::{preference_curves, PreferenceCurves, PreferenceMeasure, RunsTab};
 pub use shell::{AppOptions, StudioApp};
 pub use state::{Layout, Persisted, ThemeChoice};
+pub use suite_results::{rate_text, PaneResults, SuiteComparison};
 pub use tab::Tab;
 pub use train::{RunStatus, RunView, TrainTab};
 

@@ -201,6 +201,9 @@ impl StudioApp {
         let Some(event) = self.models.on_event(event) else {
             return;
         };
+        let Some(event) = self.chat.on_event(event) else {
+            return;
+        };
         match event {
             Event::Failed { kind, error } => {
                 self.notices.error(format!("{} failed", kind.describe()), error)

@@ -12,6 +12,7 @@ mod eval_suite;
 pub mod export;
 pub mod fetch;
 pub mod handoff;
+pub mod judge;
 pub mod train;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Mean cross-entropy of a model on a dataset's assistant tokens (--data), or the pass
     /// rates of an eval suite of verifiable checks (--suite FILE|builtin).
     Eval(eval::EvalArgs),
+    /// The win rate of A against B on a prompt set, judged by a local model in both
+    /// orders, with a 95 % interval.
+    Judge(judge::JudgeArgs),
     /// Download the default model (SmolLM2-135M-Instruct), or with --gemma3 Gemma 3 270M,
     /// if it is missing.
     FetchModel(fetch::FetchArgs),
@@ -82,6 +86,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Chat(args) => chat::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Judge(args) => judge::run(args),
         Command::FetchModel(args) => fetch::run(args),
         Command::Dataset(args) => {
             if let Some(code) = dataset_preference::intercept(&args)? {

@@ -84,6 +84,15 @@ impl SuiteItem {
         }
         out
     }
+
+    /// The last user turn's text: the request a reply answers.
+    pub fn last_user_text(&self) -> &str {
+        self.turns()
+            .into_iter()
+            .rev()
+            .find(|(role, _)| *role == "user")
+            .map_or("", |(_, t)| t)
+    }
 }
 
 /// A parsed suite.

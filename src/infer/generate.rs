@@ -174,6 +174,20 @@ pub fn generate(
     })
 }
 
+/// The logits of the token that would follow `prompt_ids` (a fresh cache; nothing is
+/// generated): what a judge scores its answer letters with.
+pub fn next_token_logits(
+    model: &Model,
+    lora: Option<&LoraSet>,
+    prompt_ids: &[u32],
+) -> Result<Vec<f32>, ModelError> {
+    if prompt_ids.is_empty() {
+        return Err(ModelError::Fetch("the prompt is empty".into()));
+    }
+    let mut cache = Cache::new(model.config());
+    Ok(next_logits(model, prompt_ids, &mut cache, lora)?)
+}
+
 /// Runs `ids` after what `cache` holds and returns the next token's logits, on the compute
 /// pool: a decode step is a few hundred small parallel products, and a pool whose threads
 /// sleep between them halved the default model's tokens/s (78 against 185).

@@ -8,5 +8,7 @@ pub mod sampler;
 pub mod stream;
 
 pub use chat::chat_reply;
-pub use generate::{generate, GenerateRequest, Generation, GenerationStats, StopReason};
+pub use generate::{
+    generate, next_token_logits, GenerateRequest, Generation, GenerationStats, StopReason,
+};
 pub use sampler::{Sampler, Sampling};

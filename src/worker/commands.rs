@@ -31,6 +31,8 @@ pub enum DialogPurpose {
     ImportRunFolder,
     /// An eval suite (JSONL) for the Train tab's evaluations.
     EvalSuite,
+    /// An eval suite (JSONL) for batch compare's suite run.
+    BatchSuite,
 }
 
 impl DialogPurpose {

@@ -32,7 +32,7 @@ fn dialog_for(purpose: DialogPurpose, start: Option<PathBuf>) -> rfd::FileDialog
             d.set_title("Choose a model folder")
         }
         DialogPurpose::ImportRunFolder => d.set_title("Choose the engine's output folder"),
-        DialogPurpose::EvalSuite => d
+        DialogPurpose::EvalSuite | DialogPurpose::BatchSuite => d
             .set_title("Choose an eval suite")
             .add_filter("Eval suites", &["jsonl"])
             .add_filter("All files", &["*"]),

@@ -10,6 +10,8 @@
 //! - [`export_job`]: one export (PEFT, merged, GGUF) with its read-back check.
 //! - [`handoff_job`]: a run written for LLaMA-Factory or axolotl, or their output imported.
 //! - [`batch_job`]: batch compare, a list of prompts through every pane, a thread per pane.
+//! - [`judge_job`]: batch compare's two panes' replies judged pairwise by a local model.
+//! - [`suite_job`]: an eval suite through every batch-compare pane, one pane after another.
 
 pub mod batch_job;
 pub mod chat_job;
@@ -19,9 +21,11 @@ mod dialog;
 pub mod export_job;
 pub mod file_write;
 pub mod handoff_job;
+pub mod judge_job;
 pub mod model_loader;
 pub mod plan_job;
 mod score_job;
+pub mod suite_job;
 pub mod train_job;
 
 use std::collections::HashMap;
