@@ -12,6 +12,7 @@ pub mod error;
 pub mod formats;
 pub mod preference;
 pub mod preference_formats;
+pub mod reasoning;
 pub mod record;
 pub mod search;
 pub mod split;
