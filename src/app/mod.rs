@@ -33,6 +33,7 @@ mod shell;
 mod state;
 mod status_bar;
 mod tab;
+mod template_picker;
 mod train;
 mod train_estimate;
 mod train_eval_form;

@@ -400,6 +400,14 @@ impl RunConfig {
         if self.training.batch_size == 0 || self.training.grad_accumulation == 0 {
             out.push("batch size and gradient accumulation must be at least 1".into());
         }
+        if self
+            .model
+            .template
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            out.push("the chat template file is empty: type its path, or choose the model's own".into());
+        }
         if self.data.max_seq_len < 8 {
             out.push("maximum sequence length must be at least 8".into());
         }
