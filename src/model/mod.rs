@@ -181,8 +181,8 @@ fn builtin_template(architecture: Architecture) -> (String, String) {
     }
 }
 
-/// ChatML, for base models that ship no template.
-pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+/// ChatML, for base models that ship no template (the named `chatml`).
+pub const FALLBACK_TEMPLATE: &str = include_str!("../../assets/templates/chatml.jinja");
 
 fn stop_ids(
     config: &ModelConfig,
