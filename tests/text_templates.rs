@@ -447,3 +447,94 @@ fn reasoning_blocks_are_counted_and_stripped_before_tokenizing() {
         "{notes:?}"
     );
 }
+
+fn studio(home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_finetune-studio"))
+        .args(args)
+        .env("FINETUNE_STUDIO_HOME", home)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_trains_and_chats_with_a_chosen_template_and_thinking_switch() {
+    let (dir, m) = tiny();
+    let home = dir.path().join("home");
+    let model_dir = finetune_studio::model::location_path(&m.location);
+    let model_arg = model_dir.to_str().unwrap();
+    let chat = |extra: &[&str]| {
+        let mut args = vec![
+            "chat",
+            "--model",
+            model_arg,
+            "--prompt",
+            "Hi",
+            "--json",
+            "--max-tokens",
+            "1",
+            "--temperature",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        studio(&home, &args)
+    };
+    let prompt_ids = |out: &std::process::Output| -> Vec<u32> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        serde_json::from_value(json["prompt_ids"].clone()).unwrap()
+    };
+    let off = prompt_ids(&chat(&["--template", "qwen3", "--thinking", "off"]));
+    let want = m
+        .tokenizer
+        .encode(
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+            false,
+        )
+        .unwrap();
+    assert_eq!(off, want);
+    let on = prompt_ids(&chat(&["--template", "qwen3", "--thinking", "on"]));
+    assert!(on.len() < off.len() && off.starts_with(&on));
+
+    let refused = chat(&["--template", "gemma"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("gemma") && stderr.contains("<start_of_turn>"),
+        "{stderr}"
+    );
+
+    // `train --template` overrides the config and the run remembers it.
+    let mut cfg = run_cfg(dir.path(), &m);
+    cfg.model.base = model_arg.to_string();
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, cfg.to_toml()).unwrap();
+    let out = studio(
+        &home,
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--template",
+            "plain",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("not the model's own"), "{stderr}");
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let (_, written) = finetune_studio::train::run_dir::RunDir::open(&runs[0]).unwrap();
+    assert_eq!(written.model.template.as_deref(), Some("plain"));
+    assert_eq!(
+        chat_template_in(&runs[0].join("adapter").join("tokenizer_config.json")),
+        NamedTemplate::Plain.source()
+    );
+}
