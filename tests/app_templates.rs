@@ -8,21 +8,25 @@
 mod app_common;
 mod chat_common;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use candle_core::Device;
 
 use app_common::{open_dataset, step_until, studio_home};
 use chat_common::{chat_harness, done, notices, tiny_model_dir, type_message};
 use eframe::egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
-use finetune_studio::app::Tab;
+use finetune_studio::app::{AppOptions, ModelSlot, Tab};
+use finetune_studio::model::load_hf_folder;
 use finetune_studio::text::{NamedTemplate, TemplateChoice};
 
 /// Opens the template combo box and picks `to`.
 fn pick(h: &mut egui_kittest::Harness<'static, finetune_studio::app::StudioApp>, to: &str) {
     h.get_by_role_and_label(Role::ComboBox, "Chat template")
-        .click();
+        .click_accesskit();
     h.run_steps(2);
-    h.get_by_label(to).click();
+    h.get_by_label(to).click_accesskit();
     h.run_steps(2);
     // Whether or not the click closed the list, Escape leaves it closed.
     h.key_press(eframe::egui::Key::Escape);
@@ -31,11 +35,27 @@ fn pick(h: &mut egui_kittest::Harness<'static, finetune_studio::app::StudioApp>,
 
 #[test]
 fn the_train_tabs_template_picker_sets_the_run_and_warns() {
-    let mut h = chat_harness();
-    h.state_mut().state.run_config.model.base = tiny_model_dir().display().to_string();
+    // A tall window: the whole form shows, so no click lands on a scrolled widget.
+    let mut h = app_common::harness_sized(AppOptions::headless(), [1280.0, 1600.0]);
+    let dir = tiny_model_dir();
+    let model = load_hf_folder(dir, &Device::Cpu).expect("load tiny model");
+    h.state_mut().model = ModelSlot::Ready {
+        spec: dir.display().to_string(),
+        model: Arc::new(model),
+        summary: "tiny".into(),
+    };
+    h.state_mut().state.run_config.model.base = dir.display().to_string();
     h.state_mut().state.tab = Tab::Train;
     h.run_steps(3);
-    assert!(h.query_by_label("Thinking").is_none(), "ChatML has no switch");
+    assert!(
+        h.query_by_label("Thinking").is_none(),
+        "ChatML has no switch"
+    );
+
+    assert!(!h.state().state.run_config.data.strip_reasoning);
+    h.get_by_label("Strip reasoning blocks").click_accesskit();
+    h.run_steps(2);
+    assert!(h.state().state.run_config.data.strip_reasoning);
 
     pick(&mut h, "alpaca");
     assert_eq!(
@@ -43,7 +63,8 @@ fn the_train_tabs_template_picker_sets_the_run_and_warns() {
         Some("alpaca")
     );
     assert!(
-        h.query_by_label_contains("is not the model's own").is_some(),
+        h.query_by_label_contains("is not the model's own")
+            .is_some(),
         "the warning is shown"
     );
 
@@ -56,22 +77,19 @@ fn the_train_tabs_template_picker_sets_the_run_and_warns() {
 
     pick(&mut h, "qwen3");
     assert_eq!(h.state().state.run_config.model.enable_thinking, None);
-    h.get_by_label("Thinking").click();
+    h.get_by_label("Thinking").click_accesskit();
     h.run_steps(2);
     assert_eq!(
         h.state().state.run_config.model.enable_thinking,
         Some(false)
     );
 
-    assert!(!h.state().state.run_config.data.strip_reasoning);
-    h.get_by_label("Strip reasoning blocks").click();
-    h.run_steps(2);
-    assert!(h.state().state.run_config.data.strip_reasoning);
-
     // Back to the model's own: no template in the config, no warning.
     pick(&mut h, "Model's own");
     assert_eq!(h.state().state.run_config.model.template, None);
-    assert!(h.query_by_label_contains("is not the model's own").is_none());
+    assert!(h
+        .query_by_label_contains("is not the model's own")
+        .is_none());
 }
 
 #[test]
@@ -84,7 +102,7 @@ fn the_chat_tab_renders_with_the_chosen_template_and_thinking_switch() {
         h.state().chat.template,
         TemplateChoice::Named(NamedTemplate::Qwen3)
     );
-    h.get_by_label("Thinking").click();
+    h.get_by_label("Thinking").click_accesskit();
     h.run_steps(2);
     assert_eq!(h.state().chat.thinking, Some(false));
     type_message(&mut h, "Hi");
@@ -104,7 +122,9 @@ fn the_chat_tab_renders_with_the_chosen_template_and_thinking_switch() {
         .is_some());
     type_message(&mut h, "Again");
     h.get_by_label("Send").click();
-    assert!(step_until(&mut h, Duration::from_secs(20), |app| app.chat.panes[0]
+    assert!(step_until(&mut h, Duration::from_secs(20), |app| app
+        .chat
+        .panes[0]
         .error
         .is_some()));
     let error = h.state().chat.panes[0].error.clone().unwrap_or_default();
@@ -151,7 +171,8 @@ fn the_datasets_tab_counts_records_with_reasoning_blocks() {
     );
     h.run_steps(2);
     assert!(
-        h.query_by_label("3 records with reasoning blocks").is_some(),
+        h.query_by_label("3 records with reasoning blocks")
+            .is_some(),
         "the count is shown"
     );
 }

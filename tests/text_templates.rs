@@ -87,7 +87,10 @@ fn assistant_spans_of_every_named_template_are_the_reply_and_its_end() {
         (NamedTemplate::Mistral, " Hello!</s>"),
         (NamedTemplate::Alpaca, "Hello!</s>\n\n"),
         (NamedTemplate::Plain, " Hello!</s>\n\n"),
-        (NamedTemplate::Qwen3, "<think>\n\n</think>\n\nHello!<|im_end|>\n"),
+        (
+            NamedTemplate::Qwen3,
+            "<think>\n\n</think>\n\nHello!<|im_end|>\n",
+        ),
     ];
     for (t, span) in want {
         let tmpl = ChatTemplate::new(t.source(), t.name(), Some("<s>"), Some("</s>")).unwrap();
@@ -95,6 +98,21 @@ fn assistant_spans_of_every_named_template_are_the_reply_and_its_end() {
         assert_eq!(spans.len(), 1, "{}", t.name());
         assert_eq!(&text[spans[0].clone()], span, "{}", t.name());
     }
+    // Qwen3 drops the reasoning of earlier turns, so a longer conversation's spans cannot
+    // be located: an error that says so, never a wrong mask.
+    let qwen3 = NamedTemplate::Qwen3;
+    let tmpl = ChatTemplate::new(qwen3.source(), qwen3.name(), None, None).unwrap();
+    let two_turns = [
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello!"),
+        ChatMessage::new("user", "Bye"),
+        ChatMessage::new("assistant", "Bye!"),
+    ];
+    let e = tmpl
+        .render_with_assistant_spans(&two_turns)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("qwen3") && e.contains("not a prefix"), "{e}");
 }
 
 /// The tiny test model: byte-level BPE with the ChatML specials, ChatML as its own
@@ -159,7 +177,10 @@ fn another_template_than_the_models_own_warns_and_stops_at_its_end_token() {
         .template
         .render(&[ChatMessage::new("user", "Hi")], true)
         .unwrap();
-    assert!(text.contains("### Instruction:\nHi\n\n### Response:\n"), "{text}");
+    assert!(
+        text.contains("### Instruction:\nHi\n\n### Response:\n"),
+        "{text}"
+    );
     // ChatML is the tiny model's own: no warning.
     let own = m
         .with_template(Some(&TemplateSource::named(NamedTemplate::Chatml)), None)
@@ -186,11 +207,17 @@ fn enable_thinking_changes_the_rendered_prompt() {
         off,
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     );
-    assert_eq!(on, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        on,
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
     assert_eq!(default, on);
     // A template without the switch says the setting does nothing.
     let alpaca = m
-        .with_template(Some(&TemplateSource::named(NamedTemplate::Alpaca)), Some(false))
+        .with_template(
+            Some(&TemplateSource::named(NamedTemplate::Alpaca)),
+            Some(false),
+        )
         .unwrap();
     assert!(
         alpaca.warnings.iter().any(|w| w.contains("thinking")),
@@ -296,7 +323,10 @@ fn a_runs_template_reaches_its_adapters_chat_and_every_export() {
     );
     let plain = NamedTemplate::Plain.source();
     let adapter = summary.adapter_dir.unwrap();
-    assert_eq!(chat_template_in(&adapter.join("tokenizer_config.json")), plain);
+    assert_eq!(
+        chat_template_in(&adapter.join("tokenizer_config.json")),
+        plain
+    );
     let checkpoint = summary.run_dir.join("checkpoints").join("step-2");
     assert_eq!(
         chat_template_in(&checkpoint.join("tokenizer_config.json")),
@@ -304,12 +334,9 @@ fn a_runs_template_reaches_its_adapters_chat_and_every_export() {
     );
 
     // Chat with the adapter renders with its run's template, unasked.
-    let chat = finetune_studio::worker::chat_job::templated(
-        &m,
-        &Default::default(),
-        Some(&adapter),
-    )
-    .unwrap();
+    let chat =
+        finetune_studio::worker::chat_job::templated(&m, &Default::default(), Some(&adapter))
+            .unwrap();
     assert_eq!(chat.template.source(), plain);
     assert_eq!(chat.template.stop_strings(), ["\nUser:"]);
     // The base alone keeps the model's own.
@@ -359,16 +386,15 @@ fn a_thinking_run_keeps_its_switch_in_the_adapters_template() {
     let mut cfg = run_cfg(dir.path(), &m);
     cfg.model.template = Some("qwen3".into());
     cfg.model.enable_thinking = Some(false);
-    let summary =
-        trainer::run(cfg, m.clone(), Start::Fresh, None, &mut Quiet(Vec::new())).unwrap();
+    let summary = trainer::run(cfg, m.clone(), Start::Fresh, None, &mut Quiet(Vec::new())).unwrap();
     let adapter = summary.adapter_dir.unwrap();
     let hi = [ChatMessage::new("user", "Hi")];
     let spec = |thinking| finetune_studio::worker::chat_job::TemplateSpec {
         choice: TemplateChoice::Own,
         thinking,
     };
-    let chat = finetune_studio::worker::chat_job::templated(&m, &spec(None), Some(&adapter))
-        .unwrap();
+    let chat =
+        finetune_studio::worker::chat_job::templated(&m, &spec(None), Some(&adapter)).unwrap();
     assert!(chat
         .template
         .render(&hi, true)
@@ -406,11 +432,8 @@ fn reasoning_blocks_are_counted_and_stripped_before_tokenizing() {
         think_record("maybe", Some("more thinking")),
     ];
     let ds = Dataset::from_records(records.clone(), Format::OPENAI);
-    let stats = finetune_studio::data::stats::compute(
-        &ds,
-        &finetune_studio::data::WhitespaceCounter,
-        512,
-    );
+    let stats =
+        finetune_studio::data::stats::compute(&ds, &finetune_studio::data::WhitespaceCounter, 512);
     assert_eq!(stats.records_with_reasoning, 2);
 
     let (dir, m) = tiny();

@@ -29,11 +29,10 @@ pub fn read_template(dir: &Path) -> Result<Option<TemplateSource>, ModelError> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.clone(),
-            message: format!("invalid JSON: {e}"),
-        })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: path.clone(),
+        message: format!("invalid JSON: {e}"),
+    })?;
     let Some(source) = json.get("chat_template").and_then(|t| t.as_str()) else {
         return Ok(None);
     };

@@ -14,9 +14,7 @@ use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
 use crate::train::runs::RunInfo;
-use crate::worker::chat_job::{
-    self, AdapterSpec, ChatEvent, ChatJob, ChatRequest, TemplateSpec,
-};
+use crate::worker::chat_job::{self, AdapterSpec, ChatEvent, ChatJob, ChatRequest, TemplateSpec};
 use crate::worker::Waker;
 
 /// One message of a pane's conversation.

@@ -147,13 +147,14 @@ fn hf_chat_template(
                 .or_else(|| list.first())
                 .and_then(|t| t.get("template"))
                 .and_then(|t| t.as_str());
-            pick.map(|s| (s.to_string(), name.clone(), true)).ok_or_else(|| {
-                crate::text::TextError::Template {
-                    source_name: name,
-                    message: "`chat_template` list has no usable entry".into(),
-                }
-                .into()
-            })
+            pick.map(|s| (s.to_string(), name.clone(), true))
+                .ok_or_else(|| {
+                    crate::text::TextError::Template {
+                        source_name: name,
+                        message: "`chat_template` list has no usable entry".into(),
+                    }
+                    .into()
+                })
         }
         _ => {
             let (text, name) = builtin_template(architecture);

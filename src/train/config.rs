@@ -406,7 +406,9 @@ impl RunConfig {
             .as_deref()
             .is_some_and(|t| t.trim().is_empty())
         {
-            out.push("the chat template file is empty: type its path, or choose the model's own".into());
+            out.push(
+                "the chat template file is empty: type its path, or choose the model's own".into(),
+            );
         }
         if self.data.max_seq_len < 8 {
             out.push("maximum sequence length must be at least 8".into());

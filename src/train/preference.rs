@@ -68,7 +68,9 @@ pub fn prepare(
             })
             .filter(|&changed| changed)
             .count();
-        log(format!("removed reasoning blocks from {n} of {records} pairs"));
+        log(format!(
+            "removed reasoning blocks from {n} of {records} pairs"
+        ));
     }
     let invalid: std::collections::HashSet<usize> = set.invalid_pairs().into_iter().collect();
     if !invalid.is_empty() {
