@@ -401,6 +401,20 @@ fn a_thinking_run_keeps_its_switch_in_the_adapters_template() {
         .unwrap()
         .ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
     // The chat's own switch overrides the run's default.
+    // The GGUF export's Modelfile answers after the empty reasoning block, as the run did.
+    let out = dir.path().join("gguf");
+    let req = ExportRequest {
+        adapter: Some(adapter.clone()),
+        format: ExportFormat::Gguf(GgufType::F32),
+        out: out.clone(),
+        verify: false,
+    };
+    job::export(&m, &req, &mut |_| {}).unwrap();
+    let modelfile = std::fs::read_to_string(out.join("Modelfile")).unwrap();
+    assert!(
+        modelfile.contains("<|im_start|>assistant\n<think>\n\n</think>\n\n\"\"\""),
+        "{modelfile}"
+    );
     let on = finetune_studio::worker::chat_job::templated(&m, &spec(Some(true)), Some(&adapter))
         .unwrap();
     assert!(on

@@ -166,10 +166,9 @@ fn assert_complete(dir: &Path, step: usize) {
     let moments =
         candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(moments.len(), 2 * adapter.len(), "{}", dir.display());
-    let tok: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap(),
-    )
-    .unwrap();
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
+            .unwrap();
     assert!(tok["chat_template"].is_string(), "{}", dir.display());
 }
 

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::model::{Model, ModelError};
+use crate::text::named_template;
 use crate::text::NamedTemplate;
 
 /// A parameter value in double quotes, with quotes and backslashes escaped.
@@ -17,12 +18,16 @@ fn go_quoted(s: &str) -> String {
 /// Writes `Modelfile` in `dir` for `gguf_name`.
 pub fn write_modelfile(model: &Model, dir: &Path, gguf_name: &str) -> Result<(), ModelError> {
     let mut text = format!("FROM ./{gguf_name}\n");
-    if let Some(named) = NamedTemplate::detect(model.template.source()) {
+    let source = model.template.source();
+    if let Some(named) = NamedTemplate::detect(source) {
         let eos = model.tokenizer.eos_token.as_deref().unwrap_or_default();
-        text.push_str(&format!(
-            "TEMPLATE \"\"\"{}\"\"\"\n",
-            named.ollama_template(eos)
-        ));
+        let mut go = named.ollama_template(eos);
+        // A run trained with thinking off answers after an empty reasoning block, as
+        // Qwen3's template writes it when `enable_thinking` is false.
+        if named_template::thinking_default(source) == Some(false) {
+            go.push_str("<think>\n\n</think>\n\n");
+        }
+        text.push_str(&format!("TEMPLATE \"\"\"{go}\"\"\"\n"));
     }
     for id in &model.stop_token_ids {
         if let Some(tok) = model.tokenizer.id_to_token(*id) {

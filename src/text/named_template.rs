@@ -255,6 +255,17 @@ pub fn with_thinking_default(source: &str, on: bool) -> String {
     format!("{header}{source}")
 }
 
+/// The thinking default [`with_thinking_default`] put before `source`, if any.
+pub fn thinking_default(source: &str) -> Option<bool> {
+    if source.starts_with(&thinking_header(true)) {
+        Some(true)
+    } else if source.starts_with(&thinking_header(false)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 const THINKING_HEADER_START: &str = "{%- set enable_thinking = enable_thinking if";
 
 fn thinking_header(on: bool) -> String {
@@ -298,7 +309,10 @@ mod tests {
     #[test]
     fn the_thinking_default_replaces_an_earlier_one() {
         let once = with_thinking_default("X", false);
+        assert_eq!(thinking_default(&once), Some(false));
+        assert_eq!(thinking_default("X"), None);
         let twice = with_thinking_default(&once, true);
+        assert_eq!(thinking_default(&twice), Some(true));
         assert_eq!(
             twice,
             "{%- set enable_thinking = enable_thinking if enable_thinking is defined else true %}\nX"
