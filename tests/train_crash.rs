@@ -145,6 +145,7 @@ fn assert_complete(dir: &Path, step: usize) {
             "adapter_config.json",
             "adapter_model.safetensors",
             "optimizer.safetensors",
+            "tokenizer_config.json",
             "trainer_state.json"
         ],
         "{}",
@@ -165,6 +166,10 @@ fn assert_complete(dir: &Path, step: usize) {
     let moments =
         candle_core::safetensors::load(dir.join("optimizer.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(moments.len(), 2 * adapter.len(), "{}", dir.display());
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert!(tok["chat_template"].is_string(), "{}", dir.display());
 }
 
 /// How a kill found the run folder.

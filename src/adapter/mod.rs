@@ -1,6 +1,11 @@
 //! PEFT LoRA adapters on disk: `adapter_config.json` + `adapter_model.safetensors` with
 //! PEFT's tensor names (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`),
-//! written by the trainer and read back for chat, eval and merging (ours or PEFT's own).
+//! written by the trainer and read back for chat, eval and merging (ours or PEFT's own);
+//! beside them, the chat template the adapter was trained with (`template.rs`).
+
+mod template;
+
+pub use template::{read_template, templated_model, write_template, TOKENIZER_CONFIG_FILE};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

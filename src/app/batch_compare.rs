@@ -24,6 +24,7 @@ use crate::jobs::JobEvents;
 use crate::model::Model;
 use crate::train::RunConfig;
 use crate::worker::batch_job::{self, BatchJob, BatchRequest};
+use crate::worker::chat_job::TemplateSpec;
 use crate::worker::file_write::{self, Written};
 use crate::worker::Waker;
 
@@ -70,6 +71,7 @@ pub enum BatchShown {
 /// What a batch generates with, besides the prompts and the panes.
 pub struct BatchSettings<'a> {
     pub model: &'a Arc<Model>,
+    pub template: &'a TemplateSpec,
     pub system: &'a str,
     pub sampling: &'a Sampling,
     pub max_new_tokens: usize,
@@ -217,6 +219,7 @@ impl BatchCompare {
                 prompts,
                 sampling: gen.sampling.clone(),
                 max_new_tokens: gen.max_new_tokens,
+                template: gen.template.clone(),
             },
             gen.waker.clone(),
         ));

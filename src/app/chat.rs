@@ -20,9 +20,13 @@ use super::dataset_doc::OpenDataset;
 use super::model_slot::ModelSlot;
 use super::runs::RunsTab;
 use super::shared::Shared;
+use super::template_picker;
 use crate::data::Conversation;
 use crate::infer::Sampling;
 use crate::jobs::JobEvents;
+use crate::model::Model;
+use crate::text::TemplateChoice;
+use crate::worker::chat_job::TemplateSpec;
 use crate::worker::file_write::{self, Written};
 use crate::worker::{Command, DialogPurpose, Event, Waker};
 
@@ -60,6 +64,10 @@ pub struct ChatTab {
     /// A reply being prepared as a dataset example (the dialog is open).
     pub adding: Option<ExampleDraft>,
     pub system: String,
+    /// The chat template (`Own`: the model's, or each adapter's own).
+    pub template: TemplateChoice,
+    /// `enable_thinking` where the template has the switch (`None`: its default).
+    pub thinking: Option<bool>,
     /// The message being typed.
     pub input: String,
     pub sampling: Sampling,
@@ -81,6 +89,8 @@ impl Default for ChatTab {
             blind: BlindAb::default(),
             adding: None,
             system: String::new(),
+            template: TemplateChoice::Own,
+            thinking: None,
             input: String::new(),
             sampling: Sampling::default(),
             max_new_tokens: 256,
@@ -231,6 +241,15 @@ impl ChatTab {
             .map(ChatAction::AddExample)
     }
 
+    /// The template every pane renders with, as the controls set it.
+    fn template_spec(&self, model: &Model) -> TemplateSpec {
+        let switch = template_picker::has_thinking_switch(&self.template, Some(model));
+        TemplateSpec {
+            choice: self.template.clone(),
+            thinking: if switch { self.thinking } else { None },
+        }
+    }
+
     /// Starts a batch with the tab's settings.
     pub fn run_batch(
         &mut self,
@@ -240,8 +259,10 @@ impl ChatTab {
         waker: &Waker,
     ) {
         let Some(m) = model.model() else { return };
+        let template = self.template_spec(m);
         let gen = BatchSettings {
             model: m,
+            template: &template,
             system: &self.system,
             sampling: &self.sampling,
             max_new_tokens: self.max_new_tokens,
@@ -377,6 +398,21 @@ impl ChatTab {
             )
             .labelled_by(label.id);
         });
+        ui.horizontal(|ui| {
+            template_picker::picker_ui(
+                ui,
+                "chat-template",
+                "Model's own / the adapter's",
+                &mut self.template,
+            );
+            if template_picker::has_thinking_switch(&self.template, model.model().map(|m| &**m)) {
+                template_picker::thinking_ui(ui, &mut self.thinking);
+            }
+        });
+        template_picker::warnings_ui(
+            ui,
+            &template_picker::warnings(&self.template, model.model().map(|m| &**m)),
+        );
         ui.horizontal_wrapped(|ui| {
             let s = &mut self.sampling;
             ui.label("Temperature");
@@ -487,12 +523,14 @@ impl ChatTab {
             return;
         }
         self.input.clear();
+        let template = self.template_spec(m);
         for (i, p) in self.panes.iter_mut().enumerate() {
             let name = format!("pane-{i}");
             p.send(
                 &prompt,
                 &GenSettings {
                     model: m,
+                    template: &template,
                     system: &self.system,
                     sampling: &self.sampling,
                     max_new_tokens: self.max_new_tokens,
@@ -506,11 +544,13 @@ impl ChatTab {
     /// Replies again in every pane whose conversation ends with a prompt.
     fn reply_all(&mut self, model: &ModelSlot, waker: &Waker) {
         let Some(m) = model.model() else { return };
+        let template = self.template_spec(m);
         for (i, p) in self.panes.iter_mut().enumerate() {
             if p.turns.last().is_some_and(|t| t.role == "user") {
                 let name = format!("pane-{i}");
                 p.reply(&GenSettings {
                     model: m,
+                    template: &template,
                     system: &self.system,
                     sampling: &self.sampling,
                     max_new_tokens: self.max_new_tokens,

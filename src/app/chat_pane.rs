@@ -14,7 +14,7 @@ use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
 use crate::train::runs::RunInfo;
-use crate::worker::chat_job::{self, AdapterSpec, ChatEvent, ChatJob, ChatRequest};
+use crate::worker::chat_job::{self, AdapterSpec, ChatEvent, ChatJob, ChatRequest, TemplateSpec};
 use crate::worker::Waker;
 
 /// One message of a pane's conversation.
@@ -143,7 +143,10 @@ impl ChatPane {
         }
         let dir = PathBuf::from(dir);
         Ok(match &self.loaded {
-            Some((d, m, lora)) if *d == dir && *m == model => AdapterSpec::Loaded(lora.clone()),
+            Some((d, m, lora)) if *d == dir && *m == model => AdapterSpec::Loaded {
+                dir,
+                lora: lora.clone(),
+            },
             _ => AdapterSpec::Folder(dir),
         })
     }
@@ -182,6 +185,7 @@ impl ChatPane {
             messages,
             sampling: gen.sampling.clone(),
             max_new_tokens: gen.max_new_tokens,
+            template: gen.template.clone(),
         };
         self.job_model = model_key;
         self.job = Some(chat_job::spawn(req, gen.name, gen.waker.clone()));
@@ -389,6 +393,7 @@ fn reply_line(t: &Turn) -> String {
 /// What every pane generates with.
 pub struct GenSettings<'a> {
     pub model: &'a Arc<Model>,
+    pub template: &'a TemplateSpec,
     pub system: &'a str,
     pub sampling: &'a Sampling,
     pub max_new_tokens: usize,

@@ -28,6 +28,14 @@ pub fn stats_ui(ui: &mut egui::Ui, a: &Analysis, max_len: usize, stale: bool) {
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         ui.label(format!("turns: {}", roles.join(" · ")));
+        ui.separator();
+        ui.label(format!(
+            "{} records with reasoning blocks",
+            s.records_with_reasoning
+        ))
+        .on_hover_text(
+            "Records whose assistant turns hold <think>…</think>; a run keeps them, or strips them with \"Strip reasoning blocks\" in the Train tab",
+        );
         if stale {
             ui.separator();
             ui.spinner();

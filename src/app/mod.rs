@@ -37,6 +37,7 @@ mod state;
 mod status_bar;
 mod suite_results;
 mod tab;
+mod template_picker;
 mod train;
 mod train_estimate;
 mod train_eval_form;

@@ -472,6 +472,8 @@ impl TrainTab {
         ui.separator();
         let cfg = &mut shared.state.run_config;
         train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
+        let loaded = model_for(model, &cfg.model.base);
+        train_form::template_ui(ui, cfg, &mut self.form, loaded.as_deref());
         ui.separator();
         super::train_stage::stage_ui(ui, cfg, open_is_preference);
         ui.separator();

@@ -1,12 +1,16 @@
-//! The Train tab's settings form: base model, dataset, LoRA, optimizer and schedule, and
-//! training loop settings, grouped, each with a tooltip that says what it does. Edits the
+//! The Train tab's settings form: base model, chat template and thinking switch, dataset
+//! (with reasoning blocks kept or stripped), LoRA, optimizer and schedule, and training
+//! loop settings, grouped, each with a tooltip that says what it does. Edits the
 //! [`RunConfig`] in place.
 
 use std::path::PathBuf;
 
 use eframe::egui;
 
+use super::template_picker;
 use crate::model::lora::LoraTarget;
+use crate::model::Model;
+use crate::text::TemplateChoice;
 use crate::train::config::{EvalSplit, Schedule};
 use crate::train::RunConfig;
 use crate::worker::{Command, DialogPurpose, Worker};
@@ -50,6 +54,8 @@ pub struct FormState {
     /// Train on the dataset open in the Datasets tab (else on `config.data.path`).
     pub use_open_dataset: bool,
     hf_models: Option<Vec<(String, PathBuf)>>,
+    /// The template picker's choice (a file choice keeps its typed path, even empty).
+    pub template: TemplateChoice,
 }
 
 impl FormState {
@@ -58,6 +64,7 @@ impl FormState {
             model_kind: ModelKind::of(&config.model.base),
             use_open_dataset: true,
             hf_models: None,
+            template: config.model.template_choice(),
         }
     }
 }
@@ -150,6 +157,25 @@ pub fn model_ui(ui: &mut egui::Ui, cfg: &mut RunConfig, form: &mut FormState, wo
     }
 }
 
+/// The chat template section: the picker, the thinking switch where the template has one,
+/// and the warnings of the choice on `loaded` (the base model, when it is the one loaded).
+pub fn template_ui(
+    ui: &mut egui::Ui,
+    cfg: &mut RunConfig,
+    form: &mut FormState,
+    loaded: Option<&Model>,
+) {
+    if form.template.to_config() != cfg.model.template {
+        form.template = cfg.model.template_choice();
+    }
+    template_picker::picker_ui(ui, "train-template", "Model's own", &mut form.template);
+    cfg.model.template = form.template.to_config();
+    if template_picker::has_thinking_switch(&form.template, loaded) {
+        template_picker::thinking_ui(ui, &mut cfg.model.enable_thinking);
+    }
+    template_picker::warnings_ui(ui, &template_picker::warnings(&form.template, loaded));
+}
+
 /// The dataset section. `open` is the Datasets tab's file and whether it has unsaved edits.
 pub fn dataset_ui(
     ui: &mut egui::Ui,
@@ -207,6 +233,11 @@ pub fn dataset_ui(
             }
         });
     }
+    ui.checkbox(&mut cfg.data.strip_reasoning, "Strip reasoning blocks")
+        .on_hover_text(
+            "Remove <think>…</think> from assistant turns before tokenizing (the Datasets tab \
+             counts the records that have them); off keeps them and the model learns to reason",
+        );
     placeholders_ui(ui, cfg);
 }
 

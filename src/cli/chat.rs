@@ -52,10 +52,33 @@ pub struct ChatArgs {
     /// by default (with the BOS the model adds), as a base model is used.
     #[arg(long, requires = "prompt", conflicts_with = "system")]
     pub raw: bool,
+    /// The chat template: `own` (the model's, or with --adapter the one its run trained
+    /// with), chatml, gemma, llama3, mistral, alpaca, plain, qwen3, or a Jinja file.
+    #[arg(long, default_value = "own", conflicts_with = "raw")]
+    pub template: String,
+    /// Qwen3-style thinking: `on` or `off` (passed as `enable_thinking` to templates that
+    /// read it); the template's default when absent.
+    #[arg(long, value_parser = ["on", "off"], conflicts_with = "raw")]
+    pub thinking: Option<String>,
+}
+
+/// `on` / `off` as a flag's value.
+pub fn on_off(value: Option<&str>) -> Option<bool> {
+    value.map(|v| v == "on")
 }
 
 pub fn run(args: ChatArgs) -> anyhow::Result<i32> {
     let mut model = super::load_model(&args.model)?;
+    let choice = crate::text::TemplateChoice::parse(&args.template);
+    let thinking = on_off(args.thinking.as_deref());
+    if let Some(t) =
+        crate::adapter::templated_model(&model, args.adapter.as_deref(), &choice, thinking)?
+    {
+        for w in &t.warnings {
+            eprintln!("warning: {w}");
+        }
+        model = t.model;
+    }
     let adapter = match &args.adapter {
         Some(dir) => Some(
             crate::adapter::read_adapter(dir, model.config(), model.transformer.device())?.lora,

@@ -332,6 +332,10 @@ fn print_stats(file: &Path, ds: &Dataset, st: &Stats, invalid: usize) {
     println!("records by turn count: {}", turns.join(", "));
     println!("empty fields: {}", st.empty_fields.len());
     println!(
+        "records with reasoning blocks: {}",
+        st.records_with_reasoning
+    );
+    println!(
         "exact duplicates: {} records in {} groups",
         st.duplicate_records().len(),
         st.exact_duplicates.len()

@@ -120,12 +120,28 @@ pub fn run(ds: &Dataset, args: &ScoreArgs) -> anyhow::Result<i32> {
     if args.max_len < 2 {
         anyhow::bail!("--max-len must be at least 2");
     }
-    let model = super::load_model(&args.model)?;
+    let base = Arc::new(super::load_model(&args.model)?);
+    // Each adapter's records are rendered with the template its run trained with.
+    let with_template = |dir: Option<&std::path::Path>| {
+        crate::worker::chat_job::templated(
+            &base,
+            &crate::worker::chat_job::TemplateSpec::default(),
+            dir,
+        )
+        .map_err(anyhow::Error::msg)
+    };
+    let model = with_template(args.adapter.as_deref())?;
     let lora = args
         .adapter
         .as_ref()
         .map(|d| read_adapter(&model, d))
         .transpose()?;
+    let compare_dir = args
+        .compare
+        .as_deref()
+        .filter(|c| *c != "base")
+        .map(std::path::Path::new);
+    let compare_model = with_template(compare_dir)?;
     let compare_lora = match args.compare.as_deref() {
         None => None,
         Some("base") => Some(None),
@@ -134,7 +150,7 @@ pub fn run(ds: &Dataset, args: &ScoreArgs) -> anyhow::Result<i32> {
     let first = score_all(&model, lora.as_deref(), ds, args.max_len, "scoring")?;
     let second = match &compare_lora {
         Some(l) => Some(score_all(
-            &model,
+            &compare_model,
             l.as_deref(),
             ds,
             args.max_len,

@@ -52,7 +52,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
 }
 
 fn run_loss(args: &EvalArgs, data: &std::path::Path) -> anyhow::Result<i32> {
-    let model = super::load_model(&args.model)?;
+    let model = super::load_model_for_adapter(&args.model, args.adapter.as_deref())?;
     let adapter = match &args.adapter {
         Some(dir) => Some(
             crate::adapter::read_adapter(dir, model.config(), model.transformer.device())?.lora,

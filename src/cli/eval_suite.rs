@@ -17,7 +17,7 @@ pub fn run(args: &EvalArgs, spec: &str) -> anyhow::Result<i32> {
     if let Some(n) = args.limit {
         suite.items.truncate(n.max(1));
     }
-    let model = super::load_model(&args.model)?;
+    let model = super::load_model_for_adapter(&args.model, args.adapter.as_deref())?;
     let lora = match &args.adapter {
         Some(dir) => Some(
             crate::adapter::read_adapter(dir, model.config(), model.transformer.device())

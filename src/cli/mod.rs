@@ -123,6 +123,22 @@ pub fn load_model(spec: &str) -> anyhow::Result<crate::model::Model> {
     Ok(model)
 }
 
+/// The model at `spec` with the chat template the adapter in `adapter` was trained with
+/// (its `tokenizer_config.json`), so prompts render as its run rendered them.
+pub fn load_model_for_adapter(
+    spec: &str,
+    adapter: Option<&std::path::Path>,
+) -> anyhow::Result<crate::model::Model> {
+    let model = load_model(spec)?;
+    let choice = crate::text::TemplateChoice::Own;
+    Ok(
+        match crate::adapter::templated_model(&model, adapter, &choice, None)? {
+            Some(t) => t.model,
+            None => model,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

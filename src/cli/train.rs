@@ -24,6 +24,16 @@ pub struct TrainArgs {
     /// Start even when the memory estimate exceeds the free memory.
     #[arg(long)]
     pub force: bool,
+    /// The chat template, overriding the config's `[model] template`: `own`, chatml,
+    /// gemma, llama3, mistral, alpaca, plain, qwen3, or a Jinja file.
+    #[arg(long, conflicts_with = "resume")]
+    pub template: Option<String>,
+    /// Qwen3-style thinking while training: `on` or `off` (`[model] enable_thinking`).
+    #[arg(long, value_parser = ["on", "off"], conflicts_with = "resume")]
+    pub thinking: Option<String>,
+    /// Remove `<think>…</think>` blocks from assistant turns (`[data] strip_reasoning`).
+    #[arg(long, conflicts_with = "resume")]
+    pub strip_reasoning: bool,
 }
 
 /// Runs the training job and prints its events; the exit code is 0 when it finished and
@@ -51,7 +61,16 @@ fn start(args: &TrainArgs) -> anyhow::Result<train::TrainHandle> {
         (None, Some(path)) => path,
         (None, None) => anyhow::bail!("give --config or --resume"),
     };
-    let cfg = RunConfig::load(path)?;
+    let mut cfg = RunConfig::load(path)?;
+    if let Some(t) = &args.template {
+        cfg.model.template = crate::text::TemplateChoice::parse(t).to_config();
+    }
+    if let Some(on) = super::chat::on_off(args.thinking.as_deref()) {
+        cfg.model.enable_thinking = Some(on);
+    }
+    if args.strip_reasoning {
+        cfg.data.strip_reasoning = true;
+    }
     let problems = cfg.validate();
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", path.display(), problems.join("; "));

@@ -13,6 +13,7 @@ pub mod formats;
 pub mod judgment;
 pub mod preference;
 pub mod preference_formats;
+pub mod reasoning;
 pub mod record;
 pub mod search;
 pub mod split;

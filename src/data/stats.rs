@@ -187,6 +187,8 @@ pub struct Stats {
     /// Groups of near-identical records (MinHash/LSH), exact duplicates included.
     pub near_duplicates: Vec<Vec<usize>>,
     pub diversity: Diversity,
+    /// Records with a reasoning block (`<think>…</think>`) in a trained turn.
+    pub records_with_reasoning: usize,
 }
 
 impl Stats {
@@ -433,6 +435,7 @@ pub fn compute_with(ds: &Dataset, counter: &dyn TokenCounter, opts: &StatsOption
         exact_duplicates,
         near_duplicates,
         diversity: diversity(records, &per),
+        records_with_reasoning: super::reasoning::count_records_with_reasoning(records),
     }
 }
 

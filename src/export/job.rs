@@ -204,6 +204,21 @@ pub fn export(
     progress: &mut dyn FnMut(&str),
 ) -> Result<ExportReport, ModelError> {
     let device = base.transformer.device().clone();
+    // The template the adapter's run trained with (its tokenizer_config.json) goes into
+    // every format; without one, the model's own.
+    let templated = crate::adapter::templated_model(
+        base,
+        req.adapter.as_deref(),
+        &crate::text::TemplateChoice::Own,
+        None,
+    )?;
+    if let Some(t) = &templated {
+        progress(&format!(
+            "chat template: {}",
+            t.model.template.source_name()
+        ));
+    }
+    let base = templated.as_ref().map_or(base, |t| &t.model);
     let adapter = match &req.adapter {
         Some(dir) => {
             progress(&format!("reading the adapter in {}", dir.display()));
@@ -228,8 +243,11 @@ pub fn export(
                 .iter()
                 .map(|(k, p)| (*k, (p.a.clone(), p.b.clone())))
                 .collect();
-            progress("writing adapter_model.safetensors and adapter_config.json");
+            progress(
+                "writing adapter_model.safetensors, adapter_config.json and tokenizer_config.json",
+            );
             crate::adapter::write_adapter(&req.out, &cfg, &pairs)?;
+            crate::adapter::write_template(&req.out, base)?;
             if req.verify {
                 progress("reading the adapter back");
                 let back = crate::adapter::read_adapter(&req.out, base.config(), &device)?;

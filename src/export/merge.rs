@@ -37,13 +37,10 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     let tensors = super::gguf::named_weights(model)?;
     crate::adapter::write_safetensors(&out.join("model.safetensors"), &tensors)?;
     write("tokenizer.json", model.tokenizer.to_json())?;
-    let mut tok_cfg = model.tokenizer_config.clone();
-    if let Some(o) = tok_cfg.as_object_mut() {
-        o.insert("chat_template".into(), model.template.source().into());
-        o.entry("tokenizer_class")
-            .or_insert("PreTrainedTokenizerFast".into());
-    }
-    write("tokenizer_config.json", &tok_cfg)?;
+    write(
+        "tokenizer_config.json",
+        &model.tokenizer_config_with_template(),
+    )?;
     let eos: Vec<u32> = model.stop_token_ids.clone();
     let mut gen = serde_json::json!({"_from_model_config": true, "eos_token_id": eos});
     if let Some(b) = cfg.bos_token_id {

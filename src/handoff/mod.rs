@@ -124,6 +124,10 @@ pub fn export_project(
     }
     // The folder first: a refusal should not wait for the dataset to be tokenized.
     project::check_out_dir(&req.out)?;
+    // The run's chat template (`[model] template`) is the one axolotl gets inline and a
+    // written `base/` carries.
+    let templated = crate::train::template::run_model(cfg, model)?;
+    let model = templated.as_ref().map_or(model, |t| &t.model);
     progress("planning the run (tokenizing the dataset with the base model's tokenizer)");
     let plan = crate::train::plan::plan(cfg, model)?;
     let records = project::records(cfg)?;

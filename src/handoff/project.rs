@@ -31,9 +31,10 @@ pub struct Records {
 }
 
 /// Loads the run's dataset and splits it exactly as `train::data::prepare` does: the
-/// replacements applied, the split over all records with the run's seed, invalid records
-/// dropped from either side. Only the conversation is kept (system prompt, turns, tools):
-/// the engines read every column, and a stray field of another type breaks their loaders.
+/// replacements applied (and reasoning blocks stripped when the run asks), the split over
+/// all records with the run's seed, invalid records dropped from either side. Only the
+/// conversation is kept (system prompt, turns, tools): the engines read every column, and
+/// a stray field of another type breaks their loaders.
 pub fn records(cfg: &RunConfig) -> anyhow::Result<Records> {
     let ds = crate::train::data::load_dataset(cfg)?;
     let invalid: std::collections::HashSet<usize> = ds.invalid_records().into_iter().collect();
@@ -43,6 +44,12 @@ pub fn records(cfg: &RunConfig) -> anyhow::Result<Records> {
     if !cfg.data.replace.is_empty() {
         for c in &mut all {
             replaced += usize::from(c.replace_text(&cfg.data.replace));
+        }
+    }
+    // Reasoning blocks go as they go before the studio's own tokenizing.
+    if cfg.data.strip_reasoning {
+        for c in &mut all {
+            crate::data::reasoning::strip_record(c);
         }
     }
     let take = |indices: &[usize]| -> Vec<Conversation> {

@@ -82,6 +82,13 @@ pub fn generate(
     cancel: &AtomicBool,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation, ModelError> {
+    // The caller's stop strings and the template's (a named template's next-turn marker).
+    let stop_strings: Vec<String> = req
+        .stop_strings
+        .iter()
+        .chain(model.template.stop_strings())
+        .cloned()
+        .collect();
     let mut cache = Cache::new(model.config());
     let mut sampler = Sampler::new(req.sampling.clone());
     let mut history = req.prompt_ids.clone();
@@ -120,8 +127,7 @@ pub fn generate(
         history.push(next);
         if let Some(piece) = stream.push(next)? {
             text.push_str(&piece);
-            if let Some(pos) = req
-                .stop_strings
+            if let Some(pos) = stop_strings
                 .iter()
                 .filter_map(|s| text.find(s.as_str()))
                 .min()
@@ -134,7 +140,7 @@ pub fn generate(
                 reason = StopReason::StopString;
                 break;
             }
-            let safe = text.len() - pending_stop_prefix(&text, &req.stop_strings);
+            let safe = text.len() - pending_stop_prefix(&text, &stop_strings);
             if safe > emitted {
                 on_text(&text[emitted..safe]);
                 emitted = safe;

@@ -16,6 +16,7 @@ pub mod linear;
 mod location;
 pub mod lora;
 pub mod rope;
+mod template_choice;
 pub mod transformer;
 pub mod weights;
 
@@ -26,6 +27,7 @@ use candle_core::Device;
 pub use config::{Architecture, ModelConfig};
 pub use error::ModelError;
 pub use location::{ModelLocation, ResolvedModel};
+pub use template_choice::Templated;
 // The text half of a `Model`, re-exported because every user of a model needs them.
 pub use crate::text::{ChatMessage, ChatTemplate, Tokenizer};
 pub use transformer::{Cache, Forward, FrozenWeight, Layout, MatmulMode, Transformer};
@@ -43,6 +45,8 @@ pub struct Model {
     pub transformer: Transformer,
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
+    /// Whether the model came with its template (false: a built-in one stands in).
+    pub own_template: bool,
     /// Token ids that end a reply.
     pub stop_token_ids: Vec<u32>,
     /// The `tokenizer_config.json` to write with merged models.
@@ -127,15 +131,15 @@ fn hf_chat_template(
     dir: &Path,
     tok_cfg: &serde_json::Value,
     architecture: Architecture,
-) -> Result<(String, String), ModelError> {
+) -> Result<(String, String, bool), ModelError> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
         let text = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
-        return Ok((text, jinja.display().to_string()));
+        return Ok((text, jinja.display().to_string(), true));
     }
     let name = dir.join("tokenizer_config.json").display().to_string();
     match tok_cfg.get("chat_template") {
-        Some(serde_json::Value::String(s)) => Ok((s.clone(), name)),
+        Some(serde_json::Value::String(s)) => Ok((s.clone(), name, true)),
         Some(serde_json::Value::Array(list)) => {
             let pick = list
                 .iter()
@@ -143,15 +147,19 @@ fn hf_chat_template(
                 .or_else(|| list.first())
                 .and_then(|t| t.get("template"))
                 .and_then(|t| t.as_str());
-            pick.map(|s| (s.to_string(), name.clone())).ok_or_else(|| {
-                crate::text::TextError::Template {
-                    source_name: name,
-                    message: "`chat_template` list has no usable entry".into(),
-                }
-                .into()
-            })
+            pick.map(|s| (s.to_string(), name.clone(), true))
+                .ok_or_else(|| {
+                    crate::text::TextError::Template {
+                        source_name: name,
+                        message: "`chat_template` list has no usable entry".into(),
+                    }
+                    .into()
+                })
         }
-        _ => Ok(builtin_template(architecture)),
+        _ => {
+            let (text, name) = builtin_template(architecture);
+            Ok((text, name, false))
+        }
     }
 }
 
@@ -174,8 +182,8 @@ fn builtin_template(architecture: Architecture) -> (String, String) {
     }
 }
 
-/// ChatML, for base models that ship no template.
-pub const FALLBACK_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+/// ChatML, for base models that ship no template (the named `chatml`).
+pub const FALLBACK_TEMPLATE: &str = include_str!("../../assets/templates/chatml.jinja");
 
 fn stop_ids(
     config: &ModelConfig,
@@ -265,7 +273,7 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
     tokenizer.eos_token = specials.get("eos_token").cloned();
     tokenizer.pad_token = specials.get("pad_token").cloned();
     tokenizer.unk_token = specials.get("unk_token").cloned();
-    let (template_src, template_name) =
+    let (template_src, template_name, own_template) =
         hf_chat_template(dir, &tok_cfg, transformer.config.architecture)?;
     let template = ChatTemplate::new(
         &template_src,
@@ -300,6 +308,7 @@ pub fn load_hf_folder(dir: &Path, device: &Device) -> Result<Model, ModelError> 
         transformer,
         tokenizer,
         template,
+        own_template,
         stop_token_ids,
         tokenizer_config: tok_cfg,
     })
@@ -342,6 +351,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
     let tokenizer = crate::text::tokenizer::from_gguf(&spec, path)?;
     let template_src = gguf::chat_template(src.metadata());
     let transformer = Transformer::load(config, &mut src, device)?;
+    let own_template = template_src.is_some();
     let (template_src, template_name) = match template_src {
         Some(t) => (t, format!("{} (tokenizer.chat_template)", path.display())),
         None => builtin_template(transformer.config.architecture),
@@ -371,6 +381,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
         transformer,
         tokenizer,
         template,
+        own_template,
         stop_token_ids,
         tokenizer_config,
     })

@@ -37,6 +37,8 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     extra: serde_json::Map<String, Value>,
+    /// Text at which a reply stops (a named template's next-turn marker).
+    stop_strings: Vec<String>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -180,6 +182,7 @@ impl ChatTemplate {
             bos_token: bos_token.unwrap_or_default().to_string(),
             eos_token: eos_token.unwrap_or_default().to_string(),
             extra: serde_json::Map::new(),
+            stop_strings: Vec::new(),
         })
     }
 
@@ -191,6 +194,20 @@ impl ChatTemplate {
     /// Where the template comes from (a file, or which built-in one), for messages.
     pub fn source_name(&self) -> &str {
         &self.source_name
+    }
+
+    /// Text at which a reply stops, beyond the model's stop tokens.
+    pub fn stop_strings(&self) -> &[String] {
+        &self.stop_strings
+    }
+
+    pub fn set_stop_strings(&mut self, stops: Vec<String>) {
+        self.stop_strings = stops;
+    }
+
+    /// Whether the template reads `enable_thinking` (Qwen3's thinking switch).
+    pub fn has_thinking_switch(&self) -> bool {
+        super::named_template::references_thinking(&self.source)
     }
 
     /// Adds a variable every render sees (e.g. `pad_token`).

@@ -43,13 +43,29 @@ impl RunConfig {
 pub struct ModelSection {
     /// `default`, a Hugging Face folder, a .gguf file, or a hub repo id.
     pub base: String,
+    /// The chat template: the model's own when absent, else a named one (`chatml`,
+    /// `gemma`, `llama3`, `mistral`, `alpaca`, `plain`, `qwen3`) or a Jinja file. The run's
+    /// adapter and every export carry it.
+    pub template: Option<String>,
+    /// `enable_thinking` for templates with Qwen3's thinking switch; the template's own
+    /// default when absent.
+    pub enable_thinking: Option<bool>,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
             base: "default".into(),
+            template: None,
+            enable_thinking: None,
         }
+    }
+}
+
+impl ModelSection {
+    /// The template the run uses.
+    pub fn template_choice(&self) -> crate::text::TemplateChoice {
+        crate::text::TemplateChoice::parse(self.template.as_deref().unwrap_or(""))
     }
 }
 
@@ -70,6 +86,8 @@ pub struct DataSection {
     pub max_seq_len: usize,
     /// Pack several samples into each row (no attention across samples).
     pub packing: bool,
+    /// Remove reasoning blocks (`<think>…</think>`) from assistant turns before tokenizing.
+    pub strip_reasoning: bool,
 }
 
 impl Default for DataSection {
@@ -83,6 +101,7 @@ impl Default for DataSection {
             train_on_prompt: false,
             max_seq_len: 512,
             packing: true,
+            strip_reasoning: false,
         }
     }
 }
@@ -362,6 +381,11 @@ impl RunConfig {
                 cfg.init_adapter = Some(resolve(&a));
             }
         }
+        cfg.model.template = cfg
+            .model
+            .template_choice()
+            .resolved_against(base)
+            .to_config();
         Ok(cfg)
     }
 
@@ -394,6 +418,16 @@ impl RunConfig {
         }
         if self.training.batch_size == 0 || self.training.grad_accumulation == 0 {
             out.push("batch size and gradient accumulation must be at least 1".into());
+        }
+        if self
+            .model
+            .template
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            out.push(
+                "the chat template file is empty: type its path, or choose the model's own".into(),
+            );
         }
         if self.data.max_seq_len < 8 {
             out.push("maximum sequence length must be at least 8".into());

@@ -68,6 +68,17 @@ pub fn prepare(
             .count();
         log(format!("replaced placeholders in {n} of {records} records"));
     }
+    if cfg.data.strip_reasoning {
+        let n = ds
+            .conversations
+            .iter_mut()
+            .map(crate::data::reasoning::strip_record)
+            .filter(|&changed| changed)
+            .count();
+        log(format!(
+            "removed reasoning blocks from {n} of {records} records"
+        ));
+    }
     let invalid: std::collections::HashSet<usize> = ds.invalid_records().into_iter().collect();
     if !invalid.is_empty() {
         log(format!(

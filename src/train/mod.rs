@@ -18,6 +18,7 @@ pub mod run_dir;
 pub mod score;
 pub mod selection;
 pub mod suite_eval;
+pub mod template;
 pub mod trainer;
 
 pub use config::{RunConfig, Stage};

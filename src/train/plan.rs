@@ -72,6 +72,14 @@ pub fn plan(cfg: &RunConfig, model: &Model) -> anyhow::Result<RunPlan> {
         anyhow::bail!("the run config is not usable: {}", problems.join("; "));
     }
     let mut notes = Vec::new();
+    let templated = super::template::run_model(cfg, model)?;
+    let model = match &templated {
+        Some(t) => {
+            notes.extend(t.warnings.iter().cloned());
+            &t.model
+        }
+        None => model,
+    };
     let prepared = data::prepare(cfg, model, &mut |m| notes.push(m))?;
     let first_epoch = epoch_batches(&prepared, cfg, 0);
     let total_steps = total_steps(cfg, first_epoch.len());

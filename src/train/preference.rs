@@ -58,6 +58,20 @@ pub fn prepare(
             .count();
         log(format!("replaced placeholders in {n} of {records} pairs"));
     }
+    if cfg.data.strip_reasoning {
+        let n = set
+            .pairs
+            .iter_mut()
+            .map(|p| {
+                let chosen = crate::data::reasoning::strip_messages(&mut p.chosen);
+                crate::data::reasoning::strip_messages(&mut p.rejected) || chosen
+            })
+            .filter(|&changed| changed)
+            .count();
+        log(format!(
+            "removed reasoning blocks from {n} of {records} pairs"
+        ));
+    }
     let invalid: std::collections::HashSet<usize> = set.invalid_pairs().into_iter().collect();
     if !invalid.is_empty() {
         log(format!(

@@ -1,12 +1,13 @@
 //! The run directory (DESIGN.md, On-disk layout): `run.toml`, `metrics.jsonl`,
 //! `checkpoints/step-N/` (PEFT adapter + optimizer state + trainer state) and the final
-//! `adapter/`. Every file is written atomically and every folder built beside its name and
+//! `adapter/`, each adapter with the `tokenizer_config.json` of the run's chat template. Every file is written atomically and every folder built beside its name and
 //! renamed into place ([`crate::fsio`]); a resumed run first clears what a killed one left
 //! ([`RunDir::remove_leftovers`]). Also lists runs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use super::selection::{BestBy, FinalChoice, Selection};
 use crate::adapter::{self, AdapterConfig};
 use crate::fsio;
 use crate::model::lora::LoraTarget;
+use crate::model::Model;
 
 /// Where a run resumes: everything beyond the weights and optimizer moments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +150,9 @@ pub fn read_imported(run: &Path) -> Option<Imported> {
 /// An open run directory.
 pub struct RunDir {
     pub path: PathBuf,
+    /// The model whose `tokenizer_config.json` (with the run's chat template) goes beside
+    /// every adapter the run writes; none writes no such file.
+    template_model: Option<Arc<Model>>,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> anyhow::Error {
@@ -176,14 +181,31 @@ impl RunDir {
         let mut text = cfg.to_toml();
         text.push_str(&format!("\n# dataset sha256: {dataset_sha256}\n"));
         fsio::write_bytes_atomic(&path.join("run.toml"), text.as_bytes())?;
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            template_model: None,
+        })
     }
 
     /// The run folder at `path`, as it is.
     pub fn at(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
+            template_model: None,
         }
+    }
+
+    /// Writes `model`'s `tokenizer_config.json`, with the chat template the run trains
+    /// with, beside each adapter from now on.
+    pub fn set_template_model(&mut self, model: Arc<Model>) {
+        self.template_model = Some(model);
+    }
+
+    fn write_template(&self, dir: &Path) -> anyhow::Result<()> {
+        if let Some(m) = &self.template_model {
+            adapter::write_template(dir, m)?;
+        }
+        Ok(())
     }
 
     /// Marks the run failed with `error` (shown in the Runs tab). Best effort: the error
@@ -207,12 +229,7 @@ impl RunDir {
 
     pub fn open(path: &Path) -> anyhow::Result<(Self, RunConfig)> {
         let cfg = RunConfig::load(&path.join("run.toml"))?;
-        Ok((
-            Self {
-                path: path.to_path_buf(),
-            },
-            cfg,
-        ))
+        Ok((Self::at(path), cfg))
     }
 
     /// Appends one line to `metrics.jsonl`. An append, not an atomic rewrite: the file grows
@@ -290,6 +307,7 @@ impl RunDir {
         let dest = self.checkpoint_dir(state.step);
         fsio::replace_dir_atomic(&dest, |tmp: &Path| -> anyhow::Result<()> {
             adapter::write_adapter(tmp, adapter_cfg, pairs)?;
+            self.write_template(tmp)?;
             adapter::write_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
             fsio::write_bytes_atomic(
                 &tmp.join("trainer_state.json"),
@@ -308,7 +326,8 @@ impl RunDir {
     ) -> anyhow::Result<PathBuf> {
         let dir = self.path.join("adapter");
         fsio::replace_dir_atomic(&dir, |tmp: &Path| -> anyhow::Result<()> {
-            Ok(adapter::write_adapter(tmp, adapter_cfg, pairs)?)
+            adapter::write_adapter(tmp, adapter_cfg, pairs)?;
+            self.write_template(tmp)
         })?;
         Ok(dir)
     }
@@ -323,7 +342,7 @@ impl RunDir {
                 let src = from.join(name);
                 std::fs::copy(&src, tmp.join(name)).map_err(|e| io_err(&src, e))?;
             }
-            Ok(())
+            self.write_template(tmp)
         })?;
         Ok(dir)
     }

@@ -234,6 +234,12 @@ impl<'c> Trainer<'c> {
             Some(p) => p,
             None => plan::plan(&cfg, &model)?,
         };
+        // The run's chat template serves the evaluations, the suite and the adapters'
+        // tokenizer_config.json as it served the plan's tokenizing.
+        let model = match super::template::run_model(&cfg, &model)? {
+            Some(t) => Arc::new(t.model),
+            None => model,
+        };
         for note in &plan.notes {
             control.send(TrainEvent::Log {
                 message: note.clone(),
@@ -275,6 +281,8 @@ impl<'c> Trainer<'c> {
                 (run, TrainerState::new(0))
             }
         };
+        let mut run = run;
+        run.set_template_model(model.clone());
         let mut trainer = Trainer {
             start_step: state.step,
             elapsed_before: state.elapsed_s,

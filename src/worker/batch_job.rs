@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::chat_job::{read_adapter, AdapterSpec};
+use super::chat_job::{read_adapter, templated, AdapterSpec, TemplateSpec};
 use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
@@ -54,6 +54,8 @@ pub struct BatchRequest {
     pub prompts: Vec<Vec<ChatMessage>>,
     pub sampling: Sampling,
     pub max_new_tokens: usize,
+    /// The chat template every column renders with (`Own`: each adapter's own).
+    pub template: TemplateSpec,
 }
 
 impl JobEvent for BatchEvent {
@@ -136,6 +138,7 @@ pub fn spawn(req: BatchRequest, waker: Waker) -> BatchJob {
                 prompts: prompts.clone(),
                 sampling: req.sampling.clone(),
                 max_new_tokens: req.max_new_tokens,
+                template: req.template.clone(),
                 column,
             };
             jobs::spawn(
@@ -160,15 +163,18 @@ struct Column {
     prompts: Arc<Vec<Vec<ChatMessage>>>,
     sampling: Sampling,
     max_new_tokens: usize,
+    template: TemplateSpec,
     column: usize,
 }
 
 impl Column {
     fn run(self, sink: &Reporter<BatchEvent>) -> anyhow::Result<BatchEvent> {
         let column = self.column;
+        let model = templated(&self.model, &self.template, self.adapter.dir())
+            .map_err(anyhow::Error::msg)?;
         let lora: Option<Arc<LoraSet>> = match &self.adapter {
             AdapterSpec::None => None,
-            AdapterSpec::Loaded(l) => Some(l.clone()),
+            AdapterSpec::Loaded { lora, .. } => Some(lora.clone()),
             AdapterSpec::Folder(dir) => {
                 Some(read_adapter(&self.model, dir).map_err(anyhow::Error::msg)?)
             }
@@ -179,7 +185,7 @@ impl Column {
             }
             sink.send(BatchEvent::Started { row, column });
             let reply = crate::infer::chat_reply(
-                &self.model,
+                &model,
                 lora.as_deref(),
                 messages,
                 &self.sampling,

@@ -1,7 +1,8 @@
 //! One chat reply generated on its own job thread. The job renders the conversation
-//! with the model's chat template, reads the pane's adapter from its folder when it is
-//! not loaded yet, and streams text pieces back over a bounded channel, waking the UI
-//! after each send. Every pane runs its own job on the one shared `Arc<Model>`; an adapter
+//! with the chat template the pane chose (the model's own, or with an adapter the one its
+//! run trained with; a named one; a file) and its thinking switch, reads the pane's
+//! adapter from its folder when it is not loaded yet, and streams text pieces back over a
+//! bounded channel, waking the UI after each send. Every pane runs its own job on the one shared `Arc<Model>`; an adapter
 //! is a `LoraSet` applied on the same base weights, so a tuned pane copies no weights.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
 use crate::model::{ChatMessage, Model};
+use crate::text::TemplateChoice;
 
 /// How many events may wait before the generating thread waits for the UI.
 const CAPACITY: usize = 1024;
@@ -38,8 +40,8 @@ pub enum ChatEvent {
 pub enum AdapterSpec {
     /// The base model alone.
     None,
-    /// An adapter already read.
-    Loaded(Arc<LoraSet>),
+    /// An adapter already read from `dir`.
+    Loaded { dir: PathBuf, lora: Arc<LoraSet> },
     /// A PEFT adapter folder to read first.
     Folder(PathBuf),
 }
@@ -53,6 +55,45 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub sampling: Sampling,
     pub max_new_tokens: usize,
+    pub template: TemplateSpec,
+}
+
+impl AdapterSpec {
+    /// The adapter's folder, when there is an adapter.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            AdapterSpec::None => None,
+            AdapterSpec::Loaded { dir, .. } | AdapterSpec::Folder(dir) => Some(dir),
+        }
+    }
+}
+
+/// The chat template a reply is rendered with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TemplateSpec {
+    /// `Own`: the model's, or the adapter's (what its run trained with).
+    pub choice: TemplateChoice,
+    /// `enable_thinking` for templates with the switch; the template's default when `None`.
+    pub thinking: Option<bool>,
+}
+
+/// `model` with the template of `spec` for the adapter in `adapter_dir` (the model itself
+/// when that changes nothing).
+pub fn templated(
+    model: &Arc<Model>,
+    spec: &TemplateSpec,
+    adapter_dir: Option<&Path>,
+) -> Result<Arc<Model>, String> {
+    match crate::adapter::templated_model(model, adapter_dir, &spec.choice, spec.thinking) {
+        Ok(Some(t)) => {
+            for w in &t.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(Arc::new(t.model))
+        }
+        Ok(None) => Ok(model.clone()),
+        Err(e) => Err(format!("the chat template: {e}")),
+    }
 }
 
 impl JobEvent for ChatEvent {
@@ -79,10 +120,10 @@ pub fn spawn(req: ChatRequest, name: &str, waker: Waker) -> ChatJob {
 }
 
 fn run(req: ChatRequest, sink: &Reporter<ChatEvent>) -> Result<ChatEvent, String> {
-    let model = &req.model;
+    let model = &templated(&req.model, &req.template, req.adapter.dir())?;
     let lora = match req.adapter {
         AdapterSpec::None => None,
-        AdapterSpec::Loaded(l) => Some(l),
+        AdapterSpec::Loaded { lora, .. } => Some(lora),
         AdapterSpec::Folder(dir) => {
             let lora = read_adapter(model, &dir)?;
             sink.send(ChatEvent::Adapter {

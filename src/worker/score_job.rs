@@ -28,6 +28,13 @@ pub(super) fn run(cmd: Command, reporter: &Reporter<Event>) -> anyhow::Result<Ev
     else {
         bail!("internal error: the scoring job got another command");
     };
+    // Records are rendered with the template the adapter's run trained with.
+    let model = super::chat_job::templated(
+        &model,
+        &super::chat_job::TemplateSpec::default(),
+        adapter.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let lora = adapter
         .as_deref()
         .map(|dir| super::chat_job::read_adapter(&model, dir))
