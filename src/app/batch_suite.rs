@@ -149,6 +149,7 @@ impl SuiteRun {
                 suite: spec,
                 panes: run_panes,
                 opts,
+                template: gen.template.clone(),
             },
             gen.waker.clone(),
         ));

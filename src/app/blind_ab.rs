@@ -24,11 +24,14 @@ use crate::data::{Message, PreferencePair, Role};
 use crate::infer::Sampling;
 use crate::jobs::JobEvents;
 use crate::model::Model;
+use crate::worker::chat_job::TemplateSpec;
 use crate::worker::file_write::{self, Written};
 use crate::worker::Waker;
 
 /// The settings of the tab that a blind prompt is sent with.
 pub struct BlindSettings<'a> {
+    /// The chat tab's template choice (`None` before a model is loaded).
+    pub template: Option<&'a TemplateSpec>,
     pub system: &'a str,
     pub sampling: &'a Sampling,
     pub max_new_tokens: usize,
@@ -289,12 +292,14 @@ impl BlindAb {
             sampling: settings.sampling.clone(),
             max_new_tokens: settings.max_new_tokens,
         };
+        let template = settings.template.cloned().unwrap_or_default();
         for (i, p) in self.panes.iter_mut().enumerate() {
             let name = format!("blind-{i}");
             p.send(
                 &prompt,
                 &GenSettings {
                     model,
+                    template: &template,
                     system: &self.sent.system,
                     sampling: &self.sent.sampling,
                     max_new_tokens: self.sent.max_new_tokens,

@@ -180,7 +180,9 @@ impl ChatTab {
         self.top_ui(ui, shared, model, &runs.runs);
         ui.separator();
         if self.view == ChatView::Blind {
+            let template = model.model().map(|m| self.template_spec(m));
             let settings = BlindSettings {
+                template: template.as_ref(),
                 system: &self.system,
                 sampling: &self.sampling,
                 max_new_tokens: self.max_new_tokens,
@@ -278,8 +280,10 @@ impl ChatTab {
         if self.batch.is_busy() || self.is_generating() {
             return;
         }
+        let template = self.template_spec(m);
         let gen = BatchSettings {
             model: m,
+            template: &template,
             system: &self.system,
             sampling: &self.sampling,
             max_new_tokens: self.max_new_tokens,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::chat_job::{read_adapter, AdapterSpec};
+use super::chat_job::{read_adapter, templated, AdapterSpec, TemplateSpec};
 use crate::eval::{self, RunError, RunOptions, Suite, SuiteReport};
 use crate::jobs::{self, JobEvent, JobEvents, JobKind, Reporter, Waker};
 use crate::model::lora::LoraSet;
@@ -70,6 +70,8 @@ pub struct SuiteRequest {
     pub suite: String,
     pub panes: Vec<SuitePane>,
     pub opts: RunOptions,
+    /// The chat template the panes render with (else each adapter's own).
+    pub template: TemplateSpec,
 }
 
 /// A suite run in progress; dropping it stops the run.
@@ -98,7 +100,7 @@ fn run(req: SuiteRequest, sink: &Reporter<SuiteEvent>) -> anyhow::Result<SuiteEv
         }
         let lora: Option<Arc<LoraSet>> = match &p.adapter {
             AdapterSpec::None => None,
-            AdapterSpec::Loaded(l) => Some(l.clone()),
+            AdapterSpec::Loaded { lora, .. } => Some(lora.clone()),
             AdapterSpec::Folder(dir) => match read_adapter(&req.model, dir) {
                 Ok(l) => Some(l),
                 Err(error) => {
@@ -107,8 +109,15 @@ fn run(req: SuiteRequest, sink: &Reporter<SuiteEvent>) -> anyhow::Result<SuiteEv
                 }
             },
         };
+        let model = match templated(&req.model, &req.template, p.adapter.dir()) {
+            Ok(m) => m,
+            Err(error) => {
+                sink.send(SuiteEvent::PaneFailed { pane, error });
+                continue;
+            }
+        };
         let result = eval::run_suite(
-            &req.model,
+            &model,
             lora.as_deref(),
             p.adapter_name.clone(),
             &suite,
