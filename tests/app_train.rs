@@ -237,7 +237,7 @@ fn a_run_with_the_builtin_suite_plots_its_pass_rate_and_keeps_its_best() {
         .query_by_label_contains(&format!("best checkpoint: step {best_step}"))
         .is_some());
     assert!(h
-        .query_by_label(&format!("step {best_step} ★ best"))
+        .query_by_label(&format!("step {best_step} (best)"))
         .is_some());
     let choice = run.summary.and_then(|s| s.final_choice).unwrap();
     assert_eq!(choice.adapter_step, best_step);
@@ -250,6 +250,6 @@ fn a_run_with_the_builtin_suite_plots_its_pass_rate_and_keeps_its_best() {
         .any(|r| r.final_choice.is_some())));
     h.run_steps(3);
     assert!(h
-        .query_by_label_contains(&format!("★ step {best_step}"))
+        .query_by_label_contains(&format!("best at step {best_step}"))
         .is_some());
 }

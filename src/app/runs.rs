@@ -567,9 +567,9 @@ fn best_ui(ui: &mut egui::Ui, r: &RunInfo) {
         .or(r.best);
     if let Some((step, by, value)) = best {
         text = match by {
-            crate::train::BestBy::EvalLoss => format!("{text} ★ step {step}"),
+            crate::train::BestBy::EvalLoss => format!("{text} · best at step {step}"),
             crate::train::BestBy::PassRate => {
-                format!("{text} · {} ★ step {step}", by.format(value))
+                format!("{text} · {} · best at step {step}", by.format(value))
             }
         };
     }

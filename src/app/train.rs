@@ -578,7 +578,7 @@ impl TrainTab {
                             let best = run.curves.best.map(|b| b.0);
                             for (s, p) in &run.checkpoints {
                                 let label = if best == Some(*s) {
-                                    format!("step {s} ★ best")
+                                    format!("step {s} (best)")
                                 } else {
                                     format!("step {s}")
                                 };
