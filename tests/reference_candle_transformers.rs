@@ -1,0 +1,99 @@
+//! A second reference that needs no Python: candle-transformers' own implementations of
+//! the architectures run the same random tiny weights (the HF folder the testkit writes)
+//! as the studio's transformer, and the next-token logits after a prompt must agree.
+//! Qwen2 (q/k/v bias) and Qwen3 (q/k norms per head, explicit head dim) so far.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use finetune_studio::infer::next_token_logits;
+use finetune_studio::model::config::Architecture;
+use finetune_studio::model::load_hf_folder;
+use finetune_studio::testkit::write_tiny_model;
+
+const PROMPT: [u32; 9] = [257, 72, 101, 108, 108, 111, 44, 32, 259];
+
+/// The tiny model's `config.json` with the fields candle-transformers' configs also ask
+/// for (no sliding window, SiLU).
+fn reference_config(dir: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let extra = serde_json::json!({
+        "sliding_window": 4096,
+        "max_window_layers": 0,
+        "use_sliding_window": false,
+        "hidden_act": "silu",
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg.as_object_mut()
+            .unwrap()
+            .entry(k.clone())
+            .or_insert(v.clone());
+    }
+    cfg
+}
+
+fn weights(dir: &std::path::Path) -> VarBuilder<'static> {
+    let path = dir.join("model.safetensors");
+    // SAFETY: the file was just written by this test and is not changed while mapped.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu).unwrap() }
+}
+
+fn studio_logits(dir: &std::path::Path) -> Vec<f32> {
+    let model = load_hf_folder(dir, &Device::Cpu).unwrap();
+    next_token_logits(&model, None, &PROMPT).unwrap()
+}
+
+fn assert_close(ours: &[f32], theirs: &[f32], what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: vocabulary sizes");
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(scale > 1e-3, "{what}: logits all near zero ({scale})");
+    assert!(
+        worst <= 1e-4 * scale.max(1.0) + 1e-5,
+        "{what}: logits differ by up to {worst} (largest logit {scale})"
+    );
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0
+    };
+    assert_eq!(argmax(ours), argmax(theirs), "{what}: next token");
+}
+
+fn prompt_tensor() -> Tensor {
+    Tensor::new(&PROMPT[..], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+}
+
+fn last_row(logits: Tensor) -> Vec<f32> {
+    logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn qwen2_logits_equal_candle_transformers() {
+    use candle_transformers::models::qwen2;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = write_tiny_model(dir.path(), Architecture::Qwen2, 11).unwrap();
+    let cfg: qwen2::Config = serde_json::from_value(reference_config(&dir)).unwrap();
+    let mut reference = qwen2::ModelForCausalLM::new(&cfg, weights(&dir)).unwrap();
+    let theirs = last_row(reference.forward(&prompt_tensor(), 0).unwrap());
+    assert_close(&studio_logits(&dir), &theirs, "Qwen2");
+}
+
+#[test]
+fn qwen3_logits_equal_candle_transformers() {
+    use candle_transformers::models::qwen3;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = write_tiny_model(dir.path(), Architecture::Qwen3, 12).unwrap();
+    let cfg: qwen3::Config = serde_json::from_value(reference_config(&dir)).unwrap();
+    let mut reference = qwen3::ModelForCausalLM::new(&cfg, weights(&dir)).unwrap();
+    let theirs = last_row(reference.forward(&prompt_tensor(), 0).unwrap());
+    assert_close(&studio_logits(&dir), &theirs, "Qwen3");
+}
