@@ -1,7 +1,8 @@
 //! A second reference that needs no Python: candle-transformers' own implementations of
 //! the architectures run the same random tiny weights (the HF folder the testkit writes)
 //! as the studio's transformer, and the next-token logits after a prompt must agree.
-//! Qwen2 (q/k/v bias) and Qwen3 (q/k norms per head, explicit head dim) so far.
+//! Qwen2 (q/k/v bias), Qwen3 (q/k norms per head, explicit head dim) and Mistral (an
+//! untied LM head) so far.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -96,4 +97,19 @@ fn qwen3_logits_equal_candle_transformers() {
     let mut reference = qwen3::ModelForCausalLM::new(&cfg, weights(&dir)).unwrap();
     let theirs = last_row(reference.forward(&prompt_tensor(), 0).unwrap());
     assert_close(&studio_logits(&dir), &theirs, "Qwen3");
+}
+
+#[test]
+fn mistral_logits_equal_candle_transformers() {
+    use candle_transformers::models::mistral;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = write_tiny_model(dir.path(), Architecture::Mistral, 13).unwrap();
+    let mut cfg = reference_config(&dir);
+    // Mistral's reference reads `sliding_window` as optional: none, as the tiny prompt is
+    // far inside any window.
+    cfg["sliding_window"] = serde_json::Value::Null;
+    let cfg: mistral::Config = serde_json::from_value(cfg).unwrap();
+    let mut reference = mistral::Model::new(&cfg, weights(&dir)).unwrap();
+    let theirs = last_row(reference.forward(&prompt_tensor(), 0).unwrap());
+    assert_close(&studio_logits(&dir), &theirs, "Mistral");
 }
