@@ -1,8 +1,8 @@
 //! A second reference that needs no Python: candle-transformers' own implementations of
 //! the architectures run the same random tiny weights (the HF folder the testkit writes)
 //! as the studio's transformer, and the next-token logits after a prompt must agree.
-//! Qwen2 (q/k/v bias), Qwen3 (q/k norms per head, explicit head dim) and Mistral (an
-//! untied LM head) so far.
+//! Llama (tied embeddings), Qwen2 (q/k/v bias), Qwen3 (q/k norms per head, explicit head
+//! dim) and Mistral (an untied LM head) so far.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -112,4 +112,17 @@ fn mistral_logits_equal_candle_transformers() {
     let mut reference = mistral::Model::new(&cfg, weights(&dir)).unwrap();
     let theirs = last_row(reference.forward(&prompt_tensor(), 0).unwrap());
     assert_close(&studio_logits(&dir), &theirs, "Mistral");
+}
+
+#[test]
+fn llama_logits_equal_candle_transformers() {
+    use candle_transformers::models::llama;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = write_tiny_model(dir.path(), Architecture::Llama, 14).unwrap();
+    let cfg: llama::LlamaConfig = serde_json::from_value(reference_config(&dir)).unwrap();
+    let cfg = cfg.into_config(false);
+    let reference = llama::Llama::load(weights(&dir), &cfg).unwrap();
+    let mut cache = llama::Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
+    let theirs = last_row(reference.forward(&prompt_tensor(), 0, &mut cache).unwrap());
+    assert_close(&studio_logits(&dir), &theirs, "Llama");
 }
