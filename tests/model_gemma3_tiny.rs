@@ -15,7 +15,7 @@ use finetune_studio::model::config::{Architecture, LayerKind};
 use finetune_studio::model::lora::{LoraSet, LoraTarget};
 use finetune_studio::model::transformer::{RmsNorm, Transformer};
 use finetune_studio::model::{self, Cache, Forward, Layout, Model};
-use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
 
 fn tiny() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -382,7 +382,6 @@ fn gguf_export_round_trips_what_llama_cpp_can_express() {
 /// The trainer on the tiny Gemma: the loss falls on the echo set.
 #[test]
 fn the_trainer_lowers_the_loss() {
-    use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
     use finetune_studio::train::trainer::{self, Control, Start};
     use finetune_studio::train::{TrainCommand, TrainEvent};
 
@@ -403,20 +402,10 @@ fn the_trainer_lowers_the_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Gemma3, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
-    let mut cfg = RunConfig::default();
-    cfg.model.base = mdir.display().to_string();
-    cfg.data.path = write_echo_dataset(dir.path()).unwrap();
-    cfg.data.max_seq_len = 64;
-    cfg.data.eval_split = EvalSplit::Count(4);
-    cfg.lora.rank = 4;
-    cfg.lora.alpha = 8.0;
-    cfg.optim.learning_rate = 1e-2;
-    cfg.optim.schedule = Schedule::Constant;
-    cfg.optim.warmup_steps = Some(0);
-    cfg.training.batch_size = 2;
+    let data = write_echo_dataset(dir.path()).unwrap();
+    let mut cfg = tiny_run_config(&mdir, data, dir.path().join("runs"));
     cfg.training.max_steps = Some(30);
     cfg.training.eval_every = 0;
-    cfg.output.runs_dir = Some(dir.path().join("runs"));
     let mut rec = Losses(Vec::new());
     trainer::run(cfg, model, Start::Fresh, None, &mut rec).unwrap();
     let l = &rec.0;

@@ -15,9 +15,9 @@ use finetune_studio::export::gguf::GgufType;
 use finetune_studio::export::job::{self, ExportFormat, ExportRequest};
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, ChatMessage, ChatTemplate, Model};
-use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
 use finetune_studio::text::{NamedTemplate, TemplateChoice, TemplateSource};
-use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
+use finetune_studio::train::config::{EvalSplit, RunConfig};
 use finetune_studio::train::trainer::{self, Control, Start};
 use finetune_studio::train::{TrainCommand, TrainEvent};
 
@@ -279,23 +279,13 @@ impl Control for Quiet {
 }
 
 fn run_cfg(dir: &Path, model: &Model) -> RunConfig {
-    let mut cfg = RunConfig::default();
-    cfg.model.base = finetune_studio::model::location_path(&model.location)
-        .display()
-        .to_string();
-    cfg.data.path = write_echo_dataset(dir).unwrap();
+    let base = finetune_studio::model::location_path(&model.location);
+    let data = write_echo_dataset(dir).unwrap();
+    let mut cfg = tiny_run_config(&base, data, dir.join("runs"));
     cfg.data.max_seq_len = 96;
-    cfg.data.eval_split = EvalSplit::Count(4);
-    cfg.lora.rank = 4;
-    cfg.lora.alpha = 8.0;
-    cfg.optim.learning_rate = 1e-2;
-    cfg.optim.schedule = Schedule::Constant;
-    cfg.optim.warmup_steps = Some(0);
-    cfg.training.batch_size = 2;
     cfg.training.max_steps = Some(2);
     cfg.training.eval_every = 0;
     cfg.training.save_every = 2;
-    cfg.output.runs_dir = Some(dir.join("runs"));
     cfg
 }
 

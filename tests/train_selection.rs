@@ -10,8 +10,8 @@ use std::sync::Arc;
 use candle_core::Device;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Model};
-use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
-use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
+use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
+use finetune_studio::train::config::RunConfig;
 use finetune_studio::train::run_dir::{read_final, read_run, MetricLine};
 use finetune_studio::train::trainer::{self, Control, Start};
 use finetune_studio::train::{BestBy, FinalAdapter, TrainCommand, TrainEvent};
@@ -37,21 +37,11 @@ fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     let dir = tempfile::tempdir().unwrap();
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
-    let mut cfg = RunConfig::default();
-    cfg.model.base = mdir.display().to_string();
-    cfg.data.path = write_echo_dataset(dir.path()).unwrap();
-    cfg.data.max_seq_len = 64;
-    cfg.data.eval_split = EvalSplit::Count(4);
-    cfg.lora.rank = 4;
-    cfg.lora.alpha = 8.0;
-    cfg.optim.learning_rate = 1e-2;
-    cfg.optim.schedule = Schedule::Constant;
-    cfg.optim.warmup_steps = Some(0);
-    cfg.training.batch_size = 2;
+    let data = write_echo_dataset(dir.path()).unwrap();
+    let mut cfg = tiny_run_config(&mdir, data, dir.path().join("runs"));
     cfg.training.max_steps = Some(12);
     cfg.training.eval_every = 2;
     cfg.training.save_every = 0;
-    cfg.output.runs_dir = Some(dir.path().join("runs"));
     (dir, model, cfg)
 }
 

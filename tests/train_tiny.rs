@@ -14,9 +14,9 @@ use finetune_studio::adapter as peft;
 use finetune_studio::export::merge;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Model};
-use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
 use finetune_studio::train::adapter::TrainableAdapter;
-use finetune_studio::train::config::{EvalSplit, RunConfig, Schedule};
+use finetune_studio::train::config::RunConfig;
 use finetune_studio::train::trainer::{self, Control, Start};
 use finetune_studio::train::{TrainCommand, TrainEvent};
 
@@ -67,22 +67,12 @@ fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     let dir = tempfile::tempdir().unwrap();
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
-    let mut cfg = RunConfig::default();
-    cfg.model.base = mdir.display().to_string();
-    cfg.data.path = write_echo_dataset(dir.path()).unwrap();
-    cfg.data.max_seq_len = 64;
-    cfg.data.eval_split = EvalSplit::Count(4);
-    cfg.lora.rank = 4;
-    cfg.lora.alpha = 8.0;
+    let data = write_echo_dataset(dir.path()).unwrap();
+    let mut cfg = tiny_run_config(&mdir, data, dir.path().join("runs"));
     cfg.lora.dropout = 0.1;
-    cfg.optim.learning_rate = 1e-2;
-    cfg.optim.schedule = Schedule::Constant;
-    cfg.optim.warmup_steps = Some(0);
-    cfg.training.batch_size = 2;
     cfg.training.max_steps = Some(8);
     cfg.training.eval_every = 4;
     cfg.training.save_every = 4;
-    cfg.output.runs_dir = Some(dir.path().join("runs"));
     (dir, model, cfg)
 }
 
