@@ -19,6 +19,7 @@ use super::batch_table::{self, BatchRow, BatchTable, Cell, TableColumn};
 use super::chat_pane::ChatPane;
 use super::dataset_doc::OpenDataset;
 use super::notify::Notifications;
+use super::progress;
 use crate::infer::Sampling;
 use crate::jobs::JobEvents;
 use crate::model::Model;
@@ -331,15 +332,11 @@ impl BatchCompare {
             }
             if let Some(t) = &self.table {
                 let (done, total) = t.progress();
-                let frac = if total == 0 {
-                    0.0
-                } else {
-                    done as f32 / total as f32
-                };
-                ui.add(
-                    egui::ProgressBar::new(frac)
-                        .desired_width(220.0)
-                        .text(format!("{done} of {total} replies")),
+                progress::count_bar(
+                    ui,
+                    (done, total),
+                    220.0,
+                    format!("{done} of {total} replies"),
                 );
                 if running {
                     ui.spinner();

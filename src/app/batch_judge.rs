@@ -12,6 +12,7 @@ use eframe::egui;
 
 use super::batch_table::BatchTable;
 use super::notify::Notifications;
+use super::progress;
 use crate::eval::judge::{JudgeLabels, JudgePair, JudgeResult, PairVerdict, DEFAULT_JUDGE_PROMPT};
 use crate::model::Model;
 use crate::worker::judge_job::{self, JudgeEvent, JudgeJob, JudgeRequest};
@@ -262,11 +263,8 @@ impl JudgeRun {
                     let done = self.verdicts.iter().filter(|v| v.is_some()).count();
                     let total = self.verdicts.len();
                     if total > 0 {
-                        ui.add(
-                            egui::ProgressBar::new(done as f32 / total as f32)
-                                .desired_width(200.0)
-                                .text(format!("{done} of {total} pairs judged")),
-                        );
+                        let text = format!("{done} of {total} pairs judged");
+                        progress::count_bar(ui, (done, total), 200.0, text);
                     }
                     if running {
                         ui.spinner();

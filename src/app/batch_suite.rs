@@ -11,6 +11,7 @@ use eframe::egui;
 use super::batch_compare::BatchSettings;
 use super::chat_pane::ChatPane;
 use super::notify::Notifications;
+use super::progress;
 use super::suite_results::SuiteComparison;
 use crate::eval::{RunOptions, BUILTIN_NAME};
 use crate::infer::Sampling;
@@ -202,16 +203,8 @@ impl SuiteRun {
             }
             if let Some(r) = &self.results {
                 let (done, total) = r.progress();
-                let frac = if total == 0 {
-                    0.0
-                } else {
-                    done as f32 / total as f32
-                };
-                ui.add(
-                    egui::ProgressBar::new(frac)
-                        .desired_width(180.0)
-                        .text(format!("{done} of {total} suite replies")),
-                );
+                let text = format!("{done} of {total} suite replies");
+                progress::count_bar(ui, (done, total), 180.0, text);
                 if running {
                     ui.spinner();
                 }

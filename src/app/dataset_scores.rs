@@ -20,6 +20,7 @@ use crate::worker::{Command, ScoreSet, Worker};
 
 use super::dataset_doc::OpenDataset;
 use super::dataset_filter::Rows;
+use super::progress;
 
 /// What orders the table (and what "Highest 5 %" and the histogram measure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -429,11 +430,7 @@ impl RecordScores {
         }
         let col = self.column(set);
         if let Some((done, total)) = col.progress {
-            ui.add(
-                egui::ProgressBar::new(done as f32 / total.max(1) as f32)
-                    .desired_width(120.0)
-                    .text(format!("{done}/{total}")),
-            );
+            progress::count_bar(ui, (done, total), 120.0, format!("{done}/{total}"));
         } else if col.has_scores() {
             ui.weak(format!("{} scored", col.cache.len()));
         }

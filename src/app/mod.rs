@@ -30,6 +30,7 @@ mod models;
 mod notify;
 mod preference_plots;
 pub mod preference_view;
+mod progress;
 mod runs;
 mod shared;
 mod shell;
