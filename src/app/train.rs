@@ -107,15 +107,7 @@ impl RunView {
                 self.curves.evals.push((step, loss));
             }
             TrainEvent::Suite(s) => {
-                self.log(format!(
-                    "step {}: eval suite {}/{} checks ({:.1} %), {}/{} prompts",
-                    s.step,
-                    s.checks_passed,
-                    s.checks,
-                    s.pass_rate() * 100.0,
-                    s.prompts_passed,
-                    s.prompts
-                ));
+                self.log(s.summary());
                 self.curves.suites.push((s.step, s.pass_rate()));
             }
             TrainEvent::Best { step, by, value } => {

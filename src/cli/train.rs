@@ -131,18 +131,7 @@ fn show(bar: &ProgressBar, event: TrainEvent) -> Option<i32> {
             bar.set_message(status);
         }
         TrainEvent::Eval { step, loss } => say(bar, format!("step {step}: eval loss {loss:.4}")),
-        TrainEvent::Suite(s) => say(
-            bar,
-            format!(
-                "step {}: eval suite {}/{} checks ({:.1} %), {}/{} prompts",
-                s.step,
-                s.checks_passed,
-                s.checks,
-                s.pass_rate() * 100.0,
-                s.prompts_passed,
-                s.prompts
-            ),
-        ),
+        TrainEvent::Suite(s) => say(bar, s.summary()),
         TrainEvent::Best { step, by, value } => say(
             bar,
             format!(

@@ -90,6 +90,19 @@ impl SuiteScore {
             self.checks_passed as f64 / self.checks as f64
         }
     }
+
+    /// The line the Train tab's log and the command line print.
+    pub fn summary(&self) -> String {
+        format!(
+            "step {}: eval suite {}/{} checks ({:.1} %), {}/{} prompts",
+            self.step,
+            self.checks_passed,
+            self.checks,
+            self.pass_rate() * 100.0,
+            self.prompts_passed,
+            self.prompts
+        )
+    }
 }
 
 /// What happened at the end of a run.
