@@ -506,24 +506,3 @@ pub fn write_echo_preferences(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::write(&path, text)?;
     Ok(path)
 }
-
-/// The tests' small LoRA run on `base` (a model folder or file) and the dataset `data`,
-/// writing under `runs_dir`: rows of 64 tokens, 4 records held out for evaluation, rank 4
-/// (alpha 8), a constant learning rate of 1e-2 without warm-up, batches of 2. Steps,
-/// evaluations and checkpoints are each test's own.
-pub fn tiny_run_config(base: &Path, data: PathBuf, runs_dir: PathBuf) -> crate::train::RunConfig {
-    use crate::train::config::{EvalSplit, Schedule};
-    let mut cfg = crate::train::RunConfig::default();
-    cfg.model.base = base.display().to_string();
-    cfg.data.path = data;
-    cfg.data.max_seq_len = 64;
-    cfg.data.eval_split = EvalSplit::Count(4);
-    cfg.lora.rank = 4;
-    cfg.lora.alpha = 8.0;
-    cfg.optim.learning_rate = 1e-2;
-    cfg.optim.schedule = Schedule::Constant;
-    cfg.optim.warmup_steps = Some(0);
-    cfg.training.batch_size = 2;
-    cfg.output.runs_dir = Some(runs_dir);
-    cfg
-}

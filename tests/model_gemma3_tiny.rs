@@ -15,7 +15,7 @@ use finetune_studio::model::config::{Architecture, LayerKind};
 use finetune_studio::model::lora::{LoraSet, LoraTarget};
 use finetune_studio::model::transformer::{RmsNorm, Transformer};
 use finetune_studio::model::{self, Cache, Forward, Layout, Model};
-use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 
 fn tiny() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -403,7 +403,7 @@ fn the_trainer_lowers_the_loss() {
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Gemma3, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
     let data = write_echo_dataset(dir.path()).unwrap();
-    let mut cfg = tiny_run_config(&mdir, data, dir.path().join("runs"));
+    let mut cfg = common::tiny_run_config(&mdir, data, dir.path().join("runs"));
     cfg.training.max_steps = Some(30);
     cfg.training.eval_every = 0;
     let mut rec = Losses(Vec::new());

@@ -6,6 +6,8 @@
 //! (and the Ollama Modelfile) carry it; reasoning blocks are stripped on request and
 //! counted.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use finetune_studio::export::gguf::GgufType;
 use finetune_studio::export::job::{self, ExportFormat, ExportRequest};
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, ChatMessage, ChatTemplate, Model};
-use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 use finetune_studio::text::{NamedTemplate, TemplateChoice, TemplateSource};
 use finetune_studio::train::config::{EvalSplit, RunConfig};
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -281,7 +283,7 @@ impl Control for Quiet {
 fn run_cfg(dir: &Path, model: &Model) -> RunConfig {
     let base = finetune_studio::model::location_path(&model.location);
     let data = write_echo_dataset(dir).unwrap();
-    let mut cfg = tiny_run_config(&base, data, dir.join("runs"));
+    let mut cfg = common::tiny_run_config(&base, data, dir.join("runs"));
     cfg.data.max_seq_len = 96;
     cfg.training.max_steps = Some(2);
     cfg.training.eval_every = 0;

@@ -4,13 +4,15 @@
 //! `metrics.jsonl` record which and why, the Runs view reads them back, and a suite that
 //! cannot be read stops the run before its folder exists.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Model};
-use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 use finetune_studio::train::config::RunConfig;
 use finetune_studio::train::run_dir::{read_final, read_run, MetricLine};
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -38,7 +40,7 @@ fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
     let data = write_echo_dataset(dir.path()).unwrap();
-    let mut cfg = tiny_run_config(&mdir, data, dir.path().join("runs"));
+    let mut cfg = common::tiny_run_config(&mdir, data, dir.path().join("runs"));
     cfg.training.max_steps = Some(12);
     cfg.training.eval_every = 2;
     cfg.training.save_every = 0;

@@ -14,7 +14,7 @@ use finetune_studio::adapter as peft;
 use finetune_studio::export::merge;
 use finetune_studio::model::config::Architecture;
 use finetune_studio::model::{self, Model};
-use finetune_studio::testkit::{tiny_run_config, write_echo_dataset, write_tiny_model};
+use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 use finetune_studio::train::adapter::TrainableAdapter;
 use finetune_studio::train::config::RunConfig;
 use finetune_studio::train::trainer::{self, Control, Start};
@@ -68,7 +68,7 @@ fn setup() -> (tempfile::TempDir, Arc<Model>, RunConfig) {
     let mdir = write_tiny_model(&dir.path().join("model"), Architecture::Llama, 11).unwrap();
     let model = Arc::new(model::load_hf_folder(&mdir, &Device::Cpu).unwrap());
     let data = write_echo_dataset(dir.path()).unwrap();
-    let mut cfg = tiny_run_config(&mdir, data, dir.path().join("runs"));
+    let mut cfg = common::tiny_run_config(&mdir, data, dir.path().join("runs"));
     cfg.lora.dropout = 0.1;
     cfg.training.max_steps = Some(8);
     cfg.training.eval_every = 4;
