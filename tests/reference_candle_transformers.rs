@@ -2,7 +2,8 @@
 //! the architectures run the same random tiny weights (the HF folder the testkit writes)
 //! as the studio's transformer, and the next-token logits after a prompt must agree.
 //! Llama (tied embeddings), Qwen2 (q/k/v bias), Qwen3 (q/k norms per head, explicit head
-//! dim) and Mistral (an untied LM head) so far.
+//! dim), Mistral (an untied LM head) and Gemma 3 (a sliding-window layer the prompt
+//! crosses, a full layer with its own RoPE base).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -125,4 +126,38 @@ fn llama_logits_equal_candle_transformers() {
     let mut cache = llama::Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
     let theirs = last_row(reference.forward(&prompt_tensor(), 0, &mut cache).unwrap());
     assert_close(&studio_logits(&dir), &theirs, "Llama");
+}
+
+/// Gemma 3 with a window of 5 on its first layer and a full second layer; the 9-token
+/// prompt crosses the window. candle-transformers' Gemma 3 differs from transformers in
+/// two places the test steps around: it scales attention by the head dim rather than
+/// `query_pre_attn_scalar` (so the two are set equal here), and its whole-prompt path
+/// masks one key more than the window (and needs contiguous values in its cache), so the
+/// prompt goes through it one token at a time, where its rotating cache keeps exactly the
+/// window, as transformers does.
+#[test]
+fn gemma3_logits_equal_candle_transformers() {
+    use candle_transformers::models::gemma3;
+    use finetune_studio::testkit::{tiny_config, write_tiny_model_with};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(Architecture::Gemma3);
+    cfg.style.query_pre_attn_scalar = Some(cfg.head_dim as f64);
+    assert_eq!(
+        cfg.style.sliding_window,
+        Some(5),
+        "the prompt must cross the window"
+    );
+    let dir = write_tiny_model_with(dir.path(), &cfg, 15).unwrap();
+    let mut json = reference_config(&dir);
+    json["sliding_window_pattern"] = 2.into();
+    json["rope_local_base_freq"] = 10_000.0.into();
+    json["query_pre_attn_scalar"] = cfg.head_dim.into();
+    let reference_cfg: gemma3::Config = serde_json::from_value(json).unwrap();
+    let mut reference = gemma3::Model::new(false, &reference_cfg, weights(&dir)).unwrap();
+    let mut theirs = Vec::new();
+    for (pos, &token) in PROMPT.iter().enumerate() {
+        let input = Tensor::new(&[[token]], &Device::Cpu).unwrap();
+        theirs = last_row(reference.forward(&input, pos).unwrap());
+    }
+    assert_close(&studio_logits(&dir), &theirs, "Gemma 3");
 }
