@@ -36,9 +36,10 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.into())
 }
 
+/// The median, NaN for no values.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 struct Quiet;
@@ -78,18 +79,9 @@ fn report_estimate(
         return;
     };
     // The fixed step: `batch` rows of `seq` tokens, one sample each.
-    let workload = finetune_studio::train::plan::Workload {
-        max_micro_batch_tokens: batch * seq,
-        tokens_per_step: (batch * seq) as f64,
-        attention_pairs_per_step: (batch * seq * seq) as f64,
-        largest_micro_batch_samples: vec![vec![seq]; batch],
-    };
-    let trainable = finetune_studio::train::adapter::trainable_parameters(model.config(), lora);
-    let footprint = estimate::Footprint {
-        weight_bytes: model.weight_bytes(),
-        trainable,
-        checkpointing,
-    };
+    let workload = finetune_studio::train::plan::Workload::full_rows(batch, seq);
+    let footprint =
+        estimate::Footprint::for_run(model.config(), model.weight_bytes(), lora, checkpointing);
     let e = estimate::estimate(model.config(), &footprint, 0, &workload);
     println!(
         "estimate {:.2} s/step at a measured matmul rate of {:.0} GFLOP/s; measured {step_s:.2} s/step, \
@@ -127,9 +119,12 @@ fn main() -> anyhow::Result<()> {
     // `--checkpointing`: recompute each layer in the backward (gradient checkpointing).
     let checkpointing = args.iter().any(|a| a == "--checkpointing");
     eprintln!(
-        "{}: {storage}, {:.0} MiB of weights",
+        "{}: {storage}, {:.0} MiB of weights, {:.0} MiB resident after loading",
         model.name,
-        model.weight_bytes() as f64 / (1024.0 * 1024.0)
+        model.weight_bytes() as f64 / (1024.0 * 1024.0),
+        finetune_studio::sys::rss_bytes()
+            .map(finetune_studio::sys::mib)
+            .unwrap_or(0.0)
     );
     let device = model.transformer.device().clone();
 

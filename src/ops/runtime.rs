@@ -181,9 +181,16 @@ pub fn tune_allocator() {
     }
 }
 
-/// Returns the heap's free memory to the kernel (after a training run, which keeps its
+/// Frees the LM-head loss's logits buffer and returns the heap's free memory to the kernel (after a training run, which keeps its
 /// peak for the next step while it runs; see [`tune_allocator`]). A no-op off glibc.
 pub fn release_free_memory() {
+    crate::ops::cross_entropy::release_logits_buffer();
+    trim_heap();
+}
+
+/// Returns the heap's free pages to the kernel (after a burst of temporaries, such as
+/// loading a model). A no-op off glibc.
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
     unsafe {

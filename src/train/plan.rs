@@ -24,6 +24,8 @@ pub struct RunPlan {
     pub notes: Vec<String>,
     /// Whether the run recomputes each layer in the backward.
     pub checkpointing: bool,
+    /// Floats per token and layer that the run's LoRA dropout masks keep.
+    pub dropout_mask_floats: usize,
 }
 
 /// The size of a step's work, for the estimate.
@@ -31,13 +33,34 @@ pub struct RunPlan {
 pub struct Workload {
     /// Tokens in the largest micro-batch: what the activations at the peak hold.
     pub max_micro_batch_tokens: usize,
+    /// Targets (tokens with a label) in the micro-batch that has the most: the rows of
+    /// the loss's largest logits chunk.
+    pub max_micro_batch_targets: usize,
     /// Mean tokens of an optimizer step (all its micro-batches).
     pub tokens_per_step: f64,
+    /// Mean targets of an optimizer step: the rows the LM head multiplies.
+    pub targets_per_step: f64,
     /// Mean of Σ (sample length)² over a step's samples: what causal attention costs.
     pub attention_pairs_per_step: f64,
     /// The sample lengths of each row of the largest micro-batch: the attention
     /// probabilities its backward keeps.
     pub largest_micro_batch_samples: Vec<Vec<usize>>,
+}
+
+impl Workload {
+    /// `rows` rows of `len` tokens per step, one sample each, every token but each row's
+    /// last with a target.
+    pub fn full_rows(rows: usize, len: usize) -> Self {
+        let targets = rows * len.saturating_sub(1);
+        Workload {
+            max_micro_batch_tokens: rows * len,
+            max_micro_batch_targets: targets,
+            tokens_per_step: (rows * len) as f64,
+            targets_per_step: targets as f64,
+            attention_pairs_per_step: (rows * len * len) as f64,
+            largest_micro_batch_samples: vec![vec![len]; rows],
+        }
+    }
 }
 
 /// Micro-batches of one epoch.
@@ -93,6 +116,7 @@ pub fn plan(cfg: &RunConfig, model: &Model) -> anyhow::Result<RunPlan> {
         workload,
         notes,
         checkpointing: cfg.training.gradient_checkpointing,
+        dropout_mask_floats: super::estimate::dropout_mask_floats(model.config(), &cfg.lora),
     })
 }
 
@@ -104,6 +128,7 @@ impl RunPlan {
             weight_bytes: model.weight_bytes(),
             trainable: self.trainable_parameters,
             checkpointing: self.checkpointing,
+            dropout_mask_floats: self.dropout_mask_floats,
         };
         super::estimate::estimate(model.config(), &footprint, self.total_steps, &self.workload)
     }
@@ -111,14 +136,17 @@ impl RunPlan {
 
 fn workload(micro_batches: &[Vec<PackedRow>], accumulation: usize) -> Workload {
     let mut w = Workload::default();
-    let (mut tokens, mut pairs) = (0usize, 0f64);
+    let (mut tokens, mut targets, mut pairs) = (0usize, 0usize, 0f64);
     for mb in micro_batches {
         let mb_tokens: usize = mb.iter().map(|r| r.ids.len()).sum();
         if mb_tokens > w.max_micro_batch_tokens {
             w.max_micro_batch_tokens = mb_tokens;
             w.largest_micro_batch_samples = mb.iter().map(sample_lengths).collect();
         }
+        let mb_targets: usize = mb.iter().map(|r| r.trained_tokens()).sum();
+        w.max_micro_batch_targets = w.max_micro_batch_targets.max(mb_targets);
         tokens += mb_tokens;
+        targets += mb_targets;
         pairs += mb
             .iter()
             .flat_map(sample_lengths)
@@ -127,6 +155,7 @@ fn workload(micro_batches: &[Vec<PackedRow>], accumulation: usize) -> Workload {
     }
     let steps = micro_batches.len().div_ceil(accumulation).max(1) as f64;
     w.tokens_per_step = tokens as f64 / steps;
+    w.targets_per_step = targets as f64 / steps;
     w.attention_pairs_per_step = pairs / steps;
     w
 }
