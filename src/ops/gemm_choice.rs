@@ -1,29 +1,35 @@
-//! Which f32 gemm kernel each product shape runs on: AVX2 + FMA or AVX-512, chosen on this
-//! machine by timing, never by a constant.
+//! Which f32 gemm kernel each product shape runs on: the gemm crate's AVX2 + FMA or
+//! AVX-512 kernels, or (for `x · Wᵀ` with both operands' rows contiguous) the studio's own
+//! dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing, never by a
+//! constant.
 //!
 //! The gemm crate (0.19, built with `x86-v4`) runs AVX-512 on CPUs that have it; gemm-f32
 //! 0.18 (the same algorithm, whose AVX-512 kernels need a nightly compiler) is the AVX2
 //! one. Which is faster depends on the core (Zen 4 splits 512-bit operations in two, Zen 5
-//! and recent Xeons do not) and on the shape (thin products can favour AVX2). So the
-//! first calls of each shape alternate between the two and time themselves, the faster
-//! per FLOP is kept, the choice is logged, and the choices are kept on disk for this CPU
-//! (`kernel-choices.json` in the data directory) with each kernel's best time.
+//! and recent Xeons do not) and on the shape (thin products can favour AVX2, a prompt of
+//! a few rows the dot kernel). So the first calls of each shape take turns on the
+//! candidates and time themselves, the fastest per FLOP is kept, the choice is logged, and
+//! the choices are kept on disk for this CPU (`kernel-choices.json` in the data directory)
+//! with each kernel's best time.
 //!
 //! A busy machine only ever makes a kernel look slower than it is, so the best time over
 //! every trial ever taken converges on the quiet figure: each later run times a saved shape
 //! once more on each kernel and decides on the best times of all runs together. A choice
 //! that a neighbour's build skewed is corrected by the next quiet run instead of being kept.
-//! `FINETUNE_STUDIO_GEMM=avx2|avx512` pins one kernel for comparisons.
+//! `FINETUNE_STUDIO_GEMM=avx2|avx512|dot` pins one kernel for comparisons (the dot kernel
+//! where the layout allows it, AVX-512 elsewhere).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-/// The two kernel sets.
+/// The kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum GemmKernel {
     Avx2,
     Avx512,
+    /// [`super::dot_gemm`]: `x · Wᵀ` as dot products of contiguous rows (AVX-512).
+    Dot,
 }
 
 impl GemmKernel {
@@ -31,14 +37,20 @@ impl GemmKernel {
         match self {
             GemmKernel::Avx2 => "avx2",
             GemmKernel::Avx512 => "avx512",
+            GemmKernel::Dot => "dot",
         }
     }
     fn from_label(s: &str) -> Option<Self> {
         match s {
             "avx2" => Some(GemmKernel::Avx2),
             "avx512" => Some(GemmKernel::Avx512),
+            "dot" => Some(GemmKernel::Dot),
             _ => None,
         }
+    }
+    /// The key of its best time in the file.
+    fn time_key(self) -> String {
+        format!("{}_s_per_mac", self.label())
     }
 }
 
@@ -61,6 +73,8 @@ struct ShapeKey {
     /// Which operands are read column-major (dst, lhs, rhs).
     transposed: [bool; 3],
     threads: usize,
+    /// Whether the layout is the dot kernel's (rows of dst, lhs and rhsᵀ contiguous).
+    dot: bool,
 }
 
 impl ShapeKey {
@@ -77,20 +91,40 @@ impl ShapeKey {
             self.threads
         )
     }
+
+    /// The kernels that can run this shape here.
+    fn candidates(&self) -> Vec<GemmKernel> {
+        let mut out = vec![GemmKernel::Avx2, GemmKernel::Avx512];
+        if self.dot && super::dot_gemm::available() {
+            out.push(GemmKernel::Dot);
+        }
+        out
+    }
 }
+
+/// Best seconds per multiply-add of each kernel.
+type Times = BTreeMap<GemmKernel, f64>;
 
 #[derive(Debug, Clone)]
 enum Choice {
-    /// Seconds per multiply-add of each timed call so far.
     Timing {
-        avx2: Vec<f64>,
-        avx512: Vec<f64>,
-        /// The best seconds per multiply-add saved by earlier runs, `(avx2, avx512)`.
-        saved: Option<(f64, f64)>,
+        /// Seconds per multiply-add of each timed call so far, per kernel.
+        trials: BTreeMap<GemmKernel, Vec<f64>>,
+        /// The best seconds per multiply-add saved by earlier runs.
+        saved: Times,
     },
-    /// The kernel, and the best seconds per multiply-add of each, `(avx2, avx512)` (none
-    /// for choices of unit tests).
-    Chosen(GemmKernel, Option<(f64, f64)>),
+    /// The kernel, and the best seconds per multiply-add of each (empty for choices of
+    /// unit tests).
+    Chosen(GemmKernel, Times),
+}
+
+impl Choice {
+    fn timing(saved: Times) -> Self {
+        Choice::Timing {
+            trials: BTreeMap::new(),
+            saved,
+        }
+    }
 }
 
 struct Choices {
@@ -100,8 +134,8 @@ struct Choices {
 
 static CHOICES: Mutex<Option<Choices>> = Mutex::new(None);
 
-/// Whether this CPU and the environment leave two kernels to choose from.
-fn both_available() -> bool {
+/// Whether this CPU and the environment leave kernels to choose from.
+fn choices_available() -> bool {
     static BOTH: OnceLock<bool> = OnceLock::new();
     *BOTH.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -115,7 +149,8 @@ fn both_available() -> bool {
     })
 }
 
-/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (AVX-512 only where the CPU has it).
+/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (AVX-512 and the dot kernel only where
+/// the CPU has AVX-512).
 fn pinned() -> Option<GemmKernel> {
     static PINNED: OnceLock<Option<GemmKernel>> = OnceLock::new();
     *PINNED.get_or_init(|| {
@@ -125,7 +160,7 @@ fn pinned() -> Option<GemmKernel> {
         let has_avx512 = std::arch::is_x86_feature_detected!("avx512f");
         #[cfg(not(target_arch = "x86_64"))]
         let has_avx512 = false;
-        Some(if k == GemmKernel::Avx512 && !has_avx512 {
+        Some(if k != GemmKernel::Avx2 && !has_avx512 {
             GemmKernel::Avx2
         } else {
             k
@@ -165,20 +200,22 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
                 k: num("k")?,
                 transposed: [flag(0)?, flag(1)?, flag(2)?],
                 threads: num("threads")?,
+                // Files written before the dot kernel have no flag: not its layout.
+                dot: entry["dot"].as_bool().unwrap_or(false),
             })
         })();
-        let seconds = |k: &str| entry[k].as_f64().filter(|t| t.is_finite() && *t > 0.0);
-        let saved = seconds("avx2_s_per_mac").zip(seconds("avx512_s_per_mac"));
+        let saved: Times = [GemmKernel::Avx2, GemmKernel::Avx512, GemmKernel::Dot]
+            .into_iter()
+            .filter_map(|k| {
+                let t = entry[k.time_key()].as_f64()?;
+                (t.is_finite() && t > 0.0).then_some((k, t))
+            })
+            .collect();
         // A file of an older version, with no times, is timed afresh.
-        if let (Some(key), Some(saved)) = (key, saved) {
-            out.insert(
-                key,
-                Choice::Timing {
-                    avx2: Vec::new(),
-                    avx512: Vec::new(),
-                    saved: Some(saved),
-                },
-            );
+        let timed =
+            saved.contains_key(&GemmKernel::Avx2) && saved.contains_key(&GemmKernel::Avx512);
+        if let (Some(key), true) = (key, timed) {
+            out.insert(key, Choice::timing(saved));
         }
     }
     out
@@ -190,23 +227,21 @@ fn save(path: &std::path::Path, choices: &Choices) {
     let shapes: Vec<serde_json::Value> = choices
         .shapes
         .iter()
-        .filter_map(|(key, c)| match c {
-            Choice::Chosen(kernel, Some((t2, t5))) => Some(serde_json::json!({
-                "m": key.m, "n": key.n, "k": key.k, "transposed": key.transposed,
-                "threads": key.threads, "kernel": kernel.label(),
-                "avx2_s_per_mac": t2, "avx512_s_per_mac": t5,
-            })),
+        .filter_map(|(key, c)| {
             // Saved times not yet checked in this run are kept as they were.
-            Choice::Timing {
-                saved: Some((t2, t5)),
-                ..
-            } => Some(serde_json::json!({
+            let (kernel, times) = match c {
+                Choice::Chosen(kernel, times) if !times.is_empty() => (*kernel, times),
+                Choice::Timing { saved, .. } if !saved.is_empty() => (fastest(saved)?, saved),
+                _ => return None,
+            };
+            let mut entry = serde_json::json!({
                 "m": key.m, "n": key.n, "k": key.k, "transposed": key.transposed,
-                "threads": key.threads,
-                "kernel": if t5 < t2 { "avx512" } else { "avx2" },
-                "avx2_s_per_mac": t2, "avx512_s_per_mac": t5,
-            })),
-            Choice::Chosen(_, None) | Choice::Timing { saved: None, .. } => None,
+                "threads": key.threads, "dot": key.dot, "kernel": kernel.label(),
+            });
+            for (k, t) in times {
+                entry[k.time_key()] = (*t).into();
+            }
+            Some(entry)
         })
         .collect();
     let doc = serde_json::json!({"cpu": choices.cpu, "shapes": shapes});
@@ -220,6 +255,14 @@ fn save(path: &std::path::Path, choices: &Choices) {
     }
 }
 
+/// The kernel with the lowest time.
+fn fastest(times: &Times) -> Option<GemmKernel> {
+    times
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(k, _)| *k)
+}
+
 /// The kernel for `key` and whether this call is a timed trial.
 fn pick(key: ShapeKey) -> (GemmKernel, bool) {
     let Ok(mut guard) = CHOICES.lock() else {
@@ -230,26 +273,27 @@ fn pick(key: ShapeKey) -> (GemmKernel, bool) {
         let shapes = load(&cache_path(), &cpu);
         Choices { cpu, shapes }
     });
-    let choice = choices.shapes.entry(key).or_insert(Choice::Timing {
-        avx2: Vec::new(),
-        avx512: Vec::new(),
-        saved: None,
-    });
+    let choice = choices
+        .shapes
+        .entry(key)
+        .or_insert_with(|| Choice::timing(Times::new()));
     match choice {
         Choice::Chosen(k, _) => (*k, false),
-        Choice::Timing { avx2, avx512, .. } => {
-            // Alternate, AVX2 first, so that both see the same conditions.
-            if avx2.len() <= avx512.len() {
-                (GemmKernel::Avx2, true)
-            } else {
-                (GemmKernel::Avx512, true)
-            }
+        Choice::Timing { trials, .. } => {
+            // Take turns, in order, so that every kernel sees the same conditions.
+            let count = |k: &GemmKernel| trials.get(k).map_or(0, Vec::len);
+            let next = key
+                .candidates()
+                .into_iter()
+                .min_by_key(count)
+                .unwrap_or(GemmKernel::Avx2);
+            (next, true)
         }
     }
 }
 
-/// Records a timed call of `kernel` on `key`, deciding the shape once both have run
-/// [`TRIALS`] times ([`RECHECK_TRIALS`] for a shape with saved times), on the best time of
+/// Records a timed call of `kernel` on `key`, deciding the shape once every candidate has
+/// run [`TRIALS`] times ([`RECHECK_TRIALS`] for one with a saved time), on the best time of
 /// each over this run's trials and the saved ones.
 fn record(key: ShapeKey, kernel: GemmKernel, seconds_per_mac: f64) {
     let Ok(mut guard) = CHOICES.lock() else {
@@ -258,46 +302,51 @@ fn record(key: ShapeKey, kernel: GemmKernel, seconds_per_mac: f64) {
     let Some(choices) = guard.as_mut() else {
         return;
     };
-    let Some(Choice::Timing {
-        avx2,
-        avx512,
-        saved,
-    }) = choices.shapes.get_mut(&key)
-    else {
+    let Some(Choice::Timing { trials, saved }) = choices.shapes.get_mut(&key) else {
         return;
     };
-    match kernel {
-        GemmKernel::Avx2 => avx2.push(seconds_per_mac),
-        GemmKernel::Avx512 => avx512.push(seconds_per_mac),
-    }
-    let trials = if saved.is_some() {
-        RECHECK_TRIALS
-    } else {
-        TRIALS
-    };
-    if avx2.len() < trials || avx512.len() < trials {
+    trials.entry(kernel).or_default().push(seconds_per_mac);
+    let candidates = key.candidates();
+    let done = candidates.iter().all(|k| {
+        let needed = if saved.contains_key(k) {
+            RECHECK_TRIALS
+        } else {
+            TRIALS
+        };
+        trials.get(k).map_or(0, Vec::len) >= needed
+    });
+    if !done {
         return;
     }
-    let (saved2, saved5) = saved.unwrap_or((f64::INFINITY, f64::INFINITY));
-    let best = |v: &[f64], saved: f64| v.iter().copied().fold(saved, f64::min);
-    let (t2, t5) = (best(avx2, saved2), best(avx512, saved5));
-    let chosen = if t5 < t2 {
-        GemmKernel::Avx512
-    } else {
-        GemmKernel::Avx2
+    let best: Times = candidates
+        .iter()
+        .map(|k| {
+            let saved = saved.get(k).copied().unwrap_or(f64::INFINITY);
+            let t = trials
+                .get(k)
+                .into_iter()
+                .flatten()
+                .copied()
+                .fold(saved, f64::min);
+            (*k, t)
+        })
+        .collect();
+    let Some(chosen) = fastest(&best) else {
+        return;
     };
     let gflops = |t: f64| 2.0 / t / 1e9;
+    let each: Vec<String> = best
+        .iter()
+        .map(|(k, t)| format!("{} {:.0}", k.label(), gflops(*t)))
+        .collect();
     tracing::info!(
-        "gemm {}: {} ({:.0} GFLOP/s; AVX2 {:.0}, AVX-512 {:.0})",
+        "gemm {}: {} ({:.0} GFLOP/s; {})",
         key.label(),
         chosen.label(),
-        gflops(t2.min(t5)),
-        gflops(t2),
-        gflops(t5)
+        gflops(best[&chosen]),
+        each.join(", ")
     );
-    choices
-        .shapes
-        .insert(key, Choice::Chosen(chosen, Some((t2, t5))));
+    choices.shapes.insert(key, Choice::Chosen(chosen, best));
     // Unit tests decide made-up shapes; they stay out of the user's file.
     #[cfg(not(test))]
     save(&cache_path(), choices);
@@ -347,9 +396,20 @@ pub unsafe fn gemm(
     parallelism: gemm::Parallelism,
 ) {
     let macs = m.saturating_mul(n).saturating_mul(k);
+    // The dot kernel computes `dst (+)= lhs · rhs` with rows of dst and lhs and columns
+    // of rhs contiguous (rhs is a row-major Wᵀ), and no scaling.
+    let dot_layout = dst_cs == 1
+        && lhs_cs == 1
+        && rhs_rs == 1
+        && beta == 1.0
+        && (alpha == 1.0 || !read_dst)
+        && dst_rs >= 0
+        && lhs_rs >= 0
+        && rhs_cs >= 0;
     let (kernel, timed) = match pinned() {
+        Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Avx512, false),
         Some(k) => (k, false),
-        None if !both_available() || macs < TIMED_MIN_MACS => (GemmKernel::Avx2, false),
+        None if !choices_available() || macs < TIMED_MIN_MACS => (GemmKernel::Avx2, false),
         None => {
             let key = ShapeKey {
                 m: m.next_power_of_two(),
@@ -360,6 +420,7 @@ pub unsafe fn gemm(
                     gemm::Parallelism::Rayon(t) => t,
                     _ => 1,
                 },
+                dot: dot_layout,
             };
             let (kernel, timed) = pick(key);
             if timed {
@@ -442,6 +503,19 @@ unsafe fn run(
     parallelism: gemm::Parallelism,
 ) {
     match kernel {
+        // SAFETY: the caller's promises, and the layout checked by `gemm` before the dot
+        // kernel is a candidate: element (i, p) of lhs at `lhs + i·lhs_rs + p`, (p, j) of
+        // rhs at `rhs + j·rhs_cs + p`, (i, j) of dst at `dst + i·dst_rs + j`.
+        GemmKernel::Dot => unsafe {
+            super::dot_gemm::x_wt(
+                (m, n, k),
+                (lhs, lhs_rs as usize),
+                (rhs, rhs_cs as usize),
+                (dst, dst_rs as usize),
+                read_dst,
+                matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
+            )
+        },
         // SAFETY: the caller's promises; gemm 0.19 picks AVX-512 on this CPU.
         GemmKernel::Avx512 => unsafe {
             gemm::gemm(
@@ -504,81 +578,107 @@ unsafe fn run(
 mod tests {
     use super::*;
 
-    /// Both kernels compute the same product (within rounding), for every layout.
+    /// Every kernel computes the same product (within rounding), in the layout each takes:
+    /// all three on `x · Wᵀ` (W row-major), the gemm crate's also on row-major operands.
     #[test]
-    fn both_kernels_agree_with_the_textbook_loop() {
+    fn every_kernel_agrees_with_the_textbook_loop() {
         let (m, n, k) = (37, 29, 45);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.53).cos()).collect();
+        // W [n, k], row-major: column j of the right-hand side is row j of W.
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.53).cos()).collect();
         let want: Vec<f32> = (0..m * n)
             .map(|ij| {
                 (0..k)
-                    .map(|p| a[(ij / n) * k + p] * b[p * n + ij % n])
+                    .map(|p| a[(ij / n) * k + p] * w[(ij % n) * k + p])
                     .sum()
             })
             .collect();
+        // The same right-hand side stored row-major as [k, n].
+        let b: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
         let mut kernels = vec![GemmKernel::Avx2];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
-            kernels.push(GemmKernel::Avx512);
+            kernels.extend([GemmKernel::Avx512, GemmKernel::Dot]);
         }
         for kernel in kernels {
             for par in [gemm::Parallelism::None, gemm::Parallelism::Rayon(2)] {
-                let mut c = vec![f32::NAN; m * n];
-                // SAFETY: a is m×k, b is k×n and c is m×n, all row-major.
-                unsafe {
-                    run(
-                        kernel,
-                        m,
-                        n,
-                        k,
-                        c.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        a.as_ptr(),
-                        1,
-                        k as isize,
-                        b.as_ptr(),
-                        1,
-                        n as isize,
-                        1.0,
-                        1.0,
-                        par,
-                    )
+                let layouts: &[(&[f32], isize, isize)] = if kernel == GemmKernel::Dot {
+                    &[(&w, k as isize, 1)]
+                } else {
+                    &[(&w, k as isize, 1), (&b, 1, n as isize)]
                 };
-                for (g, w) in c.iter().zip(&want) {
-                    assert!((g - w).abs() < 1e-4, "{kernel:?}: {g} vs {w}");
+                for &(rhs, rhs_cs, rhs_rs) in layouts {
+                    let mut c = vec![f32::NAN; m * n];
+                    // SAFETY: a is m×k row-major, rhs holds k×n values at the strides
+                    // given, c is m×n row-major.
+                    unsafe {
+                        run(
+                            kernel,
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            a.as_ptr(),
+                            1,
+                            k as isize,
+                            rhs.as_ptr(),
+                            rhs_cs,
+                            rhs_rs,
+                            1.0,
+                            1.0,
+                            par,
+                        )
+                    };
+                    for (g, w) in c.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-4, "{kernel:?}: {g} vs {w}");
+                    }
                 }
             }
         }
     }
 
-    #[test]
-    fn a_shape_is_decided_after_its_trials_and_kept() {
-        let key = ShapeKey {
-            m: 1 << 20,
+    fn key(m: usize, dot: bool) -> ShapeKey {
+        ShapeKey {
+            m,
             n: 3,
             k: 5,
             transposed: [false, true, false],
             threads: 7,
-        };
+            dot,
+        }
+    }
+
+    /// Takes `calls` turns on `key`, each kernel taking `time(kernel)` per multiply-add;
+    /// returns the kernels that ran.
+    fn take_turns(
+        key: ShapeKey,
+        calls: usize,
+        time: impl Fn(GemmKernel) -> f64,
+    ) -> Vec<GemmKernel> {
         let mut runs = Vec::new();
-        for _ in 0..2 * TRIALS {
+        for _ in 0..calls {
             let (kernel, timed) = pick(key);
             assert!(timed);
             runs.push(kernel);
-            // AVX-512 twice as fast per multiply-add.
-            record(
-                key,
-                kernel,
-                if kernel == GemmKernel::Avx512 {
-                    1.0
-                } else {
-                    2.0
-                },
-            );
+            record(key, kernel, time(kernel));
         }
+        runs
+    }
+
+    #[test]
+    fn a_shape_is_decided_after_its_trials_and_kept() {
+        let key = key(1 << 20, false);
+        // AVX-512 twice as fast per multiply-add.
+        let runs = take_turns(key, 2 * TRIALS, |k| {
+            if k == GemmKernel::Avx512 {
+                1.0
+            } else {
+                2.0
+            }
+        });
         assert_eq!(
             runs.iter().filter(|&&k| k == GemmKernel::Avx2).count(),
             TRIALS
@@ -589,31 +689,66 @@ mod tests {
             .any(|(label, k)| label == &key.label() && *k == GemmKernel::Avx512));
     }
 
+    /// In the dot kernel's layout it takes its turns too, and wins where it is fastest.
+    #[test]
+    fn the_dot_kernel_competes_in_its_layout() {
+        let key = key(1 << 22, true);
+        let candidates = key.candidates();
+        let has_dot = candidates.contains(&GemmKernel::Dot);
+        assert_eq!(has_dot, super::super::dot_gemm::available());
+        let time = |k: GemmKernel| match k {
+            GemmKernel::Dot => 0.5,
+            GemmKernel::Avx512 => 1.0,
+            GemmKernel::Avx2 => 2.0,
+        };
+        let runs = take_turns(key, candidates.len() * TRIALS, time);
+        for k in &candidates {
+            assert_eq!(runs.iter().filter(|&r| r == k).count(), TRIALS, "{k:?}");
+        }
+        let want = if has_dot {
+            GemmKernel::Dot
+        } else {
+            GemmKernel::Avx512
+        };
+        assert_eq!(pick(key), (want, false));
+    }
+
     #[test]
     fn choices_round_trip_through_the_file_for_the_same_cpu_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kernel-choices.json");
-        let key = ShapeKey {
-            m: 1024,
-            n: 576,
-            k: 1536,
-            transposed: [false, false, true],
-            threads: 2,
-        };
+        let mut k = key(1024, true);
+        k.transposed = [false, false, true];
+        let times = Times::from([
+            (GemmKernel::Avx2, 2.0),
+            (GemmKernel::Avx512, 1.0),
+            (GemmKernel::Dot, 0.5),
+        ]);
         let choices = Choices {
             cpu: "CPU A".into(),
-            shapes: HashMap::from([(key, Choice::Chosen(GemmKernel::Avx512, Some((2.0, 1.0))))]),
+            shapes: HashMap::from([(k, Choice::Chosen(GemmKernel::Dot, times.clone()))]),
         };
         save(&path, &choices);
         let back = load(&path, "CPU A");
         // A saved shape is checked again, starting from its saved best times.
         assert!(matches!(
-            back.get(&key),
-            Some(Choice::Timing { avx2, avx512, saved: Some((t2, t5)) })
-                if avx2.is_empty() && avx512.is_empty() && *t2 == 2.0 && *t5 == 1.0
+            back.get(&k),
+            Some(Choice::Timing { trials, saved }) if trials.is_empty() && *saved == times
         ));
         assert!(load(&path, "CPU B").is_empty());
-        // A file of the version before, with kernels but no times, is timed afresh.
+        // A file written before the dot kernel: no flag, no dot time, still read.
+        std::fs::write(
+            &path,
+            r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"avx2","avx2_s_per_mac":2.0,"avx512_s_per_mac":3.0}]}"#,
+        )
+        .unwrap();
+        let old = load(&path, "CPU A");
+        assert!(matches!(
+            old.values().next(),
+            Some(Choice::Timing { saved, .. }) if saved.len() == 2
+        ));
+        assert!(!old.keys().next().unwrap().dot);
+        // A file of the version before that, with kernels but no times, is timed afresh.
         std::fs::write(
             &path,
             r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"avx2"}]}"#,
@@ -626,13 +761,8 @@ mod tests {
 
     #[test]
     fn a_choice_a_busy_run_skewed_is_corrected_by_a_quiet_recheck() {
-        let key = ShapeKey {
-            m: 1 << 21,
-            n: 5,
-            k: 3,
-            transposed: [true, false, false],
-            threads: 9,
-        };
+        let mut key = key(1 << 21, false);
+        key.transposed = [true, false, false];
         // Saved by a run whose AVX-512 trials met a busy machine: AVX2 looked faster.
         {
             let mut guard = CHOICES.lock().unwrap();
@@ -642,30 +772,33 @@ mod tests {
             });
             choices.shapes.insert(
                 key,
-                Choice::Timing {
-                    avx2: Vec::new(),
-                    avx512: Vec::new(),
-                    saved: Some((2.0, 3.0)),
-                },
+                Choice::timing(Times::from([
+                    (GemmKernel::Avx2, 2.0),
+                    (GemmKernel::Avx512, 3.0),
+                ])),
             );
         }
         // This run is quiet: AVX-512 twice as fast as AVX2's best.
-        for _ in 0..2 * RECHECK_TRIALS {
-            let (kernel, timed) = pick(key);
-            assert!(timed);
-            let t = match kernel {
-                GemmKernel::Avx512 => 1.0,
-                GemmKernel::Avx2 => 2.5,
-            };
-            record(key, kernel, t);
-        }
+        take_turns(key, 2 * RECHECK_TRIALS, |k| {
+            if k == GemmKernel::Avx512 {
+                1.0
+            } else {
+                2.5
+            }
+        });
         assert_eq!(pick(key), (GemmKernel::Avx512, false));
         let guard = CHOICES.lock().unwrap();
         let best = guard.as_ref().and_then(|c| match c.shapes.get(&key) {
-            Some(Choice::Chosen(_, times)) => *times,
+            Some(Choice::Chosen(_, times)) => Some(times.clone()),
             _ => None,
         });
         // The best of each over both runs.
-        assert_eq!(best, Some((2.0, 1.0)));
+        assert_eq!(
+            best,
+            Some(Times::from([
+                (GemmKernel::Avx2, 2.0),
+                (GemmKernel::Avx512, 1.0)
+            ]))
+        );
     }
 }

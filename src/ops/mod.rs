@@ -9,6 +9,7 @@
 //! and differentiate every intermediate, which the training step cannot afford.
 
 pub mod cross_entropy;
+pub mod dot_gemm;
 pub mod frozen_matmul;
 pub mod frozen_weight;
 pub mod gemm_choice;

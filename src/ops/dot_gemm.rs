@@ -1,0 +1,413 @@
+//! `y [n, r] (+)= x [n, k] · Wᵀ` for a row-major `x` and a row-major `W [r, k]` (a
+//! dequantized panel of a stored weight), as dot products along `k` on AVX-512, with no
+//! packing of either operand.
+//!
+//! Written here because the gemm crate packs both operands into its own layout on every
+//! call: for a prompt through a dequantized panel that is a second pass over the panel
+//! (a fifth of a 92-token prefill of a Llama-3.2-1B-shaped model in perf), and its 64-row
+//! AVX-512 tiles waste most of a tile on a prompt of 92 rows. Both rows of a dot product
+//! are contiguous here, so the kernel reads them as they are: a tile of 4 input rows × 4
+//! weight rows keeps 16 accumulators of 16 lanes, each step of 16 values loads 8 vectors
+//! for 16 FMAs, and each sum is reduced across its lanes once at the end of a `k` block.
+//! Which kernel a shape runs on is decided by timing (`ops::gemm_choice`).
+
+use rayon::prelude::*;
+
+/// Input rows per tile.
+const TILE_ROWS: usize = 4;
+/// Weight rows per tile.
+const TILE_COLS: usize = 4;
+/// Values of `k` per block: a tile's input rows stay in L1 while the weight rows stream
+/// past them (4 rows × 1024 values × 4 bytes = 16 KiB each side).
+const K_BLOCK: usize = 1024;
+/// Input rows per block: a block's rows of one `k` block stay in L2 (128 × 4 KiB) while
+/// the task's weight rows pass them.
+const ROW_BLOCK: usize = 128;
+/// Weight rows per parallel task.
+const COLS_PER_TASK: usize = 64;
+
+/// Whether this CPU runs the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A raw pointer that may cross to the worker threads.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: each task writes a disjoint set of columns of `y` (see `x_wt`).
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so that closures capture the whole wrapper).
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
+/// `y[t·y_stride + j] (+)= Σ_p x[t·x_stride + p] · w[j·w_stride + p]` for `t < n`,
+/// `j < r`, on every thread when `parallel`. Without AVX-512 the same loops run in plain Rust (correct, not
+/// fast: [`available`] keeps the kernel out of the choice there).
+///
+/// # Safety
+/// `x` must be valid for reads at `t · x_stride + p` and `w` at `j · w_stride + p` for
+/// `p < k`, and `y` for reads and writes at `t · y_stride + j`, for every `t < n`,
+/// `j < r`, with `y` overlapping neither `x` nor `w`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn x_wt(
+    (n, r, k): (usize, usize, usize),
+    (x, x_stride): (*const f32, usize),
+    (w, w_stride): (*const f32, usize),
+    (y, y_stride): (*mut f32, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
+    let fast = available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = fast;
+    let y = SendPtr(y);
+    let (x, w) = (SendPtr(x as *mut f32), SendPtr(w as *mut f32));
+    let task = |first: usize| {
+        let cols = COLS_PER_TASK.min(r - first);
+        let (wp, yp) = (w.ptr().add(first * w_stride), y.ptr().add(first));
+        // SAFETY: the caller's promises; this task's columns are `first..first + cols`,
+        // and the AVX-512 kernel runs only where the CPU has it.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                return x86::columns(
+                    (n, cols, k),
+                    (x.ptr(), x_stride),
+                    (wp, w_stride),
+                    (yp, y_stride),
+                    accumulate,
+                );
+            }
+            portable_columns(
+                (n, cols, k),
+                (x.ptr(), x_stride),
+                (wp, w_stride),
+                (yp, y_stride),
+                accumulate,
+            )
+        }
+    };
+    if parallel && r > COLS_PER_TASK {
+        (0..r).into_par_iter().step_by(COLS_PER_TASK).for_each(task);
+    } else {
+        (0..r).step_by(COLS_PER_TASK).for_each(task);
+    }
+}
+
+/// [`x_wt`]'s loops without SIMD.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_columns(
+    (n, r, k): (usize, usize, usize),
+    (x, xs): (*const f32, usize),
+    (w, ws): (*const f32, usize),
+    (y, y_stride): (*mut f32, usize),
+    accumulate: bool,
+) {
+    for t in 0..n {
+        let xr = std::slice::from_raw_parts(x.add(t * xs), k);
+        for j in 0..r {
+            let wr = std::slice::from_raw_parts(w.add(j * ws), k);
+            let sum: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+            let out = y.add(t * y_stride + j);
+            *out = if accumulate { *out + sum } else { sum };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{K_BLOCK, ROW_BLOCK, TILE_COLS, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// [`super::x_wt`] for columns `0..r` of the pointers given, on this thread.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn columns(
+        (n, r, k): (usize, usize, usize),
+        (x, xs): (*const f32, usize),
+        (w, ws): (*const f32, usize),
+        (y, y_stride): (*mut f32, usize),
+        accumulate: bool,
+    ) {
+        if k == 0 {
+            if !accumulate {
+                for t in 0..n {
+                    std::ptr::write_bytes(y.add(t * y_stride), 0, r);
+                }
+            }
+            return;
+        }
+        let mut k0 = 0;
+        while k0 < k {
+            let len = K_BLOCK.min(k - k0);
+            let add = accumulate || k0 > 0;
+            // A tile's weight rows stay in L1 while a block of input rows (in L2) passes
+            // them.
+            let mut t0 = 0;
+            while t0 < n {
+                let t_end = (t0 + ROW_BLOCK).min(n);
+                let mut j = 0;
+                while j < r {
+                    let cols = TILE_COLS.min(r - j);
+                    let mut t = t0;
+                    while t < t_end {
+                        let rows = TILE_ROWS.min(t_end - t);
+                        let xp = (x.add(t * xs + k0), xs);
+                        let wp = (w.add(j * ws + k0), ws);
+                        let yp = (y.add(t * y_stride + j), y_stride);
+                        match (rows, cols) {
+                            (4, 4) => tile_4x4(xp, wp, len, yp, add),
+                            _ => edge_tile(rows, cols, xp, wp, len, yp, add),
+                        }
+                        t += TILE_ROWS;
+                    }
+                    j += TILE_COLS;
+                }
+                t0 = t_end;
+            }
+            k0 += K_BLOCK;
+        }
+    }
+
+    /// A partial tile at the edges, through the full-size kernels of its size.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn edge_tile(
+        rows: usize,
+        cols: usize,
+        x: (*const f32, usize),
+        w: (*const f32, usize),
+        len: usize,
+        y: (*mut f32, usize),
+        add: bool,
+    ) {
+        macro_rules! go {
+            ($($r:literal),*; $($c:literal),*) => {
+                go!(@rows [$($r),*] [$($c),*])
+            };
+            (@rows [$($r:literal),*] $cs:tt) => {
+                match rows {
+                    $( $r => go!(@cols $r $cs), )*
+                    _ => unreachable!(),
+                }
+            };
+            (@cols $r:literal [$($c:literal),*]) => {
+                match cols {
+                    $( $c => tile::<$r, $c>(x, w, len, y, add), )*
+                    _ => unreachable!(),
+                }
+            };
+        }
+        go!(1, 2, 3, 4; 1, 2, 3, 4)
+    }
+
+    /// The full tile, written out: sixteen named accumulators (the generic [`tile`] with
+    /// an array of them had one spilled to the stack on every step, halving the rate).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_4x4(
+        (x, xs): (*const f32, usize),
+        (w, ws): (*const f32, usize),
+        len: usize,
+        (y, ys): (*mut f32, usize),
+        add: bool,
+    ) {
+        let full = len / 16 * 16;
+        let (x0, x1, x2, x3) = (x, x.add(xs), x.add(2 * xs), x.add(3 * xs));
+        let (w0, w1, w2, w3) = (w, w.add(ws), w.add(2 * ws), w.add(3 * ws));
+        let z = _mm512_setzero_ps();
+        let (mut a00, mut a01, mut a02, mut a03) = (z, z, z, z);
+        let (mut a10, mut a11, mut a12, mut a13) = (z, z, z, z);
+        let (mut a20, mut a21, mut a22, mut a23) = (z, z, z, z);
+        let (mut a30, mut a31, mut a32, mut a33) = (z, z, z, z);
+        let mut p = 0;
+        while p < full {
+            let v0 = _mm512_loadu_ps(w0.add(p));
+            let v1 = _mm512_loadu_ps(w1.add(p));
+            let v2 = _mm512_loadu_ps(w2.add(p));
+            let v3 = _mm512_loadu_ps(w3.add(p));
+            let u = _mm512_loadu_ps(x0.add(p));
+            a00 = _mm512_fmadd_ps(u, v0, a00);
+            a01 = _mm512_fmadd_ps(u, v1, a01);
+            a02 = _mm512_fmadd_ps(u, v2, a02);
+            a03 = _mm512_fmadd_ps(u, v3, a03);
+            let u = _mm512_loadu_ps(x1.add(p));
+            a10 = _mm512_fmadd_ps(u, v0, a10);
+            a11 = _mm512_fmadd_ps(u, v1, a11);
+            a12 = _mm512_fmadd_ps(u, v2, a12);
+            a13 = _mm512_fmadd_ps(u, v3, a13);
+            let u = _mm512_loadu_ps(x2.add(p));
+            a20 = _mm512_fmadd_ps(u, v0, a20);
+            a21 = _mm512_fmadd_ps(u, v1, a21);
+            a22 = _mm512_fmadd_ps(u, v2, a22);
+            a23 = _mm512_fmadd_ps(u, v3, a23);
+            let u = _mm512_loadu_ps(x3.add(p));
+            a30 = _mm512_fmadd_ps(u, v0, a30);
+            a31 = _mm512_fmadd_ps(u, v1, a31);
+            a32 = _mm512_fmadd_ps(u, v2, a32);
+            a33 = _mm512_fmadd_ps(u, v3, a33);
+            p += 16;
+        }
+        let sums = [
+            [a00, a01, a02, a03],
+            [a10, a11, a12, a13],
+            [a20, a21, a22, a23],
+            [a30, a31, a32, a33],
+        ];
+        for (r, row) in sums.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                let out = y.add(r * ys + c);
+                let sum = _mm512_reduce_add_ps(*a);
+                *out = if add { *out + sum } else { sum };
+            }
+        }
+        if full < len {
+            // The last values (fewer than 16) through the generic tile, added on top.
+            tile::<4, 4>(
+                (x.add(full), xs),
+                (w.add(full), ws),
+                len - full,
+                (y, ys),
+                true,
+            );
+        }
+    }
+
+    /// `R` input rows × `C` weight rows (each a pointer and its row stride) over `len`
+    /// values, each sum added to `y` or written over it.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize, const C: usize>(
+        (x, xs): (*const f32, usize),
+        (w, ws): (*const f32, usize),
+        len: usize,
+        (y, ys): (*mut f32, usize),
+        add: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let mut p = 0;
+        while p + 16 <= len {
+            let mut wv = [_mm512_setzero_ps(); C];
+            for (c, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(w.add(c * ws + p));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(x.add(r * xs + p));
+                for (c, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(xv, wv[c], *a);
+                }
+            }
+            p += 16;
+        }
+        if p < len {
+            let mask: __mmask16 = (1u32 << (len - p)) as u16 - 1;
+            let mut wv = [_mm512_setzero_ps(); C];
+            for (c, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask, w.add(c * ws + p));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, x.add(r * xs + p));
+                for (c, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(xv, wv[c], *a);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                let sum = _mm512_reduce_add_ps(*a);
+                let out = y.add(r * ys + c);
+                *out = if add { *out + sum } else { sum };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn textbook(n: usize, r: usize, k: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
+        (0..n * r)
+            .map(|i| {
+                let (t, j) = (i / r, i % r);
+                (0..k).map(|p| x[t * k + p] * w[j * k + p]).sum()
+            })
+            .collect()
+    }
+
+    /// Every edge (rows, weight rows and `k` not multiples of the tiles, `k` over a block),
+    /// written and accumulated, on one thread and on all, against the textbook loop.
+    #[test]
+    fn matches_the_textbook_loop() {
+        for (n, r, k) in [
+            (1, 1, 1),
+            (2, 3, 0),
+            (7, 5, 33),
+            (92, 130, 1030),
+            (4, 64, 2048),
+            (3, 200, 16),
+        ] {
+            let x: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
+                .collect();
+            let w: Vec<f32> = (0..r * k)
+                .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.05)
+                .collect();
+            let want = textbook(n, r, k, &x, &w);
+            for parallel in [false, true] {
+                // A wider output, so that the stride is exercised: columns 1..=r of r + 3.
+                let stride = r + 3;
+                let mut y = vec![0.5f32; n * stride];
+                // SAFETY: x, w hold n·k and r·k values; y is n·stride.
+                unsafe {
+                    x_wt(
+                        (n, r, k),
+                        (x.as_ptr(), k),
+                        (w.as_ptr(), k),
+                        (y.as_mut_ptr().add(1), stride),
+                        true,
+                        parallel,
+                    )
+                };
+                for t in 0..n {
+                    assert_eq!(y[t * stride], 0.5, "column 0 untouched");
+                    for j in 0..r {
+                        let got = y[t * stride + 1 + j] - 0.5;
+                        let w = want[t * r + j];
+                        assert!(
+                            (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{n}×{r}×{k} [{t},{j}]: {got} vs {w}"
+                        );
+                    }
+                }
+                let mut y = vec![f32::NAN; n * r];
+                // SAFETY: as above, y is n·r.
+                unsafe {
+                    x_wt(
+                        (n, r, k),
+                        (x.as_ptr(), k),
+                        (w.as_ptr(), k),
+                        (y.as_mut_ptr(), r),
+                        false,
+                        parallel,
+                    )
+                };
+                for (g, w) in y.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+                }
+            }
+        }
+    }
+}
