@@ -60,41 +60,56 @@ unsafe fn two_level_dot(q: __m512i, a: &Q8Row<'_>, p: usize) -> __m512i {
     _mm512_dpbusd_epi32(dot, q, y2)
 }
 
-/// One Q4_K row against `N` activation rows.
+/// One Q4_K row against `N` activation rows. Per super-block, one product of its eight
+/// `[d·sc, −dmin·m]` pairs with the activations' eight `[d, d·Σ]` pairs gives every
+/// sub-block's scale and minimum term at once (the minimum terms summed in `extra`); each
+/// pair of sub-blocks then only picks its two scales out of it.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
     let mut acc = [_mm512_setzero_ps(); N];
-    let mut extra = [_mm_setzero_ps(); N];
+    let mut extra = [_mm512_setzero_ps(); N];
     let low = _mm256_set1_epi8(0x0F);
-    let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    // Lanes 0–7 take sub-block 2·pair's scale (lane 4·pair of the product), lanes 8–15
+    // sub-block 2·pair + 1's (lane 4·pair + 2).
+    let pick = [
+        _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm512_set_epi32(6, 6, 6, 6, 6, 6, 6, 6, 4, 4, 4, 4, 4, 4, 4, 4),
+        _mm512_set_epi32(10, 10, 10, 10, 10, 10, 10, 10, 8, 8, 8, 8, 8, 8, 8, 8),
+        _mm512_set_epi32(
+            14, 14, 14, 14, 14, 14, 14, 14, 12, 12, 12, 12, 12, 12, 12, 12,
+        ),
+    ];
     for s in 0..w.len() / 144 {
         let b = w.as_ptr().add(144 * s);
         let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
         // [d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]: what each sub-block's integer dot and
         // activation sum are multiplied by.
         let wm = scales_and_mins(b.add(4), d, dmin);
-        for pair in 0..4 {
+        let mut prod = [_mm512_setzero_ps(); N];
+        for n in 0..N {
+            prod[n] = _mm512_mul_ps(wm, _mm512_loadu_ps(a[n].meta.as_ptr().add(16 * s)));
+            extra[n] = _mm512_add_ps(extra[n], prod[n]);
+        }
+        for (pair, pick) in pick.iter().enumerate() {
             let v = _mm256_loadu_si256(b.add(16 + 32 * pair).cast());
             let lo = _mm256_and_si256(v, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
             let q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            let wmeta = match pair {
-                0 => _mm512_extractf32x4_ps(wm, 0),
-                1 => _mm512_extractf32x4_ps(wm, 1),
-                2 => _mm512_extractf32x4_ps(wm, 2),
-                _ => _mm512_extractf32x4_ps(wm, 3),
-            };
             let p = 4 * s + pair;
             for n in 0..N {
-                let t = _mm_mul_ps(wmeta, _mm_loadu_ps(a[n].meta.as_ptr().add(4 * p)));
-                extra[n] = _mm_add_ps(extra[n], t);
-                let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(t));
+                let scale = _mm512_permutexvar_ps(*pick, prod[n]);
                 let dot = two_level_dot(q, &a[n], p);
                 acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
             }
         }
     }
-    finish(acc, extra)
+    // The minimum terms are the odd lanes of `extra`.
+    let odd: __mmask16 = 0xAAAA;
+    let mut out = [0f32; N];
+    for n in 0..N {
+        out[n] = _mm512_reduce_add_ps(acc[n]) + _mm512_mask_reduce_add_ps(odd, extra[n]);
+    }
+    out
 }
 
 /// One Q6_K row against `N` activation rows. Q6_K's codes are `q − 32` with a scale per
