@@ -4,8 +4,10 @@
 //! integer dot products are against its f32 FMA rate) and on the type and shape, so the
 //! first products of each (type, row length, rows rounded up to a power of two) run both,
 //! timed, and the faster (by the best of [`TRIALS`] timings of each, the weights' pages
-//! touched first) is kept for the process and logged. No CPU's answer is written into the
-//! code. Decode steps (fewer than [`PANEL_MIN_ROWS`] rows) always take the integer kernels.
+//! touched first) is kept, logged, and saved for this CPU (`prefill-choices.json` in the
+//! data directory, as the gemm kernel choices are), so that only the first prompts on a
+//! new machine pay for timing both. No CPU's answer is written into the code. Decode steps
+//! (fewer than [`PANEL_MIN_ROWS`] rows) always take the integer kernels.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -41,6 +43,101 @@ enum Choice {
 
 static CHOICES: Mutex<Option<HashMap<Key, Choice>>> = Mutex::new(None);
 
+/// The file that keeps the decisions.
+pub const CHOICES_FILE: &str = "prefill-choices.json";
+
+#[cfg_attr(test, allow(dead_code))]
+fn cache_path() -> std::path::PathBuf {
+    crate::paths::data_dir().join(CHOICES_FILE)
+}
+
+/// The decisions belong to a CPU and to this version's kernels.
+#[cfg_attr(test, allow(dead_code))]
+fn machine() -> String {
+    format!(
+        "{} / finetune-studio {}",
+        crate::sys::cpu_model(),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+impl Path {
+    fn label(self) -> &'static str {
+        match self {
+            Path::Integer => "integer",
+            Path::Panels => "panels",
+        }
+    }
+}
+
+/// The decisions saved for `cpu` (none when the file is missing, unreadable or another
+/// CPU's or version's).
+fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        tracing::warn!("{}: not JSON; prompt paths are timed again", path.display());
+        return HashMap::new();
+    };
+    if v["cpu"].as_str() != Some(cpu) {
+        return HashMap::new();
+    }
+    let mut out = HashMap::new();
+    for e in v["choices"].as_array().into_iter().flatten() {
+        let ty = e["type"]
+            .as_str()
+            .and_then(|n| StoredType::ALL.into_iter().find(|t| t.name() == n));
+        let num = |k: &str| e[k].as_u64().map(|v| v as usize);
+        let path = match e["path"].as_str() {
+            Some("integer") => Some(Path::Integer),
+            Some("panels") => Some(Path::Panels),
+            _ => None,
+        };
+        if let (Some(ty), Some(cols), Some(rows), Some(path)) = (ty, num("cols"), num("rows"), path)
+        {
+            out.insert(key(ty, cols, rows), Choice::Chosen(path));
+        }
+    }
+    out
+}
+
+/// Writes the decisions made; a failed write is logged and costs a new timing next run.
+fn save(path: &std::path::Path, cpu: &str, map: &HashMap<Key, Choice>) {
+    let mut choices: Vec<serde_json::Value> = map
+        .iter()
+        .filter_map(|((ty, cols, rows), c)| match c {
+            Choice::Chosen(p) => Some(serde_json::json!({
+                "type": ty.name(), "cols": cols, "rows": rows, "path": p.label(),
+            })),
+            Choice::Timing { .. } => None,
+        })
+        .collect();
+    choices.sort_by_key(|v| v.to_string());
+    let doc = serde_json::json!({"cpu": cpu, "choices": choices});
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| crate::fsio::WriteError::new(path, e))
+        .and_then(|()| crate::fsio::write_bytes_atomic(path, doc.to_string().as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("keeping the prompt path choices: {e}");
+    }
+}
+
+/// The decisions, read from the file on first use.
+fn with_choices<R>(f: impl FnOnce(&mut HashMap<Key, Choice>) -> R) -> Option<R> {
+    let mut guard = CHOICES.lock().ok()?;
+    let map = guard.get_or_insert_with(|| {
+        // Unit tests decide made-up kinds; they neither read nor write the user's file.
+        #[cfg(not(test))]
+        return load(&cache_path(), &machine());
+        #[cfg(test)]
+        HashMap::new()
+    });
+    Some(f(map))
+}
+
 fn key(ty: StoredType, cols: usize, rows: usize) -> Key {
     (ty, cols, rows.next_power_of_two())
 }
@@ -53,10 +150,7 @@ pub fn chosen(ty: StoredType, cols: usize, rows: usize) -> Option<Path> {
     if let Some(p) = pinned() {
         return Some(p);
     }
-    let choice = CHOICES.lock().ok().and_then(|g| {
-        g.as_ref()
-            .and_then(|m| m.get(&key(ty, cols, rows)).copied())
-    });
+    let choice = with_choices(|m| m.get(&key(ty, cols, rows)).copied()).flatten();
     match choice {
         Some(Choice::Chosen(p)) => Some(p),
         _ => None,
@@ -78,8 +172,16 @@ pub fn decide(
     let t = Instant::now();
     panels(out);
     let tp = t.elapsed().as_secs_f64();
-    let mut guard = CHOICES.lock().ok()?;
-    let map = guard.get_or_insert_with(HashMap::new);
+    with_choices(|map| record(map, (ty, cols, rows), ti, tp)).flatten()
+}
+
+/// Adds one timing of each path to the kind's, deciding once it has [`TRIALS`].
+fn record(
+    map: &mut HashMap<Key, Choice>,
+    (ty, cols, rows): (StoredType, usize, usize),
+    ti: f64,
+    tp: f64,
+) -> Option<Path> {
     let k = key(ty, cols, rows);
     let (integer, panels, n) = match map.get(&k) {
         Some(Choice::Timing { integer, panels, n }) => (integer.min(ti), panels.min(tp), n + 1),
@@ -101,6 +203,8 @@ pub fn decide(
         panels * 1e3
     );
     map.insert(k, Choice::Chosen(path));
+    #[cfg(not(test))]
+    save(&cache_path(), &machine(), map);
     Some(path)
 }
 
@@ -138,5 +242,40 @@ mod tests {
             decide((ty, cols, 300), &mut [], |_| {}, |_| slow());
         }
         assert_eq!(chosen(ty, cols, 300), Some(Path::Integer));
+    }
+
+    #[test]
+    fn decisions_round_trip_through_the_file_for_the_same_cpu_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHOICES_FILE);
+        let map = HashMap::from([
+            (key(StoredType::Q4K, 2048, 92), Choice::Chosen(Path::Panels)),
+            (
+                key(StoredType::Q6K, 8192, 20),
+                Choice::Chosen(Path::Integer),
+            ),
+            (
+                key(StoredType::Q8_0, 576, 9),
+                Choice::Timing {
+                    integer: 1.0,
+                    panels: 2.0,
+                    n: 1,
+                },
+            ),
+        ]);
+        save(&path, "CPU A", &map);
+        let back = load(&path, "CPU A");
+        assert_eq!(back.len(), 2, "undecided kinds are not saved");
+        assert!(matches!(
+            back.get(&key(StoredType::Q4K, 2048, 100)),
+            Some(Choice::Chosen(Path::Panels))
+        ));
+        assert!(matches!(
+            back.get(&key(StoredType::Q6K, 8192, 32)),
+            Some(Choice::Chosen(Path::Integer))
+        ));
+        assert!(load(&path, "CPU B").is_empty());
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(load(&path, "CPU A").is_empty());
     }
 }
