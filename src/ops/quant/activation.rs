@@ -23,6 +23,8 @@ pub struct Q8Rows {
     pub meta: Vec<f32>,
     /// `256 · Σ q₁ + Σ q₂` over each four values (a `vpdpbusd` lane): Q6_K's −32 offset.
     pub lane_sums: Vec<i32>,
+    /// `d · Σ (256 · q₁ + q₂)` over each sixteen values (a Q6_K scale's group).
+    pub group_sums: Vec<f32>,
     pub cols: usize,
 }
 
@@ -33,6 +35,7 @@ pub struct Q8Row<'a> {
     pub qs2: &'a [i8],
     pub meta: &'a [f32],
     pub lane_sums: &'a [i32],
+    pub group_sums: &'a [f32],
 }
 
 impl Q8Rows {
@@ -43,6 +46,7 @@ impl Q8Rows {
             qs2: &self.qs2[i * self.cols..(i + 1) * self.cols],
             meta: &self.meta[2 * i * blocks..2 * (i + 1) * blocks],
             lane_sums: &self.lane_sums[i * self.cols / 4..(i + 1) * self.cols / 4],
+            group_sums: &self.group_sums[i * self.cols / 16..(i + 1) * self.cols / 16],
         }
     }
 }
@@ -73,7 +77,7 @@ impl Activations {
                     let (d, sum) = quantize_two_levels(xb, qb, qb2);
                     mb.copy_from_slice(&[d, d * sum as f32]);
                 }
-                let lane_sums = qs
+                let lane_sums: Vec<i32> = qs
                     .chunks_exact(4)
                     .zip(qs2.chunks_exact(4))
                     .map(|(a, b)| {
@@ -83,11 +87,18 @@ impl Activations {
                             .sum()
                     })
                     .collect();
+                // Four lanes a group, two groups a block (of scale meta[2 · block]).
+                let group_sums = lane_sums
+                    .chunks_exact(4)
+                    .enumerate()
+                    .map(|(g, l)| meta[2 * (g / 2)] * l.iter().sum::<i32>() as f32)
+                    .collect();
                 Activations::Q8(Q8Rows {
                     qs,
                     qs2,
                     meta,
                     lane_sums,
+                    group_sums,
                     cols,
                 })
             }

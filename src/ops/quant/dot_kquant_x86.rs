@@ -113,13 +113,39 @@ pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
 }
 
 /// One Q6_K row against `N` activation rows. Q6_K's codes are `q − 32` with a scale per
-/// 16 values; the −32 is applied per lane through the activations' lane sums.
+/// 16 values: per super-block, one product gives each group's scale times its activation
+/// block's scale, and the −32 is applied once per super-block through the activations'
+/// group sums, so that each 64 values cost one scale pick and the integer dots.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
     let mut acc = [_mm512_setzero_ps(); N];
+    let mut offset = [_mm512_setzero_ps(); N];
     let low = _mm256_set1_epi8(0x0F);
     let two = _mm256_set1_epi8(0x03);
-    let blocks = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+    // Group g's activation scale is block g / 2's, lane 2 · (g / 2) of the meta.
+    let block_of_group = _mm512_set_epi32(14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0);
+    // The four groups of each 64 values, four lanes each.
+    let groups = |first: i32| {
+        _mm512_set_epi32(
+            first + 3,
+            first + 3,
+            first + 3,
+            first + 3,
+            first + 2,
+            first + 2,
+            first + 2,
+            first + 2,
+            first + 1,
+            first + 1,
+            first + 1,
+            first + 1,
+            first,
+            first,
+            first,
+            first,
+        )
+    };
+    let pick = [groups(0), groups(4), groups(8), groups(12)];
     for s in 0..w.len() / 210 {
         let b = w.as_ptr().add(210 * s);
         let d = f16_at(b.add(208));
@@ -127,6 +153,13 @@ pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(192).cast()))),
             _mm512_set1_ps(d),
         );
+        let mut scale = [_mm512_setzero_ps(); N];
+        for n in 0..N {
+            let meta = _mm512_loadu_ps(a[n].meta.as_ptr().add(16 * s));
+            scale[n] = _mm512_mul_ps(sc, _mm512_permutexvar_ps(block_of_group, meta));
+            let sums = _mm512_loadu_ps(a[n].group_sums.as_ptr().add(16 * s));
+            offset[n] = _mm512_fmadd_ps(sc, sums, offset[n]);
+        }
         for half in 0..2 {
             let ql = b.add(64 * half);
             let qh = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
@@ -144,50 +177,20 @@ pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
                 _mm512_inserti64x4(_mm512_castsi256_si512(q3), q4, 1),
             ];
             for (k, q) in pairs.into_iter().enumerate() {
-                // Scales 8·half + 4k .. +4, each over four lanes (16 values).
-                let first = (8 * half + 4 * k) as i32;
-                let idx = _mm512_set_epi32(
-                    first + 3,
-                    first + 3,
-                    first + 3,
-                    first + 3,
-                    first + 2,
-                    first + 2,
-                    first + 2,
-                    first + 2,
-                    first + 1,
-                    first + 1,
-                    first + 1,
-                    first + 1,
-                    first,
-                    first,
-                    first,
-                    first,
-                );
-                let wscale = _mm512_permutexvar_ps(idx, sc);
+                // Groups 8·half + 4k .. +4.
+                let pick = pick[2 * half + k];
                 let p = 4 * s + 2 * half + k;
                 for n in 0..N {
-                    let meta = _mm512_castps128_ps512(_mm_loadu_ps(a[n].meta.as_ptr().add(4 * p)));
-                    let scale = _mm512_mul_ps(wscale, _mm512_permutexvar_ps(blocks, meta));
-                    let sums = _mm512_loadu_si512(a[n].lane_sums.as_ptr().add(16 * p).cast());
-                    let dot =
-                        _mm512_sub_epi32(two_level_dot(q, &a[n], p), _mm512_slli_epi32(sums, 5));
-                    acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[n]);
+                    let lane_scale = _mm512_permutexvar_ps(pick, scale[n]);
+                    let dot = two_level_dot(q, &a[n], p);
+                    acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), lane_scale, acc[n]);
                 }
             }
         }
     }
-    finish(acc, [_mm_setzero_ps(); N])
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn finish<const N: usize>(acc: [__m512; N], extra: [__m128; N]) -> [f32; N] {
     let mut out = [0f32; N];
     for n in 0..N {
-        let mut e = [0f32; 4];
-        _mm_storeu_ps(e.as_mut_ptr(), extra[n]);
-        out[n] = _mm512_reduce_add_ps(acc[n]) + e[1] + e[3];
+        out[n] = _mm512_reduce_add_ps(acc[n]) - 32.0 * _mm512_reduce_add_ps(offset[n]);
     }
     out
 }
