@@ -200,28 +200,92 @@ impl FrozenWeight {
 }
 
 /// `y = x Wᵀ` at inference on a stored weight, by the path [`stored_prefill`] picks for
-/// this many rows (deciding it on the first product of its kind).
+/// this many rows (deciding it on the first products of its kind).
 fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
     let (out, inp) = (q.rows(), q.cols());
     let integer = |y: &mut [f32]| q.matmul(x, rows, y).map_err(candle_core::Error::Msg);
+    let panels = |y: &mut [f32]| stored_x_wt(q, y, false, rows, x, panel_rows(out, inp));
+    let dot_slices = |y: &mut [f32]| stored_x_wt_dot_slices(q, y, rows, x);
     match stored_prefill::chosen(q.stored_type(), inp, rows) {
         Some(Path::Integer) => integer(y),
         Some(Path::Panels) => {
-            stored_x_wt(q, y, false, rows, x, panel_rows(out, inp));
+            panels(y);
+            Ok(())
+        }
+        Some(Path::DotSlices) => {
+            dot_slices(y);
             Ok(())
         }
         None => {
             let mut by_integer = Ok(());
             q.touch_pages();
-            stored_prefill::decide(
-                (q.stored_type(), inp, rows),
-                y,
-                |y| by_integer = integer(y),
-                |y| stored_x_wt(q, y, false, rows, x, panel_rows(out, inp)),
-            );
+            let mut candidates: Vec<stored_prefill::Candidate<'_>> = vec![
+                (Path::Integer, Box::new(|y| by_integer = integer(y))),
+                (Path::Panels, Box::new(panels)),
+            ];
+            if crate::ops::dot_gemm::available() {
+                candidates.push((Path::DotSlices, Box::new(dot_slices)));
+            }
+            stored_prefill::decide((q.stored_type(), inp, rows), y, candidates);
             by_integer
         }
     }
+}
+
+/// Weight rows per slice of [`stored_x_wt_dot_slices`]: about 128 KiB of f32, so that a
+/// slice stays in L2 between its dequantization and its product.
+fn dot_slice_rows(cols: usize) -> usize {
+    ((1usize << 15) / cols.max(1)).clamp(4, 256) / 4 * 4
+}
+
+/// `y = x Wᵀ` on a stored weight for a prompt: each thread dequantizes a slice of the
+/// weight's rows into a buffer of its own and multiplies it at once with every input row
+/// in the dot kernel ([`crate::ops::dot_gemm`]), while it is still in L2. Against
+/// [`stored_x_wt`], whose panels go through memory between the two, this saves a write and
+/// a read of every weight as f32; the lengths are checked by the caller.
+fn stored_x_wt_dot_slices(q: &QuantMatrix, y: &mut [f32], n: usize, x: &[f32]) {
+    let (out, inp) = (q.rows(), q.cols());
+    debug_assert!(x.len() == n * inp && y.len() == n * out);
+    let per_slice = dot_slice_rows(inp);
+    thread_local! {
+        static SLICE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    struct Out(*mut f32);
+    // SAFETY: each slice writes its own columns of `y` (below).
+    unsafe impl Sync for Out {}
+    impl Out {
+        fn ptr(&self) -> *mut f32 {
+            self.0
+        }
+    }
+    let y_out = Out(y.as_mut_ptr());
+    (0..out)
+        .into_par_iter()
+        .step_by(per_slice)
+        .for_each(|first| {
+            let rows = per_slice.min(out - first);
+            let work = |slice: &mut Vec<f32>| {
+                slice.resize(rows * inp, 0.0);
+                q.dequantize_rows(first, &mut slice[..rows * inp]);
+                // SAFETY: x holds n·inp values and the slice rows·inp; y holds n·out, and this
+                // task writes columns first..first + rows of each of its n rows, which no other
+                // task writes.
+                unsafe {
+                    crate::ops::dot_gemm::x_wt(
+                        (n, rows, inp),
+                        (x.as_ptr(), inp),
+                        (slice.as_ptr(), inp),
+                        (y_out.ptr().add(first), out),
+                        false,
+                        false,
+                    )
+                }
+            };
+            SLICE.with(|kept| match kept.try_borrow_mut() {
+                Ok(mut slice) => work(&mut slice),
+                Err(_) => work(&mut Vec::new()),
+            });
+        });
 }
 
 /// Checks an `n × k` input and an `n × m` output of a product with the weight.
@@ -408,6 +472,38 @@ mod tests {
             worst <= 1e-5 * scale,
             "{what}: max |Δ| {worst} (scale {scale})"
         );
+    }
+
+    /// A prompt through dequantized slices into the dot kernel, and through panels into
+    /// gemm, equals the product with the dequantized f32 weight (slices that do not divide
+    /// the rows, prompts that do not fill a tile).
+    #[test]
+    fn prompt_paths_equal_the_dequantized_f32_product() {
+        for (ty, rows, cols, n) in [
+            (StoredType::Q4K, 300, 256, 13),
+            (StoredType::Q6K, 130, 512, 92),
+            (StoredType::Q8_0, 70, 96, 5),
+        ] {
+            let (stored, f32_twin) = twins(ty, rows, cols);
+            let FrozenWeight::Stored(q) = &stored else {
+                unreachable!()
+            };
+            let x = matrix(n, cols, 7);
+            let xt = Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap();
+            let want: Vec<f32> = f32_twin
+                .x_wt(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut y = vec![f32::NAN; n * rows];
+            stored_x_wt_dot_slices(q, &mut y, n, &x);
+            assert_close(&y, &want, &format!("{} dot slices", ty.name()));
+            let mut y = vec![f32::NAN; n * rows];
+            stored_x_wt(q, &mut y, false, n, &x, panel_rows(rows, cols));
+            assert_close(&y, &want, &format!("{} panels", ty.name()));
+        }
     }
 
     /// Forward and backward, written fresh and accumulated, for a 32-value type, a

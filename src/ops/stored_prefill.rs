@@ -1,10 +1,11 @@
 //! Which way a product of several input rows (a prompt, a batch) goes through a stored
-//! weight: the integer kernels, as a decode step does, or the weight dequantized in panels
-//! into f32 gemm, as training does. Which is faster depends on the CPU (how wide its
-//! integer dot products are against its f32 FMA rate) and on the type and shape, so the
-//! first products of each (type, row length, rows rounded up to a power of two) run both,
-//! timed, and the faster (by the best of [`TRIALS`] timings of each, the weights' pages
-//! touched first) is kept, logged, and saved for this CPU (`prefill-choices.json` in the
+//! weight: the integer kernels, as a decode step does; the weight dequantized in panels
+//! into f32 gemm, as training does; or (on AVX-512) dequantized in small slices, each
+//! multiplied in the dot kernel while it is in L2. Which is fastest depends on the CPU (how
+//! wide its integer dot products are against its f32 FMA rate) and on the type and shape,
+//! so the first products of each (type, row length, rows rounded up to a power of two) run
+//! every way, timed, and the fastest (by the best of [`TRIALS`] timings of each, the
+//! weights' pages touched first) is kept, logged, and saved for this CPU (`prefill-choices.json` in the
 //! data directory, as the gemm kernel choices are), so that only the first prompts on a
 //! new machine pay for timing both. No CPU's answer is written into the code. Decode steps
 //! (fewer than [`PANEL_MIN_ROWS`] rows) always take the integer kernels.
@@ -21,21 +22,25 @@ pub const PANEL_MIN_ROWS: usize = 8;
 /// Products of a kind timed both ways before its path is kept.
 pub const TRIALS: usize = 2;
 
-/// The two ways.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Path {
     Integer,
     Panels,
+    /// Slices dequantized into the dot kernel (`ops::dot_gemm`).
+    DotSlices,
 }
 
 type Key = (StoredType, usize, usize);
 
-#[derive(Clone, Copy)]
+/// A way to compute a product, to be timed by [`decide`].
+pub type Candidate<'a> = (Path, Box<dyn FnOnce(&mut [f32]) + 'a>);
+
+#[derive(Clone)]
 enum Choice {
     /// The best seconds of each path so far, and how many products were timed.
     Timing {
-        integer: f64,
-        panels: f64,
+        best: std::collections::BTreeMap<Path, f64>,
         n: usize,
     },
     Chosen(Path),
@@ -66,7 +71,14 @@ impl Path {
         match self {
             Path::Integer => "integer",
             Path::Panels => "panels",
+            Path::DotSlices => "dot-slices",
         }
+    }
+
+    fn from_label(s: &str) -> Option<Self> {
+        [Path::Integer, Path::Panels, Path::DotSlices]
+            .into_iter()
+            .find(|p| p.label() == s)
     }
 }
 
@@ -89,11 +101,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
             .as_str()
             .and_then(|n| StoredType::ALL.into_iter().find(|t| t.name() == n));
         let num = |k: &str| e[k].as_u64().map(|v| v as usize);
-        let path = match e["path"].as_str() {
-            Some("integer") => Some(Path::Integer),
-            Some("panels") => Some(Path::Panels),
-            _ => None,
-        };
+        let path = e["path"].as_str().and_then(Path::from_label);
         if let (Some(ty), Some(cols), Some(rows), Some(path)) = (ty, num("cols"), num("rows"), path)
         {
             out.insert(key(ty, cols, rows), Choice::Chosen(path));
@@ -150,57 +158,62 @@ pub fn chosen(ty: StoredType, cols: usize, rows: usize) -> Option<Path> {
     if let Some(p) = pinned() {
         return Some(p);
     }
-    let choice = with_choices(|m| m.get(&key(ty, cols, rows)).copied()).flatten();
+    let choice = with_choices(|m| m.get(&key(ty, cols, rows)).cloned()).flatten();
     match choice {
         Some(Choice::Chosen(p)) => Some(p),
         _ => None,
     }
 }
 
-/// Runs both paths once into `out` (`integer` then `panels`, each timed), and once the
-/// kind has been timed [`TRIALS`] times keeps the faster; `out` is left with the panels'
-/// result (exact f32 products). Returns the path kept, once decided.
-pub fn decide(
+/// Runs every candidate path once into `out`, each timed, and once the kind has been
+/// timed [`TRIALS`] times keeps the fastest; `out` is left with the last candidate's
+/// result (every path computes the same product). Returns the path kept, once decided.
+pub fn decide<'a>(
     (ty, cols, rows): (StoredType, usize, usize),
     out: &mut [f32],
-    integer: impl FnOnce(&mut [f32]),
-    panels: impl FnOnce(&mut [f32]),
+    candidates: Vec<Candidate<'a>>,
 ) -> Option<Path> {
-    let t = Instant::now();
-    integer(out);
-    let ti = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    panels(out);
-    let tp = t.elapsed().as_secs_f64();
-    with_choices(|map| record(map, (ty, cols, rows), ti, tp)).flatten()
+    let mut times = Vec::new();
+    for (path, run) in candidates {
+        let t = Instant::now();
+        run(out);
+        times.push((path, t.elapsed().as_secs_f64()));
+    }
+    with_choices(|map| record(map, (ty, cols, rows), &times)).flatten()
 }
 
 /// Adds one timing of each path to the kind's, deciding once it has [`TRIALS`].
 fn record(
     map: &mut HashMap<Key, Choice>,
     (ty, cols, rows): (StoredType, usize, usize),
-    ti: f64,
-    tp: f64,
+    times: &[(Path, f64)],
 ) -> Option<Path> {
     let k = key(ty, cols, rows);
-    let (integer, panels, n) = match map.get(&k) {
-        Some(Choice::Timing { integer, panels, n }) => (integer.min(ti), panels.min(tp), n + 1),
-        _ => (ti, tp, 1),
+    let (mut best, n) = match map.get(&k) {
+        Some(Choice::Timing { best, n }) => (best.clone(), n + 1),
+        _ => (Default::default(), 1),
     };
+    for &(path, t) in times {
+        let b = best.entry(path).or_insert(t);
+        *b = b.min(t);
+    }
     if n < TRIALS {
-        map.insert(k, Choice::Timing { integer, panels, n });
+        map.insert(k, Choice::Timing { best, n });
         return None;
     }
-    let path = if panels <= integer {
-        Path::Panels
-    } else {
-        Path::Integer
-    };
+    let path = best
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(p, _)| *p)?;
+    let each: Vec<String> = best
+        .iter()
+        .map(|(p, t)| format!("{} {:.2} ms", p.label(), t * 1e3))
+        .collect();
     tracing::info!(
-        "{} × {rows} rows of {cols}: {path:?} (best of {n}: integer {:.2} ms, panels {:.2} ms)",
+        "{} × {rows} rows of {cols}: {} (best of {n}: {})",
         ty.name(),
-        integer * 1e3,
-        panels * 1e3
+        path.label(),
+        each.join(", ")
     );
     map.insert(k, Choice::Chosen(path));
     #[cfg(not(test))]
@@ -208,40 +221,69 @@ fn record(
     Some(path)
 }
 
-/// The path `FINETUNE_STUDIO_PREFILL=integer|panels` pins, for comparisons.
+/// The path `FINETUNE_STUDIO_PREFILL=integer|panels|dot-slices` pins, for comparisons
+/// (`dot-slices` only where the CPU runs the dot kernel).
 fn pinned() -> Option<Path> {
     static PINNED: OnceLock<Option<Path>> = OnceLock::new();
-    *PINNED.get_or_init(
-        || match std::env::var("FINETUNE_STUDIO_PREFILL").ok().as_deref() {
-            Some("integer") => Some(Path::Integer),
-            Some("panels") => Some(Path::Panels),
-            _ => None,
-        },
-    )
+    *PINNED.get_or_init(|| {
+        let p = Path::from_label(&std::env::var("FINETUNE_STUDIO_PREFILL").ok()?)?;
+        Some(match p {
+            Path::DotSlices if !crate::ops::dot_gemm::available() => Path::Panels,
+            p => p,
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    type Run<'a> = Box<dyn FnOnce(&mut [f32]) + 'a>;
+
+    /// Candidates that take the given milliseconds.
+    fn taking(ms: &[(Path, u64)]) -> Vec<(Path, Run<'static>)> {
+        ms.iter()
+            .map(|&(p, ms)| {
+                let run: Run<'static> =
+                    Box::new(move |_| std::thread::sleep(std::time::Duration::from_millis(ms)));
+                (p, run)
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_faster_path_is_kept_per_type_shape_and_row_bucket() {
+    fn the_fastest_path_is_kept_per_type_shape_and_row_bucket() {
         let (ty, cols) = (StoredType::Q5_1, 4096 + 32);
         assert_eq!(chosen(ty, cols, 3), Some(Path::Integer));
         assert_eq!(chosen(ty, cols, 100), None);
-        let slow = || std::thread::sleep(std::time::Duration::from_millis(5));
         // Decided after TRIALS timings of each path.
         for i in 1..=TRIALS {
-            let path = decide((ty, cols, 100), &mut [], |_| slow(), |_| {});
+            let path = decide(
+                (ty, cols, 100),
+                &mut [],
+                taking(&[(Path::Integer, 6), (Path::Panels, 0), (Path::DotSlices, 3)]),
+            );
             assert_eq!(path, (i == TRIALS).then_some(Path::Panels));
         }
         // 100 and 120 rows share the bucket of 128; 300 rows do not.
         assert_eq!(chosen(ty, cols, 120), Some(Path::Panels));
         assert_eq!(chosen(ty, cols, 300), None);
         for _ in 0..TRIALS {
-            decide((ty, cols, 300), &mut [], |_| {}, |_| slow());
+            decide(
+                (ty, cols, 300),
+                &mut [],
+                taking(&[(Path::Integer, 0), (Path::Panels, 5)]),
+            );
         }
         assert_eq!(chosen(ty, cols, 300), Some(Path::Integer));
+        for _ in 0..TRIALS {
+            decide(
+                (ty, cols, 1000),
+                &mut [],
+                taking(&[(Path::Integer, 6), (Path::Panels, 5), (Path::DotSlices, 0)]),
+            );
+        }
+        assert_eq!(chosen(ty, cols, 1000), Some(Path::DotSlices));
     }
 
     #[test]
@@ -251,21 +293,28 @@ mod tests {
         let map = HashMap::from([
             (key(StoredType::Q4K, 2048, 92), Choice::Chosen(Path::Panels)),
             (
+                key(StoredType::Q4K, 8192, 92),
+                Choice::Chosen(Path::DotSlices),
+            ),
+            (
                 key(StoredType::Q6K, 8192, 20),
                 Choice::Chosen(Path::Integer),
             ),
             (
                 key(StoredType::Q8_0, 576, 9),
                 Choice::Timing {
-                    integer: 1.0,
-                    panels: 2.0,
+                    best: [(Path::Integer, 1.0), (Path::Panels, 2.0)].into(),
                     n: 1,
                 },
             ),
         ]);
         save(&path, "CPU A", &map);
         let back = load(&path, "CPU A");
-        assert_eq!(back.len(), 2, "undecided kinds are not saved");
+        assert_eq!(back.len(), 3, "undecided kinds are not saved");
+        assert!(matches!(
+            back.get(&key(StoredType::Q4K, 8192, 128)),
+            Some(Choice::Chosen(Path::DotSlices))
+        ));
         assert!(matches!(
             back.get(&key(StoredType::Q4K, 2048, 100)),
             Some(Choice::Chosen(Path::Panels))
