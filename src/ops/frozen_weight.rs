@@ -235,7 +235,8 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
 /// Weight rows per slice of [`stored_x_wt_dot_slices`]: about 128 KiB of f32, so that a
 /// slice stays in L2 between its dequantization and its product.
 fn dot_slice_rows(cols: usize) -> usize {
-    ((1usize << 15) / cols.max(1)).clamp(4, 256) / 4 * 4
+    // Whole tiles of the kernel (6 weight rows) in whole pairs.
+    ((1usize << 15) / cols.max(1)).clamp(12, 252) / 12 * 12
 }
 
 /// `y = x Wᵀ` on a stored weight for a prompt: each thread dequantizes a slice of the
