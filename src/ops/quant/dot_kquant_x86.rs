@@ -68,7 +68,9 @@ unsafe fn two_level_dot(q: __m512i, a: &Q8Row<'_>, p: usize) -> __m512i {
 pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
     let mut acc = [_mm512_setzero_ps(); N];
     let mut extra = [_mm512_setzero_ps(); N];
-    let low = _mm256_set1_epi8(0x0F);
+    let low = _mm512_set1_epi8(0x0F);
+    // The pair's 32 bytes in both halves, the upper half shifted to its high nibbles.
+    let nibble_shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
     // Lanes 0–7 take sub-block 2·pair's scale (lane 4·pair of the product), lanes 8–15
     // sub-block 2·pair + 1's (lane 4·pair + 2).
     let pick = [
@@ -91,10 +93,10 @@ pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
             extra[n] = _mm512_add_ps(extra[n], prod[n]);
         }
         for (pair, pick) in pick.iter().enumerate() {
-            let v = _mm256_loadu_si256(b.add(16 + 32 * pair).cast());
-            let lo = _mm256_and_si256(v, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            let q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            // Low nibbles (sub-block 2·pair) in the lower half, high nibbles (2·pair + 1)
+            // in the upper: one broadcast load, one shift, one mask.
+            let v = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(16 + 32 * pair).cast()));
+            let q = _mm512_and_si512(_mm512_srlv_epi64(v, nibble_shift), low);
             let p = 4 * s + pair;
             for n in 0..N {
                 let scale = _mm512_permutexvar_ps(*pick, prod[n]);
