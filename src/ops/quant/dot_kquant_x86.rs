@@ -122,8 +122,12 @@ pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
 pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] {
     let mut acc = [_mm512_setzero_ps(); N];
     let mut offset = [_mm512_setzero_ps(); N];
-    let low = _mm256_set1_epi8(0x0F);
-    let two = _mm256_set1_epi8(0x03);
+    let low_mask = _mm512_set1_epi8(0x0F);
+    let high_mask = _mm512_set1_epi8(0x30);
+    // Bits 0–1 of the high bits to bits 4–5 for the first 32 codes, bits 2–3 for the next
+    // (shifts left by 4 and 2); bits 4–5 and 6–7 for the second pair (right by 0 and 2).
+    let shift_first = _mm512_set_epi64(2, 2, 2, 2, 4, 4, 4, 4);
+    let shift_second = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
     // Group g's activation scale is block g / 2's, lane 2 · (g / 2) of the meta.
     let block_of_group = _mm512_set_epi32(14, 14, 12, 12, 10, 10, 8, 8, 6, 6, 4, 4, 2, 2, 0, 0);
     // The four groups of each 64 values, four lanes each.
@@ -163,20 +167,24 @@ pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [Q8Row<'_>; N]) -> [f32; N] 
             offset[n] = _mm512_fmadd_ps(sc, sums, offset[n]);
         }
         for half in 0..2 {
-            let ql = b.add(64 * half);
-            let qh = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
-            let l0 = _mm256_loadu_si256(ql.cast());
-            let l1 = _mm256_loadu_si256(ql.add(32).cast());
-            let high = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, two), 4);
-            let q1 = _mm256_or_si256(_mm256_and_si256(l0, low), high(qh));
-            let q2 = _mm256_or_si256(_mm256_and_si256(l1, low), high(_mm256_srli_epi16(qh, 2)));
-            let l0h = _mm256_and_si256(_mm256_srli_epi16(l0, 4), low);
-            let l1h = _mm256_and_si256(_mm256_srli_epi16(l1, 4), low);
-            let q3 = _mm256_or_si256(l0h, high(_mm256_srli_epi16(qh, 4)));
-            let q4 = _mm256_or_si256(l1h, high(_mm256_srli_epi16(qh, 6)));
+            // Both 32-byte rows of low bits in one vector, the 32 bytes of high bits in
+            // both halves; each code is `low nibble | (2 high bits) << 4`, the high bits
+            // moved to bits 4–5 by one 64-bit shift per half and merged by one select.
+            let l = _mm512_loadu_si512(b.add(64 * half).cast());
+            let h = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(128 + 32 * half).cast()));
+            let merge = |lowbits: __m512i, highbits: __m512i| {
+                _mm512_ternarylogic_epi32::<0xD8>(
+                    _mm512_and_si512(highbits, high_mask),
+                    lowbits,
+                    low_mask,
+                )
+            };
             let pairs = [
-                _mm512_inserti64x4(_mm512_castsi256_si512(q1), q2, 1),
-                _mm512_inserti64x4(_mm512_castsi256_si512(q3), q4, 1),
+                merge(l, _mm512_sllv_epi64(h, shift_first)),
+                merge(
+                    _mm512_srli_epi64::<4>(l),
+                    _mm512_srlv_epi64(h, shift_second),
+                ),
             ];
             for (k, q) in pairs.into_iter().enumerate() {
                 // Groups 8·half + 4k .. +4.
