@@ -160,6 +160,9 @@ pub fn chosen(ty: StoredType, cols: usize, rows: usize) -> Option<Path> {
     }
     let choice = with_choices(|m| m.get(&key(ty, cols, rows)).cloned()).flatten();
     match choice {
+        // A saved choice of the dot kernel on a CPU that no longer shows AVX-512 (a VM
+        // that masks it) is decided again.
+        Some(Choice::Chosen(Path::DotSlices)) if !crate::ops::dot_gemm::available() => None,
         Some(Choice::Chosen(p)) => Some(p),
         _ => None,
     }
