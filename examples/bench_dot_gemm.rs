@@ -46,7 +46,7 @@ fn main() {
                 (x.as_ptr(), k),
                 (w.as_ptr(), k),
                 (y.as_mut_ptr(), r),
-                false,
+                (1.0, false),
                 true,
             )
         });

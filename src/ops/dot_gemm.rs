@@ -52,8 +52,8 @@ impl<T> SendPtr<T> {
     }
 }
 
-/// `y[t·y_stride + j] (+)= Σ_p x[t·x_stride + p] · w[j·w_stride + p]` for `t < n`,
-/// `j < r`, on every thread when `parallel`. Without AVX-512 the same loops run in plain Rust (correct, not
+/// `y[t·y_stride + j] (+)= scale · Σ_p x[t·x_stride + p] · w[j·w_stride + p]` for
+/// `t < n`, `j < r`, on every thread when `parallel`. Without AVX-512 the same loops run in plain Rust (correct, not
 /// fast: [`available`] keeps the kernel out of the choice there).
 ///
 /// # Safety
@@ -66,7 +66,7 @@ pub unsafe fn x_wt(
     (x, x_stride): (*const f32, usize),
     (w, w_stride): (*const f32, usize),
     (y, y_stride): (*mut f32, usize),
-    accumulate: bool,
+    (scale, accumulate): (f32, bool),
     parallel: bool,
 ) {
     let fast = available();
@@ -87,7 +87,7 @@ pub unsafe fn x_wt(
                     (x.ptr(), x_stride),
                     (wp, w_stride),
                     (yp, y_stride),
-                    accumulate,
+                    (scale, accumulate),
                 );
             }
             portable_columns(
@@ -95,7 +95,7 @@ pub unsafe fn x_wt(
                 (x.ptr(), x_stride),
                 (wp, w_stride),
                 (yp, y_stride),
-                accumulate,
+                (scale, accumulate),
             )
         }
     };
@@ -113,13 +113,13 @@ unsafe fn portable_columns(
     (x, xs): (*const f32, usize),
     (w, ws): (*const f32, usize),
     (y, y_stride): (*mut f32, usize),
-    accumulate: bool,
+    (scale, accumulate): (f32, bool),
 ) {
     for t in 0..n {
         let xr = std::slice::from_raw_parts(x.add(t * xs), k);
         for j in 0..r {
             let wr = std::slice::from_raw_parts(w.add(j * ws), k);
-            let sum: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+            let sum = scale * xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>();
             let out = y.add(t * y_stride + j);
             *out = if accumulate { *out + sum } else { sum };
         }
@@ -139,7 +139,7 @@ mod x86 {
         (x, xs): (*const f32, usize),
         (w, ws): (*const f32, usize),
         (y, y_stride): (*mut f32, usize),
-        accumulate: bool,
+        (scale, accumulate): (f32, bool),
     ) {
         if k == 0 {
             if !accumulate {
@@ -168,9 +168,9 @@ mod x86 {
                         let wp = (w.add(j * ws + k0), ws);
                         let yp = (y.add(t * y_stride + j), y_stride);
                         match (rows, cols) {
-                            (4, 6) => tile_4x6(xp, wp, len, yp, add),
-                            (4, 4) => tile_4x4(xp, wp, len, yp, add),
-                            _ => edge_tile(rows, cols, xp, wp, len, yp, add),
+                            (4, 6) => tile_4x6(xp, wp, len, yp, (scale, add)),
+                            (4, 4) => tile_4x4(xp, wp, len, yp, (scale, add)),
+                            _ => edge_tile(rows, cols, xp, wp, len, yp, (scale, add)),
                         }
                         t += TILE_ROWS;
                     }
@@ -192,7 +192,7 @@ mod x86 {
         w: (*const f32, usize),
         len: usize,
         y: (*mut f32, usize),
-        add: bool,
+        add: (f32, bool),
     ) {
         macro_rules! go {
             ($($r:literal),*; $($c:literal),*) => {
@@ -223,7 +223,7 @@ mod x86 {
         (w, ws): (*const f32, usize),
         len: usize,
         (y, ys): (*mut f32, usize),
-        add: bool,
+        (scale, add): (f32, bool),
     ) {
         let full = len / 16 * 16;
         let (x0, x1, x2, x3) = (x, x.add(xs), x.add(2 * xs), x.add(3 * xs));
@@ -271,8 +271,10 @@ mod x86 {
             _mm512_extractf32x4_ps::<2>(sums),
             _mm512_extractf32x4_ps::<3>(sums),
         ];
+        let scaled = _mm_set1_ps(scale);
         for (r, row) in rows.into_iter().enumerate() {
             let out = y.add(r * ys);
+            let row = _mm_mul_ps(row, scaled);
             let v = if add {
                 _mm_add_ps(_mm_loadu_ps(out), row)
             } else {
@@ -287,7 +289,7 @@ mod x86 {
                 (w.add(full), ws),
                 len - full,
                 (y, ys),
-                true,
+                (scale, true),
             );
         }
     }
@@ -303,7 +305,7 @@ mod x86 {
         (w, ws): (*const f32, usize),
         len: usize,
         (y, ys): (*mut f32, usize),
-        add: bool,
+        (scale, add): (f32, bool),
     ) {
         let full = len / 16 * 16;
         let (x0, x1, x2, x3) = (x, x.add(xs), x.add(2 * xs), x.add(3 * xs));
@@ -373,7 +375,7 @@ mod x86 {
                 rest_sums[2 * r + 1],
             ];
             for (c, v) in row.into_iter().enumerate() {
-                let o = out.add(c);
+                let (o, v) = (out.add(c), scale * v);
                 *o = if add { *o + v } else { v };
             }
         }
@@ -384,7 +386,7 @@ mod x86 {
                 (w.add(full), ws),
                 len - full,
                 (y, ys),
-                true,
+                (scale, true),
             );
         }
     }
@@ -433,7 +435,7 @@ mod x86 {
         (w, ws): (*const f32, usize),
         len: usize,
         (y, ys): (*mut f32, usize),
-        add: bool,
+        (scale, add): (f32, bool),
     ) {
         let mut acc = [[_mm512_setzero_ps(); C]; R];
         let mut p = 0;
@@ -465,7 +467,7 @@ mod x86 {
         }
         for (r, row) in acc.iter().enumerate() {
             for (c, a) in row.iter().enumerate() {
-                let sum = _mm512_reduce_add_ps(*a);
+                let sum = scale * _mm512_reduce_add_ps(*a);
                 let out = y.add(r * ys + c);
                 *out = if add { *out + sum } else { sum };
             }
@@ -516,7 +518,7 @@ mod tests {
                         (x.as_ptr(), k),
                         (w.as_ptr(), k),
                         (y.as_mut_ptr().add(1), stride),
-                        true,
+                        (0.5, true),
                         parallel,
                     )
                 };
@@ -524,7 +526,7 @@ mod tests {
                     assert_eq!(y[t * stride], 0.5, "column 0 untouched");
                     for j in 0..r {
                         let got = y[t * stride + 1 + j] - 0.5;
-                        let w = want[t * r + j];
+                        let w = 0.5 * want[t * r + j];
                         assert!(
                             (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
                             "{n}×{r}×{k} [{t},{j}]: {got} vs {w}"
@@ -539,7 +541,7 @@ mod tests {
                         (x.as_ptr(), k),
                         (w.as_ptr(), k),
                         (y.as_mut_ptr(), r),
-                        false,
+                        (1.0, false),
                         parallel,
                     )
                 };

@@ -277,7 +277,7 @@ fn stored_x_wt_dot_slices(q: &QuantMatrix, y: &mut [f32], n: usize, x: &[f32]) {
                         (x.as_ptr(), inp),
                         (slice.as_ptr(), inp),
                         (y_out.ptr().add(first), out),
-                        false,
+                        (1.0, false),
                         false,
                     )
                 }

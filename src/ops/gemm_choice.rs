@@ -396,12 +396,11 @@ pub unsafe fn gemm(
     parallelism: gemm::Parallelism,
 ) {
     let macs = m.saturating_mul(n).saturating_mul(k);
-    // The dot kernel computes `dst (+)= lhs · rhs` with rows of dst and lhs and columns
-    // of rhs contiguous (rhs is a row-major Wᵀ), and no scaling.
+    // The dot kernel computes `dst (+)= beta · lhs · rhs` with rows of dst and lhs and
+    // columns of rhs contiguous (rhs is a row-major Wᵀ).
     let dot_layout = dst_cs == 1
         && lhs_cs == 1
         && rhs_rs == 1
-        && beta == 1.0
         && (alpha == 1.0 || !read_dst)
         && dst_rs >= 0
         && lhs_rs >= 0
@@ -512,7 +511,7 @@ unsafe fn run(
                 (lhs, lhs_rs as usize),
                 (rhs, rhs_cs as usize),
                 (dst, dst_rs as usize),
-                read_dst,
+                (beta, read_dst),
                 matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
             )
         },

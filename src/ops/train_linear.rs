@@ -171,7 +171,11 @@ impl CustomOp3 for LoraLinear {
                         // Every product is laid out so that its output's unit-stride axis
                         // is a long one (tokens, in or out), never r (see the forward):
                         // dhᵀ = s · Bᵀ dyᵀ; dBᵀ = s · hᵀ dy; dA = dhᵀ (x ⊙ m).
-                        let dht = gemm_new((r, n, out), b, true, dy, true, self.scale, All)?;
+                        // Bᵀ laid out row-major ([r, out], a few thousand values), so
+                        // that both operands of dhᵀ have contiguous rows along `out` (the
+                        // layout the dot kernel can take).
+                        let bt = transpose(b, out, r);
+                        let dht = gemm_new((r, n, out), &bt, false, dy, true, self.scale, All)?;
                         let db_t = gemm_new((r, out, n), ht, false, dy, false, self.scale, All)?;
                         let db = transpose(&db_t, r, out);
                         let da = gemm_new((r, inp, n), &dht, false, &xm, false, 1.0, All)?;
