@@ -22,6 +22,14 @@ fn plain_frequencies(dim: usize, base: f64) -> Vec<f64> {
         .collect()
 }
 
+/// Positions the RoPE tables are built for, from a config's `max_position_embeddings`:
+/// at least 2048 (configs that state less still get room for a prompt) and at most
+/// 32 768 (a 128K-context model's full table would cost hundreds of MiB; a position past
+/// the table is an error where the tables are read).
+pub fn table_positions(max_position_embeddings: usize) -> usize {
+    max_position_embeddings.clamp(2048, 32_768)
+}
+
 /// The inverse frequencies of the sliding-window layers, where their base differs from the
 /// full-attention layers' (Gemma 3: 10 000); they are never scaled.
 pub fn local_inverse_frequencies(cfg: &ModelConfig) -> Option<Vec<f32>> {

@@ -262,7 +262,7 @@ impl Transformer {
                 bias: None,
             }
         };
-        let max_pos = c.max_position_embeddings.clamp(2048, 32_768);
+        let max_pos = super::rope::table_positions(c.max_position_embeddings);
         let rope = Rope::new(c, max_pos, device)?;
         let rope_local = Rope::local(c, max_pos, device)?;
         Ok(Self {

@@ -8,8 +8,8 @@
 //!
 //! [`lm_head_cross_entropy`] takes the hidden states instead and applies the (frozen) LM
 //! head itself. Since a row's loss gradient is linear in its upstream gradient, it can
-//! compute `(softmax(z) − onehot) W` for each row during the forward pass and drop the
-//! logits at once; the backward only scales those rows. Training keeps `[rows, hidden]`
+//! compute `(softmax(z) − onehot) W` for each row during the forward pass and be done
+//! with the logits there; the backward only scales those rows. Training keeps `[rows, hidden]`
 //! per chunk instead of `[rows, vocab]` (85× less for SmolLM2).
 //!
 //! The logits of a chunk live in one buffer kept between calls ([`LOGITS`]): with a
@@ -179,7 +179,8 @@ impl CustomOp1 for LmHeadCrossEntropy {
 
 /// `-log softmax(h Wᵀ)[label]` per row of `h [rows, hidden]`, with `W [vocab, hidden]`
 /// frozen (f32 or quantized): a `[rows]` tensor that autograd differentiates with respect
-/// to `h`. The logits never outlive the call.
+/// to `h`. The logits are not kept for the backward (their buffer is reused by the next
+/// call).
 pub fn lm_head_cross_entropy(h: &Tensor, weight: &FrozenWeight, labels: &[u32]) -> Result<Tensor> {
     h.contiguous()?.apply_op1(LmHeadCrossEntropy {
         weight: weight.contiguous()?,

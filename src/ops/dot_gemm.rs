@@ -6,9 +6,10 @@
 //! call: for a prompt through a dequantized panel that is a second pass over the panel
 //! (a fifth of a 92-token prefill of a Llama-3.2-1B-shaped model in perf), and its 64-row
 //! AVX-512 tiles waste most of a tile on a prompt of 92 rows. Both rows of a dot product
-//! are contiguous here, so the kernel reads them as they are: a tile of 4 input rows × 4
-//! weight rows keeps 16 accumulators of 16 lanes, each step of 16 values loads 8 vectors
-//! for 16 FMAs, and each sum is reduced across its lanes once at the end of a `k` block.
+//! are contiguous here, so the kernel reads them as they are: a tile of 4 input rows × 6
+//! weight rows keeps 24 accumulators of 16 lanes, each step of 16 values loads 10 vectors
+//! for 24 FMAs, and a tile's sums are reduced across their lanes once at the end of a `k`
+//! block, by one tree for all of them.
 //! Which kernel a shape runs on is decided by timing (`ops::gemm_choice`).
 
 use rayon::prelude::*;
@@ -17,8 +18,8 @@ use rayon::prelude::*;
 const TILE_ROWS: usize = 4;
 /// Weight rows per tile.
 const TILE_COLS: usize = 6;
-/// Values of `k` per block: a tile's input rows stay in L1 while the weight rows stream
-/// past them (4 rows × 1024 values × 4 bytes = 16 KiB each side).
+/// Values of `k` per block: a tile's weight rows stay in L1 while the block's input rows
+/// stream past them from L2 (6 rows × 1024 values × 4 bytes = 24 KiB).
 const K_BLOCK: usize = 1024;
 /// Input rows per block: a block's rows of one `k` block stay in L2 (128 × 4 KiB) while
 /// the task's weight rows pass them.
@@ -59,7 +60,8 @@ impl<T> SendPtr<T> {
 /// # Safety
 /// `x` must be valid for reads at `t · x_stride + p` and `w` at `j · w_stride + p` for
 /// `p < k`, and `y` for reads and writes at `t · y_stride + j`, for every `t < n`,
-/// `j < r`, with `y` overlapping neither `x` nor `w`.
+/// `j < r`, with `y` overlapping neither `x` nor `w`, and no two of those `y` elements the
+/// same (`y_stride ≥ r` when `n > 1`): tasks write their columns in parallel.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn x_wt(
     (n, r, k): (usize, usize, usize),
@@ -115,6 +117,17 @@ unsafe fn portable_columns(
     (y, y_stride): (*mut f32, usize),
     (scale, accumulate): (f32, bool),
 ) {
+    if k == 0 {
+        // Nothing is read: an empty sum (and no slice is made of pointers that need not
+        // be valid for it).
+        for t in 0..n {
+            for j in 0..r {
+                let out = y.add(t * y_stride + j);
+                *out = if accumulate { *out } else { 0.0 };
+            }
+        }
+        return;
+    }
     for t in 0..n {
         let xr = std::slice::from_raw_parts(x.add(t * xs), k);
         for j in 0..r {
@@ -214,8 +227,9 @@ mod x86 {
         go!(1, 2, 3, 4; 1, 2, 3, 4, 5, 6)
     }
 
-    /// The full tile, written out: sixteen named accumulators (the generic [`tile`] with
-    /// an array of them had one spilled to the stack on every step, halving the rate).
+    /// A 4 × 4 tile written out, for the last four weight rows of a task: sixteen named
+    /// accumulators (the generic [`tile`] with an array of them had one spilled to the
+    /// stack on every step, halving the rate).
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn tile_4x4(
@@ -499,6 +513,7 @@ mod tests {
             (92, 130, 1030),
             (4, 64, 2048),
             (3, 200, 16),
+            (300, 70, 40),
         ] {
             let x: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)

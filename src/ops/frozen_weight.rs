@@ -3,8 +3,10 @@
 //! blocks ([`QuantMatrix`]: GGUF's quantized types, 16-bit floats), shared between every
 //! copy of the model.
 //!
-//! - Inference ([`FrozenWeight::x_wt`]): a stored weight multiplies through its integer
-//!   kernels ([`QuantMatrix::matmul`]).
+//! - Inference ([`FrozenWeight::x_wt`]): a stored weight multiplies one row (a decode
+//!   step) through its integer kernels ([`QuantMatrix::matmul`]); a prompt's rows through
+//!   them, through panels into gemm, or through slices dequantized into the dot kernel,
+//!   as [`stored_prefill`] decides by timing.
 //! - Training ([`FrozenWeight::x_wt_into`], [`FrozenWeight::dy_w_into`]): a stored weight
 //!   is dequantized one panel of rows at a time (on every thread), and each panel is
 //!   multiplied with every token row of the micro-batch in gemm. The arithmetic is f32 on

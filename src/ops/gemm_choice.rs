@@ -73,7 +73,8 @@ struct ShapeKey {
     /// Which operands are read column-major (dst, lhs, rhs).
     transposed: [bool; 3],
     threads: usize,
-    /// Whether the layout is the dot kernel's (rows of dst, lhs and rhsᵀ contiguous).
+    /// Whether the product is one the dot kernel computes: rows of dst, lhs and rhsᵀ
+    /// contiguous, dst's rows apart, and dst either written or added to unscaled.
     dot: bool,
 }
 
@@ -81,14 +82,15 @@ impl ShapeKey {
     fn label(&self) -> String {
         let t = |b: bool| if b { 'T' } else { 'N' };
         format!(
-            "m{} n{} k{} {}{}{} t{}",
+            "m{} n{} k{} {}{}{} t{}{}",
             self.m,
             self.n,
             self.k,
             t(self.transposed[0]),
             t(self.transposed[1]),
             t(self.transposed[2]),
-            self.threads
+            self.threads,
+            if self.dot { " dot" } else { "" }
         )
     }
 
@@ -398,11 +400,12 @@ pub unsafe fn gemm(
     let macs = m.saturating_mul(n).saturating_mul(k);
     // The dot kernel computes `dst (+)= beta · lhs · rhs` with rows of dst and lhs and
     // columns of rhs contiguous (rhs is a row-major Wᵀ).
+    // Its tasks write disjoint columns in parallel, so dst's rows must not overlap.
     let dot_layout = dst_cs == 1
         && lhs_cs == 1
         && rhs_rs == 1
         && (alpha == 1.0 || !read_dst)
-        && dst_rs >= 0
+        && (m <= 1 || dst_rs >= n as isize)
         && lhs_rs >= 0
         && rhs_cs >= 0;
     let (kernel, timed) = match pinned() {
@@ -607,6 +610,36 @@ mod tests {
                     &[(&w, k as isize, 1), (&b, 1, n as isize)]
                 };
                 for &(rhs, rhs_cs, rhs_rs) in layouts {
+                    // Added onto dst, scaled: c = 1 + 0.5 · a · w.
+                    let mut c = vec![1f32; m * n];
+                    // SAFETY: as below.
+                    unsafe {
+                        run(
+                            kernel,
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            true,
+                            a.as_ptr(),
+                            1,
+                            k as isize,
+                            rhs.as_ptr(),
+                            rhs_cs,
+                            rhs_rs,
+                            1.0,
+                            0.5,
+                            par,
+                        )
+                    };
+                    for (g, w) in c.iter().zip(&want) {
+                        assert!(
+                            (g - 1.0 - 0.5 * w).abs() < 1e-4,
+                            "{kernel:?} added: {g} vs {w}"
+                        );
+                    }
                     let mut c = vec![f32::NAN; m * n];
                     // SAFETY: a is m×k row-major, rhs holds k×n values at the strides
                     // given, c is m×n row-major.

@@ -7,7 +7,7 @@
 //! every way, timed, and the fastest (by the best of [`TRIALS`] timings of each, the
 //! weights' pages touched first) is kept, logged, and saved for this CPU (`prefill-choices.json` in the
 //! data directory, as the gemm kernel choices are), so that only the first prompts on a
-//! new machine pay for timing both. No CPU's answer is written into the code. Decode steps
+//! new machine pay for timing every path. No CPU's answer is written into the code. Decode steps
 //! (fewer than [`PANEL_MIN_ROWS`] rows) always take the integer kernels.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use super::quant::StoredType;
 /// Input rows from which a product may go through panels.
 pub const PANEL_MIN_ROWS: usize = 8;
 
-/// Products of a kind timed both ways before its path is kept.
+/// Products of a kind timed every way before its path is kept.
 pub const TRIALS: usize = 2;
 
 /// The ways.
@@ -56,12 +56,13 @@ fn cache_path() -> std::path::PathBuf {
     crate::paths::data_dir().join(CHOICES_FILE)
 }
 
-/// The decisions belong to a CPU and to this version's kernels.
+/// The decisions belong to a CPU, its thread count and this version's kernels.
 #[cfg_attr(test, allow(dead_code))]
 fn machine() -> String {
     format!(
-        "{} / finetune-studio {}",
+        "{} / {} threads / finetune-studio {}",
         crate::sys::cpu_model(),
+        rayon::current_num_threads(),
         env!("CARGO_PKG_VERSION")
     )
 }

@@ -146,13 +146,20 @@ impl Learned {
     }
 }
 
+/// How [`estimate`] counts a step's FLOPs (2: the LM head over the rows with a target,
+/// the embedding not at all); efficiencies learned under another count are not used.
+const FLOP_COUNT_VERSION: u32 = 2;
+
 fn learned_key(checkpointing: bool) -> String {
     let mode = if checkpointing {
         "checkpointing"
     } else {
         "plain"
     };
-    format!("{} / {mode}", crate::sys::cpu_model())
+    format!(
+        "{} / {mode} / count {FLOP_COUNT_VERSION}",
+        crate::sys::cpu_model()
+    )
 }
 
 fn learned_path() -> PathBuf {
@@ -257,8 +264,8 @@ impl Footprint {
 /// per-head norms of query and key); the gate, up and gated product MLP-sized.
 pub fn saved_floats_per_token_layer(model: &ModelConfig) -> f64 {
     let h = model.hidden_size as f64;
-    let q = (model.num_attention_heads * model.head_dim) as f64;
-    let kv = (model.num_key_value_heads * model.head_dim) as f64;
+    let q = model.num_attention_heads as f64 * model.head_dim as f64;
+    let kv = model.num_key_value_heads as f64 * model.head_dim as f64;
     let mlp = model.intermediate_size as f64;
     let norms_after = if model.style.sandwich_norms { 2.0 } else { 0.0 };
     let qk_norm = if model.style.qk_norm { 1.0 } else { 0.0 };
@@ -352,25 +359,22 @@ fn estimate_at(
     } else {
         0.0
     };
-    // Without checkpointing the loss runs while every layer's tensors are kept; with it,
-    // the loss runs before any layer is recomputed, so only the larger of the two counts.
-    let transient = if footprint.checkpointing {
-        logits.max(probabilities)
-    } else {
-        logits + probabilities
-    };
+    // The logits buffer is kept across the step (and steps), so the probabilities a
+    // layer keeps for its backward come on top of it, with checkpointing too.
+    let transient = logits + probabilities;
     // The tokenizer and vocabulary, and the RoPE tables (cos and sin per position, for
     // each layer kind with its own base).
-    let rope_kinds = if model.style.rope_local_theta.is_some() {
+    let rope_kinds = if crate::model::rope::local_inverse_frequencies(model).is_some() {
         2.0
     } else {
         1.0
     };
+    let rope_positions = crate::model::rope::table_positions(model.max_position_embeddings);
     let loaded = model.vocab_size as f64 * VOCABULARY_BYTES_PER_TOKEN
-        + rope_kinds * (model.max_position_embeddings * model.head_dim) as f64 * 4.0;
+        + rope_kinds * rope_positions as f64 * model.head_dim as f64 * 4.0;
     let peak = weights + activations + transient + optimizer + panel + loaded + RUNTIME_BYTES;
     // The LM head multiplies only the rows that have a target.
-    let head_params = (model.vocab_size * model.hidden_size) as f64;
+    let head_params = model.vocab_size as f64 * h;
     let layer_params = model.parameter_count() as f64
         - head_params * if model.tie_word_embeddings { 1.0 } else { 2.0 };
     // Forward 2 and backward 2 FLOPs per weight and token (no weight gradient); a

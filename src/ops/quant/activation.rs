@@ -21,9 +21,8 @@ pub struct Q8Rows {
     pub qs: Vec<i8>,
     pub qs2: Vec<i8>,
     pub meta: Vec<f32>,
-    /// `256 · Σ q₁ + Σ q₂` over each four values (a `vpdpbusd` lane): Q6_K's −32 offset.
-    pub lane_sums: Vec<i32>,
-    /// `d · Σ (256 · q₁ + q₂)` over each sixteen values (a Q6_K scale's group).
+    /// `d · Σ (256 · q₁ + q₂)` over each sixteen values (a Q6_K scale's group): what its
+    /// −32 offset multiplies.
     pub group_sums: Vec<f32>,
     pub cols: usize,
 }
@@ -34,7 +33,6 @@ pub struct Q8Row<'a> {
     pub qs: &'a [i8],
     pub qs2: &'a [i8],
     pub meta: &'a [f32],
-    pub lane_sums: &'a [i32],
     pub group_sums: &'a [f32],
 }
 
@@ -45,7 +43,6 @@ impl Q8Rows {
             qs: &self.qs[i * self.cols..(i + 1) * self.cols],
             qs2: &self.qs2[i * self.cols..(i + 1) * self.cols],
             meta: &self.meta[2 * i * blocks..2 * (i + 1) * blocks],
-            lane_sums: &self.lane_sums[i * self.cols / 4..(i + 1) * self.cols / 4],
             group_sums: &self.group_sums[i * self.cols / 16..(i + 1) * self.cols / 16],
         }
     }
@@ -77,27 +74,24 @@ impl Activations {
                     let (d, sum) = quantize_two_levels(xb, qb, qb2);
                     mb.copy_from_slice(&[d, d * sum as f32]);
                 }
-                let lane_sums: Vec<i32> = qs
-                    .chunks_exact(4)
-                    .zip(qs2.chunks_exact(4))
-                    .map(|(a, b)| {
-                        a.iter()
+                // Two groups of sixteen a block (of scale meta[2 · block]).
+                let group_sums = qs
+                    .chunks_exact(16)
+                    .zip(qs2.chunks_exact(16))
+                    .enumerate()
+                    .map(|(g, (a, b))| {
+                        let sum: i32 = a
+                            .iter()
                             .zip(b)
                             .map(|(&a, &b)| 256 * a as i32 + b as i32)
-                            .sum()
+                            .sum();
+                        meta[2 * (g / 2)] * sum as f32
                     })
-                    .collect();
-                // Four lanes a group, two groups a block (of scale meta[2 · block]).
-                let group_sums = lane_sums
-                    .chunks_exact(4)
-                    .enumerate()
-                    .map(|(g, l)| meta[2 * (g / 2)] * l.iter().sum::<i32>() as f32)
                     .collect();
                 Activations::Q8(Q8Rows {
                     qs,
                     qs2,
                     meta,
-                    lane_sums,
                     group_sums,
                     cols,
                 })

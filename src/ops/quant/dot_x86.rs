@@ -260,7 +260,6 @@ unsafe fn finish(ty: StoredType, acc: __m512, extra: __m128, w: &[u8], a: Q8Row<
             qs: &a.qs[32 * last..],
             qs2: &a.qs2[32 * last..],
             meta: &a.meta[2 * last..],
-            lane_sums: &a.lane_sums[8 * last..],
             group_sums: &a.group_sums[2 * last..],
         };
         total += dot_scalar::dot_q8(ty, &w[last * size..], tail);
