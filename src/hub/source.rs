@@ -103,6 +103,11 @@ pub fn resolve_local(spec: &str) -> Result<ResolvedModel, ModelError> {
     if path.exists() {
         return resolve_path(path);
     }
+    // A bare file or folder name: the studio's models folder, where the Models tab lists
+    // it (`--model gemma-3-270m-q4_k_m.gguf`).
+    if let Some(found) = in_models_dir(&paths::models_dir(), spec) {
+        return resolve_path(&found);
+    }
     if looks_like_repo_id(spec) {
         if let Some(p) = find_in_hf_cache(spec) {
             return Ok(ResolvedModel {
@@ -210,6 +215,14 @@ pub fn download_from_hub(repo_id: &str) -> Result<PathBuf, ModelError> {
     })
 }
 
+/// `spec` as an entry of the models folder `dir`, when it is a bare name (no separator)
+/// that exists there.
+fn in_models_dir(dir: &Path, spec: &str) -> Option<std::path::PathBuf> {
+    let bare = !spec.is_empty() && Path::new(spec).components().count() == 1;
+    let candidate = dir.join(spec);
+    (bare && !spec.starts_with('.') && candidate.exists()).then_some(candidate)
+}
+
 /// Resolves `spec`, downloading a hub repo id that is not in the cache.
 pub fn resolve(spec: &str) -> Result<ResolvedModel, ModelError> {
     match resolve_local(spec) {
@@ -230,6 +243,20 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_names_are_found_in_the_models_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.gguf"), b"x").unwrap();
+        assert_eq!(
+            in_models_dir(dir.path(), "m.gguf"),
+            Some(dir.path().join("m.gguf"))
+        );
+        assert_eq!(in_models_dir(dir.path(), "other.gguf"), None);
+        assert_eq!(in_models_dir(dir.path(), "sub/m.gguf"), None);
+        assert_eq!(in_models_dir(dir.path(), "../m.gguf"), None);
+        assert_eq!(in_models_dir(dir.path(), ""), None);
+    }
 
     #[test]
     fn repo_ids() {
