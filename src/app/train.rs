@@ -588,9 +588,37 @@ impl TrainTab {
 /// The studio's loaded model when it is the run's base (shared, not loaded twice).
 pub fn model_for(slot: &ModelSlot, base: &str) -> Option<Arc<Model>> {
     match slot {
-        ModelSlot::Ready { spec, model, .. } if spec == base => Some(model.clone()),
+        ModelSlot::Ready { spec, model, .. } if same_model(spec, base) => Some(model.clone()),
         _ => None,
     }
+}
+
+/// Whether two model specs name the same model: equal, or found (without downloading) at
+/// the same file or folder, as `default` and the default model's path are. Answers are
+/// kept for the session: the UI asks every frame.
+fn same_model(a: &str, b: &str) -> bool {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static KNOWN: RefCell<HashMap<(String, String), bool>> = RefCell::new(HashMap::new());
+    }
+    if a == b {
+        return true;
+    }
+    let key = (a.to_string(), b.to_string());
+    if let Some(known) = KNOWN.with(|k| k.borrow().get(&key).copied()) {
+        return known;
+    }
+    let place = |spec: &str| {
+        let resolved = crate::hub::source::resolve_local(spec).ok()?;
+        let path = match resolved.location {
+            crate::model::ModelLocation::HfFolder(p) | crate::model::ModelLocation::Gguf(p) => p,
+        };
+        std::fs::canonicalize(path).ok()
+    };
+    let same = matches!((place(a), place(b)), (Some(x), Some(y)) if x == y);
+    KNOWN.with(|k| k.borrow_mut().insert(key, same));
+    same
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -601,5 +629,31 @@ fn fmt_secs(s: f64) -> String {
         format!("{}m{:02}s", s / 60, s % 60)
     } else {
         format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_model;
+
+    /// A file and the folder holding only it, or a link to it, are the same model; another
+    /// file and a spec that resolves to nothing are not.
+    #[test]
+    fn specs_of_one_file_are_the_same_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("one");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("m.gguf");
+        std::fs::write(&file, b"GGUF").unwrap();
+        let other = dir.path().join("n.gguf");
+        std::fs::write(&other, b"GGUF").unwrap();
+        let (file_s, sub_s) = (file.display().to_string(), sub.display().to_string());
+        assert!(same_model(&file_s, &file_s));
+        assert!(
+            same_model(&sub_s, &file_s),
+            "the folder's only GGUF is that file"
+        );
+        assert!(!same_model(&file_s, &other.display().to_string()));
+        assert!(!same_model(&file_s, "no/such-model-anywhere"));
     }
 }

@@ -125,7 +125,9 @@ fn not_loaded_ui(ui: &mut egui::Ui, cfg: &RunConfig, model: &ModelSlot) -> Optio
             ui.colored_label(
                 ui.visuals().warn_fg_color,
                 format!(
-                    "The run's base ({}) is not the loaded model ({}): the estimate is made with                      the run's base loaded (Models tab), and the run loads it when it starts.",
+                    "The run's base ({}) is not the loaded model ({}): the estimate is made \
+                     with the run's base loaded (Models tab), and the run loads it when it \
+                     starts.",
                     cfg.model.base, model.name
                 ),
             );
