@@ -177,20 +177,9 @@ fn cache_path() -> std::path::PathBuf {
 /// The choices saved for this CPU (none when the file is missing, unreadable or written on
 /// another CPU).
 fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Some(v) = super::tuning_file::read(path, cpu) else {
         return HashMap::new();
     };
-    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
-    let Ok(v) = parsed else {
-        tracing::warn!(
-            "{}: not JSON; the gemm kernels are timed again",
-            path.display()
-        );
-        return HashMap::new();
-    };
-    if v["cpu"].as_str() != Some(cpu) {
-        return HashMap::new();
-    }
     let mut out = HashMap::new();
     for entry in v["shapes"].as_array().into_iter().flatten() {
         let num = |k: &str| entry[k].as_u64().map(|v| v as usize);
@@ -246,15 +235,7 @@ fn save(path: &std::path::Path, choices: &Choices) {
             Some(entry)
         })
         .collect();
-    let doc = serde_json::json!({"cpu": choices.cpu, "shapes": shapes});
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .map_err(|e| crate::fsio::WriteError::new(path, e))
-        .and_then(|()| crate::fsio::write_bytes_atomic(path, doc.to_string().as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!("keeping the gemm kernel choices: {e}");
-    }
+    super::tuning_file::write(path, &choices.cpu, serde_json::json!({ "shapes": shapes }));
 }
 
 /// The kernel with the lowest time.

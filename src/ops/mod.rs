@@ -24,4 +24,5 @@ pub(crate) mod slice_gemm;
 pub(crate) mod stored_prefill;
 pub mod train_linear;
 pub mod train_ops;
+pub mod tuning_file;
 pub mod vec_math;

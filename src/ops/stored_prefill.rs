@@ -86,16 +86,9 @@ impl Path {
 /// The decisions saved for `cpu` (none when the file is missing, unreadable or another
 /// CPU's or version's).
 fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Some(v) = super::tuning_file::read(path, cpu) else {
         return HashMap::new();
     };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        tracing::warn!("{}: not JSON; prompt paths are timed again", path.display());
-        return HashMap::new();
-    };
-    if v["cpu"].as_str() != Some(cpu) {
-        return HashMap::new();
-    }
     let mut out = HashMap::new();
     for e in v["choices"].as_array().into_iter().flatten() {
         let ty = e["type"]
@@ -123,15 +116,7 @@ fn save(path: &std::path::Path, cpu: &str, map: &HashMap<Key, Choice>) {
         })
         .collect();
     choices.sort_by_key(|v| v.to_string());
-    let doc = serde_json::json!({"cpu": cpu, "choices": choices});
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .map_err(|e| crate::fsio::WriteError::new(path, e))
-        .and_then(|()| crate::fsio::write_bytes_atomic(path, doc.to_string().as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!("keeping the prompt path choices: {e}");
-    }
+    super::tuning_file::write(path, cpu, serde_json::json!({ "choices": choices }));
 }
 
 /// The decisions, read from the file on first use.
