@@ -182,7 +182,6 @@ mod x86 {
                         let yp = (y.add(t * y_stride + j), y_stride);
                         match (rows, cols) {
                             (4, 6) => tile_4x6(xp, wp, len, yp, (scale, add)),
-                            (4, 4) => tile_4x4(xp, wp, len, yp, (scale, add)),
                             _ => edge_tile(rows, cols, xp, wp, len, yp, (scale, add)),
                         }
                         t += TILE_ROWS;
@@ -225,87 +224,6 @@ mod x86 {
             };
         }
         go!(1, 2, 3, 4; 1, 2, 3, 4, 5, 6)
-    }
-
-    /// A 4 × 4 tile written out, for the last four weight rows of a task: sixteen named
-    /// accumulators (the generic [`tile`] with an array of them had one spilled to the
-    /// stack on every step, halving the rate).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_4x4(
-        (x, xs): (*const f32, usize),
-        (w, ws): (*const f32, usize),
-        len: usize,
-        (y, ys): (*mut f32, usize),
-        (scale, add): (f32, bool),
-    ) {
-        let full = len / 16 * 16;
-        let (x0, x1, x2, x3) = (x, x.add(xs), x.add(2 * xs), x.add(3 * xs));
-        let (w0, w1, w2, w3) = (w, w.add(ws), w.add(2 * ws), w.add(3 * ws));
-        let z = _mm512_setzero_ps();
-        let (mut a00, mut a01, mut a02, mut a03) = (z, z, z, z);
-        let (mut a10, mut a11, mut a12, mut a13) = (z, z, z, z);
-        let (mut a20, mut a21, mut a22, mut a23) = (z, z, z, z);
-        let (mut a30, mut a31, mut a32, mut a33) = (z, z, z, z);
-        let mut p = 0;
-        while p < full {
-            let v0 = _mm512_loadu_ps(w0.add(p));
-            let v1 = _mm512_loadu_ps(w1.add(p));
-            let v2 = _mm512_loadu_ps(w2.add(p));
-            let v3 = _mm512_loadu_ps(w3.add(p));
-            let u = _mm512_loadu_ps(x0.add(p));
-            a00 = _mm512_fmadd_ps(u, v0, a00);
-            a01 = _mm512_fmadd_ps(u, v1, a01);
-            a02 = _mm512_fmadd_ps(u, v2, a02);
-            a03 = _mm512_fmadd_ps(u, v3, a03);
-            let u = _mm512_loadu_ps(x1.add(p));
-            a10 = _mm512_fmadd_ps(u, v0, a10);
-            a11 = _mm512_fmadd_ps(u, v1, a11);
-            a12 = _mm512_fmadd_ps(u, v2, a12);
-            a13 = _mm512_fmadd_ps(u, v3, a13);
-            let u = _mm512_loadu_ps(x2.add(p));
-            a20 = _mm512_fmadd_ps(u, v0, a20);
-            a21 = _mm512_fmadd_ps(u, v1, a21);
-            a22 = _mm512_fmadd_ps(u, v2, a22);
-            a23 = _mm512_fmadd_ps(u, v3, a23);
-            let u = _mm512_loadu_ps(x3.add(p));
-            a30 = _mm512_fmadd_ps(u, v0, a30);
-            a31 = _mm512_fmadd_ps(u, v1, a31);
-            a32 = _mm512_fmadd_ps(u, v2, a32);
-            a33 = _mm512_fmadd_ps(u, v3, a33);
-            p += 16;
-        }
-        let sums = reduce16([
-            a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33,
-        ]);
-        // Lanes 4r .. 4r + 4 are output row r's four sums.
-        let rows = [
-            _mm512_extractf32x4_ps::<0>(sums),
-            _mm512_extractf32x4_ps::<1>(sums),
-            _mm512_extractf32x4_ps::<2>(sums),
-            _mm512_extractf32x4_ps::<3>(sums),
-        ];
-        let scaled = _mm_set1_ps(scale);
-        for (r, row) in rows.into_iter().enumerate() {
-            let out = y.add(r * ys);
-            let row = _mm_mul_ps(row, scaled);
-            let v = if add {
-                _mm_add_ps(_mm_loadu_ps(out), row)
-            } else {
-                row
-            };
-            _mm_storeu_ps(out, v);
-        }
-        if full < len {
-            // The last values (fewer than 16) through the generic tile, added on top.
-            tile::<4, 4>(
-                (x.add(full), xs),
-                (w.add(full), ws),
-                len - full,
-                (y, ys),
-                (scale, true),
-            );
-        }
     }
 
     /// The full tile, written out: 4 input rows × 6 weight rows, 24 named accumulators
