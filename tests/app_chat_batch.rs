@@ -10,28 +10,13 @@ mod chat_common;
 use std::time::Duration;
 
 use app_common::{fixture, open_dataset, step_until, studio_home};
-use chat_common::{chat_harness, done, notices, type_message, write_random_adapter};
+use chat_common::{chat_harness, done, notices, two_pane_harness, type_message};
 use eframe::egui;
 use egui::accesskit::Role;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use finetune_studio::app::{Cell, StudioApp, Tab};
 use finetune_studio::data;
-
-/// The two panes of the batch tests: the base model, and the base plus a random adapter.
-/// `name` names the adapter's folder (tests run in parallel).
-fn two_pane_harness(name: &str) -> Harness<'static, StudioApp> {
-    let adapter = studio_home().join(name);
-    write_random_adapter(&adapter);
-    let mut h = chat_harness();
-    h.get_by_label("2 panes").click();
-    h.run_steps(2);
-    let pane = &mut h.state_mut().chat.panes[1];
-    pane.use_adapter = true;
-    pane.adapter_dir = adapter.display().to_string();
-    h.run_steps(1);
-    h
-}
 
 fn type_prompts(h: &mut Harness<'static, StudioApp>, lines: &[&str]) {
     h.get_by_role_and_label(Role::MultilineTextInput, "Prompts")

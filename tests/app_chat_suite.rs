@@ -13,7 +13,7 @@ mod chat_common;
 use std::time::Duration;
 
 use app_common::{step_until, studio_home};
-use chat_common::{chat_harness, notices, write_random_adapter};
+use chat_common::{chat_harness, notices, two_pane_harness};
 use eframe::egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -26,19 +26,23 @@ use finetune_studio::eval::{Check, PromptResult, SuiteReport};
 use finetune_studio::infer::{Sampling, StopReason};
 use finetune_studio::worker::suite_job::SuitePrompt;
 
-/// Two panes: the base model, and the base plus a random adapter in folder `name`.
-fn two_pane_harness(name: &str) -> Harness<'static, StudioApp> {
-    let adapter = studio_home().join(name);
-    write_random_adapter(&adapter);
-    let mut h = chat_harness();
-    h.get_by_label("2 panes").click();
-    h.run_steps(2);
-    let pane = &mut h.state_mut().chat.panes[1];
-    pane.use_adapter = true;
-    pane.adapter_dir = adapter.display().to_string();
+/// [`two_pane_harness`] on the batch compare view.
+fn batch_harness(name: &str) -> Harness<'static, StudioApp> {
+    let mut h = two_pane_harness(name);
     h.get_by_label("Batch compare").click();
     h.run_steps(2);
     h
+}
+
+/// The cell of the suite results that is open, if any.
+fn selected_cell(h: &Harness<'static, StudioApp>) -> Option<(usize, usize)> {
+    h.state()
+        .chat
+        .batch
+        .suite
+        .results
+        .as_ref()
+        .and_then(|r| r.selected)
 }
 
 fn suite_running(app: &StudioApp) -> bool {
@@ -47,7 +51,7 @@ fn suite_running(app: &StudioApp) -> bool {
 
 #[test]
 fn the_builtin_suite_runs_through_two_panes_and_a_failing_reply_opens() {
-    let mut h = two_pane_harness("suite-adapter");
+    let mut h = batch_harness("suite-adapter");
     h.state_mut().chat.max_new_tokens = 8;
     h.get_by_label("▶ Run suite").click();
     h.run_steps(1);
@@ -111,14 +115,7 @@ fn the_builtin_suite_runs_through_two_panes_and_a_failing_reply_opens() {
         .expect("a failing cell")
         .click();
     h.run_steps(2);
-    let selected = h
-        .state()
-        .chat
-        .batch
-        .suite
-        .results
-        .as_ref()
-        .and_then(|r| r.selected);
+    let selected = selected_cell(&h);
     assert_eq!(selected, Some((i, j)));
     let head = format!("{} · {}", results.panes[j].label, failing.id);
     assert!(h.query_by_label(&head).is_some(), "{head} not shown");
@@ -213,14 +210,7 @@ fn a_comparison_shows_its_rates_and_the_failing_reply_on_a_click() {
 
     h.get_by_label("1 of 2 failed").click();
     h.run_steps(2);
-    let selected = h
-        .state()
-        .chat
-        .batch
-        .suite
-        .results
-        .as_ref()
-        .and_then(|r| r.selected);
+    let selected = selected_cell(&h);
     assert_eq!(selected, Some((0, 1)));
     assert!(h.query_by_label("Tuned · capital").is_some());
     assert!(h.query_by_label("Lyon is the capital city.").is_some());
@@ -243,7 +233,7 @@ fn a_comparison_shows_its_rates_and_the_failing_reply_on_a_click() {
 
 #[test]
 fn a_running_suite_stops() {
-    let mut h = two_pane_harness("suite-stop-adapter");
+    let mut h = batch_harness("suite-stop-adapter");
     h.state_mut().chat.max_new_tokens = 30_000;
     h.get_by_label("▶ Run suite").click();
     assert!(
@@ -276,7 +266,7 @@ fn a_running_suite_stops() {
 
 #[test]
 fn a_missing_suite_file_is_reported_by_name() {
-    let mut h = two_pane_harness("suite-missing-adapter");
+    let mut h = batch_harness("suite-missing-adapter");
     h.get_by_label("Suite file").click();
     h.run_steps(1);
     let missing = studio_home().join("no-such-suite.jsonl");
@@ -309,7 +299,7 @@ fn a_missing_suite_file_is_reported_by_name() {
 
 #[test]
 fn two_panes_are_judged_and_the_result_saved_beside_the_batch() {
-    let mut h = two_pane_harness("judge-adapter");
+    let mut h = batch_harness("judge-adapter");
     h.state_mut().chat.max_new_tokens = 6;
     let export = studio_home().join("judge-out").join("compare.jsonl");
     h.state_mut().chat.batch.export_path = export.display().to_string();

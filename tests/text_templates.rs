@@ -20,8 +20,7 @@ use finetune_studio::model::{self, ChatMessage, ChatTemplate, Model};
 use finetune_studio::testkit::{write_echo_dataset, write_tiny_model};
 use finetune_studio::text::{NamedTemplate, TemplateChoice, TemplateSource};
 use finetune_studio::train::config::{EvalSplit, RunConfig};
-use finetune_studio::train::trainer::{self, Control, Start};
-use finetune_studio::train::{TrainCommand, TrainEvent};
+use finetune_studio::train::trainer::{self, Start};
 
 fn conversation() -> Vec<ChatMessage> {
     vec![
@@ -264,22 +263,6 @@ fn run_toml_keeps_the_template_the_thinking_switch_and_strip_reasoning() {
     );
 }
 
-struct Quiet(Vec<String>);
-
-impl Control for Quiet {
-    fn send(&mut self, event: TrainEvent) {
-        if let TrainEvent::Log { message } = event {
-            self.0.push(message);
-        }
-    }
-    fn poll(&mut self) -> Option<TrainCommand> {
-        None
-    }
-    fn wait(&mut self) -> Option<TrainCommand> {
-        Some(TrainCommand::Resume)
-    }
-}
-
 fn run_cfg(dir: &Path, model: &Model) -> RunConfig {
     let base = finetune_studio::model::location_path(&model.location);
     let data = write_echo_dataset(dir).unwrap();
@@ -306,7 +289,7 @@ fn a_runs_template_reaches_its_adapters_chat_and_every_export() {
     let m = Arc::new(m);
     let mut cfg = run_cfg(dir.path(), &m);
     cfg.model.template = Some("plain".into());
-    let mut control = Quiet(Vec::new());
+    let mut control = common::LogLines::default();
     let summary = trainer::run(cfg, m.clone(), Start::Fresh, None, &mut control).unwrap();
     assert!(
         control.0.iter().any(|l| l.contains("not the model's own")),
@@ -378,7 +361,14 @@ fn a_thinking_run_keeps_its_switch_in_the_adapters_template() {
     let mut cfg = run_cfg(dir.path(), &m);
     cfg.model.template = Some("qwen3".into());
     cfg.model.enable_thinking = Some(false);
-    let summary = trainer::run(cfg, m.clone(), Start::Fresh, None, &mut Quiet(Vec::new())).unwrap();
+    let summary = trainer::run(
+        cfg,
+        m.clone(),
+        Start::Fresh,
+        None,
+        &mut common::LogLines::default(),
+    )
+    .unwrap();
     let adapter = summary.adapter_dir.unwrap();
     let hi = [ChatMessage::new("user", "Hi")];
     let spec = |thinking| finetune_studio::worker::chat_job::TemplateSpec {

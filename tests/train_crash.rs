@@ -10,6 +10,8 @@
 //! at a random time (seeded). After each kill it checks the run folder, resumes the run
 //! and checks the result.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -75,24 +77,6 @@ impl Control for Signal {
                 .and_then(Path::parent)
                 .unwrap_or(Path::new(""));
             fsio::write_bytes_atomic(&self.marker, run.display().to_string().as_bytes()).unwrap();
-        }
-    }
-    fn poll(&mut self) -> Option<TrainCommand> {
-        None
-    }
-    fn wait(&mut self) -> Option<TrainCommand> {
-        Some(TrainCommand::Resume)
-    }
-}
-
-/// The resumed run's watcher: keeps the log lines.
-#[derive(Default)]
-struct Logs(Vec<String>);
-
-impl Control for Logs {
-    fn send(&mut self, event: TrainEvent) {
-        if let TrainEvent::Log { message } = event {
-            self.0.push(message);
         }
     }
     fn poll(&mut self) -> Option<TrainCommand> {
@@ -300,7 +284,7 @@ fn a_run_killed_while_writing_checkpoints_resumes_from_a_complete_one() {
         let last = *steps.last().unwrap();
         let (run_dir, mut cfg) = RunDir::open(&run).unwrap();
         cfg.training.save_every = 10;
-        let mut logs = Logs::default();
+        let mut logs = common::LogLines::default();
         let summary = trainer::run(
             cfg,
             model.clone(),

@@ -1,6 +1,6 @@
 //! The Chat tab's test helpers: a tiny random model written once per test binary, the
-//! app on the Chat tab with it loaded, typing a message, and a random adapter strong enough
-//! to change the replies.
+//! app on the Chat tab with it loaded, typing a message, a random adapter strong enough to
+//! change the replies, and two panes (base, and base plus such an adapter).
 
 #![allow(dead_code)]
 
@@ -73,4 +73,19 @@ pub fn notices(h: &Harness<'static, StudioApp>) -> String {
 pub fn write_random_adapter(dir: &Path) {
     finetune_studio::testkit::write_tiny_adapter(dir, Architecture::Llama, 17)
         .expect("write adapter");
+}
+
+/// Two panes: the base model, and the base plus a random adapter written to folder `name`
+/// of the studio's home (tests run in parallel, each with its own name).
+pub fn two_pane_harness(name: &str) -> Harness<'static, StudioApp> {
+    let adapter = studio_home().join(name);
+    write_random_adapter(&adapter);
+    let mut h = chat_harness();
+    h.get_by_label("2 panes").click();
+    h.run_steps(2);
+    let pane = &mut h.state_mut().chat.panes[1];
+    pane.use_adapter = true;
+    pane.adapter_dir = adapter.display().to_string();
+    h.run_steps(1);
+    h
 }

@@ -129,3 +129,21 @@ pub fn tiny_run_config(
     cfg.output.runs_dir = Some(runs_dir);
     cfg
 }
+
+/// A training run's watcher that keeps the run's log lines and never pauses it.
+#[derive(Default)]
+pub struct LogLines(pub Vec<String>);
+
+impl finetune_studio::train::trainer::Control for LogLines {
+    fn send(&mut self, event: finetune_studio::train::TrainEvent) {
+        if let finetune_studio::train::TrainEvent::Log { message } = event {
+            self.0.push(message);
+        }
+    }
+    fn poll(&mut self) -> Option<finetune_studio::train::TrainCommand> {
+        None
+    }
+    fn wait(&mut self) -> Option<finetune_studio::train::TrainCommand> {
+        Some(finetune_studio::train::TrainCommand::Resume)
+    }
+}
