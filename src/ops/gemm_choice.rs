@@ -591,61 +591,42 @@ mod tests {
                     &[(&w, k as isize, 1), (&b, 1, n as isize)]
                 };
                 for &(rhs, rhs_cs, rhs_rs) in layouts {
-                    // Added onto dst, scaled: c = 1 + 0.5 · a · w.
-                    let mut c = vec![1f32; m * n];
-                    // SAFETY: as below.
-                    unsafe {
-                        run(
-                            kernel,
-                            m,
-                            n,
-                            k,
-                            c.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            true,
-                            a.as_ptr(),
-                            1,
-                            k as isize,
-                            rhs.as_ptr(),
-                            rhs_cs,
-                            rhs_rs,
-                            1.0,
-                            0.5,
-                            par,
-                        )
+                    // `dst = dst + beta · a · rhs` on a row-major dst starting at `start`.
+                    let product = |start: f32, read_dst: bool, beta: f32| {
+                        let mut c = vec![start; m * n];
+                        // SAFETY: a is m×k row-major, rhs holds k×n values at the strides
+                        // given, c is m×n row-major.
+                        unsafe {
+                            run(
+                                kernel,
+                                m,
+                                n,
+                                k,
+                                c.as_mut_ptr(),
+                                1,
+                                n as isize,
+                                read_dst,
+                                a.as_ptr(),
+                                1,
+                                k as isize,
+                                rhs.as_ptr(),
+                                rhs_cs,
+                                rhs_rs,
+                                1.0,
+                                beta,
+                                par,
+                            )
+                        };
+                        c
                     };
-                    for (g, w) in c.iter().zip(&want) {
+                    // Added onto dst, scaled: c = 1 + 0.5 · a · w.
+                    for (g, w) in product(1.0, true, 0.5).iter().zip(&want) {
                         assert!(
                             (g - 1.0 - 0.5 * w).abs() < 1e-4,
                             "{kernel:?} added: {g} vs {w}"
                         );
                     }
-                    let mut c = vec![f32::NAN; m * n];
-                    // SAFETY: a is m×k row-major, rhs holds k×n values at the strides
-                    // given, c is m×n row-major.
-                    unsafe {
-                        run(
-                            kernel,
-                            m,
-                            n,
-                            k,
-                            c.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            false,
-                            a.as_ptr(),
-                            1,
-                            k as isize,
-                            rhs.as_ptr(),
-                            rhs_cs,
-                            rhs_rs,
-                            1.0,
-                            1.0,
-                            par,
-                        )
-                    };
-                    for (g, w) in c.iter().zip(&want) {
+                    for (g, w) in product(f32::NAN, false, 1.0).iter().zip(&want) {
                         assert!((g - w).abs() < 1e-4, "{kernel:?}: {g} vs {w}");
                     }
                 }
