@@ -343,13 +343,13 @@ impl BatchCompare {
                 }
             }
             ui.separator();
-            let l = ui.label("Export to");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.export_path)
-                    .hint_text("compare.jsonl")
-                    .desired_width(260.0),
-            )
-            .labelled_by(l.id);
+            super::fields::labelled_line(
+                ui,
+                "Export to",
+                &mut self.export_path,
+                "compare.jsonl",
+                260.0,
+            );
             let can = self.table.is_some() && self.exporting.is_none();
             if ui
                 .add_enabled(can, egui::Button::new("Export JSONL"))

@@ -206,21 +206,21 @@ impl JudgeRun {
                 ui.label(format!("A: {} · B: {}", columns[0], columns[1]));
                 ui.add_enabled_ui(!running, |ui| {
                     ui.horizontal(|ui| {
-                        let l = ui.label("Judge model");
-                        ui.add(
-                            egui::TextEdit::singleline(&mut self.judge_model)
-                                .hint_text("the loaded model")
-                                .desired_width(260.0),
+                        super::fields::labelled_line(
+                            ui,
+                            "Judge model",
+                            &mut self.judge_model,
+                            "the loaded model",
+                            260.0,
                         )
-                        .labelled_by(l.id)
                         .on_hover_text("default, a folder, a .gguf file or a hub repo id");
-                        let l = ui.label("Judge adapter");
-                        ui.add(
-                            egui::TextEdit::singleline(&mut self.judge_adapter)
-                                .hint_text("none")
-                                .desired_width(260.0),
-                        )
-                        .labelled_by(l.id);
+                        super::fields::labelled_line(
+                            ui,
+                            "Judge adapter",
+                            &mut self.judge_adapter,
+                            "none",
+                            260.0,
+                        );
                     });
                     ui.horizontal(|ui| {
                         ui.label("Judge prompt").on_hover_text(

@@ -172,13 +172,13 @@ impl SuiteRun {
                 ui.selectable_value(&mut self.builtin, true, "Built-in suite");
                 ui.selectable_value(&mut self.builtin, false, "Suite file");
                 if !self.builtin {
-                    let l = ui.label("Suite path");
-                    ui.add(
-                        egui::TextEdit::singleline(&mut self.path)
-                            .hint_text("suite.jsonl")
-                            .desired_width(220.0),
-                    )
-                    .labelled_by(l.id);
+                    super::fields::labelled_line(
+                        ui,
+                        "Suite path",
+                        &mut self.path,
+                        "suite.jsonl",
+                        220.0,
+                    );
                     if ui.button("Browse…").clicked() {
                         action = Some(SuiteUiAction::Browse);
                     }

@@ -524,13 +524,13 @@ impl BlindAb {
     fn session_ui(&mut self, ui: &mut egui::Ui, from: &[ChatPane]) -> Option<SessionAction> {
         let mut action = None;
         ui.horizontal(|ui| {
-            let label = ui.label("Preference file");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.path)
-                    .hint_text("preferences.jsonl")
-                    .desired_width(360.0),
-            )
-            .labelled_by(label.id);
+            super::fields::labelled_line(
+                ui,
+                "Preference file",
+                &mut self.path,
+                "preferences.jsonl",
+                360.0,
+            );
             ui.weak(format!("order seed {}", self.order_seed))
                 .on_hover_text("The sides of prompt i are swapped when one bit of SplitMix64(seed, i) is set; it is recorded in every pair");
             if !self.status.is_empty() {

@@ -321,13 +321,13 @@ impl HandoffDialog {
              trainer_log.jsonl), or the hand-off project around it.",
         );
         ui.horizontal(|ui| {
-            let label = ui.label("Engine output folder");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.path)
-                    .hint_text("…/output")
-                    .desired_width(380.0),
-            )
-            .labelled_by(label.id);
+            super::fields::labelled_line(
+                ui,
+                "Engine output folder",
+                &mut self.path,
+                "…/output",
+                380.0,
+            );
             if ui.button("Browse…").clicked() {
                 worker.send(Command::PickFile {
                     purpose: DialogPurpose::ImportRunFolder,

@@ -20,6 +20,7 @@ mod dataset_stats;
 mod dataset_table;
 mod datasets;
 mod export_dialog;
+mod fields;
 mod fonts;
 mod frame_times;
 mod handoff_dialog;
