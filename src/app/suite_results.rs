@@ -148,11 +148,7 @@ fn results_body(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
         .striped(true)
         .min_col_width(PANE_WIDTH)
         .show(ui, |ui| {
-            ui.strong("Pass rate");
-            for p in &c.panes {
-                ui.strong(&p.label);
-            }
-            ui.end_row();
+            header_row(ui, "Pass rate", c);
             let rows: [(&str, RateOf); 2] = [
                 ("Checks passed", |r| r.checks),
                 ("Prompts with every check passed", |r| r.prompts_passed),
@@ -182,6 +178,15 @@ fn results_body(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
     });
 }
 
+/// A grid's first row: `corner` above the row names, then each pane's label.
+fn header_row(ui: &mut egui::Ui, corner: &str, c: &SuiteComparison) {
+    ui.strong(corner);
+    for p in &c.panes {
+        ui.strong(&p.label);
+    }
+    ui.end_row();
+}
+
 /// A row per check type, a cell per pane.
 fn by_check_ui(ui: &mut egui::Ui, c: &SuiteComparison) {
     ui.strong("Per check type");
@@ -189,11 +194,7 @@ fn by_check_ui(ui: &mut egui::Ui, c: &SuiteComparison) {
         .striped(true)
         .min_col_width(PANE_WIDTH)
         .show(ui, |ui| {
-            ui.strong("Check");
-            for p in &c.panes {
-                ui.strong(&p.label);
-            }
-            ui.end_row();
+            header_row(ui, "Check", c);
             for kind in c.check_types() {
                 ui.label(kind);
                 for p in &c.panes {
@@ -217,11 +218,7 @@ fn prompts_grid(ui: &mut egui::Ui, c: &mut SuiteComparison, running: bool) {
     egui::Grid::new("suite-per-prompt")
         .striped(true)
         .show(ui, |ui| {
-            ui.strong("Prompt");
-            for p in &c.panes {
-                ui.strong(&p.label);
-            }
-            ui.end_row();
+            header_row(ui, "Prompt", c);
             for (i, prompt) in c.prompts.iter().enumerate() {
                 ui.label(&prompt.id).on_hover_text(&prompt.text);
                 for (j, p) in c.panes.iter().enumerate() {
