@@ -264,10 +264,10 @@ fn main() -> anyhow::Result<()> {
     let kernels = finetune_studio::ops::gemm_choice::chosen();
     let on = |k: GemmKernel| kernels.iter().filter(|(_, c)| *c == k).count();
     println!(
-        "gemm kernels ({}): AVX-512 on {} shapes, AVX2 on {}, dot on {}",
+        "gemm kernels ({}): gemm 0.19 on {} shapes, gemm-f32 0.18 AVX2 on {}, dot on {}",
         finetune_studio::sys::cpu_model(),
-        on(GemmKernel::Avx512),
-        on(GemmKernel::Avx2),
+        on(GemmKernel::Gemm019),
+        on(GemmKernel::Gemm018Avx2),
         on(GemmKernel::Dot)
     );
     println!(
@@ -276,7 +276,7 @@ fn main() -> anyhow::Result<()> {
         "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
         "trainable_params": adapter.parameter_count(), "cpu": finetune_studio::sys::cpu_model(),
-        "gemm_avx512_shapes": on(GemmKernel::Avx512), "gemm_avx2_shapes": on(GemmKernel::Avx2),
+        "gemm_019_shapes": on(GemmKernel::Gemm019), "gemm_018_avx2_shapes": on(GemmKernel::Gemm018Avx2),
         "gemm_dot_shapes": on(GemmKernel::Dot)})
     );
     Ok(())

@@ -1,23 +1,24 @@
-//! Which f32 gemm kernel each product shape runs on: the gemm crate's AVX2 + FMA or
-//! AVX-512 kernels, or (for `x · Wᵀ` with both operands' rows contiguous) the studio's own
-//! dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing, never by a
-//! constant.
+//! Which f32 gemm kernel each product shape runs on: gemm-f32 0.18's AVX2 + FMA kernels,
+//! the gemm crate 0.19's own choice for this CPU (AVX-512 where the CPU has it, else its
+//! AVX2 kernels), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512) the
+//! studio's own dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing,
+//! never by a constant.
 //!
-//! The gemm crate (0.19, built with `x86-v4`) runs AVX-512 on CPUs that have it; gemm-f32
-//! 0.18 (the same algorithm, whose AVX-512 kernels need a nightly compiler) is the AVX2
-//! one. Which is faster depends on the core (Zen 4 splits 512-bit operations in two, Zen 5
-//! and recent Xeons do not) and on the shape (thin products can favour AVX2, a prompt of
-//! a few rows the dot kernel). So the first calls of each shape take turns on the
-//! candidates and time themselves, the fastest per FLOP is kept, the choice is logged, and
-//! the choices are kept on disk for this CPU (`kernel-choices.json` in the data directory)
+//! The two crate versions implement the same algorithm with different kernels, blocking
+//! and packing, and neither wins everywhere: on AMD Zen 3 (AVX2 only) 0.19's kernels train
+//! the default model a third faster than 0.18's; on Zen 4, which splits 512-bit operations
+//! in two, 0.18's AVX2 beat 0.19's AVX-512 on thin products; a prompt of a few rows can
+//! favour the dot kernel. So the first calls of each shape take turns on the candidates
+//! and time themselves, the fastest per FLOP is kept, the choice is logged, and the
+//! choices are kept on disk for this CPU (`kernel-choices.json` in the data directory)
 //! with each kernel's best time.
 //!
 //! A busy machine only ever makes a kernel look slower than it is, so the best time over
 //! every trial ever taken converges on the quiet figure: each later run times a saved shape
 //! once more on each kernel and decides on the best times of all runs together. A choice
 //! that a neighbour's build skewed is corrected by the next quiet run instead of being kept.
-//! `FINETUNE_STUDIO_GEMM=avx2|avx512|dot` pins one kernel for comparisons (the dot kernel
-//! where the layout allows it, AVX-512 elsewhere).
+//! `FINETUNE_STUDIO_GEMM=gemm018|gemm019|dot` pins one kernel for comparisons (the dot
+//! kernel where the layout and the CPU allow it, gemm 0.19 elsewhere).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
@@ -26,8 +27,10 @@ use std::time::Instant;
 /// The kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum GemmKernel {
-    Avx2,
-    Avx512,
+    /// gemm-f32 0.18's AVX2 + FMA kernels.
+    Gemm018Avx2,
+    /// The gemm crate 0.19, on the best kernels it has for this CPU.
+    Gemm019,
     /// [`super::dot_gemm`]: `x · Wᵀ` as dot products of contiguous rows (AVX-512).
     Dot,
 }
@@ -35,15 +38,15 @@ pub enum GemmKernel {
 impl GemmKernel {
     pub fn label(self) -> &'static str {
         match self {
-            GemmKernel::Avx2 => "avx2",
-            GemmKernel::Avx512 => "avx512",
+            GemmKernel::Gemm018Avx2 => "gemm018",
+            GemmKernel::Gemm019 => "gemm019",
             GemmKernel::Dot => "dot",
         }
     }
     fn from_label(s: &str) -> Option<Self> {
         match s {
-            "avx2" => Some(GemmKernel::Avx2),
-            "avx512" => Some(GemmKernel::Avx512),
+            "gemm018" => Some(GemmKernel::Gemm018Avx2),
+            "gemm019" => Some(GemmKernel::Gemm019),
             "dot" => Some(GemmKernel::Dot),
             _ => None,
         }
@@ -59,7 +62,7 @@ const TRIALS: usize = 3;
 /// Timed calls of each kernel, in a later run, for a shape saved with its best times.
 const RECHECK_TRIALS: usize = 1;
 /// Products below this many multiply-adds (a few microseconds) are not worth timing:
-/// they run on AVX2.
+/// they run on gemm-f32 0.18's AVX2 kernels.
 const TIMED_MIN_MACS: usize = 1 << 20;
 
 /// A product's shape as the choice sees it: each size rounded up to a power of two (packed
@@ -96,7 +99,7 @@ impl ShapeKey {
 
     /// The kernels that can run this shape here.
     fn candidates(&self) -> Vec<GemmKernel> {
-        let mut out = vec![GemmKernel::Avx2, GemmKernel::Avx512];
+        let mut out = vec![GemmKernel::Gemm018Avx2, GemmKernel::Gemm019];
         if self.dot && super::dot_gemm::available() {
             out.push(GemmKernel::Dot);
         }
@@ -142,7 +145,11 @@ fn choices_available() -> bool {
     *BOTH.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("avx512f") && pinned().is_none()
+            // gemm 0.19 runs its AVX2 kernels where AVX-512 is missing: two candidates on
+            // any CPU with AVX2 and FMA.
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && pinned().is_none()
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -151,8 +158,8 @@ fn choices_available() -> bool {
     })
 }
 
-/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (AVX-512 and the dot kernel only where
-/// the CPU has AVX-512).
+/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (the dot kernel only where the CPU has
+/// AVX-512; gemm 0.19 in its place elsewhere).
 fn pinned() -> Option<GemmKernel> {
     static PINNED: OnceLock<Option<GemmKernel>> = OnceLock::new();
     *PINNED.get_or_init(|| {
@@ -162,8 +169,8 @@ fn pinned() -> Option<GemmKernel> {
         let has_avx512 = std::arch::is_x86_feature_detected!("avx512f");
         #[cfg(not(target_arch = "x86_64"))]
         let has_avx512 = false;
-        Some(if k != GemmKernel::Avx2 && !has_avx512 {
-            GemmKernel::Avx2
+        Some(if k == GemmKernel::Dot && !has_avx512 {
+            GemmKernel::Gemm019
         } else {
             k
         })
@@ -195,7 +202,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
                 dot: entry["dot"].as_bool().unwrap_or(false),
             })
         })();
-        let saved: Times = [GemmKernel::Avx2, GemmKernel::Avx512, GemmKernel::Dot]
+        let saved: Times = [GemmKernel::Gemm018Avx2, GemmKernel::Gemm019, GemmKernel::Dot]
             .into_iter()
             .filter_map(|k| {
                 let t = entry[k.time_key()].as_f64()?;
@@ -204,7 +211,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
             .collect();
         // A file of an older version, with no times, is timed afresh.
         let timed =
-            saved.contains_key(&GemmKernel::Avx2) && saved.contains_key(&GemmKernel::Avx512);
+            saved.contains_key(&GemmKernel::Gemm018Avx2) && saved.contains_key(&GemmKernel::Gemm019);
         if let (Some(key), true) = (key, timed) {
             out.insert(key, Choice::timing(saved));
         }
@@ -249,7 +256,7 @@ fn fastest(times: &Times) -> Option<GemmKernel> {
 /// The kernel for `key` and whether this call is a timed trial.
 fn pick(key: ShapeKey) -> (GemmKernel, bool) {
     let Ok(mut guard) = CHOICES.lock() else {
-        return (GemmKernel::Avx2, false);
+        return (GemmKernel::Gemm018Avx2, false);
     };
     let choices = guard.get_or_insert_with(|| {
         let cpu = crate::sys::cpu_model();
@@ -269,7 +276,7 @@ fn pick(key: ShapeKey) -> (GemmKernel, bool) {
                 .candidates()
                 .into_iter()
                 .min_by_key(count)
-                .unwrap_or(GemmKernel::Avx2);
+                .unwrap_or(GemmKernel::Gemm018Avx2);
             (next, true)
         }
     }
@@ -390,9 +397,9 @@ pub unsafe fn gemm(
         && lhs_rs >= 0
         && rhs_cs >= 0;
     let (kernel, timed) = match pinned() {
-        Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Avx512, false),
+        Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Gemm019, false),
         Some(k) => (k, false),
-        None if !choices_available() || macs < TIMED_MIN_MACS => (GemmKernel::Avx2, false),
+        None if !choices_available() || macs < TIMED_MIN_MACS => (GemmKernel::Gemm018Avx2, false),
         None => {
             let key = ShapeKey {
                 m: m.next_power_of_two(),
@@ -499,8 +506,8 @@ unsafe fn run(
                 matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
             )
         },
-        // SAFETY: the caller's promises; gemm 0.19 picks AVX-512 on this CPU.
-        GemmKernel::Avx512 => unsafe {
+        // SAFETY: the caller's promises; gemm 0.19 picks its kernels for this CPU.
+        GemmKernel::Gemm019 => unsafe {
             gemm::gemm(
                 m,
                 n,
@@ -523,7 +530,7 @@ unsafe fn run(
                 parallelism,
             )
         },
-        GemmKernel::Avx2 => {
+        GemmKernel::Gemm018Avx2 => {
             let parallelism = match parallelism {
                 gemm::Parallelism::Rayon(t) => gemm_common_avx2::Parallelism::Rayon(t),
                 _ => gemm_common_avx2::Parallelism::None,
@@ -578,10 +585,9 @@ mod tests {
             .collect();
         // The same right-hand side stored row-major as [k, n].
         let b: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
-        let mut kernels = vec![GemmKernel::Avx2];
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            kernels.extend([GemmKernel::Avx512, GemmKernel::Dot]);
+        let mut kernels = vec![GemmKernel::Gemm018Avx2, GemmKernel::Gemm019];
+        if super::super::dot_gemm::available() {
+            kernels.push(GemmKernel::Dot);
         }
         for kernel in kernels {
             for par in [gemm::Parallelism::None, gemm::Parallelism::Rayon(2)] {
@@ -665,22 +671,22 @@ mod tests {
     #[test]
     fn a_shape_is_decided_after_its_trials_and_kept() {
         let key = key(1 << 20, false);
-        // AVX-512 twice as fast per multiply-add.
+        // gemm 0.19 twice as fast per multiply-add.
         let runs = take_turns(key, 2 * TRIALS, |k| {
-            if k == GemmKernel::Avx512 {
+            if k == GemmKernel::Gemm019 {
                 1.0
             } else {
                 2.0
             }
         });
         assert_eq!(
-            runs.iter().filter(|&&k| k == GemmKernel::Avx2).count(),
+            runs.iter().filter(|&&k| k == GemmKernel::Gemm018Avx2).count(),
             TRIALS
         );
-        assert_eq!(pick(key), (GemmKernel::Avx512, false));
+        assert_eq!(pick(key), (GemmKernel::Gemm019, false));
         assert!(chosen()
             .iter()
-            .any(|(label, k)| label == &key.label() && *k == GemmKernel::Avx512));
+            .any(|(label, k)| label == &key.label() && *k == GemmKernel::Gemm019));
     }
 
     /// In the dot kernel's layout it takes its turns too, and wins where it is fastest.
@@ -692,8 +698,8 @@ mod tests {
         assert_eq!(has_dot, super::super::dot_gemm::available());
         let time = |k: GemmKernel| match k {
             GemmKernel::Dot => 0.5,
-            GemmKernel::Avx512 => 1.0,
-            GemmKernel::Avx2 => 2.0,
+            GemmKernel::Gemm019 => 1.0,
+            GemmKernel::Gemm018Avx2 => 2.0,
         };
         let runs = take_turns(key, candidates.len() * TRIALS, time);
         for k in &candidates {
@@ -702,7 +708,7 @@ mod tests {
         let want = if has_dot {
             GemmKernel::Dot
         } else {
-            GemmKernel::Avx512
+            GemmKernel::Gemm019
         };
         assert_eq!(pick(key), (want, false));
     }
@@ -714,8 +720,8 @@ mod tests {
         let mut k = key(1024, true);
         k.transposed = [false, false, true];
         let times = Times::from([
-            (GemmKernel::Avx2, 2.0),
-            (GemmKernel::Avx512, 1.0),
+            (GemmKernel::Gemm018Avx2, 2.0),
+            (GemmKernel::Gemm019, 1.0),
             (GemmKernel::Dot, 0.5),
         ]);
         let choices = Choices {
@@ -733,7 +739,7 @@ mod tests {
         // A file written before the dot kernel: no flag, no dot time, still read.
         std::fs::write(
             &path,
-            r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"avx2","avx2_s_per_mac":2.0,"avx512_s_per_mac":3.0}]}"#,
+            r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"gemm018","gemm018_s_per_mac":2.0,"gemm019_s_per_mac":3.0}]}"#,
         )
         .unwrap();
         let old = load(&path, "CPU A");
@@ -745,7 +751,7 @@ mod tests {
         // A file of the version before that, with kernels but no times, is timed afresh.
         std::fs::write(
             &path,
-            r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"avx2"}]}"#,
+            r#"{"cpu":"CPU A","shapes":[{"m":1024,"n":576,"k":2048,"transposed":[false,false,true],"threads":2,"kernel":"gemm018"}]}"#,
         )
         .unwrap();
         assert!(load(&path, "CPU A").is_empty());
@@ -757,7 +763,7 @@ mod tests {
     fn a_choice_a_busy_run_skewed_is_corrected_by_a_quiet_recheck() {
         let mut key = key(1 << 21, false);
         key.transposed = [true, false, false];
-        // Saved by a run whose AVX-512 trials met a busy machine: AVX2 looked faster.
+        // Saved by a run whose gemm 0.19 trials met a busy machine: 0.18 looked faster.
         {
             let mut guard = CHOICES.lock().unwrap();
             let choices = guard.get_or_insert_with(|| Choices {
@@ -767,20 +773,20 @@ mod tests {
             choices.shapes.insert(
                 key,
                 Choice::timing(Times::from([
-                    (GemmKernel::Avx2, 2.0),
-                    (GemmKernel::Avx512, 3.0),
+                    (GemmKernel::Gemm018Avx2, 2.0),
+                    (GemmKernel::Gemm019, 3.0),
                 ])),
             );
         }
-        // This run is quiet: AVX-512 twice as fast as AVX2's best.
+        // This run is quiet: gemm 0.19 twice as fast as 0.18's best.
         take_turns(key, 2 * RECHECK_TRIALS, |k| {
-            if k == GemmKernel::Avx512 {
+            if k == GemmKernel::Gemm019 {
                 1.0
             } else {
                 2.5
             }
         });
-        assert_eq!(pick(key), (GemmKernel::Avx512, false));
+        assert_eq!(pick(key), (GemmKernel::Gemm019, false));
         let guard = CHOICES.lock().unwrap();
         let best = guard.as_ref().and_then(|c| match c.shapes.get(&key) {
             Some(Choice::Chosen(_, times)) => Some(times.clone()),
@@ -790,8 +796,8 @@ mod tests {
         assert_eq!(
             best,
             Some(Times::from([
-                (GemmKernel::Avx2, 2.0),
-                (GemmKernel::Avx512, 1.0)
+                (GemmKernel::Gemm018Avx2, 2.0),
+                (GemmKernel::Gemm019, 1.0)
             ]))
         );
     }
