@@ -202,16 +202,20 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
                 dot: entry["dot"].as_bool().unwrap_or(false),
             })
         })();
-        let saved: Times = [GemmKernel::Gemm018Avx2, GemmKernel::Gemm019, GemmKernel::Dot]
-            .into_iter()
-            .filter_map(|k| {
-                let t = entry[k.time_key()].as_f64()?;
-                (t.is_finite() && t > 0.0).then_some((k, t))
-            })
-            .collect();
+        let saved: Times = [
+            GemmKernel::Gemm018Avx2,
+            GemmKernel::Gemm019,
+            GemmKernel::Dot,
+        ]
+        .into_iter()
+        .filter_map(|k| {
+            let t = entry[k.time_key()].as_f64()?;
+            (t.is_finite() && t > 0.0).then_some((k, t))
+        })
+        .collect();
         // A file of an older version, with no times, is timed afresh.
-        let timed =
-            saved.contains_key(&GemmKernel::Gemm018Avx2) && saved.contains_key(&GemmKernel::Gemm019);
+        let timed = saved.contains_key(&GemmKernel::Gemm018Avx2)
+            && saved.contains_key(&GemmKernel::Gemm019);
         if let (Some(key), true) = (key, timed) {
             out.insert(key, Choice::timing(saved));
         }
@@ -680,7 +684,9 @@ mod tests {
             }
         });
         assert_eq!(
-            runs.iter().filter(|&&k| k == GemmKernel::Gemm018Avx2).count(),
+            runs.iter()
+                .filter(|&&k| k == GemmKernel::Gemm018Avx2)
+                .count(),
             TRIALS
         );
         assert_eq!(pick(key), (GemmKernel::Gemm019, false));

@@ -1,5 +1,6 @@
 //! The integer dot products of a weight row with Q8 activations in SIMD: an AVX2 kernel
-//! per 32-value block type (`vpmaddubsw`, one block per step, as llama.cpp's) and an
+//! per 32-value block type (weight codes widened to 16 bits against the activations'
+//! 16-bit codes in `vpmaddwd`, two blocks per step) and an
 //! AVX-512 VNNI one (`vpdpbusd` over two blocks per 512-bit step, the two blocks' scales
 //! and offsets converted and multiplied as one vector, the fifth bits of the Q5 types
 //! expanded from a mask register), plus 16-bit float rows against f32 activations.
@@ -49,36 +50,6 @@ unsafe fn hsum256(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-/// 16 bytes of packed nibbles as 32 bytes: low nibbles (values 0..16), then high ones.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn nibbles256(p: *const u8) -> __m256i {
-    let v = _mm_loadu_si128(p.cast());
-    _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16(v, 4), v),
-        _mm256_set1_epi8(0x0F),
-    )
-}
-
-/// Bit j of `qh` as 0x10 in byte j (llama.cpp's `bytes_from_bits_32`, masked).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn fifth_bits256(qh: u32) -> __m256i {
-    let shuffle = _mm256_set_epi64x(
-        0x0303_0303_0303_0303,
-        0x0202_0202_0202_0202,
-        0x0101_0101_0101_0101,
-        0,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuffle);
-    let all_but_own_bit = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
-    let set = _mm256_cmpeq_epi8(
-        _mm256_or_si256(bytes, all_but_own_bit),
-        _mm256_set1_epi8(-1),
-    );
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
 /// Byte offsets of a type's block layout: block size, codes, fifth bits, and whether the
@@ -133,49 +104,137 @@ const fn layout(ty: StoredType) -> Layout {
     }
 }
 
-/// The AVX2 kernel of a 32-value type, one block per step, both activation levels.
+/// The AVX2 kernel of a 32-value type, two blocks per step, both activation levels.
+/// Each block's integer dot stays in eight lanes until one horizontal add folds the
+/// pair's into four lanes each, so that the pair's scales and offset terms come from one
+/// conversion and one product of `[d, m]` pairs (no scalar work per block, no chain of
+/// scalar additions through the row).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_avx2<const TY: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
     let ty = type_of(TY);
     let l = layout(ty);
+    let q8_0 = ty == StoredType::Q8_0;
+    // Q8_0's signed codes go through the sign trick, which needs no offset term.
+    let coefficient = if q8_0 { 0.0 } else { l.coefficient };
     let mut acc = _mm256_setzero_ps();
-    let mut extra = 0f32;
-    let (wp, q1p, q2p) = (w.as_ptr(), a.qs.as_ptr(), a.qs2.as_ptr());
-    let ones = _mm256_set1_epi16(1);
-    for i in 0..a.meta.len() / 2 {
-        let b = wp.add(i * l.size);
-        let m = &a.meta[2 * i..2 * i + 2];
-        let y1 = _mm256_loadu_si256(q1p.add(32 * i).cast());
-        let y2 = _mm256_loadu_si256(q2p.add(32 * i).cast());
-        let d = f16_at(b);
-        let (p1, p2) = if ty == StoredType::Q8_0 {
-            let q = _mm256_loadu_si256(b.add(2).cast());
-            let aq = _mm256_sign_epi8(q, q);
-            (
-                _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y1, q)),
-                _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y2, q)),
-            )
-        } else {
-            let mut q = nibbles256(b.add(l.codes));
-            if let Some(h) = l.qh {
-                q = _mm256_or_si256(q, fifth_bits256(u32_at(b.add(h))));
-            }
-            let coef = if l.has_min {
-                f16_at(b.add(2))
-            } else {
-                l.coefficient * d
-            };
-            extra += coef * m[1];
-            (_mm256_maddubs_epi16(q, y1), _mm256_maddubs_epi16(q, y2))
-        };
-        // 256 · (w · q₁) + w · q₂, exact in i32.
-        let dot = _mm256_add_epi32(
-            _mm256_slli_epi32(_mm256_madd_epi16(p1, ones), 8),
-            _mm256_madd_epi16(p2, ones),
+    let mut extra = _mm_setzero_ps();
+    for p in 0..a.meta.len() / 4 {
+        let b0 = w.as_ptr().add(2 * p * l.size);
+        let b1 = b0.add(l.size);
+        // [s0, e0, s1, e1]: each block's scale and offset term.
+        let t = _mm_mul_ps(
+            pair_meta(b0, b1, &l, coefficient),
+            _mm_loadu_ps(a.meta.as_ptr().add(4 * p)),
         );
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * m[0]), _mm256_cvtepi32_ps(dot), acc);
+        extra = _mm_add_ps(extra, t);
+        let d0 = block_dot_avx2(b0, &l, q8_0, a, 2 * p);
+        let d1 = block_dot_avx2(b1, &l, q8_0, a, 2 * p + 1);
+        // [b0, b0, b1, b1 | b0, b0, b1, b1] against [s0, s0, s1, s1 | s0, s0, s1, s1].
+        let sums = _mm256_hadd_epi32(d0, d1);
+        let s = _mm_shuffle_ps::<0b10_10_00_00>(t, t);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set_m128(s, s), acc);
     }
-    hsum256(acc) + extra
+    let mut e = [0f32; 4];
+    _mm_storeu_ps(e.as_mut_ptr(), extra);
+    hsum256(acc) + e[1] + e[3] + odd_last_block(ty, w, a)
+}
+
+/// `256 · (w · q₁) + w · q₂` of block `i` (at `b`) in eight lanes of i32: the weight
+/// codes widened to 16 bits (values 0–15 and 16–31 of the block in two vectors) times the
+/// activations' 16-bit codes, one `vpmaddwd` per sixteen values.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_dot_avx2(b: *const u8, l: &Layout, q8_0: bool, a: Q8Row<'_>, i: usize) -> __m256i {
+    let y = a.qs16.as_ptr().add(32 * i);
+    let (w_lo, w_hi) = if q8_0 {
+        (
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(2).cast())),
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(18).cast())),
+        )
+    } else {
+        // Byte j holds value j in its low nibble and value j + 16 in its high one.
+        let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.add(l.codes).cast()));
+        let lo = _mm256_and_si256(v, _mm256_set1_epi16(0x0F));
+        let hi = _mm256_srli_epi16::<4>(v);
+        match l.qh {
+            Some(h) => {
+                let qh = u32_at(b.add(h));
+                (
+                    _mm256_or_si256(lo, fifth_bits16(qh)),
+                    _mm256_or_si256(hi, fifth_bits16(qh >> 16)),
+                )
+            }
+            None => (lo, hi),
+        }
+    };
+    _mm256_add_epi32(
+        _mm256_madd_epi16(w_lo, _mm256_loadu_si256(y.cast())),
+        _mm256_madd_epi16(w_hi, _mm256_loadu_si256(y.add(16).cast())),
+    )
+}
+
+/// Bit j of `bits` (j < 16) as 0x10 in 16-bit lane j: the fifth bits of a Q5 block's
+/// sixteen values.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn fifth_bits16(bits: u32) -> __m256i {
+    let own = _mm256_setr_epi16(
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        512,
+        1024,
+        2048,
+        4096,
+        8192,
+        16384,
+        i16::MIN,
+    );
+    let set = _mm256_cmpeq_epi16(
+        _mm256_and_si256(_mm256_set1_epi16(bits as u16 as i16), own),
+        own,
+    );
+    _mm256_and_si256(set, _mm256_set1_epi16(0x10))
+}
+
+/// A pair of blocks' `[d0, c0, d1, c1]`, what multiplies the activations' `[d, d · Σ q]`:
+/// the minimum where the type has one, else `coefficient · d`.
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn pair_meta(b0: *const u8, b1: *const u8, l: &Layout, coefficient: f32) -> __m128 {
+    if l.has_min {
+        _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
+    } else {
+        let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
+        _mm_mul_ps(
+            _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
+            _mm_set_ps(coefficient, 1.0, coefficient, 1.0),
+        )
+    }
+}
+
+/// The last block of a row of an odd number of blocks (which the pair kernels leave), by
+/// the scalar reference; 0 for an even number.
+fn odd_last_block(ty: StoredType, w: &[u8], a: Q8Row<'_>) -> f32 {
+    let blocks = a.meta.len() / 2;
+    if blocks % 2 == 0 {
+        return 0.0;
+    }
+    let last = blocks - 1;
+    let tail = Q8Row {
+        qs: &a.qs[32 * last..],
+        qs2: &a.qs2[32 * last..],
+        qs16: &a.qs16[32 * last..],
+        meta: &a.meta[2 * last..],
+        group_sums: &a.group_sums[2 * last..],
+    };
+    dot_scalar::dot_q8(ty, &w[last * layout(ty).size..], tail)
 }
 
 /// A pair of weight blocks decoded for the VNNI kernels: the 64 unsigned codes and the
@@ -185,15 +244,7 @@ unsafe fn dot_avx2<const TY: u8>(w: &[u8], a: Q8Row<'_>) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
 unsafe fn decode_pair(b0: *const u8, l: &Layout, q8_0: bool) -> (__m512i, __m128) {
     let b1 = b0.add(l.size);
-    let wmeta = if l.has_min {
-        _mm_cvtph_ps(_mm_set_epi32(0, 0, u32_at(b1) as i32, u32_at(b0) as i32))
-    } else {
-        let dup = |b: *const u8| (u16_at(b) * 0x1_0001) as i32;
-        _mm_mul_ps(
-            _mm_cvtph_ps(_mm_set_epi32(0, 0, dup(b1), dup(b0))),
-            _mm_set_ps(l.coefficient, 1.0, l.coefficient, 1.0),
-        )
-    };
+    let wmeta = pair_meta(b0, b1, l, l.coefficient);
     let q = if q8_0 {
         let lo = _mm256_loadu_si256(b0.add(2).cast());
         let hi = _mm256_loadu_si256(b1.add(2).cast());
@@ -251,20 +302,7 @@ unsafe fn accumulate_pair(
 unsafe fn finish(ty: StoredType, acc: __m512, extra: __m128, w: &[u8], a: Q8Row<'_>) -> f32 {
     let mut e = [0f32; 4];
     _mm_storeu_ps(e.as_mut_ptr(), extra);
-    let mut total = _mm512_reduce_add_ps(acc) + e[1] + e[3];
-    let blocks = a.meta.len() / 2;
-    if blocks % 2 == 1 {
-        let last = blocks - 1;
-        let size = layout(ty).size;
-        let tail = Q8Row {
-            qs: &a.qs[32 * last..],
-            qs2: &a.qs2[32 * last..],
-            meta: &a.meta[2 * last..],
-            group_sums: &a.group_sums[2 * last..],
-        };
-        total += dot_scalar::dot_q8(ty, &w[last * size..], tail);
-    }
-    total
+    _mm512_reduce_add_ps(acc) + e[1] + e[3] + odd_last_block(ty, w, a)
 }
 
 /// The AVX-512 VNNI kernel of a 32-value type, two blocks per step.
