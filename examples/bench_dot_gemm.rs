@@ -1,6 +1,7 @@
 //! `y = x · Wᵀ` for row-major `x [n, k]` and `W [r, k]` (a prompt through a dequantized
-//! panel): the studio's dot-product kernel (`ops::dot_gemm`) against the gemm crate's
-//! AVX-512 kernels on the same operands, both on every thread; best of 7 calls each.
+//! panel): the studio's dot-product kernel (`ops::dot_gemm`, AVX-512 or AVX2) against the
+//! gemm crate's kernels for this CPU on the same operands, both on every thread; best of
+//! 7 calls each.
 //!
 //! `cargo run --release --example bench_dot_gemm`
 
@@ -21,7 +22,7 @@ fn main() {
     finetune_studio::ops::runtime::tune_runtime();
     let threads = rayon::current_num_threads();
     println!(
-        "{} ({} threads); dot kernel on AVX-512: {}",
+        "{} ({} threads); dot kernel (AVX-512 or AVX2) available: {}",
         finetune_studio::sys::cpu_model(),
         threads,
         finetune_studio::ops::dot_gemm::available()

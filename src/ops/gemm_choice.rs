@@ -1,6 +1,6 @@
 //! Which f32 gemm kernel each product shape runs on: gemm-f32 0.18's AVX2 + FMA kernels,
 //! the gemm crate 0.19's own choice for this CPU (AVX-512 where the CPU has it, else its
-//! AVX2 kernels), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512) the
+//! AVX2 kernels), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2) the
 //! studio's own dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing,
 //! never by a constant.
 //!
@@ -31,7 +31,7 @@ pub enum GemmKernel {
     Gemm018Avx2,
     /// The gemm crate 0.19, on the best kernels it has for this CPU.
     Gemm019,
-    /// [`super::dot_gemm`]: `x · Wᵀ` as dot products of contiguous rows (AVX-512).
+    /// [`super::dot_gemm`]: `x · Wᵀ` as dot products of contiguous rows (AVX-512 or AVX2).
     Dot,
 }
 

@@ -1,6 +1,6 @@
 //! Which way a product of several input rows (a prompt, a batch) goes through a stored
 //! weight: the integer kernels, as a decode step does; the weight dequantized in panels
-//! into f32 gemm, as training does; or (on AVX-512) dequantized in small slices, each
+//! into f32 gemm, as training does; or (on AVX-512 or AVX2) dequantized in small slices, each
 //! multiplied in the dot kernel while it is in L2. Which is fastest depends on the CPU (how
 //! wide its integer dot products are against its f32 FMA rate) and on the type and shape,
 //! so the first products of each (type, row length, rows rounded up to a power of two) run
@@ -56,11 +56,15 @@ fn cache_path() -> std::path::PathBuf {
     crate::paths::data_dir().join(CHOICES_FILE)
 }
 
+/// Bumped when a path's kernels change on some CPU, so that decisions timed on the old
+/// ones are timed afresh (2: the dot kernel's AVX2 tiles).
+const KERNELS_VERSION: u32 = 2;
+
 /// The decisions belong to a CPU, its thread count and this version's kernels.
 #[cfg_attr(test, allow(dead_code))]
 fn machine() -> String {
     format!(
-        "{} / {} threads / finetune-studio {}",
+        "{} / {} threads / finetune-studio {} / kernels {KERNELS_VERSION}",
         crate::sys::cpu_model(),
         rayon::current_num_threads(),
         env!("CARGO_PKG_VERSION")

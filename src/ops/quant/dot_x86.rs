@@ -223,7 +223,7 @@ unsafe fn pair_meta(b0: *const u8, b1: *const u8, l: &Layout, coefficient: f32) 
 /// the scalar reference; 0 for an even number.
 fn odd_last_block(ty: StoredType, w: &[u8], a: Q8Row<'_>) -> f32 {
     let blocks = a.meta.len() / 2;
-    if blocks % 2 == 0 {
+    if blocks.is_multiple_of(2) {
         return 0.0;
     }
     let last = blocks - 1;
