@@ -5,8 +5,8 @@
 //! never by a constant.
 //!
 //! The two crate versions implement the same algorithm with different kernels, blocking
-//! and packing, and neither wins everywhere: on AMD Zen 3 (AVX2 only) 0.19's kernels train
-//! the default model a third faster than 0.18's; on Zen 4, which splits 512-bit operations
+//! and packing, and neither wins everywhere: on AMD Zen 3 (AVX2 only) 0.19's kernels
+//! trained the default model 1.2–1.5× as fast as 0.18's; on Zen 4, which splits 512-bit operations
 //! in two, 0.18's AVX2 beat 0.19's AVX-512 on thin products; a prompt of a few rows can
 //! favour the dot kernel. So the first calls of each shape take turns on the candidates
 //! and time themselves, the fastest per FLOP is kept, the choice is logged, and the
