@@ -112,9 +112,23 @@ unsafe fn x_wt_on(
         unsafe {
             match simd {
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => x86::columns(dims, x, w, y, scale_add),
+                Simd::Avx512 => blocked(
+                    dims,
+                    x,
+                    w,
+                    y,
+                    scale_add,
+                    (x86::TILE, x86::tile_4x6, x86::edge_tile),
+                ),
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => avx2::columns(dims, x, w, y, scale_add),
+                Simd::Avx2 => blocked(
+                    dims,
+                    x,
+                    w,
+                    y,
+                    scale_add,
+                    (avx2::TILE, avx2::tile_2x6, avx2::edge_tile),
+                ),
                 _ => portable_columns(dims, x, w, y, scale_add),
             }
         }
@@ -156,31 +170,38 @@ unsafe fn portable_columns(
     }
 }
 
+/// A full tile: `(x, w, len, y, (scale, add))` over `len` values of `k`.
+#[cfg(target_arch = "x86_64")]
+type FullTile =
+    unsafe fn((*const f32, usize), (*const f32, usize), usize, (*mut f32, usize), (f32, bool));
+/// A partial tile of `rows × cols`: `(rows, cols, x, w, len, y, (scale, add))`.
+#[cfg(target_arch = "x86_64")]
+type EdgeTile = unsafe fn(
+    usize,
+    usize,
+    (*const f32, usize),
+    (*const f32, usize),
+    usize,
+    (*mut f32, usize),
+    (f32, bool),
+);
+
 /// The loops both SIMD kernels share: `k` in blocks of [`K_BLOCK`] (the first block
 /// writes or adds as asked, the later ones add), input rows in blocks of [`ROW_BLOCK`],
-/// and within them tiles of `tile_rows × tile_cols`, a tile's weight rows staying in L1
-/// while the block's input rows (in L2) pass them.
+/// and within them tiles of the kernel's size, a tile's weight rows staying in L1 while
+/// the block's input rows (in L2) pass them; partial tiles at the edges.
 ///
 /// # Safety
-/// As for [`x_wt`], for columns `0..r` of the pointers given.
+/// As for [`x_wt`], for columns `0..r` of the pointers given, on a CPU that runs the
+/// kernel's tiles.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
     (n, r, k): (usize, usize, usize),
     (x, xs): (*const f32, usize),
     (w, ws): (*const f32, usize),
     (y, y_stride): (*mut f32, usize),
     (scale, accumulate): (f32, bool),
-    (tile_rows, tile_cols): (usize, usize),
-    tile: impl Fn(
-        usize,
-        usize,
-        (*const f32, usize),
-        (*const f32, usize),
-        usize,
-        (*mut f32, usize),
-        (f32, bool),
-    ),
+    ((tile_rows, tile_cols), full, edge): ((usize, usize), FullTile, EdgeTile),
 ) {
     if k == 0 {
         if !accumulate {
@@ -203,15 +224,13 @@ unsafe fn blocked(
                 let mut t = t0;
                 while t < t_end {
                     let rows = tile_rows.min(t_end - t);
-                    tile(
-                        rows,
-                        cols,
-                        (x.add(t * xs + k0), xs),
-                        (w.add(j * ws + k0), ws),
-                        len,
-                        (y.add(t * y_stride + j), y_stride),
-                        (scale, add),
-                    );
+                    let (xp, wp) = ((x.add(t * xs + k0), xs), (w.add(j * ws + k0), ws));
+                    let yp = (y.add(t * y_stride + j), y_stride);
+                    if (rows, cols) == (tile_rows, tile_cols) {
+                        full(xp, wp, len, yp, (scale, add));
+                    } else {
+                        edge(rows, cols, xp, wp, len, yp, (scale, add));
+                    }
                     t += tile_rows;
                 }
                 j += tile_cols;
@@ -222,45 +241,35 @@ unsafe fn blocked(
     }
 }
 
+/// `$tile::<R, C>(args)` for the run-time `rows` and `cols` among the sizes listed: the
+/// edge tiles of both kernels, each size its own monomorphized loop.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile_of_size {
+    ($rows:expr, $cols:expr, [$($r:literal),*], $cs:tt, $tile:ident $args:tt) => {
+        match $rows {
+            $( $r => tile_of_size!(@cols $r, $cols, $cs, $tile $args), )*
+            _ => unreachable!(),
+        }
+    };
+    (@cols $r:literal, $cols:expr, [$($c:literal),*], $tile:ident $args:tt) => {
+        match $cols {
+            $( $c => $tile::<$r, $c> $args, )*
+            _ => unreachable!(),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    const TILE_ROWS: usize = 4;
-    const TILE_COLS: usize = 6;
-
-    /// [`super::x_wt`] for columns `0..r` of the pointers given, on this thread.
-    pub unsafe fn columns(
-        dims: (usize, usize, usize),
-        x: (*const f32, usize),
-        w: (*const f32, usize),
-        y: (*mut f32, usize),
-        scale_add: (f32, bool),
-    ) {
-        super::blocked(
-            dims,
-            x,
-            w,
-            y,
-            scale_add,
-            (TILE_ROWS, TILE_COLS),
-            |rows, cols, xp, wp, len, yp, add| {
-                // SAFETY: the tile lies within the caller's operands (`blocked`); the CPU has
-                // AVX-512 (`super::simd`).
-                unsafe {
-                    match (rows, cols) {
-                        (4, 6) => tile_4x6(xp, wp, len, yp, add),
-                        _ => edge_tile(rows, cols, xp, wp, len, yp, add),
-                    }
-                }
-            },
-        )
-    }
+    /// Input rows × weight rows of the full tile.
+    pub const TILE: (usize, usize) = (4, 6);
 
     /// A partial tile at the edges, through the full-size kernels of its size.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    unsafe fn edge_tile(
+    pub unsafe fn edge_tile(
         rows: usize,
         cols: usize,
         x: (*const f32, usize),
@@ -269,24 +278,13 @@ mod x86 {
         y: (*mut f32, usize),
         add: (f32, bool),
     ) {
-        macro_rules! go {
-            ($($r:literal),*; $($c:literal),*) => {
-                go!(@rows [$($r),*] [$($c),*])
-            };
-            (@rows [$($r:literal),*] $cs:tt) => {
-                match rows {
-                    $( $r => go!(@cols $r $cs), )*
-                    _ => unreachable!(),
-                }
-            };
-            (@cols $r:literal [$($c:literal),*]) => {
-                match cols {
-                    $( $c => tile::<$r, $c>(x, w, len, y, add), )*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        go!(1, 2, 3, 4; 1, 2, 3, 4, 5, 6)
+        tile_of_size!(
+            rows,
+            cols,
+            [1, 2, 3, 4],
+            [1, 2, 3, 4, 5, 6],
+            tile(x, w, len, y, add)
+        )
     }
 
     /// The full tile, written out: 4 input rows × 6 weight rows, 24 named accumulators
@@ -295,7 +293,7 @@ mod x86 {
     /// 6 weight vectors (from L1) for 24 FMAs.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_4x6(
+    pub unsafe fn tile_4x6(
         (x, xs): (*const f32, usize),
         (w, ws): (*const f32, usize),
         len: usize,
@@ -475,41 +473,13 @@ mod x86 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    const TILE_ROWS: usize = 2;
-    const TILE_COLS: usize = 6;
-
-    /// [`super::x_wt`] for columns `0..r` of the pointers given, on this thread.
-    pub unsafe fn columns(
-        dims: (usize, usize, usize),
-        x: (*const f32, usize),
-        w: (*const f32, usize),
-        y: (*mut f32, usize),
-        scale_add: (f32, bool),
-    ) {
-        super::blocked(
-            dims,
-            x,
-            w,
-            y,
-            scale_add,
-            (TILE_ROWS, TILE_COLS),
-            |rows, cols, xp, wp, len, yp, add| {
-                // SAFETY: the tile lies within the caller's operands (`blocked`); the CPU has
-                // AVX2 and FMA (`super::simd`).
-                unsafe {
-                    match (rows, cols) {
-                        (2, 6) => tile_2x6(xp, wp, len, yp, add),
-                        _ => edge_tile(rows, cols, xp, wp, len, yp, add),
-                    }
-                }
-            },
-        )
-    }
+    /// Input rows × weight rows of the full tile.
+    pub const TILE: (usize, usize) = (2, 6);
 
     /// A partial tile at the edges, through the generic tile of its size.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn edge_tile(
+    pub unsafe fn edge_tile(
         rows: usize,
         cols: usize,
         x: (*const f32, usize),
@@ -518,31 +488,20 @@ mod avx2 {
         y: (*mut f32, usize),
         add: (f32, bool),
     ) {
-        macro_rules! go {
-            ($($r:literal),*; $($c:literal),*) => {
-                go!(@rows [$($r),*] [$($c),*])
-            };
-            (@rows [$($r:literal),*] $cs:tt) => {
-                match rows {
-                    $( $r => go!(@cols $r $cs), )*
-                    _ => unreachable!(),
-                }
-            };
-            (@cols $r:literal [$($c:literal),*]) => {
-                match cols {
-                    $( $c => tile::<$r, $c>(x, w, len, y, add), )*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        go!(1, 2; 1, 2, 3, 4, 5, 6)
+        tile_of_size!(
+            rows,
+            cols,
+            [1, 2],
+            [1, 2, 3, 4, 5, 6],
+            tile(x, w, len, y, add)
+        )
     }
 
     /// The full tile, written out: 2 input rows × 6 weight rows, 12 named accumulators;
     /// each step of 8 values loads 2 input vectors and 6 weight vectors for 12 FMAs.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_2x6(
+    pub unsafe fn tile_2x6(
         (x, xs): (*const f32, usize),
         (w, ws): (*const f32, usize),
         len: usize,
