@@ -34,7 +34,7 @@ impl Bytes {
             Bytes::Mapped { map, start, len } => &map[*start..*start + *len],
             Bytes::Owned { words, len } => {
                 // SAFETY: `words` holds at least `len` initialized bytes (built that way
-                // in `QuantMatrix::owned`); u8 has no alignment or validity requirement.
+                // in `QuantMatrix::owned_with`); u8 has no alignment or validity requirement.
                 unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), *len) }
             }
         }
@@ -106,16 +106,30 @@ impl QuantMatrix {
 
     /// A matrix from bytes in memory.
     pub fn owned(bytes: Vec<u8>, ty: StoredType, rows: usize, cols: usize) -> Result<Self, String> {
-        let len = bytes.len();
+        Self::owned_with(ty, rows, cols, bytes.len(), |dst| {
+            dst.copy_from_slice(&bytes);
+            Ok(())
+        })
+    }
+
+    /// A matrix of `len` bytes that `fill` writes straight into the matrix's own aligned
+    /// buffer (one copy of the weights, not two: an 8B model's reordered Q/K rows are
+    /// about 380 MB).
+    fn owned_with(
+        ty: StoredType,
+        rows: usize,
+        cols: usize,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
+    ) -> Result<Self, String> {
         if expected_len(ty, rows, cols) != Some(len) {
             return Err(shape_error(ty, rows, cols, len));
         }
         let mut words = vec![0u64; len.div_ceil(8)];
-        for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *w = u64::from_ne_bytes(b);
-        }
+        // SAFETY: the words' memory holds at least `len` bytes, any byte pattern is a
+        // valid u64, and the slice is the only reference to it while `fill` runs.
+        let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
+        fill(dst)?;
         Ok(Self {
             ty,
             rows,
@@ -128,15 +142,16 @@ impl QuantMatrix {
     /// (llama.cpp's Q/K row order undone); a copy.
     pub fn with_rows_from(&self, source: impl Fn(usize) -> usize) -> Result<Self, String> {
         let rb = self.row_bytes();
-        let mut out = Vec::with_capacity(self.rows * rb);
-        for i in 0..self.rows {
-            let s = source(i);
-            if s >= self.rows {
-                return Err(format!("row {s} of {} requested", self.rows));
+        Self::owned_with(self.ty, self.rows, self.cols, self.rows * rb, |dst| {
+            for (i, out) in dst.chunks_exact_mut(rb.max(1)).enumerate() {
+                let s = source(i);
+                if s >= self.rows {
+                    return Err(format!("row {s} of {} requested", self.rows));
+                }
+                out.copy_from_slice(self.row(s));
             }
-            out.extend_from_slice(self.row(s));
-        }
-        Self::owned(out, self.ty, self.rows, self.cols)
+            Ok(())
+        })
     }
 
     pub fn stored_type(&self) -> StoredType {
