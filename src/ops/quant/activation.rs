@@ -80,24 +80,19 @@ impl Activations {
                     let (d, sum) = quantize_two_levels(xb, qb, qb2);
                     mb.copy_from_slice(&[d, d * sum as f32]);
                 }
-                // Two groups of sixteen a block (of scale meta[2 · block]).
-                let group_sums = qs
-                    .chunks_exact(16)
-                    .zip(qs2.chunks_exact(16))
-                    .enumerate()
-                    .map(|(g, (a, b))| {
-                        let sum: i32 = a
-                            .iter()
-                            .zip(b)
-                            .map(|(&a, &b)| 256 * a as i32 + b as i32)
-                            .sum();
-                        meta[2 * (g / 2)] * sum as f32
-                    })
-                    .collect();
-                let qs16 = qs
+                let qs16: Vec<i16> = qs
                     .iter()
                     .zip(&qs2)
                     .map(|(&a, &b)| 256 * a as i16 + b as i16)
+                    .collect();
+                // Two groups of sixteen a block (of scale meta[2 · block]).
+                let group_sums = qs16
+                    .chunks_exact(16)
+                    .enumerate()
+                    .map(|(g, codes)| {
+                        let sum: i32 = codes.iter().map(|&c| c as i32).sum();
+                        meta[2 * (g / 2)] * sum as f32
+                    })
                     .collect();
                 Activations::Q8(Q8Rows {
                     qs,
