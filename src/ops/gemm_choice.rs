@@ -158,18 +158,14 @@ fn choices_available() -> bool {
     })
 }
 
-/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (the dot kernel only where the CPU has
-/// AVX-512; gemm 0.19 in its place elsewhere).
+/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (the dot kernel only where the CPU runs
+/// it; gemm 0.19 in its place elsewhere).
 fn pinned() -> Option<GemmKernel> {
     static PINNED: OnceLock<Option<GemmKernel>> = OnceLock::new();
     *PINNED.get_or_init(|| {
         let asked = std::env::var("FINETUNE_STUDIO_GEMM").ok()?;
         let k = GemmKernel::from_label(&asked)?;
-        #[cfg(target_arch = "x86_64")]
-        let has_avx512 = std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let has_avx512 = false;
-        Some(if k == GemmKernel::Dot && !has_avx512 {
+        Some(if k == GemmKernel::Dot && !super::dot_gemm::available() {
             GemmKernel::Gemm019
         } else {
             k
