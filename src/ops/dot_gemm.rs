@@ -568,7 +568,7 @@ mod avx2 {
     }
 
     /// `R` input rows × `C` weight rows over `len` values, each sum added to `y` or
-    /// written over it; the last values (fewer than 8) by masked loads.
+    /// written over it; loads masked to the values that exist (the edge tiles only).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const R: usize, const C: usize>(
@@ -579,30 +579,22 @@ mod avx2 {
         (scale, add): (f32, bool),
     ) {
         let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let mut step = |p: usize, load: &dyn Fn(*const f32) -> __m256| {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut p = 0;
+        while p < len {
+            // Every lane but past the end of `len`.
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((len - p).min(8) as i32), lanes);
             let mut wv = [_mm256_setzero_ps(); C];
             for (c, v) in wv.iter_mut().enumerate() {
-                *v = load(w.add(c * ws + p));
+                *v = _mm256_maskload_ps(w.add(c * ws + p), mask);
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let xv = load(x.add(r * xs + p));
+                let xv = _mm256_maskload_ps(x.add(r * xs + p), mask);
                 for (c, a) in row.iter_mut().enumerate() {
                     *a = _mm256_fmadd_ps(xv, wv[c], *a);
                 }
             }
-        };
-        let mut p = 0;
-        while p + 8 <= len {
-            step(p, &|q| _mm256_loadu_ps(q));
             p += 8;
-        }
-        if p < len {
-            let left = (len - p) as i32;
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(left),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            step(p, &|q| _mm256_maskload_ps(q, mask));
         }
         for (r, row) in acc.iter().enumerate() {
             for (c, a) in row.iter().enumerate() {
