@@ -57,8 +57,9 @@ fn cache_path() -> std::path::PathBuf {
 }
 
 /// Bumped when a path's kernels change on some CPU, so that decisions timed on the old
-/// ones are timed afresh (2: the dot kernel's AVX2 tiles).
-const KERNELS_VERSION: u32 = 2;
+/// ones are timed afresh (2: the dot kernel's AVX2 tiles; 3: the K-quants' four-row
+/// AVX2 integer kernels).
+const KERNELS_VERSION: u32 = 3;
 
 /// The decisions belong to a CPU, its thread count and this version's kernels.
 #[cfg_attr(test, allow(dead_code))]

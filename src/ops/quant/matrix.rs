@@ -248,11 +248,22 @@ impl QuantMatrix {
                 });
             }
             Activations::Q8K(a) => {
+                #[cfg(target_arch = "x86_64")]
+                if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && super::kquant_tiles::available(ty) {
+                    super::kquant_tiles::matmul(ty, self.bytes.as_slice(), self.rows, a, m, y);
+                    return Ok(());
+                }
                 let dot = q8k_kernel(ty, level);
+                let dot4 = q8k_kernel4(ty, level);
                 let per_row = a.len() / m;
+                let row = |i: usize| &a[i * per_row..(i + 1) * per_row];
                 self.rows_parallel(m, out, |w, i, y: &mut [f32]| {
-                    for (k, y) in y.iter_mut().enumerate() {
-                        *y = dot(w, &a[(i + k) * per_row..(i + k + 1) * per_row]);
+                    if let (Some(dot4), 4) = (dot4, y.len()) {
+                        y.copy_from_slice(&dot4(w, [row(i), row(i + 1), row(i + 2), row(i + 3)]));
+                    } else {
+                        for (k, y) in y.iter_mut().enumerate() {
+                            *y = dot(w, row(i + k));
+                        }
                     }
                 });
             }
@@ -309,6 +320,11 @@ impl QuantMatrix {
         }
     }
 }
+
+/// Input rows from which a K-quant product on AVX2 goes through the integer tiles of
+/// `kquant_tiles` (which unpack every weight row once per product) instead of the
+/// one-row kernels.
+const TILE_MIN_ROWS: usize = 8;
 
 /// A safe kernel of the 32-value types: `(weight row, activation row) -> dot`.
 /// How far ahead of the row being multiplied its successors are asked into cache. The
@@ -378,6 +394,27 @@ fn q8_kernel4(ty: StoredType, level: Isa) -> Option<Q8Kernel4> {
         // SAFETY: as in `q8_kernel`: the CPU has AVX-512 VNNI, and every row holds the
         // same whole number of blocks.
         return Some(Box::new(move |w, a| unsafe { k(w, a) }));
+    }
+    let _ = (ty, level);
+    None
+}
+
+/// A K-quant kernel of one weight row against four activation rows.
+type Q8KKernel4 = fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4];
+
+/// The four-row AVX2 kernel of `ty` (Q4_K, Q6_K), where the CPU has AVX2.
+fn q8k_kernel4(ty: StoredType, level: Isa) -> Option<Q8KKernel4> {
+    #[cfg(target_arch = "x86_64")]
+    if level.min(isa::detected()) >= Isa::Avx2 {
+        use super::dot_kquant_avx2 as k;
+        // SAFETY (both): the CPU has AVX2, FMA and F16C (the level is capped at the
+        // detected one); a weight row holds as many whole super-blocks as each activation
+        // row, as `QuantMatrix::matmul_on` builds them.
+        return match ty {
+            StoredType::Q4K => Some(|w, a| unsafe { k::q4k_rows::<4>(w, a) }),
+            StoredType::Q6K => Some(|w, a| unsafe { k::q6k_rows::<4>(w, a) }),
+            _ => None,
+        };
     }
     let _ = (ty, level);
     None

@@ -8,6 +8,8 @@ mod activation;
 #[cfg(target_arch = "x86_64")]
 mod dequant_x86;
 #[cfg(target_arch = "x86_64")]
+mod dot_kquant_avx2;
+#[cfg(target_arch = "x86_64")]
 mod dot_kquant_x86;
 mod dot_scalar;
 #[cfg(target_arch = "x86_64")]
@@ -15,6 +17,8 @@ mod dot_x86;
 mod format;
 pub mod isa;
 mod kernel_choice;
+#[cfg(target_arch = "x86_64")]
+mod kquant_tiles;
 mod matrix;
 
 pub use format::StoredType;

@@ -198,3 +198,60 @@ fn reordered_rows_and_wrong_sizes() {
     let mut y = vec![0f32; 5];
     assert!(m.matmul(&[0.0; 64], 1, &mut y).is_err());
 }
+
+/// The K-quants' multi-row AVX2 kernels on random bytes (every scale, minimum and code
+/// pattern, finite f16 scales): the integer sums of candle's scalar kernel, to f32
+/// rounding of the terms' magnitudes (on a CPU without AVX2 both run the scalar kernel).
+#[test]
+fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (ty, scales) in [
+        (StoredType::Q4K, &[0usize, 2][..]),
+        (StoredType::Q6K, &[208][..]),
+    ] {
+        // Rows past a whole tile of eight; inputs in whole tiles of four and not.
+        let (rows, cols) = (13, 3 * 256);
+        let size = ty.block_bytes();
+        let mut bytes: Vec<u8> = (0..rows * cols / 256 * size)
+            .map(|_| next() as u8)
+            .collect();
+        for b in 0..rows * cols / 256 {
+            for &at in scales {
+                let v = (next() % 1000) as f32 / 500.0 - 1.0 + 1e-3;
+                let h = half::f16::from_f32(v).to_le_bytes();
+                bytes[b * size + at..b * size + at + 2].copy_from_slice(&h);
+            }
+        }
+        let m = QuantMatrix::owned(bytes, ty, rows, cols).unwrap();
+        let w = m.to_f32();
+        for inputs in [4, 5, 8, 11, 17] {
+            let x: Vec<f32> = (0..inputs * cols)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let (mut fast, mut scalar) = (vec![0f32; inputs * rows], vec![0f32; inputs * rows]);
+            m.matmul_on(Isa::Avx2, &x, inputs, &mut fast).unwrap();
+            m.matmul_on(Isa::Scalar, &x, inputs, &mut scalar).unwrap();
+            for i in 0..inputs {
+                for r in 0..rows {
+                    let magnitude: f32 = (0..cols)
+                        .map(|c| (w[r * cols + c] * x[i * cols + c]).abs())
+                        .sum();
+                    let k = i * rows + r;
+                    assert!(
+                        (fast[k] - scalar[k]).abs() <= 1e-5 * (1.0 + magnitude),
+                        "{} input {i} row {r}: {} vs scalar {}",
+                        ty.name(),
+                        fast[k],
+                        scalar[k]
+                    );
+                }
+            }
+        }
+    }
+}

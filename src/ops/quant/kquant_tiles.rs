@@ -1,0 +1,328 @@
+//! Products of several input rows (a prompt) with K-quant weights (Q4_K, Q6_K) on AVX2,
+//! as integer tiles of eight weight rows by up to four input rows. Eight weight rows are
+//! unpacked once per product into one-byte codes interleaved four values per row (the
+//! layout llama.cpp repacks Q4_K files into), so one `vpmaddubsw` multiplies four values
+//! of eight rows by four values of one input row, sixteen-bit sums run over a whole
+//! scale group before one `vpmaddwd` applies the eight rows' scales, and a tile's eight
+//! outputs per input row leave as one vector, with no horizontal sums. The inputs are
+//! candle's Q8_K blocks, as for the one-row kernels, so a prompt and a decode step
+//! compute the same sums.
+//!
+//! Written here because neither candle nor the gemm crates have integer kernels; the
+//! one-row kernels spend most of their instructions per (weight row, input row, block)
+//! on scales and sums that a tile shares.
+
+use std::arch::x86_64::*;
+
+use candle_core::quantized::k_quants::BlockQ8K;
+use rayon::prelude::*;
+
+use super::dot_x86::f16_at;
+use super::format::StoredType;
+use crate::ops::slice_gemm::SharedOut;
+
+/// Weight rows of a panel (the lanes of a tile's outputs).
+const ROWS: usize = 8;
+/// Input rows of a tile.
+const INPUTS: usize = 4;
+
+// `BlockQ8K` is `repr(C)`: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]` (fields private
+// to candle, so read at these offsets).
+const Q8K_QS: usize = 4;
+const Q8K_BSUMS: usize = 260;
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
+
+/// One super-block (256 values) of eight weight rows, unpacked.
+#[repr(C, align(32))]
+#[derive(Clone)]
+struct PanelBlock {
+    /// Chunk `c` holds values `4c .. 4c + 4` of each row, row `r` at bytes `4r .. 4r + 4`.
+    codes: [[u8; 32]; 64],
+    /// Per unit of chunks summed in 16 bits (eight chunks for Q4_K, two for Q6_K), each
+    /// row's scale in both 16-bit halves of its lane.
+    scales: [[i16; 16]; 32],
+    /// Per pair of 16-value groups, each row's two coefficients of the activations'
+    /// group sums (Q4_K's minimums, Q6_K's scales for its −32).
+    corr: [[i16; 16]; 8],
+    /// Each row's factor of the integer sums (`d`) and of the corrections (`dmin`, `32·d`).
+    d: [f32; 8],
+    c: [f32; 8],
+}
+
+impl PanelBlock {
+    const ZERO: PanelBlock = PanelBlock {
+        codes: [[0; 32]; 64],
+        scales: [[0; 16]; 32],
+        corr: [[0; 16]; 8],
+        d: [0.0; 8],
+        c: [0.0; 8],
+    };
+}
+
+/// Whether the tiles serve `ty` on this CPU.
+pub fn available(ty: StoredType) -> bool {
+    matches!(ty, StoredType::Q4K | StoredType::Q6K)
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// `y [m, rows] = x · Wᵀ` for a K-quant `w` (`rows` rows of `row_bytes` bytes) and `m`
+/// input rows of Q8_K blocks `a` (as many blocks per row as `w` has super-blocks).
+/// The caller checks [`available`] and the sizes.
+pub fn matmul(ty: StoredType, w: &[u8], rows: usize, a: &[BlockQ8K], m: usize, y: &mut [f32]) {
+    let blocks = a.len() / m.max(1);
+    let row_bytes = w.len() / rows.max(1);
+    let panels = rows.div_ceil(ROWS);
+    let out = SharedOut(y.as_mut_ptr());
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = panels.div_ceil(threads * 4).max(1);
+    (0..panels.div_ceil(per_task))
+        .into_par_iter()
+        .for_each_init(
+            || vec![PanelBlock::ZERO; blocks],
+            |panel, task| {
+                for p in task * per_task..((task + 1) * per_task).min(panels) {
+                    let first = p * ROWS;
+                    let valid = ROWS.min(rows - first);
+                    let row = |r: usize| &w[(first + r) * row_bytes..(first + r + 1) * row_bytes];
+                    // SAFETY: `available` was checked by the caller; the rows hold
+                    // `blocks` whole super-blocks of `ty`.
+                    unsafe { pack(ty, &row, valid, panel) };
+                    let mut i = 0;
+                    while i < m {
+                        let n = INPUTS.min(m - i);
+                        let input = |k: usize| a[(i + k) * blocks..].as_ptr().cast::<u8>();
+                        let mut tile = [[0f32; ROWS]; INPUTS];
+                        // SAFETY: as for `pack`; input rows `i .. i + n` exist.
+                        unsafe {
+                            match (ty, n) {
+                                (StoredType::Q4K, 4) => run::<8, 4>(panel, input, &mut tile),
+                                (StoredType::Q4K, 3) => run::<8, 3>(panel, input, &mut tile),
+                                (StoredType::Q4K, 2) => run::<8, 2>(panel, input, &mut tile),
+                                (StoredType::Q4K, _) => run::<8, 1>(panel, input, &mut tile),
+                                (_, 4) => run::<2, 4>(panel, input, &mut tile),
+                                (_, 3) => run::<2, 3>(panel, input, &mut tile),
+                                (_, 2) => run::<2, 2>(panel, input, &mut tile),
+                                (_, _) => run::<2, 1>(panel, input, &mut tile),
+                            }
+                        }
+                        for (k, outputs) in tile[..n].iter().enumerate() {
+                            for (r, &v) in outputs[..valid].iter().enumerate() {
+                                // SAFETY: `y` holds `m · rows` values; this task alone
+                                // writes columns `first .. first + valid`.
+                                unsafe { *out.ptr().add((i + k) * rows + first + r) = v };
+                            }
+                        }
+                        i += n;
+                    }
+                }
+            },
+        );
+}
+
+/// The tile kernel of `N` input rows on a packed panel, into `tile[..N]`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run<const CHUNKS: usize, const N: usize>(
+    panel: &[PanelBlock],
+    input: impl Fn(usize) -> *const u8,
+    tile: &mut [[f32; ROWS]; INPUTS],
+) {
+    let mut inputs = [std::ptr::null::<u8>(); N];
+    for (n, p) in inputs.iter_mut().enumerate() {
+        *p = input(n);
+    }
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (s, pb) in panel.iter().enumerate() {
+        let block = |n: usize| inputs[n].add(292 * s);
+        let mut sum = [_mm256_setzero_si256(); N];
+        for u in 0..64 / CHUNKS {
+            let mut sum16 = [_mm256_setzero_si256(); N];
+            for k in 0..CHUNKS {
+                let c = u * CHUNKS + k;
+                let w = _mm256_load_si256(pb.codes[c].as_ptr().cast());
+                for n in 0..N {
+                    let x = block(n).add(Q8K_QS + 4 * c).cast::<i32>().read_unaligned();
+                    sum16[n] =
+                        _mm256_add_epi16(sum16[n], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                }
+            }
+            let sc = _mm256_load_si256(pb.scales[u].as_ptr().cast());
+            for n in 0..N {
+                sum[n] = _mm256_add_epi32(sum[n], _mm256_madd_epi16(sum16[n], sc));
+            }
+        }
+        let (d, c) = (_mm256_load_ps(pb.d.as_ptr()), _mm256_load_ps(pb.c.as_ptr()));
+        for n in 0..N {
+            let mut corr = _mm256_setzero_si256();
+            for (i, coef) in pb.corr.iter().enumerate() {
+                let sums = block(n)
+                    .add(Q8K_BSUMS + 4 * i)
+                    .cast::<i32>()
+                    .read_unaligned();
+                let coef = _mm256_load_si256(coef.as_ptr().cast());
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(coef, _mm256_set1_epi32(sums)));
+            }
+            let yd = _mm256_set1_ps(block(n).cast::<f32>().read_unaligned());
+            acc[n] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[n]), _mm256_mul_ps(d, yd), acc[n]);
+            acc[n] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(corr), _mm256_mul_ps(c, yd), acc[n]);
+        }
+    }
+    for n in 0..N {
+        _mm256_storeu_ps(tile[n].as_mut_ptr(), acc[n]);
+    }
+}
+
+/// Unpacks rows `0 .. valid` of a panel (`row(r)`, whole super-blocks of `ty`) into
+/// `panel`, the missing rows as zeros.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack<'a>(
+    ty: StoredType,
+    row: &dyn Fn(usize) -> &'a [u8],
+    valid: usize,
+    panel: &mut [PanelBlock],
+) {
+    const ZERO_ROW: [u8; 210] = [0; 210];
+    for (s, pb) in panel.iter_mut().enumerate() {
+        let size = if ty == StoredType::Q4K { 144 } else { 210 };
+        let mut b = [ZERO_ROW.as_ptr(); ROWS];
+        for (r, b) in b.iter_mut().enumerate().take(valid) {
+            *b = row(r).as_ptr().add(size * s);
+        }
+        if ty == StoredType::Q4K {
+            pack_q4k(&b, pb);
+        } else {
+            pack_q6k(&b, pb);
+        }
+    }
+}
+
+/// The eight 6-bit scales and minimums of a Q4_K super-block (llama.cpp's
+/// `get_scale_min_k4`).
+fn q4k_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = s[j] & 63;
+            mn[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+            mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+    }
+    (sc, mn)
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn pack_q4k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
+    let low = _mm256_set1_epi8(0x0F);
+    for (r, &p) in b.iter().enumerate() {
+        pb.d[r] = f16_at(p);
+        pb.c[r] = f16_at(p.add(2));
+        let (sc, mn) = q4k_scales_mins(&*p.add(4).cast::<[u8; 12]>());
+        for j in 0..8 {
+            pb.scales[j][2 * r] = sc[j] as i16;
+            pb.scales[j][2 * r + 1] = sc[j] as i16;
+            // Groups 2j and 2j + 1 (of sixteen values) are sub-block j.
+            pb.corr[j][2 * r] = mn[j] as i16;
+            pb.corr[j][2 * r + 1] = mn[j] as i16;
+        }
+    }
+    for pair in 0..4 {
+        // Values 64·pair .. +32 are the low nibbles of these 32 bytes, the next 32 the high.
+        let mut lo = [_mm256_setzero_si256(); ROWS];
+        let mut hi = [_mm256_setzero_si256(); ROWS];
+        for r in 0..ROWS {
+            let bits = _mm256_loadu_si256(b[r].add(16 + 32 * pair).cast());
+            lo[r] = _mm256_and_si256(bits, low);
+            hi[r] = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low);
+        }
+        store_transposed(lo, &mut pb.codes[16 * pair..16 * pair + 8]);
+        store_transposed(hi, &mut pb.codes[16 * pair + 8..16 * pair + 16]);
+    }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn pack_q6k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
+    let low = _mm256_set1_epi8(0x0F);
+    let two_bits = _mm256_set1_epi8(0x03);
+    for (r, &p) in b.iter().enumerate() {
+        let d = f16_at(p.add(208));
+        pb.d[r] = d;
+        pb.c[r] = 32.0 * d;
+        let sc = &*p.add(192).cast::<[i8; 16]>();
+        for u in 0..32 {
+            // Unit u (two chunks, values 8u .. 8u + 8) lies in group u / 2.
+            pb.scales[u][2 * r] = sc[u / 2] as i16;
+            pb.scales[u][2 * r + 1] = sc[u / 2] as i16;
+        }
+        for i in 0..8 {
+            pb.corr[i][2 * r] = sc[2 * i] as i16;
+            pb.corr[i][2 * r + 1] = sc[2 * i + 1] as i16;
+        }
+    }
+    for half in 0..2 {
+        for k in 0..4 {
+            // Values 128·half + 32·k .. +32: low nibbles of the first or second 32 bytes
+            // of low bits (k even / odd), their high nibbles for k ≥ 2, and bits 2k, 2k + 1
+            // of the high bits.
+            let mut q = [_mm256_setzero_si256(); ROWS];
+            for r in 0..ROWS {
+                let lows = _mm256_loadu_si256(b[r].add(64 * half + 32 * (k % 2)).cast());
+                let high = _mm256_loadu_si256(b[r].add(128 + 32 * half).cast());
+                let nibbles = if k < 2 {
+                    _mm256_and_si256(lows, low)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(lows), low)
+                };
+                let hb = match k {
+                    0 => high,
+                    1 => _mm256_srli_epi16::<2>(high),
+                    2 => _mm256_srli_epi16::<4>(high),
+                    _ => _mm256_srli_epi16::<6>(high),
+                };
+                q[r] = _mm256_or_si256(
+                    nibbles,
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(hb, two_bits)),
+                );
+            }
+            let first = 32 * half + 8 * k;
+            store_transposed(q, &mut pb.codes[first..first + 8]);
+        }
+    }
+}
+
+/// Eight rows of 32 codes (eight chunks of four each) as eight chunks of eight rows each:
+/// an 8 × 8 transpose of 32-bit elements.
+#[target_feature(enable = "avx2")]
+unsafe fn store_transposed(r: [__m256i; ROWS], out: &mut [[u8; 32]]) {
+    let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+    let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+    let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+    let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+    let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    let chunks = [
+        _mm256_permute2x128_si256::<0x20>(u0, u4),
+        _mm256_permute2x128_si256::<0x20>(u1, u5),
+        _mm256_permute2x128_si256::<0x20>(u2, u6),
+        _mm256_permute2x128_si256::<0x20>(u3, u7),
+        _mm256_permute2x128_si256::<0x31>(u0, u4),
+        _mm256_permute2x128_si256::<0x31>(u1, u5),
+        _mm256_permute2x128_si256::<0x31>(u2, u6),
+        _mm256_permute2x128_si256::<0x31>(u3, u7),
+    ];
+    for (o, v) in out.iter_mut().zip(chunks) {
+        _mm256_store_si256(o.as_mut_ptr().cast(), v);
+    }
+}
