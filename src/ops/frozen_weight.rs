@@ -20,7 +20,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::quant::{QuantMatrix, StoredType};
+use super::quant::{isa, Isa, QuantMatrix, StoredType};
 use super::slice_gemm::{gemm_into, gemm_new, with_slice, Threads::All};
 use super::stored_prefill::{self, Path};
 
@@ -208,8 +208,17 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
     let integer = |y: &mut [f32]| q.matmul(x, rows, y).map_err(candle_core::Error::Msg);
     let panels = |y: &mut [f32]| stored_x_wt(q, y, false, rows, x, panel_rows(out, inp));
     let dot_slices = |y: &mut [f32]| stored_x_wt_dot_slices(q, y, rows, x);
+    // On AVX-512 the integer path takes the VNNI kernels of one weight row; the AVX2
+    // integer tiles of the K-quants compete with them there.
+    let tiles = |y: &mut [f32]| {
+        q.matmul_on(Isa::Avx2, x, rows, y)
+            .map_err(candle_core::Error::Msg)
+    };
+    let tiles_compete =
+        isa::active() > Isa::Avx2 && matches!(q.stored_type(), StoredType::Q4K | StoredType::Q6K);
     match stored_prefill::chosen(q.stored_type(), inp, rows) {
         Some(Path::Integer) => integer(y),
+        Some(Path::IntegerTiles) => tiles(y),
         Some(Path::Panels) => {
             panels(y);
             Ok(())
@@ -219,7 +228,7 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
             Ok(())
         }
         None => {
-            let mut by_integer = Ok(());
+            let (mut by_integer, mut by_tiles) = (Ok(()), Ok(()));
             q.touch_pages();
             let mut candidates: Vec<stored_prefill::Candidate<'_>> = vec![
                 (Path::Integer, Box::new(|y| by_integer = integer(y))),
@@ -228,8 +237,11 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
             if crate::ops::dot_gemm::available() {
                 candidates.push((Path::DotSlices, Box::new(dot_slices)));
             }
+            if tiles_compete {
+                candidates.push((Path::IntegerTiles, Box::new(|y| by_tiles = tiles(y))));
+            }
             stored_prefill::decide((q.stored_type(), inp, rows), y, candidates);
-            by_integer
+            by_integer.and(by_tiles)
         }
     }
 }

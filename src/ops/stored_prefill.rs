@@ -1,7 +1,9 @@
 //! Which way a product of several input rows (a prompt, a batch) goes through a stored
-//! weight: the integer kernels, as a decode step does; the weight dequantized in panels
-//! into f32 gemm, as training does; or (on AVX-512 or AVX2) dequantized in small slices, each
-//! multiplied in the dot kernel while it is in L2. Which is fastest depends on the CPU (how
+//! weight: the integer kernels, as a decode step does (for Q4_K and Q6_K on AVX2, tiles
+//! of eight weight rows by four input rows: `quant::kquant_tiles`); the weight dequantized
+//! in panels into f32 gemm, as training does; (on AVX-512 or AVX2) dequantized in small
+//! slices, each multiplied in the dot kernel while it is in L2; or, on AVX-512, the AVX2
+//! integer tiles of the K-quants against the VNNI kernels of one weight row. Which is fastest depends on the CPU (how
 //! wide its integer dot products are against its f32 FMA rate) and on the type and shape,
 //! so the first products of each (type, row length, rows rounded up to a power of two) run
 //! every way, timed, and the fastest (by the best of [`TRIALS`] timings of each, the
@@ -29,6 +31,8 @@ pub enum Path {
     Panels,
     /// Slices dequantized into the dot kernel (`ops::dot_gemm`).
     DotSlices,
+    /// The K-quants' AVX2 integer tiles where the integer path takes AVX-512 kernels.
+    IntegerTiles,
 }
 
 type Key = (StoredType, usize, usize);
@@ -57,8 +61,8 @@ fn cache_path() -> std::path::PathBuf {
 }
 
 /// Bumped when a path's kernels change on some CPU, so that decisions timed on the old
-/// ones are timed afresh (2: the dot kernel's AVX2 tiles; 3: the K-quants' four-row
-/// AVX2 integer kernels).
+/// ones are timed afresh (2: the dot kernel's AVX2 tiles; 3: the K-quants' AVX2 integer
+/// tiles).
 const KERNELS_VERSION: u32 = 3;
 
 /// The decisions belong to a CPU, its thread count and this version's kernels.
@@ -78,13 +82,19 @@ impl Path {
             Path::Integer => "integer",
             Path::Panels => "panels",
             Path::DotSlices => "dot-slices",
+            Path::IntegerTiles => "integer-tiles",
         }
     }
 
     fn from_label(s: &str) -> Option<Self> {
-        [Path::Integer, Path::Panels, Path::DotSlices]
-            .into_iter()
-            .find(|p| p.label() == s)
+        [
+            Path::Integer,
+            Path::Panels,
+            Path::DotSlices,
+            Path::IntegerTiles,
+        ]
+        .into_iter()
+        .find(|p| p.label() == s)
     }
 }
 
