@@ -311,6 +311,9 @@ fn scaled_down_llama_and_qwen2_files_follow_llama_cpp_and_run() {
     assert_eq!(ty("blk.0.ffn_down.weight"), GgmlDType::Q4K);
     assert_eq!(ty("blk.1.ffn_down.weight"), GgmlDType::Q6K);
     assert_eq!(ty("blk.0.attn_q.bias"), GgmlDType::F32);
+    // Most of its weights are Q8_0 and Q5_0; the Models tab names it as llama.cpp does.
+    let info = finetune_studio::hub::catalog::describe(&dir.path().join("qwen2.gguf")).unwrap();
+    assert_eq!(info.quantization, "Q4_K_M");
     // Only the two files: no temporaries left.
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -154,19 +154,57 @@ fn describe_gguf(path: &Path) -> Result<ModelInfo, ModelError> {
     crate::model::weights::check_gguf_tensors(&content, file_bytes, path)?;
     let has_output = content.tensor_infos.contains_key("output.weight");
     let config = crate::model::gguf::config_from_metadata(&content.metadata, has_output, path)?;
-    // The type that holds the most weights names the file's quantization (norms stay f32).
-    // Each tensor lies inside the file, so the counts are bounded by its size.
+    // The file's own name for its quantization (`general.file_type`, as llama.cpp and the
+    // tools that list GGUF files show it: a Q4_K_M file mixes Q4_K, Q6_K and, where rows
+    // are not whole super-blocks, Q5_0 and Q8_0); without one, the type that holds the
+    // most weights (norms stay f32). Each tensor lies inside the file, so the counts are
+    // bounded by its size.
     let mut by_type = std::collections::BTreeMap::<String, u64>::new();
     for t in content.tensor_infos.values() {
         let n = by_type.entry(format!("{:?}", t.ggml_dtype)).or_default();
         *n = n.saturating_add(t.shape.elem_count() as u64);
     }
-    let quantization = by_type
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(d, _)| d)
-        .unwrap_or_else(|| "unknown".into());
+    let named = content
+        .metadata
+        .get("general.file_type")
+        .and_then(|v| v.to_u32().ok())
+        .and_then(file_type_name);
+    let quantization = match named {
+        Some(name) => name.to_string(),
+        None => by_type
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(d, _)| d)
+            .unwrap_or_else(|| "unknown".into()),
+    };
     Ok(info(&config, quantization, file_bytes))
+}
+
+/// llama.cpp's name of a `general.file_type` (its `llama_ftype`), where it has one.
+fn file_type_name(ftype: u32) -> Option<&'static str> {
+    Some(match ftype {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        21 => "Q2_K_S",
+        25 => "IQ4_NL",
+        30 => "IQ4_XS",
+        32 => "BF16",
+        _ => return None,
+    })
 }
 
 /// Every model in the studio's models folder, the HF cache, and `recent` (specs loaded
