@@ -99,7 +99,8 @@ pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [&[BlockQ8K]; N]) -> [f32; N
             let q_hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low);
             // Each sub-block's scale in every 16-bit lane (bytes 2k, 2k + 1 of `scales`).
             let k = 2 * pair as i16;
-            let sc_lo = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((2 * k + 1) << 8) | 2 * k));
+            let sc_lo =
+                _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((2 * k + 1) << 8) | (2 * k)));
             let sc_hi =
                 _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((2 * k + 3) << 8) | (2 * k + 2)));
             for n in 0..N {

@@ -141,10 +141,9 @@ unsafe fn run<const CHUNKS: usize, const N: usize>(
             for k in 0..CHUNKS {
                 let c = u * CHUNKS + k;
                 let w = _mm256_load_si256(pb.codes[c].as_ptr().cast());
-                for n in 0..N {
+                for (n, s16) in sum16.iter_mut().enumerate() {
                     let x = block(n).add(Q8K_QS + 4 * c).cast::<i32>().read_unaligned();
-                    sum16[n] =
-                        _mm256_add_epi16(sum16[n], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                    *s16 = _mm256_add_epi16(*s16, _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
                 }
             }
             let sc = _mm256_load_si256(pb.scales[u].as_ptr().cast());
