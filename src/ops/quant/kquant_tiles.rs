@@ -1,4 +1,4 @@
-//! Products of several input rows (a prompt) with K-quant weights (Q4_K, Q6_K) on AVX2,
+//! Products of several input rows (a prompt) with K-quant weights (Q4_K, Q5_K, Q6_K) on AVX2,
 //! as integer tiles of eight weight rows by up to four input rows. Eight weight rows are
 //! unpacked once per product into one-byte codes interleaved four values per row (the
 //! layout llama.cpp repacks Q4_K files into), so one `vpmaddubsw` multiplies four values
@@ -38,11 +38,12 @@ const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 struct PanelBlock {
     /// Chunk `c` holds values `4c .. 4c + 4` of each row, row `r` at bytes `4r .. 4r + 4`.
     codes: [[u8; 32]; 64],
-    /// Per unit of chunks summed in 16 bits (eight chunks for Q4_K, two for Q6_K), each
-    /// row's scale in both 16-bit halves of its lane.
+    /// Per unit of chunks summed in 16 bits (eight chunks for Q4_K, four for Q5_K, two for
+    /// Q6_K: as many as keep the sums of `vpmaddubsw` within 16 bits), each row's scale in
+    /// both 16-bit halves of its lane.
     scales: [[i16; 16]; 32],
     /// Per pair of 16-value groups, each row's two coefficients of the activations'
-    /// group sums (Q4_K's minimums, Q6_K's scales for its −32).
+    /// group sums (Q4_K's and Q5_K's minimums, Q6_K's scales for its −32).
     corr: [[i16; 16]; 8],
     /// Each row's factor of the integer sums (`d`) and of the corrections (`dmin`, `32·d`).
     d: [f32; 8],
@@ -61,7 +62,7 @@ impl PanelBlock {
 
 /// Whether the tiles serve `ty` on this CPU.
 pub fn available(ty: StoredType) -> bool {
-    matches!(ty, StoredType::Q4K | StoredType::Q6K)
+    matches!(ty, StoredType::Q4K | StoredType::Q5K | StoredType::Q6K)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
@@ -101,6 +102,10 @@ pub fn matmul(ty: StoredType, w: &[u8], rows: usize, a: &[BlockQ8K], m: usize, y
                                 (StoredType::Q4K, 3) => run::<8, 3>(panel, input, &mut tile),
                                 (StoredType::Q4K, 2) => run::<8, 2>(panel, input, &mut tile),
                                 (StoredType::Q4K, _) => run::<8, 1>(panel, input, &mut tile),
+                                (StoredType::Q5K, 4) => run::<4, 4>(panel, input, &mut tile),
+                                (StoredType::Q5K, 3) => run::<4, 3>(panel, input, &mut tile),
+                                (StoredType::Q5K, 2) => run::<4, 2>(panel, input, &mut tile),
+                                (StoredType::Q5K, _) => run::<4, 1>(panel, input, &mut tile),
                                 (_, 4) => run::<2, 4>(panel, input, &mut tile),
                                 (_, 3) => run::<2, 3>(panel, input, &mut tile),
                                 (_, 2) => run::<2, 2>(panel, input, &mut tile),
@@ -182,16 +187,16 @@ unsafe fn pack<'a>(
     panel: &mut [PanelBlock],
 ) {
     const ZERO_ROW: [u8; 210] = [0; 210];
+    let size = ty.block_bytes();
     for (s, pb) in panel.iter_mut().enumerate() {
-        let size = if ty == StoredType::Q4K { 144 } else { 210 };
         let mut b = [ZERO_ROW.as_ptr(); ROWS];
         for (r, b) in b.iter_mut().enumerate().take(valid) {
             *b = row(r).as_ptr().add(size * s);
         }
-        if ty == StoredType::Q4K {
-            pack_q4k(&b, pb);
-        } else {
-            pack_q6k(&b, pb);
+        match ty {
+            StoredType::Q4K => pack_q4k(&b, pb),
+            StoredType::Q5K => pack_q5k(&b, pb),
+            _ => pack_q6k(&b, pb),
         }
     }
 }
@@ -212,21 +217,30 @@ fn q4k_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     (sc, mn)
 }
 
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn pack_q4k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
-    let low = _mm256_set1_epi8(0x0F);
+/// The factors, scales and minimums of a Q4_K or Q5_K super-block (the same 16 bytes at
+/// the start of both), with `units` units of chunks per 32-value sub-block.
+#[target_feature(enable = "f16c")]
+unsafe fn pack_scales_and_mins(b: &[*const u8; ROWS], units: usize, pb: &mut PanelBlock) {
     for (r, &p) in b.iter().enumerate() {
         pb.d[r] = f16_at(p);
         pb.c[r] = f16_at(p.add(2));
         let (sc, mn) = q4k_scales_mins(&*p.add(4).cast::<[u8; 12]>());
         for j in 0..8 {
-            pb.scales[j][2 * r] = sc[j] as i16;
-            pb.scales[j][2 * r + 1] = sc[j] as i16;
+            for u in units * j..units * (j + 1) {
+                pb.scales[u][2 * r] = sc[j] as i16;
+                pb.scales[u][2 * r + 1] = sc[j] as i16;
+            }
             // Groups 2j and 2j + 1 (of sixteen values) are sub-block j.
             pb.corr[j][2 * r] = mn[j] as i16;
             pb.corr[j][2 * r + 1] = mn[j] as i16;
         }
     }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn pack_q4k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
+    let low = _mm256_set1_epi8(0x0F);
+    pack_scales_and_mins(b, 1, pb);
     for pair in 0..4 {
         // Values 64·pair .. +32 are the low nibbles of these 32 bytes, the next 32 the high.
         let mut lo = [_mm256_setzero_si256(); ROWS];
@@ -235,6 +249,35 @@ unsafe fn pack_q4k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
             let bits = _mm256_loadu_si256(b[r].add(16 + 32 * pair).cast());
             lo[r] = _mm256_and_si256(bits, low);
             hi[r] = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low);
+        }
+        store_transposed(lo, &mut pb.codes[16 * pair..16 * pair + 8]);
+        store_transposed(hi, &mut pb.codes[16 * pair + 8..16 * pair + 16]);
+    }
+}
+
+/// Q5_K: Q4_K's nibbles (at byte 48) with a fifth bit each from the 32 bytes at 16
+/// (bit 2·pair for the low nibbles of pair `pair`, bit 2·pair + 1 for the high).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn pack_q5k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
+    let low = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(0x01);
+    // Codes up to 31: four chunks keep the 16-bit sums in range.
+    pack_scales_and_mins(b, 2, pb);
+    for pair in 0..4 {
+        let mut lo = [_mm256_setzero_si256(); ROWS];
+        let mut hi = [_mm256_setzero_si256(); ROWS];
+        for r in 0..ROWS {
+            let bits = _mm256_loadu_si256(b[r].add(48 + 32 * pair).cast());
+            let high = _mm256_loadu_si256(b[r].add(16).cast());
+            let fifth = |shift: i32| {
+                let bit = _mm256_srl_epi16(high, _mm_cvtsi32_si128(shift));
+                _mm256_slli_epi16::<4>(_mm256_and_si256(bit, one))
+            };
+            lo[r] = _mm256_or_si256(_mm256_and_si256(bits, low), fifth(2 * pair as i32));
+            hi[r] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low),
+                fifth(2 * pair as i32 + 1),
+            );
         }
         store_transposed(lo, &mut pb.codes[16 * pair..16 * pair + 8]);
         store_transposed(hi, &mut pb.codes[16 * pair + 8..16 * pair + 16]);

@@ -199,7 +199,7 @@ fn reordered_rows_and_wrong_sizes() {
     assert!(m.matmul(&[0.0; 64], 1, &mut y).is_err());
 }
 
-/// The K-quants' multi-row AVX2 kernels on random bytes (every scale, minimum and code
+/// The K-quants' multi-row AVX2 kernels and integer tiles on random bytes (every scale, minimum and code
 /// pattern, finite f16 scales): the integer sums of candle's scalar kernel, to f32
 /// rounding of the terms' magnitudes (on a CPU without AVX2 both run the scalar kernel).
 #[test]
@@ -213,6 +213,7 @@ fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
     };
     for (ty, scales) in [
         (StoredType::Q4K, &[0usize, 2][..]),
+        (StoredType::Q5K, &[0, 2][..]),
         (StoredType::Q6K, &[208][..]),
     ] {
         // Rows past a whole tile of eight; inputs in whole tiles of four and not.
