@@ -1,5 +1,5 @@
 //! AVX2 dequantization of the block types that training panels and prompt products unpack
-//! most (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K), to the same f32 values as candle's
+//! most (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), to the same f32 values as candle's
 //! `to_float`, bit for bit (each value is `q · d`, `q · d + m` or `(d · sc) · q`, multiply
 //! then add, as there).
 //!
@@ -39,6 +39,7 @@ pub fn dequantize(ty: StoredType, bytes: &[u8], out: &mut [f32]) -> bool {
             StoredType::Q5_1 => q5::<true>(b, o, blocks),
             StoredType::Q8_0 => q8_0(b, o, blocks),
             StoredType::Q4K => q4k(b, o, blocks),
+            StoredType::Q5K => q5k(b, o, blocks),
             StoredType::Q6K => q6k(b, o, blocks),
             _ => return false,
         }
@@ -181,6 +182,34 @@ unsafe fn q4k(b: *const u8, o: *mut f32, blocks: usize) {
                     let (lo, hi) = nibbles(q.add(16 * h));
                     let v = if k == 0 { lo } else { hi };
                     // `d1 · q − m1`, as `d1 · q + (−m1)`: the same value.
+                    emit16::<true>(dst.add(16 * h), v, d1, -m1);
+                }
+            }
+        }
+    }
+}
+
+/// Q5_K: Q4_K's scales and nibbles (at byte 48) with a fifth bit each from the 32 bytes
+/// at 16 (bit `sub` for sub-block `sub`); candle's `d1 · (q + 16·bit) − m1`.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q5k(b: *const u8, o: *mut f32, blocks: usize) {
+    let one = _mm_set1_epi8(1);
+    for i in 0..blocks {
+        let (p, out) = (b.add(176 * i), o.add(256 * i));
+        let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
+        let scales: [u8; 12] = p.add(4).cast::<[u8; 12]>().read_unaligned();
+        for j in 0..4 {
+            let q = p.add(48 + 32 * j);
+            for (k, sub) in [2 * j, 2 * j + 1].into_iter().enumerate() {
+                let (sc, m) = scale_min_k4(sub, &scales);
+                let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                let dst = out.add(64 * j + 32 * k);
+                let shift = _mm_cvtsi32_si128(sub as i32);
+                for h in 0..2 {
+                    let (lo, hi) = nibbles(q.add(16 * h));
+                    let high = _mm_loadu_si128(p.add(16 + 16 * h).cast());
+                    let bit = _mm_and_si128(_mm_srl_epi16(high, shift), one);
+                    let v = _mm_or_si128(if k == 0 { lo } else { hi }, _mm_slli_epi16(bit, 4));
                     emit16::<true>(dst.add(16 * h), v, d1, -m1);
                 }
             }

@@ -56,18 +56,20 @@ fn dequantizing_random_blocks_matches_candle_bit_for_bit() {
             StoredType::Q5_1 => BlockQ5_1::to_float(blocks(b), out),
             StoredType::Q8_0 => BlockQ8_0::to_float(blocks(b), out),
             StoredType::Q4K => BlockQ4K::to_float(blocks(b), out),
+            StoredType::Q5K => BlockQ5K::to_float(blocks(b), out),
             StoredType::Q6K => BlockQ6K::to_float(blocks(b), out),
             _ => unreachable!(),
         }
     }
     // Where each type keeps its f16 scales.
-    let scale_at: [(StoredType, &[usize]); 7] = [
+    let scale_at: [(StoredType, &[usize]); 8] = [
         (StoredType::Q4_0, &[0]),
         (StoredType::Q4_1, &[0, 2]),
         (StoredType::Q5_0, &[0]),
         (StoredType::Q5_1, &[0, 2]),
         (StoredType::Q8_0, &[0]),
         (StoredType::Q4K, &[0, 2]),
+        (StoredType::Q5K, &[0, 2]),
         (StoredType::Q6K, &[208]),
     ];
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
