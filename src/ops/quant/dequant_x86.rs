@@ -38,8 +38,8 @@ pub fn dequantize(ty: StoredType, bytes: &[u8], out: &mut [f32]) -> bool {
             StoredType::Q5_0 => q5::<false>(b, o, blocks),
             StoredType::Q5_1 => q5::<true>(b, o, blocks),
             StoredType::Q8_0 => q8_0(b, o, blocks),
-            StoredType::Q4K => q4k(b, o, blocks),
-            StoredType::Q5K => q5k(b, o, blocks),
+            StoredType::Q4K => q4k_q5k::<false>(b, o, blocks),
+            StoredType::Q5K => q4k_q5k::<true>(b, o, blocks),
             StoredType::Q6K => q6k(b, o, blocks),
             _ => return false,
         }
@@ -166,50 +166,33 @@ fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
     }
 }
 
+/// Q4_K (`FIFTH` false: nibbles at byte 16) or Q5_K (`FIFTH`: nibbles at byte 48, each
+/// with a fifth bit from the 32 bytes at 16, bit `sub` for sub-block `sub`): candle's
+/// `d1 · q − m1` with `q` the nibble (plus 16 where the fifth bit is set).
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn q4k(b: *const u8, o: *mut f32, blocks: usize) {
-    for i in 0..blocks {
-        let (p, out) = (b.add(144 * i), o.add(256 * i));
-        let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
-        let scales: [u8; 12] = p.add(4).cast::<[u8; 12]>().read_unaligned();
-        for j in 0..4 {
-            let q = p.add(16 + 32 * j);
-            for (k, sub) in [2 * j, 2 * j + 1].into_iter().enumerate() {
-                let (sc, m) = scale_min_k4(sub, &scales);
-                let (d1, m1) = (d * sc as f32, dmin * m as f32);
-                let dst = out.add(64 * j + 32 * k);
-                for h in 0..2 {
-                    let (lo, hi) = nibbles(q.add(16 * h));
-                    let v = if k == 0 { lo } else { hi };
-                    // `d1 · q − m1`, as `d1 · q + (−m1)`: the same value.
-                    emit16::<true>(dst.add(16 * h), v, d1, -m1);
-                }
-            }
-        }
-    }
-}
-
-/// Q5_K: Q4_K's scales and nibbles (at byte 48) with a fifth bit each from the 32 bytes
-/// at 16 (bit `sub` for sub-block `sub`); candle's `d1 · (q + 16·bit) − m1`.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn q5k(b: *const u8, o: *mut f32, blocks: usize) {
+unsafe fn q4k_q5k<const FIFTH: bool>(b: *const u8, o: *mut f32, blocks: usize) {
+    let (size, nibbles_at) = if FIFTH { (176, 48) } else { (144, 16) };
     let one = _mm_set1_epi8(1);
     for i in 0..blocks {
-        let (p, out) = (b.add(176 * i), o.add(256 * i));
+        let (p, out) = (b.add(size * i), o.add(256 * i));
         let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
         let scales: [u8; 12] = p.add(4).cast::<[u8; 12]>().read_unaligned();
         for j in 0..4 {
-            let q = p.add(48 + 32 * j);
+            let q = p.add(nibbles_at + 32 * j);
             for (k, sub) in [2 * j, 2 * j + 1].into_iter().enumerate() {
                 let (sc, m) = scale_min_k4(sub, &scales);
                 let (d1, m1) = (d * sc as f32, dmin * m as f32);
                 let dst = out.add(64 * j + 32 * k);
-                let shift = _mm_cvtsi32_si128(sub as i32);
                 for h in 0..2 {
                     let (lo, hi) = nibbles(q.add(16 * h));
-                    let high = _mm_loadu_si128(p.add(16 + 16 * h).cast());
-                    let bit = _mm_and_si128(_mm_srl_epi16(high, shift), one);
-                    let v = _mm_or_si128(if k == 0 { lo } else { hi }, _mm_slli_epi16(bit, 4));
+                    let mut v = if k == 0 { lo } else { hi };
+                    if FIFTH {
+                        let high = _mm_loadu_si128(p.add(16 + 16 * h).cast());
+                        let shift = _mm_cvtsi32_si128(sub as i32);
+                        let bit = _mm_and_si128(_mm_srl_epi16(high, shift), one);
+                        v = _mm_or_si128(v, _mm_slli_epi16(bit, 4));
+                    }
+                    // `d1 · q − m1`, as `d1 · q + (−m1)`: the same value.
                     emit16::<true>(dst.add(16 * h), v, d1, -m1);
                 }
             }

@@ -20,6 +20,7 @@ use std::arch::x86_64::*;
 use candle_core::quantized::k_quants::BlockQ8K;
 
 use super::dot_x86::f16_at;
+use super::format::k4_scale_words;
 
 // `BlockQ8K` is `repr(C)`: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`. Its fields are
 // private to candle, so the kernels read them at these offsets.
@@ -55,26 +56,38 @@ unsafe fn hsum128(s: __m128) -> f32 {
 }
 
 /// The eight 6-bit scales and the eight 6-bit minimums of a Q4_K super-block (12 bytes
-/// at `p`, unpacked with llama.cpp's masks), as 16-bit lanes: scales in the lower half,
-/// minimums in the upper.
+/// at `p`) as 16-bit lanes: scales in the lower half, minimums in the upper.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn q4k_scales_and_mins(p: *const u8) -> __m256i {
-    const KMASK1: u32 = 0x3f3f_3f3f;
-    const KMASK2: u32 = 0x0f0f_0f0f;
-    const KMASK3: u32 = 0x0303_0303;
-    let u = |i: usize| p.add(4 * i).cast::<u32>().read_unaligned();
-    let (u0, u1, u2) = (u(0), u(1), u(2));
-    let scales_lo = u0 & KMASK1;
-    let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
-    let mins_lo = u1 & KMASK1;
-    let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
-    _mm256_cvtepu8_epi16(_mm_set_epi32(
-        mins_hi as i32,
-        mins_lo as i32,
-        scales_hi as i32,
-        scales_lo as i32,
-    ))
+    let [s0, s1, m0, m1] = k4_scale_words(p.cast::<[u8; 12]>().read_unaligned());
+    _mm256_cvtepu8_epi16(_mm_set_epi32(m1 as i32, m0 as i32, s1 as i32, s0 as i32))
+}
+
+/// 32 six-bit codes of a Q6_K super-block: quarter `k` of a 128-value half, from the 32
+/// bytes of low bits that hold it (`lows`: the first 32 of the half for even `k`, the
+/// second for odd) and the half's 32 bytes of high bits. Values `32·k .. 32·k + 32` of
+/// the half are the low nibbles of `lows` for k < 2, the high ones after, with bits 2k,
+/// 2k + 1 of `high` above them.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q6k_codes(lows: __m256i, high: __m256i, k: usize) -> __m256i {
+    let low = _mm256_set1_epi8(0x0F);
+    let nibbles = if k < 2 {
+        _mm256_and_si256(lows, low)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16::<4>(lows), low)
+    };
+    let hb = match k {
+        0 => high,
+        1 => _mm256_srli_epi16::<2>(high),
+        2 => _mm256_srli_epi16::<4>(high),
+        _ => _mm256_srli_epi16::<6>(high),
+    };
+    _mm256_or_si256(
+        nibbles,
+        _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(0x03))),
+    )
 }
 
 /// One Q4_K row against `N` activation rows:
@@ -138,8 +151,6 @@ pub unsafe fn q4k_rows<const N: usize>(w: &[u8], a: [&[BlockQ8K]; N]) -> [f32; N
 /// per super-block from the activations' sums per 16 values.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [&[BlockQ8K]; N]) -> [f32; N] {
-    let low = _mm256_set1_epi8(0x0F);
-    let two_bits = _mm256_set1_epi8(0x03);
     let mut acc = [_mm256_setzero_ps(); N];
     for s in 0..w.len() / 210 {
         let b = w.as_ptr().add(210 * s);
@@ -151,25 +162,7 @@ pub unsafe fn q6k_rows<const N: usize>(w: &[u8], a: [&[BlockQ8K]; N]) -> [f32; N
             let lo2 = _mm256_loadu_si256(b.add(64 * half + 32).cast());
             let high = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
             for k in 0..4 {
-                // Values 32·k .. 32·k + 32 of this half: low nibbles of the first or second
-                // 32 bytes (k even / odd), their high nibbles for k ≥ 2; the two high bits
-                // are bits 2k, 2k + 1 of `high`.
-                let lows = if k % 2 == 0 { lo1 } else { lo2 };
-                let nibbles = if k < 2 {
-                    _mm256_and_si256(lows, low)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(lows), low)
-                };
-                let hb = match k {
-                    0 => high,
-                    1 => _mm256_srli_epi16::<2>(high),
-                    2 => _mm256_srli_epi16::<4>(high),
-                    _ => _mm256_srli_epi16::<6>(high),
-                };
-                let q = _mm256_or_si256(
-                    nibbles,
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(hb, two_bits)),
-                );
+                let q = q6k_codes(if k % 2 == 0 { lo1 } else { lo2 }, high, k);
                 // Scales 2g, 2g + 1 (g = 4·half + k), eight 16-bit lanes each.
                 let g = (4 * half + k) as i8;
                 let pick = _mm_set_epi8(

@@ -17,27 +17,14 @@ use std::arch::x86_64::*;
 
 use super::activation::Q8Row;
 use super::dot_x86::f16_at;
+use super::format::k4_scale_words;
 
-/// The eight 6-bit scales and minimums of a Q4_K super-block (12 bytes at `p`, unpacked
-/// with llama.cpp's masks), as `[d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]`.
+/// The eight 6-bit scales and minimums of a Q4_K super-block (12 bytes at `p`), as `[d·sc₀, −dmin·m₀, d·sc₁, −dmin·m₁, …]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn scales_and_mins(p: *const u8, d: f32, dmin: f32) -> __m512 {
-    const KMASK1: u32 = 0x3f3f_3f3f;
-    const KMASK2: u32 = 0x0f0f_0f0f;
-    const KMASK3: u32 = 0x0303_0303;
-    let u = |i: usize| p.add(4 * i).cast::<u32>().read_unaligned();
-    let (u0, u1, u2) = (u(0), u(1), u(2));
-    let scales_lo = u0 & KMASK1;
-    let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
-    let mins_lo = u1 & KMASK1;
-    let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
-    let bytes = _mm_set_epi32(
-        mins_hi as i32,
-        mins_lo as i32,
-        scales_hi as i32,
-        scales_lo as i32,
-    );
+    let [s0, s1, m0, m1] = k4_scale_words(p.cast::<[u8; 12]>().read_unaligned());
+    let bytes = _mm_set_epi32(m1 as i32, m0 as i32, s1 as i32, s0 as i32);
     // [sc₀ … sc₇, m₀ … m₇] as floats, scaled, then interleaved.
     let v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
     let v = _mm512_mul_ps(

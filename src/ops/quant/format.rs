@@ -194,3 +194,20 @@ pub(super) fn blocks<B: GgmlType>(bytes: &[u8]) -> &[B] {
     // borrows `bytes` for its whole life.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) }
 }
+
+/// The eight 6-bit scales and eight 6-bit minimums of a Q4_K or Q5_K super-block (the 12
+/// bytes after its two f16 factors), unpacked with llama.cpp's masks into four words of
+/// four bytes: scales 0–3, scales 4–7, minimums 0–3, minimums 4–7.
+pub(super) fn k4_scale_words(s: [u8; 12]) -> [u32; 4] {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let u = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    [
+        u0 & KMASK1,
+        (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4),
+        u1 & KMASK1,
+        ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4),
+    ]
+}

@@ -17,8 +17,9 @@ use std::arch::x86_64::*;
 use candle_core::quantized::k_quants::BlockQ8K;
 use rayon::prelude::*;
 
+use super::dot_kquant_avx2::q6k_codes;
 use super::dot_x86::f16_at;
-use super::format::StoredType;
+use super::format::{k4_scale_words, StoredType};
 use crate::ops::slice_gemm::SharedOut;
 
 /// Weight rows of a panel (the lanes of a tile's outputs).
@@ -194,27 +195,11 @@ unsafe fn pack<'a>(
             *b = row(r).as_ptr().add(size * s);
         }
         match ty {
-            StoredType::Q4K => pack_q4k(&b, pb),
-            StoredType::Q5K => pack_q5k(&b, pb),
+            StoredType::Q4K => pack_q4k_q5k::<false>(&b, pb),
+            StoredType::Q5K => pack_q4k_q5k::<true>(&b, pb),
             _ => pack_q6k(&b, pb),
         }
     }
-}
-
-/// The eight 6-bit scales and minimums of a Q4_K super-block (llama.cpp's
-/// `get_scale_min_k4`).
-fn q4k_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
-    for j in 0..8 {
-        if j < 4 {
-            sc[j] = s[j] & 63;
-            mn[j] = s[j + 4] & 63;
-        } else {
-            sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-            mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        }
-    }
-    (sc, mn)
 }
 
 /// The factors, scales and minimums of a Q4_K or Q5_K super-block (the same 16 bytes at
@@ -224,7 +209,12 @@ unsafe fn pack_scales_and_mins(b: &[*const u8; ROWS], units: usize, pb: &mut Pan
     for (r, &p) in b.iter().enumerate() {
         pb.d[r] = f16_at(p);
         pb.c[r] = f16_at(p.add(2));
-        let (sc, mn) = q4k_scales_mins(&*p.add(4).cast::<[u8; 12]>());
+        let [s0, s1, m0, m1] = k4_scale_words(p.add(4).cast::<[u8; 12]>().read_unaligned());
+        let bytes = |a: u32, b: u32| {
+            let (a, b) = (a.to_le_bytes(), b.to_le_bytes());
+            [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+        };
+        let (sc, mn) = (bytes(s0, s1), bytes(m0, m1));
         for j in 0..8 {
             for u in units * j..units * (j + 1) {
                 pb.scales[u][2 * r] = sc[j] as i16;
@@ -237,47 +227,33 @@ unsafe fn pack_scales_and_mins(b: &[*const u8; ROWS], units: usize, pb: &mut Pan
     }
 }
 
+/// Q4_K (`FIFTH` false: nibbles at byte 16) or Q5_K (`FIFTH`: nibbles at byte 48, each
+/// with a fifth bit from the 32 bytes at 16: bit 2·pair for the low nibbles of pair
+/// `pair`, bit 2·pair + 1 for the high). Q5_K's codes reach 31, so four chunks, not
+/// eight, keep its 16-bit sums in range.
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn pack_q4k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
+unsafe fn pack_q4k_q5k<const FIFTH: bool>(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
     let low = _mm256_set1_epi8(0x0F);
-    pack_scales_and_mins(b, 1, pb);
+    let one = _mm256_set1_epi8(0x01);
+    pack_scales_and_mins(b, if FIFTH { 2 } else { 1 }, pb);
+    let nibbles_at = if FIFTH { 48 } else { 16 };
     for pair in 0..4 {
         // Values 64·pair .. +32 are the low nibbles of these 32 bytes, the next 32 the high.
         let mut lo = [_mm256_setzero_si256(); ROWS];
         let mut hi = [_mm256_setzero_si256(); ROWS];
         for r in 0..ROWS {
-            let bits = _mm256_loadu_si256(b[r].add(16 + 32 * pair).cast());
+            let bits = _mm256_loadu_si256(b[r].add(nibbles_at + 32 * pair).cast());
             lo[r] = _mm256_and_si256(bits, low);
             hi[r] = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low);
-        }
-        store_transposed(lo, &mut pb.codes[16 * pair..16 * pair + 8]);
-        store_transposed(hi, &mut pb.codes[16 * pair + 8..16 * pair + 16]);
-    }
-}
-
-/// Q5_K: Q4_K's nibbles (at byte 48) with a fifth bit each from the 32 bytes at 16
-/// (bit 2·pair for the low nibbles of pair `pair`, bit 2·pair + 1 for the high).
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn pack_q5k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
-    let low = _mm256_set1_epi8(0x0F);
-    let one = _mm256_set1_epi8(0x01);
-    // Codes up to 31: four chunks keep the 16-bit sums in range.
-    pack_scales_and_mins(b, 2, pb);
-    for pair in 0..4 {
-        let mut lo = [_mm256_setzero_si256(); ROWS];
-        let mut hi = [_mm256_setzero_si256(); ROWS];
-        for r in 0..ROWS {
-            let bits = _mm256_loadu_si256(b[r].add(48 + 32 * pair).cast());
-            let high = _mm256_loadu_si256(b[r].add(16).cast());
-            let fifth = |shift: i32| {
-                let bit = _mm256_srl_epi16(high, _mm_cvtsi32_si128(shift));
-                _mm256_slli_epi16::<4>(_mm256_and_si256(bit, one))
-            };
-            lo[r] = _mm256_or_si256(_mm256_and_si256(bits, low), fifth(2 * pair as i32));
-            hi[r] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low),
-                fifth(2 * pair as i32 + 1),
-            );
+            if FIFTH {
+                let high = _mm256_loadu_si256(b[r].add(16).cast());
+                let fifth = |shift: i32| {
+                    let bit = _mm256_srl_epi16(high, _mm_cvtsi32_si128(shift));
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(bit, one))
+                };
+                lo[r] = _mm256_or_si256(lo[r], fifth(2 * pair as i32));
+                hi[r] = _mm256_or_si256(hi[r], fifth(2 * pair as i32 + 1));
+            }
         }
         store_transposed(lo, &mut pb.codes[16 * pair..16 * pair + 8]);
         store_transposed(hi, &mut pb.codes[16 * pair + 8..16 * pair + 16]);
@@ -286,8 +262,6 @@ unsafe fn pack_q5k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
 
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn pack_q6k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
-    let low = _mm256_set1_epi8(0x0F);
-    let two_bits = _mm256_set1_epi8(0x03);
     for (r, &p) in b.iter().enumerate() {
         let d = f16_at(p.add(208));
         pb.d[r] = d;
@@ -312,21 +286,7 @@ unsafe fn pack_q6k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
             for r in 0..ROWS {
                 let lows = _mm256_loadu_si256(b[r].add(64 * half + 32 * (k % 2)).cast());
                 let high = _mm256_loadu_si256(b[r].add(128 + 32 * half).cast());
-                let nibbles = if k < 2 {
-                    _mm256_and_si256(lows, low)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(lows), low)
-                };
-                let hb = match k {
-                    0 => high,
-                    1 => _mm256_srli_epi16::<2>(high),
-                    2 => _mm256_srli_epi16::<4>(high),
-                    _ => _mm256_srli_epi16::<6>(high),
-                };
-                q[r] = _mm256_or_si256(
-                    nibbles,
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(hb, two_bits)),
-                );
+                q[r] = q6k_codes(lows, high, k);
             }
             let first = 32 * half + 8 * k;
             store_transposed(q, &mut pb.codes[first..first + 8]);

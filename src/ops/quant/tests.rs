@@ -13,6 +13,36 @@ fn values(n: usize, seed: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A xorshift generator: the same bytes on every run.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// `blocks` blocks of `ty` of random bytes, with a finite f16 of either sign (2^-14 to
+/// 2^2) at each of the offsets `scales` of every block.
+fn random_blocks(
+    ty: StoredType,
+    scales: &[usize],
+    blocks: usize,
+    next: &mut impl FnMut() -> u64,
+) -> Vec<u8> {
+    let size = ty.block_bytes();
+    let mut bytes: Vec<u8> = (0..blocks * size).map(|_| next() as u8).collect();
+    for b in 0..blocks {
+        for &at in scales {
+            let v = (next() % 1000) as f32 / 250.0 - 2.0 + 1e-3;
+            let h = half::f16::from_f32(v).to_le_bytes();
+            bytes[b * size + at..b * size + at + 2].copy_from_slice(&h);
+        }
+    }
+    bytes
+}
+
 /// A `rows × cols` matrix of `ty` quantized by candle from smooth random values.
 fn matrix(ty: StoredType, rows: usize, cols: usize) -> QuantMatrix {
     let w = Tensor::from_vec(values(rows * cols, 0.3), (rows, cols), &Device::Cpu).unwrap();
@@ -72,25 +102,10 @@ fn dequantizing_random_blocks_matches_candle_bit_for_bit() {
         (StoredType::Q5K, &[0, 2]),
         (StoredType::Q6K, &[208]),
     ];
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     for (ty, scales) in scale_at {
         let blocks_n = 37;
-        let size = ty.block_bytes();
-        let mut bytes: Vec<u8> = (0..blocks_n * size).map(|_| next() as u8).collect();
-        for b in 0..blocks_n {
-            for &at in scales {
-                // A finite scale of either sign, from 2^-14 to 2^2.
-                let v = (next() % 1000) as f32 / 250.0 - 2.0 + 1e-3;
-                let h = half::f16::from_f32(v).to_le_bytes();
-                bytes[b * size + at..b * size + at + 2].copy_from_slice(&h);
-            }
-        }
+        let bytes = random_blocks(ty, scales, blocks_n, &mut next);
         // Owned storage is aligned as candle's block types need.
         let m = QuantMatrix::owned(bytes, ty, blocks_n, ty.block_elems()).unwrap();
         let ours = m.to_f32();
@@ -206,13 +221,7 @@ fn reordered_rows_and_wrong_sizes() {
 /// rounding of the terms' magnitudes (on a CPU without AVX2 both run the scalar kernel).
 #[test]
 fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     for (ty, scales) in [
         (StoredType::Q4K, &[0usize, 2][..]),
         (StoredType::Q5K, &[0, 2][..]),
@@ -220,17 +229,7 @@ fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
     ] {
         // Rows past a whole tile of eight; inputs in whole tiles of four and not.
         let (rows, cols) = (13, 3 * 256);
-        let size = ty.block_bytes();
-        let mut bytes: Vec<u8> = (0..rows * cols / 256 * size)
-            .map(|_| next() as u8)
-            .collect();
-        for b in 0..rows * cols / 256 {
-            for &at in scales {
-                let v = (next() % 1000) as f32 / 500.0 - 1.0 + 1e-3;
-                let h = half::f16::from_f32(v).to_le_bytes();
-                bytes[b * size + at..b * size + at + 2].copy_from_slice(&h);
-            }
-        }
+        let bytes = random_blocks(ty, scales, rows * cols / 256, &mut next);
         let m = QuantMatrix::owned(bytes, ty, rows, cols).unwrap();
         let w = m.to_f32();
         for inputs in [4, 5, 8, 11, 17] {
