@@ -225,8 +225,9 @@ fn record(
     Some(path)
 }
 
-/// The path `FINETUNE_STUDIO_PREFILL=integer|panels|dot-slices` pins, for comparisons
-/// (`dot-slices` only where the CPU runs the dot kernel).
+/// The path `FINETUNE_STUDIO_PREFILL=integer|panels|dot-slices|integer-tiles` pins, for
+/// comparisons (`dot-slices` only where the CPU runs the dot kernel; `integer-tiles` runs
+/// the integer kernels of the AVX2 level, the K-quants' tiles, on any CPU with AVX2).
 fn pinned() -> Option<Path> {
     static PINNED: OnceLock<Option<Path>> = OnceLock::new();
     *PINNED.get_or_init(|| {
