@@ -24,9 +24,9 @@ use super::format::k4_scale_words;
 
 // `BlockQ8K` is `repr(C)`: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`. Its fields are
 // private to candle, so the kernels read them at these offsets.
-const Q8K_BYTES: usize = 292;
-const Q8K_QS: usize = 4;
-const Q8K_BSUMS: usize = 260;
+pub(super) const Q8K_BYTES: usize = 292;
+pub(super) const Q8K_QS: usize = 4;
+pub(super) const Q8K_BSUMS: usize = 260;
 const _: () = assert!(std::mem::size_of::<BlockQ8K>() == Q8K_BYTES);
 
 /// Super-block `s` of activation row `a`, as bytes.

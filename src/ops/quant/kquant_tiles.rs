@@ -17,7 +17,8 @@ use std::arch::x86_64::*;
 use candle_core::quantized::k_quants::BlockQ8K;
 use rayon::prelude::*;
 
-use super::dot_kquant_avx2::q6k_codes;
+// `BlockQ8K`'s fields are private to candle: read at the offsets of its `repr(C)` layout.
+use super::dot_kquant_avx2::{q6k_codes, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::dot_x86::f16_at;
 use super::format::{k4_scale_words, StoredType};
 use crate::ops::slice_gemm::SharedOut;
@@ -26,12 +27,6 @@ use crate::ops::slice_gemm::SharedOut;
 const ROWS: usize = 8;
 /// Input rows of a tile.
 const INPUTS: usize = 4;
-
-// `BlockQ8K` is `repr(C)`: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]` (fields private
-// to candle, so read at these offsets).
-const Q8K_QS: usize = 4;
-const Q8K_BSUMS: usize = 260;
-const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 
 /// One super-block (256 values) of eight weight rows, unpacked.
 #[repr(C, align(32))]
@@ -140,7 +135,7 @@ unsafe fn run<const CHUNKS: usize, const N: usize>(
     }
     let mut acc = [_mm256_setzero_ps(); N];
     for (s, pb) in panel.iter().enumerate() {
-        let block = |n: usize| inputs[n].add(292 * s);
+        let block = |n: usize| inputs[n].add(Q8K_BYTES * s);
         let mut sum = [_mm256_setzero_si256(); N];
         for u in 0..64 / CHUNKS {
             let mut sum16 = [_mm256_setzero_si256(); N];
