@@ -20,7 +20,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::quant::{isa, Isa, QuantMatrix, StoredType};
+use super::quant::{Isa, QuantMatrix, StoredType};
 use super::slice_gemm::{gemm_into, gemm_new, with_slice, Threads::All};
 use super::stored_prefill::{self, Path};
 
@@ -214,8 +214,6 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
         q.matmul_on(Isa::Avx2, x, rows, y)
             .map_err(candle_core::Error::Msg)
     };
-    let tiles_compete =
-        isa::active() > Isa::Avx2 && matches!(q.stored_type(), StoredType::Q4K | StoredType::Q6K);
     match stored_prefill::chosen(q.stored_type(), inp, rows) {
         Some(Path::Integer) => integer(y),
         Some(Path::IntegerTiles) => tiles(y),
@@ -237,7 +235,7 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
             if crate::ops::dot_gemm::available() {
                 candidates.push((Path::DotSlices, Box::new(dot_slices)));
             }
-            if tiles_compete {
+            if q.avx2_tiles_compete() {
                 candidates.push((Path::IntegerTiles, Box::new(|y| by_tiles = tiles(y))));
             }
             stored_prefill::decide((q.stored_type(), inp, rows), y, candidates);

@@ -56,17 +56,15 @@ impl PanelBlock {
     };
 }
 
-/// Whether the tiles serve `ty` on this CPU.
-pub fn available(ty: StoredType) -> bool {
+/// Whether the tiles serve `ty` (the caller checks that the CPU has AVX2, FMA and F16C:
+/// `Isa::Avx2`).
+pub fn serves(ty: StoredType) -> bool {
     matches!(ty, StoredType::Q4K | StoredType::Q5K | StoredType::Q6K)
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
 }
 
 /// `y [m, rows] = x · Wᵀ` for a K-quant `w` (`rows` rows of `row_bytes` bytes) and `m`
 /// input rows of Q8_K blocks `a` (as many blocks per row as `w` has super-blocks).
-/// The caller checks [`available`] and the sizes.
+/// The caller checks [`serves`], the CPU and the sizes.
 pub fn matmul(ty: StoredType, w: &[u8], rows: usize, a: &[BlockQ8K], m: usize, y: &mut [f32]) {
     let blocks = a.len() / m.max(1);
     let row_bytes = w.len() / rows.max(1);
@@ -83,7 +81,7 @@ pub fn matmul(ty: StoredType, w: &[u8], rows: usize, a: &[BlockQ8K], m: usize, y
                     let first = p * ROWS;
                     let valid = ROWS.min(rows - first);
                     let row = |r: usize| &w[(first + r) * row_bytes..(first + r + 1) * row_bytes];
-                    // SAFETY: `available` was checked by the caller; the rows hold
+                    // SAFETY: the caller checked the CPU and the type; the rows hold
                     // `blocks` whole super-blocks of `ty`.
                     unsafe { pack(ty, &row, valid, panel) };
                     let mut i = 0;

@@ -154,6 +154,16 @@ impl QuantMatrix {
         })
     }
 
+    /// Whether a prompt through this matrix has an integer path of the AVX2 level (the
+    /// K-quants' tiles) other than the one [`Self::matmul`] takes on this CPU: on AVX-512,
+    /// where Q4_K and Q6_K take the VNNI kernels of one weight row, the two compete.
+    pub fn avx2_tiles_compete(&self) -> bool {
+        let active = isa::active();
+        cfg!(target_arch = "x86_64")
+            && active > Isa::Avx2
+            && self.ty.activation_format(active) != self.ty.activation_format(Isa::Avx2)
+    }
+
     pub fn stored_type(&self) -> StoredType {
         self.ty
     }
@@ -249,7 +259,7 @@ impl QuantMatrix {
             }
             Activations::Q8K(a) => {
                 #[cfg(target_arch = "x86_64")]
-                if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && super::kquant_tiles::available(ty) {
+                if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && super::kquant_tiles::serves(ty) {
                     super::kquant_tiles::matmul(ty, self.bytes.as_slice(), self.rows, a, m, y);
                     return Ok(());
                 }
