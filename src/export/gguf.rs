@@ -57,14 +57,8 @@ impl GgufType {
 
     /// llama.cpp's `general.file_type` for the file.
     fn file_type(self) -> u32 {
-        match self {
-            GgufType::F32 => 0,
-            GgufType::F16 => 1,
-            GgufType::Q8_0 => 7,
-            GgufType::Q4KM => 15,
-            // The most common type of the file decides; written by the caller.
-            GgufType::Source => 1,
-        }
+        // Source: the most common type of the file decides; written by the caller.
+        crate::model::file_type::number(self.name()).unwrap_or(1)
     }
 }
 
@@ -561,22 +555,7 @@ fn gemma3_metadata(c: &crate::model::ModelConfig) -> Vec<(String, Value)> {
 fn most_common_file_type(types: &HashMap<String, GgmlDType>) -> u32 {
     let mut counts: HashMap<u32, usize> = HashMap::new();
     for t in types.values() {
-        let ft = match t {
-            GgmlDType::F32 => 0,
-            GgmlDType::F16 => 1,
-            GgmlDType::Q4_0 => 2,
-            GgmlDType::Q4_1 => 3,
-            GgmlDType::Q8_0 => 7,
-            GgmlDType::Q5_0 => 8,
-            GgmlDType::Q5_1 => 9,
-            GgmlDType::Q2K => 10,
-            GgmlDType::Q3K => 12,
-            GgmlDType::Q4K => 15,
-            GgmlDType::Q5K => 17,
-            GgmlDType::Q6K => 18,
-            GgmlDType::BF16 => 32,
-            _ => 1,
-        };
+        let ft = crate::model::file_type::mostly(*t);
         *counts.entry(ft).or_default() += 1;
     }
     counts

@@ -168,7 +168,7 @@ fn describe_gguf(path: &Path) -> Result<ModelInfo, ModelError> {
         .metadata
         .get("general.file_type")
         .and_then(|v| v.to_u32().ok())
-        .and_then(file_type_name);
+        .and_then(crate::model::file_type::name);
     let quantization = match named {
         Some(name) => name.to_string(),
         None => by_type
@@ -178,33 +178,6 @@ fn describe_gguf(path: &Path) -> Result<ModelInfo, ModelError> {
             .unwrap_or_else(|| "unknown".into()),
     };
     Ok(info(&config, quantization, file_bytes))
-}
-
-/// llama.cpp's name of a `general.file_type` (its `llama_ftype`), where it has one.
-fn file_type_name(ftype: u32) -> Option<&'static str> {
-    Some(match ftype {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        21 => "Q2_K_S",
-        25 => "IQ4_NL",
-        30 => "IQ4_XS",
-        32 => "BF16",
-        _ => return None,
-    })
 }
 
 /// Every model in the studio's models folder, the HF cache, and `recent` (specs loaded

@@ -10,6 +10,7 @@ pub mod config;
 mod config_gemma3;
 pub mod decode;
 mod error;
+pub mod file_type;
 pub mod gguf;
 mod kv_cache;
 pub mod linear;

@@ -473,7 +473,7 @@ impl ShapeSpec {
 }
 
 /// `general.file_type` of a Q4_K_M file (llama.cpp's `LLAMA_FTYPE_MOSTLY_Q4_K_M`).
-pub const LLAMA_FTYPE_MOSTLY_Q4_K_M: u32 = 15;
+pub const LLAMA_FTYPE_MOSTLY_Q4_K_M: u32 = crate::model::file_type::MOSTLY_Q4_K_M;
 /// `general.quantization_version` llama-quantize writes.
 const GGML_QNT_VERSION: u32 = 2;
 
