@@ -1,9 +1,10 @@
 //! Which way a product of several input rows (a prompt, a batch) goes through a stored
-//! weight: the integer kernels, as a decode step does (for Q4_K and Q6_K on AVX2, tiles
-//! of eight weight rows by four input rows: `quant::kquant_tiles`); the weight dequantized
-//! in panels into f32 gemm, as training does; (on AVX-512 or AVX2) dequantized in small
-//! slices, each multiplied in the dot kernel while it is in L2; or, on AVX-512, the AVX2
-//! integer tiles of the K-quants against the VNNI kernels of one weight row. Which is fastest depends on the CPU (how
+//! weight: the integer kernels, as a decode step does (for Q4_K, Q5_K and Q6_K on AVX2,
+//! tiles of eight weight rows by four input rows: `quant::kquant_tiles`); the weight
+//! dequantized in panels into f32 gemm, as training does; (on AVX-512 or AVX2) dequantized
+//! in small slices, each multiplied in the dot kernel while it is in L2; or, on AVX-512,
+//! the AVX2 integer tiles of the K-quants against the VNNI kernels of one weight row.
+//! Which is fastest depends on the CPU (how
 //! wide its integer dot products are against its f32 FMA rate) and on the type and shape,
 //! so the first products of each (type, row length, rows rounded up to a power of two) run
 //! every way, timed, and the fastest (by the best of [`TRIALS`] timings of each, the

@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use candle_core::quantized::k_quants::BlockQ8K;
 
-use super::dot_x86::f16_at;
+use super::dot_x86::{f16_at, hsum128, hsum256 as hsum};
 use super::format::k4_scale_words;
 
 // `BlockQ8K` is `repr(C)`: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]`. Its fields are
@@ -38,21 +38,6 @@ unsafe fn q8k_at(a: &[BlockQ8K], s: usize) -> *const u8 {
 #[inline(always)]
 unsafe fn q8k_scale(y: *const u8) -> f32 {
     y.cast::<f32>().read_unaligned()
-}
-
-/// The sum of the eight lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    hsum128(s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum128(s: __m128) -> f32 {
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// The eight 6-bit scales and the eight 6-bit minimums of a Q4_K super-block (12 bytes

@@ -43,13 +43,22 @@ unsafe fn u32_at(p: *const u8) -> u32 {
     p.cast::<u32>().read_unaligned()
 }
 
+/// The sum of the eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum256(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+pub(super) unsafe fn hsum256(v: __m256) -> f32 {
+    hsum128(_mm_add_ps(
+        _mm256_castps256_ps128(v),
+        _mm256_extractf128_ps(v, 1),
+    ))
+}
+
+/// The sum of the four lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn hsum128(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Byte offsets of a type's block layout: block size, codes, fifth bits, and whether the
