@@ -77,12 +77,21 @@ fn the_train_tabs_template_picker_sets_the_run_and_warns() {
 
     pick(&mut h, "qwen3");
     assert_eq!(h.state().state.run_config.model.enable_thinking, None);
+    // A line appears in the status block above the form (as the estimate's "updating…"
+    // does when a background result lands) between the frame the click was aimed at
+    // and the frame that handles it: the click still reaches the checkbox.
+    let targets = std::mem::take(&mut h.state_mut().state.run_config.lora.targets);
     h.get_by_label("Thinking").click_accesskit();
     h.run_steps(2);
+    assert!(h
+        .query_all_by_label_contains("choose at least one LoRA target layer")
+        .next()
+        .is_some());
     assert_eq!(
         h.state().state.run_config.model.enable_thinking,
         Some(false)
     );
+    h.state_mut().state.run_config.lora.targets = targets;
 
     // Back to the model's own: no template in the config, no warning.
     pick(&mut h, "Model's own");

@@ -420,6 +420,43 @@ impl TrainTab {
             (None, None) => None,
         };
         let dirty = open.as_ref().is_some_and(|o| o.2) && self.form.use_open_dataset;
+        // The status block's widgets come and go with background results (the estimate's
+        // "updating…", a memory warning); in a scope of its own it takes one automatic id
+        // of the form's whatever it shows, so the widgets below keep theirs from one frame
+        // to the next and a click that spans a change still lands.
+        let picked_base = ui
+            .scope(|ui| self.status_ui(ui, shared, model, waker, dirty))
+            .inner;
+        if let Some(base) = picked_base {
+            self.form.model_kind = train_form::ModelKind::of(&base);
+            shared.state.run_config.model.base = base;
+        }
+        ui.separator();
+        let cfg = &mut shared.state.run_config;
+        train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
+        let loaded = model_for(model, &cfg.model.base);
+        train_form::template_ui(ui, cfg, &mut self.form, loaded.as_deref());
+        ui.separator();
+        super::train_stage::stage_ui(ui, cfg, open_is_preference);
+        ui.separator();
+        train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
+        ui.separator();
+        train_form::settings_ui(ui, cfg);
+        train_eval_form::eval_ui(ui, cfg, shared.worker);
+        ui.add_space(8.0);
+    }
+
+    /// The form's status block: the config's problems, the memory warning, the start
+    /// button and the estimate. Returns the base the estimate offers to switch to, if
+    /// clicked.
+    fn status_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &mut Shared<'_>,
+        model: &ModelSlot,
+        waker: &Waker,
+        dirty: bool,
+    ) -> Option<String> {
         {
             let cfg = &shared.state.run_config;
             let problems = cfg.validate();
@@ -457,23 +494,7 @@ impl TrainTab {
                 }
             });
         }
-        if let Some(base) = self.estimate.ui(ui, &shared.state.run_config, model) {
-            self.form.model_kind = train_form::ModelKind::of(&base);
-            shared.state.run_config.model.base = base;
-        }
-        ui.separator();
-        let cfg = &mut shared.state.run_config;
-        train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
-        let loaded = model_for(model, &cfg.model.base);
-        train_form::template_ui(ui, cfg, &mut self.form, loaded.as_deref());
-        ui.separator();
-        super::train_stage::stage_ui(ui, cfg, open_is_preference);
-        ui.separator();
-        train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
-        ui.separator();
-        train_form::settings_ui(ui, cfg);
-        train_eval_form::eval_ui(ui, cfg, shared.worker);
-        ui.add_space(8.0);
+        self.estimate.ui(ui, &shared.state.run_config, model)
     }
 
     fn run_ui(&mut self, ui: &mut egui::Ui, shared: &mut Shared<'_>) {
