@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use super::dot_kquant_avx2::{q6k_codes, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::dot_x86::f16_at;
 use super::format::{k4_scale_words, StoredType};
+use super::q4k_interleaved::Interleaved;
 use crate::ops::slice_gemm::SharedOut;
 
 /// Weight rows of a panel (the lanes of a tile's outputs).
@@ -62,12 +63,27 @@ pub fn serves(ty: StoredType) -> bool {
     matches!(ty, StoredType::Q4K | StoredType::Q5K | StoredType::Q6K)
 }
 
-/// `y [m, rows] = x · Wᵀ` for a K-quant `w` (`rows` rows of `row_bytes` bytes) and `m`
-/// input rows of Q8_K blocks `a` (as many blocks per row as `w` has super-blocks).
-/// The caller checks [`serves`], the CPU and the sizes.
-pub fn matmul(ty: StoredType, w: &[u8], rows: usize, a: &[BlockQ8K], m: usize, y: &mut [f32]) {
+/// A K-quant matrix's weights as the tiles read them.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    /// `rows` rows as stored (whole super-blocks of the type).
+    Stored(&'a [u8]),
+    /// A Q4_K matrix's copy in interleaved blocks of eight rows.
+    Q4kInterleaved(&'a Interleaved),
+}
+
+/// `y [m, rows] = x · Wᵀ` for a K-quant `w` of `rows` rows and `m` input rows of Q8_K
+/// blocks `a` (as many blocks per row as `w` has super-blocks). The caller checks
+/// [`serves`], the CPU and the sizes.
+pub fn matmul(
+    ty: StoredType,
+    w: Weights<'_>,
+    rows: usize,
+    a: &[BlockQ8K],
+    m: usize,
+    y: &mut [f32],
+) {
     let blocks = a.len() / m.max(1);
-    let row_bytes = w.len() / rows.max(1);
     let panels = rows.div_ceil(ROWS);
     let out = SharedOut(y.as_mut_ptr());
     let threads = rayon::current_num_threads().max(1);
@@ -80,10 +96,21 @@ pub fn matmul(ty: StoredType, w: &[u8], rows: usize, a: &[BlockQ8K], m: usize, y
                 for p in task * per_task..((task + 1) * per_task).min(panels) {
                     let first = p * ROWS;
                     let valid = ROWS.min(rows - first);
-                    let row = |r: usize| &w[(first + r) * row_bytes..(first + r + 1) * row_bytes];
                     // SAFETY: the caller checked the CPU and the type; the rows hold
                     // `blocks` whole super-blocks of `ty`.
-                    unsafe { pack(ty, &row, valid, panel) };
+                    match w {
+                        Weights::Stored(w) => {
+                            let row_bytes = w.len() / rows.max(1);
+                            let row =
+                                |r: usize| &w[(first + r) * row_bytes..(first + r + 1) * row_bytes];
+                            unsafe { pack(ty, &row, valid, panel) };
+                        }
+                        Weights::Q4kInterleaved(copy) => {
+                            for (s, pb) in panel.iter_mut().enumerate() {
+                                unsafe { unpack_q4k_interleaved(copy.block(p, s), pb) };
+                            }
+                        }
+                    }
                     let mut i = 0;
                     while i < m {
                         let n = INPUTS.min(m - i);
@@ -220,6 +247,35 @@ unsafe fn pack_scales_and_mins(b: &[*const u8; ROWS], units: usize, pb: &mut Pan
     }
 }
 
+/// A Q4_K super-block of eight rows from their interleaved copy (`b`, 32-byte aligned),
+/// whose codes are already grouped four values per row: only the nibbles are split.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn unpack_q4k_interleaved(b: *const u8, pb: &mut PanelBlock) {
+    use super::q4k_interleaved::{D, DMIN, MINS, QS, SCALES};
+    let low = _mm256_set1_epi8(0x0F);
+    for r in 0..ROWS {
+        pb.d[r] = f16_at(b.add(D + 2 * r));
+        pb.c[r] = f16_at(b.add(DMIN + 2 * r));
+        for sub in 0..8 {
+            let sc = *b.add(SCALES + 8 * sub + r) as i16;
+            pb.scales[sub][2 * r] = sc;
+            pb.scales[sub][2 * r + 1] = sc;
+            let m = *b.add(MINS + 16 * (sub / 2) + 2 * r + sub % 2) as i16;
+            pb.corr[sub][2 * r] = m;
+            pb.corr[sub][2 * r + 1] = m;
+        }
+    }
+    for pair in 0..4 {
+        for j in 0..8 {
+            let bits = _mm256_load_si256(b.add(QS + 256 * pair + 32 * j).cast());
+            let lo = _mm256_and_si256(bits, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low);
+            _mm256_store_si256(pb.codes[16 * pair + j].as_mut_ptr().cast(), lo);
+            _mm256_store_si256(pb.codes[16 * pair + 8 + j].as_mut_ptr().cast(), hi);
+        }
+    }
+}
+
 /// Q4_K (`FIFTH` false: nibbles at byte 16) or Q5_K (`FIFTH`: nibbles at byte 48, each
 /// with a fifth bit from the 32 bytes at 16: bit 2·pair for the low nibbles of pair
 /// `pair`, bit 2·pair + 1 for the high). Q5_K's codes reach 31, so four chunks, not
@@ -290,7 +346,7 @@ unsafe fn pack_q6k(b: &[*const u8; ROWS], pb: &mut PanelBlock) {
 /// Eight rows of 32 codes (eight chunks of four each) as eight chunks of eight rows each:
 /// an 8 × 8 transpose of 32-bit elements.
 #[target_feature(enable = "avx2")]
-unsafe fn store_transposed(r: [__m256i; ROWS], out: &mut [[u8; 32]]) {
+pub(super) unsafe fn store_transposed(r: [__m256i; ROWS], out: &mut [[u8; 32]]) {
     let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
     let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
     let t2 = _mm256_unpacklo_epi32(r[2], r[3]);

@@ -39,6 +39,21 @@ impl Bytes {
             }
         }
     }
+
+    /// Lets the operating system drop a mapped matrix's pages from this process (they
+    /// are read back from the file if touched again); an owned copy stays.
+    fn release_pages(&self) {
+        if let Bytes::Mapped { map, start, len } = self {
+            // SAFETY: the map is a read-only shared mapping of the file: pages dropped are
+            // read back unchanged from the file on the next access.
+            let advised = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, *len)
+            };
+            if let Err(e) = advised {
+                tracing::debug!("could not release {len} mapped bytes: {e}");
+            }
+        }
+    }
 }
 
 /// A frozen weight matrix in a quantized (or 16-bit float) storage type.
@@ -47,6 +62,11 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     bytes: Bytes,
+    /// A Q4_K matrix's copy in interleaved blocks of eight rows, which its products on
+    /// AVX2 read once it exists (built by the first; the mapped pages are then released,
+    /// so the matrix still costs its size once).
+    #[cfg(target_arch = "x86_64")]
+    interleaved: std::sync::OnceLock<super::q4k_interleaved::Interleaved>,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -101,6 +121,8 @@ impl QuantMatrix {
             rows,
             cols,
             bytes: Bytes::Mapped { map, start, len },
+            #[cfg(target_arch = "x86_64")]
+            interleaved: Default::default(),
         })
     }
 
@@ -135,6 +157,8 @@ impl QuantMatrix {
             rows,
             cols,
             bytes: Bytes::Owned { words, len },
+            #[cfg(target_arch = "x86_64")]
+            interleaved: Default::default(),
         })
     }
 
@@ -259,9 +283,31 @@ impl QuantMatrix {
             }
             Activations::Q8K(a) => {
                 #[cfg(target_arch = "x86_64")]
-                if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && super::kquant_tiles::serves(ty) {
-                    super::kquant_tiles::matmul(ty, self.bytes.as_slice(), self.rows, a, m, y);
-                    return Ok(());
+                {
+                    use super::kquant_tiles::{self, Weights};
+                    if level == Isa::Avx2 && ty == StoredType::Q4K {
+                        let copy = self.interleaved();
+                        if m >= TILE_MIN_ROWS {
+                            kquant_tiles::matmul(
+                                ty,
+                                Weights::Q4kInterleaved(copy),
+                                self.rows,
+                                a,
+                                m,
+                                y,
+                            );
+                        } else {
+                            // SAFETY: `level` is at most the detected one; the sizes were
+                            // checked above and the activations quantized for `cols`.
+                            unsafe { copy.matmul(a, m, y) };
+                        }
+                        return Ok(());
+                    }
+                    if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && kquant_tiles::serves(ty) {
+                        let w = Weights::Stored(self.bytes.as_slice());
+                        kquant_tiles::matmul(ty, w, self.rows, a, m, y);
+                        return Ok(());
+                    }
                 }
                 let dot = q8k_kernel(ty, level);
                 let dot4 = q8k_kernel4(ty, level);
@@ -288,6 +334,25 @@ impl QuantMatrix {
             }
         }
         Ok(())
+    }
+
+    /// The Q4_K matrix's interleaved copy, built on first use (AVX2 checked by the
+    /// caller), after which the mapped file's pages of the matrix are released.
+    #[cfg(target_arch = "x86_64")]
+    fn interleaved(&self) -> &super::q4k_interleaved::Interleaved {
+        self.interleaved.get_or_init(|| {
+            // SAFETY: the caller runs AVX2 kernels only where the CPU has them; the
+            // matrix holds `rows` rows of `cols / 256` super-blocks (checked at build).
+            let copy = unsafe {
+                super::q4k_interleaved::Interleaved::repack(
+                    self.bytes.as_slice(),
+                    self.rows,
+                    self.cols / 256,
+                )
+            };
+            self.bytes.release_pages();
+            copy
+        })
     }
 
     /// Runs `dot(weight row, first input row, outputs)` over every weight row and groups

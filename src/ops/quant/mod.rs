@@ -20,6 +20,8 @@ mod kernel_choice;
 #[cfg(target_arch = "x86_64")]
 mod kquant_tiles;
 mod matrix;
+#[cfg(target_arch = "x86_64")]
+mod q4k_interleaved;
 
 pub use format::StoredType;
 pub use isa::Isa;

@@ -232,7 +232,7 @@ fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
         let bytes = random_blocks(ty, scales, rows * cols / 256, &mut next);
         let m = QuantMatrix::owned(bytes, ty, rows, cols).unwrap();
         let w = m.to_f32();
-        for inputs in [4, 5, 8, 11, 17] {
+        for inputs in [1, 2, 3, 4, 5, 8, 11, 17] {
             let x: Vec<f32> = (0..inputs * cols)
                 .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
