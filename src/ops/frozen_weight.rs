@@ -239,6 +239,8 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
                 candidates.push((Path::IntegerTiles, Box::new(|y| by_tiles = tiles(y))));
             }
             stored_prefill::decide((q.stored_type(), inp, rows), y, candidates);
+            // The paths through f32 read the stored rows back into memory.
+            q.release_stored_pages_if_copied();
             by_integer.and(by_tiles)
         }
     }

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::dot_kquant_avx2::{q6k_codes, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::dot_x86::f16_at;
 use super::format::{k4_scale_words, StoredType};
-use super::q4k_interleaved::Interleaved;
+use super::kquant_interleaved::Interleaved;
 use crate::ops::slice_gemm::SharedOut;
 
 /// Weight rows of a panel (the lanes of a tile's outputs).
@@ -68,8 +68,8 @@ pub fn serves(ty: StoredType) -> bool {
 pub enum Weights<'a> {
     /// `rows` rows as stored (whole super-blocks of the type).
     Stored(&'a [u8]),
-    /// A Q4_K matrix's copy in interleaved blocks of eight rows.
-    Q4kInterleaved(&'a Interleaved),
+    /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows.
+    Interleaved(&'a Interleaved),
 }
 
 /// `y [m, rows] = x · Wᵀ` for a K-quant `w` of `rows` rows and `m` input rows of Q8_K
@@ -105,9 +105,13 @@ pub fn matmul(
                                 |r: usize| &w[(first + r) * row_bytes..(first + r + 1) * row_bytes];
                             unsafe { pack(ty, &row, valid, panel) };
                         }
-                        Weights::Q4kInterleaved(copy) => {
+                        Weights::Interleaved(copy) => {
                             for (s, pb) in panel.iter_mut().enumerate() {
-                                unsafe { unpack_q4k_interleaved(copy.block(p, s), pb) };
+                                let b = copy.block(p, s);
+                                match ty {
+                                    StoredType::Q4K => unsafe { unpack_q4k_interleaved(b, pb) },
+                                    _ => unsafe { unpack_q6k_interleaved(b, pb) },
+                                }
                             }
                         }
                     }
@@ -251,7 +255,7 @@ unsafe fn pack_scales_and_mins(b: &[*const u8; ROWS], units: usize, pb: &mut Pan
 /// whose codes are already grouped four values per row: only the nibbles are split.
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn unpack_q4k_interleaved(b: *const u8, pb: &mut PanelBlock) {
-    use super::q4k_interleaved::{D, DMIN, MINS, QS, SCALES};
+    use super::interleaved_q4k::{D, DMIN, MINS, QS, SCALES};
     let low = _mm256_set1_epi8(0x0F);
     for r in 0..ROWS {
         pb.d[r] = f16_at(b.add(D + 2 * r));
@@ -272,6 +276,34 @@ unsafe fn unpack_q4k_interleaved(b: *const u8, pb: &mut PanelBlock) {
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low);
             _mm256_store_si256(pb.codes[16 * pair + j].as_mut_ptr().cast(), lo);
             _mm256_store_si256(pb.codes[16 * pair + 8 + j].as_mut_ptr().cast(), hi);
+        }
+    }
+}
+
+/// A Q6_K super-block of eight rows from their interleaved copy (`b`, 32-byte aligned).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn unpack_q6k_interleaved(b: *const u8, pb: &mut PanelBlock) {
+    use super::interleaved_q6k::{codes, group_scales, D, SCALES};
+    for r in 0..ROWS {
+        let d = f16_at(b.add(D + 2 * r));
+        pb.d[r] = d;
+        pb.c[r] = 32.0 * d;
+    }
+    for g in 0..16 {
+        // Units 2g and 2g + 1 (eight values each) are group g.
+        let sc = group_scales(b, g);
+        _mm256_store_si256(pb.scales[2 * g].as_mut_ptr().cast(), sc);
+        _mm256_store_si256(pb.scales[2 * g + 1].as_mut_ptr().cast(), sc);
+    }
+    for (i, corr) in pb.corr.iter_mut().enumerate() {
+        let pair = _mm_load_si128(b.add(SCALES + 16 * i).cast());
+        _mm256_store_si256(corr.as_mut_ptr().cast(), _mm256_cvtepi8_epi16(pair));
+    }
+    for half in 0..2 {
+        for c in 0..8 {
+            for (k, q) in codes(b, half, c).into_iter().enumerate() {
+                _mm256_store_si256(pb.codes[32 * half + 8 * k + c].as_mut_ptr().cast(), q);
+            }
         }
     }
 }

@@ -43,14 +43,27 @@ impl Bytes {
     /// Lets the operating system drop a mapped matrix's pages from this process (they
     /// are read back from the file if touched again); an owned copy stays.
     fn release_pages(&self) {
+        self.release_range(0..self.as_slice().len());
+    }
+
+    /// [`Self::release_pages`] for the bytes `range` of the matrix (the pages that hold
+    /// them, from the one holding its first byte).
+    fn release_range(&self, range: std::ops::Range<usize>) {
         if let Bytes::Mapped { map, start, len } = self {
+            if range.start >= range.end || range.end > *len {
+                return;
+            }
             // SAFETY: the map is a read-only shared mapping of the file: pages dropped are
             // read back unchanged from the file on the next access.
             let advised = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, *len)
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start + range.start,
+                    range.len(),
+                )
             };
             if let Err(e) = advised {
-                tracing::debug!("could not release {len} mapped bytes: {e}");
+                tracing::debug!("could not release {} mapped bytes: {e}", range.len());
             }
         }
     }
@@ -62,11 +75,11 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     bytes: Bytes,
-    /// A Q4_K matrix's copy in interleaved blocks of eight rows, which its products on
+    /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows, which its products on
     /// AVX2 read once it exists (built by the first; the mapped pages are then released,
     /// so the matrix still costs its size once).
     #[cfg(target_arch = "x86_64")]
-    interleaved: std::sync::OnceLock<super::q4k_interleaved::Interleaved>,
+    interleaved: std::sync::OnceLock<super::kquant_interleaved::Interleaved>,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -285,12 +298,12 @@ impl QuantMatrix {
                 #[cfg(target_arch = "x86_64")]
                 {
                     use super::kquant_tiles::{self, Weights};
-                    if level == Isa::Avx2 && ty == StoredType::Q4K {
+                    if level == Isa::Avx2 && super::kquant_interleaved::serves(ty) {
                         let copy = self.interleaved();
                         if m >= TILE_MIN_ROWS {
                             kquant_tiles::matmul(
                                 ty,
-                                Weights::Q4kInterleaved(copy),
+                                Weights::Interleaved(copy),
                                 self.rows,
                                 a,
                                 m,
@@ -336,23 +349,34 @@ impl QuantMatrix {
         Ok(())
     }
 
-    /// The Q4_K matrix's interleaved copy, built on first use (AVX2 checked by the
-    /// caller), after which the mapped file's pages of the matrix are released.
+    /// The K-quant matrix's interleaved copy, built on first use (AVX2 checked by the
+    /// caller), the mapped file's pages of the matrix released as it is built.
     #[cfg(target_arch = "x86_64")]
-    fn interleaved(&self) -> &super::q4k_interleaved::Interleaved {
+    fn interleaved(&self) -> &super::kquant_interleaved::Interleaved {
         self.interleaved.get_or_init(|| {
             // SAFETY: the caller runs AVX2 kernels only where the CPU has them; the
             // matrix holds `rows` rows of `cols / 256` super-blocks (checked at build).
-            let copy = unsafe {
-                super::q4k_interleaved::Interleaved::repack(
+            // Each group's stored rows are released as soon as they are packed, so the
+            // largest matrix (an 8B model's 430 MB head) is never held twice.
+            unsafe {
+                super::kquant_interleaved::Interleaved::repack(
+                    self.ty,
                     self.bytes.as_slice(),
-                    self.rows,
-                    self.cols / 256,
+                    (self.rows, self.cols / 256),
+                    |range| self.bytes.release_range(range),
                 )
-            };
-            self.bytes.release_pages();
-            copy
+            }
         })
+    }
+
+    /// Releases the mapped file's pages of a matrix whose products read its interleaved
+    /// copy (after something read the stored rows again, as the timing of the prompt
+    /// paths does); nothing otherwise.
+    pub fn release_stored_pages_if_copied(&self) {
+        #[cfg(target_arch = "x86_64")]
+        if self.interleaved.get().is_some() {
+            self.bytes.release_pages();
+        }
     }
 
     /// Runs `dot(weight row, first input row, outputs)` over every weight row and groups

@@ -15,13 +15,17 @@ mod dot_scalar;
 #[cfg(target_arch = "x86_64")]
 mod dot_x86;
 mod format;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_q4k;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_q6k;
 pub mod isa;
 mod kernel_choice;
 #[cfg(target_arch = "x86_64")]
+mod kquant_interleaved;
+#[cfg(target_arch = "x86_64")]
 mod kquant_tiles;
 mod matrix;
-#[cfg(target_arch = "x86_64")]
-mod q4k_interleaved;
 
 pub use format::StoredType;
 pub use isa::Isa;
