@@ -338,9 +338,8 @@ impl BatchCompare {
                     220.0,
                     format!("{done} of {total} replies"),
                 );
-                if running {
-                    ui.spinner();
-                }
+                // Laid out while hidden, so the fields after it keep their ids.
+                ui.add_visible(running, egui::Spinner::new());
             }
             ui.separator();
             super::fields::labelled_line(

@@ -702,15 +702,19 @@ impl DatasetsTab {
                 .on_hover_text("Treat the search as a regular expression");
             ui.checkbox(&mut self.filter.case_sensitive, "Aa")
                 .on_hover_text("Match case");
-            if let Some(e) = &self.filter.error {
-                ui.colored_label(ui.visuals().error_fg_color, format!("! {e}"))
-                    .on_hover_text(e);
-            } else if let Some(n) = self.filter.match_count() {
-                ui.label(format!("{n} matches"));
-            }
-            if self.filter.searching {
-                ui.spinner();
-            }
+            // What a running search shows comes and goes: in a scope of its own it takes
+            // one automatic id of the row, so the buttons after it keep theirs.
+            ui.scope(|ui| {
+                if let Some(e) = &self.filter.error {
+                    ui.colored_label(ui.visuals().error_fg_color, format!("! {e}"))
+                        .on_hover_text(e);
+                } else if let Some(n) = self.filter.match_count() {
+                    ui.label(format!("{n} matches"));
+                }
+                if self.filter.searching {
+                    ui.spinner();
+                }
+            });
             ui.separator();
             for f in FlagFilter::ALL {
                 let count = match (f, analysis) {
@@ -731,11 +735,15 @@ impl DatasetsTab {
             ui.horizontal(|ui| self.contamination.form_ui(ui, doc, shared.worker));
             let max_len = shared.state.run_config.data.max_seq_len;
             self.scores.form_ui(ui, doc, shared.worker, max_len);
-            if self.scores.primary.has_scores() {
-                egui::CollapsingHeader::new("Score histogram")
-                    .id_salt("score-histogram-header")
-                    .show(ui, |ui| self.scores.histogram_ui(ui, doc));
-            }
+            // Appears when the first scores land: a scope keeps the panels after it on
+            // their ids.
+            ui.scope(|ui| {
+                if self.scores.primary.has_scores() {
+                    egui::CollapsingHeader::new("Score histogram")
+                        .id_salt("score-histogram-header")
+                        .show(ui, |ui| self.scores.histogram_ui(ui, doc));
+                }
+            });
         }
     }
 
@@ -787,8 +795,12 @@ impl DatasetsTab {
             return;
         };
         let Some(c) = doc.data().get(idx) else { return };
-        self.contamination.record_ui(ui, idx);
-        self.scores.record_ui(ui, c);
+        // The record's contamination and scores come and go with background results and
+        // edits: in a scope of their own, the editor's fields keep their ids (and focus).
+        ui.scope(|ui| {
+            self.contamination.record_ui(ui, idx);
+            self.scores.record_ui(ui, c);
+        });
         let problems = doc.data().record_problems(idx);
         let actions = self.editor.ui(
             ui,

@@ -99,7 +99,12 @@ impl ModelsTab {
             .auto_shrink([false, false])
             .show(ui, |ui| {
                 ui.heading("Loaded model");
-                if let Some(a) = loaded_ui(ui, model, &self.entries, self.scanning) {
+                // The loaded model's lines change as it loads: a scope keeps the widgets
+                // below on their ids.
+                if let Some(a) = ui
+                    .scope(|ui| loaded_ui(ui, model, &self.entries, self.scanning))
+                    .inner
+                {
                     action = Some(a);
                 }
                 ui.add_space(8.0);

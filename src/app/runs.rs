@@ -130,9 +130,8 @@ impl RunsTab {
             if ui.button("Refresh").clicked() {
                 self.refresh(shared);
             }
-            if self.loading {
-                ui.spinner();
-            }
+            // Always laid out, shown only while loading: the buttons after it keep their ids.
+            ui.add_visible(self.loading, egui::Spinner::new());
             ui.weak(format!("in {}", runs_dir(shared).display()));
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui

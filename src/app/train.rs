@@ -433,13 +433,16 @@ impl TrainTab {
         }
         ui.separator();
         let cfg = &mut shared.state.run_config;
-        train_form::model_ui(ui, cfg, &mut self.form, shared.worker);
+        // Each section in a scope: the template's warnings and switch (with the model's
+        // load), the stage's warning (with the dataset's) and the dataset's unsaved-edits
+        // line (with a save) come and go, and the sections after keep their ids.
+        ui.scope(|ui| train_form::model_ui(ui, cfg, &mut self.form, shared.worker));
         let loaded = model_for(model, &cfg.model.base);
-        train_form::template_ui(ui, cfg, &mut self.form, loaded.as_deref());
+        ui.scope(|ui| train_form::template_ui(ui, cfg, &mut self.form, loaded.as_deref()));
         ui.separator();
-        super::train_stage::stage_ui(ui, cfg, open_is_preference);
+        ui.scope(|ui| super::train_stage::stage_ui(ui, cfg, open_is_preference));
         ui.separator();
-        train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker);
+        ui.scope(|ui| train_form::dataset_ui(ui, cfg, &mut self.form, open, shared.worker));
         ui.separator();
         train_form::settings_ui(ui, cfg);
         train_eval_form::eval_ui(ui, cfg, shared.worker);
@@ -460,25 +463,29 @@ impl TrainTab {
         {
             let cfg = &shared.state.run_config;
             let problems = cfg.validate();
-            for p in &problems {
-                ui.colored_label(ui.visuals().warn_fg_color, format!("! {p}"));
-            }
             // A run that needs more memory than is free gets the whole process killed
-            // (training runs in it), so it starts only when the user insists.
+            // (training runs in it), so it starts only when the user insists. The
+            // warning comes with a new estimate: in a scope, the start button keeps its id.
             let too_big = self.estimate.for_config(cfg).is_some_and(|e| !e.fits());
-            if too_big {
-                let advice = if cfg.training.gradient_checkpointing {
-                    "lower the batch size or the maximum sequence length, or close other programs"
-                } else {
-                    "turn on gradient checkpointing, lower the batch size or the maximum sequence \
-                     length, or close other programs"
-                };
-                ui.colored_label(
-                    ui.visuals().error_fg_color,
-                    format!("! This run needs more memory than is free: {advice}."),
-                );
-                ui.checkbox(&mut self.start_anyway, "Start anyway");
-            }
+            ui.scope(|ui| {
+                for p in &problems {
+                    ui.colored_label(ui.visuals().warn_fg_color, format!("! {p}"));
+                }
+                if too_big {
+                    let advice = if cfg.training.gradient_checkpointing {
+                        "lower the batch size or the maximum sequence length, or close other \
+                         programs"
+                    } else {
+                        "turn on gradient checkpointing, lower the batch size or the maximum \
+                         sequence length, or close other programs"
+                    };
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        format!("! This run needs more memory than is free: {advice}."),
+                    );
+                    ui.checkbox(&mut self.start_anyway, "Start anyway");
+                }
+            });
             let can_start = problems.is_empty()
                 && !dirty
                 && self.job.is_none()
