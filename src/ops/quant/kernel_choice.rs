@@ -1,19 +1,20 @@
-//! Picks between two kernels that both run on this CPU (AVX2 against AVX-512 VNNI) by a
-//! short measurement on the matrix's own row length, once per (type, row length) per
-//! process. Which one wins depends on the core: Zen 4 splits 512-bit operations in two,
+//! Picks between two kernels that both run on this CPU (AVX2 against AVX-512 VNNI; for
+//! Q4_K and Q6_K, AVX2 over the interleaved copy against VNNI over the stored rows) by a
+//! short measurement of a decode step's product on the matrix's own row length, once per
+//! (type, row length) per process. Which one wins depends on the core: Zen 4 splits 512-bit operations in two,
 //! Zen 5 and recent Xeons do not, so no CPU's result is written into the code.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::activation::Activations;
-use super::format::{ActivationFormat, StoredType};
+use super::format::StoredType;
 use super::isa::{self, Isa};
 
 /// The level to run `ty` rows of `cols` values at, given the level asked for.
 pub fn choose(ty: StoredType, cols: usize, asked: Isa) -> Isa {
-    // Only the 32-value types have both an AVX2 and a VNNI kernel on the same activations.
+    // The 32-value types have an AVX2 and a VNNI kernel of one row; Q4_K and Q6_K the
+    // VNNI one of one row and the AVX2 one over their interleaved copy.
     let both = matches!(
         ty,
         StoredType::Q4_0
@@ -21,6 +22,8 @@ pub fn choose(ty: StoredType, cols: usize, asked: Isa) -> Isa {
             | StoredType::Q5_0
             | StoredType::Q5_1
             | StoredType::Q8_0
+            | StoredType::Q4K
+            | StoredType::Q6K
     );
     if asked < Isa::Avx512Vnni || !both {
         return asked;
@@ -61,26 +64,33 @@ pub fn choose(ty: StoredType, cols: usize, asked: Isa) -> Isa {
     pick
 }
 
-/// Seconds for 64 rows of `cols` values (best of five), single-threaded.
+/// Seconds for a decode step's product of 64 rows of `cols` values (best of five, after
+/// one untimed product that builds what the kernels keep), single-threaded: the whole
+/// product, activations' quantization included, since the two levels quantize them
+/// differently for the K-quants.
 fn time_kernel(ty: StoredType, cols: usize, level: Isa) -> f64 {
     const ROWS: usize = 64;
+    // 0x5A bytes: codes of every value, and finite f16 scales (0x5A5A = 203.25).
     let bytes = vec![0x5Au8; ROWS * cols / ty.block_elems() * ty.block_bytes()];
-    let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
-    let Activations::Q8(acts) = Activations::quantize(ActivationFormat::Q8, &x, cols) else {
+    let Ok(m) = super::QuantMatrix::owned(bytes, ty, ROWS, cols) else {
         return f64::INFINITY;
     };
-    let row = acts.row(0);
-    let dot = super::matrix::q8_kernel(ty, level.min(isa::detected()));
-    let rb = bytes.len() / ROWS;
-    let mut best = f64::INFINITY;
-    let mut sink = 0f32;
-    for _ in 0..5 {
-        let t = Instant::now();
-        for r in 0..ROWS {
-            sink += dot(&bytes[r * rb..(r + 1) * rb], row);
+    let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+    let mut y = vec![0f32; ROWS];
+    let level = level.min(isa::detected());
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+    let mut time = || {
+        m.matmul_at(level, &x, 1, &mut y);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            m.matmul_at(level, &x, 1, &mut y);
+            best = best.min(t.elapsed().as_secs_f64());
         }
-        best = best.min(t.elapsed().as_secs_f64());
+        best
+    };
+    match pool {
+        Ok(pool) => pool.install(time),
+        Err(_) => time(),
     }
-    std::hint::black_box(sink);
-    best
 }

@@ -276,6 +276,13 @@ impl QuantMatrix {
             return Ok(());
         }
         let level = kernel_choice::choose(self.ty, self.cols, level.min(isa::detected()));
+        self.matmul_at(level, x, m, y);
+        Ok(())
+    }
+
+    /// The product with the kernels of exactly `level` (at most the detected one), the
+    /// lengths checked by the caller: what [`kernel_choice`] times.
+    pub(super) fn matmul_at(&self, level: Isa, x: &[f32], m: usize, y: &mut [f32]) {
         let acts = Activations::quantize(self.ty.activation_format(level), x, self.cols);
         let out = SharedOut(y.as_mut_ptr());
         let ty = self.ty;
@@ -314,12 +321,12 @@ impl QuantMatrix {
                             // checked above and the activations quantized for `cols`.
                             unsafe { copy.matmul(a, m, y) };
                         }
-                        return Ok(());
+                        return;
                     }
                     if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && kquant_tiles::serves(ty) {
                         let w = Weights::Stored(self.bytes.as_slice());
                         kquant_tiles::matmul(ty, w, self.rows, a, m, y);
-                        return Ok(());
+                        return;
                     }
                 }
                 let dot = q8k_kernel(ty, level);
@@ -346,7 +353,6 @@ impl QuantMatrix {
                 });
             }
         }
-        Ok(())
     }
 
     /// The K-quant matrix's interleaved copy, built on first use (AVX2 checked by the
