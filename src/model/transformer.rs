@@ -336,6 +336,19 @@ impl Transformer {
         layers + self.embed_tokens.byte_len() + head
     }
 
+    /// Makes every stored matrix's products read its stored rows from now on: training
+    /// dequantizes them, so a second, interleaved copy for decode steps would hold the
+    /// weights twice.
+    pub fn keep_stored_layouts(&self) {
+        for l in &self.layers {
+            for t in LoraTarget::ALL {
+                l.linear(t).weight.keep_stored_layout();
+            }
+        }
+        self.embed_tokens.keep_stored_layout();
+        self.lm_head.weight.keep_stored_layout();
+    }
+
     /// The storage types of the matrices, with their share of the bytes, largest first:
     /// e.g. `[("Q4_1", 0.69), ("Q8_0", 0.31)]`; f32 is "F32".
     pub fn storage_mix(&self) -> Vec<(&'static str, f64)> {

@@ -234,6 +234,9 @@ impl<'c> Trainer<'c> {
             Some(p) => p,
             None => plan::plan(&cfg, &model)?,
         };
+        // The training products read the stored rows; the evaluations' decode steps then
+        // read them too rather than build a second copy of the weights.
+        model.transformer.keep_stored_layouts();
         // The run's chat template serves the evaluations, the suite and the adapters'
         // tokenizer_config.json as it served the plan's tokenizing.
         let model = match super::template::run_model(&cfg, &model)? {

@@ -76,10 +76,12 @@ pub struct QuantMatrix {
     cols: usize,
     bytes: Bytes,
     /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows, which its products on
-    /// AVX2 read once it exists (built by the first; the mapped pages are then released,
-    /// so the matrix still costs its size once).
+    /// AVX2 read once it exists (built by the first, the mapped pages released as it is
+    /// built, so the matrix still costs its size once).
     #[cfg(target_arch = "x86_64")]
-    interleaved: std::sync::OnceLock<super::kquant_interleaved::Interleaved>,
+    interleaved: std::sync::RwLock<Option<Arc<super::kquant_interleaved::Interleaved>>>,
+    /// Products read the stored rows only ([`Self::keep_stored_layout`]).
+    keep_stored: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -136,6 +138,7 @@ impl QuantMatrix {
             bytes: Bytes::Mapped { map, start, len },
             #[cfg(target_arch = "x86_64")]
             interleaved: Default::default(),
+            keep_stored: Default::default(),
         })
     }
 
@@ -172,6 +175,7 @@ impl QuantMatrix {
             bytes: Bytes::Owned { words, len },
             #[cfg(target_arch = "x86_64")]
             interleaved: Default::default(),
+            keep_stored: Default::default(),
         })
     }
 
@@ -231,6 +235,15 @@ impl QuantMatrix {
             sum = sum.wrapping_add(bytes[at]);
         }
         std::hint::black_box(sum);
+    }
+
+    /// Whether the matrix holds an interleaved copy now.
+    #[cfg(test)]
+    pub(super) fn has_interleaved_copy(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.interleaved.read().is_ok_and(|c| c.is_some());
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
 
     /// All of the matrix's bytes, for tests against candle's block types.
@@ -305,8 +318,8 @@ impl QuantMatrix {
                 #[cfg(target_arch = "x86_64")]
                 {
                     use super::kquant_tiles::{self, Weights};
-                    if level == Isa::Avx2 && super::kquant_interleaved::serves(ty) {
-                        let copy = self.interleaved();
+                    if let Some(copy) = self.interleaved_for(level) {
+                        let copy = &*copy;
                         if m >= TILE_MIN_ROWS {
                             kquant_tiles::matmul(
                                 ty,
@@ -355,24 +368,59 @@ impl QuantMatrix {
         }
     }
 
-    /// The K-quant matrix's interleaved copy, built on first use (AVX2 checked by the
-    /// caller), the mapped file's pages of the matrix released as it is built.
+    /// The interleaved copy that products at `level` read: for a Q4_K or Q6_K matrix
+    /// whose decode steps take the AVX2 level on this CPU (by [`kernel_choice`] on
+    /// AVX-512), built on first use with the mapped file's pages released as it goes;
+    /// `None` for the other types and levels, and once [`Self::keep_stored_layout`] ran.
     #[cfg(target_arch = "x86_64")]
-    fn interleaved(&self) -> &super::kquant_interleaved::Interleaved {
-        self.interleaved.get_or_init(|| {
-            // SAFETY: the caller runs AVX2 kernels only where the CPU has them; the
-            // matrix holds `rows` rows of `cols / 256` super-blocks (checked at build).
-            // Each group's stored rows are released as soon as they are packed, so the
-            // largest matrix (an 8B model's 430 MB head) is never held twice.
-            unsafe {
-                super::kquant_interleaved::Interleaved::repack(
-                    self.ty,
-                    self.bytes.as_slice(),
-                    (self.rows, self.cols / 256),
-                    |range| self.bytes.release_range(range),
-                )
-            }
-        })
+    fn interleaved_for(&self, level: Isa) -> Option<Arc<super::kquant_interleaved::Interleaved>> {
+        use std::sync::atomic::Ordering;
+        if level != Isa::Avx2
+            || !super::kquant_interleaved::serves(self.ty)
+            || self.keep_stored.load(Ordering::Relaxed)
+            || kernel_choice::choose(self.ty, self.cols, isa::active()) != Isa::Avx2
+        {
+            return None;
+        }
+        if let Some(copy) = self.interleaved.read().ok()?.as_ref() {
+            return Some(copy.clone());
+        }
+        let mut slot = self.interleaved.write().ok()?;
+        if let Some(copy) = slot.as_ref() {
+            return Some(copy.clone());
+        }
+        // SAFETY: `level` is AVX2 and at most the detected level (the caller's product
+        // runs there); the matrix holds `rows` rows of `cols / 256` super-blocks.
+        let copy = Arc::new(unsafe {
+            super::kquant_interleaved::Interleaved::repack(
+                self.ty,
+                self.bytes.as_slice(),
+                (self.rows, self.cols / 256),
+                |range| self.bytes.release_range(range),
+            )
+        });
+        *slot = Some(copy.clone());
+        Some(copy)
+    }
+
+    /// Builds what this matrix's products keep (the interleaved copy of a Q4_K or Q6_K
+    /// matrix where decode steps take it), so that a timing of its products does not
+    /// count it.
+    pub fn prepare_products(&self) {
+        #[cfg(target_arch = "x86_64")]
+        drop(self.interleaved_for(Isa::Avx2));
+    }
+
+    /// From now on products read the stored rows (dropping an interleaved copy): for a
+    /// matrix that training dequantizes, whose stored rows stay in memory anyway, so a
+    /// copy would hold the weights twice.
+    pub fn keep_stored_layout(&self) {
+        self.keep_stored
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(target_arch = "x86_64")]
+        if let Ok(mut slot) = self.interleaved.write() {
+            *slot = None;
+        }
     }
 
     /// Releases the mapped file's pages of a matrix whose products read its interleaved
@@ -380,7 +428,7 @@ impl QuantMatrix {
     /// paths does); nothing otherwise.
     pub fn release_stored_pages_if_copied(&self) {
         #[cfg(target_arch = "x86_64")]
-        if self.interleaved.get().is_some() {
+        if self.interleaved.read().is_ok_and(|c| c.is_some()) {
             self.bytes.release_pages();
         }
     }

@@ -257,3 +257,50 @@ fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
         }
     }
 }
+
+/// A Q4_K or Q6_K matrix's decode steps on AVX2 build its interleaved copy (where they
+/// take AVX2 on this CPU); once it is
+/// kept in its stored layout (as training keeps its base) the copy is gone and the
+/// products, through the one-row kernels, give the same sums.
+#[test]
+fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
+    assert!(
+        isa::active() >= Isa::Avx2,
+        "the interleaved copies are built on AVX2, which this CPU does not have"
+    );
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+    for (ty, scales) in [
+        (StoredType::Q4K, &[0usize, 2][..]),
+        (StoredType::Q6K, &[208][..]),
+    ] {
+        let (rows, cols) = (21, 2 * 256);
+        let bytes = random_blocks(ty, scales, rows * cols / 256, &mut next);
+        let m = QuantMatrix::owned(bytes, ty, rows, cols).unwrap();
+        let x: Vec<f32> = (0..cols)
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let (mut copied, mut stored) = (vec![0f32; rows], vec![0f32; rows]);
+        m.matmul_on(Isa::Avx2, &x, 1, &mut copied).unwrap();
+        // On AVX-512 the copy is built only where its product outran VNNI's.
+        let decode_level = kernel_choice::choose(ty, cols, isa::active());
+        assert_eq!(
+            m.has_interleaved_copy(),
+            decode_level == Isa::Avx2,
+            "{}",
+            ty.name()
+        );
+        m.keep_stored_layout();
+        assert!(!m.has_interleaved_copy(), "{}", ty.name());
+        m.matmul_on(Isa::Avx2, &x, 1, &mut stored).unwrap();
+        assert!(!m.has_interleaved_copy(), "{}: built again", ty.name());
+        for r in 0..rows {
+            assert!(
+                (copied[r] - stored[r]).abs() <= 1e-5 * (1.0 + stored[r].abs()),
+                "{} row {r}: {} vs {}",
+                ty.name(),
+                copied[r],
+                stored[r]
+            );
+        }
+    }
+}
