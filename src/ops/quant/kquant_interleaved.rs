@@ -59,8 +59,9 @@ pub fn serves(ty: StoredType) -> bool {
 }
 
 impl Interleaved {
-    /// Repacks `rows` rows of `blocks` super-blocks of `ty` each (`w`, as stored; rows of
-    /// whole super-blocks and a type that [`serves`], checked by the caller), calling
+    /// Repacks `rows` rows of `blocks` super-blocks of `ty` each (`w`, as stored, row `i`
+    /// at stored row `order[i]` where given; rows of whole super-blocks and a type that
+    /// [`serves`], checked by the caller), calling
     /// `done` with byte ranges of `w` it has finished reading (at the end, all of it). A last
     /// group of fewer than eight rows is padded with rows of zeros (zero factors: zero
     /// outputs, dropped).
@@ -69,7 +70,7 @@ impl Interleaved {
     /// The CPU has AVX2.
     pub unsafe fn repack(
         ty: StoredType,
-        w: &[u8],
+        (w, order): (&[u8], Option<&[u32]>),
         (rows, blocks): (usize, usize),
         done: impl Fn(std::ops::Range<usize>) + Sync,
     ) -> Self {
@@ -109,7 +110,9 @@ impl Interleaved {
                     for (s, block) in out.chunks_exact_mut(block_lines).enumerate() {
                         let mut b = [ZERO_ROW.as_ptr(); ROWS];
                         for (r, b) in b.iter_mut().enumerate().take(rows - g * ROWS) {
-                            *b = w[(g * ROWS + r) * row_bytes + s * stored..].as_ptr();
+                            let row = g * ROWS + r;
+                            let row = order.map_or(row, |o| o[row] as usize);
+                            *b = w[row * row_bytes + s * stored..].as_ptr();
                         }
                         // SAFETY: the caller's CPU check; every `b` holds a whole
                         // super-block.

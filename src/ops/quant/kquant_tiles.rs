@@ -66,8 +66,9 @@ pub fn serves(ty: StoredType) -> bool {
 /// A K-quant matrix's weights as the tiles read them.
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
-    /// `rows` rows as stored (whole super-blocks of the type).
-    Stored(&'a [u8]),
+    /// `rows` rows as stored (whole super-blocks of the type), and the stored row of each
+    /// row where they are not in order.
+    Stored(&'a [u8], Option<&'a [u32]>),
     /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows.
     Interleaved(&'a Interleaved),
 }
@@ -99,10 +100,12 @@ pub fn matmul(
                     // SAFETY: the caller checked the CPU and the type; the rows hold
                     // `blocks` whole super-blocks of `ty`.
                     match w {
-                        Weights::Stored(w) => {
+                        Weights::Stored(w, order) => {
                             let row_bytes = w.len() / rows.max(1);
-                            let row =
-                                |r: usize| &w[(first + r) * row_bytes..(first + r + 1) * row_bytes];
+                            let row = |r: usize| {
+                                let s = order.map_or(first + r, |o| o[first + r] as usize);
+                                &w[s * row_bytes..(s + 1) * row_bytes]
+                            };
                             unsafe { pack(ty, &row, valid, panel) };
                         }
                         Weights::Interleaved(copy) => {

@@ -75,6 +75,9 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     bytes: Bytes,
+    /// Row `i` is stored row `order[i]` (llama.cpp's Q/K row order undone without a
+    /// copy); `None`: rows in stored order.
+    order: Option<Box<[u32]>>,
     /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows, which its products on
     /// AVX2 read once it exists (built by the first, the mapped pages released as it is
     /// built, so the matrix still costs its size once).
@@ -136,6 +139,7 @@ impl QuantMatrix {
             rows,
             cols,
             bytes: Bytes::Mapped { map, start, len },
+            order: None,
             #[cfg(target_arch = "x86_64")]
             interleaved: Default::default(),
             keep_stored: Default::default(),
@@ -173,6 +177,7 @@ impl QuantMatrix {
             rows,
             cols,
             bytes: Bytes::Owned { words, len },
+            order: None,
             #[cfg(target_arch = "x86_64")]
             interleaved: Default::default(),
             keep_stored: Default::default(),
@@ -180,8 +185,35 @@ impl QuantMatrix {
     }
 
     /// The same matrix with row `i` of the result taken from row `source(i)` of this one
-    /// (llama.cpp's Q/K row order undone); a copy.
+    /// (llama.cpp's Q/K row order undone): the same mapped bytes read in the new order,
+    /// or a copy of bytes already in memory.
     pub fn with_rows_from(&self, source: impl Fn(usize) -> usize) -> Result<Self, String> {
+        if let Bytes::Mapped { map, start, len } = &self.bytes {
+            let mut order = Vec::with_capacity(self.rows);
+            for i in 0..self.rows {
+                let s = source(i);
+                if s >= self.rows {
+                    return Err(format!("row {s} of {} requested", self.rows));
+                }
+                let stored = self.stored_index(s);
+                order
+                    .push(u32::try_from(stored).map_err(|_| format!("row {stored} out of range"))?);
+            }
+            return Ok(Self {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+                bytes: Bytes::Mapped {
+                    map: map.clone(),
+                    start: *start,
+                    len: *len,
+                },
+                order: Some(order.into_boxed_slice()),
+                #[cfg(target_arch = "x86_64")]
+                interleaved: Default::default(),
+                keep_stored: Default::default(),
+            });
+        }
         let rb = self.row_bytes();
         Self::owned_with(self.ty, self.rows, self.cols, self.rows * rb, |dst| {
             for (i, out) in dst.chunks_exact_mut(rb.max(1)).enumerate() {
@@ -221,9 +253,16 @@ impl QuantMatrix {
     fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_elems() * self.ty.block_bytes()
     }
+    /// Row `r`'s bytes.
     pub(super) fn row(&self, r: usize) -> &[u8] {
         let rb = self.row_bytes();
-        &self.bytes.as_slice()[r * rb..(r + 1) * rb]
+        let s = self.stored_index(r);
+        &self.bytes.as_slice()[s * rb..(s + 1) * rb]
+    }
+
+    /// Where row `r` is stored.
+    fn stored_index(&self, r: usize) -> usize {
+        self.order.as_ref().map_or(r, |o| o[r] as usize)
     }
 
     /// Reads one byte of each page of the matrix, so that a mapped file's pages are in
@@ -246,7 +285,7 @@ impl QuantMatrix {
         false
     }
 
-    /// All of the matrix's bytes, for tests against candle's block types.
+    /// All of the matrix's bytes in stored order, for tests against candle's block types.
     #[cfg(test)]
     pub(super) fn row_bytes_all(&self) -> &[u8] {
         self.bytes.as_slice()
@@ -255,6 +294,12 @@ impl QuantMatrix {
     /// Rows `first..first + out.len() / cols` as f32.
     pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) {
         let n = out.len() / self.cols.max(1);
+        if self.order.is_some() {
+            for (i, out) in out.chunks_exact_mut(self.cols.max(1)).enumerate().take(n) {
+                self.ty.dequantize(self.row(first + i), out);
+            }
+            return;
+        }
         let rb = self.row_bytes();
         let bytes = &self.bytes.as_slice()[first * rb..(first + n) * rb];
         self.ty.dequantize(bytes, out);
@@ -337,7 +382,7 @@ impl QuantMatrix {
                         return;
                     }
                     if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && kquant_tiles::serves(ty) {
-                        let w = Weights::Stored(self.bytes.as_slice());
+                        let w = Weights::Stored(self.bytes.as_slice(), self.order.as_deref());
                         kquant_tiles::matmul(ty, w, self.rows, a, m, y);
                         return;
                     }
@@ -394,7 +439,7 @@ impl QuantMatrix {
         let copy = Arc::new(unsafe {
             super::kquant_interleaved::Interleaved::repack(
                 self.ty,
-                self.bytes.as_slice(),
+                (self.bytes.as_slice(), self.order.as_deref()),
                 (self.rows, self.cols / 256),
                 |range| self.bytes.release_range(range),
             )
@@ -451,12 +496,12 @@ impl QuantMatrix {
         let work = |t: usize| {
             let first = t * chunk;
             let last = (first + chunk).min(self.rows);
-            let rows = &bytes[first * rb..last * rb];
             let mut group = [0f32; GROUP];
             for i0 in (0..m).step_by(GROUP) {
                 let n = GROUP.min(m - i0);
-                for (r, w) in (first..last).zip(rows.chunks_exact(rb)) {
-                    prefetch(bytes, r * rb + PREFETCH_AHEAD_BYTES, rb);
+                for r in first..last {
+                    let w = self.row(r);
+                    prefetch(bytes, self.stored_index(r) * rb + PREFETCH_AHEAD_BYTES, rb);
                     dot(w, i0, &mut group[..n]);
                     for (k, &v) in group[..n].iter().enumerate() {
                         // SAFETY: y holds m · rows values (checked by the caller); task t

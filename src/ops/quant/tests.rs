@@ -304,3 +304,58 @@ fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
         }
     }
 }
+
+/// A mapped matrix with its rows reordered (as llama.cpp's Q/K rows are at load) reads
+/// the mapped bytes in the new order, no copy: its rows, its dequantization and every
+/// product (one input row, a group, a prompt's tiles, on each level) equal those of a
+/// copy with the rows moved.
+#[test]
+fn reordered_mapped_rows_are_read_in_place_in_the_new_order() {
+    use std::io::Write;
+    let mut next = xorshift(0x51AF_D7ED_558C_CD1B);
+    for (ty, scales) in [
+        (StoredType::Q4K, &[0usize, 2][..]),
+        (StoredType::Q6K, &[208][..]),
+        (StoredType::Q4_1, &[0, 2][..]),
+    ] {
+        let (rows, cols) = (24, 512);
+        let bytes = random_blocks(ty, scales, rows * cols / ty.block_elems(), &mut next);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        // SAFETY: a private temporary file that nothing else writes.
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file).unwrap() });
+        let mapped = QuantMatrix::mapped(map, 0, ty, rows, cols).unwrap();
+        let source = |i: usize| (i * 7 + 3) % rows;
+        let reordered = mapped.with_rows_from(source).unwrap();
+        let copied = QuantMatrix::owned(bytes, ty, rows, cols)
+            .unwrap()
+            .with_rows_from(source)
+            .unwrap();
+        assert_eq!(reordered.to_f32(), copied.to_f32(), "{}", ty.name());
+        assert_eq!(
+            reordered.row_bytes_all().as_ptr(),
+            mapped.row_bytes_all().as_ptr(),
+            "{}: the mapped bytes, not a copy of them",
+            ty.name()
+        );
+        for inputs in [1, 3, 9] {
+            let x: Vec<f32> = (0..inputs * cols)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            for level in Isa::available() {
+                let (mut a, mut b) = (vec![0f32; inputs * rows], vec![0f32; inputs * rows]);
+                reordered.matmul_on(level, &x, inputs, &mut a).unwrap();
+                copied.matmul_on(level, &x, inputs, &mut b).unwrap();
+                for k in 0..a.len() {
+                    assert!(
+                        (a[k] - b[k]).abs() <= 1e-5 * (1.0 + b[k].abs()),
+                        "{} {level:?} {inputs} rows, output {k}: {} vs {}",
+                        ty.name(),
+                        a[k],
+                        b[k]
+                    );
+                }
+            }
+        }
+    }
+}
