@@ -116,11 +116,15 @@ impl Tokenizer {
     /// (usually `tokenizer_config.json`).
     pub fn from_json(json: Value, source: &Path) -> Result<Self, TextError> {
         check_bpe_merges(&json, source)?;
-        let text = json.to_string();
-        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| TextError::Tokenizer {
-            path: source.into(),
-            message: format!("cannot build the tokenizer: {e}"),
-        })?;
+        // Read straight from the JSON value, not through its text: for a 262K-token
+        // vocabulary the text's writing and parsing were most of the load.
+        let inner =
+            <tokenizers::Tokenizer as serde::Deserialize>::deserialize(&json).map_err(|e| {
+                TextError::Tokenizer {
+                    path: source.into(),
+                    message: format!("cannot build the tokenizer: {e}"),
+                }
+            })?;
         Ok(Self {
             inner,
             json,
