@@ -313,58 +313,42 @@ impl Transformer {
 
     /// Whether every matrix is held as f32.
     pub fn is_f32(&self) -> bool {
-        let layers = self.layers.iter().all(|l| {
-            LoraTarget::ALL
-                .iter()
-                .all(|&t| l.linear(t).weight.as_f32().is_some())
-        });
-        layers && self.embed_tokens.as_f32().is_some() && self.lm_head.weight.as_f32().is_some()
+        self.frozen_weights().all(|w| w.as_f32().is_some())
     }
 
     /// Bytes held by the weight matrices (the embedding once when tied).
     pub fn matrix_bytes(&self) -> usize {
-        let layers: usize = self
+        self.frozen_weights().map(FrozenWeight::byte_len).sum()
+    }
+
+    /// Every frozen matrix once: the layers' projections, the embedding, and the head
+    /// unless it is the embedding.
+    fn frozen_weights(&self) -> impl Iterator<Item = &FrozenWeight> {
+        let layers = self
             .layers
             .iter()
-            .flat_map(|l| LoraTarget::ALL.map(|t| l.linear(t).weight.byte_len()))
-            .sum();
-        let head = if self.tied {
-            0
-        } else {
-            self.lm_head.weight.byte_len()
-        };
-        layers + self.embed_tokens.byte_len() + head
+            .flat_map(|l| LoraTarget::ALL.map(|t| &l.linear(t).weight));
+        let head = (!self.tied).then_some(&self.lm_head.weight);
+        layers
+            .chain(std::iter::once(&self.embed_tokens))
+            .chain(head)
     }
 
     /// Makes every stored matrix's products read its stored rows from now on: training
     /// dequantizes them, so a second, interleaved copy for decode steps would hold the
     /// weights twice.
     pub fn keep_stored_layouts(&self) {
-        for l in &self.layers {
-            for t in LoraTarget::ALL {
-                l.linear(t).weight.keep_stored_layout();
-            }
-        }
-        self.embed_tokens.keep_stored_layout();
-        self.lm_head.weight.keep_stored_layout();
+        self.frozen_weights()
+            .for_each(FrozenWeight::keep_stored_layout);
     }
 
     /// The storage types of the matrices, with their share of the bytes, largest first:
     /// e.g. `[("Q4_1", 0.69), ("Q8_0", 0.31)]`; f32 is "F32".
     pub fn storage_mix(&self) -> Vec<(&'static str, f64)> {
         let mut by_type: std::collections::BTreeMap<&'static str, usize> = Default::default();
-        let mut add = |w: &FrozenWeight| {
+        for w in self.frozen_weights() {
             let name = w.stored_type().map_or("F32", |t| t.name());
             *by_type.entry(name).or_default() += w.byte_len();
-        };
-        for l in &self.layers {
-            for t in LoraTarget::ALL {
-                add(&l.linear(t).weight);
-            }
-        }
-        add(&self.embed_tokens);
-        if !self.tied {
-            add(&self.lm_head.weight);
         }
         let total = by_type.values().sum::<usize>().max(1) as f64;
         let mut mix: Vec<(&'static str, f64)> = by_type

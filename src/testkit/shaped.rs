@@ -412,7 +412,7 @@ impl ShapeSpec {
         }
         md.push((
             "general.file_type".into(),
-            Value::U32(LLAMA_FTYPE_MOSTLY_Q4_K_M),
+            Value::U32(crate::model::file_type::MOSTLY_Q4_K_M),
         ));
         let key = |k: &str| format!("tokenizer.ggml.{k}");
         md.push((key("model"), Value::String(tokenizer.model.clone())));
@@ -472,8 +472,6 @@ impl ShapeSpec {
     }
 }
 
-/// `general.file_type` of a Q4_K_M file (llama.cpp's `LLAMA_FTYPE_MOSTLY_Q4_K_M`).
-pub const LLAMA_FTYPE_MOSTLY_Q4_K_M: u32 = crate::model::file_type::MOSTLY_Q4_K_M;
 /// `general.quantization_version` llama-quantize writes.
 const GGML_QNT_VERSION: u32 = 2;
 

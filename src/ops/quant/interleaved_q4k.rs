@@ -69,7 +69,7 @@ pub(super) unsafe fn pack_block(b: &[*const u8; ROWS], block: &mut [Line]) {
 /// its lane.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn sub_scales(b: *const u8, sub: usize) -> __m256i {
+pub(super) unsafe fn sub_scales(b: *const u8, sub: usize) -> __m256i {
     // The eight bytes in every quarter; byte r into both halves of lane r.
     let spread = _mm256_setr_epi8(
         0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1, 4, -1, 4, -1, 5, -1, 5, -1, 6, -1,

@@ -10,8 +10,8 @@
 //!
 //! The copy is as large as the rows it replaces (Q4_K 1184 bytes per eight rows and 256
 //! columns, against 8 × 144; Q6_K 1696 against 8 × 210) and is built once per matrix by
-//! its first product on AVX2, after which the mapped file's pages of the matrix are
-//! released. It is llama.cpp's idea (its K-quant repacking at load), in layouts of our
+//! its first product on AVX2, the mapped file's pages of the matrix released behind the
+//! repacking. It is llama.cpp's idea (its K-quant repacking at load), in layouts of our
 //! own that need no shuffles per value. Each thread reads its groups as one stream,
 //! which the hardware prefetcher follows: software prefetches one to eight blocks ahead
 //! were no faster on AMD Zen 3. Written here because no crate has integer kernels over
@@ -25,7 +25,7 @@ use candle_core::quantized::k_quants::BlockQ8K;
 use rayon::prelude::*;
 
 use super::format::StoredType;
-use super::{interleaved_q4k as q4k, interleaved_q6k as q6k};
+use super::{interleaved_q4k as q4k, interleaved_q6k as q6k, QuantMatrix};
 use crate::ops::slice_gemm::SharedOut;
 
 /// Weight rows per interleaved block.
@@ -59,22 +59,16 @@ pub fn serves(ty: StoredType) -> bool {
 }
 
 impl Interleaved {
-    /// Repacks `rows` rows of `blocks` super-blocks of `ty` each (`w`, as stored, row `i`
-    /// at stored row `order[i]` where given; rows of whole super-blocks and a type that
-    /// [`serves`], checked by the caller), calling
-    /// `done` with byte ranges of `w` it has finished reading (at the end, all of it). A last
-    /// group of fewer than eight rows is padded with rows of zeros (zero factors: zero
-    /// outputs, dropped).
+    /// Repacks matrix `m` (of a type that [`serves`], checked by the caller), calling
+    /// `done` with the ranges of its stored bytes it has finished reading (at the end,
+    /// all of them). A last group of fewer than eight rows is padded with rows of zeros
+    /// (zero factors: zero outputs, dropped).
     ///
     /// # Safety
     /// The CPU has AVX2.
-    pub unsafe fn repack(
-        ty: StoredType,
-        (w, order): (&[u8], Option<&[u32]>),
-        (rows, blocks): (usize, usize),
-        done: impl Fn(std::ops::Range<usize>) + Sync,
-    ) -> Self {
+    pub unsafe fn repack(m: &QuantMatrix, done: impl Fn(std::ops::Range<usize>) + Sync) -> Self {
         const ZERO_ROW: [u8; q6k::STORED] = [0; q6k::STORED];
+        let (ty, rows, blocks) = (m.stored_type(), m.rows(), m.cols() / 256);
         let (stored, block_lines) = match ty {
             StoredType::Q4K => (q4k::STORED, q4k::LINES),
             _ => (q6k::STORED, q6k::LINES),
@@ -110,9 +104,7 @@ impl Interleaved {
                     for (s, block) in out.chunks_exact_mut(block_lines).enumerate() {
                         let mut b = [ZERO_ROW.as_ptr(); ROWS];
                         for (r, b) in b.iter_mut().enumerate().take(rows - g * ROWS) {
-                            let row = g * ROWS + r;
-                            let row = order.map_or(row, |o| o[row] as usize);
-                            *b = w[row * row_bytes + s * stored..].as_ptr();
+                            *b = m.row(g * ROWS + r)[s * stored..].as_ptr();
                         }
                         // SAFETY: the caller's CPU check; every `b` holds a whole
                         // super-block.
@@ -124,14 +116,14 @@ impl Interleaved {
                         }
                     }
                 });
-            let read = ((slab + 1) * slab_groups * ROWS * row_bytes).min(w.len());
+            let read = ((slab + 1) * slab_groups * ROWS * row_bytes).min(m.byte_len());
             let behind = read.saturating_sub(FAULT_AROUND_BYTES);
             if behind > given_back {
                 done(given_back..behind);
                 given_back = behind;
             }
         }
-        done(0..w.len());
+        done(0..m.byte_len());
         // SAFETY: the tasks wrote all `total` lines (the chunks cover them).
         unsafe { lines.set_len(total) };
         Interleaved {

@@ -22,6 +22,7 @@ use super::dot_kquant_avx2::{q6k_codes, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::dot_x86::f16_at;
 use super::format::{k4_scale_words, StoredType};
 use super::kquant_interleaved::Interleaved;
+use super::QuantMatrix;
 use crate::ops::slice_gemm::SharedOut;
 
 /// Weight rows of a panel (the lanes of a tile's outputs).
@@ -66,9 +67,8 @@ pub fn serves(ty: StoredType) -> bool {
 /// A K-quant matrix's weights as the tiles read them.
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
-    /// `rows` rows as stored (whole super-blocks of the type), and the stored row of each
-    /// row where they are not in order.
-    Stored(&'a [u8], Option<&'a [u32]>),
+    /// The matrix's rows as stored.
+    Stored(&'a QuantMatrix),
     /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows.
     Interleaved(&'a Interleaved),
 }
@@ -100,12 +100,8 @@ pub fn matmul(
                     // SAFETY: the caller checked the CPU and the type; the rows hold
                     // `blocks` whole super-blocks of `ty`.
                     match w {
-                        Weights::Stored(w, order) => {
-                            let row_bytes = w.len() / rows.max(1);
-                            let row = |r: usize| {
-                                let s = order.map_or(first + r, |o| o[first + r] as usize);
-                                &w[s * row_bytes..(s + 1) * row_bytes]
-                            };
+                        Weights::Stored(q) => {
+                            let row = |r: usize| q.row(first + r);
                             unsafe { pack(ty, &row, valid, panel) };
                         }
                         Weights::Interleaved(copy) => {
@@ -258,15 +254,15 @@ unsafe fn pack_scales_and_mins(b: &[*const u8; ROWS], units: usize, pb: &mut Pan
 /// whose codes are already grouped four values per row: only the nibbles are split.
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn unpack_q4k_interleaved(b: *const u8, pb: &mut PanelBlock) {
-    use super::interleaved_q4k::{D, DMIN, MINS, QS, SCALES};
+    use super::interleaved_q4k::{sub_scales, D, DMIN, MINS, QS};
     let low = _mm256_set1_epi8(0x0F);
+    for (sub, scales) in pb.scales.iter_mut().enumerate().take(8) {
+        _mm256_store_si256(scales.as_mut_ptr().cast(), sub_scales(b, sub));
+    }
     for r in 0..ROWS {
         pb.d[r] = f16_at(b.add(D + 2 * r));
         pb.c[r] = f16_at(b.add(DMIN + 2 * r));
         for sub in 0..8 {
-            let sc = *b.add(SCALES + 8 * sub + r) as i16;
-            pb.scales[sub][2 * r] = sc;
-            pb.scales[sub][2 * r + 1] = sc;
             let m = *b.add(MINS + 16 * (sub / 2) + 2 * r + sub % 2) as i16;
             pb.corr[sub][2 * r] = m;
             pb.corr[sub][2 * r + 1] = m;

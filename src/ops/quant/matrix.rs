@@ -134,16 +134,29 @@ impl QuantMatrix {
         if !(map.as_ptr() as usize + start).is_multiple_of(ty.alignment()) {
             return Self::owned(map[start..start + len].to_vec(), ty, rows, cols);
         }
-        Ok(Self {
+        Ok(Self::with_bytes(
+            (ty, rows, cols),
+            Bytes::Mapped { map, start, len },
+            None,
+        ))
+    }
+
+    /// A matrix of `bytes` read in `order`, nothing built from it yet.
+    fn with_bytes(
+        (ty, rows, cols): (StoredType, usize, usize),
+        bytes: Bytes,
+        order: Option<Box<[u32]>>,
+    ) -> Self {
+        Self {
             ty,
             rows,
             cols,
-            bytes: Bytes::Mapped { map, start, len },
-            order: None,
+            bytes,
+            order,
             #[cfg(target_arch = "x86_64")]
             interleaved: Default::default(),
             keep_stored: Default::default(),
-        })
+        }
     }
 
     /// A matrix from bytes in memory.
@@ -172,16 +185,11 @@ impl QuantMatrix {
         // valid u64, and the slice is the only reference to it while `fill` runs.
         let dst = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
         fill(dst)?;
-        Ok(Self {
-            ty,
-            rows,
-            cols,
-            bytes: Bytes::Owned { words, len },
-            order: None,
-            #[cfg(target_arch = "x86_64")]
-            interleaved: Default::default(),
-            keep_stored: Default::default(),
-        })
+        Ok(Self::with_bytes(
+            (ty, rows, cols),
+            Bytes::Owned { words, len },
+            None,
+        ))
     }
 
     /// The same matrix with row `i` of the result taken from row `source(i)` of this one
@@ -199,20 +207,16 @@ impl QuantMatrix {
                 order
                     .push(u32::try_from(stored).map_err(|_| format!("row {stored} out of range"))?);
             }
-            return Ok(Self {
-                ty: self.ty,
-                rows: self.rows,
-                cols: self.cols,
-                bytes: Bytes::Mapped {
-                    map: map.clone(),
-                    start: *start,
-                    len: *len,
-                },
-                order: Some(order.into_boxed_slice()),
-                #[cfg(target_arch = "x86_64")]
-                interleaved: Default::default(),
-                keep_stored: Default::default(),
-            });
+            let bytes = Bytes::Mapped {
+                map: map.clone(),
+                start: *start,
+                len: *len,
+            };
+            return Ok(Self::with_bytes(
+                (self.ty, self.rows, self.cols),
+                bytes,
+                Some(order.into_boxed_slice()),
+            ));
         }
         let rb = self.row_bytes();
         Self::owned_with(self.ty, self.rows, self.cols, self.rows * rb, |dst| {
@@ -382,8 +386,7 @@ impl QuantMatrix {
                         return;
                     }
                     if m >= TILE_MIN_ROWS && level >= Isa::Avx2 && kquant_tiles::serves(ty) {
-                        let w = Weights::Stored(self.bytes.as_slice(), self.order.as_deref());
-                        kquant_tiles::matmul(ty, w, self.rows, a, m, y);
+                        kquant_tiles::matmul(ty, Weights::Stored(self), self.rows, a, m, y);
                         return;
                     }
                 }
@@ -437,12 +440,9 @@ impl QuantMatrix {
         // SAFETY: `level` is AVX2 and at most the detected level (the caller's product
         // runs there); the matrix holds `rows` rows of `cols / 256` super-blocks.
         let copy = Arc::new(unsafe {
-            super::kquant_interleaved::Interleaved::repack(
-                self.ty,
-                (self.bytes.as_slice(), self.order.as_deref()),
-                (self.rows, self.cols / 256),
-                |range| self.bytes.release_range(range),
-            )
+            super::kquant_interleaved::Interleaved::repack(self, |range| {
+                self.bytes.release_range(range)
+            })
         });
         *slot = Some(copy.clone());
         Some(copy)

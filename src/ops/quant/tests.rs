@@ -258,10 +258,22 @@ fn kquant_row_groups_match_the_scalar_sums_on_random_blocks() {
     }
 }
 
+/// `got` and `want` are the same integer sums scaled to f32: equal within 1e-5 of each
+/// value's size.
+fn assert_same_sums(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "{what}, output {k}: {g} vs {w}"
+        );
+    }
+}
+
 /// A Q4_K or Q6_K matrix's decode steps on AVX2 build its interleaved copy (where they
-/// take AVX2 on this CPU); once it is
-/// kept in its stored layout (as training keeps its base) the copy is gone and the
-/// products, through the one-row kernels, give the same sums.
+/// take AVX2 on this CPU); once it is kept in its stored layout (as training keeps its
+/// base) the copy is gone and the products, through the one-row kernels, give the same
+/// sums.
 #[test]
 fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
     assert!(
@@ -293,15 +305,7 @@ fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
         assert!(!m.has_interleaved_copy(), "{}", ty.name());
         m.matmul_on(Isa::Avx2, &x, 1, &mut stored).unwrap();
         assert!(!m.has_interleaved_copy(), "{}: built again", ty.name());
-        for r in 0..rows {
-            assert!(
-                (copied[r] - stored[r]).abs() <= 1e-5 * (1.0 + stored[r].abs()),
-                "{} row {r}: {} vs {}",
-                ty.name(),
-                copied[r],
-                stored[r]
-            );
-        }
+        assert_same_sums(&copied, &stored, ty.name());
     }
 }
 
@@ -346,15 +350,7 @@ fn reordered_mapped_rows_are_read_in_place_in_the_new_order() {
                 let (mut a, mut b) = (vec![0f32; inputs * rows], vec![0f32; inputs * rows]);
                 reordered.matmul_on(level, &x, inputs, &mut a).unwrap();
                 copied.matmul_on(level, &x, inputs, &mut b).unwrap();
-                for k in 0..a.len() {
-                    assert!(
-                        (a[k] - b[k]).abs() <= 1e-5 * (1.0 + b[k].abs()),
-                        "{} {level:?} {inputs} rows, output {k}: {} vs {}",
-                        ty.name(),
-                        a[k],
-                        b[k]
-                    );
-                }
+                assert_same_sums(&a, &b, &format!("{} {level:?} {inputs} rows", ty.name()));
             }
         }
     }
