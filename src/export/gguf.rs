@@ -209,8 +209,12 @@ fn pre_name(model: &Model) -> String {
     if let Some(pre) = &model.tokenizer.gguf_pre {
         return pre.clone();
     }
-    let json = model.tokenizer.to_json();
-    let pre_tokenizer = json.get("pre_tokenizer").cloned().unwrap_or_default();
+    let pre_tokenizer = model
+        .tokenizer
+        .pipeline()
+        .get("pre_tokenizer")
+        .cloned()
+        .unwrap_or_default();
     match crate::text::tokenizer::gguf_pre_name(&pre_tokenizer) {
         Some(name) => name.to_string(),
         None => {
@@ -227,11 +231,11 @@ fn pre_name(model: &Model) -> String {
 /// file gave the tokenizer, or that a SentencePiece-style `tokenizer.json` holds (`llama`),
 /// else byte-level BPE from `tokenizer.json` (`gpt2`).
 fn tokenizer_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
-    let from_json =
-        || crate::text::tokenizer_spm::spm_vocab_from_tokenizer_json(model.tokenizer.to_json());
     let mut md = match model.tokenizer.spm_vocab() {
         Some(spm) => spm_vocab_metadata(model, spm),
-        None => match from_json() {
+        None => match crate::text::tokenizer_spm::spm_vocab_from_tokenizer_json(
+            model.tokenizer.to_json()?,
+        ) {
             Some(spm) => spm_vocab_metadata(model, &spm),
             None => byte_level_vocab_metadata(model)?,
         },
@@ -304,7 +308,7 @@ fn spm_vocab_metadata(model: &Model, spm: &SpmVocab) -> Vec<(String, Value)> {
 
 /// Byte-level BPE from `tokenizer.json`: `/model/vocab`, added tokens and merges.
 fn byte_level_vocab_metadata(model: &Model) -> Result<Vec<(String, Value)>, ModelError> {
-    let json = model.tokenizer.to_json();
+    let json = model.tokenizer.to_json()?;
     let bad = |m: &str| crate::text::TextError::Tokenizer {
         path: model.location.path().into(),
         message: m.into(),

@@ -36,7 +36,7 @@ pub fn write_hf_folder(model: &Model, out: &Path) -> Result<(), ModelError> {
     write("config.json", &cfg.to_hf_json())?;
     let tensors = super::gguf::named_weights(model)?;
     crate::adapter::write_safetensors(&out.join("model.safetensors"), &tensors)?;
-    write("tokenizer.json", model.tokenizer.to_json())?;
+    write("tokenizer.json", model.tokenizer.to_json()?)?;
     write(
         "tokenizer_config.json",
         &model.tokenizer_config_with_template(),

@@ -352,9 +352,14 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<Model, ModelError> {
             ),
         });
     }
-    let tokenizer = crate::text::tokenizer::from_gguf(&spec, path)?;
     let template_src = gguf::chat_template(src.metadata());
-    let transformer = Transformer::load(config, &mut src, device)?;
+    // Independent, and each a large part of the load: a 262K-token vocabulary takes
+    // longer to build than the model's mapped matrices take to set up.
+    let (tokenizer, transformer) = rayon::join(
+        || crate::text::tokenizer::from_gguf(&spec, path),
+        || Transformer::load(config, &mut src, device),
+    );
+    let (tokenizer, transformer) = (tokenizer?, transformer?);
     let own_template = template_src.is_some();
     let (template_src, template_name) = match template_src {
         Some(t) => (t, format!("{} (tokenizer.chat_template)", path.display())),

@@ -8,6 +8,7 @@ pub mod named_template;
 pub mod template;
 mod token_count;
 pub mod tokenizer;
+mod tokenizer_parts;
 pub mod tokenizer_spm;
 
 pub use error::TextError;

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{json, Value};
 
 use super::token_count::CountPlan;
+use super::tokenizer_parts::{merges_from_gguf, AddedEntry, BpeOptions, BpeParts};
 use super::tokenizer_spm::SpmVocab;
 use super::TextError;
 
@@ -20,8 +21,13 @@ pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    /// The tokenizer as `tokenizer.json`, for writing merged models.
-    json: Value,
+    /// The tokenizer as `tokenizer.json`, for writing merged models: the file's own
+    /// value, or, for one built from GGUF metadata, written from `inner` on first use
+    /// (0.6 s for Gemma 3's 262K tokens, so not at load).
+    json: OnceLock<Value>,
+    /// `tokenizer.json` without the model's vocabulary and merges: the pipeline, which is
+    /// what the token counter reads.
+    frame: Value,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
     pub pad_token: Option<String>,
@@ -70,20 +76,31 @@ fn check_bpe_merges(json: &Value, source: &Path) -> Result<(), TextError> {
         .get("continuing_subword_prefix")
         .and_then(|p| p.as_str())
         .unwrap_or("");
+    let pairs = merges.iter().map(|merge| match merge {
+        Value::String(s) => s.split_once(' '),
+        Value::Array(pair) => match pair.as_slice() {
+            [Value::String(a), Value::String(b)] => Some((a.as_str(), b.as_str())),
+            _ => None,
+        },
+        _ => None,
+    });
+    check_merges_in_vocab(vocab.keys().map(String::as_str), pairs, prefix, source)
+}
+
+/// [`check_bpe_merges`] on a vocabulary's tokens and its merges (`None`: an entry the
+/// crate's own reader reports).
+fn check_merges_in_vocab<'a>(
+    vocab: impl Iterator<Item = &'a str>,
+    merges: impl Iterator<Item = Option<(&'a str, &'a str)>>,
+    prefix: &str,
+    source: &Path,
+) -> Result<(), TextError> {
     // Looked up three times a merge: a vocabulary of 262K tokens has 515K merges
     // (Gemma 3), where the map's own string hashing took half a second.
-    let vocab: rustc_hash::FxHashSet<&str> = vocab.keys().map(String::as_str).collect();
-    for (i, merge) in merges.iter().enumerate() {
-        let (a, b) = match merge {
-            Value::String(s) => match s.split_once(' ') {
-                Some(pair) => pair,
-                None => continue,
-            },
-            Value::Array(pair) => match pair.as_slice() {
-                [Value::String(a), Value::String(b)] => (a.as_str(), b.as_str()),
-                _ => continue,
-            },
-            _ => continue,
+    let vocab: rustc_hash::FxHashSet<&str> = vocab.collect();
+    for (i, merge) in merges.enumerate() {
+        let Some((a, b)) = merge else {
+            continue;
         };
         let bad = |what: String| TextError::Tokenizer {
             path: source.into(),
@@ -111,6 +128,28 @@ fn check_bpe_merges(json: &Value, source: &Path) -> Result<(), TextError> {
     Ok(())
 }
 
+/// `tokenizer.json` without the model's vocabulary and merges.
+fn frame_of(json: &Value) -> Value {
+    let Some(top) = json.as_object() else {
+        return json.clone();
+    };
+    let mut frame = serde_json::Map::new();
+    for (key, value) in top {
+        let value = match (key.as_str(), value.as_object()) {
+            ("model", Some(model)) => Value::Object(
+                model
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "vocab" | "merges"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            _ => value.clone(),
+        };
+        frame.insert(key.clone(), value);
+    }
+    Value::Object(frame)
+}
+
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.json` text; special tokens come from the caller
     /// (usually `tokenizer_config.json`).
@@ -125,9 +164,25 @@ impl Tokenizer {
                     message: format!("cannot build the tokenizer: {e}"),
                 }
             })?;
-        Ok(Self {
+        let frame = frame_of(&json);
+        Ok(Self::from_parts(inner, frame, Some(json)))
+    }
+
+    /// A tokenizer the crate has built, with its pipeline (`frame`, see the field) and,
+    /// where there is one, the `tokenizer.json` value it came from.
+    pub(super) fn from_parts(
+        inner: tokenizers::Tokenizer,
+        frame: Value,
+        json: Option<Value>,
+    ) -> Self {
+        let cell = OnceLock::new();
+        if let Some(json) = json {
+            let _ = cell.set(json);
+        }
+        Self {
             inner,
-            json,
+            json: cell,
+            frame,
             bos_token: None,
             eos_token: None,
             pad_token: None,
@@ -135,7 +190,7 @@ impl Tokenizer {
             gguf_pre: None,
             spm: None,
             count_plan: OnceLock::new(),
-        })
+        }
     }
 
     /// Loads `tokenizer.json` from disk.
@@ -153,8 +208,21 @@ impl Tokenizer {
     }
 
     /// The tokenizer in `tokenizer.json` form.
-    pub fn to_json(&self) -> &Value {
-        &self.json
+    pub fn to_json(&self) -> Result<&Value, TextError> {
+        if let Some(json) = self.json.get() {
+            return Ok(json);
+        }
+        let json = serde_json::to_value(&self.inner).map_err(|e| TextError::Tokenizer {
+            path: "tokenizer".into(),
+            message: format!("cannot write the tokenizer as tokenizer.json: {e}"),
+        })?;
+        Ok(self.json.get_or_init(|| json))
+    }
+
+    /// `tokenizer.json` without the model's vocabulary and merges: the normalizer,
+    /// pre-tokenizer, post-processor, decoder, added tokens and the model's options.
+    pub fn pipeline(&self) -> &Value {
+        &self.frame
     }
 
     /// Encodes text. `add_special_tokens` adds what the post-processor adds (BOS for Llama 2).
@@ -340,24 +408,25 @@ fn byte_level_from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Token
     };
     const CONTROL: i32 = 3;
     const USER_DEFINED: i32 = 4;
-    let mut vocab = serde_json::Map::new();
+    let mut vocab = Vec::with_capacity(spec.tokens.len());
     let mut added = Vec::new();
     for (id, token) in spec.tokens.iter().enumerate() {
         let ty = spec.token_types.get(id).copied().unwrap_or(1);
         let is_added = ty == CONTROL || ty == USER_DEFINED;
-        let spelt = if is_added {
+        vocab.push(if is_added {
             token.clone()
         } else {
             respell(token)
-        };
-        vocab.insert(spelt, json!(id));
+        });
         if is_added {
-            added.push(
-                json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty == CONTROL}),
-            );
+            added.push(AddedEntry {
+                id: id as u32,
+                content: token.clone(),
+                special: ty == CONTROL,
+            });
         }
     }
+    let merges = merges_from_gguf(&spec.merges, source)?;
     let name = |id: Option<u32>| id.and_then(|i| spec.tokens.get(i as usize)).cloned();
     let bos = name(spec.bos_id);
     let post_processor = match (&bos, spec.add_bos) {
@@ -370,20 +439,31 @@ fn byte_level_from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Token
             json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
         }
     };
-    let json = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer_for(spec.pre.as_deref().unwrap_or("default")),
-        "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                  "vocab": vocab, "merges": spec.merges},
-    });
-    let mut tok = Tokenizer::from_json(json, source)?;
+    let mut pipeline = serde_json::Map::new();
+    pipeline.insert("normalizer".into(), Value::Null);
+    pipeline.insert(
+        "pre_tokenizer".into(),
+        pre_tokenizer_for(spec.pre.as_deref().unwrap_or("default")),
+    );
+    pipeline.insert("post_processor".into(), post_processor);
+    pipeline.insert(
+        "decoder".into(),
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+    );
+    let parts = BpeParts {
+        vocab,
+        merges,
+        options: BpeOptions {
+            unk_token: None,
+            continuing_subword_prefix: Some(String::new()),
+            end_of_word_suffix: Some(String::new()),
+            fuse_unk: false,
+            byte_fallback: false,
+        },
+        added,
+        pipeline,
+    };
+    let mut tok = Tokenizer::from_bpe_parts(parts, source)?;
     tok.bos_token = bos;
     tok.eos_token = name(spec.eos_id);
     tok.pad_token = name(spec.pad_id);
@@ -418,7 +498,7 @@ impl crate::data::TokenCounter for Tokenizer {
     fn count(&self, text: &str) -> usize {
         let plan = self
             .count_plan
-            .get_or_init(|| CountPlan::new(&self.json, byte_alphabet()).map(Arc::new));
+            .get_or_init(|| CountPlan::new(&self.frame, byte_alphabet()).map(Arc::new));
         if let Some(n) = plan
             .as_ref()
             .and_then(|p| p.count(text, self.inner.get_model()))

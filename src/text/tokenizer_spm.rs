@@ -32,10 +32,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 
 use super::tokenizer::{GgufTokenizerSpec, Tokenizer};
+use super::tokenizer_parts::{merges_from_gguf, AddedEntry, BpeOptions, BpeParts};
 use super::TextError;
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`).
@@ -78,44 +80,54 @@ fn error(source: &Path, message: String) -> TextError {
 /// keeps its last id, as a Python dict would.
 pub fn generate_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String)> {
     // Fx hashing: a 262K-token vocabulary is looked up about two million times here.
-    let mut id_of: FxHashMap<&str, usize> =
-        FxHashMap::with_capacity_and_hasher(tokens.len(), Default::default());
-    let mut score_of: FxHashMap<&str, f32> =
+    // Each token's last id and last score.
+    let mut last: FxHashMap<&str, (usize, f32)> =
         FxHashMap::with_capacity_and_hasher(tokens.len(), Default::default());
     let mut order: Vec<&str> = Vec::with_capacity(tokens.len());
     for (i, (token, &score)) in tokens.iter().zip(scores).enumerate() {
-        if id_of.insert(token, i).is_none() {
+        if last.insert(token, (i, score)).is_none() {
             order.push(token);
         }
-        score_of.insert(token, score);
     }
     struct Merge<'a> {
         left: &'a str,
         right: &'a str,
+        ids: (usize, usize),
         score: f32,
         left_chars: usize,
         right_chars: usize,
     }
-    let mut merges: Vec<Merge> = Vec::new();
-    for token in order {
-        let score = score_of.get(token).copied().unwrap_or(0.0);
-        let start = merges.len();
-        let chars = token.chars().count();
-        for (at, (split, _)) in token.char_indices().enumerate().skip(1) {
-            let (left, right) = token.split_at(split);
-            if id_of.contains_key(left) && id_of.contains_key(right) {
-                merges.push(Merge {
-                    left,
-                    right,
-                    score,
-                    left_chars: at,
-                    right_chars: chars - at,
-                });
+    // The splits of one token do not depend on any other's: found in chunks over the
+    // thread pool, in order (Gemma 3's 262K tokens give 515K merges).
+    let found: Vec<Vec<Merge>> = order
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut found = Vec::new();
+            for &token in chunk {
+                let score = last.get(token).map_or(0.0, |&(_, s)| s);
+                let start = found.len();
+                let chars = token.chars().count();
+                for (at, (split, _)) in token.char_indices().enumerate().skip(1) {
+                    let (left, right) = token.split_at(split);
+                    if let (Some(&(l, _)), Some(&(r, _))) = (last.get(left), last.get(right)) {
+                        found.push(Merge {
+                            left,
+                            right,
+                            ids: (l, r),
+                            score,
+                            left_chars: at,
+                            right_chars: chars - at,
+                        });
+                    }
+                }
+                found[start..].sort_by_key(|m: &Merge| m.ids);
             }
-        }
-        merges[start..].sort_by_key(|m| (id_of.get(m.left), id_of.get(m.right)));
-    }
-    merges.sort_by(|a, b| {
+            found
+        })
+        .collect();
+    let mut merges: Vec<Merge> = found.into_iter().flatten().collect();
+    // Stable, as Python's sort is.
+    merges.par_sort_by(|a, b| {
         b.score
             .partial_cmp(&a.score)
             .unwrap_or(std::cmp::Ordering::Equal)
@@ -123,27 +135,15 @@ pub fn generate_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String
             .then(b.right_chars.cmp(&a.right_chars))
     });
     merges
-        .into_iter()
+        .into_par_iter()
         .map(|m| (m.left.to_string(), m.right.to_string()))
         .collect()
 }
 
 /// The merges of the BPE model: the file's own, else generated from the scores.
-fn merges_for(spec: &GgufTokenizerSpec, source: &Path) -> Result<Vec<Value>, TextError> {
+fn merges_for(spec: &GgufTokenizerSpec, source: &Path) -> Result<Vec<(String, String)>, TextError> {
     if !spec.merges.is_empty() {
-        return spec
-            .merges
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                m.split_once(' ').map(|(l, r)| json!([l, r])).ok_or_else(|| {
-                    error(
-                        source,
-                        format!("`tokenizer.ggml.merges` entry {i} ({m:?}) is not two tokens separated by a space"),
-                    )
-                })
-            })
-            .collect();
+        return merges_from_gguf(&spec.merges, source);
     }
     if spec.scores.len() != spec.tokens.len() {
         let message = if spec.scores.is_empty() {
@@ -157,10 +157,7 @@ fn merges_for(spec: &GgufTokenizerSpec, source: &Path) -> Result<Vec<Value>, Tex
         };
         return Err(error(source, message));
     }
-    Ok(generate_merges(&spec.tokens, &spec.scores)
-        .into_iter()
-        .map(|(l, r)| json!([l, r]))
-        .collect())
+    Ok(generate_merges(&spec.tokens, &spec.scores))
 }
 
 /// The `TemplateProcessing` post-processor transformers' `update_post_processor` sets:
@@ -206,10 +203,6 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, T
         name(spec.pad_id),
     );
 
-    let mut vocab = serde_json::Map::with_capacity(n);
-    for (id, token) in spec.tokens.iter().enumerate() {
-        vocab.insert(token.clone(), json!(id));
-    }
     let named: Vec<u32> = [bos, eos, unk, pad]
         .iter()
         .flatten()
@@ -220,10 +213,11 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, T
         let special = ty == token_type::CONTROL || named.contains(&(id as u32));
         // An empty added token would match between every two characters.
         if !token.is_empty() && (special || ty == token_type::USER_DEFINED) {
-            added.push(
-                json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": special}),
-            );
+            added.push(AddedEntry {
+                id: id as u32,
+                content: token.clone(),
+                special,
+            });
         }
     }
 
@@ -236,24 +230,35 @@ pub fn from_gguf(spec: &GgufTokenizerSpec, source: &Path) -> Result<Tokenizer, T
     if add_space_prefix {
         decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
     }
-    let json = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Metaspace", "replacement": "▁",
-            "prepend_scheme": if add_space_prefix { "first" } else { "never" }, "split": false},
-        "post_processor": post_processor(
-            bos.filter(|_| spec.add_bos),
-            eos.filter(|_| spec.add_eos),
-        ),
-        "decoder": {"type": "Sequence", "decoders": decoders},
-        "model": {"type": "BPE", "dropout": null, "unk_token": unk.map(|(t, _)| t),
-            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
-            "byte_fallback": true, "ignore_merges": false, "vocab": vocab, "merges": merges},
-    });
-    let mut tok = Tokenizer::from_json(json, source)?;
+    let mut pipeline = serde_json::Map::new();
+    pipeline.insert("normalizer".into(), Value::Null);
+    pipeline.insert(
+        "pre_tokenizer".into(),
+        json!({"type": "Metaspace", "replacement": "▁",
+            "prepend_scheme": if add_space_prefix { "first" } else { "never" }, "split": false}),
+    );
+    pipeline.insert(
+        "post_processor".into(),
+        post_processor(bos.filter(|_| spec.add_bos), eos.filter(|_| spec.add_eos)),
+    );
+    pipeline.insert(
+        "decoder".into(),
+        json!({"type": "Sequence", "decoders": decoders}),
+    );
+    let parts = BpeParts {
+        vocab: spec.tokens.clone(),
+        merges,
+        options: BpeOptions {
+            unk_token: unk.map(|(t, _)| t.to_string()),
+            continuing_subword_prefix: None,
+            end_of_word_suffix: None,
+            fuse_unk: true,
+            byte_fallback: true,
+        },
+        added,
+        pipeline,
+    };
+    let mut tok = Tokenizer::from_bpe_parts(parts, source)?;
     tok.bos_token = bos.map(|(t, _)| t.to_string());
     tok.eos_token = eos.map(|(t, _)| t.to_string());
     tok.pad_token = pad.map(|(t, _)| t.to_string());
