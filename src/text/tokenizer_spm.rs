@@ -89,10 +89,10 @@ pub fn generate_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String
             order.push(token);
         }
     }
-    struct Merge<'a> {
-        left: &'a str,
-        right: &'a str,
-        ids: (usize, usize),
+    /// A split of `order[token]` at byte `at` into two tokens.
+    struct Merge {
+        token: usize,
+        at: usize,
         score: f32,
         left_chars: usize,
         right_chars: usize,
@@ -101,26 +101,31 @@ pub fn generate_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String
     // thread pool, in order (Gemma 3's 262K tokens give 515K merges).
     let found: Vec<Vec<Merge>> = order
         .par_chunks(4096)
-        .map(|chunk| {
+        .enumerate()
+        .map(|(c, chunk)| {
             let mut found = Vec::new();
-            for &token in chunk {
+            let mut splits: Vec<((usize, usize), Merge)> = Vec::new();
+            for (i, &token) in chunk.iter().enumerate() {
                 let score = last.get(token).map_or(0.0, |&(_, s)| s);
-                let start = found.len();
                 let chars = token.chars().count();
-                for (at, (split, _)) in token.char_indices().enumerate().skip(1) {
-                    let (left, right) = token.split_at(split);
-                    if let (Some(&(l, _)), Some(&(r, _))) = (last.get(left), last.get(right)) {
-                        found.push(Merge {
-                            left,
-                            right,
-                            ids: (l, r),
+                for (n, (at, _)) in token.char_indices().enumerate().skip(1) {
+                    let (left, right) = token.split_at(at);
+                    let Some(&(l, _)) = last.get(left) else {
+                        continue;
+                    };
+                    if let Some(&(r, _)) = last.get(right) {
+                        let merge = Merge {
+                            token: 4096 * c + i,
+                            at,
                             score,
-                            left_chars: at,
-                            right_chars: chars - at,
-                        });
+                            left_chars: n,
+                            right_chars: chars - n,
+                        };
+                        splits.push(((l, r), merge));
                     }
                 }
-                found[start..].sort_by_key(|m: &Merge| m.ids);
+                splits.sort_by_key(|(ids, _)| *ids);
+                found.extend(splits.drain(..).map(|(_, m)| m));
             }
             found
         })
@@ -136,7 +141,10 @@ pub fn generate_merges(tokens: &[String], scores: &[f32]) -> Vec<(String, String
     });
     merges
         .into_par_iter()
-        .map(|m| (m.left.to_string(), m.right.to_string()))
+        .map(|m| {
+            let (left, right) = order[m.token].split_at(m.at);
+            (left.to_string(), right.to_string())
+        })
         .collect()
 }
 
