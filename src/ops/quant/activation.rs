@@ -2,6 +2,7 @@
 //! row of `x` once per matrix product, shared by every weight row.
 
 use candle_core::quantized::k_quants::{BlockQ8K, GgmlType};
+use rayon::prelude::*;
 
 use super::format::ActivationFormat;
 
@@ -54,6 +55,12 @@ impl Q8Rows {
     }
 }
 
+/// Values below which quantizing stays on the calling thread: a decode step's row is a
+/// few microseconds of work, less than handing half of it to another thread. A prompt's
+/// rows were a serial stretch of every product (2 % of an 8B prefill in perf, the other
+/// thread waiting).
+const PARALLEL_VALUES: usize = 1 << 15;
+
 /// The activations of one matrix product.
 pub enum Activations {
     F32(Vec<f32>),
@@ -71,14 +78,24 @@ impl Activations {
                 let mut qs = vec![0i8; x.len()];
                 let mut qs2 = vec![0i8; x.len()];
                 let mut meta = vec![0f32; x.len() / Q8_ELEMS * 2];
-                for (((xb, qb), qb2), mb) in x
-                    .chunks_exact(Q8_ELEMS)
-                    .zip(qs.chunks_exact_mut(Q8_ELEMS))
-                    .zip(qs2.chunks_exact_mut(Q8_ELEMS))
-                    .zip(meta.chunks_exact_mut(2))
-                {
-                    let (d, sum) = quantize_two_levels(xb, qb, qb2);
-                    mb.copy_from_slice(&[d, d * sum as f32]);
+                let block =
+                    |(((xb, qb), qb2), mb): (((&[f32], &mut [i8]), &mut [i8]), &mut [f32])| {
+                        let (d, sum) = quantize_two_levels(xb, qb, qb2);
+                        mb.copy_from_slice(&[d, d * sum as f32]);
+                    };
+                if x.len() < PARALLEL_VALUES {
+                    x.chunks_exact(Q8_ELEMS)
+                        .zip(qs.chunks_exact_mut(Q8_ELEMS))
+                        .zip(qs2.chunks_exact_mut(Q8_ELEMS))
+                        .zip(meta.chunks_exact_mut(2))
+                        .for_each(block);
+                } else {
+                    x.par_chunks_exact(Q8_ELEMS)
+                        .zip(qs.par_chunks_exact_mut(Q8_ELEMS))
+                        .zip(qs2.par_chunks_exact_mut(Q8_ELEMS))
+                        .zip(meta.par_chunks_exact_mut(2))
+                        .with_min_len(64)
+                        .for_each(block);
                 }
                 let qs16: Vec<i16> = qs
                     .iter()
@@ -107,8 +124,16 @@ impl Activations {
                 let per_row = cols / BlockQ8K::BLCK_SIZE;
                 let rows = x.len() / cols.max(1);
                 let mut out = vec![BlockQ8K::zeros(); rows * per_row];
-                for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
-                    BlockQ8K::from_float(xr, or);
+                if x.len() < PARALLEL_VALUES {
+                    for (xr, or) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
+                        BlockQ8K::from_float(xr, or);
+                    }
+                } else {
+                    // Block by block: every block is quantized on its own.
+                    x.par_chunks_exact(BlockQ8K::BLCK_SIZE)
+                        .zip(out.par_chunks_exact_mut(1))
+                        .with_min_len(16)
+                        .for_each(|(xb, ob)| BlockQ8K::from_float(xb, ob));
                 }
                 Activations::Q8K(out)
             }
@@ -165,5 +190,50 @@ mod tests {
         }
         let (d, sum) = quantize_two_levels(&[0.0; 32], &mut q1, &mut q2);
         assert_eq!((d, sum), (0.0, 0));
+    }
+
+    /// A prompt's rows (quantized over the threads) give the codes each row gives alone
+    /// (on the calling thread).
+    #[test]
+    fn rows_quantized_together_equal_each_row_alone() {
+        let (rows, cols) = (20, 2048);
+        assert!(rows * cols >= PARALLEL_VALUES && cols < PARALLEL_VALUES);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32) * 0.37).sin() * (1.0 + (i % 97) as f32))
+            .collect();
+        let alone = |format| -> Vec<Activations> {
+            x.chunks_exact(cols)
+                .map(|r| Activations::quantize(format, r, cols))
+                .collect()
+        };
+        match Activations::quantize(ActivationFormat::Q8K, &x, cols) {
+            Activations::Q8K(all) => {
+                let each: Vec<BlockQ8K> = alone(ActivationFormat::Q8K)
+                    .into_iter()
+                    .flat_map(|a| match a {
+                        Activations::Q8K(b) => b,
+                        _ => panic!("not Q8K"),
+                    })
+                    .collect();
+                assert!(all == each);
+            }
+            _ => panic!("not Q8K"),
+        }
+        match Activations::quantize(ActivationFormat::Q8, &x, cols) {
+            Activations::Q8(all) => {
+                for (r, a) in alone(ActivationFormat::Q8).iter().enumerate() {
+                    let Activations::Q8(one) = a else {
+                        panic!("not Q8")
+                    };
+                    let (mine, its) = (all.row(r), one.row(0));
+                    assert_eq!(mine.qs, its.qs);
+                    assert_eq!(mine.qs2, its.qs2);
+                    assert_eq!(mine.qs16, its.qs16);
+                    assert_eq!(mine.meta, its.meta);
+                    assert_eq!(mine.group_sums, its.group_sums);
+                }
+            }
+            _ => panic!("not Q8"),
+        }
     }
 }
