@@ -78,24 +78,19 @@ impl Activations {
                 let mut qs = vec![0i8; x.len()];
                 let mut qs2 = vec![0i8; x.len()];
                 let mut meta = vec![0f32; x.len() / Q8_ELEMS * 2];
-                let block =
-                    |(((xb, qb), qb2), mb): (((&[f32], &mut [i8]), &mut [i8]), &mut [f32])| {
-                        let (d, sum) = quantize_two_levels(xb, qb, qb2);
-                        mb.copy_from_slice(&[d, d * sum as f32]);
-                    };
                 if x.len() < PARALLEL_VALUES {
                     x.chunks_exact(Q8_ELEMS)
                         .zip(qs.chunks_exact_mut(Q8_ELEMS))
                         .zip(qs2.chunks_exact_mut(Q8_ELEMS))
                         .zip(meta.chunks_exact_mut(2))
-                        .for_each(block);
+                        .for_each(|(((xb, qb), qb2), mb)| quantize_block(xb, qb, qb2, mb));
                 } else {
                     x.par_chunks_exact(Q8_ELEMS)
                         .zip(qs.par_chunks_exact_mut(Q8_ELEMS))
                         .zip(qs2.par_chunks_exact_mut(Q8_ELEMS))
                         .zip(meta.par_chunks_exact_mut(2))
                         .with_min_len(64)
-                        .for_each(block);
+                        .for_each(|(((xb, qb), qb2), mb)| quantize_block(xb, qb, qb2, mb));
                 }
                 let qs16: Vec<i16> = qs
                     .iter()
@@ -139,6 +134,12 @@ impl Activations {
             }
         }
     }
+}
+
+/// One block of [`Q8Rows`]: its codes and its `[d, d · Σ (256 · q₁ + q₂)]`.
+fn quantize_block(x: &[f32], q1: &mut [i8], q2: &mut [i8], meta: &mut [f32]) {
+    let (d, sum) = quantize_two_levels(x, q1, q2);
+    meta.copy_from_slice(&[d, d * sum as f32]);
 }
 
 /// One block in two levels: `d₁ = max|x| / 127`, `q₁ = round(x / d₁)`, then the rest
