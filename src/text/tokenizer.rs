@@ -165,12 +165,12 @@ impl Tokenizer {
                 }
             })?;
         let frame = frame_of(&json);
-        Ok(Self::from_parts(inner, frame, Some(json)))
+        Ok(Self::from_built(inner, frame, Some(json)))
     }
 
     /// A tokenizer the crate has built, with its pipeline (`frame`, see the field) and,
     /// where there is one, the `tokenizer.json` value it came from.
-    pub(super) fn from_parts(
+    pub(super) fn from_built(
         inner: tokenizers::Tokenizer,
         frame: Value,
         json: Option<Value>,

@@ -176,7 +176,7 @@ impl Tokenizer {
                     .normalized(false)
             }))
             .map_err(|e| error(source, format!("cannot add the special tokens: {e}")))?;
-        Ok(Self::from_parts(inner, frame, None))
+        Ok(Self::from_built(inner, frame, None))
     }
 }
 
