@@ -76,31 +76,20 @@ fn check_bpe_merges(json: &Value, source: &Path) -> Result<(), TextError> {
         .get("continuing_subword_prefix")
         .and_then(|p| p.as_str())
         .unwrap_or("");
-    let pairs = merges.iter().map(|merge| match merge {
-        Value::String(s) => s.split_once(' '),
-        Value::Array(pair) => match pair.as_slice() {
-            [Value::String(a), Value::String(b)] => Some((a.as_str(), b.as_str())),
-            _ => None,
-        },
-        _ => None,
-    });
-    check_merges_in_vocab(vocab.keys().map(String::as_str), pairs, prefix, source)
-}
-
-/// [`check_bpe_merges`] on a vocabulary's tokens and its merges (`None`: an entry the
-/// crate's own reader reports).
-fn check_merges_in_vocab<'a>(
-    vocab: impl Iterator<Item = &'a str>,
-    merges: impl Iterator<Item = Option<(&'a str, &'a str)>>,
-    prefix: &str,
-    source: &Path,
-) -> Result<(), TextError> {
     // Looked up three times a merge: a vocabulary of 262K tokens has 515K merges
     // (Gemma 3), where the map's own string hashing took half a second.
-    let vocab: rustc_hash::FxHashSet<&str> = vocab.collect();
-    for (i, merge) in merges.enumerate() {
-        let Some((a, b)) = merge else {
-            continue;
+    let vocab: rustc_hash::FxHashSet<&str> = vocab.keys().map(String::as_str).collect();
+    for (i, merge) in merges.iter().enumerate() {
+        let (a, b) = match merge {
+            Value::String(s) => match s.split_once(' ') {
+                Some(pair) => pair,
+                None => continue,
+            },
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(a), Value::String(b)] => (a.as_str(), b.as_str()),
+                _ => continue,
+            },
+            _ => continue,
         };
         let bad = |what: String| TextError::Tokenizer {
             path: source.into(),
