@@ -428,25 +428,47 @@ impl QuantMatrix {
     /// whose decode steps take the AVX2 level on this CPU (by [`kernel_choice`] on
     /// AVX-512), built on first use with the mapped file's pages released as it goes;
     /// `None` for the other types and levels, and once [`Self::keep_stored_layout`] ran.
+    /// A copy that exists is read at AVX2 whatever the choice: the timing of
+    /// [`kernel_choice`] builds one first ([`Self::build_interleaved_copy`]), so that its
+    /// product at AVX2 never asks for the choice it is making.
     #[cfg(target_arch = "x86_64")]
     fn interleaved_for(&self, level: Isa) -> Option<Arc<super::kquant_interleaved::Interleaved>> {
         use std::sync::atomic::Ordering;
         if level != Isa::Avx2
             || !super::kquant_interleaved::serves(self.ty)
             || self.keep_stored.load(Ordering::Relaxed)
-            || kernel_choice::choose(self.ty, self.cols, isa::active()) != Isa::Avx2
         {
             return None;
         }
         if let Some(copy) = self.interleaved.read().ok()?.as_ref() {
             return Some(copy.clone());
         }
+        if kernel_choice::choose(self.ty, self.cols, isa::active()) != Isa::Avx2 {
+            return None;
+        }
+        self.build_interleaved_copy()
+    }
+
+    /// Builds the interleaved copy of a Q4_K or Q6_K matrix (once; `None` for the other
+    /// types, without AVX2, or once [`Self::keep_stored_layout`] ran), whatever level its
+    /// decode steps take.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn build_interleaved_copy(
+        &self,
+    ) -> Option<Arc<super::kquant_interleaved::Interleaved>> {
+        use std::sync::atomic::Ordering;
+        if isa::detected() < Isa::Avx2
+            || !super::kquant_interleaved::serves(self.ty)
+            || self.keep_stored.load(Ordering::Relaxed)
+        {
+            return None;
+        }
         let mut slot = self.interleaved.write().ok()?;
         if let Some(copy) = slot.as_ref() {
             return Some(copy.clone());
         }
-        // SAFETY: `level` is AVX2 and at most the detected level (the caller's product
-        // runs there); the matrix holds `rows` rows of `cols / 256` super-blocks.
+        // SAFETY: the CPU has AVX2 (checked above); the matrix holds `rows` rows of
+        // `cols / 256` super-blocks.
         let copy = Arc::new(unsafe {
             super::kquant_interleaved::Interleaved::repack(self, |range| {
                 self.bytes.release_range(range)

@@ -355,3 +355,22 @@ fn reordered_mapped_rows_are_read_in_place_in_the_new_order() {
         }
     }
 }
+
+/// The choice between the AVX2 and VNNI kernels times both on a matrix of its own; for
+/// Q4_K and Q6_K the AVX2 product reads an interleaved copy, which the timing builds
+/// itself: the product never asks for the choice being made (on AVX-512 it once did, and
+/// the timing called itself without end). On a CPU without VNNI both timings run AVX2.
+#[test]
+fn choosing_a_kernel_level_times_each_type_once_and_ends() {
+    for ty in StoredType::ALL {
+        let cols = 2 * 256;
+        let picked = kernel_choice::choose(ty, cols, Isa::Avx512Vnni);
+        assert!(picked <= Isa::Avx512Vnni, "{}", ty.name());
+        assert_eq!(
+            kernel_choice::choose(ty, cols, Isa::Avx512Vnni),
+            picked,
+            "{}: the choice is kept",
+            ty.name()
+        );
+    }
+}
