@@ -188,12 +188,11 @@ fn attend(
         let (k, v) = cache.head(h / n_rep.max(1));
         let (k, v) = (&k[skip * hd..], &v[skip * hd..]);
         let qh = &q[h * hd..(h + 1) * hd];
-        let mut scores: Vec<f32> = k.chunks_exact(hd).map(|kr| vec_math::dot(qh, kr)).collect();
+        let mut scores = vec![0f32; len];
+        vec_math::dot_rows(&mut scores, &k[..len * hd], qh);
         vec_math::softmax_in_place(&mut scores, scale);
         o.fill(0.0);
-        for (p, vr) in scores.iter().zip(v.chunks_exact(hd)) {
-            o.iter_mut().zip(vr).for_each(|(o, v)| *o += p * v);
-        }
+        vec_math::add_weighted_rows(o, &scores, &v[..len * hd]);
     };
     if len * nh * hd < 1 << 16 {
         out.chunks_exact_mut(hd)

@@ -279,9 +279,42 @@ avx2_or_baseline! {
     }
 }
 
+avx2_or_baseline! {
+    /// `out += Σ_k weights[k] · row_k` for the rows `row_k` of `rows` (`weights.len()` rows
+    /// of `out.len()`): attention's weighted sum of values in a decode step, each product
+    /// and sum rounded as the plain loop rounds them.
+    pub fn add_weighted_rows(out: &mut [f32], weights: &[f32], rows: &[f32]) {
+        let n = out.len();
+        for (&p, row) in weights.iter().zip(rows.chunks_exact(n.max(1))) {
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += p * v;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The weighted sum of value rows equals the plain loop bit for bit (no fused
+    /// multiply-add on the CPU's wider lanes), for a row length that is not a whole
+    /// number of vectors.
+    #[test]
+    fn weighted_rows_sum_as_the_plain_loop_rounds() {
+        let (n, k) = (67, 13);
+        let rows: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin() * 3.1).collect();
+        let weights: Vec<f32> = (0..k).map(|i| (i as f32 * 0.71).cos() / 7.0).collect();
+        let mut want: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let mut got = want.clone();
+        for (p, row) in weights.iter().zip(rows.chunks_exact(n)) {
+            for (o, v) in want.iter_mut().zip(row) {
+                *o += p * v;
+            }
+        }
+        add_weighted_rows(&mut got, &weights, &rows);
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_libm() {

@@ -74,6 +74,8 @@ pub struct QuantMatrix {
     ty: StoredType,
     rows: usize,
     cols: usize,
+    /// Bytes per row (kept: a decode step looks rows up by the hundred thousand).
+    row_bytes: usize,
     bytes: Bytes,
     /// Row `i` is stored row `order[i]` (llama.cpp's Q/K row order undone without a
     /// copy); `None`: rows in stored order.
@@ -151,6 +153,7 @@ impl QuantMatrix {
             ty,
             rows,
             cols,
+            row_bytes: cols / ty.block_elems() * ty.block_bytes(),
             bytes,
             order,
             #[cfg(target_arch = "x86_64")]
@@ -256,7 +259,7 @@ impl QuantMatrix {
     }
     #[inline]
     fn row_bytes(&self) -> usize {
-        self.cols / self.ty.block_elems() * self.ty.block_bytes()
+        self.row_bytes
     }
     /// Row `r`'s bytes.
     #[inline]
@@ -366,7 +369,7 @@ impl QuantMatrix {
                         ));
                     } else {
                         for (k, y) in y.iter_mut().enumerate() {
-                            *y = dot(w, rows[i + k]);
+                            *y = dot.dot(w, rows[i + k]);
                         }
                     }
                 });
@@ -581,8 +584,36 @@ fn prefetch(bytes: &[u8], start: usize, len: usize) {
     let _ = (bytes, start, len);
 }
 
-/// A safe kernel of the 32-value types: `(weight row, activation row) -> dot`.
-pub(super) type Q8Kernel = Box<dyn Fn(&[u8], Q8Row<'_>) -> f32 + Sync>;
+/// The kernel of a 32-value type (or a K-quant's VNNI kernel on Q8 activations) at one
+/// level: a SIMD function the CPU has, or the scalar reference. A plain function pointer,
+/// not a boxed closure: a decode step calls it once per weight row, and the LM head of a
+/// large vocabulary has hundreds of thousands of short rows.
+#[derive(Clone, Copy)]
+pub(super) enum Q8Kernel {
+    /// Only built for a kernel whose CPU features were checked ([`q8_kernel`]).
+    Simd(Q8Dot),
+    Scalar(StoredType),
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+type Q8Dot = fn(&[u8], Q8Row<'_>) -> f32;
+#[cfg(target_arch = "x86_64")]
+use super::dot_x86::Q8Dot;
+
+impl Q8Kernel {
+    /// The dot product of weight row `w` with activation row `a` (whole blocks, as many
+    /// of them, as `QuantMatrix::matmul_on` builds them).
+    #[inline]
+    pub(super) fn dot(self, w: &[u8], a: Q8Row<'_>) -> f32 {
+        match self {
+            // SAFETY: `Simd` holds only kernels whose CPU features `q8_kernel` checked;
+            // the rows are whole blocks of the same count (the callers' lengths).
+            #[allow(unused_unsafe)]
+            Q8Kernel::Simd(k) => unsafe { k(w, a) },
+            Q8Kernel::Scalar(ty) => dot_scalar::dot_q8(ty, w, a),
+        }
+    }
+}
 
 /// The 32-value block kernel of `ty` at `level` (capped at what the CPU has).
 pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
@@ -591,24 +622,18 @@ pub(super) fn q8_kernel(ty: StoredType, level: Isa) -> Q8Kernel {
         super::dot_x86::kquant_kernel(ty),
         level.min(isa::detected()),
     ) {
-        // SAFETY: as below.
-        return Box::new(move |w, a| unsafe { k(w, a) });
+        return Q8Kernel::Simd(k);
     }
     #[cfg(target_arch = "x86_64")]
     if let Some((avx2, vnni)) = super::dot_x86::q8_kernels(ty) {
-        let kernel = match level.min(isa::detected()) {
-            Isa::Avx512Vnni => Some(vnni),
-            Isa::Avx2 => Some(avx2),
-            Isa::Scalar => None,
-        };
-        if let Some(k) = kernel {
-            // SAFETY: the CPU has the kernel's features (the level is capped at the
-            // detected one); rows, codes and meta are whole blocks of the same count,
-            // as `QuantMatrix::matmul_on` builds them.
-            return Box::new(move |w, a| unsafe { k(w, a) });
+        match level.min(isa::detected()) {
+            Isa::Avx512Vnni => return Q8Kernel::Simd(vnni),
+            Isa::Avx2 => return Q8Kernel::Simd(avx2),
+            Isa::Scalar => {}
         }
     }
-    Box::new(move |w, a| dot_scalar::dot_q8(ty, w, a))
+    let _ = level;
+    Q8Kernel::Scalar(ty)
 }
 
 /// A safe kernel of one weight row against four activation rows.
