@@ -63,8 +63,9 @@ fn cache_path() -> std::path::PathBuf {
 
 /// Bumped when a path's kernels change on some CPU, so that decisions timed on the old
 /// ones are timed afresh (2: the dot kernel's AVX2 tiles; 3: the K-quants' AVX2 integer
-/// tiles; 5: Q4_K's and Q6_K's tiles from their interleaved copies, built before timing).
-const KERNELS_VERSION: u32 = 5;
+/// tiles; 5: Q4_K's and Q6_K's tiles from their interleaved copies, built before timing;
+/// 6: the 32-value types' integer path and their rows from their interleaved copies).
+const KERNELS_VERSION: u32 = 6;
 
 /// The decisions belong to a CPU, its thread count and this version's kernels.
 #[cfg_attr(test, allow(dead_code))]

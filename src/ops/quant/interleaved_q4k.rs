@@ -9,11 +9,8 @@ use std::arch::x86_64::*;
 
 use super::dot_kquant_avx2::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::format::k4_scale_words;
-use super::kquant_interleaved::{Line, ROWS};
+use super::interleaved::{Line, ROWS};
 use super::kquant_tiles::store_transposed;
-
-/// Bytes of a Q4_K super-block as stored.
-pub(super) const STORED: usize = 144;
 
 /// The rows' `d` (f16).
 pub(super) const D: usize = 0;

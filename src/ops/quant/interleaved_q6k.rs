@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::dot_kquant_avx2::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
-use super::kquant_interleaved::{Line, ROWS};
+use super::interleaved::{Line, ROWS};
 use super::kquant_tiles::store_transposed;
 
 /// Bytes of a Q6_K super-block as stored.

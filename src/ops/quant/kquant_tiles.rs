@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::dot_kquant_avx2::{q6k_codes, Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::dot_x86::f16_at;
 use super::format::{k4_scale_words, StoredType};
-use super::kquant_interleaved::Interleaved;
+use super::interleaved::Interleaved;
 use super::QuantMatrix;
 use crate::ops::slice_gemm::SharedOut;
 

@@ -80,11 +80,11 @@ pub struct QuantMatrix {
     /// Row `i` is stored row `order[i]` (llama.cpp's Q/K row order undone without a
     /// copy); `None`: rows in stored order.
     order: Option<Box<[u32]>>,
-    /// A Q4_K or Q6_K matrix's copy in interleaved blocks of eight rows, which its products on
-    /// AVX2 read once it exists (built by the first, the mapped pages released as it is
+    /// The matrix's copy in interleaved blocks of eight rows (Q4_K, Q6_K and the 32-value
+    /// types), which its products on AVX2 read once it exists (built by the first, the mapped pages released as it is
     /// built, so the matrix still costs its size once).
     #[cfg(target_arch = "x86_64")]
-    interleaved: std::sync::RwLock<Option<Arc<super::kquant_interleaved::Interleaved>>>,
+    interleaved: std::sync::RwLock<Option<Arc<super::interleaved::Interleaved>>>,
     /// Products read the stored rows only ([`Self::keep_stored_layout`]).
     keep_stored: std::sync::atomic::AtomicBool,
 }
@@ -304,6 +304,31 @@ impl QuantMatrix {
     /// Rows `first..first + out.len() / cols` as f32.
     pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) {
         let n = out.len() / self.cols.max(1);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(copy) = self.interleaved.read().ok().and_then(|c| c.clone()) {
+            // A 32-value type's stored pages were released behind its copy: its rows are
+            // rebuilt from the copy rather than read back into memory.
+            let (size, blocks) = (self.ty.block_bytes(), self.cols / self.ty.block_elems());
+            let mut row = vec![0u8; self.row_bytes];
+            let rebuilt = out
+                .chunks_exact_mut(self.cols.max(1))
+                .take(n)
+                .enumerate()
+                .all(|(i, out)| {
+                    let ok = row
+                        .chunks_exact_mut(size.max(1))
+                        .take(blocks)
+                        .enumerate()
+                        .all(|(s, block)| copy.stored_block(first + i, s, block));
+                    if ok {
+                        self.ty.dequantize(&row, out);
+                    }
+                    ok
+                });
+            if rebuilt {
+                return;
+            }
+        }
         if self.order.is_some() {
             for (i, out) in out.chunks_exact_mut(self.cols.max(1)).enumerate().take(n) {
                 self.ty.dequantize(self.row(first + i), out);
@@ -356,6 +381,13 @@ impl QuantMatrix {
         let ty = self.ty;
         match &acts {
             Activations::Q8(a) => {
+                #[cfg(target_arch = "x86_64")]
+                if let Some(copy) = self.interleaved_for(level) {
+                    // SAFETY: `level` is AVX2, at most the detected one; the sizes were
+                    // checked by the caller and the activations quantized for `cols`.
+                    unsafe { copy.matmul_q8(a, m, y) };
+                    return;
+                }
                 let dot = q8_kernel(ty, level);
                 let dot4 = q8_kernel4(ty, level);
                 // Sliced once, not once per weight row: a decode step of a 262K-row LM
@@ -427,18 +459,18 @@ impl QuantMatrix {
         }
     }
 
-    /// The interleaved copy that products at `level` read: for a Q4_K or Q6_K matrix
-    /// whose decode steps take the AVX2 level on this CPU (by [`kernel_choice`] on
+    /// The interleaved copy that products at `level` read: for a matrix of a type with
+    /// one (Q4_K, Q6_K, the 32-value types) whose decode steps take the AVX2 level on this CPU (by [`kernel_choice`] on
     /// AVX-512), built on first use with the mapped file's pages released as it goes;
     /// `None` for the other types and levels, and once [`Self::keep_stored_layout`] ran.
     /// A copy that exists is read at AVX2 whatever the choice: the timing of
     /// [`kernel_choice`] builds one first ([`Self::build_interleaved_copy`]), so that its
     /// product at AVX2 never asks for the choice it is making.
     #[cfg(target_arch = "x86_64")]
-    fn interleaved_for(&self, level: Isa) -> Option<Arc<super::kquant_interleaved::Interleaved>> {
+    fn interleaved_for(&self, level: Isa) -> Option<Arc<super::interleaved::Interleaved>> {
         use std::sync::atomic::Ordering;
         if level != Isa::Avx2
-            || !super::kquant_interleaved::serves(self.ty)
+            || !super::interleaved::serves(self.ty)
             || self.keep_stored.load(Ordering::Relaxed)
         {
             return None;
@@ -452,16 +484,13 @@ impl QuantMatrix {
         self.build_interleaved_copy()
     }
 
-    /// Builds the interleaved copy of a Q4_K or Q6_K matrix (once; `None` for the other
-    /// types, without AVX2, or once [`Self::keep_stored_layout`] ran), whatever level its
+    /// Builds the interleaved copy of a matrix (once; `None` for the types without one, without AVX2, or once [`Self::keep_stored_layout`] ran), whatever level its
     /// decode steps take.
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn build_interleaved_copy(
-        &self,
-    ) -> Option<Arc<super::kquant_interleaved::Interleaved>> {
+    pub(super) fn build_interleaved_copy(&self) -> Option<Arc<super::interleaved::Interleaved>> {
         use std::sync::atomic::Ordering;
         if isa::detected() < Isa::Avx2
-            || !super::kquant_interleaved::serves(self.ty)
+            || !super::interleaved::serves(self.ty)
             || self.keep_stored.load(Ordering::Relaxed)
         {
             return None;
@@ -470,19 +499,17 @@ impl QuantMatrix {
         if let Some(copy) = slot.as_ref() {
             return Some(copy.clone());
         }
-        // SAFETY: the CPU has AVX2 (checked above); the matrix holds `rows` rows of
-        // `cols / 256` super-blocks.
+        // SAFETY: the CPU has AVX2 (checked above); the matrix holds `rows` rows of whole
+        // blocks of its type.
         let copy = Arc::new(unsafe {
-            super::kquant_interleaved::Interleaved::repack(self, |range| {
-                self.bytes.release_range(range)
-            })
+            super::interleaved::Interleaved::repack(self, |range| self.bytes.release_range(range))
         });
         *slot = Some(copy.clone());
         Some(copy)
     }
 
-    /// Builds what this matrix's products keep (the interleaved copy of a Q4_K or Q6_K
-    /// matrix where decode steps take it), so that a timing of its products does not
+    /// Builds what this matrix's products keep (the interleaved copy of a Q4_K, Q6_K or
+    /// 32-value matrix where decode steps take it), so that a timing of its products does not
     /// count it.
     pub fn prepare_products(&self) {
         #[cfg(target_arch = "x86_64")]

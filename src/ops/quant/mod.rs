@@ -16,13 +16,15 @@ mod dot_scalar;
 mod dot_x86;
 mod format;
 #[cfg(target_arch = "x86_64")]
+mod interleaved;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_q32;
+#[cfg(target_arch = "x86_64")]
 mod interleaved_q4k;
 #[cfg(target_arch = "x86_64")]
 mod interleaved_q6k;
 pub mod isa;
 mod kernel_choice;
-#[cfg(target_arch = "x86_64")]
-mod kquant_interleaved;
 #[cfg(target_arch = "x86_64")]
 mod kquant_tiles;
 mod matrix;

@@ -270,10 +270,23 @@ fn assert_same_sums(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-/// A Q4_K or Q6_K matrix's decode steps on AVX2 build its interleaved copy (where they
-/// take AVX2 on this CPU); once it is kept in its stored layout (as training keeps its
-/// base) the copy is gone and the products, through the one-row kernels, give the same
-/// sums.
+/// Every type with an interleaved layout and the offsets of its f16 scales.
+const INTERLEAVED: [(StoredType, &[usize]); 7] = [
+    (StoredType::Q4K, &[0, 2]),
+    (StoredType::Q6K, &[208]),
+    (StoredType::Q4_0, &[0]),
+    (StoredType::Q4_1, &[0, 2]),
+    (StoredType::Q5_0, &[0]),
+    (StoredType::Q5_1, &[0, 2]),
+    (StoredType::Q8_0, &[0]),
+];
+
+/// A matrix's decode steps on AVX2 build its interleaved copy (where they take AVX2 on
+/// this CPU); once it is kept in its stored layout (as training keeps its base) the copy
+/// is gone and the products, through the one-row kernels, give the same sums, for one
+/// input row and for runs of four and fewer. A 32-value type's rows, rebuilt from its
+/// copy, equal its stored rows bit for bit (a last group of fewer than eight rows
+/// included).
 #[test]
 fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
     assert!(
@@ -281,18 +294,47 @@ fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
         "the interleaved copies are built on AVX2, which this CPU does not have"
     );
     let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
-    for (ty, scales) in [
-        (StoredType::Q4K, &[0usize, 2][..]),
-        (StoredType::Q6K, &[208][..]),
-    ] {
+    for (ty, scales) in INTERLEAVED {
         let (rows, cols) = (21, 2 * 256);
-        let bytes = random_blocks(ty, scales, rows * cols / 256, &mut next);
+        let bytes = random_blocks(ty, scales, rows * cols / ty.block_elems(), &mut next);
+        let reference = QuantMatrix::owned(bytes.clone(), ty, rows, cols).unwrap();
+        reference.keep_stored_layout();
         let m = QuantMatrix::owned(bytes, ty, rows, cols).unwrap();
         let x: Vec<f32> = (0..cols)
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
+        for inputs in [3, 9] {
+            let x: Vec<f32> = (0..inputs * cols)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let (mut a, mut b) = (vec![0f32; inputs * rows], vec![0f32; inputs * rows]);
+            m.matmul_on(Isa::Avx2, &x, inputs, &mut a).unwrap();
+            reference.matmul_on(Isa::Avx2, &x, inputs, &mut b).unwrap();
+            // The same integer sums, scaled and added in another order: within the
+            // rounding of the terms' magnitudes (random scales of either sign cancel).
+            let w = reference.to_f32();
+            for (k, (&got, &want)) in a.iter().zip(&b).enumerate() {
+                let (i, r) = (k / rows, k % rows);
+                let magnitude: f32 = (0..cols)
+                    .map(|j| (w[r * cols + j] * x[i * cols + j]).abs())
+                    .sum();
+                assert!(
+                    (got - want).abs() <= 1e-6 * (1.0 + magnitude),
+                    "{} {inputs} rows, output {k}: {got} vs {want} (terms {magnitude})",
+                    ty.name()
+                );
+            }
+        }
         let (mut copied, mut stored) = (vec![0f32; rows], vec![0f32; rows]);
         m.matmul_on(Isa::Avx2, &x, 1, &mut copied).unwrap();
+        if ty.block_elems() == 32 && m.has_interleaved_copy() {
+            assert_eq!(
+                m.to_f32(),
+                reference.to_f32(),
+                "{}: rows from the copy",
+                ty.name()
+            );
+        }
         // On AVX-512 the copy is built only where its product outran VNNI's.
         let decode_level = kernel_choice::choose(ty, cols, isa::active());
         assert_eq!(
