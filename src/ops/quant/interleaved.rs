@@ -144,6 +144,11 @@ impl Interleaved {
         }
     }
 
+    /// Whether [`Self::stored_block`] rebuilds blocks (the 32-value types).
+    pub fn rebuilds_stored_blocks(&self) -> bool {
+        q32::code(self.ty).is_some()
+    }
+
     /// Row `r`'s stored block `s` rebuilt from the copy into `out` (the type's block
     /// bytes), for a 32-value type; `false` (nothing written) for the K-quants.
     pub fn stored_block(&self, r: usize, s: usize, out: &mut [u8]) -> bool {

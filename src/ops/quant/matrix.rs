@@ -305,7 +305,13 @@ impl QuantMatrix {
     pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) {
         let n = out.len() / self.cols.max(1);
         #[cfg(target_arch = "x86_64")]
-        if let Some(copy) = self.interleaved.read().ok().and_then(|c| c.clone()) {
+        if let Some(copy) = self
+            .interleaved
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|c| c.rebuilds_stored_blocks())
+        {
             // A 32-value type's stored pages were released behind its copy: its rows are
             // rebuilt from the copy rather than read back into memory.
             let (size, blocks) = (self.ty.block_bytes(), self.cols / self.ty.block_elems());
