@@ -15,7 +15,7 @@
 //! 8 × 18, Q5_0 192 against 8 × 22, Q8_0 288 against 8 × 34, Q4_1 and Q5_1 none) and is
 //! built once per matrix by its first product on AVX2, the mapped file's pages of the
 //! matrix released behind the repacking; the 32-value types' stored blocks are rebuilt
-//! from the copy when something asks for rows ([`Interleaved::stored_block`]). It is
+//! from the copy when something asks for rows ([`Interleaved::stored_group`]). It is
 //! llama.cpp's idea (its repacking at load), in layouts of our own that need no shuffles
 //! per value. Each thread reads its groups as one stream, which the hardware prefetcher
 //! follows: software prefetches one to eight blocks ahead were no faster on AMD Zen 3.
@@ -144,23 +144,35 @@ impl Interleaved {
         }
     }
 
-    /// Whether [`Self::stored_block`] rebuilds blocks (the 32-value types).
-    pub fn rebuilds_stored_blocks(&self) -> bool {
+    /// Whether [`Self::stored_group`] rebuilds rows (the 32-value types).
+    pub fn rebuilds_stored_rows(&self) -> bool {
         q32::code(self.ty).is_some()
     }
 
-    /// Row `r`'s stored block `s` rebuilt from the copy into `out` (the type's block
-    /// bytes), for a 32-value type; `false` (nothing written) for the K-quants.
-    pub fn stored_block(&self, r: usize, s: usize, out: &mut [u8]) -> bool {
+    /// Rows `8g .. 8g + 8` as stored (their bytes one row after the other, rows past the
+    /// matrix's last as zeros) rebuilt from the copy into `out`, for a 32-value type;
+    /// `false` (nothing written) for the K-quants or a group or buffer out of range.
+    pub fn stored_group(&self, g: usize, out: &mut [u8]) -> bool {
         let Some(code) = q32::code(self.ty) else {
             return false;
         };
-        if r >= self.rows || s >= self.blocks || out.len() < self.ty.block_bytes() {
+        let (size, row_bytes) = (self.ty.block_bytes(), self.blocks * self.ty.block_bytes());
+        if g >= self.rows.div_ceil(ROWS) || out.len() < ROWS * row_bytes {
             return false;
         }
-        // SAFETY: block `s` of group `r / 8` is a whole tile of the type (built by
-        // `repack`), and `out` holds a stored block.
-        unsafe { q32::unpack_block(code, self.block(r / ROWS, s), r % ROWS, out) };
+        for s in 0..self.blocks {
+            // SAFETY: a copy exists only where the CPU has AVX2 (`repack`'s condition);
+            // block `s` of group `g` is a whole tile; `out` holds eight rows of
+            // `row_bytes`, and block `s` of each starts `s · size` into its row.
+            unsafe {
+                q32::unpack_tile(
+                    code,
+                    self.block(g, s),
+                    out.as_mut_ptr().add(s * size),
+                    row_bytes,
+                )
+            };
+        }
         true
     }
 

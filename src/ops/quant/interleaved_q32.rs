@@ -118,53 +118,89 @@ pub(super) unsafe fn pack_block(ty: u8, b: &[*const u8; ROWS], tile: &mut [Line]
         }
         if five(ty) {
             let bits = u32::from_le_bytes(p.add(qh).cast::<[u8; 4]>().read());
-            for j in 0..2 {
-                let mut lane = 0u16;
-                for h in 0..2 {
-                    for unit in 0..8 {
-                        let value = 16 * h + 2 * unit + j;
-                        lane |= (((bits >> value) & 1) as u16) << (2 * unit + h);
-                    }
-                }
-                let at = dst.add(FIFTH + 2 * (2 * r + j));
-                std::ptr::copy_nonoverlapping(lane.to_le_bytes().as_ptr(), at, 2);
-            }
+            let (even, odd) = fifth_lanes(bits);
+            let at = dst.add(FIFTH + 4 * r);
+            std::ptr::copy_nonoverlapping(even.to_le_bytes().as_ptr(), at, 2);
+            std::ptr::copy_nonoverlapping(odd.to_le_bytes().as_ptr(), at.add(2), 2);
         }
     }
 }
 
-/// Writes row `r`'s stored block back from tile `tile` into `out` (the type's block bytes).
+/// A block's fifth bits (bit `v` of value `v`) as the tile's lanes `2r` and `2r + 1`:
+/// bit `2u + h` of lane `2r + j` is the bit of value `16h + 2u + j`.
+fn fifth_lanes(bits: u32) -> (u16, u16) {
+    let even = (bits & 0x5555) | ((bits >> 15) & 0xAAAA);
+    let odd = ((bits >> 1) & 0x5555) | ((bits >> 16) & 0xAAAA);
+    (even as u16, odd as u16)
+}
+
+/// The inverse of [`fifth_lanes`].
+fn fifth_bits(even: u16, odd: u16) -> u32 {
+    let (even, odd) = (even as u32, odd as u32);
+    (even & 0x5555) | ((even & 0xAAAA) << 15) | ((odd & 0x5555) << 1) | ((odd & 0xAAAA) << 16)
+}
+
+/// Writes the eight rows' stored blocks back from tile `tile`: row `r`'s block at
+/// `out + r · row_bytes` (the type's block bytes).
 ///
 /// # Safety
-/// `tile` points at a whole tile of type `ty`; `out` holds the type's block.
-pub(super) unsafe fn unpack_block(ty: u8, tile: *const u8, r: usize, out: &mut [u8]) {
+/// The CPU has AVX2; `tile` points at a whole tile of type `ty`; `out` has room for eight
+/// rows of `row_bytes`, each holding a whole block from where `out` points.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_tile(ty: u8, tile: *const u8, out: *mut u8, row_bytes: usize) {
     let (min, qh, qs) = stored_layout(ty);
-    let o = out.as_mut_ptr();
-    std::ptr::copy_nonoverlapping(tile.add(D + 2 * r), o, 2);
-    if has_min(ty) {
-        std::ptr::copy_nonoverlapping(tile.add(M + 2 * r), o.add(min), 2);
-    }
-    let units = if ty == Q8_0 { 16 } else { 8 };
-    for unit in 0..units {
-        std::ptr::copy_nonoverlapping(
-            tile.add(codes(ty) + 16 * unit + 2 * r),
-            o.add(qs + 2 * unit),
-            2,
-        );
-    }
-    if five(ty) {
-        let mut bits = 0u32;
-        for j in 0..2 {
-            let at = tile.add(FIFTH + 2 * (2 * r + j));
-            let lane = u16::from_le_bytes([*at, *at.add(1)]);
-            for h in 0..2 {
-                for unit in 0..8 {
-                    let value = 16 * h + 2 * unit + j;
-                    bits |= (((lane >> (2 * unit + h)) & 1) as u32) << value;
-                }
-            }
+    for r in 0..ROWS {
+        let o = out.add(r * row_bytes);
+        std::ptr::copy_nonoverlapping(tile.add(D + 2 * r), o, 2);
+        if has_min(ty) {
+            std::ptr::copy_nonoverlapping(tile.add(M + 2 * r), o.add(min), 2);
         }
-        std::ptr::copy_nonoverlapping(bits.to_le_bytes().as_ptr(), o.add(qh), 4);
+        if five(ty) {
+            let lane =
+                |k: usize| u16::from_le_bytes(tile.add(FIFTH + 2 * k).cast::<[u8; 2]>().read());
+            let bits = fifth_bits(lane(2 * r), lane(2 * r + 1));
+            std::ptr::copy_nonoverlapping(bits.to_le_bytes().as_ptr(), o.add(qh), 4);
+        }
+    }
+    // Each 128 bytes of codes are an 8 × 8 matrix of byte pairs, unit by row: transposed,
+    // each row's 16 stored code bytes.
+    let halves = if ty == Q8_0 { 2 } else { 1 };
+    for half in 0..halves {
+        let src = tile.add(codes(ty) + 128 * half);
+        let a: [__m128i; ROWS] = std::array::from_fn(|u| _mm_load_si128(src.add(16 * u).cast()));
+        let t = [
+            _mm_unpacklo_epi16(a[0], a[1]),
+            _mm_unpackhi_epi16(a[0], a[1]),
+            _mm_unpacklo_epi16(a[2], a[3]),
+            _mm_unpackhi_epi16(a[2], a[3]),
+            _mm_unpacklo_epi16(a[4], a[5]),
+            _mm_unpackhi_epi16(a[4], a[5]),
+            _mm_unpacklo_epi16(a[6], a[7]),
+            _mm_unpackhi_epi16(a[6], a[7]),
+        ];
+        let s = [
+            _mm_unpacklo_epi32(t[0], t[2]),
+            _mm_unpackhi_epi32(t[0], t[2]),
+            _mm_unpacklo_epi32(t[1], t[3]),
+            _mm_unpackhi_epi32(t[1], t[3]),
+            _mm_unpacklo_epi32(t[4], t[6]),
+            _mm_unpackhi_epi32(t[4], t[6]),
+            _mm_unpacklo_epi32(t[5], t[7]),
+            _mm_unpackhi_epi32(t[5], t[7]),
+        ];
+        let rows = [
+            _mm_unpacklo_epi64(s[0], s[4]),
+            _mm_unpackhi_epi64(s[0], s[4]),
+            _mm_unpacklo_epi64(s[1], s[5]),
+            _mm_unpackhi_epi64(s[1], s[5]),
+            _mm_unpacklo_epi64(s[2], s[6]),
+            _mm_unpackhi_epi64(s[2], s[6]),
+            _mm_unpacklo_epi64(s[3], s[7]),
+            _mm_unpackhi_epi64(s[3], s[7]),
+        ];
+        for (r, row) in rows.iter().enumerate() {
+            _mm_storeu_si128(out.add(r * row_bytes + qs + 16 * half).cast(), *row);
+        }
     }
 }
 

@@ -310,28 +310,24 @@ impl QuantMatrix {
             .read()
             .ok()
             .and_then(|c| c.clone())
-            .filter(|c| c.rebuilds_stored_blocks())
+            .filter(|c| c.rebuilds_stored_rows())
         {
             // A 32-value type's stored pages were released behind its copy: its rows are
-            // rebuilt from the copy rather than read back into memory.
-            let (size, blocks) = (self.ty.block_bytes(), self.cols / self.ty.block_elems());
-            let mut row = vec![0u8; self.row_bytes];
-            let rebuilt = out
-                .chunks_exact_mut(self.cols.max(1))
-                .take(n)
-                .enumerate()
-                .all(|(i, out)| {
-                    let ok = row
-                        .chunks_exact_mut(size.max(1))
-                        .take(blocks)
-                        .enumerate()
-                        .all(|(s, block)| copy.stored_block(first + i, s, block));
-                    if ok {
-                        self.ty.dequantize(&row, out);
-                    }
-                    ok
-                });
-            if rebuilt {
+            // rebuilt from the copy, eight at a time, rather than read back into memory.
+            let (rb, cols) = (self.row_bytes, self.cols.max(1));
+            let mut group = vec![0u8; 8 * rb];
+            let (mut r, end) = (first, first + n);
+            while r < end {
+                let g = r / 8;
+                let (lo, hi) = (r - 8 * g, (end - 8 * g).min(8));
+                if !copy.stored_group(g, &mut group) {
+                    break;
+                }
+                let rows_out = &mut out[(r - first) * cols..(8 * g + hi - first) * cols];
+                self.ty.dequantize(&group[lo * rb..hi * rb], rows_out);
+                r = 8 * g + hi;
+            }
+            if r >= end {
                 return;
             }
         }
