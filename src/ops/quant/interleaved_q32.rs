@@ -99,17 +99,8 @@ pub(super) unsafe fn pack_block(ty: u8, b: &[*const u8; ROWS], tile: &mut [Line]
         if has_min(ty) {
             std::ptr::copy_nonoverlapping(p.add(min), dst.add(M + 2 * r), 2);
         }
-        if ty == Q8_0 {
-            for unit in 0..16 {
-                std::ptr::copy_nonoverlapping(
-                    p.add(qs + 2 * unit),
-                    dst.add(32 + 16 * unit + 2 * r),
-                    2,
-                );
-            }
-            continue;
-        }
-        for unit in 0..8 {
+        let units = if ty == Q8_0 { 16 } else { 8 };
+        for unit in 0..units {
             std::ptr::copy_nonoverlapping(
                 p.add(qs + 2 * unit),
                 dst.add(codes(ty) + 16 * unit + 2 * r),
