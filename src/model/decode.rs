@@ -189,10 +189,10 @@ fn attend(
         let (k, v) = (&k[skip * hd..], &v[skip * hd..]);
         let qh = &q[h * hd..(h + 1) * hd];
         let mut scores = vec![0f32; len];
-        vec_math::dot_rows(&mut scores, &k[..len * hd], qh);
+        vec_math::dot_rows(&mut scores, k, qh);
         vec_math::softmax_in_place(&mut scores, scale);
         o.fill(0.0);
-        vec_math::add_weighted_rows(o, &scores, &v[..len * hd]);
+        vec_math::add_weighted_rows(o, &scores, v);
     };
     if len * nh * hd < 1 << 16 {
         out.chunks_exact_mut(hd)

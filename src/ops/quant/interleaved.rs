@@ -229,19 +229,18 @@ impl Interleaved {
             return;
         };
         let blocks = self.blocks;
-        let inputs: Vec<(*const i16, *const f32)> = (0..m)
-            .map(|k| {
-                (
-                    a.qs16[k * blocks * 32..].as_ptr(),
-                    a.meta[k * blocks * 2..].as_ptr(),
-                )
-            })
-            .collect();
-        let inputs = SharedInputs(&inputs);
+        let input = |k: usize| {
+            (
+                a.qs16[k * blocks * 32..].as_ptr(),
+                a.meta[k * blocks * 2..].as_ptr(),
+            )
+        };
         self.by_groups(m, y, |group, i, n, r| {
+            let inputs: [(*const i16, *const f32); 4] =
+                std::array::from_fn(|k| input(i + k.min(n - 1)));
             // SAFETY: the caller's guarantees; input rows `i .. i + n` exist and hold
             // `blocks` blocks each.
-            unsafe { q32::gemv_any(code, group, &inputs.rows()[i..i + n], r) }
+            unsafe { q32::gemv_any(code, group, &inputs[..n], r) }
         });
     }
 
@@ -285,18 +284,5 @@ impl Interleaved {
         } else {
             (0..tasks).into_par_iter().for_each(work);
         }
-    }
-}
-
-/// Input rows' pointers shared by the threads of a product (read only).
-struct SharedInputs<'a>(&'a [(*const i16, *const f32)]);
-// SAFETY: the pointers are only read through, into activations that outlive the product
-// and that nothing writes during it.
-unsafe impl Sync for SharedInputs<'_> {}
-
-impl SharedInputs<'_> {
-    /// The rows (a method, so that closures capture the wrapper, not its field).
-    fn rows(&self) -> &[(*const i16, *const f32)] {
-        self.0
     }
 }

@@ -81,8 +81,8 @@ pub struct QuantMatrix {
     /// copy); `None`: rows in stored order.
     order: Option<Box<[u32]>>,
     /// The matrix's copy in interleaved blocks of eight rows (Q4_K, Q6_K and the 32-value
-    /// types), which its products on AVX2 read once it exists (built by the first, the mapped pages released as it is
-    /// built, so the matrix still costs its size once).
+    /// types), which its products on AVX2 read once it exists (built by the first, the
+    /// mapped pages released as it is built, so the matrix still costs its size once).
     #[cfg(target_arch = "x86_64")]
     interleaved: std::sync::RwLock<Option<Arc<super::interleaved::Interleaved>>>,
     /// Products read the stored rows only ([`Self::keep_stored_layout`]).
@@ -462,8 +462,8 @@ impl QuantMatrix {
     }
 
     /// The interleaved copy that products at `level` read: for a matrix of a type with
-    /// one (Q4_K, Q6_K, the 32-value types) whose decode steps take the AVX2 level on this CPU (by [`kernel_choice`] on
-    /// AVX-512), built on first use with the mapped file's pages released as it goes;
+    /// one (Q4_K, Q6_K, the 32-value types) whose decode steps take the AVX2 level on this
+    /// CPU (by [`kernel_choice`] on AVX-512), built on first use with the mapped file's pages released as it goes;
     /// `None` for the other types and levels, and once [`Self::keep_stored_layout`] ran.
     /// A copy that exists is read at AVX2 whatever the choice: the timing of
     /// [`kernel_choice`] builds one first ([`Self::build_interleaved_copy`]), so that its
@@ -486,8 +486,9 @@ impl QuantMatrix {
         self.build_interleaved_copy()
     }
 
-    /// Builds the interleaved copy of a matrix (once; `None` for the types without one, without AVX2, or once [`Self::keep_stored_layout`] ran), whatever level its
-    /// decode steps take.
+    /// Builds the interleaved copy of a matrix (once; `None` for the types without one,
+    /// without AVX2, or once [`Self::keep_stored_layout`] ran), whatever level its decode
+    /// steps take.
     #[cfg(target_arch = "x86_64")]
     pub(super) fn build_interleaved_copy(&self) -> Option<Arc<super::interleaved::Interleaved>> {
         use std::sync::atomic::Ordering;
@@ -511,8 +512,8 @@ impl QuantMatrix {
     }
 
     /// Builds what this matrix's products keep (the interleaved copy of a Q4_K, Q6_K or
-    /// 32-value matrix where decode steps take it), so that a timing of its products does not
-    /// count it.
+    /// 32-value matrix where decode steps take it), so that a timing of its products does
+    /// not count it.
     pub fn prepare_products(&self) {
         #[cfg(target_arch = "x86_64")]
         drop(self.interleaved_for(Isa::Avx2));
