@@ -1,90 +1,251 @@
-//! `y = x · Wᵀ` for row-major `x [n, k]` and `W [r, k]` (a prompt through a dequantized
-//! panel): the studio's dot-product kernel (`ops::dot_gemm`, AVX-512 or AVX2) against the
-//! gemm crate's kernels for this CPU on the same operands, both on every thread; best of
-//! 7 calls each.
+//! The f32 products of a prompt and of a training step on every thread, kernel against
+//! kernel on the same operands: `y = x · Wᵀ` for row-major `x [n, k]` and `W [r, k]` (a
+//! dequantized panel) on the studio's dot-product kernel (`ops::dot_gemm`), its packed
+//! kernel (`ops::packed_gemm`) and the gemm crate; and the backward's `dx = dy · W` on the
+//! packed kernel and the gemm crate. The kernels take turns call by call (`--rounds`
+//! rounds, 15 by default), so that a busy host slows all of them alike; each figure is the
+//! median GFLOP/s over the rounds, with the best in brackets.
 //!
-//! `cargo run --release --example bench_dot_gemm`
+//! `cargo run --release --example bench_dot_gemm [-- --rounds 15]`
 
 use std::time::Instant;
 
-fn best_of(mut f: impl FnMut()) -> f64 {
-    f();
-    (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+use finetune_studio::ops::packed_gemm::{self, Strided};
+
+/// One kernel's call on the shape's operands.
+type Call<'a> = Box<dyn FnMut() + 'a>;
+
+/// Row-major `rows × cols` values, row `i` at `i · cols`.
+fn row_major(ptr: *const f32, cols: usize) -> Strided<f32> {
+    Strided {
+        ptr,
+        rs: cols as isize,
+        cs: 1,
+    }
+}
+
+/// `y [n, r] = x [n, k] · w [r, k]ᵀ` on the gemm crate.
+fn crate_x_wt(
+    (n, r, k): (usize, usize, usize),
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    threads: usize,
+) {
+    // SAFETY: x is n×k, w r×k (read column-major as the k × r right-hand side), y n×r.
+    unsafe {
+        gemm::gemm(
+            n,
+            r,
+            k,
+            y.as_mut_ptr(),
+            1,
+            r as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        )
+    }
+}
+
+/// `dx [n, k] = dy [n, r] · w [r, k]` on the gemm crate.
+fn crate_dy_w(
+    (n, r, k): (usize, usize, usize),
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    threads: usize,
+) {
+    // SAFETY: dy is n×r, w r×k and dx n×k, row-major.
+    unsafe {
+        gemm::gemm(
+            n,
+            k,
+            r,
+            dx.as_mut_ptr(),
+            1,
+            k as isize,
+            false,
+            dy.as_ptr(),
+            1,
+            r as isize,
+            w.as_ptr(),
+            1,
+            k as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        )
+    }
+}
+
+/// The largest relative difference between two results.
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+        .fold(0f32, f32::max)
 }
 
 fn main() {
     finetune_studio::ops::runtime::tune_runtime();
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(15)
+        .max(1);
     let threads = rayon::current_num_threads();
+    let (dot_ok, packed_ok) = (
+        finetune_studio::ops::dot_gemm::available(),
+        packed_gemm::available(),
+    );
     println!(
-        "{} ({} threads); dot kernel (AVX-512 or AVX2) available: {}",
+        "{} ({threads} threads); dot kernel: {dot_ok}, packed kernel: {packed_ok}; median (best) GFLOP/s of {rounds} rounds",
         finetune_studio::sys::cpu_model(),
-        threads,
-        finetune_studio::ops::dot_gemm::available()
     );
     for (n, r, k) in [
         (16, 2048, 2048),
         (92, 2048, 2048),
         (92, 8192, 2048),
-        (92, 2048, 8192),
         (256, 2048, 2048),
         (1024, 1536, 576),
         (1024, 576, 1536),
+        (1024, 576, 576),
+        (1024, 192, 576),
+        (16, 1024, 576),
+        (16, 1024, 1536),
     ] {
         let x: Vec<f32> = (0..n * k).map(|i| (i % 17) as f32 * 0.01).collect();
         let w: Vec<f32> = (0..r * k).map(|i| (i % 13) as f32 * 0.02).collect();
-        let mut y = vec![0f32; n * r];
+        let dy: Vec<f32> = (0..n * r).map(|i| (i % 11) as f32 * 0.03).collect();
+        let (mut y_dot, mut y_packed, mut y_crate) =
+            (vec![0f32; n * r], vec![0f32; n * r], vec![0f32; n * r]);
+        let (mut dx_packed, mut dx_crate) = (vec![0f32; n * k], vec![0f32; n * k]);
+        // Each kernel, in turn: (name, call) pairs; a kernel this CPU lacks is left out.
+        let mut kernels: Vec<(&str, Call<'_>)> = Vec::new();
+        if dot_ok {
+            kernels.push((
+                "x·Wᵀ dot",
+                Box::new(|| {
+                    // SAFETY: x is n×k, w r×k and y n×r, row-major, distinct.
+                    unsafe {
+                        finetune_studio::ops::dot_gemm::x_wt(
+                            (n, r, k),
+                            (x.as_ptr(), k),
+                            (w.as_ptr(), k),
+                            (y_dot.as_mut_ptr(), r),
+                            (1.0, false),
+                            true,
+                        )
+                    }
+                }),
+            ));
+        }
+        if packed_ok {
+            kernels.push((
+                "packed",
+                Box::new(|| {
+                    // SAFETY: AVX2 and FMA checked; as above, w read column-major as Wᵀ.
+                    unsafe {
+                        packed_gemm::gemm(
+                            (n, r, k),
+                            row_major(y_packed.as_mut_ptr(), r),
+                            false,
+                            row_major(x.as_ptr(), k),
+                            Strided {
+                                ptr: w.as_ptr(),
+                                rs: 1,
+                                cs: k as isize,
+                            },
+                            (1.0, 1.0),
+                            threads,
+                        )
+                    }
+                }),
+            ));
+        }
+        kernels.push((
+            "gemm crate",
+            Box::new(|| crate_x_wt((n, r, k), &x, &w, &mut y_crate, threads)),
+        ));
+        if packed_ok {
+            kernels.push((
+                "dy·W packed",
+                Box::new(|| {
+                    // SAFETY: AVX2 and FMA checked; dy n×r, w r×k, dx n×k, row-major.
+                    unsafe {
+                        packed_gemm::gemm(
+                            (n, k, r),
+                            row_major(dx_packed.as_mut_ptr(), k),
+                            false,
+                            row_major(dy.as_ptr(), r),
+                            row_major(w.as_ptr(), k),
+                            (1.0, 1.0),
+                            threads,
+                        )
+                    }
+                }),
+            ));
+        }
+        kernels.push((
+            "gemm crate",
+            Box::new(|| crate_dy_w((n, r, k), &dy, &w, &mut dx_crate, threads)),
+        ));
+        let mut times = vec![Vec::new(); kernels.len()];
+        for round in 0..=rounds {
+            for (i, (_, call)) in kernels.iter_mut().enumerate() {
+                let t = Instant::now();
+                call();
+                // Round 0 warms up (pages, packing buffers).
+                if round > 0 {
+                    times[i].push(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        let names: Vec<&str> = kernels.iter().map(|(name, _)| *name).collect();
+        drop(kernels);
         let flops = 2.0 * (n * r * k) as f64;
-        // SAFETY: x is n×k, w is r×k and y is n×r, row-major, distinct.
-        let own = best_of(|| unsafe {
-            finetune_studio::ops::dot_gemm::x_wt(
-                (n, r, k),
-                (x.as_ptr(), k),
-                (w.as_ptr(), k),
-                (y.as_mut_ptr(), r),
-                (1.0, false),
-                true,
-            )
-        });
-        let own_y = y.clone();
-        // SAFETY: as above; W read column-major as the k × r right-hand side.
-        let crate_s = best_of(|| unsafe {
-            gemm::gemm(
-                n,
-                r,
-                k,
-                y.as_mut_ptr(),
-                1,
-                r as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(threads),
-            )
-        });
-        let diff = own_y
+        let figures: Vec<String> = names
             .iter()
-            .zip(&y)
-            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-            .fold(0f32, f32::max);
+            .zip(&mut times)
+            .map(|(name, t)| {
+                t.sort_by(f64::total_cmp);
+                let (median, best) = (t[t.len() / 2], t[0]);
+                format!(
+                    "{name} {:.1} ({:.1})",
+                    flops / median / 1e9,
+                    flops / best / 1e9
+                )
+            })
+            .collect();
+        let mut diff = 0f32;
+        if dot_ok {
+            diff = diff.max(rel_diff(&y_dot, &y_crate));
+        }
+        if packed_ok {
+            diff = diff
+                .max(rel_diff(&y_packed, &y_crate))
+                .max(rel_diff(&dx_packed, &dx_crate));
+        }
         println!(
-            "n {n:>4} r {r:>5} k {k:>5}: dot {:>6.1} GFLOP/s, gemm crate {:>6.1} GFLOP/s (max rel diff {diff:.1e})",
-            flops / own / 1e9,
-            flops / crate_s / 1e9
+            "n {n:>4} r {r:>5} k {k:>5}: {} (max rel diff {diff:.1e})",
+            figures.join(", ")
         );
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! The base is trained as the file stores it (`--base stored`, the default: a GGUF's
 //! quantized blocks) or as a dequantized f32 copy (`--base f32`); `--model` takes what
-//! the studio opens (a GGUF file, an HF folder, `default`).
+//! the studio opens (a GGUF file, an HF folder, `default`). With
+//! `FINETUNE_STUDIO_GEMM_PROFILE=1` it also prints the time of each f32 product shape.
 //!
 //! `cargo run --release --example bench_train -- [--model M] [--base stored|f32] [--checkpointing] [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
 
@@ -261,14 +262,34 @@ fn main() -> anyhow::Result<()> {
         "trained {:.1} tokens/s (median of {steps}), peak RSS {peak:.0} MiB",
         median(tps.clone())
     );
+    let profile = finetune_studio::ops::gemm_choice::profile();
+    if !profile.is_empty() {
+        let total: f64 = profile.iter().map(|(_, s, _)| s).sum();
+        println!("f32 products (FINETUNE_STUDIO_GEMM_PROFILE): {total:.3} s in all");
+        let t = |b: bool| if b { 'T' } else { 'N' };
+        for (c, seconds, calls) in profile.iter().take(30) {
+            let gflops = 2.0 * (c.m * c.n * c.k) as f64 * *calls as f64 / seconds / 1e9;
+            println!(
+                "  m {:>5} n {:>5} k {:>5} {}{}{} {:>8}: {calls:>5} calls {seconds:>7.3} s {gflops:>6.1} GFLOP/s",
+                c.m,
+                c.n,
+                c.k,
+                t(c.transposed[0]),
+                t(c.transposed[1]),
+                t(c.transposed[2]),
+                c.kernel.label()
+            );
+        }
+    }
     let kernels = finetune_studio::ops::gemm_choice::chosen();
     let on = |k: GemmKernel| kernels.iter().filter(|(_, c)| *c == k).count();
     println!(
-        "gemm kernels ({}): gemm 0.19 on {} shapes, gemm-f32 0.18 AVX2 on {}, dot on {}",
+        "gemm kernels ({}): gemm 0.19 on {} shapes, gemm-f32 0.18 AVX2 on {}, dot on {}, packed on {}",
         finetune_studio::sys::cpu_model(),
         on(GemmKernel::Gemm019),
         on(GemmKernel::Gemm018Avx2),
-        on(GemmKernel::Dot)
+        on(GemmKernel::Dot),
+        on(GemmKernel::Packed)
     );
     println!(
         "{}",
@@ -277,7 +298,7 @@ fn main() -> anyhow::Result<()> {
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
         "trainable_params": adapter.parameter_count(), "cpu": finetune_studio::sys::cpu_model(),
         "gemm_019_shapes": on(GemmKernel::Gemm019), "gemm_018_avx2_shapes": on(GemmKernel::Gemm018Avx2),
-        "gemm_dot_shapes": on(GemmKernel::Dot)})
+        "gemm_dot_shapes": on(GemmKernel::Dot), "gemm_packed_shapes": on(GemmKernel::Packed)})
     );
     Ok(())
 }

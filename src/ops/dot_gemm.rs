@@ -22,8 +22,10 @@ const K_BLOCK: usize = 1024;
 /// Input rows per block: a block's rows of one `k` block stay in L2 (128 × 4 KiB) while
 /// the task's weight rows pass them.
 const ROW_BLOCK: usize = 128;
-/// Weight rows per parallel task (whole tiles of both kernels).
+/// Most weight rows per parallel task (whole tiles of both kernels).
 const COLS_PER_TASK: usize = 60;
+/// Weight rows of a tile of either kernel.
+const TILE_COLS: usize = 6;
 
 /// The SIMD kernels, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +101,8 @@ unsafe fn x_wt_on(
 ) {
     let y = SendPtr(y);
     let (x, w) = (SendPtr(x as *mut f32), SendPtr(w as *mut f32));
-    let task = |first: usize| {
-        let cols = COLS_PER_TASK.min(r - first);
+    let task = |columns: std::ops::Range<usize>| {
+        let (first, cols) = (columns.start, columns.len());
         let dims = (n, cols, k);
         let (x, w) = (
             (x.ptr() as *const f32, x_stride),
@@ -134,9 +136,20 @@ unsafe fn x_wt_on(
         }
     };
     if parallel && r > COLS_PER_TASK {
-        (0..r).into_par_iter().step_by(COLS_PER_TASK).for_each(task);
+        // As many tasks as make every thread's share equal, in whole tiles: 192 columns
+        // on two threads as two tasks of 96, not 60 + 60 + 60 + 12.
+        let threads = rayon::current_num_threads().max(1);
+        let tiles = r.div_ceil(TILE_COLS);
+        let tasks = (threads * r.div_ceil(threads * COLS_PER_TASK)).min(tiles);
+        (0..tasks).into_par_iter().for_each(|t| {
+            let (from, to) = (
+                t * tiles / tasks * TILE_COLS,
+                (t + 1) * tiles / tasks * TILE_COLS,
+            );
+            task(from..to.min(r))
+        });
     } else {
-        (0..r).step_by(COLS_PER_TASK).for_each(task);
+        task(0..r);
     }
 }
 

@@ -1,8 +1,8 @@
 //! Which f32 gemm kernel each product shape runs on: gemm-f32 0.18's AVX2 + FMA kernels,
 //! the gemm crate 0.19's own choice for this CPU (AVX-512 where the CPU has it, else its
-//! AVX2 kernels), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2) the
-//! studio's own dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing,
-//! never by a constant.
+//! AVX2 kernels), the studio's packed AVX2 kernel ([`super::packed_gemm`]), or (for
+//! `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2) its dot-product
+//! kernel ([`super::dot_gemm`]), chosen on this machine by timing, never by a constant.
 //!
 //! The two crate versions implement the same algorithm with different kernels, blocking
 //! and packing, and neither wins everywhere: on AMD Zen 3 (AVX2 only) 0.19's kernels
@@ -17,8 +17,10 @@
 //! every trial ever taken converges on the quiet figure: each later run times a saved shape
 //! once more on each kernel and decides on the best times of all runs together. A choice
 //! that a neighbour's build skewed is corrected by the next quiet run instead of being kept.
-//! `FINETUNE_STUDIO_GEMM=gemm018|gemm019|dot` pins one kernel for comparisons (the dot
-//! kernel where the layout and the CPU allow it, gemm 0.19 elsewhere).
+//! `FINETUNE_STUDIO_GEMM=gemm018|gemm019|dot|packed` pins one kernel for comparisons (the
+//! dot kernel where the layout and the CPU allow it, the packed one where the CPU has AVX2
+//! and FMA, gemm 0.19 elsewhere); `FINETUNE_STUDIO_GEMM_PROFILE=1` sums each product's
+//! time by exact shape and kernel ([`profile`]; `bench_train` prints it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
@@ -33,6 +35,8 @@ pub enum GemmKernel {
     Gemm019,
     /// [`super::dot_gemm`]: `x · Wᵀ` as dot products of contiguous rows (AVX-512 or AVX2).
     Dot,
+    /// [`super::packed_gemm`]: packed operands, a 6 × 16 AVX2 micro-kernel.
+    Packed,
 }
 
 impl GemmKernel {
@@ -41,6 +45,7 @@ impl GemmKernel {
             GemmKernel::Gemm018Avx2 => "gemm018",
             GemmKernel::Gemm019 => "gemm019",
             GemmKernel::Dot => "dot",
+            GemmKernel::Packed => "packed",
         }
     }
     fn from_label(s: &str) -> Option<Self> {
@@ -48,6 +53,7 @@ impl GemmKernel {
             "gemm018" => Some(GemmKernel::Gemm018Avx2),
             "gemm019" => Some(GemmKernel::Gemm019),
             "dot" => Some(GemmKernel::Dot),
+            "packed" => Some(GemmKernel::Packed),
             _ => None,
         }
     }
@@ -102,6 +108,9 @@ impl ShapeKey {
         let mut out = vec![GemmKernel::Gemm018Avx2, GemmKernel::Gemm019];
         if self.dot && super::dot_gemm::available() {
             out.push(GemmKernel::Dot);
+        }
+        if super::packed_gemm::available() {
+            out.push(GemmKernel::Packed);
         }
         out
     }
@@ -202,6 +211,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
             GemmKernel::Gemm018Avx2,
             GemmKernel::Gemm019,
             GemmKernel::Dot,
+            GemmKernel::Packed,
         ]
         .into_iter()
         .filter_map(|k| {
@@ -359,6 +369,61 @@ pub fn chosen() -> Vec<(String, GemmKernel)> {
     out
 }
 
+/// A product's exact shape and kernel, as the profile counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProfiledCall {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Which operands are read column-major (dst, lhs, rhs).
+    pub transposed: [bool; 3],
+    pub kernel: GemmKernel,
+}
+
+/// Seconds and calls of each product since the start, when `FINETUNE_STUDIO_GEMM_PROFILE`
+/// is set (the benchmarks print it).
+static PROFILE: Mutex<Option<HashMap<ProfiledCall, (f64, usize)>>> = Mutex::new(None);
+
+/// Whether products are profiled (`FINETUNE_STUDIO_GEMM_PROFILE` set, to anything).
+fn profiling() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FINETUNE_STUDIO_GEMM_PROFILE").is_some())
+}
+
+/// Adds its call's time to the profile when dropped.
+struct Profiled {
+    start: Instant,
+    call: ProfiledCall,
+}
+
+impl Drop for Profiled {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = PROFILE.lock() {
+            let entry = guard
+                .get_or_insert_with(HashMap::new)
+                .entry(self.call)
+                .or_insert((0.0, 0));
+            entry.0 += self.start.elapsed().as_secs_f64();
+            entry.1 += 1;
+        }
+    }
+}
+
+/// The profile (`(call, seconds, calls)`, most time first; empty unless
+/// `FINETUNE_STUDIO_GEMM_PROFILE` is set). Timed trials of the choice are not in it.
+pub fn profile() -> Vec<(ProfiledCall, f64, usize)> {
+    let Ok(guard) = PROFILE.lock() else {
+        return Vec::new();
+    };
+    let mut rows: Vec<_> = guard
+        .iter()
+        .flatten()
+        .map(|(call, (seconds, calls))| (*call, *seconds, *calls))
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rows
+}
+
 /// `dst = alpha · dst + beta · lhs · rhs` (`dst` read only when `read_dst`), with the
 /// arguments of `gemm::gemm`, on the kernel chosen for its shape.
 ///
@@ -398,6 +463,9 @@ pub unsafe fn gemm(
         && rhs_cs >= 0;
     let (kernel, timed) = match pinned() {
         Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Gemm019, false),
+        Some(GemmKernel::Packed) if !super::packed_gemm::available() => {
+            (GemmKernel::Gemm019, false)
+        }
         Some(k) => (k, false),
         None if !choices_available() || macs < TIMED_MIN_MACS => (GemmKernel::Gemm018Avx2, false),
         None => {
@@ -444,6 +512,16 @@ pub unsafe fn gemm(
         }
     };
     debug_assert!(!timed);
+    let _profiled = profiling().then(|| Profiled {
+        start: Instant::now(),
+        call: ProfiledCall {
+            m,
+            n,
+            k,
+            transposed: [dst_cs != 1, lhs_cs != 1, rhs_cs != 1],
+            kernel,
+        },
+    });
     // SAFETY: the caller's promises.
     unsafe {
         run(
@@ -504,6 +582,35 @@ unsafe fn run(
                 (dst, dst_rs as usize),
                 (beta, read_dst),
                 matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
+            )
+        },
+        // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned) only
+        // where the CPU has AVX2 and FMA.
+        GemmKernel::Packed => unsafe {
+            use super::packed_gemm::Strided;
+            super::packed_gemm::gemm(
+                (m, n, k),
+                Strided {
+                    ptr: dst,
+                    rs: dst_rs,
+                    cs: dst_cs,
+                },
+                read_dst,
+                Strided {
+                    ptr: lhs,
+                    rs: lhs_rs,
+                    cs: lhs_cs,
+                },
+                Strided {
+                    ptr: rhs,
+                    rs: rhs_rs,
+                    cs: rhs_cs,
+                },
+                (alpha, beta),
+                match parallelism {
+                    gemm::Parallelism::Rayon(t) => t.max(1),
+                    _ => 1,
+                },
             )
         },
         // SAFETY: the caller's promises; gemm 0.19 picks its kernels for this CPU.
@@ -589,6 +696,9 @@ mod tests {
         if super::super::dot_gemm::available() {
             kernels.push(GemmKernel::Dot);
         }
+        if super::super::packed_gemm::available() {
+            kernels.push(GemmKernel::Packed);
+        }
         for kernel in kernels {
             for par in [gemm::Parallelism::None, gemm::Parallelism::Rayon(2)] {
                 let layouts: &[(&[f32], isize, isize)] = if kernel == GemmKernel::Dot {
@@ -672,7 +782,7 @@ mod tests {
     fn a_shape_is_decided_after_its_trials_and_kept() {
         let key = key(1 << 20, false);
         // gemm 0.19 twice as fast per multiply-add.
-        let runs = take_turns(key, 2 * TRIALS, |k| {
+        let runs = take_turns(key, key.candidates().len() * TRIALS, |k| {
             if k == GemmKernel::Gemm019 {
                 1.0
             } else {
@@ -701,6 +811,7 @@ mod tests {
         let time = |k: GemmKernel| match k {
             GemmKernel::Dot => 0.5,
             GemmKernel::Gemm019 => 1.0,
+            GemmKernel::Packed => 1.5,
             GemmKernel::Gemm018Avx2 => 2.0,
         };
         let runs = take_turns(key, candidates.len() * TRIALS, time);
@@ -780,14 +891,32 @@ mod tests {
                 ])),
             );
         }
-        // This run is quiet: gemm 0.19 twice as fast as 0.18's best.
-        take_turns(key, 2 * RECHECK_TRIALS, |k| {
-            if k == GemmKernel::Gemm019 {
-                1.0
+        // This run is quiet: gemm 0.19 twice as fast as 0.18's best. A kernel with no saved
+        // time (the packed one, where the CPU has it) takes its full trials, the others
+        // take turns with it meanwhile.
+        let packed = super::super::packed_gemm::available();
+        let mut calls = 0;
+        while let (kernel, true) = pick(key) {
+            record(
+                key,
+                kernel,
+                if kernel == GemmKernel::Gemm019 {
+                    1.0
+                } else {
+                    2.5
+                },
+            );
+            calls += 1;
+            assert!(calls <= 3 * TRIALS, "the shape was never decided");
+        }
+        assert_eq!(
+            calls,
+            if packed {
+                3 * TRIALS
             } else {
-                2.5
+                2 * RECHECK_TRIALS
             }
-        });
+        );
         assert_eq!(pick(key), (GemmKernel::Gemm019, false));
         let guard = CHOICES.lock().unwrap();
         let best = guard.as_ref().and_then(|c| match c.shapes.get(&key) {
@@ -795,12 +924,10 @@ mod tests {
             _ => None,
         });
         // The best of each over both runs.
-        assert_eq!(
-            best,
-            Some(Times::from([
-                (GemmKernel::Gemm018Avx2, 2.0),
-                (GemmKernel::Gemm019, 1.0)
-            ]))
-        );
+        let mut want = Times::from([(GemmKernel::Gemm018Avx2, 2.0), (GemmKernel::Gemm019, 1.0)]);
+        if packed {
+            want.insert(GemmKernel::Packed, 2.5);
+        }
+        assert_eq!(best, Some(want));
     }
 }

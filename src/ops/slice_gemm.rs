@@ -153,8 +153,9 @@ pub fn gemm_new(
     // gemm as a raw pointer only (no slice of uninitialized floats is formed); with
     // `read_dst` false gemm stores into every element of `dst` during its first pass over
     // the inner dimension and reads none before (gemm-common: alpha is set to zero and
-    // the micro-kernels' alpha-zero path only writes; the dot kernel `gemm_choice` may run
-    // instead writes each sum of its first `k` block before any read), so all `m · n`
+    // the micro-kernels' alpha-zero path only writes; the dot and packed kernels
+    // `gemm_choice` may run instead write each sum of their first `k` block before any
+    // read), so all `m · n`
     // elements are initialized when `set_len` runs.
     unsafe {
         gemm_raw(
