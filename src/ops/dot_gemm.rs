@@ -136,8 +136,8 @@ unsafe fn x_wt_on(
         }
     };
     if parallel && r > COLS_PER_TASK {
-        // As many tasks as make every thread's share equal, in whole tiles: 192 columns
-        // on two threads as two tasks of 96, not 60 + 60 + 60 + 12.
+        // A multiple of the threads' count of tasks, of equal size in whole tiles: 192
+        // columns on two threads as four tasks of 48, not 60 + 60 + 60 + 12.
         let threads = rayon::current_num_threads().max(1);
         let tiles = r.div_ceil(TILE_COLS);
         let tasks = (threads * r.div_ceil(threads * COLS_PER_TASK)).min(tiles);
