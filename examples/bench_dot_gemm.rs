@@ -24,64 +24,33 @@ fn row_major(ptr: *const f32, cols: usize) -> Strided<f32> {
     }
 }
 
-/// `y [n, r] = x [n, k] · w [r, k]ᵀ` on the gemm crate.
-fn crate_x_wt(
-    (n, r, k): (usize, usize, usize),
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
+/// `dst [m, n] = lhs [m, k] · rhs` on the gemm crate, `dst` and `lhs` row-major, element
+/// (p, j) of `rhs` at `p · rhs_rs + j · rhs_cs`.
+fn crate_gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    lhs: &[f32],
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
     threads: usize,
 ) {
-    // SAFETY: x is n×k, w r×k (read column-major as the k × r right-hand side), y n×r.
+    assert!(dst.len() >= m * n && lhs.len() >= m * k);
+    assert!(rhs.len() > (k.max(1) - 1) * rhs_rs + (n.max(1) - 1) * rhs_cs);
+    // SAFETY: the lengths checked above cover every element the strides reach.
     unsafe {
         gemm::gemm(
-            n,
-            r,
-            k,
-            y.as_mut_ptr(),
-            1,
-            r as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(threads),
-        )
-    }
-}
-
-/// `dx [n, k] = dy [n, r] · w [r, k]` on the gemm crate.
-fn crate_dy_w(
-    (n, r, k): (usize, usize, usize),
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-    threads: usize,
-) {
-    // SAFETY: dy is n×r, w r×k and dx n×k, row-major.
-    unsafe {
-        gemm::gemm(
+            m,
             n,
             k,
-            r,
-            dx.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
-            k as isize,
+            n as isize,
             false,
-            dy.as_ptr(),
-            1,
-            r as isize,
-            w.as_ptr(),
+            lhs.as_ptr(),
             1,
             k as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
             1.0,
             1.0,
             false,
@@ -182,7 +151,8 @@ fn main() {
         }
         kernels.push((
             "gemm crate",
-            Box::new(|| crate_x_wt((n, r, k), &x, &w, &mut y_crate, threads)),
+            // W [r, k] read column-major as the k × r right-hand side.
+            Box::new(|| crate_gemm((n, r, k), &mut y_crate, &x, (&w, 1, k), threads)),
         ));
         if packed_ok {
             kernels.push((
@@ -205,7 +175,7 @@ fn main() {
         }
         kernels.push((
             "gemm crate",
-            Box::new(|| crate_dy_w((n, r, k), &dy, &w, &mut dx_crate, threads)),
+            Box::new(|| crate_gemm((n, k, r), &mut dx_crate, &dy, (&w, k, 1), threads)),
         ));
         let mut times = vec![Vec::new(); kernels.len()];
         for round in 0..=rounds {
