@@ -71,6 +71,16 @@ impl<T> Strided<T> {
     }
 }
 
+/// Where a task reads a block's panels of `rhs` from.
+#[derive(Clone, Copy)]
+enum Panels {
+    /// Packed once per block: panel `p` at `ptr + p · kc · 16`, 16 values a step.
+    Packed(Strided<f32>),
+    /// The operand itself, its rows contiguous, read where it lies (full panels; a last
+    /// partial one is packed by its task).
+    InPlace(Strided<f32>),
+}
+
 /// How a block's sums meet `dst`: `dst = alpha · dst + beta · sums` when `read`, else
 /// `dst = beta · sums`.
 #[derive(Clone, Copy)]
@@ -172,7 +182,11 @@ pub unsafe fn gemm(
                                 (pc, kc),
                                 (jc, n),
                                 lhs,
-                                (!in_place).then_some(packed).ok_or(rhs),
+                                if in_place {
+                                    Panels::InPlace(rhs)
+                                } else {
+                                    Panels::Packed(packed)
+                                },
                                 dst,
                                 store,
                                 buf,
@@ -299,15 +313,14 @@ unsafe fn pack_lhs(
 /// its tiles, panel by panel of the packed `rhs`.
 ///
 /// # Safety
-/// As for [`gemm`]; `rhs` is the block's packed panels (`Ok`) or the operand itself, read
-/// in place (`Err`: rows contiguous); no other task writes these tiles.
+/// As for [`gemm`]; `rhs` holds the block's panels; no other task writes these tiles.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_task(
     (rows, panels): (std::ops::Range<usize>, std::ops::Range<usize>),
     (pc, kc): (usize, usize),
     (jc, n): (usize, usize),
     lhs: Strided<f32>,
-    rhs: Result<Strided<f32>, Strided<f32>>,
+    rhs: Panels,
     dst: Strided<f32>,
     store: Store,
     buf: &mut Vec<f32>,
@@ -320,10 +333,10 @@ unsafe fn block_task(
         let cols = NR.min(n - col);
         let (b, b_stride) = match rhs {
             // SAFETY: panel p of the block holds kc · 16 values.
-            Ok(packed) => (unsafe { packed.ptr.add(p * kc * NR) }, NR as isize),
+            Panels::Packed(packed) => (unsafe { packed.ptr.add(p * kc * NR) }, NR as isize),
             // SAFETY: the caller's promises: 16 values of each of rows pc .. pc + kc.
-            Err(rhs) if cols == NR => (unsafe { rhs.at(pc, col) }, rhs.rs),
-            Err(rhs) => {
+            Panels::InPlace(rhs) if cols == NR => (unsafe { rhs.at(pc, col) }, rhs.rs),
+            Panels::InPlace(rhs) => {
                 // SAFETY: the caller's promises; `edge` holds kc rows of 16.
                 unsafe { pack_rhs(rhs, (pc, kc), (col, n), &mut edge[..kc * NR]) };
                 (edge.as_ptr(), NR as isize)
