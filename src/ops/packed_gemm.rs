@@ -5,13 +5,17 @@
 //! 12 accumulators of 8 lanes in registers while a panel of `rhs` stays in L1: per value
 //! of `k`, two loads and six broadcasts for twelve FMAs, no reduction across lanes.
 //!
-//! Written here because the gemm crates' AVX2 kernels reach about 65 % of the cores' FMA
-//! peak on the training step's products on AMD Zen 3 (119–129 of 197 GFLOP/s on two
-//! threads for `[1024, 576] × [576, 1536]`, where OpenBLAS's Haswell kernels reach
-//! 145–181 and MKL 115–180), and the step is three quarters such products. Operands may
-//! have any strides (the packing reads them); `dst` is written a row of 16 at a time
-//! where its rows are contiguous, element by element elsewhere. Which kernel a shape runs
-//! on is decided by timing (`ops::gemm_choice`).
+//! Written here because f32 products are four fifths of a training step and the gemm
+//! crates' blocking, packing and split between threads are fixed inside them:
+//! this one splits rows into bands of equal height (the threads end together), reads a
+//! 16-row product's row-major `rhs` in place instead of copying it, and is the place for
+//! what a crate cannot do (a LoRA term in the same inner loop, dequantizing into the
+//! packed panels). On AMD Zen 3 it runs the step's largest products at the gemm crate's
+//! rate (medians taking turns call by call: 123–137 against 114–127 GFLOP/s for
+//! `[1024, 576] × [576, 1536]`, where the cores peak at 197) and is behind on 16-row ones,
+//! so it is one candidate of the timed choice (`ops::gemm_choice`), not the default.
+//! Operands may have any strides (the packing reads them); `dst` is written a row of 16
+//! at a time where its rows are contiguous, element by element elsewhere.
 
 use std::cell::RefCell;
 
