@@ -266,18 +266,11 @@ fn main() -> anyhow::Result<()> {
     if !profile.is_empty() {
         let total: f64 = profile.iter().map(|(_, s, _)| s).sum();
         println!("f32 products (FINETUNE_STUDIO_GEMM_PROFILE): {total:.3} s in all");
-        let t = |b: bool| if b { 'T' } else { 'N' };
-        for (c, seconds, calls) in profile.iter().take(30) {
-            let gflops = 2.0 * (c.m * c.n * c.k) as f64 * *calls as f64 / seconds / 1e9;
+        for (call, seconds, calls) in profile.iter().take(30) {
+            let gflops = 2.0 * (call.m * call.n * call.k) as f64 * *calls as f64 / seconds / 1e9;
             println!(
-                "  m {:>5} n {:>5} k {:>5} {}{}{} {:>8}: {calls:>5} calls {seconds:>7.3} s {gflops:>6.1} GFLOP/s",
-                c.m,
-                c.n,
-                c.k,
-                t(c.transposed[0]),
-                t(c.transposed[1]),
-                t(c.transposed[2]),
-                c.kernel.label()
+                "  {:<32} {calls:>5} calls {seconds:>7.3} s {gflops:>6.1} GFLOP/s",
+                call.label()
             );
         }
     }

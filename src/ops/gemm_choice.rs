@@ -89,15 +89,12 @@ struct ShapeKey {
 
 impl ShapeKey {
     fn label(&self) -> String {
-        let t = |b: bool| if b { 'T' } else { 'N' };
         format!(
-            "m{} n{} k{} {}{}{} t{}{}",
+            "m{} n{} k{} {} t{}{}",
             self.m,
             self.n,
             self.k,
-            t(self.transposed[0]),
-            t(self.transposed[1]),
-            t(self.transposed[2]),
+            layout_label(self.transposed),
             self.threads,
             if self.dot { " dot" } else { "" }
         )
@@ -167,17 +164,16 @@ fn choices_available() -> bool {
     })
 }
 
-/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (the dot kernel only where the CPU runs
-/// it; gemm 0.19 in its place elsewhere).
+/// The kernel `FINETUNE_STUDIO_GEMM` pins, if any (the dot and packed kernels only where
+/// the CPU runs them; gemm 0.19 in their place elsewhere).
 fn pinned() -> Option<GemmKernel> {
     static PINNED: OnceLock<Option<GemmKernel>> = OnceLock::new();
     *PINNED.get_or_init(|| {
         let asked = std::env::var("FINETUNE_STUDIO_GEMM").ok()?;
-        let k = GemmKernel::from_label(&asked)?;
-        Some(if k == GemmKernel::Dot && !super::dot_gemm::available() {
-            GemmKernel::Gemm019
-        } else {
-            k
+        Some(match GemmKernel::from_label(&asked)? {
+            GemmKernel::Dot if !super::dot_gemm::available() => GemmKernel::Gemm019,
+            GemmKernel::Packed if !super::packed_gemm::available() => GemmKernel::Gemm019,
+            k => k,
         })
     })
 }
@@ -380,6 +376,28 @@ pub struct ProfiledCall {
     pub kernel: GemmKernel,
 }
 
+impl ProfiledCall {
+    /// `m1024 n576 k1536 NNT packed`.
+    pub fn label(&self) -> String {
+        format!(
+            "m{} n{} k{} {} {}",
+            self.m,
+            self.n,
+            self.k,
+            layout_label(self.transposed),
+            self.kernel.label()
+        )
+    }
+}
+
+/// `T` for each operand (dst, lhs, rhs) read column-major, `N` for each read row-major.
+fn layout_label(transposed: [bool; 3]) -> String {
+    transposed
+        .iter()
+        .map(|&t| if t { 'T' } else { 'N' })
+        .collect()
+}
+
 /// Seconds and calls of each product since the start, when `FINETUNE_STUDIO_GEMM_PROFILE`
 /// is set (the benchmarks print it).
 static PROFILE: Mutex<Option<HashMap<ProfiledCall, (f64, usize)>>> = Mutex::new(None);
@@ -463,9 +481,6 @@ pub unsafe fn gemm(
         && rhs_cs >= 0;
     let (kernel, timed) = match pinned() {
         Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Gemm019, false),
-        Some(GemmKernel::Packed) if !super::packed_gemm::available() => {
-            (GemmKernel::Gemm019, false)
-        }
         Some(k) => (k, false),
         None if !choices_available() || macs < TIMED_MIN_MACS => (GemmKernel::Gemm018Avx2, false),
         None => {

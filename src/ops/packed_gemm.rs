@@ -78,7 +78,8 @@ impl<T> Strided<T> {
 /// Where a task reads a block's panels of `rhs` from.
 #[derive(Clone, Copy)]
 enum Panels {
-    /// Packed once per block: panel `p` at `ptr + p · kc · 16`, 16 values a step.
+    /// Packed once per block: panel `p` as row `p` (`kc · 16` values apart), 16 values a
+    /// step.
     Packed(Strided<f32>),
     /// The operand itself, its rows contiguous, read where it lies (full panels; a last
     /// partial one is packed by its task).
@@ -138,19 +139,19 @@ pub unsafe fn gemm(
             let panels = nc.div_ceil(NR);
             for pc in (0..k).step_by(kc_max) {
                 let kc = kc_max.min(k - pc);
-                packed.clear();
                 if !in_place {
+                    packed.clear();
                     packed.resize(panels * kc * NR, 0.0);
-                }
-                let pack = |(p, out): (usize, &mut [f32])| {
-                    // SAFETY: the caller's promises on rhs; panel `p` covers columns
-                    // `jc + 16p ..` (those below n) of rows `pc .. pc + kc`.
-                    unsafe { pack_rhs(rhs, (pc, kc), (jc + p * NR, n), out) }
-                };
-                if threads > 1 {
-                    packed.par_chunks_mut(kc * NR).enumerate().for_each(pack);
-                } else {
-                    packed.chunks_mut(kc * NR).enumerate().for_each(pack);
+                    let pack = |(p, out): (usize, &mut [f32])| {
+                        // SAFETY: the caller's promises on rhs; panel `p` covers columns
+                        // `jc + 16p ..` (those below n) of rows `pc .. pc + kc`.
+                        unsafe { pack_rhs(rhs, (pc, kc), (jc + p * NR, n), out) }
+                    };
+                    if threads > 1 {
+                        packed.par_chunks_mut(kc * NR).enumerate().for_each(pack);
+                    } else {
+                        packed.chunks_mut(kc * NR).enumerate().for_each(pack);
+                    }
                 }
                 let store = if pc == 0 {
                     Store {
@@ -165,10 +166,11 @@ pub unsafe fn gemm(
                         read: true,
                     }
                 };
+                // Panel p is "row" p of the packed block.
                 let packed = Strided {
                     ptr: packed.as_ptr(),
-                    rs: 0,
-                    cs: 0,
+                    rs: (kc * NR) as isize,
+                    cs: 1,
                 };
                 let task = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
                     LHS_PACK.with(|kept| {
@@ -337,7 +339,7 @@ unsafe fn block_task(
         let cols = NR.min(n - col);
         let (b, b_stride) = match rhs {
             // SAFETY: panel p of the block holds kc · 16 values.
-            Panels::Packed(packed) => (unsafe { packed.ptr.add(p * kc * NR) }, NR as isize),
+            Panels::Packed(packed) => (unsafe { packed.at(p, 0) }, NR as isize),
             // SAFETY: the caller's promises: 16 values of each of rows pc .. pc + kc.
             Panels::InPlace(rhs) if cols == NR => (unsafe { rhs.at(pc, col) }, rhs.rs),
             Panels::InPlace(rhs) => {

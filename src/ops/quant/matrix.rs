@@ -315,17 +315,18 @@ impl QuantMatrix {
             // A 32-value type's stored pages were released behind its copy: its rows are
             // rebuilt from the copy, eight at a time, rather than read back into memory.
             let (rb, cols) = (self.row_bytes, self.cols.max(1));
-            let mut group = vec![0u8; 8 * rb];
+            const ROWS: usize = super::interleaved::ROWS;
+            let mut group = vec![0u8; ROWS * rb];
             let (mut r, end) = (first, first + n);
             while r < end {
-                let g = r / 8;
-                let (lo, hi) = (r - 8 * g, (end - 8 * g).min(8));
+                let g = r / ROWS;
+                let (lo, hi) = (r - ROWS * g, (end - ROWS * g).min(ROWS));
                 if !copy.stored_group(g, &mut group) {
                     break;
                 }
-                let rows_out = &mut out[(r - first) * cols..(8 * g + hi - first) * cols];
+                let rows_out = &mut out[(r - first) * cols..(ROWS * g + hi - first) * cols];
                 self.ty.dequantize(&group[lo * rb..hi * rb], rows_out);
-                r = 8 * g + hi;
+                r = ROWS * g + hi;
             }
             if r >= end {
                 return;
@@ -463,8 +464,8 @@ impl QuantMatrix {
 
     /// The interleaved copy that products at `level` read: for a matrix of a type with
     /// one (Q4_K, Q6_K, the 32-value types) whose decode steps take the AVX2 level on this
-    /// CPU (by [`kernel_choice`] on AVX-512), built on first use with the mapped file's pages released as it goes;
-    /// `None` for the other types and levels, and once [`Self::keep_stored_layout`] ran.
+    /// CPU (by [`kernel_choice`] on AVX-512), built on first use with the mapped file's
+    /// pages released as it goes; `None` for the other types and levels, and once [`Self::keep_stored_layout`] ran.
     /// A copy that exists is read at AVX2 whatever the choice: the timing of
     /// [`kernel_choice`] builds one first ([`Self::build_interleaved_copy`]), so that its
     /// product at AVX2 never asks for the choice it is making.
