@@ -17,13 +17,17 @@
 //! matrix released behind the repacking; the 32-value types' stored blocks are rebuilt
 //! from the copy when something asks for rows ([`Interleaved::stored_group`]). It is
 //! llama.cpp's idea (its repacking at load), in layouts of our own that need no shuffles
-//! per value. Each thread reads its groups as one stream, which the hardware prefetcher
-//! follows: software prefetches one to eight blocks ahead were no faster on AMD Zen 3.
+//! per value. Each thread reads its groups as one stream, and the kernels ask every line
+//! 2 KiB ahead into cache as they go: with the work the kernels do per byte, the
+//! hardware prefetcher alone kept two cores at about 17–20 GB/s from memory where a bare
+//! read loop takes 35 (AMD Zen 3; `examples/bench_quant_matvec`, BENCHMARKS.md).
 //! Written here because no crate has integer kernels over interleaved quantized rows.
 //!
 //! # Safety
 //! [`Interleaved::repack`] needs AVX2, the products AVX2, FMA and F16C (the caller checks
 //! `Isa::Avx2`).
+
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 
 use candle_core::quantized::k_quants::BlockQ8K;
 use rayon::prelude::*;
@@ -41,6 +45,26 @@ const SLAB_BYTES: usize = 8 << 20;
 /// How far behind the rows being read the stored pages are given back (more than the
 /// 64 KiB that Linux maps around a faulting page of a file).
 const FAULT_AROUND_BYTES: usize = 256 << 10;
+
+/// How far ahead of the block being multiplied a decode kernel asks its copy's lines into
+/// cache (the groups of a task lie one after another, so this runs on into the next
+/// group).
+const PREFETCH_AHEAD_BYTES: usize = 2048;
+
+/// Asks bytes `part` of the block that starts [`PREFETCH_AHEAD_BYTES`] after `b` into
+/// cache: a kernel that asks for each part of the block ahead as it reads the same part
+/// of its own keeps the requests in step with its reading.
+#[inline]
+#[target_feature(enable = "sse")]
+pub(super) unsafe fn prefetch_ahead(b: *const u8, part: std::ops::Range<usize>) {
+    let mut at = part.start & !63;
+    while at < part.end {
+        // A prefetch reads nothing architecturally and faults on nothing, past the end of
+        // the copy included; `wrapping_add` keeps the address arithmetic defined there.
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD_BYTES + at).cast());
+        at += 64;
+    }
+}
 
 /// One 32-byte line of a copy (the type keeps the copy aligned for vector loads).
 #[derive(Clone, Copy)]

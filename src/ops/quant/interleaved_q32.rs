@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 
 use super::format::StoredType;
-use super::interleaved::{Line, ROWS};
+use super::interleaved::{prefetch_ahead, Line, ROWS};
 
 /// The rows' scales `d` (f16).
 const D: usize = 0;
@@ -233,6 +233,7 @@ pub(super) unsafe fn gemv<const TY: u8, const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for s in 0..blocks {
         let t = base.add(s * tile_bytes);
+        prefetch_ahead(t, 0..tile_bytes);
         let mut sums = [_mm256_setzero_si256(); N];
         if TY == Q8_0 {
             for unit in 0..16 {

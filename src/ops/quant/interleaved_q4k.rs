@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use super::dot_kquant_avx2::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
 use super::format::k4_scale_words;
-use super::interleaved::{Line, ROWS};
+use super::interleaved::{prefetch_ahead, Line, ROWS};
 use super::kquant_tiles::store_transposed;
 
 /// The rows' `d` (f16).
@@ -93,6 +93,7 @@ pub(super) unsafe fn gemv<const N: usize>(
         let b = base.add(s * BLOCK);
         let mut sum = [_mm256_setzero_si256(); N];
         for pair in 0..4 {
+            prefetch_ahead(b, pair * BLOCK / 4..(pair + 1) * BLOCK / 4);
             let (sc_lo, sc_hi) = (sub_scales(b, 2 * pair), sub_scales(b, 2 * pair + 1));
             let mut lo16 = [_mm256_setzero_si256(); N];
             let mut hi16 = [_mm256_setzero_si256(); N];

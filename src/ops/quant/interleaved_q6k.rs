@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::dot_kquant_avx2::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS};
-use super::interleaved::{Line, ROWS};
+use super::interleaved::{prefetch_ahead, Line, ROWS};
 use super::kquant_tiles::store_transposed;
 
 /// Bytes of a Q6_K super-block as stored.
@@ -159,6 +159,8 @@ pub(super) unsafe fn gemv<const N: usize>(
         let mut sum = [_mm256_setzero_si256(); N];
         for half in 0..2 {
             for quarter in 0..2 {
+                let part = 2 * half + quarter;
+                prefetch_ahead(b, part * BLOCK / 4..(part + 1) * BLOCK / 4);
                 // Chunks 4·quarter .. +4: values of groups 8h + 2k + quarter.
                 let mut sc = [_mm256_setzero_si256(); 4];
                 for (k, sc) in sc.iter_mut().enumerate() {
