@@ -63,9 +63,19 @@ pub fn step(
             _ => &full,
         };
         norm(&l.input_norm, &x, &mut xn)?;
-        let mut q = linear(&l.q_proj, &xn, pair(LoraTarget::QProj))?;
-        let mut k = linear(&l.k_proj, &xn, pair(LoraTarget::KProj))?;
-        let v = linear(&l.v_proj, &xn, pair(LoraTarget::VProj))?;
+        // The three products of one input run side by side, each split over the threads
+        // as well: the threads take the next product's work instead of waiting at the end
+        // of each.
+        let (q, (k, v)) = rayon::join(
+            || linear(&l.q_proj, &xn, pair(LoraTarget::QProj)),
+            || {
+                rayon::join(
+                    || linear(&l.k_proj, &xn, pair(LoraTarget::KProj)),
+                    || linear(&l.v_proj, &xn, pair(LoraTarget::VProj)),
+                )
+            },
+        );
+        let (mut q, mut k, v) = (q?, k?, v?);
         if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
             norm_heads(qn, &mut q, hd)?;
             norm_heads(kn, &mut k, hd)?;
@@ -81,8 +91,11 @@ pub fn step(
         }
         x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         norm(&l.pre_mlp_norm, &x, &mut xn)?;
-        let gate = linear(&l.gate_proj, &xn, pair(LoraTarget::GateProj))?;
-        let up = linear(&l.up_proj, &xn, pair(LoraTarget::UpProj))?;
+        let (gate, up) = rayon::join(
+            || linear(&l.gate_proj, &xn, pair(LoraTarget::GateProj)),
+            || linear(&l.up_proj, &xn, pair(LoraTarget::UpProj)),
+        );
+        let (gate, up) = (gate?, up?);
         let mut act = vec![0f32; gate.len()];
         cfg.style.activation.forward(&gate, &up, &mut act);
         let mut down = linear(&l.down_proj, &act, pair(LoraTarget::DownProj))?;
