@@ -43,6 +43,18 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `dst [n, cols] += scale · lhsᵀ · rhs` for `lhs [r, n]` and `rhs [r, cols]`, both
+/// row-major: an adapter's rank-`r` term added onto the base product's output.
+fn add_rank_product(
+    dst: &mut [f32],
+    (n, cols, r): (usize, usize, usize),
+    lhs: &[f32],
+    rhs: &[f32],
+    scale: f32,
+) -> Result<()> {
+    gemm_into(dst, true, (n, cols, r), lhs, true, rhs, false, scale, All)
+}
+
 fn tensor_of(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &candle_core::Device::Cpu)
 }
@@ -149,17 +161,7 @@ impl CustomOp3 for LoraLinear {
         // product ran at half the speed.
         let bt = transpose(b, out, r);
         let mut y = self.weight.x_wt_new(n, x)?;
-        gemm_into(
-            &mut y,
-            true,
-            (n, out, r),
-            &ht,
-            true,
-            &bt,
-            false,
-            self.scale,
-            All,
-        )?;
+        add_rank_product(&mut y, (n, out, r), &ht, &bt, self.scale)?;
         let _ = self.h_t.set(ht);
         Ok((CpuStorage::F32(y), output_shape(xl.shape(), out)))
     }
@@ -214,17 +216,7 @@ impl CustomOp3 for LoraLinear {
                             // dy W first, then dh A added on top (as in the forward).
                             None => {
                                 let mut dx = self.weight.dy_w_new(n, dy)?;
-                                gemm_into(
-                                    &mut dx,
-                                    true,
-                                    (n, inp, r),
-                                    &dht,
-                                    true,
-                                    a,
-                                    false,
-                                    1.0,
-                                    All,
-                                )?;
+                                add_rank_product(&mut dx, (n, inp, r), &dht, a, 1.0)?;
                                 dx
                             }
                         };

@@ -27,13 +27,12 @@
 //! [`Interleaved::repack`] needs AVX2, the products AVX2, FMA and F16C (the caller checks
 //! `Isa::Avx2`).
 
-use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-
 use candle_core::quantized::k_quants::BlockQ8K;
 use rayon::prelude::*;
 
 use super::activation::Q8Rows;
 use super::format::StoredType;
+use super::matrix::{prefetch_lines, PREFETCH_AHEAD_BYTES};
 use super::{interleaved_q32 as q32, interleaved_q4k as q4k, interleaved_q6k as q6k, QuantMatrix};
 use crate::ops::slice_gemm::SharedOut;
 
@@ -46,24 +45,16 @@ const SLAB_BYTES: usize = 8 << 20;
 /// 64 KiB that Linux maps around a faulting page of a file).
 const FAULT_AROUND_BYTES: usize = 256 << 10;
 
-/// How far ahead of the block being multiplied a decode kernel asks its copy's lines into
-/// cache (the groups of a task lie one after another, so this runs on into the next
-/// group).
-const PREFETCH_AHEAD_BYTES: usize = 2048;
-
 /// Asks bytes `part` of the block that starts [`PREFETCH_AHEAD_BYTES`] after `b` into
 /// cache: a kernel that asks for each part of the block ahead as it reads the same part
-/// of its own keeps the requests in step with its reading.
+/// of its own keeps the requests in step with its reading (the groups of a task lie one
+/// after another, so near a group's end this asks for the next group's lines).
 #[inline]
-#[target_feature(enable = "sse")]
-pub(super) unsafe fn prefetch_ahead(b: *const u8, part: std::ops::Range<usize>) {
-    let mut at = part.start & !63;
-    while at < part.end {
-        // A prefetch reads nothing architecturally and faults on nothing, past the end of
-        // the copy included; `wrapping_add` keeps the address arithmetic defined there.
-        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD_BYTES + at).cast());
-        at += 64;
-    }
+pub(super) fn prefetch_ahead(b: *const u8, part: std::ops::Range<usize>) {
+    prefetch_lines(
+        b.wrapping_add(PREFETCH_AHEAD_BYTES + part.start),
+        part.len(),
+    );
 }
 
 /// One 32-byte line of a copy (the type keeps the copy aligned for vector loads).

@@ -588,31 +588,41 @@ impl QuantMatrix {
 /// one-row kernels.
 const TILE_MIN_ROWS: usize = 8;
 
-/// How far ahead of the row being multiplied its successors are asked into cache. The
-/// integer kernels do enough work per byte that the out-of-order core stops issuing loads
-/// long before memory answers, and the hardware prefetcher alone kept a decode step at
-/// half the memory bandwidth (`examples/bench_quant_matvec`, BENCHMARKS.md).
-const PREFETCH_AHEAD_BYTES: usize = 2048;
+/// How far ahead of what a decode kernel multiplies it asks the weights into cache (the
+/// next rows here, the next lines of an interleaved copy in `interleaved`). The integer
+/// kernels do enough work per byte that the out-of-order core stops issuing loads long
+/// before memory answers, and the hardware prefetcher alone kept a decode step at half the
+/// memory bandwidth (`examples/bench_quant_matvec`, BENCHMARKS.md).
+pub(super) const PREFETCH_AHEAD_BYTES: usize = 2048;
 
 /// Asks the cache lines of `bytes[start..start + len]` (as far as they exist) into cache.
 #[inline]
 fn prefetch(bytes: &[u8], start: usize, len: usize) {
+    let end = (start + len).min(bytes.len());
+    if start < end {
+        prefetch_lines(bytes.as_ptr().wrapping_add(start), end - start);
+    }
+}
+
+/// Asks every cache line that `from .. from + len` touches into cache. Any address will
+/// do: a prefetch reads nothing architecturally and faults on nothing, so a kernel may
+/// ask past the end of what it reads.
+#[inline]
+pub(super) fn prefetch_lines(from: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        let end = (start + len).min(bytes.len());
-        let mut at = start;
-        while at < end {
-            // SAFETY: `at < bytes.len()`; a prefetch reads nothing architecturally.
+        let end = (from as usize).wrapping_add(len);
+        let mut line = from.wrapping_sub(from as usize % 64);
+        while (line as usize) < end {
+            // SAFETY: SSE is part of x86_64; a prefetch dereferences nothing.
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    bytes.as_ptr().add(at).cast(),
-                )
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.cast())
             };
-            at += 64;
+            line = line.wrapping_add(64);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, start, len);
+    let _ = (from, len);
 }
 
 /// The kernel of a 32-value type (or a K-quant's VNNI kernel on Q8 activations) at one
