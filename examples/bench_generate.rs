@@ -3,9 +3,12 @@
 //! (EOS ignored), one warm-up run then the median of `--runs`. For the weights as the file
 //! stores them (the default path) and, unless `--no-f32`, for the f32 copy (the exact
 //! reference): load time, time to first token, prompt and decode tokens/s, peak RSS.
+//! The warm-up run's first token is the first reply's, which builds what the decode steps
+//! keep (the interleaved copies); with `--prepare` they are built right after the load, as
+//! the studio does while the user types, and that time is printed on its own.
 //! The last line is one JSON object.
 //!
-//! `cargo run --release --example bench_generate -- [--model default] [--new 128] [--runs 3] [--no-f32]`
+//! `cargo run --release --example bench_generate -- [--model default] [--new 128] [--runs 3] [--no-f32] [--prepare]`
 
 use std::time::Instant;
 
@@ -59,20 +62,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median time to first token, prompt tokens/s and decode tokens/s over `runs` runs after
-/// a warm-up.
+/// a warm-up, and the warm-up's (the first reply's) time to first token.
 fn measure(
     m: &Model,
     prompt: &[u32],
     new: usize,
     runs: usize,
     label: &str,
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let first = one_run(m, prompt, new)?;
     let mut all = Vec::new();
-    for i in 0..=runs {
-        let r = one_run(m, prompt, new)?;
-        if i > 0 {
-            all.push(r);
-        }
+    for _ in 0..runs {
+        all.push(one_run(m, prompt, new)?);
     }
     let ttft = median(all.iter().map(|r| r.ttft_s).collect());
     let ptps = median(all.iter().map(|r| r.prompt_tps).collect());
@@ -81,10 +82,11 @@ fn measure(
         .map(finetune_studio::sys::mib)
         .unwrap_or(0.0);
     println!(
-        "{label:>22}: first token {:.1} ms, prompt {ptps:.0} tokens/s, decode {dtps:.1} tokens/s (peak RSS so far {rss:.0} MiB)",
-        ttft * 1000.0
+        "{label:>22}: first token {:.1} ms (the first reply's {:.1} ms), prompt {ptps:.0} tokens/s, decode {dtps:.1} tokens/s (peak RSS so far {rss:.0} MiB)",
+        ttft * 1000.0,
+        first.ttft_s * 1000.0
     );
-    Ok((ttft, ptps, dtps))
+    Ok((ttft, ptps, dtps, first.ttft_s))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,9 +103,15 @@ fn main() -> anyhow::Result<()> {
     let new: usize = arg("--new", "128").parse()?;
     let runs: usize = arg("--runs", "3").parse()?;
     let with_f32 = !args.iter().any(|a| a == "--no-f32");
+    let prepare = args.iter().any(|a| a == "--prepare");
     let t_load = Instant::now();
     let m = finetune_studio::hub::load(&spec)?;
     let load_s = t_load.elapsed().as_secs_f64();
+    let t_prepare = Instant::now();
+    let prepare_s = prepare.then(|| {
+        m.prepare_decode(&|| true);
+        t_prepare.elapsed().as_secs_f64()
+    });
     // The string `../shared/anchors/llamacpp/bench_generate.py` feeds llama.cpp: SmolLM2's
     // template with its default system prompt, used for every model so both programs
     // tokenize the same text (for the default model it is what `encode_chat` renders).
@@ -127,6 +135,9 @@ fn main() -> anyhow::Result<()> {
         m.weight_bytes() as f64 / (1 << 20) as f64,
         prompt.len()
     );
+    if let Some(s) = prepare_s {
+        println!("prepared for decoding in {s:.2} s after the load");
+    }
     let stored = measure(
         &m,
         &prompt,
@@ -154,6 +165,8 @@ fn main() -> anyhow::Result<()> {
         "prompt_tokens": prompt.len(),
         "new_tokens": new,
         "load_s": load_s,
+        "prepare_s": prepare_s,
+        "quantized_first_reply_ttft_s": stored.3,
         "quantized_ttft_s": stored.0,
         "quantized_prompt_tokens_per_s": stored.1,
         "quantized_decode_tokens_per_s": stored.2,

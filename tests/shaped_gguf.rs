@@ -323,6 +323,68 @@ fn scaled_down_llama_and_qwen2_files_follow_llama_cpp_and_run() {
     assert_eq!(names, ["llama.gguf", "qwen2.gguf"]);
 }
 
+/// Greedy ids of a short reply.
+fn greedy_reply(m: &model::Model) -> Vec<u32> {
+    use finetune_studio::infer::{self, GenerateRequest, Sampling};
+    let prompt_ids = m
+        .encode_chat(&[ChatMessage::new("user", "Name three colours.")], true)
+        .unwrap();
+    let req = GenerateRequest {
+        prompt_ids,
+        sampling: Sampling {
+            temperature: 0.0,
+            ..Sampling::default()
+        },
+        max_new_tokens: 12,
+        stop_strings: vec![],
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    infer::generate(m, None, &req, &cancel, &mut |_| {})
+        .unwrap()
+        .ids
+}
+
+/// A model prepared for decoding after its load (what the studio does while the user
+/// types) covers every matrix a decode step multiplies (the layers' projections and the
+/// head: the embedding itself where tied, not the untied embedding, which decode only
+/// looks rows up in) and replies as one that builds its copies inside the first reply.
+#[test]
+fn a_model_prepared_for_decoding_covers_its_decode_matrices_and_replies_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    for spec in [small_llama(), small_qwen2()] {
+        let path = dir.path().join(format!("{}.gguf", spec.arch_name()));
+        write_shaped_gguf(&path, &spec, 11).unwrap();
+        let lazy = model::load_gguf(&path, &Device::Cpu).unwrap();
+        let prepared = model::load_gguf(&path, &Device::Cpu).unwrap();
+        let bytes = prepared.prepare_decode(&|| true);
+        let t = &prepared.transformer;
+        let embedding = t.embed_tokens.byte_len();
+        let want = match spec.tie_word_embeddings {
+            true => t.matrix_bytes(),
+            false => t.matrix_bytes() - embedding,
+        };
+        assert_eq!(bytes, want, "{}", spec.name);
+        assert_eq!(
+            prepared.prepare_decode(&|| true),
+            want,
+            "{}: again",
+            spec.name
+        );
+        assert_eq!(
+            prepared.prepare_decode(&|| false),
+            0,
+            "{}: let go of",
+            spec.name
+        );
+        assert_eq!(
+            greedy_reply(&prepared),
+            greedy_reply(&lazy),
+            "{}",
+            spec.name
+        );
+    }
+}
+
 #[test]
 fn the_same_seed_writes_the_same_file_and_another_seed_another() {
     let dir = tempfile::tempdir().unwrap();

@@ -68,6 +68,13 @@ impl Model {
         &self.transformer.config
     }
 
+    /// Builds what the decode steps keep before the first reply asks for it (see
+    /// [`Transformer::prepare_decode`], which stops once `go_on` says no); the bytes of
+    /// the stored matrices prepared.
+    pub fn prepare_decode(&self, go_on: &dyn Fn() -> bool) -> usize {
+        self.transformer.prepare_decode(go_on)
+    }
+
     /// Renders `messages` with the model's template and tokenizes the result.
     pub fn encode_chat(
         &self,

@@ -74,6 +74,19 @@ impl FrozenWeight {
         }
     }
 
+    /// Builds what a stored matrix's products keep (see
+    /// [`QuantMatrix::prepare_products`]); returns the bytes of a stored matrix, 0 for an
+    /// f32 weight, which keeps nothing.
+    pub fn prepare_products(&self) -> usize {
+        match self {
+            FrozenWeight::F32(_) => 0,
+            FrozenWeight::Stored(q) => {
+                q.prepare_products();
+                q.byte_len()
+            }
+        }
+    }
+
     /// Bytes the weight holds.
     pub fn byte_len(&self) -> usize {
         match self {

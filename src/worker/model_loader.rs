@@ -60,10 +60,23 @@ pub fn spawn(spec: String, waker: Waker) -> JobEvents<LoadEvent> {
         r.send(LoadEvent::Progress(format!("loading {spec}")));
         let model = crate::hub::load(&spec)?;
         let summary = summary(&model);
+        let model = Arc::new(model);
         r.send(LoadEvent::Loaded {
-            model: Arc::new(model),
+            model: model.clone(),
             summary,
         });
+        // The decode steps' interleaved copies are built now, while the user types, not
+        // inside the first reply (a reply that starts meanwhile waits for, or builds, the
+        // matrix it needs: each is built once); no longer once the studio let go of the
+        // model (another was loaded).
+        let started = std::time::Instant::now();
+        let bytes = model.prepare_decode(&|| Arc::strong_count(&model) > 1);
+        tracing::info!(
+            "prepared {:.0} MiB of stored matrices for decoding in {:.2} s",
+            bytes as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64()
+        );
+        drop(model);
         // The Train tab's time estimate follows this machine's matmul rate. Measured once
         // the window has drawn the loaded model and gone idle (while the status bar's
         // spinner turns, drawing competes for the cores); the wake redraws the estimate.

@@ -514,7 +514,7 @@ impl QuantMatrix {
 
     /// Builds what this matrix's products keep (the interleaved copy of a Q4_K, Q6_K or
     /// 32-value matrix where decode steps take it), so that a timing of its products does
-    /// not count it.
+    /// not count it and a model's first reply does not wait for it.
     pub fn prepare_products(&self) {
         #[cfg(target_arch = "x86_64")]
         drop(self.interleaved_for(Isa::Avx2));

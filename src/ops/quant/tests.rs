@@ -351,6 +351,36 @@ fn a_matrix_kept_in_its_stored_layout_drops_its_copy_and_computes_the_same() {
     }
 }
 
+/// Preparing a matrix's products builds the copy its decode steps take on this CPU,
+/// before any product asks for it; a matrix kept in its stored layout (a training base)
+/// builds none.
+#[test]
+fn preparing_products_builds_the_copy_decode_takes_unless_the_stored_layout_is_kept() {
+    assert!(
+        isa::active() >= Isa::Avx2,
+        "the interleaved copies are built on AVX2, which this CPU does not have"
+    );
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+    for (ty, scales) in INTERLEAVED {
+        let (rows, cols) = (10, 256);
+        let bytes = random_blocks(ty, scales, rows * cols / ty.block_elems(), &mut next);
+        let m = QuantMatrix::owned(bytes.clone(), ty, rows, cols).unwrap();
+        assert!(!m.has_interleaved_copy(), "{}: a copy at load", ty.name());
+        m.prepare_products();
+        let decode_level = kernel_choice::choose(ty, cols, isa::active());
+        assert_eq!(
+            m.has_interleaved_copy(),
+            decode_level == Isa::Avx2,
+            "{}",
+            ty.name()
+        );
+        let kept = QuantMatrix::owned(bytes, ty, rows, cols).unwrap();
+        kept.keep_stored_layout();
+        kept.prepare_products();
+        assert!(!kept.has_interleaved_copy(), "{}: kept stored", ty.name());
+    }
+}
+
 /// A mapped matrix with its rows reordered (as llama.cpp's Q/K rows are at load) reads
 /// the mapped bytes in the new order, no copy: its rows, its dequantization and every
 /// product (one input row, a group, a prompt's tiles, on each level) equal those of a
