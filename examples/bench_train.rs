@@ -12,7 +12,7 @@
 //! the studio opens (a GGUF file, an HF folder, `default`). With
 //! `FINETUNE_STUDIO_GEMM_PROFILE=1` it also prints the time of each f32 product shape.
 //!
-//! `cargo run --release --example bench_train -- [--model M] [--base stored|f32] [--checkpointing] [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16]`
+//! `cargo run --release --example bench_train -- [--model M] [--base stored|f32] [--checkpointing] [--batch 4] [--seq 256] [--steps 10] [--warmup 2] [--rank 16] [--dropout 0]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,6 +107,13 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = arg(&args, "--steps", "10").parse()?;
     let warmup: usize = arg(&args, "--warmup", "2").parse()?;
     let rank: usize = arg(&args, "--rank", "16").parse()?;
+    // The adapter's dropout: 0 as in `../shared/anchors/peft/bench_train.py`; the studio's
+    // runs default to 0.05.
+    let dropout: f32 = arg(&args, "--dropout", "0").parse()?;
+    anyhow::ensure!(
+        (0.0..1.0).contains(&dropout),
+        "--dropout takes a value in [0, 1)"
+    );
     let spec = arg(&args, "--model", "default");
     let loaded = finetune_studio::hub::load(&spec)?;
     // `--base f32` trains on a dequantized f32 copy instead of the file's own blocks.
@@ -155,7 +162,7 @@ fn main() -> anyhow::Result<()> {
         cfg.lora = LoraSection {
             rank,
             alpha: 2.0 * rank as f64,
-            dropout: 0.0,
+            dropout,
             ..Default::default()
         };
         cfg.training.epochs = 1.0;
@@ -188,7 +195,7 @@ fn main() -> anyhow::Result<()> {
     let lora = LoraSection {
         rank,
         alpha: 2.0 * rank as f64,
-        dropout: 0.0,
+        dropout,
         ..Default::default()
     };
     let adapter = TrainableAdapter::init(model.config(), &lora, None, 0, &device)?;
@@ -286,7 +293,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        serde_json::json!({"impl": "finetune-studio", "model": model.name, "base": storage, "checkpointing": checkpointing, "batch": batch, "seq": seq, "rank": rank,
+        serde_json::json!({"impl": "finetune-studio", "model": model.name, "base": storage, "checkpointing": checkpointing, "batch": batch, "seq": seq, "rank": rank, "dropout": dropout,
         "tokens_per_s": median(tps.clone()), "tokens_per_s_min": tps.iter().cloned().fold(f64::INFINITY, f64::min),
         "tokens_per_s_max": tps.iter().cloned().fold(0.0, f64::max), "peak_rss_mib": peak,
         "trainable_params": adapter.parameter_count(), "cpu": finetune_studio::sys::cpu_model(),

@@ -5,6 +5,7 @@
 use candle_core::{Device, Result, Tensor};
 
 use super::lora::LoraPair;
+use crate::ops::dropout::DropoutMask;
 pub use crate::ops::frozen_weight::FrozenWeight;
 
 /// A frozen linear layer `y = x Wᵀ (+ b)`.
@@ -38,7 +39,7 @@ impl Linear {
         &self,
         x: &Tensor,
         lora: Option<&LoraPair>,
-        dropout_mask: Option<&Tensor>,
+        dropout_mask: Option<&DropoutMask>,
         mode: MatmulMode,
     ) -> Result<Tensor> {
         if mode == MatmulMode::Training {
@@ -60,7 +61,7 @@ impl Linear {
         }
         if let Some(p) = lora {
             let xin = match dropout_mask {
-                Some(m) => (x * m)?,
+                Some(m) => (x * m.to_tensor(x.dims(), x.device())?)?,
                 None => x.clone(),
             };
             let delta = xin

@@ -16,6 +16,7 @@ use super::lora::{LoraSet, LoraTarget};
 use super::rope::{self, Rope};
 use super::weights::WeightSource;
 use super::ModelError;
+use crate::ops::dropout::DropoutMask;
 use crate::ops::segment_attention;
 
 /// RMSNorm weights.
@@ -567,7 +568,7 @@ impl Transformer {
             let mask = match (pair, ctx.dropout) {
                 (Some(_), Some((p, seed))) => {
                     let key = seed ^ ((ctx.index as u64) << 32) ^ ((target as u64) << 48);
-                    Some(dropout_mask(input.dims(), p, key, input.device())?)
+                    Some(dropout_mask(input.dims(), p, key))
                 }
                 _ => None,
             };
@@ -700,32 +701,10 @@ struct LayerCtx<'a> {
     mode: MatmulMode,
 }
 
-/// An inverted-dropout mask (`0` or `1 / (1 - p)`) drawn from `seed` with SplitMix64, so
-/// the same step always sees the same mask (exact resume).
-pub fn dropout_mask(dims: &[usize], p: f32, seed: u64, device: &Device) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let n: usize = dims.iter().product();
-    let keep = 1.0 / (1.0 - p);
-    let threshold = (p as f64 * u32::MAX as f64) as u32;
-    let mut data = vec![0f32; n];
-    data.par_chunks_mut(4096)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let mut state = seed.wrapping_add((c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for v in chunk.iter_mut() {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                *v = if (z >> 32) as u32 >= threshold {
-                    keep
-                } else {
-                    0.0
-                };
-            }
-        });
-    Tensor::from_vec(data, dims, device)
+/// The inverted-dropout mask of an input of shape `dims`, drawn from `seed` (see
+/// [`DropoutMask`]: the same step always sees the same mask, for exact resumes).
+pub fn dropout_mask(dims: &[usize], p: f32, seed: u64) -> DropoutMask {
+    DropoutMask::draw(dims.iter().product(), p, seed)
 }
 
 /// Additive causal mask for `t` new queries after `offset` cached keys, tiled `n_rep` times

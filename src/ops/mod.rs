@@ -10,6 +10,7 @@
 
 pub mod cross_entropy;
 pub mod dot_gemm;
+pub mod dropout;
 pub mod frozen_matmul;
 pub mod frozen_weight;
 pub mod gemm_choice;

@@ -13,8 +13,8 @@
 use std::sync::OnceLock;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
+use super::dropout::DropoutMask;
 use super::frozen_weight::FrozenWeight;
 use super::slice_gemm::{arg_slice, gemm_into, gemm_new, with_slice, Threads::All};
 
@@ -89,7 +89,7 @@ impl CustomOp1 for FrozenLinear {
 struct LoraLinear {
     weight: FrozenWeight,
     scale: f32,
-    mask: Option<Tensor>,
+    mask: Option<DropoutMask>,
     /// `hᵀ = A (x ⊙ mask)ᵀ` from the forward pass (`[r, n]`, a few kilobytes), for the
     /// backward.
     h_t: OnceLock<Vec<f32>>,
@@ -100,14 +100,10 @@ impl LoraLinear {
     fn masked<'a>(&self, x: &'a [f32]) -> Result<std::borrow::Cow<'a, [f32]>> {
         match &self.mask {
             None => Ok(std::borrow::Cow::Borrowed(x)),
-            Some(m) => with_slice(m, |m| {
-                if m.len() != x.len() {
-                    candle_core::bail!("train-linear: dropout mask does not match the input");
-                }
-                Ok(std::borrow::Cow::Owned(
-                    x.par_iter().zip(m).map(|(a, b)| a * b).collect(),
-                ))
-            }),
+            Some(m) if m.len() != x.len() => {
+                candle_core::bail!("train-linear: dropout mask does not match the input")
+            }
+            Some(m) => Ok(std::borrow::Cow::Owned(m.apply(x))),
         }
     }
 
@@ -206,10 +202,7 @@ impl CustomOp3 for LoraLinear {
                             // (dh A) ⊙ m first, then dy W added on top.
                             Some(mask) => {
                                 let mut dx = gemm_new((n, inp, r), &dht, true, a, false, 1.0, All)?;
-                                with_slice(mask, |m| {
-                                    dx.par_iter_mut().zip(m).for_each(|(d, m)| *d *= m);
-                                    Ok(())
-                                })?;
+                                mask.apply_in_place(&mut dx);
                                 self.weight.dy_w_into(&mut dx, true, n, dy)?;
                                 dx
                             }
@@ -248,12 +241,12 @@ pub fn lora_linear(
     a: &Tensor,
     b: &Tensor,
     scale: f64,
-    mask: Option<&Tensor>,
+    mask: Option<&DropoutMask>,
 ) -> Result<Tensor> {
     let op = LoraLinear {
         weight: weight.contiguous()?,
         scale: scale as f32,
-        mask: mask.map(|m| m.contiguous()).transpose()?,
+        mask: mask.cloned(),
         h_t: OnceLock::new(),
     };
     x.contiguous()?
@@ -283,7 +276,7 @@ mod tests {
 
     /// Output and gradients of the fused op against the same formula composed from
     /// candle ops and differentiated by candle's autograd.
-    fn check(mask: Option<Tensor>) {
+    fn check(mask: Option<DropoutMask>) {
         let (n, inp, out, r) = (7, 12, 10, 3);
         let w = randn(&[out, inp], 1);
         let x = Var::from_tensor(&randn(&[1, n, inp], 2)).unwrap();
@@ -302,7 +295,7 @@ mod tests {
         )
         .unwrap();
         let xm = match &mask {
-            Some(m) => (x.as_tensor() * m).unwrap(),
+            Some(m) => (x.as_tensor() * m.to_tensor(&[1, n, inp], &Device::Cpu).unwrap()).unwrap(),
             None => x.as_tensor().clone(),
         };
         let composed = (x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap()
@@ -345,8 +338,11 @@ mod tests {
 
     #[test]
     fn lora_linear_with_dropout_matches_autograd() {
-        let mask =
-            crate::model::transformer::dropout_mask(&[1, 7, 12], 0.3, 9, &Device::Cpu).unwrap();
+        let mask = crate::model::transformer::dropout_mask(&[1, 7, 12], 0.3, 9);
+        assert!(
+            mask.apply(&[1.0; 84]).contains(&0.0),
+            "the mask drops something"
+        );
         check(Some(mask));
     }
 

@@ -223,8 +223,9 @@ pub struct Footprint {
     pub trainable: usize,
     /// Whether each layer is recomputed in the backward (gradient checkpointing).
     pub checkpointing: bool,
-    /// Floats per token and layer that LoRA dropout's masks keep ([`dropout_mask_floats`]).
-    pub dropout_mask_floats: usize,
+    /// Values per token and layer that LoRA dropout's masks cover, one bit each
+    /// ([`dropout_mask_values`]).
+    pub dropout_mask_values: usize,
 }
 
 impl Footprint {
@@ -234,7 +235,7 @@ impl Footprint {
             weight_bytes: model.parameter_count().saturating_mul(4),
             trainable,
             checkpointing: false,
-            dropout_mask_floats: 0,
+            dropout_mask_values: 0,
         }
     }
 
@@ -249,7 +250,7 @@ impl Footprint {
             weight_bytes,
             trainable: super::adapter::trainable_parameters(model, lora),
             checkpointing,
-            dropout_mask_floats: dropout_mask_floats(model, lora),
+            dropout_mask_values: dropout_mask_values(model, lora),
         }
     }
 }
@@ -272,9 +273,9 @@ pub fn saved_floats_per_token_layer(model: &ModelConfig) -> f64 {
     (6.0 + norms_after) * h + (3.0 + qk_norm) * q + (3.0 + qk_norm) * kv + 3.0 * mlp
 }
 
-/// Floats per token and layer of LoRA dropout's masks: one per adapted projection, the
-/// width of its input (none without dropout).
-pub fn dropout_mask_floats(model: &ModelConfig, lora: &super::config::LoraSection) -> usize {
+/// Values per token and layer of LoRA dropout's masks (one bit each: `ops::dropout`): one
+/// per adapted projection, the width of its input (none without dropout).
+pub fn dropout_mask_values(model: &ModelConfig, lora: &super::config::LoraSection) -> usize {
     if lora.dropout <= 0.0 {
         return 0;
     }
@@ -315,7 +316,7 @@ fn estimate_at(
     let tokens = workload.max_micro_batch_tokens as f64;
     let weights = footprint.weight_bytes as f64;
     let per_token_layer = ACTIVATION_OVERHEAD
-        * (saved_floats_per_token_layer(model) + footprint.dropout_mask_floats as f64);
+        * (saved_floats_per_token_layer(model) + footprint.dropout_mask_values as f64 / 32.0);
     // Every layer's saved tensors; with checkpointing, each layer's input, one layer's
     // saved tensors while it is recomputed and their gradients as its backward runs, and
     // the gradient flowing between layers.
@@ -575,11 +576,11 @@ mod tests {
         lora.targets = crate::model::lora::LoraTarget::ALL.to_vec();
         lora.dropout = 0.05;
         // q, k, v, gate, up read the hidden state; o the attention output; down the MLP.
-        assert_eq!(dropout_mask_floats(&smol, &lora), 5 * 576 + 576 + 1536);
+        assert_eq!(dropout_mask_values(&smol, &lora), 5 * 576 + 576 + 1536);
         let with = Footprint::for_run(&smol, 100 << 20, &lora, false);
         lora.dropout = 0.0;
         let without = Footprint::for_run(&smol, 100 << 20, &lora, false);
-        assert_eq!(without.dropout_mask_floats, 0);
+        assert_eq!(without.dropout_mask_values, 0);
         let w = full_rows(4, 256);
         assert!(
             estimate(&smol, &with, 1, &w).peak_memory_bytes

@@ -24,8 +24,8 @@ pub struct RunPlan {
     pub notes: Vec<String>,
     /// Whether the run recomputes each layer in the backward.
     pub checkpointing: bool,
-    /// Floats per token and layer that the run's LoRA dropout masks keep.
-    pub dropout_mask_floats: usize,
+    /// Values per token and layer that the run's LoRA dropout masks cover (a bit each).
+    pub dropout_mask_values: usize,
 }
 
 /// The size of a step's work, for the estimate.
@@ -116,7 +116,7 @@ pub fn plan(cfg: &RunConfig, model: &Model) -> anyhow::Result<RunPlan> {
         workload,
         notes,
         checkpointing: cfg.training.gradient_checkpointing,
-        dropout_mask_floats: super::estimate::dropout_mask_floats(model.config(), &cfg.lora),
+        dropout_mask_values: super::estimate::dropout_mask_values(model.config(), &cfg.lora),
     })
 }
 
@@ -128,7 +128,7 @@ impl RunPlan {
             weight_bytes: model.weight_bytes(),
             trainable: self.trainable_parameters,
             checkpointing: self.checkpointing,
-            dropout_mask_floats: self.dropout_mask_floats,
+            dropout_mask_values: self.dropout_mask_values,
         };
         super::estimate::estimate(model.config(), &footprint, self.total_steps, &self.workload)
     }
