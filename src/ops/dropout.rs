@@ -74,12 +74,12 @@ impl DropoutMask {
     /// `x ⊙ m` into a new buffer (`x` holds [`Self::len`] values).
     pub fn apply(&self, x: &[f32]) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.len);
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .zip(self.kept.par_chunks(CHUNK / 64))
-            .for_each(|((out, x), words)| masked(out, x, words, self.scale));
-        out
+        // Each chunk written by the thread that computes it (a serial zero fill of the
+        // whole buffer first was a pass over 2–6 MB per projection, twice a step).
+        super::par_fill::filled(x.len(), CHUNK, |c, out| {
+            let words = &self.kept[c * CHUNK / 64..];
+            masked(out, &x[c * CHUNK..], words, self.scale);
+        })
     }
 
     /// `y ⊙ m` in place (`y` holds [`Self::len`] values).
