@@ -183,9 +183,16 @@ impl FrozenWeight {
             FrozenWeight::F32(w) => {
                 with_slice(w, |w| gemm_new((n, out, inp), x, false, w, true, 1.0, All))
             }
-            FrozenWeight::Stored(_) => {
-                let mut y = vec![0f32; n * out];
-                self.x_wt_into(&mut y, false, n, x)?;
+            FrozenWeight::Stored(q) => {
+                check_lengths("x·Wᵀ", (n, inp, out), x.len(), n * out)?;
+                let mut y = Vec::with_capacity(n * out);
+                // SAFETY: `y` has room for the `n · out` values and `x` holds `n · inp`
+                // (checked above). Without accumulating, every value of `y` is written
+                // (see `stored_x_wt_raw`) before `set_len` exposes it.
+                unsafe {
+                    stored_x_wt_raw(q, y.as_mut_ptr(), false, n, x, panel_rows(out, inp));
+                    y.set_len(n * out);
+                }
                 Ok(y)
             }
         }
@@ -213,9 +220,16 @@ impl FrozenWeight {
             FrozenWeight::F32(w) => with_slice(w, |w| {
                 gemm_new((n, inp, out), dy, false, w, false, 1.0, All)
             }),
-            FrozenWeight::Stored(_) => {
-                let mut dx = vec![0f32; n * inp];
-                self.dy_w_into(&mut dx, false, n, dy)?;
+            FrozenWeight::Stored(q) => {
+                check_lengths("dy·W", (n, out, inp), dy.len(), n * inp)?;
+                let mut dx = Vec::with_capacity(n * inp);
+                // SAFETY: `dx` has room for the `n · inp` values and `dy` holds `n · out`
+                // (checked above). Without accumulating, every value of `dx` is written
+                // (see `stored_dy_w_raw`) before `set_len` exposes it.
+                unsafe {
+                    stored_dy_w_raw(q, dx.as_mut_ptr(), false, n, dy, panel_rows(out, inp));
+                    dx.set_len(n * inp);
+                }
                 Ok(dx)
             }
         }
@@ -353,13 +367,34 @@ fn stored_x_wt(
     x: &[f32],
     per_panel: usize,
 ) {
+    debug_assert!(x.len() == n * q.cols() && y.len() == n * q.rows());
+    // SAFETY: `y` holds the `n · out` initialized values the product writes.
+    unsafe { stored_x_wt_raw(q, y.as_mut_ptr(), accumulate, n, x, per_panel) }
+}
+
+/// [`stored_x_wt`] into `n · out` values at `y`. Without `accumulate` each value is
+/// written before it is read (the panels cover disjoint columns, each product with
+/// `read_dst` false), so `y` may be uninitialized.
+///
+/// # Safety
+/// `y` is valid for writes of `n · out` values (and initialized when `accumulate`),
+/// aliases neither `x` nor `q`; `x` holds `n · in` values.
+unsafe fn stored_x_wt_raw(
+    q: &QuantMatrix,
+    y: *mut f32,
+    accumulate: bool,
+    n: usize,
+    x: &[f32],
+    per_panel: usize,
+) {
     let (out, inp) = (q.rows(), q.cols());
-    debug_assert!(x.len() == n * inp && y.len() == n * out);
+    debug_assert!(x.len() == n * inp);
     if inp == 0 && !accumulate {
-        y.fill(0.0);
+        // SAFETY: the caller's promise on `y`.
+        unsafe { std::ptr::write_bytes(y, 0, n * out) };
     }
     for_each_panel(q, per_panel, |first, rows, panel| {
-        // SAFETY: `y` holds `n · out` values and `x` `n · inp` (checked by the caller);
+        // SAFETY: `y` holds `n · out` values and `x` `n · inp` (the caller's promises);
         // the panel holds `rows · inp`. The product writes y[i, first + j] for i < n,
         // j < rows (offset `first + j + i·out < n·out`), reads x[i, p] and panel[j, p]
         // for p < inp; `y` aliases neither input.
@@ -368,7 +403,7 @@ fn stored_x_wt(
                 n,
                 rows,
                 inp,
-                y.as_mut_ptr().add(first),
+                y.add(first),
                 1,
                 out as isize,
                 accumulate,
@@ -396,16 +431,37 @@ fn stored_dy_w(
     dy: &[f32],
     per_panel: usize,
 ) {
+    debug_assert!(dy.len() == n * q.rows() && dx.len() == n * q.cols());
+    // SAFETY: `dx` holds the `n · in` initialized values the product writes.
+    unsafe { stored_dy_w_raw(q, dx.as_mut_ptr(), accumulate, n, dy, per_panel) }
+}
+
+/// [`stored_dy_w`] into `n · in` values at `dx`. Without `accumulate` the first panel's
+/// product writes every value (with `read_dst` false) before a later one reads it, so
+/// `dx` may be uninitialized.
+///
+/// # Safety
+/// `dx` is valid for writes of `n · in` values (and initialized when `accumulate`),
+/// aliases neither `dy` nor `q`; `dy` holds `n · out` values.
+unsafe fn stored_dy_w_raw(
+    q: &QuantMatrix,
+    dx: *mut f32,
+    accumulate: bool,
+    n: usize,
+    dy: &[f32],
+    per_panel: usize,
+) {
     let (out, inp) = (q.rows(), q.cols());
-    debug_assert!(dy.len() == n * out && dx.len() == n * inp);
+    debug_assert!(dy.len() == n * out);
     if out == 0 && !accumulate {
-        dx.fill(0.0);
+        // SAFETY: the caller's promise on `dx`.
+        unsafe { std::ptr::write_bytes(dx, 0, n * inp) };
     }
     for_each_panel(q, per_panel, |first, rows, panel| {
         // The first panel writes dx (or adds to it when accumulating); the others add
         // their rows' share.
         let read_dst = accumulate || first > 0;
-        // SAFETY: `dx` holds `n · inp` values and `dy` `n · out` (checked by the caller);
+        // SAFETY: `dx` holds `n · inp` values and `dy` `n · out` (the caller's promises);
         // the panel holds `rows · inp`. The product writes dx[i, p] for i < n, p < inp,
         // reads dy[i, first + j] (offset `first + j + i·out < n·out`) and panel[j, p] for
         // j < rows; `dx` aliases neither input.
@@ -414,7 +470,7 @@ fn stored_dy_w(
                 n,
                 inp,
                 rows,
-                dx.as_mut_ptr(),
+                dx,
                 1,
                 inp as isize,
                 read_dst,

@@ -140,7 +140,8 @@ pub unsafe fn gemm(
             for pc in (0..k).step_by(kc_max) {
                 let kc = kc_max.min(k - pc);
                 if !in_place {
-                    packed.clear();
+                    // `pack_rhs` writes every value of its panel (zeros past column n),
+                    // so only newly grown room is zeroed, not the whole block each call.
                     packed.resize(panels * kc * NR, 0.0);
                     let pack = |(p, out): (usize, &mut [f32])| {
                         // SAFETY: the caller's promises on rhs; panel `p` covers columns
@@ -271,10 +272,15 @@ unsafe fn pack_rhs(
         unsafe { x86::pack_columns(rhs, pc, kc, col, out) };
         return;
     }
-    for p in 0..kc {
-        for j in 0..cols {
-            // SAFETY: the caller's promises.
-            out[p * NR + j] = unsafe { *rhs.at(pc + p, col + j) };
+    for (p, row) in out.chunks_exact_mut(NR).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if j < cols {
+                // SAFETY: the caller's promises.
+                unsafe { *rhs.at(pc + p, col + j) }
+            } else {
+                // Past column n: zeros.
+                0.0
+            };
         }
     }
 }
