@@ -1,8 +1,10 @@
 //! Which f32 gemm kernel each product shape runs on: gemm-f32 0.18's AVX2 + FMA kernels,
 //! the gemm crate 0.19's own choice for this CPU (AVX-512 where the CPU has it, else its
-//! AVX2 kernels), the studio's packed AVX2 kernel ([`super::packed_gemm`]), or (for
-//! `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2) its dot-product
-//! kernel ([`super::dot_gemm`]), chosen on this machine by timing, never by a constant.
+//! AVX2 kernels), the studio's packed AVX2 kernel ([`super::packed_gemm`]), its kernel
+//! for an inner size of at most 32 ([`super::rank_gemm`], the adapter's rank-`r`
+//! products), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2)
+//! its dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing, never
+//! by a constant.
 //!
 //! The two crate versions implement the same algorithm with different kernels, blocking
 //! and packing, and neither wins everywhere: on AMD Zen 3 (AVX2 only) 0.19's kernels
@@ -37,6 +39,9 @@ pub enum GemmKernel {
     Dot,
     /// [`super::packed_gemm`]: packed operands, a 6 × 16 AVX2 micro-kernel.
     Packed,
+    /// [`super::rank_gemm`]: a short inner size (an adapter's rank), `dst` and `rhs`
+    /// row-major, on AVX2.
+    Rank,
 }
 
 impl GemmKernel {
@@ -46,6 +51,7 @@ impl GemmKernel {
             GemmKernel::Gemm019 => "gemm019",
             GemmKernel::Dot => "dot",
             GemmKernel::Packed => "packed",
+            GemmKernel::Rank => "rank",
         }
     }
     fn from_label(s: &str) -> Option<Self> {
@@ -54,6 +60,7 @@ impl GemmKernel {
             "gemm019" => Some(GemmKernel::Gemm019),
             "dot" => Some(GemmKernel::Dot),
             "packed" => Some(GemmKernel::Packed),
+            "rank" => Some(GemmKernel::Rank),
             _ => None,
         }
     }
@@ -108,6 +115,15 @@ impl ShapeKey {
         }
         if super::packed_gemm::available() {
             out.push(GemmKernel::Packed);
+        }
+        // The key's k is rounded up to a power of two, so every product of the shape has
+        // an inner size of at most MAX_K.
+        if self.k <= super::rank_gemm::MAX_K
+            && !self.transposed[0]
+            && !self.transposed[2]
+            && super::rank_gemm::available()
+        {
+            out.push(GemmKernel::Rank);
         }
         out
     }
@@ -173,6 +189,8 @@ fn pinned() -> Option<GemmKernel> {
         Some(match GemmKernel::from_label(&asked)? {
             GemmKernel::Dot if !super::dot_gemm::available() => GemmKernel::Gemm019,
             GemmKernel::Packed if !super::packed_gemm::available() => GemmKernel::Gemm019,
+            // Only some shapes can run on it: not a kernel for every product.
+            GemmKernel::Rank => GemmKernel::Gemm019,
             k => k,
         })
     })
@@ -628,6 +646,35 @@ unsafe fn run(
                 },
             )
         },
+        // SAFETY: the caller's promises; the rank kernel is a candidate only where the CPU
+        // has AVX2 and FMA, k is at most its MAX_K and dst and rhs have unit column strides.
+        GemmKernel::Rank => unsafe {
+            use super::packed_gemm::Strided;
+            super::rank_gemm::gemm(
+                (m, n, k),
+                Strided {
+                    ptr: dst,
+                    rs: dst_rs,
+                    cs: dst_cs,
+                },
+                read_dst,
+                Strided {
+                    ptr: lhs,
+                    rs: lhs_rs,
+                    cs: lhs_cs,
+                },
+                Strided {
+                    ptr: rhs,
+                    rs: rhs_rs,
+                    cs: rhs_cs,
+                },
+                (alpha, beta),
+                match parallelism {
+                    gemm::Parallelism::Rayon(t) => t.max(1),
+                    _ => 1,
+                },
+            )
+        },
         // SAFETY: the caller's promises; gemm 0.19 picks its kernels for this CPU.
         GemmKernel::Gemm019 => unsafe {
             gemm::gemm(
@@ -828,6 +875,7 @@ mod tests {
             GemmKernel::Gemm019 => 1.0,
             GemmKernel::Packed => 1.5,
             GemmKernel::Gemm018Avx2 => 2.0,
+            GemmKernel::Rank => 3.0,
         };
         let runs = take_turns(key, candidates.len() * TRIALS, time);
         for k in &candidates {
@@ -839,6 +887,30 @@ mod tests {
             GemmKernel::Gemm019
         };
         assert_eq!(pick(key), (want, false));
+    }
+
+    /// The rank kernel takes its turns on short inner sizes with `dst` and `rhs`
+    /// row-major, and is never offered a product it cannot run.
+    #[test]
+    fn the_rank_kernel_is_a_candidate_for_short_inner_sizes_only() {
+        let mut short = key(1024, false);
+        short.k = 16;
+        let long = ShapeKey { k: 64, ..short };
+        let column_major_rhs = ShapeKey {
+            transposed: [false, true, true],
+            ..short
+        };
+        let column_major_dst = ShapeKey {
+            transposed: [true, true, false],
+            ..short
+        };
+        assert_eq!(
+            short.candidates().contains(&GemmKernel::Rank),
+            super::super::rank_gemm::available()
+        );
+        for other in [long, column_major_rhs, column_major_dst] {
+            assert!(!other.candidates().contains(&GemmKernel::Rank), "{other:?}");
+        }
     }
 
     #[test]

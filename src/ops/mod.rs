@@ -20,6 +20,7 @@ pub(crate) mod op_test_util;
 pub mod packed_gemm;
 pub mod par_fill;
 pub mod quant;
+pub mod rank_gemm;
 pub mod runtime;
 pub mod segment_attention;
 pub(crate) mod slice_gemm;

@@ -70,7 +70,7 @@ impl<T> Strided<T> {
     ///
     /// # Safety
     /// The element lies inside the operand.
-    unsafe fn at(self, i: usize, j: usize) -> *const T {
+    pub(super) unsafe fn at(self, i: usize, j: usize) -> *const T {
         unsafe { self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
     }
 }
