@@ -45,6 +45,15 @@ pub enum GemmKernel {
 }
 
 impl GemmKernel {
+    /// Every kernel (the order of the file's time keys).
+    const ALL: [GemmKernel; 5] = [
+        GemmKernel::Gemm018Avx2,
+        GemmKernel::Gemm019,
+        GemmKernel::Dot,
+        GemmKernel::Packed,
+        GemmKernel::Rank,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             GemmKernel::Gemm018Avx2 => "gemm018",
@@ -221,18 +230,13 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
                 dot: entry["dot"].as_bool().unwrap_or(false),
             })
         })();
-        let saved: Times = [
-            GemmKernel::Gemm018Avx2,
-            GemmKernel::Gemm019,
-            GemmKernel::Dot,
-            GemmKernel::Packed,
-        ]
-        .into_iter()
-        .filter_map(|k| {
-            let t = entry[k.time_key()].as_f64()?;
-            (t.is_finite() && t > 0.0).then_some((k, t))
-        })
-        .collect();
+        let saved: Times = GemmKernel::ALL
+            .into_iter()
+            .filter_map(|k| {
+                let t = entry[k.time_key()].as_f64()?;
+                (t.is_finite() && t > 0.0).then_some((k, t))
+            })
+            .collect();
         // A file of an older version, with no times, is timed afresh.
         let timed = saved.contains_key(&GemmKernel::Gemm018Avx2)
             && saved.contains_key(&GemmKernel::Gemm019);
@@ -919,11 +923,11 @@ mod tests {
         let path = dir.path().join("kernel-choices.json");
         let mut k = key(1024, true);
         k.transposed = [false, false, true];
-        let times = Times::from([
-            (GemmKernel::Gemm018Avx2, 2.0),
-            (GemmKernel::Gemm019, 1.0),
-            (GemmKernel::Dot, 0.5),
-        ]);
+        // Every kernel's best time comes back.
+        let times: Times = GemmKernel::ALL
+            .into_iter()
+            .zip([2.0, 1.0, 0.5, 0.75, 0.625])
+            .collect();
         let choices = Choices {
             cpu: "CPU A".into(),
             shapes: HashMap::from([(k, Choice::Chosen(GemmKernel::Dot, times.clone()))]),
