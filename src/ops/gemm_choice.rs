@@ -607,6 +607,13 @@ unsafe fn run(
     beta: f32,
     parallelism: gemm::Parallelism,
 ) {
+    // The operands and threads as the studio's own kernels take them.
+    let strided =
+        |ptr: *const f32, rs: isize, cs: isize| super::packed_gemm::Strided { ptr, rs, cs };
+    let threads = match parallelism {
+        gemm::Parallelism::Rayon(t) => t.max(1),
+        _ => 1,
+    };
     match kernel {
         // SAFETY: the caller's promises, and the layout checked by `gemm` before the dot
         // kernel is a candidate: element (i, p) of lhs at `lhs + i·lhs_rs + p`, (p, j) of
@@ -624,59 +631,27 @@ unsafe fn run(
         // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned) only
         // where the CPU has AVX2 and FMA.
         GemmKernel::Packed => unsafe {
-            use super::packed_gemm::Strided;
             super::packed_gemm::gemm(
                 (m, n, k),
-                Strided {
-                    ptr: dst,
-                    rs: dst_rs,
-                    cs: dst_cs,
-                },
+                strided(dst, dst_rs, dst_cs),
                 read_dst,
-                Strided {
-                    ptr: lhs,
-                    rs: lhs_rs,
-                    cs: lhs_cs,
-                },
-                Strided {
-                    ptr: rhs,
-                    rs: rhs_rs,
-                    cs: rhs_cs,
-                },
+                strided(lhs, lhs_rs, lhs_cs),
+                strided(rhs, rhs_rs, rhs_cs),
                 (alpha, beta),
-                match parallelism {
-                    gemm::Parallelism::Rayon(t) => t.max(1),
-                    _ => 1,
-                },
+                threads,
             )
         },
         // SAFETY: the caller's promises; the rank kernel is a candidate only where the CPU
         // has AVX2 and FMA, k is at most its MAX_K and dst and rhs have unit column strides.
         GemmKernel::Rank => unsafe {
-            use super::packed_gemm::Strided;
             super::rank_gemm::gemm(
                 (m, n, k),
-                Strided {
-                    ptr: dst,
-                    rs: dst_rs,
-                    cs: dst_cs,
-                },
+                strided(dst, dst_rs, dst_cs),
                 read_dst,
-                Strided {
-                    ptr: lhs,
-                    rs: lhs_rs,
-                    cs: lhs_cs,
-                },
-                Strided {
-                    ptr: rhs,
-                    rs: rhs_rs,
-                    cs: rhs_cs,
-                },
+                strided(lhs, lhs_rs, lhs_cs),
+                strided(rhs, rhs_rs, rhs_cs),
                 (alpha, beta),
-                match parallelism {
-                    gemm::Parallelism::Rayon(t) => t.max(1),
-                    _ => 1,
-                },
+                threads,
             )
         },
         // SAFETY: the caller's promises; gemm 0.19 picks its kernels for this CPU.
