@@ -608,8 +608,8 @@ unsafe fn run(
     parallelism: gemm::Parallelism,
 ) {
     // The operands and threads as the studio's own kernels take them.
-    let strided =
-        |ptr: *const f32, rs: isize, cs: isize| super::packed_gemm::Strided { ptr, rs, cs };
+    use super::packed_gemm::Strided;
+    let strided = |ptr: *const f32, rs: isize, cs: isize| Strided { ptr, rs, cs };
     let threads = match parallelism {
         gemm::Parallelism::Rayon(t) => t.max(1),
         _ => 1,
@@ -628,32 +628,36 @@ unsafe fn run(
                 matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
             )
         },
-        // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned) only
-        // where the CPU has AVX2 and FMA.
-        GemmKernel::Packed => unsafe {
-            super::packed_gemm::gemm(
-                (m, n, k),
-                strided(dst, dst_rs, dst_cs),
-                read_dst,
-                strided(lhs, lhs_rs, lhs_cs),
-                strided(rhs, rhs_rs, rhs_cs),
-                (alpha, beta),
-                threads,
-            )
-        },
-        // SAFETY: the caller's promises; the rank kernel is a candidate only where the CPU
-        // has AVX2 and FMA, k is at most its MAX_K and dst and rhs have unit column strides.
-        GemmKernel::Rank => unsafe {
-            super::rank_gemm::gemm(
-                (m, n, k),
-                strided(dst, dst_rs, dst_cs),
-                read_dst,
-                strided(lhs, lhs_rs, lhs_cs),
-                strided(rhs, rhs_rs, rhs_cs),
-                (alpha, beta),
-                threads,
-            )
-        },
+        GemmKernel::Packed | GemmKernel::Rank => {
+            type OwnKernel = unsafe fn(
+                (usize, usize, usize),
+                Strided<f32>,
+                bool,
+                Strided<f32>,
+                Strided<f32>,
+                (f32, f32),
+                usize,
+            );
+            let own: OwnKernel = if kernel == GemmKernel::Packed {
+                super::packed_gemm::gemm
+            } else {
+                super::rank_gemm::gemm
+            };
+            // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned)
+            // only where the CPU has AVX2 and FMA, the rank kernel only there and where k
+            // is at most its MAX_K and dst and rhs have unit column strides.
+            unsafe {
+                own(
+                    (m, n, k),
+                    strided(dst, dst_rs, dst_cs),
+                    read_dst,
+                    strided(lhs, lhs_rs, lhs_cs),
+                    strided(rhs, rhs_rs, rhs_cs),
+                    (alpha, beta),
+                    threads,
+                )
+            }
+        }
         // SAFETY: the caller's promises; gemm 0.19 picks its kernels for this CPU.
         GemmKernel::Gemm019 => unsafe {
             gemm::gemm(
