@@ -538,12 +538,12 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `alpha · dst + beta · lhs · rhs` by the textbook loop, in f64.
     #[allow(clippy::too_many_arguments)]
-    fn textbook(
+    pub(crate) fn textbook(
         (m, n, k): (usize, usize, usize),
         dst: &[f32],
         read: bool,
@@ -582,7 +582,8 @@ mod tests {
         out
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` values in [−1, 1], spread by `seed`.
+    pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32

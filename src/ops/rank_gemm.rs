@@ -151,16 +151,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 2001) as f32
-                    / 1000.0
-                    - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::packed_gemm::tests::{textbook, values};
 
     #[test]
     fn matches_the_textbook_loop_for_every_edge() {
@@ -184,26 +175,16 @@ mod tests {
                         let lhs = values(m * k, 1);
                         let rhs = values(k * n, 2);
                         let before = values(m * n, 3);
-                        let a = |i: usize, p: usize| {
-                            if lhs_t {
-                                lhs[p * m + i]
-                            } else {
-                                lhs[i * k + p]
-                            }
-                        };
-                        let want: Vec<f32> = (0..m * n)
-                            .map(|ij| {
-                                let (i, j) = (ij / n, ij % n);
-                                let s: f64 =
-                                    (0..k).map(|p| a(i, p) as f64 * rhs[p * n + j] as f64).sum();
-                                let d = if read {
-                                    alpha as f64 * before[ij] as f64
-                                } else {
-                                    0.0
-                                };
-                                (d + beta as f64 * s) as f32
-                            })
-                            .collect();
+                        let want = textbook(
+                            (m, n, k),
+                            &before,
+                            read,
+                            &lhs,
+                            !lhs_t,
+                            &rhs,
+                            true,
+                            (alpha, beta),
+                        );
                         // Without reading dst it may hold anything: NaN would show through.
                         let mut dst = if read {
                             before.clone()
