@@ -54,13 +54,13 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// Defines a public function whose body is compiled twice, for baseline x86-64 and for
+/// Defines a function whose body is compiled twice, for baseline x86-64 and for
 /// AVX2 + FMA, and picks the second at run time where the CPU has it. The crate is built for
 /// baseline x86-64 (four lanes), so loops over [`exp`] only get eight lanes this way.
 macro_rules! avx2_or_baseline {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn baseline($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -79,6 +79,8 @@ macro_rules! avx2_or_baseline {
         }
     };
 }
+
+pub(crate) use avx2_or_baseline;
 
 /// `x · σ(x)`'s factor `σ(x) = 1 / (1 + e^-x)`.
 #[inline(always)]
