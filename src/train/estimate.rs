@@ -2,10 +2,10 @@
 //! take, from the model's shape, the run's batch and this machine's measured matmul rate.
 //! The memory coefficients come from measuring the trainer on SmolLM2-135M
 //! (examples/bench_train.rs). The step's share of the matmul rate differs between CPUs
-//! (0.88–1.2 on a Zen 4, 0.90–1.15 on a Zen 2), so each run on this CPU measures it and
-//! keeps it in `step-efficiency.json` in the data directory ([`learn_step_time`]); until a
-//! run has, a fixed share is assumed. The ETA shown while training uses the measured step
-//! time.
+//! and between data (0.72–1.18 on a Zen 2, 0.88–1.2 on a Zen 4), so each run on this CPU
+//! measures it and keeps it in `step-efficiency.json` in the data directory
+//! ([`learn_step_time`]); until a run has, a fixed share is assumed. The ETA shown while
+//! training uses the measured step time.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,12 +37,13 @@ const RUNTIME_BYTES: f64 = 26e6;
 const VOCABULARY_BYTES_PER_TOKEN: f64 = 1220.0;
 /// The share of the machine's matmul rate ([`calibrate`]) that a whole training step
 /// reaches, counted as in [`estimate`]: the norms, attention, softmax, optimizer and
-/// autograd around the products, assumed on a CPU no run has measured yet. The step's
-/// own kernels (`ops::gemm_choice`) beat the probe's single gemm call, so the share can
-/// pass 1: bench_train at 4 × 256 (BENCHMARKS.md) measured 0.88 on a Zen 4, 0.90–0.94 on
-/// SmolLM2-135M, 1.01 on the 0.5B shape and 1.15 on the 8B shape on a Zen 2. The lowest
-/// of those keeps a first estimate on the long side.
-pub const STEP_EFFICIENCY: f64 = 0.88;
+/// autograd around the products, assumed on a CPU no run has measured yet. It depends on
+/// the data as well as the CPU: the identity example (short samples packed into rows,
+/// BENCHMARKS.md) measured 0.88 on a Zen 4 and 0.72 on a Zen 2, where bench_train's full
+/// rows of random tokens measured 0.85–0.94 on SmolLM2-135M and 1.01–1.18 on the 0.5B
+/// and 8B shapes (the step's own kernels beat the probe's single gemm call). The middle
+/// of the real-data runs puts a first estimate within about 10 % of either.
+pub const STEP_EFFICIENCY: f64 = 0.8;
 /// The step rate assumed until the probe has run (that machine's).
 const FALLBACK_FLOPS: f64 = 140e9;
 
