@@ -16,6 +16,7 @@ use super::add_example::{add_button, DatasetTarget, ExampleDraft};
 use super::batch_judge::JudgeRun;
 use super::batch_suite::{SuiteRun, SuiteUiAction};
 use super::batch_table::{self, BatchRow, BatchTable, Cell, TableColumn};
+use super::busy::Busy;
 use super::chat_pane::ChatPane;
 use super::dataset_doc::OpenDataset;
 use super::notify::Notifications;
@@ -339,7 +340,7 @@ impl BatchCompare {
                     format!("{done} of {total} replies"),
                 );
                 // Laid out while hidden, so the fields after it keep their ids.
-                ui.add_visible(running, egui::Spinner::new());
+                ui.add_visible(running, Busy);
             }
             ui.separator();
             super::fields::labelled_line(
@@ -590,7 +591,7 @@ fn reply_ui(
         }
         Cell::Running => {
             ui.horizontal(|ui| {
-                ui.spinner();
+                ui.add(Busy);
                 ui.weak("generating…");
             });
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::batch_table::BatchTable;
+use super::busy::Busy;
 use super::notify::Notifications;
 use super::progress;
 use crate::eval::judge::{JudgeLabels, JudgePair, JudgeResult, PairVerdict, DEFAULT_JUDGE_PROMPT};
@@ -267,7 +268,7 @@ impl JudgeRun {
                         progress::count_bar(ui, (done, total), 200.0, text);
                     }
                     if running {
-                        ui.spinner();
+                        ui.add(Busy);
                     }
                 });
                 ui.separator();

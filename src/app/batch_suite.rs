@@ -9,6 +9,7 @@ use std::sync::Arc;
 use eframe::egui;
 
 use super::batch_compare::BatchSettings;
+use super::busy::Busy;
 use super::chat_pane::ChatPane;
 use super::notify::Notifications;
 use super::progress;
@@ -206,7 +207,7 @@ impl SuiteRun {
                 let text = format!("{done} of {total} suite replies");
                 progress::count_bar(ui, (done, total), 180.0, text);
                 if running {
-                    ui.spinner();
+                    ui.add(Busy);
                 }
             }
         });

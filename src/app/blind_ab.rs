@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
+use super::busy::Busy;
 use super::chat_pane::{ChatPane, GenSettings, Turn};
 use super::model_slot::ModelSlot;
 use super::notify::Notifications;
@@ -537,7 +538,7 @@ impl BlindAb {
                 ui.weak(&self.status);
             }
             if self.is_writing() {
-                ui.spinner();
+                ui.add(Busy);
             }
         });
         ui.horizontal_wrapped(|ui| {

@@ -9,6 +9,7 @@ use eframe::egui;
 use serde::Serialize;
 
 use super::add_example::{add_button, DatasetTarget, ExampleDraft};
+use super::busy::Busy;
 use crate::data::{Message, Role};
 use crate::infer::{GenerationStats, Sampling, StopReason};
 use crate::model::lora::LoraSet;
@@ -338,7 +339,7 @@ impl ChatPane {
                     if !user {
                         if generating && i + 1 == n {
                             ui.horizontal(|ui| {
-                                ui.spinner();
+                                ui.add(Busy);
                                 ui.weak("generating…");
                             });
                         } else if !self.hide_stats {

@@ -8,6 +8,7 @@ use eframe::egui;
 use crate::data::contamination::{ContaminationReport, Flagged};
 use crate::worker::{Command, Worker};
 
+use super::busy::Busy;
 use super::dataset_doc::OpenDataset;
 
 /// One answer of the worker.
@@ -128,7 +129,7 @@ impl ContaminationCheck {
             self.start(doc, worker);
         }
         if self.busy() {
-            ui.spinner();
+            ui.add(Busy);
         } else if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, "! check failed")
                 .on_hover_text(e);

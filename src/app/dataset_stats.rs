@@ -5,6 +5,7 @@
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot, VLine};
 
+use super::busy::Busy;
 use crate::data::Severity;
 use crate::worker::Analysis;
 
@@ -38,7 +39,7 @@ pub fn stats_ui(ui: &mut egui::Ui, a: &Analysis, max_len: usize, stale: bool) {
         );
         if stale {
             ui.separator();
-            ui.spinner();
+            ui.add(Busy);
             ui.weak("updating…");
         }
     });

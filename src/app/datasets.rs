@@ -12,6 +12,7 @@ use crate::data::{ByteCounter, Dataset, Edit, Format, TokenCounter};
 use crate::model::Model;
 use crate::worker::{Command, DialogPurpose, Event, JobKind};
 
+use super::busy::Busy;
 use super::conversation_editor::{Editor, EditorAction};
 use super::dataset_contamination::ContaminationCheck;
 use super::dataset_doc::OpenDataset;
@@ -623,11 +624,11 @@ impl DatasetsTab {
                 self.redo(shared);
             }
             if let Some(p) = &self.loading {
-                ui.spinner();
+                ui.add(Busy);
                 ui.label(format!("Reading {}…", crate::paths::file_name(p)));
             }
             if saving {
-                ui.spinner();
+                ui.add(Busy);
                 ui.label("Saving…");
             }
         });
@@ -712,7 +713,7 @@ impl DatasetsTab {
                     ui.label(format!("{n} matches"));
                 }
                 if self.filter.searching {
-                    ui.spinner();
+                    ui.add(Busy);
                 }
             });
             ui.separator();
@@ -842,7 +843,7 @@ impl DatasetsTab {
                 }
                 None => {
                     ui.horizontal(|ui| {
-                        ui.spinner();
+                        ui.add(Busy);
                         ui.label("Computing statistics…");
                     });
                 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use crate::jobs::JobEvents;
 use eframe::egui;
 
+use super::busy::Busy;
 use super::model_slot::ModelSlot;
 use super::notify::{Level, Notifications};
 use crate::export::job::{ExportFormat, ExportReport, ExportRequest};
@@ -155,7 +156,7 @@ impl ExportDialog {
                 Stage::Choosing => self.form_ui(ui, model, waker),
                 Stage::Running { lines, .. } => {
                     ui.horizontal(|ui| {
-                        ui.spinner();
+                        ui.add(Busy);
                         ui.label(format!("Exporting to {}", self.out));
                     });
                     for l in lines.iter().rev().take(10).rev() {

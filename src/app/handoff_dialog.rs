@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use eframe::egui;
 
+use super::busy::Busy;
 use super::model_slot::ModelSlot;
 use super::notify::{Level, Notifications};
 use crate::handoff::import::ImportReport;
@@ -182,7 +183,7 @@ impl HandoffDialog {
                 },
                 Stage::Running { lines, .. } => {
                     ui.horizontal(|ui| {
-                        ui.spinner();
+                        ui.add(Busy);
                         ui.label(match self.mode {
                             Mode::Export { .. } => format!("Writing {}", self.path),
                             Mode::Import => format!("Importing {}", self.path),

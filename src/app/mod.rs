@@ -9,6 +9,7 @@ mod batch_judge;
 mod batch_suite;
 mod batch_table;
 mod blind_ab;
+mod busy;
 mod chat;
 mod chat_pane;
 mod conversation_editor;

@@ -6,6 +6,7 @@
 
 use eframe::egui;
 
+use super::busy::Busy;
 use super::model_slot::ModelSlot;
 use super::shared::Shared;
 use crate::hub::catalog::{ModelEntry, ModelInfo};
@@ -121,7 +122,7 @@ impl ModelsTab {
                         self.refresh(shared);
                     }
                     if self.scanning {
-                        ui.spinner();
+                        ui.add(Busy);
                     }
                 });
                 ui.weak(format!(
@@ -195,7 +196,7 @@ fn loaded_ui(
         }
         ModelSlot::Loading { spec, lines, .. } => {
             ui.horizontal(|ui| {
-                ui.spinner();
+                ui.add(Busy);
                 ui.label(format!("Loading {spec}…"));
             });
             for l in lines.iter().rev().take(8).rev() {

@@ -16,6 +16,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use crate::train::{PreferenceMetrics, RunInfo};
 use crate::worker::{Command, Event, JobKind};
 
+use super::busy::Busy;
 use super::live_plots::smooth;
 use super::shared::Shared;
 
@@ -131,7 +132,7 @@ impl RunsTab {
                 self.refresh(shared);
             }
             // Always laid out, shown only while loading: the buttons after it keep their ids.
-            ui.add_visible(self.loading, egui::Spinner::new());
+            ui.add_visible(self.loading, Busy);
             ui.weak(format!("in {}", runs_dir(shared).display()));
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui

@@ -4,6 +4,7 @@
 
 use eframe::egui;
 
+use super::busy::Busy;
 use super::model_slot::ModelSlot;
 
 /// The status bar (it keeps no state of its own).
@@ -20,7 +21,7 @@ impl StatusBar {
     ) {
         ui.horizontal(|ui| {
             if model.is_loading() {
-                ui.spinner();
+                ui.add(Busy);
             }
             let line = model.status_line();
             let r = ui.add(egui::Label::new(&line).truncate());
@@ -46,7 +47,7 @@ impl StatusBar {
             .on_hover_text("Resident memory of this process (VmRSS)");
             if let Some(job) = job {
                 ui.separator();
-                ui.spinner();
+                ui.add(Busy);
                 ui.add(egui::Label::new(job).truncate());
             }
         });
