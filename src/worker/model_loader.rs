@@ -78,8 +78,9 @@ pub fn spawn(spec: String, waker: Waker) -> JobEvents<LoadEvent> {
         );
         drop(model);
         // The Train tab's time estimate follows this machine's matmul rate. Measured once
-        // the window has drawn the loaded model and gone idle (while the status bar's
-        // spinner turns, drawing competes for the cores); the wake redraws the estimate.
+        // the window has drawn the loaded model and gone idle (while the status bar shows
+        // the loading indicator, drawing competes for the cores); the wake redraws the
+        // estimate.
         if !crate::train::estimate::calibrated() {
             std::thread::sleep(std::time::Duration::from_millis(500));
             crate::train::estimate::calibrate();
