@@ -487,7 +487,9 @@ impl eframe::App for StudioApp {
             self.runs.refresh(&mut shared);
         }
         if self.datasets.is_busy() {
-            ctx.request_repaint_after(Duration::from_millis(100));
+            // Polls the dataset's jobs at the busy indicator's pace, not faster: where the
+            // window is painted on the CPU, every frame takes from the job.
+            ctx.request_repaint_after(super::busy::STEP);
         }
         self.frame_times.add_logic(start.elapsed());
     }
