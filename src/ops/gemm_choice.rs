@@ -607,9 +607,8 @@ unsafe fn run(
     beta: f32,
     parallelism: gemm::Parallelism,
 ) {
-    // The operands and threads as the studio's own kernels take them.
+    // The threads as the studio's own kernels take them.
     use super::packed_gemm::Strided;
-    let strided = |ptr: *const f32, rs: isize, cs: isize| Strided { ptr, rs, cs };
     let threads = match parallelism {
         gemm::Parallelism::Rayon(t) => t.max(1),
         _ => 1,
@@ -649,10 +648,10 @@ unsafe fn run(
             unsafe {
                 own(
                     (m, n, k),
-                    strided(dst, dst_rs, dst_cs),
+                    Strided::new(dst, dst_rs, dst_cs),
                     read_dst,
-                    strided(lhs, lhs_rs, lhs_cs),
-                    strided(rhs, rhs_rs, rhs_cs),
+                    Strided::new(lhs, lhs_rs, lhs_cs),
+                    Strided::new(rhs, rhs_rs, rhs_cs),
                     (alpha, beta),
                     threads,
                 )

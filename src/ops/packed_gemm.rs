@@ -66,6 +66,11 @@ unsafe impl<T> Send for Strided<T> {}
 unsafe impl<T> Sync for Strided<T> {}
 
 impl<T> Strided<T> {
+    /// The operand at `ptr` whose element (i, j) lies `i · rs + j · cs` elements on.
+    pub const fn new(ptr: *const T, rs: isize, cs: isize) -> Self {
+        Self { ptr, rs, cs }
+    }
+
     /// Element (i, j).
     ///
     /// # Safety
@@ -168,11 +173,7 @@ pub unsafe fn gemm(
                     }
                 };
                 // Panel p is "row" p of the packed block.
-                let packed = Strided {
-                    ptr: packed.as_ptr(),
-                    rs: (kc * NR) as isize,
-                    cs: 1,
-                };
+                let packed = Strided::new(packed.as_ptr(), (kc * NR) as isize, 1);
                 let task = |(rows, cols): (std::ops::Range<usize>, std::ops::Range<usize>)| {
                     LHS_PACK.with(|kept| {
                         let mut fresh = Vec::new();
@@ -640,22 +641,10 @@ pub(crate) mod tests {
                         unsafe {
                             gemm(
                                 (m, n, k),
-                                Strided {
-                                    ptr: dst.as_mut_ptr(),
-                                    rs: n as isize,
-                                    cs: 1,
-                                },
+                                Strided::new(dst.as_mut_ptr(), n as isize, 1),
                                 read,
-                                Strided {
-                                    ptr: lhs.as_ptr(),
-                                    rs: lrs,
-                                    cs: lcs,
-                                },
-                                Strided {
-                                    ptr: rhs.as_ptr(),
-                                    rs: rrs,
-                                    cs: rcs,
-                                },
+                                Strided::new(lhs.as_ptr(), lrs, lcs),
+                                Strided::new(rhs.as_ptr(), rrs, rcs),
                                 (alpha, beta),
                                 threads,
                             )
@@ -688,22 +677,10 @@ pub(crate) mod tests {
         unsafe {
             gemm(
                 (m, n, k),
-                Strided {
-                    ptr: dst.as_mut_ptr(),
-                    rs: 1,
-                    cs: m as isize,
-                },
+                Strided::new(dst.as_mut_ptr(), 1, m as isize),
                 false,
-                Strided {
-                    ptr: lhs.as_ptr(),
-                    rs: k as isize,
-                    cs: 1,
-                },
-                Strided {
-                    ptr: rhs.as_ptr(),
-                    rs: n as isize,
-                    cs: 1,
-                },
+                Strided::new(lhs.as_ptr(), k as isize, 1),
+                Strided::new(rhs.as_ptr(), n as isize, 1),
                 (0.0, 1.0),
                 2,
             )
@@ -718,22 +695,10 @@ pub(crate) mod tests {
         unsafe {
             gemm(
                 (2, 3, 0),
-                Strided {
-                    ptr: kept.as_mut_ptr(),
-                    rs: 3,
-                    cs: 1,
-                },
+                Strided::new(kept.as_mut_ptr(), 3, 1),
                 true,
-                Strided {
-                    ptr: std::ptr::null(),
-                    rs: 0,
-                    cs: 0,
-                },
-                Strided {
-                    ptr: std::ptr::null(),
-                    rs: 0,
-                    cs: 0,
-                },
+                Strided::new(std::ptr::null(), 0, 0),
+                Strided::new(std::ptr::null(), 0, 0),
                 (0.5, 1.0),
                 1,
             )

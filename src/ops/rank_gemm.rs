@@ -200,22 +200,10 @@ mod tests {
                         unsafe {
                             gemm(
                                 (m, n, k),
-                                Strided {
-                                    ptr: dst.as_mut_ptr(),
-                                    rs: n as isize,
-                                    cs: 1,
-                                },
+                                Strided::new(dst.as_mut_ptr(), n as isize, 1),
                                 read,
-                                Strided {
-                                    ptr: lhs.as_ptr(),
-                                    rs: lrs,
-                                    cs: lcs,
-                                },
-                                Strided {
-                                    ptr: rhs.as_ptr(),
-                                    rs: n as isize,
-                                    cs: 1,
-                                },
+                                Strided::new(lhs.as_ptr(), lrs, lcs),
+                                Strided::new(rhs.as_ptr(), n as isize, 1),
                                 (alpha, beta),
                                 threads,
                             )
