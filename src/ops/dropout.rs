@@ -39,11 +39,12 @@ impl DropoutMask {
                 for (w, word) in words.iter_mut().enumerate() {
                     let bits = 64.min(len - (first + 64 * w));
                     let state = start.wrapping_add((64 * w as u64).wrapping_mul(GOLDEN));
-                    *word = match bits {
-                        64 => kept_bits(state, threshold),
-                        _ => (0..bits).fold(0, |word, bit| {
-                            word | (kept_bit(state, bit as u64, threshold) << bit)
-                        }),
+                    // A last word past `len` draws all 64 and keeps its first `bits`.
+                    let all = kept_bits(state, threshold);
+                    *word = if bits == 64 {
+                        all
+                    } else {
+                        all & ((1 << bits) - 1)
                     };
                 }
             });
