@@ -1,7 +1,7 @@
 //! The f32 products of a prompt and of a training step on every thread, kernel against
 //! kernel on the same operands: `y = x · Wᵀ` for row-major `x [n, k]` and `W [r, k]` (a
 //! dequantized panel) on the studio's dot-product kernel (`ops::dot_gemm`), its packed
-//! kernel (`ops::packed_gemm`) and the gemm crate; and the backward's `dx = dy · W` on the
+//! kernel (`ops::packed_gemm`, on its AVX2 and AVX-512 micro-kernels) and the gemm crate; and the backward's `dx = dy · W` on the
 //! packed kernel and the gemm crate. The kernels take turns call by call (`--rounds`
 //! rounds, 15 by default), so that a busy host slows all of them alike; each figure is the
 //! median GFLOP/s over the rounds, with the best in brackets.
@@ -80,12 +80,13 @@ fn main() {
         .unwrap_or(15)
         .max(1);
     let threads = rayon::current_num_threads();
-    let (dot_ok, packed_ok) = (
+    let (dot_ok, packed_ok, packed512_ok) = (
         finetune_studio::ops::dot_gemm::available(),
         packed_gemm::available(),
+        packed_gemm::avx512_available(),
     );
     println!(
-        "{} ({threads} threads); dot kernel: {dot_ok}, packed kernel: {packed_ok}; median (best) GFLOP/s of {rounds} rounds",
+        "{} ({threads} threads); dot kernel: {dot_ok}, packed kernel: {packed_ok}, AVX-512: {packed512_ok}; median (best) GFLOP/s of {rounds} rounds",
         finetune_studio::sys::cpu_model(),
     );
     for (n, r, k) in [
@@ -103,9 +104,14 @@ fn main() {
         let x: Vec<f32> = (0..n * k).map(|i| (i % 17) as f32 * 0.01).collect();
         let w: Vec<f32> = (0..r * k).map(|i| (i % 13) as f32 * 0.02).collect();
         let dy: Vec<f32> = (0..n * r).map(|i| (i % 11) as f32 * 0.03).collect();
-        let (mut y_dot, mut y_packed, mut y_crate) =
-            (vec![0f32; n * r], vec![0f32; n * r], vec![0f32; n * r]);
-        let (mut dx_packed, mut dx_crate) = (vec![0f32; n * k], vec![0f32; n * k]);
+        let (mut y_dot, mut y_packed, mut y_packed512, mut y_crate) = (
+            vec![0f32; n * r],
+            vec![0f32; n * r],
+            vec![0f32; n * r],
+            vec![0f32; n * r],
+        );
+        let (mut dx_packed, mut dx_packed512, mut dx_crate) =
+            (vec![0f32; n * k], vec![0f32; n * k], vec![0f32; n * k]);
         // Each kernel, in turn: (name, call) pairs; a kernel this CPU lacks is left out.
         let mut kernels: Vec<(&str, Call<'_>)> = Vec::new();
         if dot_ok {
@@ -149,6 +155,25 @@ fn main() {
                 }),
             ));
         }
+        if packed512_ok {
+            kernels.push((
+                "packed512",
+                Box::new(|| {
+                    // SAFETY: AVX-512F checked; as above.
+                    unsafe {
+                        packed_gemm::gemm_avx512(
+                            (n, r, k),
+                            row_major(y_packed512.as_mut_ptr(), r),
+                            false,
+                            row_major(x.as_ptr(), k),
+                            Strided::new(w.as_ptr(), 1, k as isize),
+                            (1.0, 1.0),
+                            threads,
+                        )
+                    }
+                }),
+            ));
+        }
         kernels.push((
             "gemm crate",
             // W [r, k] read column-major as the k × r right-hand side.
@@ -163,6 +188,25 @@ fn main() {
                         packed_gemm::gemm(
                             (n, k, r),
                             row_major(dx_packed.as_mut_ptr(), k),
+                            false,
+                            row_major(dy.as_ptr(), r),
+                            row_major(w.as_ptr(), k),
+                            (1.0, 1.0),
+                            threads,
+                        )
+                    }
+                }),
+            ));
+        }
+        if packed512_ok {
+            kernels.push((
+                "dy·W packed512",
+                Box::new(|| {
+                    // SAFETY: AVX-512F checked; as above.
+                    unsafe {
+                        packed_gemm::gemm_avx512(
+                            (n, k, r),
+                            row_major(dx_packed512.as_mut_ptr(), k),
                             false,
                             row_major(dy.as_ptr(), r),
                             row_major(w.as_ptr(), k),
@@ -212,6 +256,11 @@ fn main() {
             diff = diff
                 .max(rel_diff(&y_packed, &y_crate))
                 .max(rel_diff(&dx_packed, &dx_crate));
+        }
+        if packed512_ok {
+            diff = diff
+                .max(rel_diff(&y_packed512, &y_crate))
+                .max(rel_diff(&dx_packed512, &dx_crate));
         }
         println!(
             "n {n:>4} r {r:>5} k {k:>5}: {} (max rel diff {diff:.1e})",

@@ -1,6 +1,7 @@
 //! Which f32 gemm kernel each product shape runs on: gemm-f32 0.18's AVX2 + FMA kernels,
 //! the gemm crate 0.19's own choice for this CPU (AVX-512 where the CPU has it, else its
-//! AVX2 kernels), the studio's packed AVX2 kernel ([`super::packed_gemm`]), its kernel
+//! AVX2 kernels), the studio's packed kernel ([`super::packed_gemm`], on its AVX2 and,
+//! where the CPU has it, its AVX-512 micro-kernel: two candidates), its kernel
 //! for an inner size of at most 32 ([`super::rank_gemm`], the adapter's rank-`r`
 //! products), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2)
 //! its dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing, never
@@ -19,9 +20,9 @@
 //! every trial ever taken converges on the quiet figure: each later run times a saved shape
 //! once more on each kernel and decides on the best times of all runs together. A choice
 //! that a neighbour's build skewed is corrected by the next quiet run instead of being kept.
-//! `FINETUNE_STUDIO_GEMM=gemm018|gemm019|dot|packed` pins one kernel for comparisons (the
-//! dot kernel where the layout and the CPU allow it, the packed one where the CPU has AVX2
-//! and FMA, gemm 0.19 elsewhere); `FINETUNE_STUDIO_GEMM_PROFILE=1` sums each product's
+//! `FINETUNE_STUDIO_GEMM=gemm018|gemm019|dot|packed|packed512` pins one kernel for
+//! comparisons (the dot kernel where the layout and the CPU allow it, the packed ones where
+//! the CPU has AVX2 and FMA or AVX-512F, gemm 0.19 elsewhere); `FINETUNE_STUDIO_GEMM_PROFILE=1` sums each product's
 //! time by exact shape and kernel ([`profile`]; `bench_train` prints it).
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,8 @@ pub enum GemmKernel {
     Dot,
     /// [`super::packed_gemm`]: packed operands, a 6 × 16 AVX2 micro-kernel.
     Packed,
+    /// [`super::packed_gemm`] on its 12 × 32 AVX-512 micro-kernel.
+    Packed512,
     /// [`super::rank_gemm`]: a short inner size (an adapter's rank), `dst` and `rhs`
     /// row-major, on AVX2.
     Rank,
@@ -46,11 +49,12 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel (the order of the file's time keys).
-    const ALL: [GemmKernel; 5] = [
+    const ALL: [GemmKernel; 6] = [
         GemmKernel::Gemm018Avx2,
         GemmKernel::Gemm019,
         GemmKernel::Dot,
         GemmKernel::Packed,
+        GemmKernel::Packed512,
         GemmKernel::Rank,
     ];
 
@@ -60,6 +64,7 @@ impl GemmKernel {
             GemmKernel::Gemm019 => "gemm019",
             GemmKernel::Dot => "dot",
             GemmKernel::Packed => "packed",
+            GemmKernel::Packed512 => "packed512",
             GemmKernel::Rank => "rank",
         }
     }
@@ -69,6 +74,7 @@ impl GemmKernel {
             "gemm019" => Some(GemmKernel::Gemm019),
             "dot" => Some(GemmKernel::Dot),
             "packed" => Some(GemmKernel::Packed),
+            "packed512" => Some(GemmKernel::Packed512),
             "rank" => Some(GemmKernel::Rank),
             _ => None,
         }
@@ -124,6 +130,9 @@ impl ShapeKey {
         }
         if super::packed_gemm::available() {
             out.push(GemmKernel::Packed);
+        }
+        if super::packed_gemm::avx512_available() {
+            out.push(GemmKernel::Packed512);
         }
         // The key's k is rounded up to a power of two, so every product of the shape has
         // an inner size of at most MAX_K.
@@ -198,6 +207,7 @@ fn pinned() -> Option<GemmKernel> {
         Some(match GemmKernel::from_label(&asked)? {
             GemmKernel::Dot if !super::dot_gemm::available() => GemmKernel::Gemm019,
             GemmKernel::Packed if !super::packed_gemm::available() => GemmKernel::Gemm019,
+            GemmKernel::Packed512 if !super::packed_gemm::avx512_available() => GemmKernel::Gemm019,
             // Only some shapes can run on it: not a kernel for every product.
             GemmKernel::Rank => GemmKernel::Gemm019,
             k => k,
@@ -627,7 +637,7 @@ unsafe fn run(
                 matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
             )
         },
-        GemmKernel::Packed | GemmKernel::Rank => {
+        GemmKernel::Packed | GemmKernel::Packed512 | GemmKernel::Rank => {
             type OwnKernel = unsafe fn(
                 (usize, usize, usize),
                 Strided<f32>,
@@ -637,14 +647,15 @@ unsafe fn run(
                 (f32, f32),
                 usize,
             );
-            let own: OwnKernel = if kernel == GemmKernel::Packed {
-                super::packed_gemm::gemm
-            } else {
-                super::rank_gemm::gemm
+            let own: OwnKernel = match kernel {
+                GemmKernel::Packed => super::packed_gemm::gemm,
+                GemmKernel::Packed512 => super::packed_gemm::gemm_avx512,
+                _ => super::rank_gemm::gemm,
             };
             // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned)
-            // only where the CPU has AVX2 and FMA, the rank kernel only there and where k
-            // is at most its MAX_K and dst and rhs have unit column strides.
+            // only where the CPU has AVX2 and FMA, its AVX-512 variant only where it has
+            // AVX-512F, the rank kernel only where it has AVX2 and FMA and where k is at
+            // most its MAX_K and dst and rhs have unit column strides.
             unsafe {
                 own(
                     (m, n, k),
@@ -742,6 +753,9 @@ mod tests {
         }
         if super::super::packed_gemm::available() {
             kernels.push(GemmKernel::Packed);
+        }
+        if super::super::packed_gemm::avx512_available() {
+            kernels.push(GemmKernel::Packed512);
         }
         for kernel in kernels {
             for par in [gemm::Parallelism::None, gemm::Parallelism::Rayon(2)] {
@@ -856,6 +870,7 @@ mod tests {
             GemmKernel::Dot => 0.5,
             GemmKernel::Gemm019 => 1.0,
             GemmKernel::Packed => 1.5,
+            GemmKernel::Packed512 => 1.75,
             GemmKernel::Gemm018Avx2 => 2.0,
             GemmKernel::Rank => 3.0,
         };
@@ -904,7 +919,7 @@ mod tests {
         // Every kernel's best time comes back.
         let times: Times = GemmKernel::ALL
             .into_iter()
-            .zip([2.0, 1.0, 0.5, 0.75, 0.625])
+            .zip([2.0, 1.0, 0.5, 0.75, 0.875, 0.625])
             .collect();
         let choices = Choices {
             cpu: "CPU A".into(),
@@ -961,9 +976,11 @@ mod tests {
             );
         }
         // This run is quiet: gemm 0.19 twice as fast as 0.18's best. A kernel with no saved
-        // time (the packed one, where the CPU has it) takes its full trials, the others
+        // time (the packed ones, where the CPU has them) takes its full trials, the others
         // take turns with it meanwhile.
         let packed = super::super::packed_gemm::available();
+        let packed512 = super::super::packed_gemm::avx512_available();
+        let fresh = usize::from(packed) + usize::from(packed512);
         let mut calls = 0;
         while let (kernel, true) = pick(key) {
             record(
@@ -976,12 +993,12 @@ mod tests {
                 },
             );
             calls += 1;
-            assert!(calls <= 3 * TRIALS, "the shape was never decided");
+            assert!(calls <= 4 * TRIALS, "the shape was never decided");
         }
         assert_eq!(
             calls,
-            if packed {
-                3 * TRIALS
+            if fresh > 0 {
+                (2 + fresh) * TRIALS
             } else {
                 2 * RECHECK_TRIALS
             }
@@ -996,6 +1013,9 @@ mod tests {
         let mut want = Times::from([(GemmKernel::Gemm018Avx2, 2.0), (GemmKernel::Gemm019, 1.0)]);
         if packed {
             want.insert(GemmKernel::Packed, 2.5);
+        }
+        if packed512 {
+            want.insert(GemmKernel::Packed512, 2.5);
         }
         assert_eq!(best, Some(want));
     }

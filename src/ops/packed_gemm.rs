@@ -16,15 +16,30 @@
 //! so it is one candidate of the timed choice (`ops::gemm_choice`), not the default.
 //! Operands may have any strides (the packing reads them); `dst` is written a row of 16
 //! at a time where its rows are contiguous, element by element elsewhere.
+//!
+//! Where the CPU has AVX-512F a second micro-kernel ([`avx512`], 14 × 32: two panels of
+//! 16 a tile, 28 accumulators of 16 lanes) runs on the same packed panels; it is a
+//! separate candidate of the timed choice ([`gemm_avx512`]), since 512-bit FMAs are twice
+//! the work per instruction on Intel's server cores and split in two on AMD Zen 4.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-/// Rows of a micro-tile (broadcast values of `lhs`).
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Rows of an AVX2 micro-tile (broadcast values of `lhs`).
 const MR: usize = 6;
-/// Columns of a micro-tile (two vectors of `rhs`).
+/// Rows of an AVX-512 micro-tile: 28 accumulators of the 32 registers. On an Intel
+/// Xeon (family 6, model 207, one thread of `examples/bench_dot_gemm`) 14 rows ran
+/// `[1024, 576] · [576, 1536]` at 135 GFLOP/s, 12 rows at 130, 8 at 120.
+const MR_AVX512: usize = 14;
+/// Columns of a packed panel of `rhs` (and of an AVX2 micro-tile: two vectors of 8).
 const NR: usize = 16;
+/// Up to this many rows of `lhs` use each value of a row-major `rhs` so few times that
+/// the micro-kernel reads `rhs` where it lies instead of paying for a packed copy.
+const IN_PLACE_MAX_ROWS: usize = 24;
 /// Most values of `k` per block: a packed panel of `rhs` (`KC` × 16 × 4 bytes = 16 KiB)
 /// stays in L1 while the task's row panels pass it.
 const KC: usize = 256;
@@ -42,13 +57,55 @@ thread_local! {
 
 /// Whether this CPU runs the kernel (AVX2 and FMA).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    Micro::Avx2.available()
+}
+
+/// Whether this CPU runs the AVX-512 micro-kernel ([`gemm_avx512`]).
+pub fn avx512_available() -> bool {
+    Micro::Avx512.available()
+}
+
+/// The micro-kernel a call runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Micro {
+    /// 6 × 16 on AVX2 + FMA.
+    Avx2,
+    /// 14 × 32 on AVX-512F: two panels of 16 a tile.
+    Avx512,
+}
+
+impl Micro {
+    /// Whether this CPU runs it.
+    pub(crate) fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Micro::Avx2 => has!("avx2") && has!("fma"),
+                Micro::Avx512 => has!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = self;
+            false
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Rows of its tile (of a packed panel of `lhs`).
+    const fn rows(self) -> usize {
+        match self {
+            Micro::Avx2 => MR,
+            Micro::Avx512 => MR_AVX512,
+        }
+    }
+
+    /// Panels of 16 columns of its tile.
+    const fn panels(self) -> usize {
+        match self {
+            Micro::Avx2 => 1,
+            Micro::Avx512 => 2,
+        }
     }
 }
 
@@ -101,13 +158,61 @@ struct Store {
 }
 
 /// `dst [m, n] = alpha · dst + beta · lhs [m, k] · rhs [k, n]` (`dst` read only when
-/// `read_dst`), on `threads` of rayon's threads (one: on this thread).
+/// `read_dst`), on `threads` of rayon's threads (one: on this thread), on the AVX2
+/// micro-kernel.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA ([`available`]). Every element of `lhs` (m × k), `rhs`
 /// (k × n) and `dst` (m × n) that the strides reach is valid for reads (and `dst` for
 /// writes); `dst` overlaps neither input and no two of its elements are the same.
 pub unsafe fn gemm(
+    shape: (usize, usize, usize),
+    dst: Strided<f32>,
+    read_dst: bool,
+    lhs: Strided<f32>,
+    rhs: Strided<f32>,
+    scales: (f32, f32),
+    threads: usize,
+) {
+    // SAFETY: the caller's promises.
+    unsafe { gemm_on(Micro::Avx2, shape, dst, read_dst, lhs, rhs, scales, threads) }
+}
+
+/// [`gemm`] on the AVX-512 micro-kernel.
+///
+/// # Safety
+/// The CPU has AVX-512F ([`avx512_available`]); the operands as for [`gemm`].
+pub unsafe fn gemm_avx512(
+    shape: (usize, usize, usize),
+    dst: Strided<f32>,
+    read_dst: bool,
+    lhs: Strided<f32>,
+    rhs: Strided<f32>,
+    scales: (f32, f32),
+    threads: usize,
+) {
+    // SAFETY: the caller's promises.
+    unsafe {
+        gemm_on(
+            Micro::Avx512,
+            shape,
+            dst,
+            read_dst,
+            lhs,
+            rhs,
+            scales,
+            threads,
+        )
+    }
+}
+
+/// [`gemm`] on `micro`.
+///
+/// # Safety
+/// The CPU runs `micro` ([`Micro::available`]); the operands as for [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_on(
+    micro: Micro,
     (m, n, k): (usize, usize, usize),
     dst: Strided<f32>,
     read_dst: bool,
@@ -135,9 +240,9 @@ pub unsafe fn gemm(
     let k_blocks = k.div_ceil(KC);
     let kc_max = k.div_ceil(k_blocks);
     // A few rows (a LoRA weight's gradient: 16) use each value of a row-major rhs at
-    // most four times: the micro-kernel reads its rows where they are instead of paying
+    // most a few times: the micro-kernel reads its rows where they are instead of paying
     // a copy of the whole rhs for them.
-    let in_place = rhs.cs == 1 && m <= 4 * MR;
+    let in_place = rhs.cs == 1 && m <= IN_PLACE_MAX_ROWS;
     let run = |packed: &mut Vec<f32>| {
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -186,6 +291,7 @@ pub unsafe fn gemm(
                         // `rows` × panels `cols` of this block, written by no other task.
                         unsafe {
                             block_task(
+                                micro,
                                 (rows, cols),
                                 (pc, kc),
                                 (jc, n),
@@ -202,7 +308,7 @@ pub unsafe fn gemm(
                         }
                     })
                 };
-                let tasks = plan(m, panels, threads);
+                let tasks = plan(m, panels, threads, micro);
                 if threads > 1 && tasks.len() > 1 {
                     tasks.into_par_iter().for_each(task);
                 } else {
@@ -219,27 +325,30 @@ pub unsafe fn gemm(
 
 /// The tasks of one block: `(rows, panels of 16 columns)`. Enough rows: bands of rows of
 /// equal height (whole micro-tiles, at most [`MC`]), a multiple of `threads` of them,
-/// each with every panel; few rows: every row, the panels split between the threads.
+/// each with every panel; few rows: every row, the panels split between the threads
+/// (whole tiles of `micro`).
 fn plan(
     m: usize,
     panels: usize,
     threads: usize,
+    micro: Micro,
 ) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
     let threads = threads.max(1);
-    if m >= 8 * MR * threads || panels < threads {
+    let mr = micro.rows();
+    if m >= 8 * mr * threads || panels < threads {
         // Whole micro-tiles, shared out as evenly as they go (1024 rows in 8 bands: 126
         // or 132 rows each, not 7 of 132 and one of 100).
-        let units = m.div_ceil(MR);
+        let units = m.div_ceil(mr);
         let bands = (threads * m.div_ceil(threads * MC)).min(units);
         (0..bands)
             .map(|b| {
-                let (from, to) = (b * units / bands * MR, (b + 1) * units / bands * MR);
+                let (from, to) = (b * units / bands * mr, (b + 1) * units / bands * mr);
                 (from..to.min(m), 0..panels)
             })
             .filter(|(rows, _)| !rows.is_empty())
             .collect()
     } else {
-        let per = panels.div_ceil(threads);
+        let per = panels.div_ceil(threads).next_multiple_of(micro.panels());
         (0..panels)
             .step_by(per)
             .map(|p| (0..m, p..(p + per).min(panels)))
@@ -286,8 +395,8 @@ unsafe fn pack_rhs(
     }
 }
 
-/// Packs rows `rows` of columns `pc .. pc + kc` of `lhs` into `out`, panels of 6 rows
-/// (`kc` groups of 6 each, zeros past the last row).
+/// Packs rows `rows` of columns `pc .. pc + kc` of `lhs` into `out`, panels of `mr` rows
+/// (`kc` groups of `mr` each, zeros past the last row).
 ///
 /// # Safety
 /// Those elements of `lhs` are valid for reads.
@@ -295,14 +404,15 @@ unsafe fn pack_lhs(
     lhs: Strided<f32>,
     rows: std::ops::Range<usize>,
     (pc, kc): (usize, usize),
+    mr: usize,
     out: &mut Vec<f32>,
 ) {
-    let panels = rows.len().div_ceil(MR);
+    let panels = rows.len().div_ceil(mr);
     out.clear();
-    out.resize(panels * kc * MR, 0.0);
-    for (panel, dst) in out.chunks_exact_mut(kc * MR).enumerate() {
-        let first = rows.start + panel * MR;
-        let height = MR.min(rows.end - first);
+    out.resize(panels * kc * mr, 0.0);
+    for (panel, dst) in out.chunks_exact_mut(kc * mr).enumerate() {
+        let first = rows.start + panel * mr;
+        let height = mr.min(rows.end - first);
         for i in 0..height {
             // SAFETY: the caller's promises.
             let src = unsafe { lhs.at(first + i, pc) };
@@ -310,25 +420,52 @@ unsafe fn pack_lhs(
                 // SAFETY: the caller's promises: row first + i holds kc values from pc.
                 let src = unsafe { std::slice::from_raw_parts(src, kc) };
                 for (p, v) in src.iter().enumerate() {
-                    dst[p * MR + i] = *v;
+                    dst[p * mr + i] = *v;
                 }
             } else {
                 for p in 0..kc {
                     // SAFETY: the caller's promises.
-                    dst[p * MR + i] = unsafe { *src.offset(p as isize * lhs.cs) };
+                    dst[p * mr + i] = unsafe { *src.offset(p as isize * lhs.cs) };
                 }
             }
         }
     }
 }
 
-/// One task of a block: packs its rows of `lhs`, then runs the micro-kernel on each of
-/// its tiles, panel by panel of the packed `rhs`.
+/// Where the micro-kernel reads panel `p` of a block from: `(first value, stride of a
+/// step of k)`. A partial panel read in place is packed into `edge` first.
 ///
 /// # Safety
-/// As for [`gemm`]; `rhs` holds the block's panels; no other task writes these tiles.
+/// As for [`block_task`]; `edge` holds `kc · 16` values.
+unsafe fn panel_source(
+    rhs: Panels,
+    p: usize,
+    (pc, kc): (usize, usize),
+    (jc, n): (usize, usize),
+    edge: &mut [f32],
+) -> (*const f32, isize) {
+    let col = jc + p * NR;
+    match rhs {
+        // SAFETY: panel p of the block holds kc · 16 values.
+        Panels::Packed(packed) => (unsafe { packed.at(p, 0) }, NR as isize),
+        // SAFETY: the caller's promises: 16 values of each of rows pc .. pc + kc.
+        Panels::InPlace(rhs) if n - col >= NR => (unsafe { rhs.at(pc, col) }, rhs.rs),
+        Panels::InPlace(rhs) => {
+            // SAFETY: the caller's promises; `edge` holds kc rows of 16.
+            unsafe { pack_rhs(rhs, (pc, kc), (col, n), &mut edge[..kc * NR]) };
+            (edge.as_ptr(), NR as isize)
+        }
+    }
+}
+
+/// One task of a block: packs its rows of `lhs`, then runs the micro-kernel on each of
+/// its tiles, a tile's panels at a time of the packed `rhs`.
+///
+/// # Safety
+/// As for [`gemm_on`]; `rhs` holds the block's panels; no other task writes these tiles.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_task(
+    micro: Micro,
     (rows, panels): (std::ops::Range<usize>, std::ops::Range<usize>),
     (pc, kc): (usize, usize),
     (jc, n): (usize, usize),
@@ -338,41 +475,49 @@ unsafe fn block_task(
     store: Store,
     buf: &mut Vec<f32>,
 ) {
+    let mr = micro.rows();
     // SAFETY: the caller's promises.
-    unsafe { pack_lhs(lhs, rows.clone(), (pc, kc), buf) };
+    unsafe { pack_lhs(lhs, rows.clone(), (pc, kc), mr, buf) };
+    // Only the block's last panel can be partial: one edge buffer serves every tile.
     let mut edge = [0f32; KC * NR];
-    for p in panels {
+    for p in panels.clone().step_by(micro.panels()) {
         let col = jc + p * NR;
-        let cols = NR.min(n - col);
-        let (b, b_stride) = match rhs {
-            // SAFETY: panel p of the block holds kc · 16 values.
-            Panels::Packed(packed) => (unsafe { packed.at(p, 0) }, NR as isize),
-            // SAFETY: the caller's promises: 16 values of each of rows pc .. pc + kc.
-            Panels::InPlace(rhs) if cols == NR => (unsafe { rhs.at(pc, col) }, rhs.rs),
-            Panels::InPlace(rhs) => {
-                // SAFETY: the caller's promises; `edge` holds kc rows of 16.
-                unsafe { pack_rhs(rhs, (pc, kc), (col, n), &mut edge[..kc * NR]) };
-                (edge.as_ptr(), NR as isize)
-            }
+        let pair = micro.panels() == 2 && p + 1 < panels.end;
+        let cols = (if pair { 2 * NR } else { NR }).min(n - col);
+        // SAFETY: the caller's promises.
+        let first = unsafe { panel_source(rhs, p, (pc, kc), (jc, n), &mut edge) };
+        let second = if pair {
+            // SAFETY: as above; the first panel is whole, so it is not in `edge`.
+            unsafe { panel_source(rhs, p + 1, (pc, kc), (jc, n), &mut edge) }
+        } else {
+            first
         };
-        for (t, a) in buf.chunks_exact(kc * MR).enumerate() {
-            let row = rows.start + t * MR;
-            let height = MR.min(rows.end - row);
+        for (t, a) in buf.chunks_exact(kc * mr).enumerate() {
+            let row = rows.start + t * mr;
+            let height = mr.min(rows.end - row);
+            let c = (
+                // SAFETY: the tile's first element lies inside dst.
+                unsafe { dst.at(row, col) as *mut f32 },
+                (dst.rs, dst.cs),
+            );
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the caller's promises; the tile's elements of dst are this task's.
+            // SAFETY: the caller's promises (the CPU runs `micro`); the tile's elements of
+            // dst are this task's.
             unsafe {
-                x86::tile(
-                    kc,
-                    a.as_ptr(),
-                    (b, b_stride),
-                    dst.at(row, col) as *mut f32,
-                    (dst.rs, dst.cs),
-                    (height, cols),
-                    store,
-                )
+                match (micro, pair) {
+                    (Micro::Avx2, _) => {
+                        x86::tile(kc, a.as_ptr(), first, c.0, c.1, (height, cols), store)
+                    }
+                    (Micro::Avx512, true) => {
+                        avx512::tile::<2>(kc, a.as_ptr(), [first, second], c, (height, cols), store)
+                    }
+                    (Micro::Avx512, false) => {
+                        avx512::tile::<1>(kc, a.as_ptr(), [first, second], c, (height, cols), store)
+                    }
+                }
             };
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (a, b, b_stride, row, height, cols, store);
+            let _ = (a, c, height, cols, store, first, second);
         }
     }
 }
@@ -594,12 +739,24 @@ pub(crate) mod tests {
             .collect()
     }
 
-    #[test]
-    fn matches_the_textbook_loop_for_every_layout_and_edge() {
+    /// The micro-kernels this CPU runs (AVX2 on every CPU the tests run on).
+    fn micros() -> Vec<Micro> {
         assert!(
             available(),
             "the packed kernel needs AVX2 and FMA; this machine lacks them"
         );
+        [Micro::Avx2, Micro::Avx512]
+            .into_iter()
+            .filter(|m| m.available())
+            .collect()
+    }
+
+    /// Every layout, edge (rows, columns and `k` not multiples of a tile; an odd number of
+    /// panels, so that the AVX-512 kernel runs a single panel too; `k` over a block),
+    /// store and thread count, on every micro-kernel the CPU runs.
+    #[test]
+    fn matches_the_textbook_loop_for_every_layout_and_edge() {
+        let micros = micros();
         let shapes = [
             (1, 1, 1),
             (7, 17, 5),
@@ -608,8 +765,13 @@ pub(crate) mod tests {
             (50, 40, 513),
             (100, 70, 16),
             (200, 35, 600),
+            (24, 48, 40),
+            (30, 80, 7),
         ];
-        for (m, n, k) in shapes {
+        for ((m, n, k), &micro) in shapes
+            .into_iter()
+            .flat_map(|s| micros.iter().map(move |m| (s, m)))
+        {
             for (lhs_rm, rhs_rm) in [(true, false), (true, true), (false, true), (false, false)] {
                 for (read, alpha, beta) in [(false, 0.0, 1.0), (true, 1.0, 0.5), (true, 0.25, -2.0)]
                 {
@@ -637,9 +799,10 @@ pub(crate) mod tests {
                         } else {
                             (1, k as isize)
                         };
-                        // SAFETY: AVX2 checked above; the strides stay inside the buffers.
+                        // SAFETY: the CPU runs `micro`; the strides stay inside the buffers.
                         unsafe {
-                            gemm(
+                            gemm_on(
+                                micro,
                                 (m, n, k),
                                 Strided::new(dst.as_mut_ptr(), n as isize, 1),
                                 read,
@@ -653,7 +816,7 @@ pub(crate) mod tests {
                         for (g, w) in dst.iter().zip(&want) {
                             assert!(
                                 (g - w).abs() <= tol,
-                                "m {m} n {n} k {k} lhs row-major {lhs_rm} rhs row-major {rhs_rm} read {read} threads {threads}: {g} against {w}"
+                                "{micro:?} m {m} n {n} k {k} lhs row-major {lhs_rm} rhs row-major {rhs_rm} read {read} threads {threads}: {g} against {w}"
                             );
                         }
                     }
@@ -664,31 +827,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_column_major_destination_and_an_empty_sum() {
-        assert!(
-            available(),
-            "the packed kernel needs AVX2 and FMA; this machine lacks them"
-        );
-        let (m, n, k) = (9, 20, 31);
-        let lhs = values(m * k, 4);
-        let rhs = values(k * n, 5);
-        let want = textbook((m, n, k), &[], false, &lhs, true, &rhs, true, (0.0, 1.0));
-        let mut dst = vec![f32::NAN; m * n];
-        // SAFETY: AVX2 checked above; dst is column-major m × n.
-        unsafe {
-            gemm(
-                (m, n, k),
-                Strided::new(dst.as_mut_ptr(), 1, m as isize),
-                false,
-                Strided::new(lhs.as_ptr(), k as isize, 1),
-                Strided::new(rhs.as_ptr(), n as isize, 1),
-                (0.0, 1.0),
-                2,
-            )
-        };
-        for i in 0..m {
-            for j in 0..n {
-                assert!((dst[j * m + i] - want[i * n + j]).abs() < 1e-4);
-            }
+        for micro in micros() {
+            a_column_major_destination(micro);
         }
         let mut kept = vec![2.0f32; 6];
         // SAFETY: k = 0 reads no operand; dst is 2 × 3.
@@ -704,5 +844,34 @@ pub(crate) mod tests {
             )
         };
         assert_eq!(kept, vec![1.0; 6]);
+    }
+
+    fn a_column_major_destination(micro: Micro) {
+        let (m, n, k) = (9, 20, 31);
+        let lhs = values(m * k, 4);
+        let rhs = values(k * n, 5);
+        let want = textbook((m, n, k), &[], false, &lhs, true, &rhs, true, (0.0, 1.0));
+        let mut dst = vec![f32::NAN; m * n];
+        // SAFETY: the CPU runs `micro`; dst is column-major m × n.
+        unsafe {
+            gemm_on(
+                micro,
+                (m, n, k),
+                Strided::new(dst.as_mut_ptr(), 1, m as isize),
+                false,
+                Strided::new(lhs.as_ptr(), k as isize, 1),
+                Strided::new(rhs.as_ptr(), n as isize, 1),
+                (0.0, 1.0),
+                2,
+            )
+        };
+        for i in 0..m {
+            for j in 0..n {
+                assert!(
+                    (dst[j * m + i] - want[i * n + j]).abs() < 1e-4,
+                    "{micro:?} ({i}, {j})"
+                );
+            }
+        }
     }
 }

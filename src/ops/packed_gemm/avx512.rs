@@ -1,0 +1,90 @@
+//! The AVX-512 micro-kernel of [`super`]: 14 rows of a packed `lhs` panel against one or
+//! two panels of 16 columns of `rhs`, 14 × `W` accumulators of 16 lanes in registers (28
+//! of the 32 for a full tile): per value of `k`, `W` loads and 14 broadcasts for `14 · W`
+//! FMAs, no reduction across lanes.
+
+use std::arch::x86_64::*;
+
+use super::{Store, MR_AVX512 as ROWS};
+
+/// `kc` steps over a packed row panel `a` (14 values a step) and `W` column panels
+/// (`b[w]`: 16 contiguous values a step, its stride apart), then the tile (`height` ×
+/// `width` of its 14 × 16·`W` valid) stored by `store` into `c` (element (i, j) at
+/// `c.0 + i·rs + j·cs`).
+///
+/// # Safety
+/// AVX-512F; `a` holds `kc · 14` values, each `b[w]` (w < W) 16 at each of its `kc`
+/// steps; the valid elements of the tile are writable.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn tile<const W: usize>(
+    kc: usize,
+    a: *const f32,
+    b: [(*const f32, isize); 2],
+    (c, (rs, cs)): (*mut f32, (isize, isize)),
+    (height, width): (usize, usize),
+    store: Store,
+) {
+    // The tile's rows of dst are fetched while the sums are made.
+    for i in 0..height {
+        // SAFETY: a prefetch of a valid element (and the line after it) faults on nothing.
+        unsafe {
+            let row = c.offset(i as isize * rs);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.offset((width as isize - 1) * cs).cast());
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); W]; ROWS];
+    let mut a = a;
+    let mut at = [b[0].0, b[1].0];
+    for _ in 0..kc {
+        // SAFETY: the caller's promises on the panels' lengths.
+        unsafe {
+            let bv: [__m512; W] = std::array::from_fn(|w| _mm512_loadu_ps(at[w]));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for (sum, bw) in row.iter_mut().zip(&bv) {
+                    *sum = _mm512_fmadd_ps(ai, *bw, *sum);
+                }
+            }
+            a = a.add(ROWS);
+            for w in 0..W {
+                at[w] = at[w].offset(b[w].1);
+            }
+        }
+    }
+    let beta = _mm512_set1_ps(store.beta);
+    let alpha = _mm512_set1_ps(store.alpha);
+    if height == ROWS && width == 16 * W && cs == 1 {
+        for (i, row) in acc.iter().enumerate() {
+            for (w, sum) in row.iter().enumerate() {
+                // SAFETY: a full tile of contiguous rows (the caller's promises).
+                unsafe {
+                    let out = c.offset(i as isize * rs).add(16 * w);
+                    let mut v = _mm512_mul_ps(*sum, beta);
+                    if store.read {
+                        v = _mm512_fmadd_ps(_mm512_loadu_ps(out), alpha, v);
+                    }
+                    _mm512_storeu_ps(out, v);
+                }
+            }
+        }
+        return;
+    }
+    let mut sums = [0f32; ROWS * 32];
+    for (i, row) in acc.iter().enumerate() {
+        for (w, sum) in row.iter().enumerate() {
+            // SAFETY: `sums` holds 14 rows of 32.
+            unsafe { _mm512_storeu_ps(sums.as_mut_ptr().add(i * 32 + 16 * w), *sum) };
+        }
+    }
+    for i in 0..height {
+        for j in 0..width {
+            // SAFETY: element (i, j) of the tile is valid (the caller's promises).
+            unsafe {
+                let e = c.offset(i as isize * rs + j as isize * cs);
+                let s = store.beta * sums[i * 32 + j];
+                *e = if store.read { store.alpha * *e + s } else { s };
+            }
+        }
+    }
+}
