@@ -7,6 +7,9 @@ use std::arch::x86_64::*;
 
 use super::{Store, MR_AVX512 as ROWS};
 
+/// Values of `k` ahead of the one multiplied at which a panel read in place is prefetched.
+const PREFETCH_STEPS: isize = 16;
+
 /// `kc` steps over a packed row panel `a` (14 values a step) and `W` column panels
 /// (`b[w]`: 16 contiguous values a step, its stride apart), then the tile (`height` ×
 /// `width` of its 14 × 16·`W` valid) stored by `store` into `c` (element (i, j) at
@@ -36,7 +39,18 @@ pub(super) unsafe fn tile<const W: usize>(
     let mut acc = [[_mm512_setzero_ps(); W]; ROWS];
     let mut a = a;
     let mut at = [b[0].0, b[1].0];
+    // A panel read in place steps a whole row of `rhs` a value of `k`: strides the
+    // hardware prefetchers do not follow past 2 KiB, so the lines are asked for ahead (a
+    // LoRA A gradient, `[16, 1024] · [1024, 576]`, in the training step on an Intel Xeon
+    // of family 6, model 207: 32.2 and 34.5 GFLOP/s against 24.5 and 29.3 without).
+    let far = b.iter().take(W).any(|&(_, stride)| stride != 16);
     for _ in 0..kc {
+        if far {
+            for w in 0..W {
+                let ahead = at[w].wrapping_offset(PREFETCH_STEPS * b[w].1);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            }
+        }
         // SAFETY: the caller's promises on the panels' lengths.
         unsafe {
             let bv: [__m512; W] = std::array::from_fn(|w| _mm512_loadu_ps(at[w]));
