@@ -249,7 +249,8 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
         q.matmul_on(Isa::Avx2, x, rows, y)
             .map_err(candle_core::Error::Msg)
     };
-    match stored_prefill::chosen(q.stored_type(), inp, rows) {
+    let kind = (q.stored_type(), inp, out, rows);
+    match stored_prefill::chosen(kind) {
         Some(Path::Integer) => integer(y),
         Some(Path::IntegerTiles) => tiles(y),
         Some(Path::Panels) => {
@@ -275,7 +276,7 @@ fn stored_matmul(q: &QuantMatrix, x: &[f32], rows: usize, y: &mut [f32]) -> Resu
             if q.avx2_tiles_compete() {
                 candidates.push((Path::IntegerTiles, Box::new(|y| by_tiles = tiles(y))));
             }
-            stored_prefill::decide((q.stored_type(), inp, rows), y, candidates);
+            stored_prefill::decide(kind, y, candidates);
             // The paths through f32 read the stored rows back into memory.
             q.release_stored_pages_if_copied();
             by_integer.and(by_tiles)

@@ -4,13 +4,14 @@
 //! dequantized in panels into f32 gemm, as training does; (on AVX-512 or AVX2) dequantized
 //! in small slices, each multiplied in the dot kernel while it is in L2; or, on AVX-512,
 //! the AVX2 integer tiles of the K-quants against the VNNI kernels of one weight row.
-//! Which is fastest depends on the CPU (how
-//! wide its integer dot products are against its f32 FMA rate) and on the type and shape,
-//! so the first products of each (type, row length, rows rounded up to a power of two) run
+//! Which is fastest depends on the CPU (how wide its integer dot products are against its
+//! f32 FMA rate) and on the type and shape, so the first products of each kind (type, row
+//! length, weight rows and input rows, the last two rounded up to a power of two) run
 //! every way, timed, and the fastest (by the best of [`TRIALS`] timings of each, the
-//! weights' pages touched first) is kept, logged, and saved for this CPU (`prefill-choices.json` in the
-//! data directory, as the gemm kernel choices are), so that only the first prompts on a
-//! new machine pay for timing every path. No CPU's answer is written into the code. Decode steps
+//! weights' pages touched first) is kept, logged, and saved for this CPU
+//! (`prefill-choices.json` in the data directory, as the gemm kernel choices are), so that
+//! only the first prompts on a new machine pay for timing every path. No CPU's answer is
+//! written into the code. Decode steps
 //! (fewer than [`PANEL_MIN_ROWS`] rows) always take the integer kernels.
 
 use std::collections::HashMap;
@@ -36,7 +37,11 @@ pub enum Path {
     IntegerTiles,
 }
 
-type Key = (StoredType, usize, usize);
+/// (type, row length, weight rows rounded up to a power of two, input rows rounded up to
+/// a power of two). The weight's rows belong in it: a model's `k_proj` (512 rows) and its
+/// `up_proj` (8192 rows) share type and row length, and on an Intel Xeon (family 6, model
+/// 207) the first favoured the dequantized slices and the second the integer tiles.
+type Key = (StoredType, usize, usize, usize);
 
 /// A way to compute a product, to be timed by [`decide`].
 pub type Candidate<'a> = (Path, Box<dyn FnOnce(&mut [f32]) + 'a>);
@@ -64,8 +69,9 @@ fn cache_path() -> std::path::PathBuf {
 /// Bumped when a path's kernels change on some CPU, so that decisions timed on the old
 /// ones are timed afresh (2: the dot kernel's AVX2 tiles; 3: the K-quants' AVX2 integer
 /// tiles; 5: Q4_K's and Q6_K's tiles from their interleaved copies, built before timing;
-/// 6: the 32-value types' integer path and their rows from their interleaved copies).
-const KERNELS_VERSION: u32 = 6;
+/// 6: the 32-value types' integer path and their rows from their interleaved copies; 7:
+/// decisions per weight size).
+const KERNELS_VERSION: u32 = 7;
 
 /// The decisions belong to a CPU, its thread count and this version's kernels.
 #[cfg_attr(test, allow(dead_code))]
@@ -113,9 +119,11 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
             .and_then(|n| StoredType::ALL.into_iter().find(|t| t.name() == n));
         let num = |k: &str| e[k].as_u64().map(|v| v as usize);
         let path = e["path"].as_str().and_then(Path::from_label);
-        if let (Some(ty), Some(cols), Some(rows), Some(path)) = (ty, num("cols"), num("rows"), path)
+        let sizes = (num("cols"), num("weight_rows"), num("rows"));
+        if let (Some(ty), (Some(cols), Some(weight_rows), Some(rows)), Some(path)) =
+            (ty, sizes, path)
         {
-            out.insert(key(ty, cols, rows), Choice::Chosen(path));
+            out.insert(key(ty, cols, weight_rows, rows), Choice::Chosen(path));
         }
     }
     out
@@ -125,9 +133,10 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
 fn save(path: &std::path::Path, cpu: &str, map: &HashMap<Key, Choice>) {
     let mut choices: Vec<serde_json::Value> = map
         .iter()
-        .filter_map(|((ty, cols, rows), c)| match c {
+        .filter_map(|((ty, cols, weight_rows, rows), c)| match c {
             Choice::Chosen(p) => Some(serde_json::json!({
-                "type": ty.name(), "cols": cols, "rows": rows, "path": p.label(),
+                "type": ty.name(), "cols": cols, "weight_rows": weight_rows, "rows": rows,
+                "path": p.label(),
             })),
             Choice::Timing { .. } => None,
         })
@@ -149,19 +158,28 @@ fn with_choices<R>(f: impl FnOnce(&mut HashMap<Key, Choice>) -> R) -> Option<R> 
     Some(f(map))
 }
 
-fn key(ty: StoredType, cols: usize, rows: usize) -> Key {
-    (ty, cols, rows.next_power_of_two())
+fn key(ty: StoredType, cols: usize, weight_rows: usize, rows: usize) -> Key {
+    (
+        ty,
+        cols,
+        weight_rows.next_power_of_two(),
+        rows.next_power_of_two(),
+    )
 }
 
-/// The path for `rows` inputs of `cols` values on a `ty` weight; `None` while undecided.
-pub fn chosen(ty: StoredType, cols: usize, rows: usize) -> Option<Path> {
+/// A product's kind: the weight's type, row length and rows, and the input rows.
+pub type Kind = (StoredType, usize, usize, usize);
+
+/// The path for `rows` inputs of `cols` values on a `ty` weight of `weight_rows` rows;
+/// `None` while undecided.
+pub fn chosen((ty, cols, weight_rows, rows): Kind) -> Option<Path> {
     if rows < PANEL_MIN_ROWS {
         return Some(Path::Integer);
     }
     if let Some(p) = pinned() {
         return Some(p);
     }
-    let choice = with_choices(|m| m.get(&key(ty, cols, rows)).cloned()).flatten();
+    let choice = with_choices(|m| m.get(&key(ty, cols, weight_rows, rows)).cloned()).flatten();
     match choice {
         // A saved choice of the dot kernel on a CPU that no longer shows AVX-512 (a VM
         // that masks it) is decided again.
@@ -174,27 +192,23 @@ pub fn chosen(ty: StoredType, cols: usize, rows: usize) -> Option<Path> {
 /// Runs every candidate path once into `out`, each timed, and once the kind has been
 /// timed [`TRIALS`] times keeps the fastest; `out` is left with the last candidate's
 /// result (every path computes the same product). Returns the path kept, once decided.
-pub fn decide<'a>(
-    (ty, cols, rows): (StoredType, usize, usize),
-    out: &mut [f32],
-    candidates: Vec<Candidate<'a>>,
-) -> Option<Path> {
+pub fn decide<'a>(kind: Kind, out: &mut [f32], candidates: Vec<Candidate<'a>>) -> Option<Path> {
     let mut times = Vec::new();
     for (path, run) in candidates {
         let t = Instant::now();
         run(out);
         times.push((path, t.elapsed().as_secs_f64()));
     }
-    with_choices(|map| record(map, (ty, cols, rows), &times)).flatten()
+    with_choices(|map| record(map, kind, &times)).flatten()
 }
 
 /// Adds one timing of each path to the kind's, deciding once it has [`TRIALS`].
 fn record(
     map: &mut HashMap<Key, Choice>,
-    (ty, cols, rows): (StoredType, usize, usize),
+    (ty, cols, weight_rows, rows): Kind,
     times: &[(Path, f64)],
 ) -> Option<Path> {
-    let k = key(ty, cols, rows);
+    let k = key(ty, cols, weight_rows, rows);
     let (mut best, n) = match map.get(&k) {
         Some(Choice::Timing { best, n }) => (best.clone(), n + 1),
         _ => (Default::default(), 1),
@@ -216,7 +230,7 @@ fn record(
         .map(|(p, t)| format!("{} {:.2} ms", p.label(), t * 1e3))
         .collect();
     tracing::info!(
-        "{} × {rows} rows of {cols}: {} (best of {n}: {})",
+        "{} [{weight_rows}, {cols}] × {rows} rows: {} (best of {n}: {})",
         ty.name(),
         path.label(),
         each.join(", ")
@@ -260,37 +274,50 @@ mod tests {
 
     #[test]
     fn the_fastest_path_is_kept_per_type_shape_and_row_bucket() {
-        let (ty, cols) = (StoredType::Q5_1, 4096 + 32);
-        assert_eq!(chosen(ty, cols, 3), Some(Path::Integer));
-        assert_eq!(chosen(ty, cols, 100), None);
+        let (ty, cols, out) = (StoredType::Q5_1, 4096 + 32, 512);
+        assert_eq!(chosen((ty, cols, out, 3)), Some(Path::Integer));
+        assert_eq!(chosen((ty, cols, out, 100)), None);
         // Decided after TRIALS timings of each path.
         for i in 1..=TRIALS {
             let path = decide(
-                (ty, cols, 100),
+                (ty, cols, out, 100),
                 &mut [],
                 taking(&[(Path::Integer, 6), (Path::Panels, 0), (Path::DotSlices, 3)]),
             );
             assert_eq!(path, (i == TRIALS).then_some(Path::Panels));
         }
         // 100 and 120 rows share the bucket of 128; 300 rows do not.
-        assert_eq!(chosen(ty, cols, 120), Some(Path::Panels));
-        assert_eq!(chosen(ty, cols, 300), None);
+        assert_eq!(chosen((ty, cols, out, 120)), Some(Path::Panels));
+        assert_eq!(chosen((ty, cols, out, 300)), None);
         for _ in 0..TRIALS {
             decide(
-                (ty, cols, 300),
+                (ty, cols, out, 300),
                 &mut [],
                 taking(&[(Path::Integer, 0), (Path::Panels, 5)]),
             );
         }
-        assert_eq!(chosen(ty, cols, 300), Some(Path::Integer));
+        assert_eq!(chosen((ty, cols, out, 300)), Some(Path::Integer));
         for _ in 0..TRIALS {
             decide(
-                (ty, cols, 1000),
+                (ty, cols, out, 1000),
                 &mut [],
                 taking(&[(Path::Integer, 6), (Path::Panels, 5), (Path::DotSlices, 0)]),
             );
         }
-        assert_eq!(chosen(ty, cols, 1000), Some(Path::DotSlices));
+        assert_eq!(chosen((ty, cols, out, 1000)), Some(Path::DotSlices));
+        // A weight of the same type and row length but 16 times the rows is its own kind:
+        // 500 and 512 rows share a bucket, 8192 rows do not.
+        assert_eq!(chosen((ty, cols, 500, 100)), Some(Path::Panels));
+        assert_eq!(chosen((ty, cols, 8192, 100)), None);
+        for _ in 0..TRIALS {
+            decide(
+                (ty, cols, 8192, 100),
+                &mut [],
+                taking(&[(Path::Integer, 0), (Path::Panels, 5)]),
+            );
+        }
+        assert_eq!(chosen((ty, cols, 8192, 100)), Some(Path::Integer));
+        assert_eq!(chosen((ty, cols, out, 100)), Some(Path::Panels));
     }
 
     #[test]
@@ -298,17 +325,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CHOICES_FILE);
         let map = HashMap::from([
-            (key(StoredType::Q4K, 2048, 92), Choice::Chosen(Path::Panels)),
             (
-                key(StoredType::Q4K, 8192, 92),
+                key(StoredType::Q4K, 2048, 512, 92),
+                Choice::Chosen(Path::Panels),
+            ),
+            (
+                key(StoredType::Q4K, 8192, 2048, 92),
                 Choice::Chosen(Path::DotSlices),
             ),
             (
-                key(StoredType::Q6K, 8192, 20),
+                key(StoredType::Q6K, 8192, 2048, 20),
                 Choice::Chosen(Path::Integer),
             ),
             (
-                key(StoredType::Q8_0, 576, 9),
+                key(StoredType::Q8_0, 576, 576, 9),
                 Choice::Timing {
                     best: [(Path::Integer, 1.0), (Path::Panels, 2.0)].into(),
                     n: 1,
@@ -319,17 +349,18 @@ mod tests {
         let back = load(&path, "CPU A");
         assert_eq!(back.len(), 3, "undecided kinds are not saved");
         assert!(matches!(
-            back.get(&key(StoredType::Q4K, 8192, 128)),
+            back.get(&key(StoredType::Q4K, 8192, 2000, 128)),
             Some(Choice::Chosen(Path::DotSlices))
         ));
         assert!(matches!(
-            back.get(&key(StoredType::Q4K, 2048, 100)),
+            back.get(&key(StoredType::Q4K, 2048, 300, 100)),
             Some(Choice::Chosen(Path::Panels))
         ));
         assert!(matches!(
-            back.get(&key(StoredType::Q6K, 8192, 32)),
+            back.get(&key(StoredType::Q6K, 8192, 2048, 32)),
             Some(Choice::Chosen(Path::Integer))
         ));
+        assert!(back.get(&key(StoredType::Q4K, 2048, 2048, 100)).is_none());
         assert!(load(&path, "CPU B").is_empty());
         std::fs::write(&path, "{ not json").unwrap();
         assert!(load(&path, "CPU A").is_empty());
