@@ -360,7 +360,7 @@ mod tests {
             back.get(&key(StoredType::Q6K, 8192, 2048, 32)),
             Some(Choice::Chosen(Path::Integer))
         ));
-        assert!(back.get(&key(StoredType::Q4K, 2048, 2048, 100)).is_none());
+        assert!(!back.contains_key(&key(StoredType::Q4K, 2048, 2048, 100)));
         assert!(load(&path, "CPU B").is_empty());
         std::fs::write(&path, "{ not json").unwrap();
         assert!(load(&path, "CPU A").is_empty());
