@@ -522,6 +522,23 @@ unsafe fn block_task(
     }
 }
 
+/// Asks for the rows of a tile of `dst` (element (i, j) at `c + i·rs + j·cs`, `height` ×
+/// `width` of it valid: each row's first and last element) while its sums are made.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_rows(c: *mut f32, (rs, cs): (isize, isize), (height, width): (usize, usize)) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for i in 0..height {
+        let row = c.wrapping_offset(i as isize * rs);
+        let last = row.wrapping_offset((width as isize - 1) * cs);
+        // SAFETY: a prefetch faults on no address.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(last.cast());
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -546,15 +563,7 @@ mod x86 {
         (height, width): (usize, usize),
         store: Store,
     ) {
-        // The tile's rows of dst are fetched while the sums are made.
-        for i in 0..height {
-            // SAFETY: a prefetch of a valid element (and the line after it) faults on nothing.
-            unsafe {
-                let row = c.offset(i as isize * rs);
-                _mm_prefetch::<_MM_HINT_T0>(row.cast());
-                _mm_prefetch::<_MM_HINT_T0>(row.offset((width as isize - 1) * cs).cast());
-            }
-        }
+        super::prefetch_rows(c, (rs, cs), (height, width));
         let mut acc = [_mm256_setzero_ps(); 2 * MR];
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {

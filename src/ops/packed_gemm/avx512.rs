@@ -27,15 +27,7 @@ pub(super) unsafe fn tile<const W: usize>(
     (height, width): (usize, usize),
     store: Store,
 ) {
-    // The tile's rows of dst are fetched while the sums are made.
-    for i in 0..height {
-        // SAFETY: a prefetch of a valid element (and the line after it) faults on nothing.
-        unsafe {
-            let row = c.offset(i as isize * rs);
-            _mm_prefetch::<_MM_HINT_T0>(row.cast());
-            _mm_prefetch::<_MM_HINT_T0>(row.offset((width as isize - 1) * cs).cast());
-        }
-    }
+    super::prefetch_rows(c, (rs, cs), (height, width));
     let mut acc = [[_mm512_setzero_ps(); W]; ROWS];
     let mut a = a;
     let mut at = [b[0].0, b[1].0];
