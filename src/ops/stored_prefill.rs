@@ -26,6 +26,12 @@ pub const PANEL_MIN_ROWS: usize = 8;
 /// Products of a kind timed every way before its path is kept.
 pub const TRIALS: usize = 2;
 
+/// Products of a kind that an earlier run decided, timed every way once more: a busy
+/// machine only ever makes a path look slower than it is, so the best times of every run
+/// together converge on the quiet ones, and a choice a noisy first prompt skewed is
+/// corrected by a later run instead of being kept (as `ops::gemm_choice` does).
+const RECHECK_TRIALS: usize = 1;
+
 /// The ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Path {
@@ -46,14 +52,17 @@ type Key = (StoredType, usize, usize, usize);
 /// A way to compute a product, to be timed by [`decide`].
 pub type Candidate<'a> = (Path, Box<dyn FnOnce(&mut [f32]) + 'a>);
 
+/// Best seconds of each path.
+type Times = std::collections::BTreeMap<Path, f64>;
+
 #[derive(Clone)]
 enum Choice {
-    /// The best seconds of each path so far, and how many products were timed.
-    Timing {
-        best: std::collections::BTreeMap<Path, f64>,
-        n: usize,
-    },
-    Chosen(Path),
+    /// The best seconds of each path so far, how many products were timed, and whether
+    /// the kind was decided by an earlier run (then saved as that run's choice until this
+    /// run decides it again).
+    Timing { best: Times, n: usize, saved: bool },
+    /// The path, and the best seconds of each path (empty for unit tests' choices).
+    Chosen(Path, Times),
 }
 
 static CHOICES: Mutex<Option<HashMap<Key, Choice>>> = Mutex::new(None);
@@ -94,15 +103,20 @@ impl Path {
         }
     }
 
+    const ALL: [Path; 4] = [
+        Path::Integer,
+        Path::Panels,
+        Path::DotSlices,
+        Path::IntegerTiles,
+    ];
+
     fn from_label(s: &str) -> Option<Self> {
-        [
-            Path::Integer,
-            Path::Panels,
-            Path::DotSlices,
-            Path::IntegerTiles,
-        ]
-        .into_iter()
-        .find(|p| p.label() == s)
+        Path::ALL.into_iter().find(|p| p.label() == s)
+    }
+
+    /// The key of its best time in the file.
+    fn time_key(self) -> String {
+        format!("{}_s", self.label())
     }
 }
 
@@ -120,10 +134,27 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
         let num = |k: &str| e[k].as_u64().map(|v| v as usize);
         let path = e["path"].as_str().and_then(Path::from_label);
         let sizes = (num("cols"), num("weight_rows"), num("rows"));
+        let best: Times = Path::ALL
+            .into_iter()
+            .filter_map(|p| {
+                let t = e[p.time_key()].as_f64()?;
+                (t.is_finite() && t > 0.0).then_some((p, t))
+            })
+            .collect();
         if let (Some(ty), (Some(cols), Some(weight_rows), Some(rows)), Some(path)) =
             (ty, sizes, path)
         {
-            out.insert(key(ty, cols, weight_rows, rows), Choice::Chosen(path));
+            // A kind saved with its times is timed once more; one without is kept.
+            let choice = if best.is_empty() {
+                Choice::Chosen(path, best)
+            } else {
+                Choice::Timing {
+                    best,
+                    n: TRIALS - RECHECK_TRIALS,
+                    saved: true,
+                }
+            };
+            out.insert(key(ty, cols, weight_rows, rows), choice);
         }
     }
     out
@@ -133,12 +164,23 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
 fn save(path: &std::path::Path, cpu: &str, map: &HashMap<Key, Choice>) {
     let mut choices: Vec<serde_json::Value> = map
         .iter()
-        .filter_map(|((ty, cols, weight_rows, rows), c)| match c {
-            Choice::Chosen(p) => Some(serde_json::json!({
+        .filter_map(|((ty, cols, weight_rows, rows), c)| {
+            let (path, best) = match c {
+                Choice::Chosen(p, best) => (*p, best),
+                // Saved by an earlier run and not yet checked again: kept as it was.
+                Choice::Timing {
+                    best, saved: true, ..
+                } => (fastest(best)?, best),
+                Choice::Timing { .. } => return None,
+            };
+            let mut entry = serde_json::json!({
                 "type": ty.name(), "cols": cols, "weight_rows": weight_rows, "rows": rows,
-                "path": p.label(),
-            })),
-            Choice::Timing { .. } => None,
+                "path": path.label(),
+            });
+            for (p, t) in best {
+                entry[p.time_key()] = (*t).into();
+            }
+            Some(entry)
         })
         .collect();
     choices.sort_by_key(|v| v.to_string());
@@ -183,8 +225,8 @@ pub fn chosen((ty, cols, weight_rows, rows): Kind) -> Option<Path> {
     match choice {
         // A saved choice of the dot kernel on a CPU that no longer shows AVX-512 (a VM
         // that masks it) is decided again.
-        Some(Choice::Chosen(Path::DotSlices)) if !crate::ops::dot_gemm::available() => None,
-        Some(Choice::Chosen(p)) => Some(p),
+        Some(Choice::Chosen(Path::DotSlices, _)) if !crate::ops::dot_gemm::available() => None,
+        Some(Choice::Chosen(p, _)) => Some(p),
         _ => None,
     }
 }
@@ -202,40 +244,50 @@ pub fn decide<'a>(kind: Kind, out: &mut [f32], candidates: Vec<Candidate<'a>>) -
     with_choices(|map| record(map, kind, &times)).flatten()
 }
 
-/// Adds one timing of each path to the kind's, deciding once it has [`TRIALS`].
+/// The path with the lowest time.
+fn fastest(best: &Times) -> Option<Path> {
+    best.iter()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(p, _)| *p)
+}
+
+/// Adds one timing of each path to the kind's, deciding once it has [`TRIALS`] (counting
+/// an earlier run's as all but [`RECHECK_TRIALS`] of them).
 fn record(
     map: &mut HashMap<Key, Choice>,
     (ty, cols, weight_rows, rows): Kind,
     times: &[(Path, f64)],
 ) -> Option<Path> {
     let k = key(ty, cols, weight_rows, rows);
-    let (mut best, n) = match map.get(&k) {
-        Some(Choice::Timing { best, n }) => (best.clone(), n + 1),
-        _ => (Default::default(), 1),
+    let (mut best, n, saved) = match map.get(&k) {
+        Some(Choice::Timing { best, n, saved }) => (best.clone(), n + 1, *saved),
+        _ => (Default::default(), 1, false),
     };
     for &(path, t) in times {
         let b = best.entry(path).or_insert(t);
         *b = b.min(t);
     }
     if n < TRIALS {
-        map.insert(k, Choice::Timing { best, n });
+        map.insert(k, Choice::Timing { best, n, saved });
         return None;
     }
-    let path = best
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(p, _)| *p)?;
+    let path = fastest(&best)?;
     let each: Vec<String> = best
         .iter()
         .map(|(p, t)| format!("{} {:.2} ms", p.label(), t * 1e3))
         .collect();
     tracing::info!(
-        "{} [{weight_rows}, {cols}] × {rows} rows: {} (best of {n}: {})",
+        "{} [{weight_rows}, {cols}] × {rows} rows: {} (best of {}: {})",
         ty.name(),
         path.label(),
+        if saved {
+            "this run and earlier ones".to_string()
+        } else {
+            format!("{n} products")
+        },
         each.join(", ")
     );
-    map.insert(k, Choice::Chosen(path));
+    map.insert(k, Choice::Chosen(path, best));
     #[cfg(not(test))]
     save(&cache_path(), &machine(), map);
     Some(path)
@@ -327,21 +379,22 @@ mod tests {
         let map = HashMap::from([
             (
                 key(StoredType::Q4K, 2048, 512, 92),
-                Choice::Chosen(Path::Panels),
+                Choice::Chosen(Path::Panels, Times::new()),
             ),
             (
                 key(StoredType::Q4K, 8192, 2048, 92),
-                Choice::Chosen(Path::DotSlices),
+                Choice::Chosen(Path::DotSlices, Times::new()),
             ),
             (
                 key(StoredType::Q6K, 8192, 2048, 20),
-                Choice::Chosen(Path::Integer),
+                Choice::Chosen(Path::Integer, Times::new()),
             ),
             (
                 key(StoredType::Q8_0, 576, 576, 9),
                 Choice::Timing {
                     best: [(Path::Integer, 1.0), (Path::Panels, 2.0)].into(),
                     n: 1,
+                    saved: false,
                 },
             ),
         ]);
@@ -350,19 +403,69 @@ mod tests {
         assert_eq!(back.len(), 3, "undecided kinds are not saved");
         assert!(matches!(
             back.get(&key(StoredType::Q4K, 8192, 2000, 128)),
-            Some(Choice::Chosen(Path::DotSlices))
+            Some(Choice::Chosen(Path::DotSlices, _))
         ));
         assert!(matches!(
             back.get(&key(StoredType::Q4K, 2048, 300, 100)),
-            Some(Choice::Chosen(Path::Panels))
+            Some(Choice::Chosen(Path::Panels, _))
         ));
         assert!(matches!(
             back.get(&key(StoredType::Q6K, 8192, 2048, 32)),
-            Some(Choice::Chosen(Path::Integer))
+            Some(Choice::Chosen(Path::Integer, _))
         ));
         assert!(!back.contains_key(&key(StoredType::Q4K, 2048, 2048, 100)));
         assert!(load(&path, "CPU B").is_empty());
         std::fs::write(&path, "{ not json").unwrap();
         assert!(load(&path, "CPU A").is_empty());
+    }
+
+    /// A kind decided by an earlier run is saved with each path's best time, timed once
+    /// more by the next run, and decided on the best times of both: a path that a noisy
+    /// first run made look slow takes over once a quiet run times it.
+    #[test]
+    fn a_saved_decision_is_checked_once_more_and_corrected_by_a_quiet_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(CHOICES_FILE);
+        let kind = (StoredType::Q4K, 2048, 8192, 92);
+        // The first run: its integer trials met a busy machine.
+        let mut first = HashMap::new();
+        for _ in 0..TRIALS {
+            record(
+                &mut first,
+                kind,
+                &[(Path::Integer, 9.0), (Path::DotSlices, 5.0)],
+            );
+        }
+        assert!(matches!(
+            first.get(&key(kind.0, kind.1, kind.2, kind.3)),
+            Some(Choice::Chosen(Path::DotSlices, _))
+        ));
+        save(&file, "CPU A", &first);
+        // The next run reads it as undecided, and saving it untouched keeps it.
+        let mut next = load(&file, "CPU A");
+        let k = key(kind.0, kind.1, kind.2, kind.3);
+        assert!(matches!(
+            next.get(&k),
+            Some(Choice::Timing { saved: true, n, .. }) if *n == TRIALS - RECHECK_TRIALS
+        ));
+        save(&file, "CPU A", &next);
+        assert!(matches!(
+            load(&file, "CPU A").get(&k),
+            Some(Choice::Timing { best, .. }) if best.get(&Path::DotSlices) == Some(&5.0)
+        ));
+        // One quiet product decides it on the best of both runs.
+        let path = record(
+            &mut next,
+            kind,
+            &[(Path::Integer, 4.0), (Path::DotSlices, 6.0)],
+        );
+        assert_eq!(path, Some(Path::Integer));
+        let Some(Choice::Chosen(_, best)) = next.get(&k) else {
+            panic!("not decided");
+        };
+        assert_eq!(
+            best,
+            &Times::from([(Path::Integer, 4.0), (Path::DotSlices, 5.0)])
+        );
     }
 }
