@@ -10,18 +10,14 @@
 
 use std::time::Instant;
 
-use finetune_studio::ops::packed_gemm::{self, Strided};
+use finetune_studio::ops::packed_gemm::{self, Micro, Strided};
 
 /// One kernel's call on the shape's operands.
 type Call<'a> = Box<dyn FnMut() + 'a>;
 
 /// Row-major `rows × cols` values, row `i` at `i · cols`.
 fn row_major(ptr: *const f32, cols: usize) -> Strided<f32> {
-    Strided {
-        ptr,
-        rs: cols as isize,
-        cs: 1,
-    }
+    Strided::new(ptr, cols as isize, 1)
 }
 
 /// `dst [m, n] = lhs [m, k] · rhs` on the gemm crate, `dst` and `lhs` row-major, element
@@ -80,14 +76,19 @@ fn main() {
         .unwrap_or(15)
         .max(1);
     let threads = rayon::current_num_threads();
-    let (dot_ok, packed_ok, packed512_ok) = (
-        finetune_studio::ops::dot_gemm::available(),
-        packed_gemm::available(),
-        packed_gemm::avx512_available(),
-    );
+    let dot_ok = finetune_studio::ops::dot_gemm::available();
+    // The packed kernel's micro-kernels this CPU runs, with the names of their two products.
+    let micros: Vec<(Micro, &str, &str)> = [
+        (Micro::Avx2, "packed", "dy·W packed"),
+        (Micro::Avx512, "packed512", "dy·W packed512"),
+    ]
+    .into_iter()
+    .filter(|(micro, ..)| micro.available())
+    .collect();
     println!(
-        "{} ({threads} threads); dot kernel: {dot_ok}, packed kernel: {packed_ok}, AVX-512: {packed512_ok}; median (best) GFLOP/s of {rounds} rounds",
+        "{} ({threads} threads); dot kernel: {dot_ok}, packed micro-kernels: {:?}; median (best) GFLOP/s of {rounds} rounds",
         finetune_studio::sys::cpu_model(),
+        micros.iter().map(|(micro, ..)| *micro).collect::<Vec<_>>(),
     );
     for (n, r, k) in [
         (16, 2048, 2048),
@@ -104,14 +105,12 @@ fn main() {
         let x: Vec<f32> = (0..n * k).map(|i| (i % 17) as f32 * 0.01).collect();
         let w: Vec<f32> = (0..r * k).map(|i| (i % 13) as f32 * 0.02).collect();
         let dy: Vec<f32> = (0..n * r).map(|i| (i % 11) as f32 * 0.03).collect();
-        let (mut y_dot, mut y_packed, mut y_packed512, mut y_crate) = (
-            vec![0f32; n * r],
-            vec![0f32; n * r],
-            vec![0f32; n * r],
-            vec![0f32; n * r],
-        );
-        let (mut dx_packed, mut dx_packed512, mut dx_crate) =
-            (vec![0f32; n * k], vec![0f32; n * k], vec![0f32; n * k]);
+        let (mut y_dot, mut y_crate) = (vec![0f32; n * r], vec![0f32; n * r]);
+        let mut dx_crate = vec![0f32; n * k];
+        // Each micro-kernel's outputs of the two products.
+        let mut y_own = vec![vec![0f32; n * r]; micros.len()];
+        let mut dx_own = vec![vec![0f32; n * k]; micros.len()];
+        let (x, w, dy) = (&x, &w, &dy);
         // Each kernel, in turn: (name, call) pairs; a kernel this CPU lacks is left out.
         let mut kernels: Vec<(&str, Call<'_>)> = Vec::new();
         if dot_ok {
@@ -132,38 +131,18 @@ fn main() {
                 }),
             ));
         }
-        if packed_ok {
+        for ((micro, name, _), y) in micros.iter().zip(&mut y_own) {
+            let micro = *micro;
             kernels.push((
-                "packed",
-                Box::new(|| {
-                    // SAFETY: AVX2 and FMA checked; as above, w read column-major as Wᵀ.
+                name,
+                Box::new(move || {
+                    // SAFETY: the CPU runs `micro`; x is n×k and y n×r row-major, w (r×k,
+                    // row-major) read column-major as Wᵀ.
                     unsafe {
                         packed_gemm::gemm(
+                            micro,
                             (n, r, k),
-                            row_major(y_packed.as_mut_ptr(), r),
-                            false,
-                            row_major(x.as_ptr(), k),
-                            Strided {
-                                ptr: w.as_ptr(),
-                                rs: 1,
-                                cs: k as isize,
-                            },
-                            (1.0, 1.0),
-                            threads,
-                        )
-                    }
-                }),
-            ));
-        }
-        if packed512_ok {
-            kernels.push((
-                "packed512",
-                Box::new(|| {
-                    // SAFETY: AVX-512F checked; as above.
-                    unsafe {
-                        packed_gemm::gemm_avx512(
-                            (n, r, k),
-                            row_major(y_packed512.as_mut_ptr(), r),
+                            row_major(y.as_mut_ptr(), r),
                             false,
                             row_major(x.as_ptr(), k),
                             Strided::new(w.as_ptr(), 1, k as isize),
@@ -177,36 +156,19 @@ fn main() {
         kernels.push((
             "gemm crate",
             // W [r, k] read column-major as the k × r right-hand side.
-            Box::new(|| crate_gemm((n, r, k), &mut y_crate, &x, (&w, 1, k), threads)),
+            Box::new(|| crate_gemm((n, r, k), &mut y_crate, x, (w, 1, k), threads)),
         ));
-        if packed_ok {
+        for ((micro, _, name), dx) in micros.iter().zip(&mut dx_own) {
+            let micro = *micro;
             kernels.push((
-                "dy·W packed",
-                Box::new(|| {
-                    // SAFETY: AVX2 and FMA checked; dy n×r, w r×k, dx n×k, row-major.
+                name,
+                Box::new(move || {
+                    // SAFETY: the CPU runs `micro`; dy n×r, w r×k, dx n×k, row-major.
                     unsafe {
                         packed_gemm::gemm(
+                            micro,
                             (n, k, r),
-                            row_major(dx_packed.as_mut_ptr(), k),
-                            false,
-                            row_major(dy.as_ptr(), r),
-                            row_major(w.as_ptr(), k),
-                            (1.0, 1.0),
-                            threads,
-                        )
-                    }
-                }),
-            ));
-        }
-        if packed512_ok {
-            kernels.push((
-                "dy·W packed512",
-                Box::new(|| {
-                    // SAFETY: AVX-512F checked; as above.
-                    unsafe {
-                        packed_gemm::gemm_avx512(
-                            (n, k, r),
-                            row_major(dx_packed512.as_mut_ptr(), k),
+                            row_major(dx.as_mut_ptr(), k),
                             false,
                             row_major(dy.as_ptr(), r),
                             row_major(w.as_ptr(), k),
@@ -219,7 +181,7 @@ fn main() {
         }
         kernels.push((
             "gemm crate",
-            Box::new(|| crate_gemm((n, k, r), &mut dx_crate, &dy, (&w, k, 1), threads)),
+            Box::new(|| crate_gemm((n, k, r), &mut dx_crate, dy, (w, k, 1), threads)),
         ));
         let mut times = vec![Vec::new(); kernels.len()];
         for round in 0..=rounds {
@@ -252,15 +214,8 @@ fn main() {
         if dot_ok {
             diff = diff.max(rel_diff(&y_dot, &y_crate));
         }
-        if packed_ok {
-            diff = diff
-                .max(rel_diff(&y_packed, &y_crate))
-                .max(rel_diff(&dx_packed, &dx_crate));
-        }
-        if packed512_ok {
-            diff = diff
-                .max(rel_diff(&y_packed512, &y_crate))
-                .max(rel_diff(&dx_packed512, &dx_crate));
+        for (y, dx) in y_own.iter().zip(&dx_own) {
+            diff = diff.max(rel_diff(y, &y_crate)).max(rel_diff(dx, &dx_crate));
         }
         println!(
             "n {n:>4} r {r:>5} k {k:>5}: {} (max rel diff {diff:.1e})",

@@ -131,7 +131,7 @@ impl ShapeKey {
         if super::packed_gemm::available() {
             out.push(GemmKernel::Packed);
         }
-        if super::packed_gemm::avx512_available() {
+        if super::packed_gemm::Micro::Avx512.available() {
             out.push(GemmKernel::Packed512);
         }
         // The key's k is rounded up to a power of two, so every product of the shape has
@@ -207,7 +207,9 @@ fn pinned() -> Option<GemmKernel> {
         Some(match GemmKernel::from_label(&asked)? {
             GemmKernel::Dot if !super::dot_gemm::available() => GemmKernel::Gemm019,
             GemmKernel::Packed if !super::packed_gemm::available() => GemmKernel::Gemm019,
-            GemmKernel::Packed512 if !super::packed_gemm::avx512_available() => GemmKernel::Gemm019,
+            GemmKernel::Packed512 if !super::packed_gemm::Micro::Avx512.available() => {
+                GemmKernel::Gemm019
+            }
             // Only some shapes can run on it: not a kernel for every product.
             GemmKernel::Rank => GemmKernel::Gemm019,
             k => k,
@@ -618,7 +620,7 @@ unsafe fn run(
     parallelism: gemm::Parallelism,
 ) {
     // The threads as the studio's own kernels take them.
-    use super::packed_gemm::Strided;
+    use super::packed_gemm::{Micro, Strided};
     let threads = match parallelism {
         gemm::Parallelism::Rayon(t) => t.max(1),
         _ => 1,
@@ -638,34 +640,42 @@ unsafe fn run(
             )
         },
         GemmKernel::Packed | GemmKernel::Packed512 | GemmKernel::Rank => {
-            type OwnKernel = unsafe fn(
-                (usize, usize, usize),
-                Strided<f32>,
-                bool,
-                Strided<f32>,
-                Strided<f32>,
-                (f32, f32),
-                usize,
+            let (dst, lhs, rhs) = (
+                Strided::new(dst, dst_rs, dst_cs),
+                Strided::new(lhs, lhs_rs, lhs_cs),
+                Strided::new(rhs, rhs_rs, rhs_cs),
             );
-            let own: OwnKernel = match kernel {
-                GemmKernel::Packed => super::packed_gemm::gemm,
-                GemmKernel::Packed512 => super::packed_gemm::gemm_avx512,
-                _ => super::rank_gemm::gemm,
+            let micro = match kernel {
+                GemmKernel::Packed => Some(Micro::Avx2),
+                GemmKernel::Packed512 => Some(Micro::Avx512),
+                _ => None,
             };
             // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned)
-            // only where the CPU has AVX2 and FMA, its AVX-512 variant only where it has
-            // AVX-512F, the rank kernel only where it has AVX2 and FMA and where k is at
-            // most its MAX_K and dst and rhs have unit column strides.
+            // only where the CPU runs its micro-kernel (AVX2 and FMA, or AVX-512F), the
+            // rank kernel only where it has AVX2 and FMA and where k is at most its MAX_K
+            // and dst and rhs have unit column strides.
             unsafe {
-                own(
-                    (m, n, k),
-                    Strided::new(dst, dst_rs, dst_cs),
-                    read_dst,
-                    Strided::new(lhs, lhs_rs, lhs_cs),
-                    Strided::new(rhs, rhs_rs, rhs_cs),
-                    (alpha, beta),
-                    threads,
-                )
+                match micro {
+                    Some(micro) => super::packed_gemm::gemm(
+                        micro,
+                        (m, n, k),
+                        dst,
+                        read_dst,
+                        lhs,
+                        rhs,
+                        (alpha, beta),
+                        threads,
+                    ),
+                    None => super::rank_gemm::gemm(
+                        (m, n, k),
+                        dst,
+                        read_dst,
+                        lhs,
+                        rhs,
+                        (alpha, beta),
+                        threads,
+                    ),
+                }
             }
         }
         // SAFETY: the caller's promises; gemm 0.19 picks its kernels for this CPU.
@@ -754,7 +764,7 @@ mod tests {
         if super::super::packed_gemm::available() {
             kernels.push(GemmKernel::Packed);
         }
-        if super::super::packed_gemm::avx512_available() {
+        if super::super::packed_gemm::Micro::Avx512.available() {
             kernels.push(GemmKernel::Packed512);
         }
         for kernel in kernels {
@@ -979,7 +989,7 @@ mod tests {
         // time (the packed ones, where the CPU has them) takes its full trials, the others
         // take turns with it meanwhile.
         let packed = super::super::packed_gemm::available();
-        let packed512 = super::super::packed_gemm::avx512_available();
+        let packed512 = super::super::packed_gemm::Micro::Avx512.available();
         let fresh = usize::from(packed) + usize::from(packed512);
         let mut calls = 0;
         while let (kernel, true) = pick(key) {

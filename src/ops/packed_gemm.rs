@@ -19,7 +19,7 @@
 //!
 //! Where the CPU has AVX-512F a second micro-kernel ([`avx512`], 14 × 32: two panels of
 //! 16 a tile, 28 accumulators of 16 lanes) runs on the same packed panels; it is a
-//! separate candidate of the timed choice ([`gemm_avx512`]), since 512-bit FMAs are twice
+//! separate candidate of the timed choice ([`Micro::Avx512`]), since 512-bit FMAs are twice
 //! the work per instruction on Intel's server cores and split in two on AMD Zen 4.
 
 use std::cell::RefCell;
@@ -55,19 +55,14 @@ thread_local! {
     static LHS_PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether this CPU runs the kernel (AVX2 and FMA).
+/// Whether this CPU runs the kernel on its AVX2 micro-kernel (AVX2 and FMA).
 pub fn available() -> bool {
     Micro::Avx2.available()
 }
 
-/// Whether this CPU runs the AVX-512 micro-kernel ([`gemm_avx512`]).
-pub fn avx512_available() -> bool {
-    Micro::Avx512.available()
-}
-
 /// The micro-kernel a call runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Micro {
+pub enum Micro {
     /// 6 × 16 on AVX2 + FMA.
     Avx2,
     /// 14 × 32 on AVX-512F: two panels of 16 a tile.
@@ -76,7 +71,7 @@ pub(crate) enum Micro {
 
 impl Micro {
     /// Whether this CPU runs it.
-    pub(crate) fn available(self) -> bool {
+    pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
@@ -158,60 +153,14 @@ struct Store {
 }
 
 /// `dst [m, n] = alpha · dst + beta · lhs [m, k] · rhs [k, n]` (`dst` read only when
-/// `read_dst`), on `threads` of rayon's threads (one: on this thread), on the AVX2
-/// micro-kernel.
+/// `read_dst`), on `threads` of rayon's threads (one: on this thread), on `micro`.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA ([`available`]). Every element of `lhs` (m × k), `rhs`
+/// The CPU runs `micro` ([`Micro::available`]). Every element of `lhs` (m × k), `rhs`
 /// (k × n) and `dst` (m × n) that the strides reach is valid for reads (and `dst` for
 /// writes); `dst` overlaps neither input and no two of its elements are the same.
-pub unsafe fn gemm(
-    shape: (usize, usize, usize),
-    dst: Strided<f32>,
-    read_dst: bool,
-    lhs: Strided<f32>,
-    rhs: Strided<f32>,
-    scales: (f32, f32),
-    threads: usize,
-) {
-    // SAFETY: the caller's promises.
-    unsafe { gemm_on(Micro::Avx2, shape, dst, read_dst, lhs, rhs, scales, threads) }
-}
-
-/// [`gemm`] on the AVX-512 micro-kernel.
-///
-/// # Safety
-/// The CPU has AVX-512F ([`avx512_available`]); the operands as for [`gemm`].
-pub unsafe fn gemm_avx512(
-    shape: (usize, usize, usize),
-    dst: Strided<f32>,
-    read_dst: bool,
-    lhs: Strided<f32>,
-    rhs: Strided<f32>,
-    scales: (f32, f32),
-    threads: usize,
-) {
-    // SAFETY: the caller's promises.
-    unsafe {
-        gemm_on(
-            Micro::Avx512,
-            shape,
-            dst,
-            read_dst,
-            lhs,
-            rhs,
-            scales,
-            threads,
-        )
-    }
-}
-
-/// [`gemm`] on `micro`.
-///
-/// # Safety
-/// The CPU runs `micro` ([`Micro::available`]); the operands as for [`gemm`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_on(
+pub unsafe fn gemm(
     micro: Micro,
     (m, n, k): (usize, usize, usize),
     dst: Strided<f32>,
@@ -462,7 +411,7 @@ unsafe fn panel_source(
 /// its tiles, a tile's panels at a time of the packed `rhs`.
 ///
 /// # Safety
-/// As for [`gemm_on`]; `rhs` holds the block's panels; no other task writes these tiles.
+/// As for [`gemm`]; `rhs` holds the block's panels; no other task writes these tiles.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_task(
     micro: Micro,
@@ -810,7 +759,7 @@ pub(crate) mod tests {
                         };
                         // SAFETY: the CPU runs `micro`; the strides stay inside the buffers.
                         unsafe {
-                            gemm_on(
+                            gemm(
                                 micro,
                                 (m, n, k),
                                 Strided::new(dst.as_mut_ptr(), n as isize, 1),
@@ -843,6 +792,7 @@ pub(crate) mod tests {
         // SAFETY: k = 0 reads no operand; dst is 2 × 3.
         unsafe {
             gemm(
+                Micro::Avx2,
                 (2, 3, 0),
                 Strided::new(kept.as_mut_ptr(), 3, 1),
                 true,
@@ -863,7 +813,7 @@ pub(crate) mod tests {
         let mut dst = vec![f32::NAN; m * n];
         // SAFETY: the CPU runs `micro`; dst is column-major m × n.
         unsafe {
-            gemm_on(
+            gemm(
                 micro,
                 (m, n, k),
                 Strided::new(dst.as_mut_ptr(), 1, m as isize),
