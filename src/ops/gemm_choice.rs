@@ -244,10 +244,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<ShapeKey, Choice> {
         })();
         let saved: Times = GemmKernel::ALL
             .into_iter()
-            .filter_map(|k| {
-                let t = entry[k.time_key()].as_f64()?;
-                (t.is_finite() && t > 0.0).then_some((k, t))
-            })
+            .filter_map(|k| Some((k, super::tuning_file::seconds(entry, &k.time_key())?)))
             .collect();
         // A file of an older version, with no times, is timed afresh.
         let timed = saved.contains_key(&GemmKernel::Gemm018Avx2)

@@ -136,10 +136,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
         let sizes = (num("cols"), num("weight_rows"), num("rows"));
         let best: Times = Path::ALL
             .into_iter()
-            .filter_map(|p| {
-                let t = e[p.time_key()].as_f64()?;
-                (t.is_finite() && t > 0.0).then_some((p, t))
-            })
+            .filter_map(|p| Some((p, super::tuning_file::seconds(e, &p.time_key())?)))
             .collect();
         if let (Some(ty), (Some(cols), Some(weight_rows), Some(rows)), Some(path)) =
             (ty, sizes, path)

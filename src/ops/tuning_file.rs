@@ -7,6 +7,13 @@ use std::path::Path;
 
 use serde_json::Value;
 
+/// The best time in seconds saved under `key` of a file's `entry`, if it is one (a
+/// positive, finite number).
+pub fn seconds(entry: &Value, key: &str) -> Option<f64> {
+    let t = entry[key].as_f64()?;
+    (t.is_finite() && t > 0.0).then_some(t)
+}
+
 /// `path`'s document, when the file parses and was written for `machine`.
 pub fn read(path: &Path, machine: &str) -> Option<Value> {
     let text = std::fs::read_to_string(path).ok()?;
