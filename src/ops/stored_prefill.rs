@@ -61,7 +61,7 @@ enum Choice {
     /// the kind was decided by an earlier run (then saved as that run's choice until this
     /// run decides it again).
     Timing { best: Times, n: usize, saved: bool },
-    /// The path, and the best seconds of each path (empty for unit tests' choices).
+    /// The path, and the best seconds of each path (empty where none were saved).
     Chosen(Path, Times),
 }
 
