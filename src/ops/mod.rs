@@ -24,7 +24,7 @@ pub mod rank_gemm;
 pub mod runtime;
 pub mod segment_attention;
 pub(crate) mod slice_gemm;
-pub(crate) mod stored_prefill;
+pub mod stored_prefill;
 pub mod train_linear;
 pub mod train_ops;
 pub mod tuning_file;
