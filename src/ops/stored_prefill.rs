@@ -10,8 +10,9 @@
 //! every way, timed, and the fastest (by the best of [`TRIALS`] timings of each, the
 //! weights' pages touched first) is kept, logged, and saved for this CPU
 //! (`prefill-choices.json` in the data directory, as the gemm kernel choices are), so that
-//! only the first prompts on a new machine pay for timing every path. No CPU's answer is
-//! written into the code. Decode steps
+//! only the first prompts on a new machine pay for timing every path; the next few runs
+//! time each kind's close contenders once more, then the choice is kept. No CPU's answer
+//! is written into the code. Decode steps
 //! (fewer than [`PANEL_MIN_ROWS`] rows) always take the integer kernels.
 
 use std::collections::HashMap;
@@ -31,6 +32,17 @@ pub const TRIALS: usize = 2;
 /// together converge on the quiet ones, and a choice a noisy first prompt skewed is
 /// corrected by a later run instead of being kept (as `ops::gemm_choice` does).
 const RECHECK_TRIALS: usize = 1;
+
+/// Later runs that time a saved kind once more; after them it is kept without timing. A
+/// recheck runs every path of a layer's product on the first prompt: on the Llama-3-8B
+/// shape it put about a second on the first reply of every run (AMD Zen 4, 4.9 against
+/// 3.7–3.9 s; 4.2–4.4 with the path pinned), for a correction the first few runs make.
+const RECHECK_RUNS: usize = 2;
+
+/// A recheck leaves out the paths whose best time is more than this many times the
+/// fastest one's: a busy moment would have had to slow down every trial of such a path
+/// by as much while leaving the fastest path's alone.
+const RECHECK_MARGIN: f64 = 2.0;
 
 /// The ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,14 +67,22 @@ pub type Candidate<'a> = (Path, Box<dyn FnOnce(&mut [f32]) + 'a>);
 /// Best seconds of each path.
 type Times = std::collections::BTreeMap<Path, f64>;
 
+/// What the timings of a kind found: each path's best seconds over every run that timed
+/// it, and how many earlier runs (processes) decided it.
+#[derive(Clone, Default, Debug, PartialEq)]
+struct Record {
+    best: Times,
+    runs: usize,
+}
+
 #[derive(Clone)]
 enum Choice {
-    /// The best seconds of each path so far, how many products were timed, and whether
-    /// the kind was decided by an earlier run (then saved as that run's choice until this
-    /// run decides it again).
-    Timing { best: Times, n: usize, saved: bool },
-    /// The path, and the best seconds of each path (empty where none were saved).
-    Chosen(Path, Times),
+    /// Being timed: `n` products so far, counted on top of the record (empty for a new
+    /// kind; an earlier run's decision, saved as that run's choice until this run decides
+    /// it again).
+    Timing { record: Record, n: usize },
+    /// The path, and the record it was decided on (no times where none were saved).
+    Chosen(Path, Record),
 }
 
 static CHOICES: Mutex<Option<HashMap<Key, Choice>>> = Mutex::new(None);
@@ -138,17 +158,20 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
             .into_iter()
             .filter_map(|p| Some((p, super::tuning_file::seconds(e, &p.time_key())?)))
             .collect();
+        // Files of before the count hold one run's decisions.
+        let runs = num("runs").unwrap_or(1).max(1);
         if let (Some(ty), (Some(cols), Some(weight_rows), Some(rows)), Some(path)) =
             (ty, sizes, path)
         {
-            // A kind saved with its times is timed once more; one without is kept.
-            let choice = if best.is_empty() {
-                Choice::Chosen(path, best)
+            // A kind saved with its times is timed once more, until RECHECK_RUNS later
+            // runs have; one without times is kept.
+            let record = Record { best, runs };
+            let choice = if record.best.is_empty() || runs > RECHECK_RUNS {
+                Choice::Chosen(path, record)
             } else {
                 Choice::Timing {
-                    best,
+                    record,
                     n: TRIALS - RECHECK_TRIALS,
-                    saved: true,
                 }
             };
             out.insert(key(ty, cols, weight_rows, rows), choice);
@@ -162,19 +185,19 @@ fn save(path: &std::path::Path, cpu: &str, map: &HashMap<Key, Choice>) {
     let mut choices: Vec<serde_json::Value> = map
         .iter()
         .filter_map(|((ty, cols, weight_rows, rows), c)| {
-            let (path, best) = match c {
-                Choice::Chosen(p, best) => (*p, best),
+            let (path, record) = match c {
+                Choice::Chosen(p, record) => (*p, record),
                 // Saved by an earlier run and not yet checked again: kept as it was.
-                Choice::Timing {
-                    best, saved: true, ..
-                } => (fastest(best)?, best),
+                Choice::Timing { record, .. } if record.runs > 0 => {
+                    (fastest(&record.best)?, record)
+                }
                 Choice::Timing { .. } => return None,
             };
             let mut entry = serde_json::json!({
                 "type": ty.name(), "cols": cols, "weight_rows": weight_rows, "rows": rows,
-                "path": path.label(),
+                "path": path.label(), "runs": record.runs,
             });
-            for (p, t) in best {
+            for (p, t) in &record.best {
                 entry[p.time_key()] = (*t).into();
             }
             Some(entry)
@@ -230,8 +253,20 @@ pub fn chosen((ty, cols, weight_rows, rows): Kind) -> Option<Path> {
 
 /// Runs every candidate path once into `out`, each timed, and once the kind has been
 /// timed [`TRIALS`] times keeps the fastest; `out` is left with the last candidate's
-/// result (every path computes the same product). Returns the path kept, once decided.
+/// result (every path computes the same product). A recheck of an earlier run's decision
+/// leaves out the paths [`out_of_reach`] names. Returns the path kept, once decided.
 pub fn decide<'a>(kind: Kind, out: &mut [f32], candidates: Vec<Candidate<'a>>) -> Option<Path> {
+    let (ty, cols, weight_rows, rows) = kind;
+    let skip = with_choices(|m| out_of_reach(m.get(&key(ty, cols, weight_rows, rows))))
+        .unwrap_or_default();
+    // At least one path runs, so that `out` holds the product.
+    let candidates: Vec<Candidate<'a>> = match candidates.iter().all(|(p, _)| skip.contains(p)) {
+        true => candidates,
+        false => candidates
+            .into_iter()
+            .filter(|(p, _)| !skip.contains(p))
+            .collect(),
+    };
     let mut times = Vec::new();
     for (path, run) in candidates {
         let t = Instant::now();
@@ -239,6 +274,23 @@ pub fn decide<'a>(kind: Kind, out: &mut [f32], candidates: Vec<Candidate<'a>>) -
         times.push((path, t.elapsed().as_secs_f64()));
     }
     with_choices(|map| record(map, kind, &times)).flatten()
+}
+
+/// The paths a recheck leaves out: those an earlier run timed at more than
+/// [`RECHECK_MARGIN`] times the fastest path. None while a kind is first timed.
+fn out_of_reach(choice: Option<&Choice>) -> Vec<Path> {
+    let Some(Choice::Timing { record, .. }) = choice else {
+        return Vec::new();
+    };
+    let Some(fastest) = record.best.values().copied().min_by(f64::total_cmp) else {
+        return Vec::new();
+    };
+    record
+        .best
+        .iter()
+        .filter(|(_, t)| **t > RECHECK_MARGIN * fastest)
+        .map(|(p, _)| *p)
+        .collect()
 }
 
 /// The path with the lowest time.
@@ -256,20 +308,21 @@ fn record(
     times: &[(Path, f64)],
 ) -> Option<Path> {
     let k = key(ty, cols, weight_rows, rows);
-    let (mut best, n, saved) = match map.get(&k) {
-        Some(Choice::Timing { best, n, saved }) => (best.clone(), n + 1, *saved),
-        _ => (Default::default(), 1, false),
+    let (mut record, n) = match map.get(&k) {
+        Some(Choice::Timing { record, n }) => (record.clone(), n + 1),
+        _ => (Record::default(), 1),
     };
     for &(path, t) in times {
-        let b = best.entry(path).or_insert(t);
+        let b = record.best.entry(path).or_insert(t);
         *b = b.min(t);
     }
     if n < TRIALS {
-        map.insert(k, Choice::Timing { best, n, saved });
+        map.insert(k, Choice::Timing { record, n });
         return None;
     }
-    let path = fastest(&best)?;
-    let each: Vec<String> = best
+    let path = fastest(&record.best)?;
+    let each: Vec<String> = record
+        .best
         .iter()
         .map(|(p, t)| format!("{} {:.2} ms", p.label(), t * 1e3))
         .collect();
@@ -277,14 +330,14 @@ fn record(
         "{} [{weight_rows}, {cols}] × {rows} rows: {} (best of {}: {})",
         ty.name(),
         path.label(),
-        if saved {
-            "this run and earlier ones".to_string()
-        } else {
-            format!("{n} products")
+        match record.runs {
+            0 => format!("{n} products"),
+            runs => format!("this run and {runs} earlier"),
         },
         each.join(", ")
     );
-    map.insert(k, Choice::Chosen(path, best));
+    record.runs += 1;
+    map.insert(k, Choice::Chosen(path, record));
     #[cfg(not(test))]
     save(&cache_path(), &machine(), map);
     Some(path)
@@ -376,22 +429,24 @@ mod tests {
         let map = HashMap::from([
             (
                 key(StoredType::Q4K, 2048, 512, 92),
-                Choice::Chosen(Path::Panels, Times::new()),
+                Choice::Chosen(Path::Panels, Record::default()),
             ),
             (
                 key(StoredType::Q4K, 8192, 2048, 92),
-                Choice::Chosen(Path::DotSlices, Times::new()),
+                Choice::Chosen(Path::DotSlices, Record::default()),
             ),
             (
                 key(StoredType::Q6K, 8192, 2048, 20),
-                Choice::Chosen(Path::Integer, Times::new()),
+                Choice::Chosen(Path::Integer, Record::default()),
             ),
             (
                 key(StoredType::Q8_0, 576, 576, 9),
                 Choice::Timing {
-                    best: [(Path::Integer, 1.0), (Path::Panels, 2.0)].into(),
+                    record: Record {
+                        best: [(Path::Integer, 1.0), (Path::Panels, 2.0)].into(),
+                        runs: 0,
+                    },
                     n: 1,
-                    saved: false,
                 },
             ),
         ]);
@@ -443,12 +498,12 @@ mod tests {
         let k = key(kind.0, kind.1, kind.2, kind.3);
         assert!(matches!(
             next.get(&k),
-            Some(Choice::Timing { saved: true, n, .. }) if *n == TRIALS - RECHECK_TRIALS
+            Some(Choice::Timing { record, n }) if *n == TRIALS - RECHECK_TRIALS && record.runs == 1
         ));
         save(&file, "CPU A", &next);
         assert!(matches!(
             load(&file, "CPU A").get(&k),
-            Some(Choice::Timing { best, .. }) if best.get(&Path::DotSlices) == Some(&5.0)
+            Some(Choice::Timing { record, .. }) if record.best.get(&Path::DotSlices) == Some(&5.0)
         ));
         // One quiet product decides it on the best of both runs.
         let path = record(
@@ -457,12 +512,107 @@ mod tests {
             &[(Path::Integer, 4.0), (Path::DotSlices, 6.0)],
         );
         assert_eq!(path, Some(Path::Integer));
-        let Some(Choice::Chosen(_, best)) = next.get(&k) else {
+        let Some(Choice::Chosen(_, record)) = next.get(&k) else {
             panic!("not decided");
         };
         assert_eq!(
-            best,
-            &Times::from([(Path::Integer, 4.0), (Path::DotSlices, 5.0)])
+            record,
+            &Record {
+                best: Times::from([(Path::Integer, 4.0), (Path::DotSlices, 5.0)]),
+                runs: 2
+            }
         );
+    }
+
+    /// A kind is timed again by [`RECHECK_RUNS`] later runs, then kept without timing, so
+    /// that the first reply of a run stops paying for every path of a product.
+    #[test]
+    fn a_kind_rechecked_by_enough_runs_is_kept_without_timing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(CHOICES_FILE);
+        let kind = (StoredType::Q6K, 14336, 4096, 92);
+        let k = key(kind.0, kind.1, kind.2, kind.3);
+        let mut map = HashMap::new();
+        for _ in 0..TRIALS {
+            record(&mut map, kind, &[(Path::Integer, 3.0), (Path::Panels, 7.0)]);
+        }
+        for run in 1..=RECHECK_RUNS {
+            save(&file, "CPU A", &map);
+            map = load(&file, "CPU A");
+            assert!(
+                matches!(map.get(&k), Some(Choice::Timing { record, .. }) if record.runs == run),
+                "run {run} after the first times it again"
+            );
+            assert_eq!(
+                record(&mut map, kind, &[(Path::Integer, 3.1)]),
+                Some(Path::Integer)
+            );
+        }
+        save(&file, "CPU A", &map);
+        let kept = load(&file, "CPU A");
+        assert!(matches!(
+            kept.get(&k),
+            Some(Choice::Chosen(Path::Integer, record)) if record.runs == 1 + RECHECK_RUNS
+        ));
+        // A file of before the count: its decisions were one run's, and are rechecked.
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        for e in doc["choices"].as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("runs").unwrap();
+        }
+        std::fs::write(&file, doc.to_string()).unwrap();
+        assert!(matches!(
+            load(&file, "CPU A").get(&k),
+            Some(Choice::Timing { record, .. }) if record.runs == 1
+        ));
+    }
+
+    /// A recheck times the paths within [`RECHECK_MARGIN`] of the fastest one and leaves
+    /// out the others; a new kind times every path.
+    #[test]
+    fn a_recheck_leaves_out_the_paths_far_behind() {
+        let record = Record {
+            best: Times::from([
+                (Path::Integer, 27.6),
+                (Path::IntegerTiles, 27.8),
+                (Path::DotSlices, 53.8),
+                (Path::Panels, 60.4),
+            ]),
+            runs: 1,
+        };
+        let timing = Choice::Timing {
+            record: record.clone(),
+            n: TRIALS - RECHECK_TRIALS,
+        };
+        assert_eq!(out_of_reach(Some(&timing)), [Path::Panels]);
+        assert!(out_of_reach(None).is_empty());
+        assert!(out_of_reach(Some(&Choice::Chosen(Path::Integer, record))).is_empty());
+        // Through `decide`: the path left out does not run, the others do.
+        let kind = (StoredType::Q5K, 14336 + 256, 4096, 92);
+        let (ty, cols, rows, n) = kind;
+        with_choices(|m| {
+            m.insert(
+                key(ty, cols, rows, n),
+                Choice::Timing {
+                    record: Record {
+                        best: Times::from([(Path::Integer, 1.0), (Path::Panels, 2.5)]),
+                        runs: 1,
+                    },
+                    n: TRIALS - RECHECK_TRIALS,
+                },
+            )
+        });
+        let ran = std::sync::Mutex::new(Vec::new());
+        let candidates: Vec<Candidate<'_>> = [Path::Integer, Path::Panels]
+            .into_iter()
+            .map(|p| {
+                let ran = &ran;
+                let run: Box<dyn FnOnce(&mut [f32]) + '_> =
+                    Box::new(move |_| ran.lock().unwrap().push(p));
+                (p, run)
+            })
+            .collect();
+        assert_eq!(decide(kind, &mut [], candidates), Some(Path::Integer));
+        assert_eq!(*ran.lock().unwrap(), [Path::Integer]);
     }
 }
