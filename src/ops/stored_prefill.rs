@@ -607,8 +607,7 @@ mod tests {
             .into_iter()
             .map(|p| {
                 let ran = &ran;
-                let run: Box<dyn FnOnce(&mut [f32]) + '_> =
-                    Box::new(move |_| ran.lock().unwrap().push(p));
+                let run: Run<'_> = Box::new(move |_| ran.lock().unwrap().push(p));
                 (p, run)
             })
             .collect();
