@@ -174,7 +174,7 @@ fn load(path: &std::path::Path, cpu: &str) -> HashMap<Key, Choice> {
                     n: TRIALS - RECHECK_TRIALS,
                 }
             };
-            out.insert(key(ty, cols, weight_rows, rows), choice);
+            out.insert(key((ty, cols, weight_rows, rows)), choice);
         }
     }
     out
@@ -220,7 +220,8 @@ fn with_choices<R>(f: impl FnOnce(&mut HashMap<Key, Choice>) -> R) -> Option<R> 
     Some(f(map))
 }
 
-fn key(ty: StoredType, cols: usize, weight_rows: usize, rows: usize) -> Key {
+/// A kind's key: its weight rows and input rows rounded up to powers of two.
+fn key((ty, cols, weight_rows, rows): Kind) -> Key {
     (
         ty,
         cols,
@@ -234,14 +235,14 @@ pub type Kind = (StoredType, usize, usize, usize);
 
 /// The path for `rows` inputs of `cols` values on a `ty` weight of `weight_rows` rows;
 /// `None` while undecided.
-pub fn chosen((ty, cols, weight_rows, rows): Kind) -> Option<Path> {
-    if rows < PANEL_MIN_ROWS {
+pub fn chosen(kind: Kind) -> Option<Path> {
+    if kind.3 < PANEL_MIN_ROWS {
         return Some(Path::Integer);
     }
     if let Some(p) = pinned() {
         return Some(p);
     }
-    let choice = with_choices(|m| m.get(&key(ty, cols, weight_rows, rows)).cloned()).flatten();
+    let choice = with_choices(|m| m.get(&key(kind)).cloned()).flatten();
     match choice {
         // A saved choice of the dot kernel on a CPU that no longer shows AVX-512 (a VM
         // that masks it) is decided again.
@@ -256,9 +257,7 @@ pub fn chosen((ty, cols, weight_rows, rows): Kind) -> Option<Path> {
 /// result (every path computes the same product). A recheck of an earlier run's decision
 /// leaves out the paths [`out_of_reach`] names. Returns the path kept, once decided.
 pub fn decide<'a>(kind: Kind, out: &mut [f32], candidates: Vec<Candidate<'a>>) -> Option<Path> {
-    let (ty, cols, weight_rows, rows) = kind;
-    let skip = with_choices(|m| out_of_reach(m.get(&key(ty, cols, weight_rows, rows))))
-        .unwrap_or_default();
+    let skip = with_choices(|m| out_of_reach(m.get(&key(kind)))).unwrap_or_default();
     // At least one path runs, so that `out` holds the product.
     let candidates: Vec<Candidate<'a>> = match candidates.iter().all(|(p, _)| skip.contains(p)) {
         true => candidates,
@@ -282,13 +281,13 @@ fn out_of_reach(choice: Option<&Choice>) -> Vec<Path> {
     let Some(Choice::Timing { record, .. }) = choice else {
         return Vec::new();
     };
-    let Some(fastest) = record.best.values().copied().min_by(f64::total_cmp) else {
+    let Some(least) = fastest(&record.best).map(|p| record.best[&p]) else {
         return Vec::new();
     };
     record
         .best
         .iter()
-        .filter(|(_, t)| **t > RECHECK_MARGIN * fastest)
+        .filter(|(_, t)| **t > RECHECK_MARGIN * least)
         .map(|(p, _)| *p)
         .collect()
 }
@@ -302,12 +301,9 @@ fn fastest(best: &Times) -> Option<Path> {
 
 /// Adds one timing of each path to the kind's, deciding once it has [`TRIALS`] (counting
 /// an earlier run's as all but [`RECHECK_TRIALS`] of them).
-fn record(
-    map: &mut HashMap<Key, Choice>,
-    (ty, cols, weight_rows, rows): Kind,
-    times: &[(Path, f64)],
-) -> Option<Path> {
-    let k = key(ty, cols, weight_rows, rows);
+fn record(map: &mut HashMap<Key, Choice>, kind: Kind, times: &[(Path, f64)]) -> Option<Path> {
+    let (ty, cols, weight_rows, rows) = kind;
+    let k = key(kind);
     let (mut record, n) = match map.get(&k) {
         Some(Choice::Timing { record, n }) => (record.clone(), n + 1),
         _ => (Record::default(), 1),
@@ -428,19 +424,19 @@ mod tests {
         let path = dir.path().join(CHOICES_FILE);
         let map = HashMap::from([
             (
-                key(StoredType::Q4K, 2048, 512, 92),
+                key((StoredType::Q4K, 2048, 512, 92)),
                 Choice::Chosen(Path::Panels, Record::default()),
             ),
             (
-                key(StoredType::Q4K, 8192, 2048, 92),
+                key((StoredType::Q4K, 8192, 2048, 92)),
                 Choice::Chosen(Path::DotSlices, Record::default()),
             ),
             (
-                key(StoredType::Q6K, 8192, 2048, 20),
+                key((StoredType::Q6K, 8192, 2048, 20)),
                 Choice::Chosen(Path::Integer, Record::default()),
             ),
             (
-                key(StoredType::Q8_0, 576, 576, 9),
+                key((StoredType::Q8_0, 576, 576, 9)),
                 Choice::Timing {
                     record: Record {
                         best: [(Path::Integer, 1.0), (Path::Panels, 2.0)].into(),
@@ -454,18 +450,18 @@ mod tests {
         let back = load(&path, "CPU A");
         assert_eq!(back.len(), 3, "undecided kinds are not saved");
         assert!(matches!(
-            back.get(&key(StoredType::Q4K, 8192, 2000, 128)),
+            back.get(&key((StoredType::Q4K, 8192, 2000, 128))),
             Some(Choice::Chosen(Path::DotSlices, _))
         ));
         assert!(matches!(
-            back.get(&key(StoredType::Q4K, 2048, 300, 100)),
+            back.get(&key((StoredType::Q4K, 2048, 300, 100))),
             Some(Choice::Chosen(Path::Panels, _))
         ));
         assert!(matches!(
-            back.get(&key(StoredType::Q6K, 8192, 2048, 32)),
+            back.get(&key((StoredType::Q6K, 8192, 2048, 32))),
             Some(Choice::Chosen(Path::Integer, _))
         ));
-        assert!(!back.contains_key(&key(StoredType::Q4K, 2048, 2048, 100)));
+        assert!(!back.contains_key(&key((StoredType::Q4K, 2048, 2048, 100))));
         assert!(load(&path, "CPU B").is_empty());
         std::fs::write(&path, "{ not json").unwrap();
         assert!(load(&path, "CPU A").is_empty());
@@ -489,13 +485,13 @@ mod tests {
             );
         }
         assert!(matches!(
-            first.get(&key(kind.0, kind.1, kind.2, kind.3)),
+            first.get(&key(kind)),
             Some(Choice::Chosen(Path::DotSlices, _))
         ));
         save(&file, "CPU A", &first);
         // The next run reads it as undecided, and saving it untouched keeps it.
         let mut next = load(&file, "CPU A");
-        let k = key(kind.0, kind.1, kind.2, kind.3);
+        let k = key(kind);
         assert!(matches!(
             next.get(&k),
             Some(Choice::Timing { record, n }) if *n == TRIALS - RECHECK_TRIALS && record.runs == 1
@@ -531,7 +527,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(CHOICES_FILE);
         let kind = (StoredType::Q6K, 14336, 4096, 92);
-        let k = key(kind.0, kind.1, kind.2, kind.3);
+        let k = key(kind);
         let mut map = HashMap::new();
         for _ in 0..TRIALS {
             record(&mut map, kind, &[(Path::Integer, 3.0), (Path::Panels, 7.0)]);
@@ -589,10 +585,9 @@ mod tests {
         assert!(out_of_reach(Some(&Choice::Chosen(Path::Integer, record))).is_empty());
         // Through `decide`: the path left out does not run, the others do.
         let kind = (StoredType::Q5K, 14336 + 256, 4096, 92);
-        let (ty, cols, rows, n) = kind;
         with_choices(|m| {
             m.insert(
-                key(ty, cols, rows, n),
+                key(kind),
                 Choice::Timing {
                     record: Record {
                         best: Times::from([(Path::Integer, 1.0), (Path::Panels, 2.5)]),
