@@ -1,6 +1,6 @@
-//! Facts about this process and machine read from `/proc` and `getrusage` (resident
-//! memory now and at its peak, page faults so far, memory available for a new run, the
-//! CPU's name; `None` where they are unavailable). The
+//! Facts about this process and machine read from `/proc` (resident memory now and at
+//! its peak, memory available for a new run, the CPU's name; `None` where `/proc` is
+//! unavailable). The
 //! process's runtime settings (allocator, thread pools) are in [`crate::ops::runtime`].
 
 fn proc_status_kib(key: &str) -> Option<u64> {
@@ -19,22 +19,6 @@ pub fn rss_bytes() -> Option<u64> {
 /// Peak resident memory of this process, in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_kib("VmHWM:").map(|k| k * 1024)
-}
-
-/// Page faults this process has taken so far that the kernel served without reading from
-/// disk (first touches of fresh memory, mostly). `None` where the count is unavailable.
-pub fn minor_page_faults() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is given.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-        (rc == 0).then(|| u64::try_from(usage.ru_minflt).unwrap_or(0))
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
 }
 
 /// Memory the kernel says a new allocation can use (`MemAvailable`), in bytes.

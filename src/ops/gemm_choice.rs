@@ -295,6 +295,22 @@ fn save(path: &std::path::Path, choices: &Choices) {
     super::tuning_file::write(path, &choices.cpu, serde_json::json!({ "shapes": shapes }));
 }
 
+/// Page faults this process has taken so far that the kernel served without reading from
+/// disk (first touches of fresh memory, mostly); `None` where the count is unavailable.
+fn minor_page_faults() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        (rc == 0).then(|| u64::try_from(usage.ru_minflt).unwrap_or(0))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// The kernel with the lowest time.
 fn fastest(times: &Times) -> Option<GemmKernel> {
     times
@@ -557,7 +573,7 @@ pub unsafe fn gemm(
             };
             let (kernel, timed) = pick(key);
             if timed {
-                let faults = crate::sys::minor_page_faults();
+                let faults = minor_page_faults();
                 let t = Instant::now();
                 // SAFETY: the caller's promises.
                 unsafe {
@@ -582,7 +598,7 @@ pub unsafe fn gemm(
                     )
                 };
                 let seconds = t.elapsed().as_secs_f64();
-                let faulted = match (faults, crate::sys::minor_page_faults()) {
+                let faulted = match (faults, minor_page_faults()) {
                     (Some(before), Some(after)) => after > before,
                     _ => false,
                 };
