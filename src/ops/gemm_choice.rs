@@ -92,7 +92,7 @@ const RECHECK_TRIALS: usize = 1;
 /// Timed calls of each kernel that took page faults and are set aside (not counted as
 /// trials) before such calls count after all. A product whose output or packing buffers are
 /// first touched pays the kernel for fresh pages inside the call: on the default model's
-/// first training step that made every kernel look 15–45 % slower than in the steps after
+/// first training step that made every kernel look 15–55 % slower than in the steps after
 /// it, by amounts that have nothing to do with the kernel (AMD Zen 4, 2026-12-07: gemm-f32
 /// 0.18 was chosen for the down projection at 132 GFLOP/s where the AVX-512 packed kernel
 /// runs it at 184). Setting them aside moves the trials to the steps after the first,
