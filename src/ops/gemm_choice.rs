@@ -598,10 +598,9 @@ pub unsafe fn gemm(
                     )
                 };
                 let seconds = t.elapsed().as_secs_f64();
-                let faulted = match (faults, minor_page_faults()) {
-                    (Some(before), Some(after)) => after > before,
-                    _ => false,
-                };
+                let faulted = faults
+                    .zip(minor_page_faults())
+                    .is_some_and(|(before, after)| after > before);
                 record(key, kernel, seconds / macs.max(1) as f64, faulted);
                 return;
             }

@@ -259,12 +259,13 @@ pub fn chosen(kind: Kind) -> Option<Path> {
 pub fn decide<'a>(kind: Kind, out: &mut [f32], candidates: Vec<Candidate<'a>>) -> Option<Path> {
     let skip = with_choices(|m| out_of_reach(m.get(&key(kind)))).unwrap_or_default();
     // At least one path runs, so that `out` holds the product.
-    let candidates: Vec<Candidate<'a>> = match candidates.iter().all(|(p, _)| skip.contains(p)) {
-        true => candidates,
-        false => candidates
+    let candidates: Vec<Candidate<'a>> = if candidates.iter().all(|(p, _)| skip.contains(p)) {
+        candidates
+    } else {
+        candidates
             .into_iter()
             .filter(|(p, _)| !skip.contains(p))
-            .collect(),
+            .collect()
     };
     let mut times = Vec::new();
     for (path, run) in candidates {
