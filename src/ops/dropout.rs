@@ -112,7 +112,7 @@ fn kept_bit(state: u64, i: u64, threshold: u32) -> u64 {
     ((z >> 32) as u32 >= threshold) as u64
 }
 
-super::vec_math::avx2_or_baseline! {
+super::vec_math::simd_versions! {
     /// The 64 bits of a whole word of mask after `state`. Branch-free, so the loop
     /// compiles to vector lanes (AVX2 has no 64-bit multiply: the compiler builds it from
     /// 32-bit ones). The loop with a branch and a bit set per value took 22 instructions

@@ -54,10 +54,14 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// Defines a function whose body is compiled twice, for baseline x86-64 and for
-/// AVX2 + FMA, and picks the second at run time where the CPU has it. The crate is built for
-/// baseline x86-64 (four lanes), so loops over [`exp`] only get eight lanes this way.
-macro_rules! avx2_or_baseline {
+/// Defines a function whose body is compiled three times, for baseline x86-64, for AVX2 +
+/// FMA and for AVX-512 (F/BW/VL), and picks at run time the widest that
+/// [`super::quant::isa::active`] allows (`FINETUNE_STUDIO_ISA` pins a lower one). The crate
+/// is built for baseline x86-64 (four lanes), so loops over [`exp`] only get eight or
+/// sixteen lanes this way. Every version computes each value with the same operations in
+/// the same order (no fused multiply-adds are formed, sums keep their eight partial sums),
+/// so all three give the same bits.
+macro_rules! simd_versions {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -69,18 +73,25 @@ macro_rules! avx2_or_baseline {
                 baseline($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: both features were detected on this CPU just now.
-                return unsafe { avx2($($arg),*) };
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                baseline($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            match $crate::ops::quant::isa::active() {
+                // SAFETY: `active` never exceeds what CPUID reported for this CPU, and
+                // its AVX-512 level includes F, BW and VL, its AVX2 level AVX2 and FMA.
+                $crate::ops::quant::isa::Isa::Avx512Vnni => return unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                $crate::ops::quant::isa::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                $crate::ops::quant::isa::Isa::Scalar => {}
             }
             baseline($($arg),*)
         }
     };
 }
 
-pub(crate) use avx2_or_baseline;
+pub(crate) use simd_versions;
 
 /// `x · σ(x)`'s factor `σ(x) = 1 / (1 + e^-x)`.
 #[inline(always)]
@@ -88,7 +99,7 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// SwiGLU: `out[i] = silu(gate[i]) · up[i]`, `silu(g) = g · σ(g)`, over the shortest of
     /// the three slices.
     pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
@@ -98,7 +109,7 @@ avx2_or_baseline! {
     }
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// The gradients of [`silu_mul`] for an output gradient `d`:
     /// `d_up = d · silu(g)` and `d_gate = d · u · σ(g) · (1 + g · (1 − σ(g)))`.
     pub fn silu_mul_backward(
@@ -130,7 +141,7 @@ fn gelu_tanh_gate(x: f32) -> (f32, f32) {
     (sigmoid(2.0 * u), GELU_C * (1.0 + 3.0 * GELU_A * x * x))
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// GeGLU: `out[i] = gelu_tanh(gate[i]) · up[i]`, `gelu_tanh(g) = g · ½(1 + tanh(√(2/π)
     /// (g + 0.044715 g³)))` (PyTorch's `gelu(approximate="tanh")`), over the shortest of
     /// the three slices.
@@ -141,7 +152,7 @@ avx2_or_baseline! {
     }
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// The gradients of [`gelu_tanh_mul`] for an output gradient `d`: `d_up = d ·
     /// gelu_tanh(g)` and `d_gate = d · u · (s + g · 2s(1 − s) · du/dg)`, `s = σ(2u)`.
     pub fn gelu_tanh_mul_backward(
@@ -160,7 +171,7 @@ avx2_or_baseline! {
     }
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// `xs ← softmax(scale · xs)` (`scale > 0`), with one exp per element; returns
     /// `log Σ exp(scale · xs)`, the log-sum-exp of the scaled input.
     pub fn softmax_in_place(xs: &mut [f32], scale: f32) -> f32 {
@@ -175,7 +186,7 @@ avx2_or_baseline! {
     }
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// RMSNorm of one row: `out = x · r · w`, `r = 1 / sqrt(mean(x²) + eps)`.
     pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let r = 1.0 / (dot(x, x) / x.len() as f32 + eps).sqrt();
@@ -185,7 +196,7 @@ avx2_or_baseline! {
     }
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// The gradient of [`rms_norm_row`] for an output gradient `g`:
     /// `dx = r · (g ⊙ w) − x · r³ · mean(g ⊙ w ⊙ x)`.
     pub fn rms_norm_row_backward(x: &[f32], g: &[f32], w: &[f32], eps: f32, dx: &mut [f32]) {
@@ -269,7 +280,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// `ys[k] = w_k · x` for the rows `w_k` of `w` (`ys.len()` rows of `x.len()`), the
     /// decode step's matrix-vector product: [`dot`] compiled with eight FMA lanes where the
     /// CPU has them, instead of as whatever the caller's inlining makes of it.
@@ -281,7 +292,7 @@ avx2_or_baseline! {
     }
 }
 
-avx2_or_baseline! {
+simd_versions! {
     /// `out += Σ_k weights[k] · row_k` for the rows `row_k` of `rows` (`weights.len()` rows
     /// of `out.len()`): attention's weighted sum of values in a decode step, each product
     /// and sum rounded as the plain loop rounds them.

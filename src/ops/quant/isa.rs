@@ -43,10 +43,12 @@ pub fn detected() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+            if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
+            {
                 return Isa::Avx512Vnni;
             }
-            if has!("avx2") && has!("fma") && has!("f16c") {
+            if avx2 {
                 return Isa::Avx2;
             }
         }
