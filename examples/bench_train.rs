@@ -284,14 +284,15 @@ fn main() -> anyhow::Result<()> {
     let kernels = finetune_studio::ops::gemm_choice::chosen();
     let on = |k: GemmKernel| kernels.iter().filter(|(_, c)| *c == k).count();
     println!(
-        "gemm kernels ({}): gemm 0.19 on {} shapes, gemm-f32 0.18 AVX2 on {}, dot on {}, packed on {} (AVX-512: {}), rank on {}",
+        "gemm kernels ({}): gemm 0.19 on {} shapes, gemm-f32 0.18 AVX2 on {}, dot on {}, packed on {} (AVX-512: {}), rank on {}, outer on {}",
         finetune_studio::sys::cpu_model(),
         on(GemmKernel::Gemm019),
         on(GemmKernel::Gemm018Avx2),
         on(GemmKernel::Dot),
         on(GemmKernel::Packed),
         on(GemmKernel::Packed512),
-        on(GemmKernel::Rank)
+        on(GemmKernel::Rank),
+        on(GemmKernel::Outer)
     );
     println!(
         "{}",
@@ -301,7 +302,7 @@ fn main() -> anyhow::Result<()> {
         "trainable_params": adapter.parameter_count(), "cpu": finetune_studio::sys::cpu_model(),
         "gemm_019_shapes": on(GemmKernel::Gemm019), "gemm_018_avx2_shapes": on(GemmKernel::Gemm018Avx2),
         "gemm_dot_shapes": on(GemmKernel::Dot), "gemm_packed_shapes": on(GemmKernel::Packed),
-        "gemm_packed512_shapes": on(GemmKernel::Packed512), "gemm_rank_shapes": on(GemmKernel::Rank)})
+        "gemm_packed512_shapes": on(GemmKernel::Packed512), "gemm_rank_shapes": on(GemmKernel::Rank), "gemm_outer_shapes": on(GemmKernel::Outer)})
     );
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! AVX2 kernels), the studio's packed kernel ([`super::packed_gemm`], on its AVX2 and,
 //! where the CPU has it, its AVX-512 micro-kernel: two candidates), its kernel
 //! for an inner size of at most 32 ([`super::rank_gemm`], the adapter's rank-`r`
-//! products), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2)
+//! products), its kernel for at most 16 rows and a long inner size
+//! ([`super::outer_gemm`], the adapter's weight gradients), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2)
 //! its dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing, never
 //! by a constant.
 //!
@@ -29,6 +30,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+mod small;
+
 /// The kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum GemmKernel {
@@ -45,17 +48,21 @@ pub enum GemmKernel {
     /// [`super::rank_gemm`]: a short inner size (an adapter's rank), `dst` and `rhs`
     /// row-major, on AVX2.
     Rank,
+    /// [`super::outer_gemm`]: at most 16 rows of `lhs` and a long inner size (an
+    /// adapter's weight gradients), `dst` and `rhs` row-major, on AVX-512.
+    Outer,
 }
 
 impl GemmKernel {
     /// Every kernel (the order of the file's time keys).
-    const ALL: [GemmKernel; 6] = [
+    const ALL: [GemmKernel; 7] = [
         GemmKernel::Gemm018Avx2,
         GemmKernel::Gemm019,
         GemmKernel::Dot,
         GemmKernel::Packed,
         GemmKernel::Packed512,
         GemmKernel::Rank,
+        GemmKernel::Outer,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +73,7 @@ impl GemmKernel {
             GemmKernel::Packed => "packed",
             GemmKernel::Packed512 => "packed512",
             GemmKernel::Rank => "rank",
+            GemmKernel::Outer => "outer",
         }
     }
     fn from_label(s: &str) -> Option<Self> {
@@ -76,6 +84,7 @@ impl GemmKernel {
             "packed" => Some(GemmKernel::Packed),
             "packed512" => Some(GemmKernel::Packed512),
             "rank" => Some(GemmKernel::Rank),
+            "outer" => Some(GemmKernel::Outer),
             _ => None,
         }
     }
@@ -99,8 +108,8 @@ const RECHECK_TRIALS: usize = 1;
 /// where the heap holds its pages; a product that faults on every call is still decided,
 /// after this many.
 const FAULTED_TRIALS_SET_ASIDE: usize = 8;
-/// Products below this many multiply-adds (a few microseconds) are not worth timing:
-/// they run on gemm-f32 0.18's AVX2 kernels.
+/// Products below this many multiply-adds (a few microseconds) are not timed where they
+/// run: [`small`] probes their kernel on scratch operands instead.
 const TIMED_MIN_MACS: usize = 1 << 20;
 
 /// A product's shape as the choice sees it: each size rounded up to a power of two (packed
@@ -152,6 +161,15 @@ impl ShapeKey {
             && super::rank_gemm::available()
         {
             out.push(GemmKernel::Rank);
+        }
+        // The key's m is rounded up to a power of two, so every product of the shape has
+        // at most MAX_M rows.
+        if self.m <= super::outer_gemm::MAX_M
+            && !self.transposed[0]
+            && !self.transposed[2]
+            && super::outer_gemm::available()
+        {
+            out.push(GemmKernel::Outer);
         }
         out
     }
@@ -224,7 +242,7 @@ fn pinned() -> Option<GemmKernel> {
                 GemmKernel::Gemm019
             }
             // Only some shapes can run on it: not a kernel for every product.
-            GemmKernel::Rank => GemmKernel::Gemm019,
+            GemmKernel::Rank | GemmKernel::Outer => GemmKernel::Gemm019,
             k => k,
         })
     })
@@ -555,22 +573,34 @@ pub unsafe fn gemm(
         && (m <= 1 || dst_rs >= n as isize)
         && lhs_rs >= 0
         && rhs_cs >= 0;
+    let key = ShapeKey {
+        m: m.next_power_of_two(),
+        n: n.next_power_of_two(),
+        k: k.next_power_of_two(),
+        transposed: [dst_cs != 1, lhs_cs != 1, rhs_cs != 1],
+        threads: match parallelism {
+            gemm::Parallelism::Rayon(t) => t,
+            _ => 1,
+        },
+        dot: dot_layout,
+    };
     let (kernel, timed) = match pinned() {
         Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Gemm019, false),
         Some(k) => (k, false),
-        None if !choices_available() || macs < TIMED_MIN_MACS => (GemmKernel::Gemm018Avx2, false),
-        None => {
-            let key = ShapeKey {
-                m: m.next_power_of_two(),
-                n: n.next_power_of_two(),
-                k: k.next_power_of_two(),
-                transposed: [dst_cs != 1, lhs_cs != 1, rhs_cs != 1],
-                threads: match parallelism {
-                    gemm::Parallelism::Rayon(t) => t,
-                    _ => 1,
-                },
-                dot: dot_layout,
+        None if !choices_available() => (GemmKernel::Gemm018Avx2, false),
+        None if macs < TIMED_MIN_MACS => {
+            let call = small::Call {
+                m,
+                n,
+                k,
+                read_dst,
+                alpha,
+                beta,
+                parallelism,
             };
+            (small::kernel(key, call), false)
+        }
+        None => {
             let (kernel, timed) = pick(key);
             if timed {
                 let faults = minor_page_faults();
@@ -686,7 +716,7 @@ unsafe fn run(
                 matches!(parallelism, gemm::Parallelism::Rayon(t) if t != 1),
             )
         },
-        GemmKernel::Packed | GemmKernel::Packed512 | GemmKernel::Rank => {
+        GemmKernel::Packed | GemmKernel::Packed512 | GemmKernel::Rank | GemmKernel::Outer => {
             let (dst, lhs, rhs) = (
                 Strided::new(dst, dst_rs, dst_cs),
                 Strided::new(lhs, lhs_rs, lhs_cs),
@@ -700,9 +730,20 @@ unsafe fn run(
             // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned)
             // only where the CPU runs its micro-kernel (AVX2 and FMA, or AVX-512F), the
             // rank kernel only where it has AVX2 and FMA and where k is at most its MAX_K
-            // and dst and rhs have unit column strides.
+            // and dst and rhs have unit column strides, the outer kernel only where it has
+            // AVX-512F and where m is at most its MAX_M and dst and rhs have unit column
+            // strides.
             unsafe {
                 match micro {
+                    None if kernel == GemmKernel::Outer => super::outer_gemm::gemm(
+                        (m, n, k),
+                        dst,
+                        read_dst,
+                        lhs,
+                        rhs,
+                        (alpha, beta),
+                        threads,
+                    ),
                     Some(micro) => super::packed_gemm::gemm(
                         micro,
                         (m, n, k),
@@ -984,6 +1025,7 @@ mod tests {
             GemmKernel::Packed512 => 1.75,
             GemmKernel::Gemm018Avx2 => 2.0,
             GemmKernel::Rank => 3.0,
+            GemmKernel::Outer => 3.5,
         };
         let runs = take_turns(key, candidates.len() * TRIALS, time);
         for k in &candidates {
@@ -1018,6 +1060,33 @@ mod tests {
         );
         for other in [long, column_major_rhs, column_major_dst] {
             assert!(!other.candidates().contains(&GemmKernel::Rank), "{other:?}");
+        }
+    }
+
+    /// The outer-product kernel takes its turns on at most 16 rows with `dst` and `rhs`
+    /// row-major, where the CPU has AVX-512F, and is never offered a product it cannot run.
+    #[test]
+    fn the_outer_kernel_is_a_candidate_for_short_left_operands_only() {
+        let mut short = key(1 << 22, false);
+        short.m = 16;
+        let tall = ShapeKey { m: 32, ..short };
+        let column_major_rhs = ShapeKey {
+            transposed: [false, false, true],
+            ..short
+        };
+        let column_major_dst = ShapeKey {
+            transposed: [true, false, false],
+            ..short
+        };
+        assert_eq!(
+            short.candidates().contains(&GemmKernel::Outer),
+            super::super::outer_gemm::available()
+        );
+        for other in [tall, column_major_rhs, column_major_dst] {
+            assert!(
+                !other.candidates().contains(&GemmKernel::Outer),
+                "{other:?}"
+            );
         }
     }
 

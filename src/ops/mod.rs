@@ -17,6 +17,7 @@ pub mod gemm_choice;
 pub mod mmap;
 #[cfg(test)]
 pub(crate) mod op_test_util;
+pub mod outer_gemm;
 pub mod packed_gemm;
 pub mod par_fill;
 pub mod quant;
