@@ -4,9 +4,9 @@
 //! where the CPU has it, its AVX-512 micro-kernel: two candidates), its kernel
 //! for an inner size of at most 32 ([`super::rank_gemm`], the adapter's rank-`r`
 //! products), its kernel for at most 16 rows and a long inner size
-//! ([`super::outer_gemm`], the adapter's weight gradients), or (for `x · Wᵀ` with both operands' rows contiguous, on AVX-512 or AVX2)
-//! its dot-product kernel ([`super::dot_gemm`]), chosen on this machine by timing, never
-//! by a constant.
+//! ([`super::outer_gemm`], the adapter's weight gradients), or (for `x · Wᵀ` with both
+//! operands' rows contiguous, on AVX-512 or AVX2) its dot-product kernel
+//! ([`super::dot_gemm`]), chosen on this machine by timing, never by a constant.
 //!
 //! The two crate versions implement the same algorithm with different kernels, blocking
 //! and packing, and neither wins everywhere: on AMD Zen 3 (AVX2 only) 0.19's kernels

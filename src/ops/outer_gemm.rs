@@ -57,8 +57,12 @@ pub unsafe fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    debug_assert!(
+        m <= MAX_M,
+        "{m} rows of lhs: the kernel takes at most {MAX_M}"
+    );
     // lhsᵀ, `k` rows of 16 (rows past `m` zero): the 16 values a step of `k` broadcasts,
-    // on one cache line.
+    // side by side.
     let mut lhs_t = vec![0f32; k * MAX_M];
     for (p, row) in lhs_t.chunks_exact_mut(MAX_M).enumerate() {
         for (i, v) in row.iter_mut().enumerate().take(m) {
@@ -71,7 +75,8 @@ pub unsafe fn gemm(
     // end. (Bands of columns would have each thread read a part of every row: a stride the
     // prefetchers do not follow.)
     let blocks = k.div_ceil(KC);
-    let parts = threads.clamp(1, blocks);
+    // (k = 0: one part of no rows, sums of zero.)
+    let parts = threads.clamp(1, blocks.max(1));
     let per_part = blocks.div_ceil(parts);
     let part = |t: usize| {
         let rows = (t * per_part * KC).min(k)..((t + 1) * per_part * KC).min(k);
@@ -222,14 +227,21 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// Every shape of short `lhs` (including a partial strip and several blocks of `k`),
-    /// alone and added onto `dst`, against the textbook loop, on one thread and on two.
+    /// Every shape of short `lhs` (including a partial strip, several blocks of `k` and
+    /// none), alone and added onto `dst`, against the textbook loop, on one thread and on
+    /// two.
     #[test]
     fn outer_products_agree_with_the_textbook_loop() {
         // Where the CPU lacks AVX-512F the kernel is never offered (`gemm_choice`'s
         // `the_outer_kernel_is_a_candidate_for_short_left_operands_only`): nothing to run.
         let shapes = if available() {
-            vec![(16, 576, 300), (5, 37, 129), (16, 16, 1), (1, 70, 257)]
+            vec![
+                (16, 576, 300),
+                (5, 37, 129),
+                (16, 16, 1),
+                (1, 70, 257),
+                (3, 20, 0),
+            ]
         } else {
             Vec::new()
         };
