@@ -587,7 +587,9 @@ pub unsafe fn gemm(
     let (kernel, timed) = match pinned() {
         Some(GemmKernel::Dot) if !dot_layout => (GemmKernel::Gemm019, false),
         Some(k) => (k, false),
-        None if !choices_available() => (GemmKernel::Gemm018Avx2, false),
+        // An empty product (k = 0 shares its key with k = 1) on a kernel that takes every
+        // degenerate size.
+        None if !choices_available() || macs == 0 => (GemmKernel::Gemm018Avx2, false),
         None if macs < TIMED_MIN_MACS => {
             let call = small::Call {
                 m,
