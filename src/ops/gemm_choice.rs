@@ -724,11 +724,7 @@ unsafe fn run(
                 Strided::new(lhs, lhs_rs, lhs_cs),
                 Strided::new(rhs, rhs_rs, rhs_cs),
             );
-            let micro = match kernel {
-                GemmKernel::Packed => Some(Micro::Avx2),
-                GemmKernel::Packed512 => Some(Micro::Avx512),
-                _ => None,
-            };
+            let sizes = (m, n, k);
             // SAFETY: the caller's promises; the packed kernel is a candidate (or pinned)
             // only where the CPU runs its micro-kernel (AVX2 and FMA, or AVX-512F), the
             // rank kernel only where it has AVX2 and FMA and where k is at most its MAX_K
@@ -736,9 +732,25 @@ unsafe fn run(
             // AVX-512F and where m is at most its MAX_M and dst and rhs have unit column
             // strides.
             unsafe {
-                match micro {
-                    None if kernel == GemmKernel::Outer => super::outer_gemm::gemm(
-                        (m, n, k),
+                match kernel {
+                    GemmKernel::Packed | GemmKernel::Packed512 => {
+                        let micro = match kernel {
+                            GemmKernel::Packed => Micro::Avx2,
+                            _ => Micro::Avx512,
+                        };
+                        super::packed_gemm::gemm(
+                            micro,
+                            sizes,
+                            dst,
+                            read_dst,
+                            lhs,
+                            rhs,
+                            (alpha, beta),
+                            threads,
+                        )
+                    }
+                    GemmKernel::Outer => super::outer_gemm::gemm(
+                        sizes,
                         dst,
                         read_dst,
                         lhs,
@@ -746,18 +758,8 @@ unsafe fn run(
                         (alpha, beta),
                         threads,
                     ),
-                    Some(micro) => super::packed_gemm::gemm(
-                        micro,
-                        (m, n, k),
-                        dst,
-                        read_dst,
-                        lhs,
-                        rhs,
-                        (alpha, beta),
-                        threads,
-                    ),
-                    None => super::rank_gemm::gemm(
-                        (m, n, k),
+                    _ => super::rank_gemm::gemm(
+                        sizes,
                         dst,
                         read_dst,
                         lhs,

@@ -104,6 +104,23 @@ pub unsafe fn gemm(
     }
 }
 
+/// Where the `count` rows of `rhs` from row `first` on start, and the cache lines from
+/// there to the end of the last one's `n` values; `None` for no rows.
+///
+/// # Safety
+/// Row `first` lies inside rhs when `count > 0`.
+unsafe fn block_lines(
+    rhs: Strided<f32>,
+    first: usize,
+    count: usize,
+    n: usize,
+) -> Option<(*const u8, usize)> {
+    let bytes = count.checked_sub(1)? * rhs.rs.unsigned_abs() * 4 + n * 4;
+    // SAFETY: the caller's promise.
+    let start = unsafe { rhs.at(first, 0) };
+    Some((start.cast(), bytes.div_ceil(64)))
+}
+
 /// The 16 × `n` sums of the products over `rows` of `rhs` (all of its `n` columns).
 ///
 /// # Safety
@@ -118,31 +135,23 @@ unsafe fn range_sums(
     let strips = n.div_ceil(16);
     // The first block is asked for all at once, in address order; each later one while
     // the block before it is multiplied.
-    let first_rows = KC.min(rows.len());
-    if first_rows > 0 {
-        let bytes = (first_rows - 1) * rhs.rs.unsigned_abs() * 4 + n * 4;
-        // SAFETY: row `rows.start` lies inside rhs.
-        let start = unsafe { rhs.at(rows.start, 0) };
-        #[cfg(target_arch = "x86_64")]
-        x86::prefetch(start.cast(), bytes.div_ceil(64));
+    // SAFETY: the caller's promises on rows.
+    #[cfg(target_arch = "x86_64")]
+    if let Some((start, lines)) = unsafe { block_lines(rhs, rows.start, KC.min(rows.len()), n) } {
+        x86::prefetch(start, lines);
     }
     for pc in rows.clone().step_by(KC) {
         let kc = KC.min(rows.end - pc);
         // The next block's rows, as one stretch of memory, asked for a line or a few per
         // step while this block is multiplied: in address order, across all its strips.
         let next_rows = KC.min(rows.end.saturating_sub(pc + kc));
-        let next = (next_rows > 0).then(|| {
-            let bytes = (next_rows - 1) * rhs.rs.unsigned_abs() * 4 + n * 4;
-            // SAFETY: row pc + kc lies inside rhs.
-            let start = unsafe { rhs.at(pc + kc, 0) };
-            (start, bytes.div_ceil(64).div_ceil(strips * kc))
-        });
+        // SAFETY: the rows after this block, up to `rows.end`, lie inside rhs.
+        let next = unsafe { block_lines(rhs, pc + kc, next_rows, n) }
+            .map(|(start, lines)| (start, lines.div_ceil(strips * kc)));
         for j in 0..strips {
             let cols = 16.min(n - 16 * j);
-            let ahead = next.map(|(start, lines)| {
-                let at = start.cast::<u8>().wrapping_add(j * kc * lines * 64);
-                (at, lines)
-            });
+            let ahead = next
+                .map(|(start, per_step)| (start.wrapping_add(j * kc * per_step * 64), per_step));
             // SAFETY: rows pc..pc + kc of rhs and columns 16 j .. + cols lie inside it;
             // `sums` holds 16 rows of `n`; prefetches may point anywhere.
             unsafe {

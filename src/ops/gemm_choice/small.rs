@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{run, GemmKernel, ShapeKey};
+use super::{fastest, run, GemmKernel, ShapeKey, Times};
 
 /// Rounds of the probe; each calls every candidate once, after one untimed call each.
 const ROUNDS: usize = 5;
@@ -72,9 +72,10 @@ fn probe(key: ShapeKey, call: Call) -> GemmKernel {
     let lhs = vec![0.5f32; m * k];
     let rhs = vec![0.25f32; k * n];
     let mut dst = vec![1.0f32; m * n];
-    let mut best = vec![f64::INFINITY; candidates.len()];
+    // Best seconds of each candidate.
+    let mut best: Times = candidates.iter().map(|&k| (k, f64::INFINITY)).collect();
     for round in 0..=ROUNDS {
-        for (i, &kernel) in candidates.iter().enumerate() {
+        for &kernel in &candidates {
             let t = Instant::now();
             // SAFETY: the scratch buffers hold exactly `m · n`, `m · k` and `k · n` values
             // and the strides `multiply` derives from the key reach no further; dst is its
@@ -82,15 +83,11 @@ fn probe(key: ShapeKey, call: Call) -> GemmKernel {
             unsafe { multiply(kernel, key, call, &mut dst, &lhs, &rhs) };
             let seconds = t.elapsed().as_secs_f64();
             if round > 0 {
-                best[i] = best[i].min(seconds);
+                best.entry(kernel).and_modify(|b| *b = b.min(seconds));
             }
         }
     }
-    candidates
-        .iter()
-        .zip(&best)
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(GemmKernel::Gemm018Avx2, |(k, _)| *k)
+    fastest(&best).unwrap_or(GemmKernel::Gemm018Avx2)
 }
 
 /// One product on `kernel` with the operands laid out as `key` says: row-major, or
