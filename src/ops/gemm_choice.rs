@@ -1058,12 +1058,28 @@ mod tests {
             transposed: [true, true, false],
             ..short
         };
-        assert_eq!(
-            short.candidates().contains(&GemmKernel::Rank),
-            super::super::rank_gemm::available()
+        offered_only_where_it_fits(
+            GemmKernel::Rank,
+            short,
+            super::super::rank_gemm::available(),
+            [long, column_major_rhs, column_major_dst],
         );
-        for other in [long, column_major_rhs, column_major_dst] {
-            assert!(!other.candidates().contains(&GemmKernel::Rank), "{other:?}");
+    }
+
+    /// `kernel` is a candidate of `fits` exactly where the CPU runs it (`available`), and
+    /// of none of `misfits`.
+    fn offered_only_where_it_fits(
+        kernel: GemmKernel,
+        fits: ShapeKey,
+        available: bool,
+        misfits: [ShapeKey; 3],
+    ) {
+        assert_eq!(fits.candidates().contains(&kernel), available, "{fits:?}");
+        for other in misfits {
+            assert!(
+                !other.candidates().contains(&kernel),
+                "{kernel:?}: {other:?}"
+            );
         }
     }
 
@@ -1082,16 +1098,12 @@ mod tests {
             transposed: [true, false, false],
             ..short
         };
-        assert_eq!(
-            short.candidates().contains(&GemmKernel::Outer),
-            super::super::outer_gemm::available()
+        offered_only_where_it_fits(
+            GemmKernel::Outer,
+            short,
+            super::super::outer_gemm::available(),
+            [tall, column_major_rhs, column_major_dst],
         );
-        for other in [tall, column_major_rhs, column_major_dst] {
-            assert!(
-                !other.candidates().contains(&GemmKernel::Outer),
-                "{other:?}"
-            );
-        }
     }
 
     #[test]
